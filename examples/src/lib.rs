@@ -1,0 +1,1 @@
+//! Examples live in `examples/*.rs`; run with `cargo run -p imgproxy-examples --example embed`.

@@ -1,0 +1,376 @@
+//! The model catalog: data describing every model (id, aliases, provider, upstream id,
+//! capabilities, allowed parameters with defaults, pricing). Embedded from
+//! `catalog/models.toml` and overridable by the operator's config. No model-specific logic
+//! lives in code: validation and `/v1/models` read these entries.
+
+use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::{pricing::Pricing, Error, Result};
+
+/// The catalog shipped inside the binary.
+const EMBEDDED_CATALOG: &str = include_str!("../catalog/models.toml");
+
+/// A feature a model offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Generates images from a prompt.
+    TextToImage,
+    /// Edits or fuses input images.
+    Edit,
+    /// Inpaints with a mask.
+    Mask,
+    /// Streams partial images.
+    Streaming,
+    /// Removes image backgrounds.
+    BackgroundRemoval,
+    /// Turns raster images into SVG.
+    Vectorize,
+}
+
+/// One model of the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Public id clients use.
+    pub id: String,
+    /// Other names that resolve to this model.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Name of the provider instance that serves it (for example `openai`).
+    pub provider: String,
+    /// The model id sent upstream.
+    pub upstream: String,
+    /// What the model can do.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Unix seconds shown as `created` in `/v1/models`.
+    #[serde(default)]
+    pub created: i64,
+    /// Largest `n` per request.
+    #[serde(default = "one")]
+    pub max_n: u32,
+    /// Largest `n` one upstream call produces; larger requests are fanned out. Unset: `max_n`.
+    #[serde(default)]
+    pub n_per_call: Option<u32>,
+    /// Longest prompt in characters.
+    #[serde(default)]
+    pub max_prompt_chars: Option<usize>,
+    /// Whether a prompt is required (false for background removal, vectorizing).
+    #[serde(default = "yes")]
+    pub requires_prompt: bool,
+    /// Most reference images per request.
+    #[serde(default)]
+    pub max_reference_images: usize,
+    /// The parameters the model takes, with their allowed values and defaults.
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamRule>,
+    /// Constant fields added to every upstream request (for OpenAI-compatible gateways).
+    #[serde(default)]
+    pub upstream_params: Map<String, Value>,
+    /// Price in credits.
+    #[serde(default)]
+    pub pricing: Option<Pricing>,
+    /// Set when the upstream has shut the model down.
+    #[serde(default)]
+    pub retired: Option<Retirement>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// When and in favour of what a model was retired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retirement {
+    /// Shutdown date, `YYYY-MM-DD`.
+    pub shutdown_date: String,
+    /// The model to use instead.
+    pub replacement: String,
+}
+
+/// What values one parameter accepts, and its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamRule {
+    /// The accepted values.
+    #[serde(flatten)]
+    pub kind: ParamKind,
+    /// Filled in when the request leaves the parameter out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Another parameter that must hold one of the given values when this one is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<Requirement>,
+}
+
+/// A cross-parameter constraint: `param` must be one of `values`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    /// The other parameter.
+    pub param: String,
+    /// Its allowed values.
+    pub values: Vec<String>,
+}
+
+/// The type and range of a parameter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ParamKind {
+    /// One of a fixed set of strings.
+    Enum {
+        /// The allowed values.
+        values: Vec<String>,
+    },
+    /// An integer in an optional range.
+    Integer {
+        /// Smallest allowed value.
+        #[serde(default)]
+        min: Option<i64>,
+        /// Largest allowed value.
+        #[serde(default)]
+        max: Option<i64>,
+    },
+    /// A number in an optional range.
+    Number {
+        /// Smallest allowed value.
+        #[serde(default)]
+        min: Option<f64>,
+        /// Largest allowed value.
+        #[serde(default)]
+        max: Option<f64>,
+    },
+    /// `true` or `false`.
+    Boolean,
+    /// Free text.
+    String {
+        /// Longest allowed value in characters.
+        #[serde(default)]
+        max_len: Option<usize>,
+    },
+    /// A JSON object passed through.
+    Object,
+    /// `WxH` or `auto`: one of `values`, or any size the `custom` rule allows.
+    Size {
+        /// Listed sizes (and possibly `auto`).
+        #[serde(default)]
+        values: Vec<String>,
+        /// Arbitrary sizes the model takes, if any.
+        #[serde(default)]
+        custom: Option<CustomSize>,
+    },
+}
+
+/// Limits on arbitrary `WxH` sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomSize {
+    /// Both sides must be multiples of this.
+    #[serde(default = "one")]
+    pub multiple_of: u32,
+    /// Shortest allowed side.
+    #[serde(default = "one")]
+    pub min_side: u32,
+    /// Longest allowed side.
+    pub max_side: u32,
+    /// Most pixels in total.
+    #[serde(default)]
+    pub max_pixels: Option<u64>,
+    /// Largest ratio of the long side to the short side.
+    #[serde(default)]
+    pub max_ratio: Option<f64>,
+}
+
+impl ModelSpec {
+    /// Whether the model has `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    /// The rule of parameter `name`, if the model takes it.
+    pub fn param(&self, name: &str) -> Option<&ParamRule> {
+        self.params.get(name)
+    }
+
+    /// How many images one upstream call makes.
+    pub fn images_per_call(&self) -> u32 {
+        self.n_per_call.unwrap_or(self.max_n).max(1)
+    }
+
+    /// The values of an enum or size parameter, for `allowedParams`.
+    pub fn listed_values(&self, name: &str) -> Vec<String> {
+        match self.param(name).map(|rule| &rule.kind) {
+            Some(ParamKind::Enum { values } | ParamKind::Size { values, .. }) => values.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The set of models, indexed by id and alias.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    models: Vec<Arc<ModelSpec>>,
+    names: HashMap<String, usize>,
+    remaps: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    models: Vec<ModelSpec>,
+}
+
+impl Catalog {
+    /// The catalog embedded in the binary.
+    pub fn embedded() -> Result<Self> {
+        Self::from_toml(EMBEDDED_CATALOG)
+    }
+
+    /// Parses a catalog from TOML text with a `[[models]]` array.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let file: CatalogFile =
+            toml::from_str(text).map_err(|e| Error::Internal(format!("invalid catalog: {e}")))?;
+        Self::from_models(file.models)
+    }
+
+    /// Builds a catalog from models; ids and aliases must be unique.
+    pub fn from_models(models: Vec<ModelSpec>) -> Result<Self> {
+        let mut catalog = Self::default();
+        for model in models {
+            catalog.upsert(model)?;
+        }
+        Ok(catalog)
+    }
+
+    /// Adds `model`, or replaces the model of the same id (operator overrides).
+    pub fn upsert(&mut self, model: ModelSpec) -> Result<()> {
+        let index = match self.names.get(&model.id) {
+            Some(&index) if self.models[index].id == model.id => index,
+            Some(_) => return Err(duplicate(&model.id)),
+            None => {
+                self.models.push(Arc::new(model.clone()));
+                self.models.len() - 1
+            }
+        };
+        self.names.retain(|_, i| *i != index);
+        for name in std::iter::once(&model.id).chain(&model.aliases) {
+            if self.names.insert(name.clone(), index).is_some() {
+                return Err(duplicate(name));
+            }
+        }
+        self.models[index] = Arc::new(model);
+        Ok(())
+    }
+
+    /// Sends requests for `from` (typically a retired model) to `to`.
+    pub fn remap(&mut self, from: impl Into<String>, to: impl Into<String>) -> Result<()> {
+        let to = to.into();
+        if !self.names.contains_key(&to) {
+            return Err(Error::Internal(format!(
+                "remap target `{to}` is not in the catalog"
+            )));
+        }
+        self.remaps.insert(from.into(), to);
+        Ok(())
+    }
+
+    /// Every model, in catalog order.
+    pub fn models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
+        self.models.iter()
+    }
+
+    /// The model named `name` (id, alias or remap), whether retired or not.
+    pub fn get(&self, name: &str) -> Option<&Arc<ModelSpec>> {
+        let name = self.remaps.get(name).map_or(name, String::as_str);
+        self.names.get(name).map(|&index| &self.models[index])
+    }
+
+    /// The model a request names, refusing unknown and retired models with a clear error.
+    pub fn resolve(&self, name: &str) -> Result<&Arc<ModelSpec>> {
+        let Some(model) = self.get(name) else {
+            return Err(Error::ModelNotFound {
+                message: format!(
+                    "the model `{name}` does not exist; GET /v1/models lists the available models"
+                ),
+            });
+        };
+        if let Some(retired) = &model.retired {
+            return Err(Error::ModelNotFound {
+                message: format!(
+                    "the model `{}` was retired upstream on {}; use `{}` instead",
+                    model.id, retired.shutdown_date, retired.replacement
+                ),
+            });
+        }
+        Ok(model)
+    }
+}
+
+fn duplicate(name: &str) -> Error {
+    Error::Internal(format!("catalog names `{name}` twice"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_loads_and_resolves_aliases() {
+        let catalog = Catalog::embedded().unwrap();
+        assert_eq!(
+            catalog.resolve("placeholder").unwrap().provider,
+            "placeholder"
+        );
+        assert_eq!(
+            catalog.resolve("gpt-image-2").unwrap().upstream,
+            "gpt-image-2"
+        );
+    }
+
+    #[test]
+    fn every_embedded_model_has_a_price_and_valid_defaults() {
+        let catalog = Catalog::embedded().unwrap();
+        for model in catalog.models().filter(|m| m.retired.is_none()) {
+            assert!(model.pricing.is_some(), "{} has no price", model.id);
+            if let Some(retired) = &model.retired {
+                assert!(catalog.get(&retired.replacement).is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn retired_models_name_their_replacement_until_remapped() {
+        let mut catalog = Catalog::embedded().unwrap();
+        let err = catalog.resolve("dall-e-3").unwrap_err();
+        assert_eq!(err.status(), 404);
+        assert!(err.to_string().contains("use `gpt-image-2`"), "{err}");
+        catalog.remap("dall-e-3", "gpt-image-1-mini").unwrap();
+        assert_eq!(catalog.resolve("dall-e-3").unwrap().id, "gpt-image-1-mini");
+    }
+
+    #[test]
+    fn unknown_model_is_model_not_found() {
+        let err = Catalog::embedded().unwrap().resolve("nope").unwrap_err();
+        assert_eq!(err.code(), Some("model_not_found"));
+    }
+
+    #[test]
+    fn upsert_replaces_by_id_and_rejects_alias_clashes() {
+        let mut catalog = Catalog::embedded().unwrap();
+        let mut model = (**catalog.resolve("placeholder").unwrap()).clone();
+        model.max_n = 3;
+        model.aliases = vec!["ph".into()];
+        catalog.upsert(model.clone()).unwrap();
+        assert_eq!(catalog.resolve("ph").unwrap().max_n, 3);
+        model.id = "other".into();
+        assert!(catalog.upsert(model).is_err());
+    }
+}

@@ -1,0 +1,460 @@
+//! `size` ↔ `aspect_ratio` + `image_size`: parsing and the one function, [`normalize`], that
+//! reconciles them with what a model takes.
+
+use crate::{
+    catalog::{CustomSize, ModelSpec, ParamKind},
+    Error, Result,
+};
+
+/// Pixel dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Size {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+}
+
+impl Size {
+    /// Parses `WxH`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (w, h) = text.split_once(['x', 'X'])?;
+        let (width, height) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
+        (width > 0 && height > 0).then_some(Self { width, height })
+    }
+
+    /// The ratio in lowest terms, for example `16:9`.
+    pub fn ratio(self) -> Ratio {
+        let divisor = gcd(self.width, self.height);
+        Ratio {
+            width: self.width / divisor,
+            height: self.height / divisor,
+        }
+    }
+
+    /// The resolution tier the size falls in, by pixel count.
+    pub fn tier(self) -> &'static str {
+        let pixels = u64::from(self.width) * u64::from(self.height);
+        TIERS
+            .iter()
+            .find(|(_, _, max_pixels)| pixels <= *max_pixels)
+            .map_or("4K", |(name, _, _)| name)
+    }
+}
+
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// An aspect ratio such as `16:9`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ratio {
+    /// Width part.
+    pub width: u32,
+    /// Height part.
+    pub height: u32,
+}
+
+impl Ratio {
+    /// Parses `W:H`, reduced to lowest terms.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (w, h) = text.split_once(':')?;
+        let size = Size {
+            width: w.trim().parse().ok()?,
+            height: h.trim().parse().ok()?,
+        };
+        (size.width > 0 && size.height > 0).then(|| size.ratio())
+    }
+
+    /// The size with this ratio whose long side is `long_side`, both sides rounded to
+    /// multiples of `multiple_of`.
+    pub fn at_long_side(self, long_side: u32, multiple_of: u32) -> Size {
+        let round = |v: f64| {
+            let m = f64::from(multiple_of.max(1));
+            // Sides are small positive numbers, so the cast cannot truncate meaningfully.
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "bounded"
+            )]
+            let rounded = ((v / m).round().max(1.0) * m) as u32;
+            rounded
+        };
+        let (w, h) = (f64::from(self.width), f64::from(self.height));
+        let long = f64::from(long_side);
+        if w >= h {
+            Size {
+                width: round(long),
+                height: round(long * h / w),
+            }
+        } else {
+            Size {
+                width: round(long * w / h),
+                height: round(long),
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Ratio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.width, self.height)
+    }
+}
+
+/// Resolution tiers: name, long side in pixels, largest pixel count that still counts as it.
+const TIERS: [(&str, u32, u64); 4] = [
+    ("512", 512, 400_000),
+    ("1K", 1024, 1_600_000),
+    ("2K", 2048, 6_000_000),
+    ("4K", 4096, u64::MAX),
+];
+
+/// The long side of a resolution tier (`1K` → 1024).
+pub fn tier_long_side(tier: &str) -> Option<u32> {
+    TIERS
+        .iter()
+        .find(|(name, _, _)| name.eq_ignore_ascii_case(tier))
+        .map(|(_, side, _)| *side)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a.max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The dimensions of a request after [`normalize`]: each field is set only if the model
+/// takes that parameter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dimensions {
+    /// `WxH` or `auto`.
+    pub size: Option<String>,
+    /// `W:H`.
+    pub aspect_ratio: Option<String>,
+    /// Resolution tier.
+    pub image_size: Option<String>,
+}
+
+/// Reconciles the request's `size`, `aspect_ratio` and `image_size` with the parameters the
+/// model takes, so that each provider receives the form it understands.
+///
+/// - The model takes `size` and the request gives it: it must be a listed size or fit the
+///   model's custom-size rule.
+/// - The model takes only `aspect_ratio` (+ `image_size`) and the request gives `size`: the
+///   size is reduced to its ratio (`1536x1024` → `3:2`), which must be one the model lists,
+///   and its tier (`1K`, `2K`, ...) becomes `image_size` when the model takes one.
+/// - The model takes only `size` and the request gives `aspect_ratio` (+ `image_size`): the
+///   listed size of that ratio (and tier) is chosen, or, for models with a custom-size rule,
+///   the size of that ratio whose long side is the tier's (1024 by default).
+/// - A request that gives both forms must give consistent ones; a conflict is a 400 naming
+///   `aspect_ratio` or `image_size`, never silently resolved.
+pub fn normalize(
+    model: &ModelSpec,
+    size: Option<&str>,
+    aspect_ratio: Option<&str>,
+    image_size: Option<&str>,
+) -> Result<Dimensions> {
+    let takes_size = model.param("size").is_some();
+    let takes_ratio = model.param("aspect_ratio").is_some();
+    let takes_tier = model.param("image_size").is_some();
+
+    let parsed_size = match size {
+        None | Some("auto") => None,
+        Some(text) => Some(Size::parse(text).ok_or_else(|| {
+            Error::invalid_param("size", format!("size `{text}` is not `WxH` or `auto`"))
+        })?),
+    };
+    let ratio = aspect_ratio
+        .map(|text| {
+            Ratio::parse(text).ok_or_else(|| {
+                Error::invalid_param(
+                    "aspect_ratio",
+                    format!("aspect_ratio `{text}` is not `W:H`"),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(tier) = image_size {
+        if tier_long_side(tier).is_none() {
+            return Err(Error::invalid_param(
+                "image_size",
+                format!("image_size `{tier}` is not one of 512, 1K, 2K, 4K"),
+            ));
+        }
+    }
+
+    // Both forms given: they must agree.
+    if let Some(size) = parsed_size {
+        if let Some(ratio) = ratio.filter(|r| *r != size.ratio()) {
+            return Err(Error::invalid_param(
+                "aspect_ratio",
+                format!(
+                    "aspect_ratio `{ratio}` conflicts with size `{size}` (which is {})",
+                    size.ratio()
+                ),
+            ));
+        }
+        if let Some(tier) = image_size.filter(|t| !t.eq_ignore_ascii_case(size.tier())) {
+            return Err(Error::invalid_param(
+                "image_size",
+                format!(
+                    "image_size `{tier}` conflicts with size `{size}` (which is {})",
+                    size.tier()
+                ),
+            ));
+        }
+    }
+
+    let mut out = Dimensions::default();
+    if size.is_some() && !takes_size && !takes_ratio {
+        return Err(Error::unsupported_param("size", &model.id));
+    }
+    if aspect_ratio.is_some() && !takes_ratio && !takes_size {
+        return Err(Error::unsupported_param("aspect_ratio", &model.id));
+    }
+    if image_size.is_some() && !takes_tier && !takes_size {
+        return Err(Error::unsupported_param("image_size", &model.id));
+    }
+
+    if takes_size {
+        out.size = match (size, ratio) {
+            (Some(text), _) => Some(text.to_owned()),
+            (None, Some(ratio)) if !takes_ratio => Some(size_for_ratio(model, ratio, image_size)?),
+            (None, None) if image_size.is_some() && !takes_tier => Some(size_for_ratio(
+                model,
+                Ratio {
+                    width: 1,
+                    height: 1,
+                },
+                image_size,
+            )?),
+            _ => None,
+        };
+        if let Some(text) = &out.size {
+            check_size(model, text)?;
+        }
+    }
+    if takes_ratio {
+        out.aspect_ratio = match (ratio, parsed_size) {
+            (Some(ratio), _) => Some(ratio.to_string()),
+            (None, Some(size)) if !takes_size => Some(size.ratio().to_string()),
+            _ => None,
+        };
+        if let Some(text) = &out.aspect_ratio {
+            check_listed(model, "aspect_ratio", text)?;
+        }
+    }
+    if takes_tier {
+        out.image_size = match (image_size, parsed_size) {
+            (Some(tier), _) => Some(tier.to_owned()),
+            (None, Some(size)) if !takes_size => Some(size.tier().to_owned()),
+            _ => None,
+        };
+        if let Some(text) = &out.image_size {
+            check_listed(model, "image_size", text)?;
+        }
+    }
+    Ok(out)
+}
+
+fn check_listed(model: &ModelSpec, param: &str, value: &str) -> Result<()> {
+    let listed = model.listed_values(param);
+    if listed.is_empty() || listed.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+        return Ok(());
+    }
+    Err(Error::invalid_param(
+        param,
+        format!(
+            "model `{}` does not support {param} `{value}`; supported: {}",
+            model.id,
+            listed.join(", ")
+        ),
+    ))
+}
+
+fn custom_rule(model: &ModelSpec) -> Option<CustomSize> {
+    match model.param("size").map(|rule| &rule.kind) {
+        Some(ParamKind::Size { custom, .. }) => *custom,
+        _ => None,
+    }
+}
+
+/// Checks `text` against the model's listed sizes and custom-size rule.
+fn check_size(model: &ModelSpec, text: &str) -> Result<()> {
+    let listed = model.listed_values("size");
+    if listed.iter().any(|v| v == text) {
+        return Ok(());
+    }
+    let reject = |why: String| {
+        let mut message = format!("model `{}` does not support size `{text}`", model.id);
+        if !listed.is_empty() {
+            message.push_str(&format!("; supported: {}", listed.join(", ")));
+        }
+        if !why.is_empty() {
+            message.push_str(&format!(" ({why})"));
+        }
+        Err(Error::invalid_param("size", message))
+    };
+    let (Some(rule), Some(size)) = (custom_rule(model), Size::parse(text)) else {
+        return reject(String::new());
+    };
+    let (long, short) = (size.width.max(size.height), size.width.min(size.height));
+    if size.width % rule.multiple_of != 0 || size.height % rule.multiple_of != 0 {
+        return reject(format!(
+            "custom sizes need both sides divisible by {}",
+            rule.multiple_of
+        ));
+    }
+    if short < rule.min_side || long > rule.max_side {
+        return reject(format!(
+            "custom sides must be {}–{} px",
+            rule.min_side, rule.max_side
+        ));
+    }
+    if rule
+        .max_pixels
+        .is_some_and(|max| u64::from(long) * u64::from(short) > max)
+    {
+        return reject(format!(
+            "at most {} pixels",
+            rule.max_pixels.unwrap_or_default()
+        ));
+    }
+    if rule
+        .max_ratio
+        .is_some_and(|max| f64::from(long) / f64::from(short) > max)
+    {
+        return reject(format!(
+            "ratio at most {}:1",
+            rule.max_ratio.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The size of `ratio` (at tier `image_size`) for a model that takes only `size`.
+fn size_for_ratio(model: &ModelSpec, ratio: Ratio, image_size: Option<&str>) -> Result<String> {
+    let listed = model
+        .listed_values("size")
+        .into_iter()
+        .filter_map(|text| Size::parse(&text))
+        .filter(|size| size.ratio() == ratio)
+        .find(|size| image_size.is_none_or(|tier| tier.eq_ignore_ascii_case(size.tier())));
+    if let Some(size) = listed {
+        return Ok(size.to_string());
+    }
+    if let Some(rule) = custom_rule(model) {
+        let long_side = image_size
+            .and_then(tier_long_side)
+            .unwrap_or(1024)
+            .min(rule.max_side);
+        let size = ratio.at_long_side(long_side, rule.multiple_of).to_string();
+        if check_size(model, &size).is_ok() {
+            return Ok(size);
+        }
+    }
+    let param = if image_size.is_some() {
+        "image_size"
+    } else {
+        "aspect_ratio"
+    };
+    Err(Error::invalid_param(
+        param,
+        format!(
+            "model `{}` has no size for aspect_ratio {ratio}{}; supported sizes: {}",
+            model.id,
+            image_size.map(|t| format!(" at {t}")).unwrap_or_default(),
+            model.listed_values("size").join(", ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Catalog;
+
+    fn model(id: &str) -> ModelSpec {
+        (**Catalog::embedded().unwrap().resolve(id).unwrap()).clone()
+    }
+
+    #[test]
+    fn parses_and_reduces() {
+        assert_eq!(Size::parse("1536x1024").unwrap().ratio().to_string(), "3:2");
+        assert_eq!(Ratio::parse("32:18").unwrap().to_string(), "16:9");
+        assert_eq!(Size::parse("1024x1024").unwrap().tier(), "1K");
+        assert_eq!(Size::parse("2048x2048").unwrap().tier(), "2K");
+        assert_eq!(Size::parse("512x512").unwrap().tier(), "512");
+        assert!(Size::parse("0x10").is_none() && Size::parse("big").is_none());
+    }
+
+    #[test]
+    fn size_only_model_derives_size_from_ratio() {
+        let m = model("gpt-image-1-mini");
+        let dims = normalize(&m, None, Some("3:2"), None).unwrap();
+        assert_eq!(dims.size.as_deref(), Some("1536x1024"));
+        assert_eq!(dims.aspect_ratio, None);
+        let err = normalize(&m, None, Some("16:9"), None).unwrap_err();
+        assert_eq!(err.param(), Some("aspect_ratio"));
+    }
+
+    #[test]
+    fn custom_size_model_computes_size_from_ratio_and_tier() {
+        let m = model("gpt-image-2");
+        let dims = normalize(&m, None, Some("16:9"), Some("2K")).unwrap();
+        assert_eq!(dims.size.as_deref(), Some("2048x1152"));
+        assert_eq!(
+            normalize(&m, Some("1000x2000"), None, None)
+                .unwrap_err()
+                .param(),
+            Some("size")
+        );
+        assert!(normalize(&m, Some("1920x1088"), None, None).is_ok());
+    }
+
+    #[test]
+    fn conflicts_are_rejected_not_resolved() {
+        let m = model("placeholder");
+        let err = normalize(&m, Some("1024x1024"), Some("16:9"), None).unwrap_err();
+        assert_eq!(err.param(), Some("aspect_ratio"));
+        let err = normalize(&m, Some("1024x1024"), None, Some("4K")).unwrap_err();
+        assert_eq!(err.param(), Some("image_size"));
+        let ok = normalize(&m, Some("1024x1024"), Some("1:1"), Some("1K")).unwrap();
+        assert_eq!(ok.size.as_deref(), Some("1024x1024"));
+    }
+
+    #[test]
+    fn malformed_values_name_their_param() {
+        let m = model("placeholder");
+        assert_eq!(
+            normalize(&m, Some("huge"), None, None).unwrap_err().param(),
+            Some("size")
+        );
+        assert_eq!(
+            normalize(&m, None, Some("wide"), None).unwrap_err().param(),
+            Some("aspect_ratio")
+        );
+        assert_eq!(
+            normalize(&m, None, None, Some("8K")).unwrap_err().param(),
+            Some("image_size")
+        );
+    }
+
+    #[test]
+    fn ratio_at_long_side_rounds_to_multiple() {
+        let r = Ratio::parse("16:9").unwrap();
+        assert_eq!(r.at_long_side(1024, 16).to_string(), "1024x576");
+        assert_eq!(
+            Ratio::parse("9:16")
+                .unwrap()
+                .at_long_side(1024, 8)
+                .to_string(),
+            "576x1024"
+        );
+    }
+}

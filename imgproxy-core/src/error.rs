@@ -1,0 +1,230 @@
+//! The one error type of the core crate. Each variant knows its HTTP status and OpenAI error
+//! `type` / `code` / `param` as plain data, so the server maps it to a response in one place.
+
+use std::time::Duration;
+
+/// Everything that can go wrong between receiving a request and answering it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// The client's request is invalid (400).
+    #[error("{message}")]
+    InvalidRequest {
+        /// Human-readable reason.
+        message: String,
+        /// The offending parameter.
+        param: Option<String>,
+        /// Machine-readable code, for example `invalid_value`.
+        code: Option<String>,
+    },
+    /// The model is not in the catalog, or no provider serves it (404).
+    #[error("{message}")]
+    ModelNotFound {
+        /// Human-readable reason.
+        message: String,
+    },
+    /// A provider refused the content (400 `moderation_blocked`).
+    #[error("{message}")]
+    ModerationBlocked {
+        /// The provider's explanation.
+        message: String,
+    },
+    /// The upstream rate-limited us (429).
+    #[error("upstream `{provider}` is rate limiting requests; retry later")]
+    RateLimited {
+        /// Provider name.
+        provider: String,
+        /// How long to wait, when the upstream said.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream rejected imgproxy's own credentials (502): an operator problem.
+    #[error("upstream `{provider}` rejected the gateway's credentials; the operator must check its API key")]
+    UpstreamAuth {
+        /// Provider name.
+        provider: String,
+    },
+    /// The upstream failed or answered something unusable (502).
+    #[error("upstream `{provider}` failed: {message}")]
+    Upstream {
+        /// Provider name.
+        provider: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The upstream did not answer in time (504).
+    #[error("upstream `{provider}` timed out")]
+    UpstreamTimeout {
+        /// Provider name.
+        provider: String,
+    },
+    /// A bug or an environment failure inside imgproxy (500). The detail is logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A 400 naming `param`, with code `invalid_value`.
+    pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::InvalidRequest {
+            message: message.into(),
+            param: Some(param.into()),
+            code: Some("invalid_value".into()),
+        }
+    }
+
+    /// A 400 for a parameter the model does not take, with code `unknown_parameter`.
+    pub fn unsupported_param(param: &str, model: &str) -> Self {
+        Self::InvalidRequest {
+            message: format!("model `{model}` does not accept the parameter `{param}`"),
+            param: Some(param.into()),
+            code: Some("unknown_parameter".into()),
+        }
+    }
+
+    /// HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::InvalidRequest { .. } | Self::ModerationBlocked { .. } => 400,
+            Self::ModelNotFound { .. } => 404,
+            Self::RateLimited { .. } => 429,
+            Self::UpstreamAuth { .. } | Self::Upstream { .. } => 502,
+            Self::UpstreamTimeout { .. } => 504,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// OpenAI error `type`.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } | Self::ModelNotFound { .. } => "invalid_request_error",
+            Self::ModerationBlocked { .. } => "image_generation_user_error",
+            Self::RateLimited { .. } => "rate_limit_error",
+            Self::UpstreamAuth { .. } | Self::Upstream { .. } | Self::UpstreamTimeout { .. } => {
+                "upstream_error"
+            }
+            Self::Internal(_) => "server_error",
+        }
+    }
+
+    /// OpenAI error `code`.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { code, .. } => code.as_deref(),
+            Self::ModelNotFound { .. } => Some("model_not_found"),
+            Self::ModerationBlocked { .. } => Some("moderation_blocked"),
+            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Self::UpstreamAuth { .. } => Some("upstream_auth_failed"),
+            Self::Upstream { .. } => Some("upstream_error"),
+            Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::Internal(_) => Some("internal_error"),
+        }
+    }
+
+    /// OpenAI error `param`.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            Self::InvalidRequest { param, .. } => param.as_deref(),
+            Self::ModelNotFound { .. } => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// How long the client should wait before retrying, for 429s.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The message safe to show a client: internal details stay in the logs.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::Internal(_) => "internal server error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_variant_maps_to_status_type_and_code() {
+        let p = || "openai".to_owned();
+        let cases = [
+            (
+                Error::invalid_param("size", "bad"),
+                400,
+                "invalid_request_error",
+                Some("invalid_value"),
+            ),
+            (
+                Error::ModelNotFound {
+                    message: "x".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("model_not_found"),
+            ),
+            (
+                Error::ModerationBlocked {
+                    message: "x".into(),
+                },
+                400,
+                "image_generation_user_error",
+                Some("moderation_blocked"),
+            ),
+            (
+                Error::RateLimited {
+                    provider: p(),
+                    retry_after: None,
+                },
+                429,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
+            ),
+            (
+                Error::UpstreamAuth { provider: p() },
+                502,
+                "upstream_error",
+                Some("upstream_auth_failed"),
+            ),
+            (
+                Error::Upstream {
+                    provider: p(),
+                    message: "x".into(),
+                },
+                502,
+                "upstream_error",
+                Some("upstream_error"),
+            ),
+            (
+                Error::UpstreamTimeout { provider: p() },
+                504,
+                "upstream_error",
+                Some("upstream_timeout"),
+            ),
+            (
+                Error::Internal("secret detail".into()),
+                500,
+                "server_error",
+                Some("internal_error"),
+            ),
+        ];
+        for (error, status, kind, code) in cases {
+            assert_eq!(
+                (error.status(), error.error_type(), error.code()),
+                (status, kind, code),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn internal_detail_is_not_public() {
+        assert!(!Error::Internal("db password".into())
+            .public_message()
+            .contains("password"));
+    }
+}

@@ -1,0 +1,256 @@
+//! The gateway: a catalog plus providers (plus optionally an image store). `generate`
+//! validates, routes to the model's provider, fans `n` out over several upstream calls where
+//! the model makes fewer images per call, and answers in OpenAI's response shape.
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use base64::Engine as _;
+use futures_util::{stream, StreamExt as _};
+
+use crate::{
+    provider::ImageMeta, validate, Catalog, Error, Generation, ImageData, ImageProvider,
+    ImageRequest, ImageResponse, ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result,
+    Usage, ValidatedRequest,
+};
+
+/// Upstream calls one request may run at once when it fans `n` out.
+const DEFAULT_FAN_OUT: usize = 4;
+
+/// Builds a [`Gateway`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    catalog: Catalog,
+    providers: HashMap<String, Arc<dyn ImageProvider>>,
+    store: Option<(ImageStore, String)>,
+    default_model: String,
+    fan_out: usize,
+}
+
+impl GatewayBuilder {
+    /// Registers a provider under its [`ImageProvider::name`].
+    #[must_use]
+    pub fn provider(mut self, provider: Arc<dyn ImageProvider>) -> Self {
+        self.providers.insert(provider.name().to_owned(), provider);
+        self
+    }
+
+    /// Enables `response_format=url`: images go to `store` and their URLs are
+    /// `{url_prefix}{key}`.
+    #[must_use]
+    pub fn store(mut self, store: ImageStore, url_prefix: impl Into<String>) -> Self {
+        self.store = Some((store, url_prefix.into()));
+        self
+    }
+
+    /// The model used when a request names none (default `placeholder`).
+    #[must_use]
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = model.into();
+        self
+    }
+
+    /// How many upstream calls of one request may run at once (default 4).
+    #[must_use]
+    pub fn fan_out_concurrency(mut self, limit: usize) -> Self {
+        self.fan_out = limit.max(1);
+        self
+    }
+
+    /// Builds the gateway.
+    pub fn build(self) -> Gateway {
+        Gateway {
+            catalog: Arc::new(self.catalog),
+            providers: self.providers,
+            store: self.store,
+            default_model: self.default_model,
+            fan_out: self.fan_out,
+        }
+    }
+}
+
+/// Validates, routes and answers image requests. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Gateway {
+    catalog: Arc<Catalog>,
+    providers: HashMap<String, Arc<dyn ImageProvider>>,
+    store: Option<(ImageStore, String)>,
+    default_model: String,
+    fan_out: usize,
+}
+
+impl Gateway {
+    /// Starts building a gateway over `catalog`.
+    pub fn builder(catalog: Catalog) -> GatewayBuilder {
+        GatewayBuilder {
+            catalog,
+            providers: HashMap::new(),
+            store: None,
+            default_model: "placeholder".into(),
+            fan_out: DEFAULT_FAN_OUT,
+        }
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The image store, if one is configured.
+    pub fn store(&self) -> Option<&ImageStore> {
+        self.store.as_ref().map(|(store, _)| store)
+    }
+
+    /// Whether a provider for `model` is configured.
+    pub fn serves(&self, model: &ModelSpec) -> bool {
+        self.providers.contains_key(&model.provider)
+    }
+
+    /// The catalog models that a configured provider serves (retired ones included, so that
+    /// clients can see their shutdown date).
+    pub fn served_models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
+        self.catalog.models().filter(|model| self.serves(model))
+    }
+
+    /// Validates `request` against its model, and checks that the model can be served.
+    pub fn validate(&self, request: ImageRequest) -> Result<ValidatedRequest> {
+        let validated = validate::validate(&self.catalog, request, &self.default_model)?;
+        if !self.serves(&validated.model) {
+            return Err(Error::ModelNotFound {
+                message: format!(
+                    "the model `{}` is not available: its provider `{}` is not configured",
+                    validated.model.id, validated.model.provider
+                ),
+            });
+        }
+        if !validated.reference_images.is_empty() {
+            return Err(Error::invalid_param(
+                "images",
+                "reference images are not available on this server yet",
+            ));
+        }
+        Ok(validated)
+    }
+
+    /// Validates and runs `request`, answering in OpenAI's shape.
+    pub async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
+        let validated = self.validate(request)?;
+        let generation = self.run(&validated).await?;
+        self.respond(&validated, generation).await
+    }
+
+    /// Runs a validated request: one upstream call per `n_per_call` images, at most
+    /// `fan_out` at once, results in order. Returns what succeeded if any call did.
+    pub async fn run(&self, request: &ValidatedRequest) -> Result<Generation> {
+        let model = &request.model;
+        let provider = self
+            .providers
+            .get(&model.provider)
+            .ok_or_else(|| Error::ModelNotFound {
+                message: format!("provider `{}` is not configured", model.provider),
+            })?;
+        let per_call = model.images_per_call();
+        let calls: Vec<ProviderRequest<'_>> = (0..request.n)
+            .step_by(per_call as usize)
+            .map(|first_index| ProviderRequest {
+                request,
+                n: per_call.min(request.n - first_index),
+                first_index,
+            })
+            .collect();
+        let results: Vec<_> = stream::iter(calls)
+            .map(|call| async move { (call.n, provider.generate(call).await) })
+            .buffered(self.fan_out)
+            .collect()
+            .await;
+
+        let mut total = Generation::default();
+        let mut first_error = None;
+        for (asked, result) in results {
+            match result {
+                Ok(mut generation) if !generation.images.is_empty() => {
+                    generation.images.truncate(asked as usize);
+                    total.images.append(&mut generation.images);
+                    if let Some(usage) = generation.usage {
+                        total
+                            .usage
+                            .get_or_insert_with(Usage::default)
+                            .accumulate(&usage);
+                    }
+                    if total.meta == ImageMeta::default() {
+                        total.meta = generation.meta;
+                    }
+                }
+                Ok(_) => {
+                    first_error.get_or_insert_with(|| Error::Upstream {
+                        provider: model.provider.clone(),
+                        message: "the upstream returned no image".into(),
+                    });
+                }
+                Err(error) => {
+                    let error = error.into_error(&model.provider, &model.id);
+                    tracing::warn!(model = %model.id, %error, "upstream call failed");
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) if total.images.is_empty() => Err(error),
+            _ => Ok(total),
+        }
+    }
+
+    /// Turns generated images into the OpenAI response: inline base64 or stored URLs.
+    pub async fn respond(
+        &self,
+        request: &ValidatedRequest,
+        generation: Generation,
+    ) -> Result<ImageResponse> {
+        let mut data = Vec::with_capacity(generation.images.len());
+        for image in generation.images {
+            let (b64_json, url) = match request.response_format {
+                ResponseFormat::B64Json => (
+                    Some(base64::engine::general_purpose::STANDARD.encode(&image.bytes)),
+                    None,
+                ),
+                ResponseFormat::Url => {
+                    let Some((store, prefix)) = &self.store else {
+                        return Err(Error::invalid_param(
+                            "response_format",
+                            "response_format `url` needs an image store, and none is configured",
+                        ));
+                    };
+                    let key = store.put(image.bytes, &image.mime).await?;
+                    (None, Some(format!("{prefix}{key}")))
+                }
+            };
+            data.push(ImageData {
+                b64_json,
+                url,
+                revised_prompt: image.revised_prompt,
+            });
+        }
+        let meta = generation.meta;
+        let param = |name: &str| {
+            request
+                .param_str(name)
+                .filter(|v| *v != "auto")
+                .map(str::to_owned)
+        };
+        Ok(ImageResponse {
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            data,
+            background: meta.background.or_else(|| param("background")),
+            output_format: meta.output_format.or_else(|| param("output_format")),
+            quality: meta.quality.or_else(|| param("quality")),
+            size: meta.size.or_else(|| param("size")),
+            usage: generation.usage,
+            credits_used: None,
+        })
+    }
+}

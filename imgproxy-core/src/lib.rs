@@ -1,0 +1,32 @@
+//! `imgproxy-core`: the OpenAI-shaped image types, the model catalog, request validation,
+//! the provider trait, the image store and the [`Gateway`] that ties them together.
+//!
+//! This crate knows nothing of HTTP frameworks: the server crate maps [`Error`] to HTTP.
+//!
+//! Providers are dynamically dispatched (`Arc<dyn ImageProvider>`, via `async-trait`) because
+//! the set of configured providers is only known at start-up, from the config file and the
+//! environment; one registry keyed by provider name serves every model of the catalog.
+
+pub mod catalog;
+pub mod dimensions;
+mod error;
+pub mod gateway;
+pub mod pricing;
+pub mod provider;
+pub mod request;
+pub mod response;
+pub mod schema;
+pub mod store;
+pub mod validate;
+
+pub use catalog::{Capability, Catalog, ModelSpec};
+pub use error::Error;
+pub use gateway::{Gateway, GatewayBuilder};
+pub use provider::{GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest};
+pub use request::{ImageInput, ImageRequest};
+pub use response::{ImageData, ImageResponse, Usage};
+pub use store::ImageStore;
+pub use validate::{ResponseFormat, ValidatedRequest};
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

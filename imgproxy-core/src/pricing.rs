@@ -1,0 +1,70 @@
+//! Prices in integer credits, as catalog data, and the one pure function that prices a
+//! validated request.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ValidatedRequest;
+
+/// A model's price. The base price of one image is the `by_quality` entry for the request's
+/// quality if there is one, else the `by_resolution` entry for its tier, else `per_image`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    /// Credits per image.
+    pub per_image: u64,
+    /// Credits per image by `quality`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_quality: BTreeMap<String, u64>,
+    /// Credits per image by resolution tier (`1K`, `2K`, `4K`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_resolution: BTreeMap<String, u64>,
+    /// Credits added per reference image.
+    #[serde(default)]
+    pub per_reference_image: u64,
+}
+
+/// Credits for one image of `request`, or `None` if the model has no price.
+pub fn credits_per_image(request: &ValidatedRequest) -> Option<u64> {
+    let pricing = request.model.pricing.as_ref()?;
+    let by_quality = request
+        .param_str("quality")
+        .and_then(|q| pricing.by_quality.get(q));
+    let by_resolution = request.tier().and_then(|t| pricing.by_resolution.get(t));
+    let base = by_quality
+        .or(by_resolution)
+        .copied()
+        .unwrap_or(pricing.per_image);
+    let references = u64::try_from(request.reference_images.len()).unwrap_or(u64::MAX);
+    Some(base.saturating_add(pricing.per_reference_image.saturating_mul(references)))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{validate::validate, Catalog, ImageRequest};
+
+    use super::*;
+
+    fn price(model: &str, extra: &[(&str, &str)]) -> Option<u64> {
+        let catalog = Catalog::embedded().unwrap();
+        let mut request = ImageRequest::new(model, "p");
+        for (key, value) in extra {
+            request
+                .extra
+                .insert((*key).into(), serde_json::json!(value));
+        }
+        let request: ImageRequest =
+            serde_json::from_value(serde_json::to_value(request).unwrap()).unwrap();
+        credits_per_image(&validate(&catalog, request, "placeholder").unwrap())
+    }
+
+    #[test]
+    fn table() {
+        assert_eq!(price("placeholder", &[]), Some(1));
+        assert_eq!(price("gpt-image-2", &[("quality", "low")]), Some(6));
+        assert_eq!(price("gpt-image-2", &[("quality", "high")]), Some(211));
+        // `auto` may pick any quality, so it is priced at the worst case.
+        assert_eq!(price("gpt-image-2", &[]), Some(211));
+    }
+}

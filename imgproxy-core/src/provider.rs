@@ -1,0 +1,227 @@
+//! The provider trait every upstream adapter implements, what it receives and returns, and
+//! its error type. Providers return image bytes, never HTTP framework types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::{Error, Usage, ValidatedRequest};
+
+/// One upstream call's worth of a validated request.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderRequest<'a> {
+    /// The whole validated request.
+    pub request: &'a ValidatedRequest,
+    /// Images to make in this call (≤ the model's `n_per_call`).
+    pub n: u32,
+    /// Index of this call's first image within the request, so that fanned-out calls of a
+    /// deterministic provider make distinct images.
+    pub first_index: u32,
+}
+
+impl ProviderRequest<'_> {
+    /// The upstream model id.
+    pub fn upstream_model(&self) -> &str {
+        &self.request.model.upstream
+    }
+
+    /// The seed for this call: the request's seed offset by `first_index`, so that fanned-out
+    /// calls stay reproducible yet distinct.
+    pub fn seed(&self) -> Option<i64> {
+        self.request
+            .param_i64("seed")
+            .map(|seed| seed.wrapping_add(i64::from(self.first_index)))
+    }
+}
+
+/// What one upstream call produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generation {
+    /// The images, in order.
+    pub images: Vec<GeneratedImage>,
+    /// Token usage, where the provider reports it.
+    pub usage: Option<Usage>,
+    /// Metadata the provider reports about the images (`background`, `quality`, ...).
+    pub meta: ImageMeta,
+}
+
+/// Metadata of generated images, as OpenAI's response reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageMeta {
+    /// `transparent` or `opaque`.
+    pub background: Option<String>,
+    /// `png`, `jpeg`, ...
+    pub output_format: Option<String>,
+    /// The quality used.
+    pub quality: Option<String>,
+    /// `WxH`.
+    pub size: Option<String>,
+}
+
+/// One generated image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedImage {
+    /// The encoded image.
+    pub bytes: Bytes,
+    /// Its MIME type, for example `image/png`.
+    pub mime: String,
+    /// The prompt the provider used, if it rewrote it.
+    pub revised_prompt: Option<String>,
+}
+
+/// An image-generation backend.
+#[async_trait]
+pub trait ImageProvider: Send + Sync + std::fmt::Debug {
+    /// The provider instance name that catalog entries refer to (`openai`, `placeholder`, ...).
+    fn name(&self) -> &str;
+
+    /// Generates `request.n` images.
+    async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError>;
+
+    /// Edits reference images. Providers without edits keep this default.
+    async fn edit(&self, _request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        Err(ProviderError::Unsupported {
+            feature: "image edits",
+        })
+    }
+}
+
+/// How an upstream call failed, from the upstream's point of view.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// The upstream refused the request as invalid; its message, param and code are kept.
+    #[error("{message}")]
+    InvalidRequest {
+        /// The upstream's message.
+        message: String,
+        /// The parameter it named.
+        param: Option<String>,
+        /// Its error code.
+        code: Option<String>,
+    },
+    /// The upstream refused the content.
+    #[error("{message}")]
+    ModerationBlocked {
+        /// The upstream's explanation.
+        message: String,
+    },
+    /// The upstream rate-limited us.
+    #[error("rate limited")]
+    RateLimited {
+        /// How long the upstream asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// The upstream rejected our credentials (401/403).
+    #[error("credentials rejected with status {status}")]
+    Unauthorized {
+        /// The upstream status.
+        status: u16,
+    },
+    /// The upstream failed or answered something unusable.
+    #[error("{message}")]
+    Failed {
+        /// What went wrong, without secrets.
+        message: String,
+    },
+    /// The upstream did not answer in time.
+    #[error("timed out")]
+    Timeout,
+    /// The provider does not offer this feature.
+    #[error("{feature} not supported")]
+    Unsupported {
+        /// The feature.
+        feature: &'static str,
+    },
+}
+
+impl ProviderError {
+    /// The gateway error for a failure of provider `provider` serving `model`.
+    pub fn into_error(self, provider: &str, model: &str) -> Error {
+        let provider = provider.to_owned();
+        match self {
+            Self::InvalidRequest {
+                message,
+                param,
+                code,
+            } => Error::InvalidRequest {
+                message,
+                param,
+                code,
+            },
+            Self::ModerationBlocked { message } => Error::ModerationBlocked { message },
+            Self::RateLimited { retry_after } => Error::RateLimited {
+                provider,
+                retry_after,
+            },
+            Self::Unauthorized { .. } => Error::UpstreamAuth { provider },
+            Self::Failed { message } => Error::Upstream { provider, message },
+            Self::Timeout => Error::UpstreamTimeout { provider },
+            Self::Unsupported { feature } => Error::InvalidRequest {
+                message: format!("model `{model}` does not support {feature}"),
+                param: None,
+                code: Some("unsupported_feature".into()),
+            },
+        }
+    }
+}
+
+/// The MIME type of an encoded image, from its leading bytes.
+pub fn sniff_mime(bytes: &[u8]) -> Option<&'static str> {
+    let text_start = std::str::from_utf8(&bytes[..bytes.len().min(256)])
+        .unwrap_or("")
+        .trim_start();
+    match bytes {
+        [0x89, b'P', b'N', b'G', ..] => Some("image/png"),
+        [0xFF, 0xD8, 0xFF, ..] => Some("image/jpeg"),
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => Some("image/webp"),
+        [b'G', b'I', b'F', b'8', ..] => Some("image/gif"),
+        _ if text_start.starts_with("<svg") || text_start.starts_with("<?xml") => {
+            Some("image/svg+xml")
+        }
+        _ => None,
+    }
+}
+
+/// The file extension of a MIME type.
+pub fn extension_of(mime: &str) -> &'static str {
+    match mime {
+        "image/jpeg" => "jpg",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/svg+xml" => "svg",
+        _ => "png",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffs_common_formats() {
+        assert_eq!(sniff_mime(b"\x89PNG\r\n\x1a\n...."), Some("image/png"));
+        assert_eq!(sniff_mime(b"\xFF\xD8\xFF\xE0"), Some("image/jpeg"));
+        assert_eq!(sniff_mime(b"RIFF\0\0\0\0WEBPVP8L"), Some("image/webp"));
+        assert_eq!(sniff_mime(b"GIF89a"), Some("image/gif"));
+        assert_eq!(sniff_mime(b"  <svg xmlns=..."), Some("image/svg+xml"));
+        assert_eq!(sniff_mime(b"{\"json\": 1}"), None);
+    }
+
+    #[test]
+    fn provider_errors_keep_their_meaning() {
+        let e = ProviderError::Unauthorized { status: 401 }.into_error("openai", "m");
+        assert_eq!(e.status(), 502);
+        let e = ProviderError::InvalidRequest {
+            message: "bad".into(),
+            param: Some("size".into()),
+            code: Some("c".into()),
+        }
+        .into_error("openai", "m");
+        assert_eq!(
+            (e.status(), e.param(), e.code()),
+            (400, Some("size"), Some("c"))
+        );
+        assert_eq!(ProviderError::Timeout.into_error("o", "m").status(), 504);
+    }
+}

@@ -1,0 +1,185 @@
+//! `ImageRequest`: the body of `POST /v1/images/generations`, as OpenAI's SDKs send it, plus
+//! imgproxy's extensions. Only shape lives here; what a model accepts is `validate`'s job.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A request to generate images, mirroring OpenAI's `/v1/images/generations` body.
+///
+/// Every field is optional at this level so that a missing or misplaced field becomes a clear
+/// validation error naming the parameter, never a deserialisation failure.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageRequest {
+    /// Model id or alias from the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Text description of the desired image(s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// Number of images to generate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// `WxH` (for example `1024x1024`) or `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Quality tier, for example `low`, `medium`, `high`, `auto`, `hd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// `vivid` or `natural` (legacy DALL·E parameter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<String>,
+    /// `url` or `b64_json`: how imgproxy returns the images. Never sent upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<String>,
+    /// Aspect ratio such as `16:9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aspect_ratio: Option<String>,
+    /// Resolution tier: `512`, `1K`, `2K` or `4K` (alias `resolution`).
+    #[serde(default, alias = "resolution", skip_serializing_if = "Option::is_none")]
+    pub image_size: Option<String>,
+    /// Person generation policy: `dont_allow`, `allow_adult`, `allow_all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_generation: Option<String>,
+    /// `transparent`, `opaque` or `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<String>,
+    /// `png`, `jpeg`, `webp`, `gif` or `svg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<String>,
+    /// Compression level 0–100 for `jpeg` and `webp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_compression: Option<u32>,
+    /// `high` or `low`: how closely to match the style of input images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_fidelity: Option<String>,
+    /// Content moderation level: `auto` or `low`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderation: Option<String>,
+    /// What the image should not contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_prompt: Option<String>,
+    /// Seed for reproducible output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// End-user identifier (deprecated upstream in favour of `safety_identifier`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Stable identifier of the end user, for abuse detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety_identifier: Option<String>,
+    /// `low`, `medium` or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complexity: Option<String>,
+    /// Number of frames of a GIF (2–16).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_count: Option<u32>,
+    /// Duration of each GIF frame in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_duration_ms: Option<u32>,
+    /// SVG output options: `{"model": ..., "reasoning": {"effort": ...}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svg: Option<Value>,
+    /// Stream partial images as Server-Sent Events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Number of partial images to stream (0–3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_images: Option<u32>,
+    /// Reference images (imgproxy extension): URLs, data URLs or file ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<ImageInput>>,
+    /// Where to POST the result of an asynchronous request (imgproxy extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// Run as an asynchronous task (imgproxy extension).
+    #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
+    pub run_async: Option<bool>,
+    /// Model-specific parameters that the catalog declares (for example `raw` on `ultra`).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+/// A reference image: a URL, a data URL or a file id, bare or in OpenAI's object forms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum ImageInput {
+    /// `https://...`, `data:image/png;base64,...` or a file id.
+    Text(String),
+    /// `{"image_url": "..."}`.
+    ImageUrl {
+        /// URL or data URL.
+        image_url: String,
+    },
+    /// `{"file_id": "..."}`.
+    FileId {
+        /// Id of an uploaded file.
+        file_id: String,
+    },
+}
+
+impl ImageRequest {
+    /// A request for `prompt` on `model`, every other field unset.
+    pub fn new(model: impl Into<String>, prompt: impl Into<String>) -> Self {
+        Self {
+            model: Some(model.into()),
+            prompt: Some(prompt.into()),
+            ..Self::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_field_round_trips() {
+        let body = json!({
+            "model": "gpt-image-2", "prompt": "an otter", "n": 2, "size": "1024x1024",
+            "quality": "high", "style": "vivid", "response_format": "url",
+            "aspect_ratio": "1:1", "image_size": "1K", "person_generation": "allow_adult",
+            "background": "transparent", "output_format": "png", "output_compression": 80,
+            "input_fidelity": "high", "moderation": "low", "negative_prompt": "blur",
+            "seed": 42, "user": "u1", "safety_identifier": "s1", "complexity": "high",
+            "frame_count": 4, "frame_duration_ms": 120,
+            "svg": {"model": "x", "reasoning": {"effort": "low"}},
+            "stream": false, "partial_images": 2,
+            "images": ["https://example.com/a.png", {"image_url": "data:image/png;base64,AA=="}, {"file_id": "file_1"}],
+            "callback_url": "https://example.com/hook", "async": true,
+            "raw": true
+        });
+        let request: ImageRequest = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(request.n, Some(2));
+        assert_eq!(request.run_async, Some(true));
+        assert_eq!(request.extra.get("raw"), Some(&json!(true)));
+        assert_eq!(
+            request.images.as_deref().unwrap()[2],
+            ImageInput::FileId {
+                file_id: "file_1".into()
+            }
+        );
+        assert_eq!(serde_json::to_value(&request).unwrap(), body);
+    }
+
+    #[test]
+    fn resolution_is_an_alias_of_image_size() {
+        let request: ImageRequest =
+            serde_json::from_value(json!({"prompt": "p", "resolution": "2K"})).unwrap();
+        assert_eq!(request.image_size.as_deref(), Some("2K"));
+        assert!(request.extra.is_empty());
+    }
+
+    #[test]
+    fn unset_fields_are_not_serialised() {
+        let request = ImageRequest::new("placeholder", "p");
+        assert_eq!(
+            serde_json::to_value(&request).unwrap(),
+            json!({"model": "placeholder", "prompt": "p"})
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! `ImageResponse`: the body imgproxy answers with, in OpenAI's `ImagesResponse` shape plus
+//! `credits_used`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The result of a generation, as OpenAI's `ImagesResponse`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageResponse {
+    /// Unix seconds.
+    pub created: i64,
+    /// One entry per image.
+    pub data: Vec<ImageData>,
+    /// `transparent` or `opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<String>,
+    /// Format of the images: `png`, `jpeg`, `webp`, `gif` or `svg`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<String>,
+    /// Quality the images were made at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// `WxH` of the images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// Token usage, where the provider reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Credits charged for this request (metered keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits_used: Option<u64>,
+}
+
+/// One image: inline base64 or a URL served by imgproxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageData {
+    /// Base64 of the image bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64_json: Option<String>,
+    /// Durable URL of the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The prompt the provider actually used, where it reports one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revised_prompt: Option<String>,
+}
+
+/// Token usage as OpenAI reports it; fields imgproxy does not know pass through in `extra`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Input tokens (text and image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// Output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// Sum of input and output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_tokens: Option<u64>,
+    /// Newer or provider-specific fields (`input_tokens_details`, `reasoning_tokens`, ...).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Usage {
+    /// Adds `other` into `self` (for `n` fanned out over several upstream calls).
+    pub fn accumulate(&mut self, other: &Self) {
+        fn add(a: &mut Option<u64>, b: Option<u64>) {
+            if let Some(b) = b {
+                *a = Some(a.unwrap_or(0) + b);
+            }
+        }
+        add(&mut self.input_tokens, other.input_tokens);
+        add(&mut self.output_tokens, other.output_tokens);
+        add(&mut self.total_tokens, other.total_tokens);
+        for (key, value) in &other.extra {
+            self.extra
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn response_round_trips_with_usage_details() {
+        let body = json!({
+            "created": 1713833628,
+            "data": [{"b64_json": "AAAA", "revised_prompt": "otter"}, {"url": "http://x/images/a.png"}],
+            "background": "transparent", "output_format": "png", "size": "1024x1024",
+            "quality": "high", "credits_used": 40,
+            "usage": {"total_tokens": 100, "input_tokens": 50, "output_tokens": 50,
+                      "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
+                      "model": "gpt-image-2", "reasoning_tokens": 3}
+        });
+        let response: ImageResponse = serde_json::from_value(body.clone()).unwrap();
+        assert_eq!(response.usage.as_ref().unwrap().total_tokens, Some(100));
+        assert_eq!(serde_json::to_value(&response).unwrap(), body);
+    }
+
+    #[test]
+    fn usage_accumulates() {
+        let mut total = Usage::default();
+        let one = Usage {
+            input_tokens: Some(5),
+            output_tokens: Some(7),
+            total_tokens: Some(12),
+            ..Usage::default()
+        };
+        total.accumulate(&one);
+        total.accumulate(&one);
+        assert_eq!(
+            (total.input_tokens, total.total_tokens),
+            (Some(10), Some(24))
+        );
+    }
+}

@@ -1,0 +1,472 @@
+//! Validation: turns an [`ImageRequest`] into a [`ValidatedRequest`] for one catalog model,
+//! or a 400/404 that names the offending parameter. Providers only ever see validated
+//! requests.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use serde_json::Value;
+
+use crate::{
+    catalog::{ModelSpec, ParamKind, ParamRule},
+    dimensions::{self, Ratio, Size},
+    Catalog, Error, ImageInput, ImageRequest, Result,
+};
+
+/// Request fields the gateway itself handles; every other field is a model parameter.
+const GATEWAY_FIELDS: [&str; 8] = [
+    "model",
+    "prompt",
+    "n",
+    "response_format",
+    "images",
+    "stream",
+    "async",
+    "callback_url",
+];
+/// Dimension fields, reconciled by [`dimensions::normalize`].
+const DIMENSION_FIELDS: [&str; 3] = ["size", "aspect_ratio", "image_size"];
+
+/// How images are returned to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseFormat {
+    /// Inline base64.
+    #[default]
+    B64Json,
+    /// A URL served from the image store.
+    Url,
+}
+
+/// A request checked against its model: every parameter is one the model takes, with a value
+/// it allows, and defaults are filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedRequest {
+    /// The resolved catalog entry.
+    pub model: Arc<ModelSpec>,
+    /// The prompt (empty only for models that need none).
+    pub prompt: String,
+    /// Number of images.
+    pub n: u32,
+    /// How to return the images.
+    pub response_format: ResponseFormat,
+    /// Model parameters by their OpenAI names, after normalisation and defaults.
+    pub params: BTreeMap<String, Value>,
+    /// Reference images, not yet fetched.
+    pub reference_images: Vec<ImageInput>,
+}
+
+impl ValidatedRequest {
+    /// A string parameter.
+    pub fn param_str(&self, name: &str) -> Option<&str> {
+        self.params.get(name).and_then(Value::as_str)
+    }
+
+    /// An integer parameter.
+    pub fn param_i64(&self, name: &str) -> Option<i64> {
+        self.params.get(name).and_then(Value::as_i64)
+    }
+
+    /// The explicit `WxH` size, if any.
+    pub fn size(&self) -> Option<Size> {
+        self.param_str("size").and_then(Size::parse)
+    }
+
+    /// The resolution tier: `image_size`, or the tier of `size`.
+    pub fn tier(&self) -> Option<&str> {
+        self.param_str("image_size")
+            .or_else(|| self.size().map(Size::tier))
+    }
+
+    /// The pixel size to render: `size`, else `aspect_ratio` at the tier's long side
+    /// (`multiple_of` rounding), else `fallback`.
+    pub fn pixel_size(&self, fallback: Size, multiple_of: u32) -> Size {
+        if let Some(size) = self.size() {
+            return size;
+        }
+        let ratio = self.param_str("aspect_ratio").and_then(Ratio::parse);
+        let long_side = self
+            .param_str("image_size")
+            .and_then(dimensions::tier_long_side);
+        match (ratio, long_side) {
+            (None, None) => fallback,
+            (ratio, long_side) => ratio
+                .unwrap_or(Ratio {
+                    width: 1,
+                    height: 1,
+                })
+                .at_long_side(long_side.unwrap_or(1024), multiple_of),
+        }
+    }
+}
+
+/// Validates `request` against the catalog; `default_model` serves requests that name none.
+pub fn validate(
+    catalog: &Catalog,
+    request: ImageRequest,
+    default_model: &str,
+) -> Result<ValidatedRequest> {
+    let model = catalog
+        .resolve(request.model.as_deref().unwrap_or(default_model))?
+        .clone();
+
+    let prompt = request.prompt.clone().unwrap_or_default();
+    if model.requires_prompt && prompt.trim().is_empty() {
+        return Err(Error::invalid_param("prompt", "`prompt` is required"));
+    }
+    if let Some(max) = model.max_prompt_chars {
+        let chars = prompt.chars().count();
+        if chars > max {
+            return Err(Error::invalid_param(
+                "prompt",
+                format!(
+                    "prompt is {chars} characters; model `{}` takes at most {max}",
+                    model.id
+                ),
+            ));
+        }
+    }
+
+    let n = request.n.unwrap_or(1);
+    if n == 0 || n > model.max_n {
+        return Err(Error::invalid_param(
+            "n",
+            format!(
+                "n must be between 1 and {} for model `{}`",
+                model.max_n, model.id
+            ),
+        ));
+    }
+
+    let response_format = match request.response_format.as_deref() {
+        None | Some("b64_json") => ResponseFormat::B64Json,
+        Some("url") => ResponseFormat::Url,
+        Some(other) => {
+            return Err(Error::invalid_param(
+                "response_format",
+                format!("response_format `{other}` is not `url` or `b64_json`"),
+            ))
+        }
+    };
+
+    if request.stream == Some(true) {
+        return Err(if model.has(crate::Capability::Streaming) {
+            Error::invalid_param(
+                "stream",
+                "streaming responses are not available on this server yet",
+            )
+        } else {
+            Error::unsupported_param("stream", &model.id)
+        });
+    }
+    if request.partial_images.is_some() {
+        return Err(Error::invalid_param(
+            "partial_images",
+            "`partial_images` needs `stream: true`",
+        ));
+    }
+    if request.run_async == Some(true) || request.callback_url.is_some() {
+        let param = if request.callback_url.is_some() {
+            "callback_url"
+        } else {
+            "async"
+        };
+        return Err(Error::invalid_param(
+            param,
+            "asynchronous tasks are not available on this server yet",
+        ));
+    }
+
+    let reference_images = request.images.clone().unwrap_or_default();
+    if reference_images.len() > model.max_reference_images {
+        return Err(Error::invalid_param(
+            "images",
+            format!(
+                "{} reference images given; model `{}` takes at most {}",
+                reference_images.len(),
+                model.id,
+                model.max_reference_images
+            ),
+        ));
+    }
+
+    let dims = dimensions::normalize(
+        &model,
+        request.size.as_deref(),
+        request.aspect_ratio.as_deref(),
+        request.image_size.as_deref(),
+    )?;
+    let params = model_params(&model, &request, dims)?;
+
+    Ok(ValidatedRequest {
+        model,
+        prompt,
+        n,
+        response_format,
+        params,
+        reference_images,
+    })
+}
+
+/// Checks every model parameter of the request and fills in defaults.
+fn model_params(
+    model: &ModelSpec,
+    request: &ImageRequest,
+    dims: dimensions::Dimensions,
+) -> Result<BTreeMap<String, Value>> {
+    let Value::Object(fields) =
+        serde_json::to_value(request).map_err(|e| Error::Internal(e.to_string()))?
+    else {
+        return Err(Error::Internal(
+            "request did not serialise to an object".into(),
+        ));
+    };
+    let mut params = BTreeMap::new();
+    for (name, value) in fields {
+        if value.is_null()
+            || GATEWAY_FIELDS.contains(&name.as_str())
+            || DIMENSION_FIELDS.contains(&name.as_str())
+        {
+            continue;
+        }
+        let Some(rule) = model.param(&name) else {
+            return Err(Error::unsupported_param(&name, &model.id));
+        };
+        check_value(model, &name, rule, &value)?;
+        params.insert(name, value);
+    }
+    for (name, value) in [
+        ("size", dims.size),
+        ("aspect_ratio", dims.aspect_ratio),
+        ("image_size", dims.image_size),
+    ] {
+        if let Some(value) = value {
+            params.insert(name.to_owned(), Value::String(value));
+        }
+    }
+    let has_explicit_dimensions = DIMENSION_FIELDS.iter().any(|f| params.contains_key(*f));
+    for (name, rule) in &model.params {
+        let Some(default) = &rule.default else {
+            continue;
+        };
+        // A default `size` must not contradict an `aspect_ratio` the client gave, and so on.
+        if DIMENSION_FIELDS.contains(&name.as_str()) && has_explicit_dimensions {
+            continue;
+        }
+        params
+            .entry(name.clone())
+            .or_insert_with(|| default.clone());
+    }
+    for (name, rule) in &model.params {
+        let (Some(requirement), true) = (&rule.requires, params.contains_key(name)) else {
+            continue;
+        };
+        let other = params.get(&requirement.param).and_then(Value::as_str);
+        if !other.is_some_and(|v| requirement.values.iter().any(|allowed| allowed == v)) {
+            return Err(Error::invalid_param(
+                name,
+                format!(
+                    "`{name}` needs `{}` to be one of: {}",
+                    requirement.param,
+                    requirement.values.join(", ")
+                ),
+            ));
+        }
+    }
+    if params.get("background").and_then(Value::as_str) == Some("transparent")
+        && params.get("output_format").and_then(Value::as_str) == Some("jpeg")
+    {
+        return Err(Error::invalid_param(
+            "background",
+            "a transparent background needs output_format png or webp",
+        ));
+    }
+    Ok(params)
+}
+
+/// Checks one parameter value against its rule.
+fn check_value(model: &ModelSpec, name: &str, rule: &ParamRule, value: &Value) -> Result<()> {
+    let invalid = |expected: String| {
+        Err(Error::invalid_param(
+            name,
+            format!(
+                "invalid {name} `{value}` for model `{}`: expected {expected}",
+                model.id
+            ),
+        ))
+    };
+    match &rule.kind {
+        ParamKind::Enum { values } => match value.as_str() {
+            Some(v) if values.iter().any(|allowed| allowed == v) => Ok(()),
+            _ => invalid(format!("one of {}", values.join(", "))),
+        },
+        ParamKind::Integer { min, max } => match value.as_i64() {
+            Some(v) if min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m) => Ok(()),
+            _ => invalid(format!("an integer{}", range(*min, *max))),
+        },
+        ParamKind::Number { min, max } => match value.as_f64() {
+            Some(v) if min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m) => Ok(()),
+            _ => invalid(format!("a number{}", range(*min, *max))),
+        },
+        ParamKind::Boolean => match value {
+            Value::Bool(_) => Ok(()),
+            _ => invalid("true or false".into()),
+        },
+        ParamKind::String { max_len } => match value.as_str() {
+            Some(v) if max_len.is_none_or(|m| v.chars().count() <= m) => Ok(()),
+            _ => invalid(format!(
+                "a string{}",
+                max_len
+                    .map(|m| format!(" of at most {m} characters"))
+                    .unwrap_or_default()
+            )),
+        },
+        ParamKind::Object => match value {
+            Value::Object(_) => Ok(()),
+            _ => invalid("a JSON object".into()),
+        },
+        ParamKind::Size { .. } => match value {
+            Value::String(_) => Ok(()),
+            _ => invalid("`WxH`".into()),
+        },
+    }
+}
+
+fn range<T: std::fmt::Display>(min: Option<T>, max: Option<T>) -> String {
+    match (min, max) {
+        (Some(min), Some(max)) => format!(" from {min} to {max}"),
+        (Some(min), None) => format!(" of at least {min}"),
+        (None, Some(max)) => format!(" of at most {max}"),
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn check(body: Value) -> Result<ValidatedRequest> {
+        let catalog = Catalog::embedded().unwrap();
+        validate(
+            &catalog,
+            serde_json::from_value(body).unwrap(),
+            "placeholder",
+        )
+    }
+
+    fn param_of(body: Value) -> Option<String> {
+        check(body).unwrap_err().param().map(str::to_owned)
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let v = check(json!({"prompt": "otter"})).unwrap();
+        assert_eq!(v.model.id, "placeholder");
+        assert_eq!((v.n, v.response_format), (1, ResponseFormat::B64Json));
+        assert_eq!(v.param_str("output_format"), Some("png"));
+        assert_eq!(v.param_str("size"), Some("1024x1024"));
+    }
+
+    #[test]
+    fn aspect_ratio_suppresses_the_default_size() {
+        let v =
+            check(json!({"prompt": "otter", "aspect_ratio": "16:9", "image_size": "1K"})).unwrap();
+        assert_eq!(v.param_str("size"), None);
+        assert_eq!(
+            v.pixel_size(
+                Size {
+                    width: 1,
+                    height: 1
+                },
+                8
+            )
+            .to_string(),
+            "1024x576"
+        );
+    }
+
+    #[test]
+    fn each_bad_input_names_its_param() {
+        assert_eq!(param_of(json!({"prompt": ""})).as_deref(), Some("prompt"));
+        assert_eq!(
+            param_of(json!({"prompt": "p", "n": 0})).as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "n": 11})).as_deref(),
+            Some("n")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "size": "13x13"})).as_deref(),
+            Some("size")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "quality": "ultra"})).as_deref(),
+            Some("quality")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "response_format": "png"})).as_deref(),
+            Some("response_format")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "raw": true})).as_deref(),
+            Some("raw")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "style": "vivid"})).as_deref(),
+            Some("style")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "output_compression": 101})).as_deref(),
+            Some("output_compression")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "background": "transparent", "output_format": "jpeg"}))
+                .as_deref(),
+            Some("background")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "stream": true})).as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "async": true})).as_deref(),
+            Some("async")
+        );
+    }
+
+    #[test]
+    fn unknown_model_is_404() {
+        let err = check(json!({"model": "nope", "prompt": "p"})).unwrap_err();
+        assert_eq!((err.status(), err.code()), (404, Some("model_not_found")));
+    }
+
+    #[test]
+    fn gpt_image_rules_come_from_the_catalog() {
+        let v = check(
+            json!({"model": "gpt-image-2.5-flare", "prompt": "p", "quality": "xhigh",
+                             "output_format": "gif", "frame_count": 4}),
+        )
+        .unwrap();
+        assert_eq!(v.param_i64("frame_count"), Some(4));
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2.5-flare", "prompt": "p", "frame_count": 4}))
+                .as_deref(),
+            Some("frame_count")
+        );
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2", "prompt": "p", "quality": "xhigh"})).as_deref(),
+            Some("quality")
+        );
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2", "prompt": "p", "complexity": "low"}))
+                .as_deref(),
+            Some("complexity")
+        );
+        let long = "x".repeat(32_001);
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2", "prompt": long})).as_deref(),
+            Some("prompt")
+        );
+    }
+}
