@@ -8,6 +8,8 @@ use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub mod describe;
+
 use crate::{pricing::Pricing, Error, Result};
 
 /// The catalog shipped inside the binary.

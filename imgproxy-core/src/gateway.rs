@@ -161,11 +161,12 @@ impl Gateway {
                 first_index,
             })
             .collect();
-        let results: Vec<_> = stream::iter(calls)
-            .map(|call| async move { (call.n, provider.generate(call).await) })
-            .buffered(self.fan_out)
-            .collect()
-            .await;
+        // Futures are built eagerly (not in a stream closure) so the result stays `Send`.
+        let pending: Vec<_> = calls
+            .into_iter()
+            .map(|call| call_provider(provider.as_ref(), call))
+            .collect();
+        let results: Vec<_> = stream::iter(pending).buffered(self.fan_out).collect().await;
 
         let mut total = Generation::default();
         let mut first_error = None;
@@ -253,4 +254,11 @@ impl Gateway {
             credits_used: None,
         })
     }
+}
+
+async fn call_provider(
+    provider: &dyn ImageProvider,
+    call: ProviderRequest<'_>,
+) -> (u32, Result<Generation, crate::ProviderError>) {
+    (call.n, provider.generate(call).await)
 }

@@ -1,1 +1,181 @@
-//! placeholder
+//! `imgproxy-provider-placeholder`: an offline provider that draws real PNG, JPEG or WebP
+//! images of the requested size, deterministic from prompt and seed. It is the default model
+//! of an unconfigured server and serves tests and benchmarks.
+
+mod render;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imgproxy_core::{
+    dimensions::Size, provider::ImageMeta, GeneratedImage, Generation, ImageProvider,
+    ProviderError, ProviderRequest,
+};
+
+pub use render::{render, Background, Format};
+
+/// The provider name catalog entries use.
+pub const PROVIDER_ID: &str = "placeholder";
+
+/// Size used when a request gives none.
+const DEFAULT_SIZE: Size = Size {
+    width: 1024,
+    height: 1024,
+};
+
+/// The placeholder provider.
+#[derive(Debug, Clone, Default)]
+pub struct PlaceholderProvider;
+
+impl PlaceholderProvider {
+    /// A placeholder provider.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+#[async_trait]
+impl ImageProvider for PlaceholderProvider {
+    fn name(&self) -> &str {
+        PROVIDER_ID
+    }
+
+    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let request = call.request;
+        let size = request.pixel_size(DEFAULT_SIZE, 8);
+        let format = Format::from_param(request.param_str("output_format").unwrap_or("png"))
+            .ok_or(ProviderError::Unsupported {
+                feature: "this output_format",
+            })?;
+        let background = match request.param_str("background") {
+            Some("transparent") => Background::Transparent,
+            _ => Background::Opaque,
+        };
+        let quality = request
+            .param_i64("output_compression")
+            .and_then(|q| u8::try_from(q).ok());
+        let seed = request.param_i64("seed");
+        let jobs: Vec<_> = (call.first_index..call.first_index + call.n)
+            .map(|index| {
+                let prompt = request.prompt.clone();
+                tokio::task::spawn_blocking(move || {
+                    render(&prompt, seed, index, size, format, background, quality)
+                })
+            })
+            .collect();
+        let mut images = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let bytes = job
+                .await
+                .map_err(|e| ProviderError::Failed {
+                    message: format!("render task failed: {e}"),
+                })?
+                .map_err(|e| ProviderError::Failed {
+                    message: format!("encoding failed: {e}"),
+                })?;
+            images.push(GeneratedImage {
+                bytes: Bytes::from(bytes),
+                mime: format.mime().to_owned(),
+                revised_prompt: None,
+            });
+        }
+        Ok(Generation {
+            images,
+            usage: None,
+            meta: ImageMeta {
+                background: Some(background.name().to_owned()),
+                output_format: Some(format.name().to_owned()),
+                quality: request.param_str("quality").map(str::to_owned),
+                size: Some(size.to_string()),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use base64::Engine as _;
+    use imgproxy_core::{Catalog, Gateway, ImageRequest};
+    use serde_json::json;
+
+    use super::*;
+
+    fn gateway() -> Gateway {
+        Gateway::builder(Catalog::embedded().unwrap())
+            .provider(Arc::new(PlaceholderProvider::new()))
+            .build()
+    }
+
+    async fn images(body: serde_json::Value) -> Vec<image::DynamicImage> {
+        let request: ImageRequest = serde_json::from_value(body).unwrap();
+        let response = gateway().generate(request).await.unwrap();
+        response
+            .data
+            .iter()
+            .map(|d| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(d.b64_json.as_ref().unwrap())
+                    .unwrap();
+                image::load_from_memory(&bytes).unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn n_images_of_the_requested_size_are_distinct() {
+        let imgs = images(json!({"prompt": "otter", "n": 3, "size": "512x256"})).await;
+        assert_eq!(imgs.len(), 3);
+        for img in &imgs {
+            assert_eq!((img.width(), img.height()), (512, 256));
+        }
+        assert_ne!(imgs[0].as_bytes(), imgs[1].as_bytes());
+        assert_ne!(imgs[1].as_bytes(), imgs[2].as_bytes());
+    }
+
+    #[tokio::test]
+    async fn same_prompt_and_seed_give_the_same_image() {
+        let a = images(json!({"prompt": "otter", "seed": 7, "size": "256x256"})).await;
+        let b = images(json!({"prompt": "otter", "seed": 7, "size": "256x256"})).await;
+        let c = images(json!({"prompt": "otter", "seed": 8, "size": "256x256"})).await;
+        assert_eq!(a[0].as_bytes(), b[0].as_bytes());
+        assert_ne!(a[0].as_bytes(), c[0].as_bytes());
+    }
+
+    #[tokio::test]
+    async fn aspect_ratio_and_image_size_set_the_dimensions() {
+        let imgs =
+            images(json!({"prompt": "p", "aspect_ratio": "16:9", "image_size": "512"})).await;
+        assert_eq!((imgs[0].width(), imgs[0].height()), (512, 288));
+    }
+
+    #[tokio::test]
+    async fn formats_and_transparency() {
+        for (format, expected) in [
+            ("jpeg", image::ImageFormat::Jpeg),
+            ("webp", image::ImageFormat::WebP),
+            ("png", image::ImageFormat::Png),
+        ] {
+            let request: ImageRequest = serde_json::from_value(
+                json!({"prompt": "p", "size": "64x64", "output_format": format}),
+            )
+            .unwrap();
+            let response = gateway().generate(request).await.unwrap();
+            assert_eq!(response.output_format.as_deref(), Some(format));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(response.data[0].b64_json.as_ref().unwrap())
+                .unwrap();
+            assert_eq!(image::guess_format(&bytes).unwrap(), expected);
+        }
+        for format in ["png", "webp"] {
+            let imgs = images(json!({"prompt": "p", "size": "64x64", "output_format": format, "background": "transparent"})).await;
+            let rgba = imgs[0].to_rgba8();
+            assert!(imgs[0].color().has_alpha());
+            assert_eq!(
+                rgba.get_pixel(0, 0)[3],
+                0,
+                "corner of a transparent {format} is see-through"
+            );
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `ApiError`: the one place where any failure becomes an HTTP status and OpenAI's error
+//! envelope `{"error": {"message", "type", "param", "code"}}`.
+
+use axum::{
+    http::{header, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+
+/// A failure answered to a client.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A gateway error from the core.
+    Core(imgproxy_core::Error),
+    /// Missing or wrong API key (401).
+    Unauthorized,
+    /// The body is not JSON (415).
+    UnsupportedMediaType,
+    /// The body is over the limit (413).
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body is not valid JSON, or a field has the wrong type (400).
+    BadBody {
+        /// What is wrong.
+        message: String,
+        /// The field at fault, if known.
+        param: Option<String>,
+    },
+    /// No such route (404), or no such resource.
+    NotFound {
+        /// What was not found.
+        message: String,
+    },
+    /// The route exists, but not for this method (405).
+    MethodNotAllowed,
+}
+
+impl From<imgproxy_core::Error> for ApiError {
+    fn from(error: imgproxy_core::Error) -> Self {
+        Self::Core(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, kind, param, code, retry_after) = match &self {
+            Self::Core(error) => {
+                if error.status() >= 500 {
+                    tracing::error!(%error, "request failed");
+                }
+                (
+                    StatusCode::from_u16(error.status())
+                        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                    error.public_message(),
+                    error.error_type(),
+                    error.param().map(str::to_owned),
+                    error.code().map(str::to_owned),
+                    error.retry_after(),
+                )
+            }
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid API key: send `Authorization: Bearer <key>`".to_owned(),
+                "invalid_request_error",
+                None,
+                Some("invalid_api_key".to_owned()),
+                None,
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "expected `Content-Type: application/json`".to_owned(),
+                "invalid_request_error",
+                None,
+                Some("unsupported_media_type".to_owned()),
+                None,
+            ),
+            Self::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the limit of {limit} bytes"),
+                "invalid_request_error",
+                None,
+                Some("payload_too_large".to_owned()),
+                None,
+            ),
+            Self::BadBody { message, param } => (
+                StatusCode::BAD_REQUEST,
+                message.clone(),
+                "invalid_request_error",
+                param.clone(),
+                Some("invalid_json".to_owned()),
+                None,
+            ),
+            Self::NotFound { message } => (
+                StatusCode::NOT_FOUND,
+                message.clone(),
+                "invalid_request_error",
+                None,
+                Some("not_found".to_owned()),
+                None,
+            ),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route".to_owned(),
+                "invalid_request_error",
+                None,
+                Some("method_not_allowed".to_owned()),
+                None,
+            ),
+        };
+        let body =
+            json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+        let mut response = (status, Json(body)).into_response();
+        if let Some(wait) = retry_after {
+            // Round up: telling a client to retry sooner than the upstream allows is useless.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}

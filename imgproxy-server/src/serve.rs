@@ -1,0 +1,119 @@
+//! `imgproxy serve`: turns settings into a gateway, binds, and runs until SIGINT / SIGTERM.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use imgproxy_core::{Catalog, Gateway, ImageStore};
+use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+use imgproxy_provider_placeholder::PlaceholderProvider;
+use tokio::net::TcpListener;
+
+use crate::{
+    build_app,
+    cli::ServeArgs,
+    config::{Config, Env, Settings, ENV_MASTER_KEY},
+    AppState,
+};
+
+/// Runs the server until a shutdown signal, then drains in-flight requests.
+pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let settings = config.into_settings(args.listen, args.data_dir, env)?;
+    if settings.master_key.is_none() && !settings.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without {ENV_MASTER_KEY}: set a master key, or listen on 127.0.0.1",
+            settings.listen
+        );
+    }
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let local = listener.local_addr()?;
+    let public_url = settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
+    let gateway = build_gateway(&settings, &public_url)?;
+
+    let served: Vec<&str> = gateway
+        .served_models()
+        .filter(|m| m.retired.is_none())
+        .map(|m| m.id.as_str())
+        .collect();
+    tracing::info!(models = %served.join(", "), data_dir = %settings.data_dir.display(), "imgproxy listening on http://{local}");
+    if settings.master_key.is_none() {
+        tracing::warn!(
+            "no {ENV_MASTER_KEY} set: API access is open, so imgproxy listens on loopback only"
+        );
+    }
+
+    let state = AppState {
+        gateway: Arc::new(gateway),
+        master_key: settings.master_key.map(Arc::new),
+        max_body_bytes: settings.max_body_bytes,
+    };
+    axum::serve(listener, build_app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("imgproxy stopped");
+    Ok(())
+}
+
+/// The gateway that `settings` describe: the embedded catalog with the config's overrides,
+/// the placeholder, every configured OpenAI-compatible provider, and the image store.
+pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Gateway> {
+    let mut catalog = Catalog::embedded()?;
+    for model in &settings.models {
+        catalog
+            .upsert(model.clone())
+            .with_context(|| format!("config model `{}`", model.id))?;
+    }
+    for (from, to) in &settings.remap {
+        catalog.remap(from, to)?;
+    }
+    let store = ImageStore::local(&settings.data_dir)?;
+    let mut builder = Gateway::builder(catalog)
+        .provider(Arc::new(PlaceholderProvider::new()))
+        .store(store, format!("{public_url}/images/"));
+    if let Some(model) = &settings.default_model {
+        builder = builder.default_model(model);
+    }
+    for provider in &settings.openai_providers {
+        let mut config = OpenAIConfig::new(provider.api_key.clone());
+        config.name.clone_from(&provider.name);
+        config.base_url.clone_from(&provider.base_url);
+        config.timeout = provider.timeout;
+        let client =
+            OpenAIProvider::new(config).with_context(|| format!("provider `{}`", provider.name))?;
+        tracing::info!(provider = %provider.name, base_url = %provider.base_url, "upstream enabled");
+        builder = builder.provider(Arc::new(client));
+    }
+    Ok(builder.build())
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

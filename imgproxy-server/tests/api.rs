@@ -1,0 +1,318 @@
+//! The HTTP surface in-process (`build_app` + `oneshot`): every error is OpenAI's envelope
+//! with the right status, auth works, panics become 500s, URLs serve stored images.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::{
+    body::Body,
+    http::{header, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt as _;
+use imgproxy_core::{
+    Catalog, Gateway, Generation, ImageProvider, ImageStore, ProviderError, ProviderRequest,
+};
+use imgproxy_provider_placeholder::PlaceholderProvider;
+use imgproxy_server::{build_app, AppState};
+use secrecy::SecretString;
+use serde_json::Value;
+use tower::ServiceExt as _;
+
+/// A provider that panics, to prove panics become OpenAI-shaped 500s.
+#[derive(Debug)]
+struct Panicky;
+
+#[async_trait]
+impl ImageProvider for Panicky {
+    fn name(&self) -> &str {
+        "panicky"
+    }
+    async fn generate(&self, _: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        panic!("boom with secret detail");
+    }
+}
+
+struct TestApp {
+    router: Router,
+    _dir: tempfile::TempDir,
+}
+
+fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut catalog = Catalog::embedded().unwrap();
+    let mut panicky = (**catalog.resolve("placeholder").unwrap()).clone();
+    panicky.id = "panicky".into();
+    panicky.provider = "panicky".into();
+    catalog.upsert(panicky).unwrap();
+    let gateway = Gateway::builder(catalog)
+        .provider(Arc::new(PlaceholderProvider::new()))
+        .provider(Arc::new(Panicky))
+        .store(
+            ImageStore::local(dir.path()).unwrap(),
+            "http://test/images/",
+        )
+        .build();
+    let state = AppState {
+        gateway: Arc::new(gateway),
+        master_key: master_key.map(|k| Arc::new(SecretString::from(k.to_owned()))),
+        max_body_bytes,
+    };
+    TestApp {
+        router: build_app(state),
+        _dir: dir,
+    }
+}
+
+async fn send(
+    app: &TestApp,
+    request: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let response = app.router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn post_json(path: &str, body: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+/// Asserts an OpenAI error envelope with exactly its four keys, and returns the inner error.
+fn envelope(body: &[u8]) -> Value {
+    let value: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
+    let error = value["error"].clone();
+    let mut keys: Vec<_> = error.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["code", "message", "param", "type"]);
+    error
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_envelope() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(&app, post_json("/v1/images/generations", "{\"prompt\": ")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(envelope(&body)["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn a_wrongly_typed_field_names_its_param() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(
+        &app,
+        post_json("/v1/images/generations", r#"{"prompt": "p", "n": "two"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(envelope(&body)["param"], "n");
+}
+
+#[tokio::test]
+async fn wrong_or_missing_content_type_is_415() {
+    let app = app(None, 1 << 20);
+    for content_type in [Some("text/plain"), None] {
+        let mut request = Request::post("/v1/images/generations");
+        if let Some(ct) = content_type {
+            request = request.header(header::CONTENT_TYPE, ct);
+        }
+        let (status, _, body) = send(&app, request.body(Body::from("{}")).unwrap()).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(envelope(&body)["code"], "unsupported_media_type");
+    }
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let app = app(None, 1024);
+    let big = format!(r#"{{"prompt": "{}"}}"#, "x".repeat(4096));
+    let (status, _, body) = send(&app, post_json("/v1/images/generations", &big)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(envelope(&body)["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_envelopes() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(&app, Request::get("/v1/nope").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    envelope(&body);
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/images/generations")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    envelope(&body);
+}
+
+#[tokio::test]
+async fn a_panic_is_a_500_envelope_without_detail() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(
+        &app,
+        post_json(
+            "/v1/images/generations",
+            r#"{"model": "panicky", "prompt": "p"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let error = envelope(&body);
+    assert_eq!(error["type"], "server_error");
+    assert!(!error["message"].as_str().unwrap().contains("secret"));
+}
+
+#[tokio::test]
+async fn master_key_is_required_when_set() {
+    let app = app(Some("mk-123"), 1 << 20);
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(envelope(&body)["code"], "invalid_api_key");
+    let wrong = Request::get("/v1/models")
+        .header(header::AUTHORIZATION, "Bearer mk-124")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
+    let right = Request::get("/v1/models")
+        .header(header::AUTHORIZATION, "Bearer mk-123")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&app, right).await.0, StatusCode::OK);
+    // Health stays open for load balancers.
+    assert_eq!(
+        send(&app, Request::get("/healthz").body(Body::empty()).unwrap())
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn validation_errors_name_their_param() {
+    let app = app(None, 1 << 20);
+    let cases = [
+        (
+            r#"{"model": "placeholder", "prompt": "p", "size": "13x7"}"#,
+            400,
+            Some("size"),
+            None,
+        ),
+        (
+            r#"{"model": "placeholder", "prompt": "p", "n": 11}"#,
+            400,
+            Some("n"),
+            None,
+        ),
+        (
+            r#"{"model": "nope", "prompt": "p"}"#,
+            404,
+            Some("model"),
+            Some("model_not_found"),
+        ),
+        (
+            r#"{"model": "gpt-image-2", "prompt": "p"}"#,
+            404,
+            Some("model"),
+            Some("model_not_found"),
+        ),
+        (r#"{"model": "placeholder"}"#, 400, Some("prompt"), None),
+    ];
+    for (body, status, param, code) in cases {
+        let (got, _, response) = send(&app, post_json("/v1/images/generations", body)).await;
+        assert_eq!(got.as_u16(), status, "{body}");
+        let error = envelope(&response);
+        assert_eq!(error["param"].as_str(), param, "{body}");
+        if let Some(code) = code {
+            assert_eq!(error["code"], code);
+        }
+    }
+}
+
+#[tokio::test]
+async fn url_results_are_served_from_the_store() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(
+        &app,
+        post_json(
+            "/v1/images/generations",
+            r#"{"prompt": "p", "size": "64x64", "response_format": "url"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let response: Value = serde_json::from_slice(&body).unwrap();
+    let url = response["data"][0]["url"].as_str().unwrap();
+    let path = url.strip_prefix("http://test").unwrap();
+    let (status, headers, image) =
+        send(&app, Request::get(path).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "image/png");
+    assert!(image.starts_with(b"\x89PNG"));
+    let (status, _, body) = send(
+        &app,
+        Request::get("/images/abc.png").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    envelope(&body);
+}
+
+#[tokio::test]
+async fn models_list_and_retrieve() {
+    let app = app(None, 1 << 20);
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/models").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<_> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(ids.contains(&"placeholder".to_owned()));
+    assert!(
+        !ids.contains(&"gpt-image-2".to_owned()),
+        "openai is not configured"
+    );
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/models/placeholder")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let model: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(model["allowedParams"]["max_n"], 10);
+    assert_eq!(model["schema"]["properties"]["n"]["maximum"], 10);
+    let (status, _, body) = send(
+        &app,
+        Request::get("/v1/models/nope").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(envelope(&body)["code"], "model_not_found");
+}

@@ -1,0 +1,280 @@
+//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl.
+//! Everything that touches the network lives here; what goes into a request and how answers
+//! are read is `convert`'s job.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imgproxy_core::{Generation, ImageProvider, ProviderError, ProviderRequest};
+use reqwest::{
+    header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION},
+    Response,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use crate::{
+    convert::{self, ImageSource},
+    PROVIDER_ID,
+};
+
+/// OpenAI's API root.
+pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
+/// How long one upstream call may take. GPT image models at high quality can take minutes.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest image downloaded from a `url` item.
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 50 * 1024 * 1024;
+
+const USER_AGENT: &str = concat!("imgproxy/", env!("CARGO_PKG_VERSION"));
+
+/// Settings of one OpenAI (or OpenAI-compatible) upstream.
+#[derive(Debug, Clone)]
+pub struct OpenAIConfig {
+    /// Provider instance name that catalog entries refer to (default `openai`). Another name
+    /// with another base URL and key serves an OpenAI-compatible gateway.
+    pub name: String,
+    /// API root, for example `https://api.openai.com/v1`; a trailing slash is fine.
+    pub base_url: String,
+    /// Sent as `Authorization: Bearer <key>`.
+    pub api_key: SecretString,
+    /// Limit on each upstream request, including reading its body (default 300 s).
+    pub timeout: Duration,
+    /// Sent as `OpenAI-Organization` when set.
+    pub organization: Option<String>,
+    /// Sent as `OpenAI-Project` when set.
+    pub project: Option<String>,
+    /// Largest image downloaded from a `url` item (default 50 MiB).
+    pub max_download_bytes: usize,
+}
+
+impl OpenAIConfig {
+    /// The settings for OpenAI itself with `api_key`, everything else at its default.
+    pub fn new(api_key: impl Into<SecretString>) -> Self {
+        Self {
+            name: PROVIDER_ID.to_owned(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            api_key: api_key.into(),
+            timeout: DEFAULT_TIMEOUT,
+            organization: None,
+            project: None,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
+}
+
+/// An [`ImageProvider`] speaking OpenAI's Images API.
+///
+/// It never retries: an upstream failure after the image was made (a timeout, a dropped
+/// connection) is ambiguous, and a retry could bill the generation twice.
+#[derive(Debug)]
+pub struct OpenAIProvider {
+    name: String,
+    generations_url: String,
+    /// Auth and organisation headers, sent to the API only, never to download URLs.
+    api_headers: HeaderMap,
+    /// Kept to scrub it from upstream messages.
+    api_key: SecretString,
+    max_download_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl OpenAIProvider {
+    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
+    pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
+        let api_headers = api_headers(&config)?;
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| failed(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        Ok(Self {
+            generations_url: format!(
+                "{}/images/generations",
+                config.base_url.trim_end_matches('/')
+            ),
+            name: config.name,
+            api_headers,
+            api_key: config.api_key,
+            max_download_bytes: config.max_download_bytes,
+            client,
+        })
+    }
+}
+
+#[async_trait]
+impl ImageProvider for OpenAIProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.try_generate(request)
+            .await
+            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+    }
+}
+
+impl OpenAIProvider {
+    async fn try_generate(
+        &self,
+        request: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
+        let model = request.upstream_model();
+        let body = convert::generation_body(&request);
+        tracing::debug!(provider = %self.name, model, n = request.n, "calling images/generations");
+        let answer = self.post_json(&self.generations_url, &body, model).await?;
+        let parsed = convert::parse_response(&answer)?;
+
+        let output_format = parsed
+            .meta
+            .output_format
+            .as_deref()
+            .or_else(|| request.request.param_str("output_format"));
+        let mut images = Vec::with_capacity(parsed.images.len());
+        // Sequential on purpose: URL items come from DALL·E-style gateways, typically n=1.
+        for image in parsed.images {
+            let (bytes, content_type) = match image.source {
+                ImageSource::Inline(bytes) => (bytes, None),
+                ImageSource::Url(url) => self.download(&url).await?,
+            };
+            images.push(convert::generated_image(
+                bytes,
+                content_type.as_deref(),
+                output_format,
+                image.revised_prompt,
+            ));
+        }
+        Ok(Generation {
+            images,
+            usage: parsed.usage,
+            meta: parsed.meta,
+        })
+    }
+
+    /// POSTs `body` to the API and returns the 2xx body, or the mapped upstream error.
+    async fn post_json(
+        &self,
+        url: &str,
+        body: &Value,
+        model: &str,
+    ) -> Result<Bytes, ProviderError> {
+        let response = self
+            .client
+            .post(url)
+            .headers(self.api_headers.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = convert::retry_after(
+                header(&response, "retry-after-ms"),
+                header(&response, "retry-after"),
+            );
+            // The status alone decides the error kind, so an unreadable body is no worse than
+            // an empty one.
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(convert::error_from_status(
+                status.as_u16(),
+                retry_after,
+                &body,
+                model,
+            ));
+        }
+        response.bytes().await.map_err(transport_error)
+    }
+
+    /// Fetches an image the upstream answered with a URL, within `max_download_bytes`.
+    /// Returns the bytes and the `Content-Type`.
+    async fn download(&self, url: &str) -> Result<(Bytes, Option<String>), ProviderError> {
+        // No API headers: the URL typically points at a CDN or bucket that must never see the
+        // key. The URL itself stays out of messages, as it may carry a signature.
+        let mut response = self.client.get(url).send().await.map_err(transport_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(failed(format!(
+                "downloading a generated image failed with HTTP {}",
+                status.as_u16()
+            )));
+        }
+        let limit = self.max_download_bytes;
+        let too_large = || failed(format!("a generated image is larger than {limit} bytes"));
+        if response
+            .content_length()
+            .is_some_and(|length| length > limit as u64)
+        {
+            return Err(too_large());
+        }
+        let content_type = header(&response, "content-type").map(str::to_owned);
+        let mut bytes = Vec::new();
+        // Counted as it streams: `Content-Length` may be absent or wrong.
+        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((Bytes::from(bytes), content_type))
+    }
+}
+
+/// The headers of every API call: bearer auth (marked sensitive so that it never shows in
+/// `Debug` output) and the optional organisation and project.
+fn api_headers(config: &OpenAIConfig) -> Result<HeaderMap, ProviderError> {
+    let mut headers = HeaderMap::new();
+    // The message must not quote the value: it is the key.
+    let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
+        .map_err(|_| failed("the API key contains characters not allowed in a header".into()))?;
+    auth.set_sensitive(true);
+    headers.insert(AUTHORIZATION, auth);
+    for (name, value) in [
+        ("openai-organization", &config.organization),
+        ("openai-project", &config.project),
+    ] {
+        if let Some(value) = value {
+            let value = HeaderValue::try_from(value.as_str())
+                .map_err(|_| failed(format!("`{name}` is not a valid header value")))?;
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    Ok(headers)
+}
+
+/// A header of `response` as text.
+fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name)?.to_str().ok()
+}
+
+/// Maps a failure to talk to the upstream at all. reqwest messages hold no headers, so no key;
+/// the URL is dropped anyway, as an operator's base URL is none of a client's business.
+fn transport_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        return ProviderError::Timeout;
+    }
+    let what = if error.is_connect() {
+        "cannot reach upstream"
+    } else if error.is_body() || error.is_decode() {
+        "reading the upstream response failed"
+    } else {
+        "upstream request failed"
+    };
+    failed(format!("{what}: {}", chain(&error.without_url())))
+}
+
+/// An error and its sources, as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn failed(message: String) -> ProviderError {
+    ProviderError::Failed { message }
+}

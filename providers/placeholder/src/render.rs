@@ -1,0 +1,161 @@
+//! Drawing and encoding of placeholder images: a gradient (or transparent) background with a
+//! few discs and a band, colours and layout taken from a hash of prompt, seed and index.
+
+use std::io::Cursor;
+
+use image::{
+    codecs::{jpeg::JpegEncoder, png, webp::WebPEncoder},
+    ExtendedColorType, ImageEncoder, ImageError, Rgba, RgbaImage,
+};
+use imgproxy_core::dimensions::Size;
+use sha2::{Digest, Sha256};
+
+/// Output encodings the placeholder makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// PNG.
+    Png,
+    /// Baseline JPEG.
+    Jpeg,
+    /// Lossless WebP.
+    WebP,
+}
+
+impl Format {
+    /// The format named by an `output_format` value.
+    pub fn from_param(name: &str) -> Option<Self> {
+        match name {
+            "png" => Some(Self::Png),
+            "jpeg" | "jpg" => Some(Self::Jpeg),
+            "webp" => Some(Self::WebP),
+            _ => None,
+        }
+    }
+
+    /// The `output_format` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpeg",
+            Self::WebP => "webp",
+        }
+    }
+
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::WebP => "image/webp",
+        }
+    }
+}
+
+/// Whether the background is drawn or left transparent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Background {
+    /// A gradient.
+    Opaque,
+    /// Fully transparent (PNG and WebP only).
+    Transparent,
+}
+
+impl Background {
+    /// The `background` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Opaque => "opaque",
+            Self::Transparent => "transparent",
+        }
+    }
+}
+
+/// Renders image `index` of the request for `prompt` and `seed`, encoded as `format`.
+/// `jpeg_quality` is the JPEG quality (1–100; default 90).
+pub fn render(
+    prompt: &str,
+    seed: Option<i64>,
+    index: u32,
+    size: Size,
+    format: Format,
+    background: Background,
+    jpeg_quality: Option<u8>,
+) -> Result<Vec<u8>, ImageError> {
+    let mut hasher = Sha256::new();
+    hasher.update(prompt.as_bytes());
+    hasher.update(seed.map_or([0xFF; 8], i64::to_le_bytes));
+    hasher.update(index.to_le_bytes());
+    let hash: [u8; 32] = hasher.finalize().into();
+    let pixels = draw(&hash, size, background);
+    let transparent = background == Background::Transparent && format != Format::Jpeg;
+    let mut out = Cursor::new(Vec::new());
+    let (width, height) = (size.width, size.height);
+    let (bytes, color) = if transparent {
+        (pixels.into_raw(), ExtendedColorType::Rgba8)
+    } else {
+        let rgb: Vec<u8> = pixels.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
+        (rgb, ExtendedColorType::Rgb8)
+    };
+    match format {
+        Format::Png => png::PngEncoder::new_with_quality(
+            &mut out,
+            png::CompressionType::Fast,
+            png::FilterType::Adaptive,
+        )
+        .write_image(&bytes, width, height, color)?,
+        Format::Jpeg => {
+            JpegEncoder::new_with_quality(&mut out, jpeg_quality.unwrap_or(90).clamp(1, 100))
+                .write_image(&bytes, width, height, color)?
+        }
+        Format::WebP => {
+            WebPEncoder::new_lossless(&mut out).write_image(&bytes, width, height, color)?
+        }
+    }
+    Ok(out.into_inner())
+}
+
+fn draw(hash: &[u8; 32], size: Size, background: Background) -> RgbaImage {
+    let color = |i: usize| Rgba([hash[i], hash[i + 1], hash[i + 2], 255]);
+    let (from, to, band) = (color(0), color(3), color(6));
+    let (w, h) = (size.width, size.height);
+    let scale = w.min(h);
+    // Three discs whose centre and radius come from the hash.
+    let discs: Vec<(i64, i64, i64, Rgba<u8>)> = (0..3)
+        .map(|k| {
+            let b = &hash[9 + k * 4..13 + k * 4];
+            let cx = i64::from(u32::from(b[0]) * w / 255);
+            let cy = i64::from(u32::from(b[1]) * h / 255);
+            let r = i64::from(scale / 10 + u32::from(b[2]) * scale / 1024);
+            (cx, cy, r * r, Rgba([b[3], b[2], b[1], 255]))
+        })
+        .collect();
+    let band_at = u32::from(hash[30]) * h / 255;
+    let band_half = (scale / 32).max(1);
+    RgbaImage::from_fn(w, h, |x, y| {
+        for &(cx, cy, r2, c) in &discs {
+            let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
+            if dx * dx + dy * dy <= r2 {
+                return c;
+            }
+        }
+        if y.abs_diff(band_at) <= band_half {
+            return band;
+        }
+        match background {
+            Background::Transparent => Rgba([0, 0, 0, 0]),
+            Background::Opaque => {
+                let t = (u64::from(x) + u64::from(y)) * 255 / (u64::from(w) + u64::from(h)).max(1);
+                let mix = |a: u8, b: u8| {
+                    let v = (u64::from(a) * (255 - t) + u64::from(b) * t) / 255;
+                    u8::try_from(v).unwrap_or(u8::MAX)
+                };
+                Rgba([
+                    mix(from[0], to[0]),
+                    mix(from[1], to[1]),
+                    mix(from[2], to[2]),
+                    255,
+                ])
+            }
+        }
+    })
+}
