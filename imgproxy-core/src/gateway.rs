@@ -262,3 +262,130 @@ async fn call_provider(
 ) -> (u32, Result<Generation, crate::ProviderError>) {
     (call.n, provider.generate(call).await)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{GeneratedImage, ProviderError};
+
+    /// Counts concurrent calls; fails the call whose first index is `fail_at`.
+    #[derive(Debug, Default)]
+    struct Counting {
+        in_flight: AtomicUsize,
+        peak: AtomicUsize,
+        calls: AtomicUsize,
+        fail_at: Option<u32>,
+    }
+
+    #[async_trait]
+    impl ImageProvider for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            if self.fail_at == Some(call.first_index) {
+                return Err(ProviderError::Failed {
+                    message: "boom".into(),
+                });
+            }
+            let image = GeneratedImage {
+                bytes: Bytes::from(call.first_index.to_string()),
+                mime: "image/png".into(),
+                revised_prompt: None,
+            };
+            Ok(Generation {
+                images: vec![image],
+                ..Generation::default()
+            })
+        }
+    }
+
+    fn gateway(provider: Arc<Counting>) -> Gateway {
+        let mut catalog = Catalog::embedded().unwrap();
+        let mut model = (**catalog.resolve("placeholder").unwrap()).clone();
+        model.id = "counted".into();
+        model.provider = "counting".into();
+        catalog.upsert(model).unwrap();
+        Gateway::builder(catalog)
+            .provider(provider)
+            .fan_out_concurrency(3)
+            .build()
+    }
+
+    fn request(n: u32) -> ImageRequest {
+        let mut request = ImageRequest::new("counted", "p");
+        request.n = Some(n);
+        request
+    }
+
+    #[tokio::test]
+    async fn fans_out_one_call_per_image_with_bounded_concurrency_in_order() {
+        let provider = Arc::new(Counting::default());
+        let response = gateway(provider.clone())
+            .generate(request(10))
+            .await
+            .unwrap();
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 10);
+        assert!(provider.peak.load(Ordering::SeqCst) <= 3);
+        let order: Vec<_> = response
+            .data
+            .iter()
+            .map(|d| {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(d.b64_json.as_ref().unwrap())
+                    .unwrap();
+                String::from_utf8(bytes).unwrap()
+            })
+            .collect();
+        assert_eq!(order, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn returns_the_images_that_succeeded_and_fails_only_if_none_did() {
+        let provider = Arc::new(Counting {
+            fail_at: Some(1),
+            ..Counting::default()
+        });
+        let response = gateway(provider).generate(request(3)).await.unwrap();
+        assert_eq!(response.data.len(), 2);
+        let provider = Arc::new(Counting {
+            fail_at: Some(0),
+            ..Counting::default()
+        });
+        let error = gateway(provider).generate(request(1)).await.unwrap_err();
+        assert_eq!(error.status(), 502);
+    }
+
+    #[tokio::test]
+    async fn url_format_without_a_store_is_a_clear_400() {
+        let provider = Arc::new(Counting::default());
+        let mut req = request(1);
+        req.response_format = Some("url".into());
+        let error = gateway(provider).generate(req).await.unwrap_err();
+        assert_eq!(
+            (error.status(), error.param()),
+            (400, Some("response_format"))
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unconfigured_provider_is_model_not_found() {
+        let gateway = Gateway::builder(Catalog::embedded().unwrap()).build();
+        let error = gateway
+            .generate(ImageRequest::new("gpt-image-2", "p"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some("model_not_found"));
+        assert!(error.to_string().contains("`openai` is not configured"));
+    }
+}

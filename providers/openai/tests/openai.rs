@@ -117,12 +117,16 @@ async fn expect_call(server: &MockServer, case: &Case, n: u32, response: Respons
         .await;
 }
 
-async fn failure(case: &Case, response: ResponseTemplate) -> imgproxy_core::Error {
+/// The gateway error for `case` when its one upstream call answers `response`.
+async fn failure(
+    case: &Case,
+    response: ResponseTemplate,
+) -> Result<imgproxy_core::Error, Box<dyn std::error::Error>> {
     let server = MockServer::start().await;
     expect_call(&server, case, 1, response).await;
-    match generate(&server, case.request(1)).await {
-        Ok(Err(error)) => error,
-        other => panic!("{}: expected a gateway error, got {other:?}", case.model),
+    match generate(&server, case.request(1)).await? {
+        Err(error) => Ok(error),
+        Ok(response) => Err(format!("{}: expected an error, got {response:?}", case.model).into()),
     }
 }
 
@@ -231,7 +235,7 @@ async fn moderation_blocked_is_a_400_moderation_error() -> TestResult {
                 "type": "image_generation_user_error", "param": null, "code": "moderation_blocked"
             }})),
         )
-        .await;
+        .await?;
         assert_eq!(
             (error.status(), error.code()),
             (400, Some("moderation_blocked"))
@@ -251,7 +255,7 @@ async fn rate_limit_is_429_with_retry_after() -> TestResult {
                 .set_body_json(json!({"error": {"message": "Rate limit reached",
                                                "type": "requests", "code": "rate_limit_exceeded"}})),
         )
-        .await;
+        .await?;
         assert_eq!(error.status(), 429);
         assert_eq!(error.retry_after(), Some(Duration::from_secs(20)));
     }
@@ -268,7 +272,7 @@ async fn upstream_server_error_is_502() -> TestResult {
                 "type": "server_error", "param": null, "code": null
             }})),
         )
-        .await;
+        .await?;
         assert_eq!(
             (error.status(), error.code()),
             (502, Some("upstream_error"))
@@ -288,7 +292,7 @@ async fn rejected_key_is_502_and_never_shows_the_key() -> TestResult {
                 "type": "invalid_request_error", "param": null, "code": "invalid_api_key"
             }})),
         )
-        .await;
+        .await?;
         assert_eq!(
             (error.status(), error.code()),
             (502, Some("upstream_auth_failed"))
@@ -317,7 +321,7 @@ async fn invalid_request_keeps_param_and_code() -> TestResult {
                 "type": "invalid_request_error", "param": "size", "code": "invalid_value"
             }})),
         )
-        .await;
+        .await?;
         assert_eq!(
             (error.status(), error.param(), error.code()),
             (400, Some("size"), Some("invalid_value"))
@@ -345,7 +349,7 @@ async fn malformed_truncated_or_empty_bodies_are_502() -> TestResult {
                 case,
                 ResponseTemplate::new(200).set_body_raw(body.clone(), "application/json"),
             )
-            .await;
+            .await?;
             assert_eq!(error.status(), 502, "{body}");
             assert!(
                 error.to_string().contains("malformed upstream response"),
