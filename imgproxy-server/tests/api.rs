@@ -1,6 +1,12 @@
 //! The HTTP surface in-process (`build_app` + `oneshot`): every error is OpenAI's envelope
 //! with the right status, auth works, panics become 500s, URLs serve stored images.
 
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
