@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -44,7 +44,7 @@ for _name in list(os.environ):
 
 def imgproxy_bin() -> Path:
     configured = os.environ.get("IMGPROXY_BIN")
-    path = Path(configured) if configured else REPO / "target" / "debug" / "imgproxy"
+    path = (Path(configured) if configured else REPO / "target" / "debug" / "imgproxy").resolve()
     if not path.is_file():
         pytest.exit(f"imgproxy binary not found at {path}: build it (tests/run does) or set IMGPROXY_BIN", 2)
     return path
@@ -59,6 +59,7 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     }
     env.setdefault("RUST_BACKTRACE", "1")
     env.setdefault("RUST_LOG", "info")
+    env.setdefault("NO_COLOR", "1")
     env.update(extra or {})
     return env
 
@@ -81,7 +82,6 @@ class Server:
     label: str
     proc: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
-    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:

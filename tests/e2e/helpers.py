@@ -3,7 +3,7 @@ check, SDK clients."""
 
 from __future__ import annotations
 
-import http.client
+import http.client as http_client
 import json
 import urllib.error
 import urllib.parse
@@ -42,7 +42,7 @@ def raw_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 60
     """POSTs ``body`` with http.client, tolerating a server that answers and closes the
     connection before it has read the whole body (as it may for a 413)."""
     parts = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    conn = http_client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
         conn.putrequest("POST", parts.path or "/")
         conn.putheader("Content-Length", str(len(body)))

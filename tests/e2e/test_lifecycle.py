@@ -4,13 +4,15 @@ and graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import STOP_TIMEOUT, ImgproxyFactory
+from conftest import STOP_TIMEOUT, ImgproxyFactory, free_port
 from fake_openai import FakeOpenAI
-from helpers import client, http
+from helpers import assert_error_envelope, client, http, raw_post
 
 
 @pytest.mark.parametrize("cli", [True, False], ids=["flags", "env"])
@@ -62,3 +64,85 @@ def test_sigterm_lets_an_in_flight_request_finish(imgproxy: ImgproxyFactory, fak
     response = outcome["response"]
     assert response.data is not None and len(response.data) == 1  # type: ignore[attr-defined]
     assert server.stop() == 0
+
+
+def _expect_startup_failure(imgproxy: ImgproxyFactory, server_env: dict[str, str] | None = None, **kwargs: object) -> str:
+    """Starts a server that must refuse to start; returns its log."""
+    server = imgproxy.start(server_env, wait=False, **kwargs)  # type: ignore[arg-type]
+    assert server.proc is not None
+    try:
+        code = server.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("imgproxy kept running although its configuration is invalid")
+    server.exit_code = code  # do not treat the expected failure as a failed shutdown
+    assert code != 0, "imgproxy exited 0 although it refused to start"
+    assert http_refused(server.url)
+    return server.log()
+
+
+def http_refused(url: str) -> bool:
+    try:
+        http("GET", f"{url}/healthz", timeout=2)
+    except OSError:
+        return True
+    return False
+
+
+def test_without_a_master_key_a_non_loopback_listen_address_is_refused(imgproxy: ImgproxyFactory) -> None:
+    port = free_port()
+    log = _expect_startup_failure(imgproxy, port=port, cli=False, args=["--listen", f"0.0.0.0:{port}"])
+    assert "IMGPROXY_MASTER_KEY" in log, "the refusal should tell the operator what to set"
+
+
+def test_with_a_master_key_a_non_loopback_listen_address_is_allowed(imgproxy: ImgproxyFactory) -> None:
+    port = free_port()
+    server = imgproxy.start(
+        {"IMGPROXY_MASTER_KEY": "mk-e2e"}, port=port, cli=False, args=["--listen", f"0.0.0.0:{port}"]
+    )
+    assert http("GET", f"{server.url}/healthz")[0] == 200
+
+
+def test_config_file_sets_the_body_limit(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+    config = tmp_path / "imgproxy.toml"
+    config.write_text("max_body_bytes = 4096\n")
+    server = imgproxy.start(args=["--config", str(config)])
+    _assert_body_limit(server.url, 4096)
+
+
+def test_env_sets_the_body_limit_and_beats_the_config_file(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+    config = tmp_path / "imgproxy.toml"
+    config.write_text("max_body_bytes = 1048576\n")
+    server = imgproxy.start({"IMGPROXY_MAX_BODY_BYTES": "4096", "IMGPROXY_CONFIG": str(config)})
+    _assert_body_limit(server.url, 4096)
+
+
+def _assert_body_limit(base_url: str, limit: int) -> None:
+    def body_of(size: int) -> bytes:
+        prefix, suffix = b'{"model": "placeholder", "size": "16x16", "prompt": "', b'"}'
+        return prefix + b"a" * (size - len(prefix) - len(suffix)) + suffix
+
+    url = f"{base_url}/v1/images/generations"
+    status, headers, answer = raw_post(url, body_of(limit + 1), {"Content-Type": "application/json"})
+    assert_error_envelope(status, headers, answer, expected_status=413)
+    status, _, answer = raw_post(url, body_of(limit), {"Content-Type": "application/json"})
+    assert status == 200, f"a body of exactly the limit must be accepted: {status} {answer[:300]!r}"
+
+
+def test_config_file_with_an_unknown_field_is_refused_at_startup(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+    config = tmp_path / "imgproxy.toml"
+    config.write_text("max_body_bytes = 4096\nno_such_setting = true\n")
+    log = _expect_startup_failure(imgproxy, args=["--config", str(config)])
+    assert "no_such_setting" in log, "the error should name the unknown field"
+
+
+def test_public_url_prefixes_image_urls(imgproxy: ImgproxyFactory) -> None:
+    server = imgproxy.start({"IMGPROXY_PUBLIC_URL": "https://img.example.test/gw/"})
+    response = client(server.url).images.generate(
+        model="placeholder", prompt="a map", size="16x16", response_format="url"
+    )
+    assert response.data is not None and response.data[0].url
+    url = response.data[0].url
+    assert url.startswith("https://img.example.test/gw/"), url
+    # the same image is served by this server under the same path
+    status, _, body = http("GET", server.url + url.removeprefix("https://img.example.test/gw"))
+    assert status == 200

@@ -14,7 +14,15 @@ import json
 import openai
 import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
-from fake_openai import DEFAULT_USAGE, FakeOpenAI, moderation_blocked, rate_limited, server_error
+from fake_openai import (
+    DEFAULT_USAGE,
+    FakeOpenAI,
+    Reply,
+    error_reply,
+    moderation_blocked,
+    rate_limited,
+    server_error,
+)
 from helpers import client, http
 from imaging import jpeg_size, parse_png, parse_webp
 
@@ -388,12 +396,14 @@ def test_upstream_429_becomes_rate_limit_error_with_retry_after(
     assert_error_has_no_key(error)
 
 
-def test_upstream_500_becomes_502_internal_server_error(openai_server: Server, fake_openai: FakeOpenAI) -> None:
+def test_upstream_500_becomes_502_and_is_never_retried(openai_server: Server, fake_openai: FakeOpenAI) -> None:
     fake_openai.always(server_error())
     with pytest.raises(openai.InternalServerError) as caught:
         client(openai_server.url).images.generate(model="gpt-image-2", prompt="a bridge")
     error = caught.value
     assert error.status_code == 502
+    # A 5xx is ambiguous (the upstream may have generated and billed), so it is not retried.
+    assert len(fake_openai.image_requests()) == 1
     assert isinstance(error.body, dict) and error.body.get("message")
     assert_error_has_no_key(error)
 
@@ -417,3 +427,41 @@ def test_invalid_gpt_image_2_size_is_rejected_before_any_upstream_call(
         client(openai_server.url).images.generate(model="gpt-image-2", prompt="p", size="100x100")
     assert caught.value.param == "size"
     assert fake_openai.image_requests() == []
+
+
+def test_upstream_401_is_the_gateway_s_problem_so_502_without_the_key(
+    openai_server: Server, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.always(
+        error_reply(401, f"Incorrect API key provided: {OPENAI_TEST_KEY}.", code="invalid_api_key")
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(openai_server.url).images.generate(model="gpt-image-2", prompt="p")
+    assert caught.value.status_code == 502, "the client's own credentials are fine: the upstream's are not"
+    assert_error_has_no_key(caught.value)
+
+
+def test_upstream_400_naming_a_param_is_passed_on_as_400_with_that_param(
+    openai_server: Server, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.always(error_reply(400, "Invalid value for quality.", code="invalid_value", param="quality"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(openai_server.url).images.generate(model="gpt-image-2", prompt="p", quality="low")
+    assert caught.value.param == "quality"
+    assert_error_has_no_key(caught.value)
+
+
+def test_upstream_answer_without_images_is_502(openai_server: Server, fake_openai: FakeOpenAI) -> None:
+    fake_openai.always(Reply(status=200, body={"created": 1, "data": []}))
+    with pytest.raises(openai.InternalServerError) as caught:
+        client(openai_server.url).images.generate(model="gpt-image-2", prompt="p")
+    assert caught.value.status_code == 502
+
+
+def test_upstream_api_key_is_not_logged(openai_server: Server, fake_openai: FakeOpenAI) -> None:
+    sdk = client(openai_server.url)
+    sdk.images.generate(model="gpt-image-2", prompt="p")
+    fake_openai.always(server_error())
+    with pytest.raises(openai.InternalServerError):
+        sdk.images.generate(model="gpt-image-2", prompt="p")
+    assert OPENAI_TEST_KEY not in openai_server.log()
