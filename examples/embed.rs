@@ -15,10 +15,13 @@ use imgproxy_provider_placeholder::PlaceholderProvider;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut builder = Gateway::builder(Catalog::embedded()?).provider(Arc::new(PlaceholderProvider::new()));
+    let mut builder =
+        Gateway::builder(Catalog::embedded()?).provider(Arc::new(PlaceholderProvider::new()));
     if let Ok(key) = std::env::var("OPENAI_API_KEY") {
         let config = imgproxy_provider_openai::OpenAIConfig::new(key);
-        builder = builder.provider(Arc::new(imgproxy_provider_openai::OpenAIProvider::new(config)?));
+        builder = builder.provider(Arc::new(imgproxy_provider_openai::OpenAIProvider::new(
+            config,
+        )?));
     }
     let gateway = builder.build();
 
@@ -30,18 +33,30 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = std::env::temp_dir();
     for (index, image) in response.data.iter().enumerate() {
-        let b64 = image.b64_json.as_deref().context("b64_json is the default response format")?;
+        let b64 = image
+            .b64_json
+            .as_deref()
+            .context("b64_json is the default response format")?;
         let bytes = base64::engine::general_purpose::STANDARD.decode(b64)?;
         let path = dir.join(format!("lighthouse-{index}.png"));
         std::fs::write(&path, bytes)?;
-        println!("wrote {} ({})", path.display(), response.size.as_deref().unwrap_or("?"));
+        println!(
+            "wrote {} ({})",
+            path.display(),
+            response.size.as_deref().unwrap_or("?")
+        );
     }
 
     // Validation errors name the parameter, exactly as the HTTP API reports them.
     let mut bad = ImageRequest::new("placeholder", "too many");
     bad.n = Some(50);
     if let Err(error) = gateway.generate(bad).await {
-        println!("rejected: {} (status {}, param {:?})", error, error.status(), error.param());
+        println!(
+            "rejected: {} (status {}, param {:?})",
+            error,
+            error.status(),
+            error.param()
+        );
     }
     Ok(())
 }
