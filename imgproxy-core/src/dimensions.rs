@@ -246,7 +246,12 @@ pub fn normalize(
             _ => None,
         };
         if let Some(text) = &out.aspect_ratio {
-            check_listed(model, "aspect_ratio", text)?;
+            check_listed(
+                model,
+                "aspect_ratio",
+                text,
+                ratio.is_none().then_some(size).flatten(),
+            )?;
         }
     }
     if takes_tier {
@@ -256,25 +261,47 @@ pub fn normalize(
             _ => None,
         };
         if let Some(text) = &out.image_size {
-            check_listed(model, "image_size", text)?;
+            check_listed(
+                model,
+                "image_size",
+                text,
+                image_size.is_none().then_some(size).flatten(),
+            )?;
         }
     }
     Ok(out)
 }
 
-fn check_listed(model: &ModelSpec, param: &str, value: &str) -> Result<()> {
+/// Checks `value` against the values the model lists for `param`. When the value was derived
+/// from the client's `size`, the error names `size`, the parameter the client actually sent.
+fn check_listed(
+    model: &ModelSpec,
+    param: &str,
+    value: &str,
+    derived_from_size: Option<&str>,
+) -> Result<()> {
     let listed = model.listed_values(param);
     if listed.is_empty() || listed.iter().any(|v| v.eq_ignore_ascii_case(value)) {
         return Ok(());
     }
-    Err(Error::invalid_param(
-        param,
-        format!(
-            "model `{}` does not support {param} `{value}`; supported: {}",
-            model.id,
-            listed.join(", ")
+    let supported = listed.join(", ");
+    Err(match derived_from_size {
+        Some(size) => Error::invalid_param(
+            "size",
+            format!(
+                "size `{size}` has {param} `{value}`, which model `{}` does not support; \
+                 supported {param} values: {supported}",
+                model.id
+            ),
         ),
-    ))
+        None => Error::invalid_param(
+            param,
+            format!(
+                "model `{}` does not support {param} `{value}`; supported: {supported}",
+                model.id
+            ),
+        ),
+    })
 }
 
 fn custom_rule(model: &ModelSpec) -> Option<CustomSize> {
@@ -442,6 +469,96 @@ mod tests {
         assert_eq!(
             normalize(&m, None, None, Some("8K")).unwrap_err().param(),
             Some("image_size")
+        );
+    }
+
+    /// A model that, like Gemini's, takes only `aspect_ratio` and `image_size`.
+    fn ratio_only_model() -> ModelSpec {
+        let text = r#"
+            [[models]]
+            id = "ratio-only"
+            provider = "p"
+            upstream = "u"
+            [models.params]
+            aspect_ratio = { type = "enum", values = ["1:1", "3:2", "2:3", "16:9"] }
+            image_size = { type = "enum", values = ["1K", "2K"] }
+        "#;
+        (**Catalog::from_toml(text)
+            .unwrap()
+            .resolve("ratio-only")
+            .unwrap())
+        .clone()
+    }
+
+    #[test]
+    fn ratio_only_model_gets_the_ratio_and_tier_of_a_size() {
+        let m = ratio_only_model();
+        let dims = normalize(&m, Some("1536x1024"), None, None).unwrap();
+        assert_eq!(
+            (
+                dims.size,
+                dims.aspect_ratio.as_deref(),
+                dims.image_size.as_deref()
+            ),
+            (None, Some("3:2"), Some("1K"))
+        );
+        let dims = normalize(&m, Some("2048x2048"), None, None).unwrap();
+        assert_eq!(
+            (dims.aspect_ratio.as_deref(), dims.image_size.as_deref()),
+            (Some("1:1"), Some("2K"))
+        );
+        let dims = normalize(&m, Some("auto"), Some("16:9"), None).unwrap();
+        assert_eq!(
+            (dims.aspect_ratio.as_deref(), dims.image_size),
+            (Some("16:9"), None)
+        );
+    }
+
+    #[test]
+    fn ratio_only_model_rejects_what_it_cannot_honour() {
+        let m = ratio_only_model();
+        // 1000x700 reduces to 10:7, which the model does not list: rejected, not snapped.
+        let err = normalize(&m, Some("1000x700"), None, None).unwrap_err();
+        assert_eq!(
+            err.param(),
+            Some("size"),
+            "the client sent size, not aspect_ratio"
+        );
+        assert!(err.to_string().contains("10:7"), "{err}");
+        // 4096x4096 is 4K, which the model does not offer.
+        assert_eq!(
+            normalize(&m, Some("4096x4096"), None, None)
+                .unwrap_err()
+                .param(),
+            Some("size")
+        );
+        assert_eq!(
+            normalize(&m, None, Some("3:2"), Some("4K"))
+                .unwrap_err()
+                .param(),
+            Some("image_size")
+        );
+        assert_eq!(
+            normalize(&m, Some("1024x1024"), Some("3:2"), None)
+                .unwrap_err()
+                .param(),
+            Some("aspect_ratio")
+        );
+    }
+
+    #[test]
+    fn a_model_without_dimensions_rejects_them() {
+        let mut m = ratio_only_model();
+        m.params.clear();
+        assert_eq!(
+            normalize(&m, Some("1024x1024"), None, None)
+                .unwrap_err()
+                .code(),
+            Some("unknown_parameter")
+        );
+        assert_eq!(
+            normalize(&m, None, Some("1:1"), None).unwrap_err().param(),
+            Some("aspect_ratio")
         );
     }
 
