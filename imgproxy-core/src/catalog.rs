@@ -73,6 +73,13 @@ pub struct ModelSpec {
     /// Constant fields added to every upstream request (for OpenAI-compatible gateways).
     #[serde(default)]
     pub upstream_params: Map<String, Value>,
+    /// How validated parameters become the upstream's input fields: data that the model's
+    /// provider crate interprets (renames, value maps, where sizes and reference images go).
+    #[serde(default)]
+    pub upstream_input: Map<String, Value>,
+    /// Longest time an asynchronous upstream may take before it is cancelled (504).
+    #[serde(default)]
+    pub deadline_secs: Option<u64>,
     /// Price in credits.
     #[serde(default)]
     pub pricing: Option<Pricing>,
@@ -217,11 +224,17 @@ impl ModelSpec {
 }
 
 /// The set of models, indexed by id and alias.
+/// The set of models, indexed by id and alias. One id may have several variants, one per
+/// provider that can serve it (`flux-1.1-pro` on Replicate or on BFL); a request goes to the
+/// first variant whose provider is configured, in catalog order or the operator's preference.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     models: Vec<Arc<ModelSpec>>,
-    names: HashMap<String, usize>,
+    /// Id or alias → the id it names.
+    names: HashMap<String, String>,
     remaps: HashMap<String, String>,
+    /// Id → providers in the order they should serve it.
+    preferences: HashMap<String, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -243,7 +256,7 @@ impl Catalog {
         Self::from_models(file.models)
     }
 
-    /// Builds a catalog from models; ids and aliases must be unique.
+    /// Builds a catalog from models; an alias may not name two different ids.
     pub fn from_models(models: Vec<ModelSpec>) -> Result<Self> {
         let mut catalog = Self::default();
         for model in models {
@@ -252,23 +265,24 @@ impl Catalog {
         Ok(catalog)
     }
 
-    /// Adds `model`, or replaces the model of the same id (operator overrides).
+    /// Adds `model`, or replaces the variant of the same id and provider (operator overrides).
     pub fn upsert(&mut self, model: ModelSpec) -> Result<()> {
-        let index = match self.names.get(&model.id) {
-            Some(&index) if self.models[index].id == model.id => index,
-            Some(_) => return Err(duplicate(&model.id)),
-            None => {
-                self.models.push(Arc::new(model.clone()));
-                self.models.len() - 1
-            }
-        };
-        self.names.retain(|_, i| *i != index);
         for name in std::iter::once(&model.id).chain(&model.aliases) {
-            if self.names.insert(name.clone(), index).is_some() {
+            if self.names.get(name).is_some_and(|id| *id != model.id) {
                 return Err(duplicate(name));
             }
         }
-        self.models[index] = Arc::new(model);
+        for name in std::iter::once(&model.id).chain(&model.aliases) {
+            self.names.insert(name.clone(), model.id.clone());
+        }
+        let existing = self
+            .models
+            .iter()
+            .position(|m| m.id == model.id && m.provider == model.provider);
+        match existing {
+            Some(index) => self.models[index] = Arc::new(model),
+            None => self.models.push(Arc::new(model)),
+        }
         Ok(())
     }
 
@@ -284,31 +298,80 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every model, in catalog order.
+    /// Serves model `id` by the first configured provider of `providers`, in that order.
+    pub fn prefer(&mut self, id: &str, providers: Vec<String>) -> Result<()> {
+        if !self.models.iter().any(|m| m.id == id) {
+            return Err(Error::Internal(format!(
+                "routing names `{id}`, which is not in the catalog"
+            )));
+        }
+        self.preferences.insert(id.to_owned(), providers);
+        Ok(())
+    }
+
+    /// Every model variant, in catalog order.
     pub fn models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
         self.models.iter()
     }
 
-    /// The model named `name` (id, alias or remap), whether retired or not.
-    pub fn get(&self, name: &str) -> Option<&Arc<ModelSpec>> {
+    /// The variants of the model named `name` (id, alias or remap), preferred first.
+    pub fn variants(&self, name: &str) -> Vec<&Arc<ModelSpec>> {
         let name = self.remaps.get(name).map_or(name, String::as_str);
-        self.names.get(name).map(|&index| &self.models[index])
+        let Some(id) = self.names.get(name) else {
+            return Vec::new();
+        };
+        let mut variants: Vec<_> = self.models.iter().filter(|m| m.id == *id).collect();
+        if let Some(order) = self.preferences.get(id) {
+            // Stable: variants the preference does not name keep catalog order, after the rest.
+            variants.sort_by_key(|m| {
+                order
+                    .iter()
+                    .position(|p| *p == m.provider)
+                    .unwrap_or(usize::MAX)
+            });
+        }
+        variants
     }
 
-    /// The model a request names, refusing unknown and retired models with a clear error.
-    pub fn resolve(&self, name: &str) -> Result<&Arc<ModelSpec>> {
-        let Some(model) = self.get(name) else {
+    /// The preferred variant of the model named `name`, whether served or retired or not.
+    pub fn get(&self, name: &str) -> Option<&Arc<ModelSpec>> {
+        self.variants(name).into_iter().next()
+    }
+
+    /// The variant a request for `name` goes to: the first one `serves` accepts. Unknown,
+    /// unserved and retired models are refused with a clear 404.
+    pub fn resolve(
+        &self,
+        name: &str,
+        serves: &dyn Fn(&ModelSpec) -> bool,
+    ) -> Result<&Arc<ModelSpec>> {
+        let variants = self.variants(name);
+        let Some(first) = variants.first() else {
             return Err(Error::ModelNotFound {
                 message: format!(
                     "the model `{name}` does not exist; GET /v1/models lists the available models"
                 ),
             });
         };
+        let model = variants.iter().find(|m| serves(m)).unwrap_or(first);
         if let Some(retired) = &model.retired {
             return Err(Error::ModelNotFound {
                 message: format!(
                     "the model `{}` was retired upstream on {}; use `{}` instead",
                     model.id, retired.shutdown_date, retired.replacement
+                ),
+            });
+        }
+        if !serves(model) {
+            let providers: Vec<_> = variants
+                .iter()
+                .map(|m| format!("`{}`", m.provider))
+                .collect();
+            return Err(Error::ModelNotFound {
+                message: format!(
+                    "the model `{}` is not available: no provider for it is configured ({})",
+                    model.id,
+                    providers.join(" or ")
                 ),
             });
         }
@@ -328,11 +391,11 @@ mod tests {
     fn embedded_catalog_loads_and_resolves_aliases() {
         let catalog = Catalog::embedded().unwrap();
         assert_eq!(
-            catalog.resolve("placeholder").unwrap().provider,
+            catalog.resolve("placeholder", &|_| true).unwrap().provider,
             "placeholder"
         );
         assert_eq!(
-            catalog.resolve("gpt-image-2").unwrap().upstream,
+            catalog.resolve("gpt-image-2", &|_| true).unwrap().upstream,
             "gpt-image-2"
         );
     }
@@ -351,28 +414,64 @@ mod tests {
     #[test]
     fn retired_models_name_their_replacement_until_remapped() {
         let mut catalog = Catalog::embedded().unwrap();
-        let err = catalog.resolve("dall-e-3").unwrap_err();
+        let err = catalog.resolve("dall-e-3", &|_| true).unwrap_err();
         assert_eq!(err.status(), 404);
         assert!(err.to_string().contains("use `gpt-image-2`"), "{err}");
         catalog.remap("dall-e-3", "gpt-image-1-mini").unwrap();
-        assert_eq!(catalog.resolve("dall-e-3").unwrap().id, "gpt-image-1-mini");
+        assert_eq!(
+            catalog.resolve("dall-e-3", &|_| true).unwrap().id,
+            "gpt-image-1-mini"
+        );
     }
 
     #[test]
     fn unknown_model_is_model_not_found() {
-        let err = Catalog::embedded().unwrap().resolve("nope").unwrap_err();
+        let err = Catalog::embedded()
+            .unwrap()
+            .resolve("nope", &|_| true)
+            .unwrap_err();
         assert_eq!(err.code(), Some("model_not_found"));
     }
 
     #[test]
     fn upsert_replaces_by_id_and_rejects_alias_clashes() {
         let mut catalog = Catalog::embedded().unwrap();
-        let mut model = (**catalog.resolve("placeholder").unwrap()).clone();
+        let mut model = (**catalog.get("placeholder").unwrap()).clone();
         model.max_n = 3;
         model.aliases = vec!["ph".into()];
         catalog.upsert(model.clone()).unwrap();
-        assert_eq!(catalog.resolve("ph").unwrap().max_n, 3);
+        assert_eq!(catalog.get("ph").unwrap().max_n, 3);
         model.id = "other".into();
         assert!(catalog.upsert(model).is_err());
+    }
+
+    #[test]
+    fn variants_route_to_the_first_served_provider_in_preference_order() {
+        let text = r#"
+            [[models]]
+            id = "flux"
+            provider = "replicate"
+            upstream = "a"
+            [[models]]
+            id = "flux"
+            provider = "bfl"
+            upstream = "b"
+        "#;
+        let mut catalog = Catalog::from_toml(text).unwrap();
+        assert_eq!(
+            catalog.resolve("flux", &|_| true).unwrap().provider,
+            "replicate"
+        );
+        assert_eq!(
+            catalog
+                .resolve("flux", &|m| m.provider == "bfl")
+                .unwrap()
+                .upstream,
+            "b"
+        );
+        let err = catalog.resolve("flux", &|_| false).unwrap_err();
+        assert!(err.to_string().contains("`replicate` or `bfl`"), "{err}");
+        catalog.prefer("flux", vec!["bfl".into()]).unwrap();
+        assert_eq!(catalog.resolve("flux", &|_| true).unwrap().provider, "bfl");
     }
 }

@@ -407,7 +407,7 @@ mod tests {
     use crate::Catalog;
 
     fn model(id: &str) -> ModelSpec {
-        (**Catalog::embedded().unwrap().resolve(id).unwrap()).clone()
+        (**Catalog::embedded().unwrap().resolve(id, &|_| true).unwrap()).clone()
     }
 
     #[test]
@@ -485,7 +485,7 @@ mod tests {
         "#;
         (**Catalog::from_toml(text)
             .unwrap()
-            .resolve("ratio-only")
+            .resolve("ratio-only", &|_| true)
             .unwrap())
         .clone()
     }

@@ -109,23 +109,26 @@ impl Gateway {
         self.providers.contains_key(&model.provider)
     }
 
-    /// The catalog models that a configured provider serves (retired ones included, so that
-    /// clients can see their shutdown date).
+    /// The models a configured provider serves, one variant per id (the one requests go to);
+    /// retired ones are included so that clients can see their shutdown date.
     pub fn served_models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
-        self.catalog.models().filter(|model| self.serves(model))
+        let mut seen = std::collections::HashSet::new();
+        self.catalog
+            .models()
+            .filter(move |model| seen.insert(model.id.as_str()))
+            .filter_map(|model| {
+                self.catalog
+                    .variants(&model.id)
+                    .into_iter()
+                    .find(|v| self.serves(v))
+            })
     }
 
     /// Validates `request` against its model, and checks that the model can be served.
     pub fn validate(&self, request: ImageRequest) -> Result<ValidatedRequest> {
-        let validated = validate::validate(&self.catalog, request, &self.default_model)?;
-        if !self.serves(&validated.model) {
-            return Err(Error::ModelNotFound {
-                message: format!(
-                    "the model `{}` is not available: its provider `{}` is not configured",
-                    validated.model.id, validated.model.provider
-                ),
-            });
-        }
+        let validated = validate::validate(&self.catalog, request, &self.default_model, &|m| {
+            self.serves(m)
+        })?;
         if !validated.reference_images.is_empty() {
             return Err(Error::invalid_param(
                 "images",
@@ -156,6 +159,7 @@ impl Gateway {
         let calls: Vec<ProviderRequest<'_>> = (0..request.n)
             .step_by(per_call as usize)
             .map(|first_index| ProviderRequest {
+                references: &[],
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,
@@ -312,7 +316,7 @@ mod tests {
 
     fn gateway(provider: Arc<Counting>) -> Gateway {
         let mut catalog = Catalog::embedded().unwrap();
-        let mut model = (**catalog.resolve("placeholder").unwrap()).clone();
+        let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
         model.id = "counted".into();
         model.provider = "counting".into();
         catalog.upsert(model).unwrap();
@@ -386,6 +390,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(error.code(), Some("model_not_found"));
-        assert!(error.to_string().contains("`openai` is not configured"));
+        assert!(
+            error
+                .to_string()
+                .contains("no provider for it is configured (`openai`)"),
+            "{error}"
+        );
     }
 }

@@ -17,12 +17,15 @@ pub mod request;
 pub mod response;
 pub mod schema;
 pub mod store;
+pub mod upstream;
 pub mod validate;
 
 pub use catalog::{Capability, Catalog, ModelSpec};
 pub use error::Error;
 pub use gateway::{Gateway, GatewayBuilder};
-pub use provider::{GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest};
+pub use provider::{
+    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest, ReferenceImage,
+};
 pub use request::{ImageInput, ImageRequest};
 pub use response::{ImageData, ImageResponse, Usage};
 pub use store::ImageStore;

@@ -56,7 +56,7 @@ mod tests {
         }
         let request: ImageRequest =
             serde_json::from_value(serde_json::to_value(request).unwrap()).unwrap();
-        credits_per_image(&validate(&catalog, request, "placeholder").unwrap())
+        credits_per_image(&validate(&catalog, request, "placeholder", &|_| true).unwrap())
     }
 
     #[test]

@@ -18,6 +18,35 @@ pub struct ProviderRequest<'a> {
     /// Index of this call's first image within the request, so that fanned-out calls of a
     /// deterministic provider make distinct images.
     pub first_index: u32,
+    /// The request's reference images, already fetched and checked, in request order.
+    pub references: &'a [ReferenceImage],
+}
+
+/// A reference image, fetched and checked: providers never fetch client URLs themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceImage {
+    /// The encoded image.
+    pub bytes: Bytes,
+    /// Its MIME type.
+    pub mime: String,
+}
+
+impl ReferenceImage {
+    /// The image as a `data:` URL, for upstreams that take URLs.
+    pub fn data_url(&self) -> String {
+        use base64::Engine as _;
+        format!(
+            "data:{};base64,{}",
+            self.mime,
+            base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+        )
+    }
+
+    /// The image as bare base64, for upstreams that take that.
+    pub fn base64(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+    }
 }
 
 impl ProviderRequest<'_> {

@@ -151,7 +151,7 @@ mod tests {
     #[test]
     fn schema_is_narrowed_to_the_model() {
         let catalog = Catalog::embedded().unwrap();
-        let schema = request_schema(catalog.resolve("gpt-image-2").unwrap());
+        let schema = request_schema(catalog.resolve("gpt-image-2", &|_| true).unwrap());
         let props = &schema["properties"];
         assert_eq!(props["n"]["maximum"], 10);
         assert_eq!(

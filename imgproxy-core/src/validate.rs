@@ -98,14 +98,16 @@ impl ValidatedRequest {
     }
 }
 
-/// Validates `request` against the catalog; `default_model` serves requests that name none.
+/// Validates `request` against the catalog; `default_model` serves requests that name none,
+/// and `serves` tells which model variants have a configured provider.
 pub fn validate(
     catalog: &Catalog,
     request: ImageRequest,
     default_model: &str,
+    serves: &dyn Fn(&ModelSpec) -> bool,
 ) -> Result<ValidatedRequest> {
     let model = catalog
-        .resolve(request.model.as_deref().unwrap_or(default_model))?
+        .resolve(request.model.as_deref().unwrap_or(default_model), serves)?
         .clone();
 
     let prompt = request.prompt.clone().unwrap_or_default();
@@ -351,6 +353,7 @@ mod tests {
             &catalog,
             serde_json::from_value(body).unwrap(),
             "placeholder",
+            &|_| true,
         )
     }
 

@@ -47,7 +47,7 @@ struct TestApp {
 fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut catalog = Catalog::embedded().unwrap();
-    let mut panicky = (**catalog.resolve("placeholder").unwrap()).clone();
+    let mut panicky = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
     panicky.id = "panicky".into();
     panicky.provider = "panicky".into();
     catalog.upsert(panicky).unwrap();

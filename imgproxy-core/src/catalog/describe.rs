@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn placeholder_object_has_openai_fields_and_catalog_data() {
         let catalog = Catalog::embedded().unwrap();
-        let object = model_object(catalog.resolve("placeholder").unwrap());
+        let object = model_object(catalog.resolve("placeholder", &|_| true).unwrap());
         assert_eq!(object["object"], "model");
         assert_eq!(object["allowedParams"]["max_n"], 10);
         assert!(object["allowedParams"]["supported_sizes"]

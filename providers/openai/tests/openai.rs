@@ -396,7 +396,7 @@ async fn slow_upstream_is_504() -> TestResult {
 async fn gpt_image_models_never_receive_response_format() -> TestResult {
     let server = MockServer::start().await;
     let mut catalog = Catalog::embedded()?;
-    let mut model = (**catalog.resolve("gpt-image-2")?).clone();
+    let mut model = (**catalog.resolve("gpt-image-2", &|_| true)?).clone();
     model.upstream_params = serde_json::from_value(json!({"response_format": "b64_json", "x": 1}))?;
     catalog.upsert(model)?;
     let body = merge(CASES[0].body(1), json!({"x": 1}));
@@ -422,7 +422,7 @@ async fn gpt_image_models_never_receive_response_format() -> TestResult {
 /// A catalog with `compat-flux`, served by a provider instance named `compat`.
 fn compat_catalog() -> Result<Catalog, Box<dyn std::error::Error>> {
     let mut catalog = Catalog::embedded()?;
-    let mut model = (**catalog.resolve("gpt-image-1-mini")?).clone();
+    let mut model = (**catalog.resolve("gpt-image-1-mini", &|_| true)?).clone();
     model.id = "compat-flux".into();
     model.provider = "compat".into();
     model.upstream = "flux-dev".into();
