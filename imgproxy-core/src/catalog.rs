@@ -1,6 +1,6 @@
 //! The model catalog: data describing every model (id, aliases, provider, upstream id,
 //! capabilities, allowed parameters with defaults, pricing). Embedded from
-//! `catalog/models.toml` and overridable by the operator's config. No model-specific logic
+//! `catalog/*.toml` and overridable by the operator's config. No model-specific logic
 //! lives in code: validation and `/v1/models` read these entries.
 
 use std::{collections::BTreeMap, collections::HashMap, sync::Arc};
@@ -12,8 +12,18 @@ pub mod describe;
 
 use crate::{pricing::Pricing, Error, Result};
 
-/// The catalog shipped inside the binary.
-const EMBEDDED_CATALOG: &str = include_str!("../catalog/models.toml");
+/// The catalog shipped inside the binary, one file per provider family. Order matters: when
+/// several providers can serve one model id, the earlier file's variant is preferred.
+const EMBEDDED_CATALOG: [&str; 8] = [
+    include_str!("../catalog/placeholder.toml"),
+    include_str!("../catalog/openai.toml"),
+    include_str!("../catalog/gemini.toml"),
+    include_str!("../catalog/replicate.toml"),
+    include_str!("../catalog/bfl.toml"),
+    include_str!("../catalog/xai.toml"),
+    include_str!("../catalog/fal.toml"),
+    include_str!("../catalog/together.toml"),
+];
 
 /// A feature a model offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -240,20 +250,31 @@ pub struct Catalog {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CatalogFile {
+    #[serde(default)]
     models: Vec<ModelSpec>,
+}
+
+fn parse(text: &str) -> Result<Vec<ModelSpec>> {
+    let file: CatalogFile =
+        toml::from_str(text).map_err(|e| Error::Internal(format!("invalid catalog: {e}")))?;
+    Ok(file.models)
 }
 
 impl Catalog {
     /// The catalog embedded in the binary.
     pub fn embedded() -> Result<Self> {
-        Self::from_toml(EMBEDDED_CATALOG)
+        let mut catalog = Self::default();
+        for text in EMBEDDED_CATALOG {
+            for model in parse(text)? {
+                catalog.upsert(model)?;
+            }
+        }
+        Ok(catalog)
     }
 
     /// Parses a catalog from TOML text with a `[[models]]` array.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let file: CatalogFile =
-            toml::from_str(text).map_err(|e| Error::Internal(format!("invalid catalog: {e}")))?;
-        Self::from_models(file.models)
+        Self::from_models(parse(text)?)
     }
 
     /// Builds a catalog from models; an alias may not name two different ids.

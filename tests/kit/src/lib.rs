@@ -1,0 +1,268 @@
+//! `imgproxy-testkit`: the provider conformance suite (one [`Fixture`] per provider, the same
+//! cases for all, stamped out by [`conformance_suite!`]) and helpers to make test images.
+//!
+//! A fixture mounts wiremock fakes built from the provider's documented wire format; the
+//! fakes assert the exact outgoing requests (`body_json`, headers) and their counts
+//! (`expect`), while the cases here assert what the gateway answers.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support code fails loudly"
+)]
+
+use std::{io::Cursor, time::Duration};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
+use wiremock::MockServer;
+
+/// Poll deadline fixtures should give async providers, so that deadline cases finish fast.
+pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A provider under test.
+#[async_trait]
+pub trait Fixture: Send + Sync + 'static {
+    /// Whether the upstream is asynchronous (submit, then poll): enables the polling cases.
+    const ASYNC: bool;
+
+    /// A gateway whose provider talks to `server`, with [`TEST_DEADLINE`] as poll deadline.
+    fn gateway(server: &MockServer) -> Gateway;
+
+    /// The request of the success cases: `n` images with `references` reference images
+    /// (made by [`reference_png`], as data URLs). Override for models that need other fields.
+    fn request(n: u32, references: usize) -> ImageRequest {
+        let mut request = ImageRequest::new(Self::model(), "a red fox in the snow");
+        request.n = Some(n);
+        if references > 0 {
+            request.images = Some(
+                (0..references)
+                    .map(|i| ImageInput::Text(data_url(&reference_png(i))))
+                    .collect(),
+            );
+        }
+        request
+    }
+
+    /// The model the cases request.
+    fn model() -> &'static str;
+
+    /// Mounts a successful exchange for [`Fixture::request`]`(n, references)`, asserting the
+    /// exact outgoing requests (including where the reference images go).
+    async fn success(server: &MockServer, n: u32, references: usize);
+    /// Mounts the upstream's content-moderation refusal.
+    async fn moderation(server: &MockServer);
+    /// Mounts a 429 saying to retry after `seconds`.
+    async fn rate_limited(server: &MockServer, seconds: u64);
+    /// Mounts a 5xx.
+    async fn server_error(server: &MockServer);
+    /// Mounts a 200 whose body is not the documented shape.
+    async fn malformed(server: &MockServer);
+    /// Mounts a 200 whose body is cut off mid-JSON.
+    async fn truncated(server: &MockServer);
+    /// Async only: a job that completes after several polls.
+    async fn slow_completion(_server: &MockServer) {}
+    /// Async only: a job that ends in the upstream's failure status (not a moderation).
+    async fn failed_status(_server: &MockServer) {}
+    /// Async only: a job that never completes; mounts the cancel endpoint (`expect(1)`)
+    /// where the API has one.
+    async fn never_completes(_server: &MockServer) {}
+}
+
+/// A real PNG, distinct per `index`: reference image number `index` of the cases.
+pub fn reference_png(index: usize) -> Vec<u8> {
+    let shade = u8::try_from(index * 40 % 256).unwrap();
+    png(8, 8, [shade, 100, 200])
+}
+
+/// A real `width`×`height` PNG of one colour.
+pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
+    let image = image::RgbImage::from_pixel(width, height, image::Rgb(rgb));
+    let mut out = Cursor::new(Vec::new());
+    image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Base64 of `bytes`.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `bytes` as a `data:image/png;base64,...` URL.
+pub fn data_url(bytes: &[u8]) -> String {
+    format!("data:image/png;base64,{}", b64(bytes))
+}
+
+/// The cases, generic over the fixture; [`conformance_suite!`] makes one test of each.
+pub mod cases {
+    use super::*;
+
+    async fn run<F: Fixture>(
+        server: &MockServer,
+        request: ImageRequest,
+    ) -> imgproxy_core::Result<ImageResponse> {
+        F::gateway(server).generate(request).await
+    }
+
+    /// `n` images come back, each a decodable image.
+    pub async fn success<F: Fixture>(n: u32, references: usize) {
+        let server = MockServer::start().await;
+        F::success(&server, n, references).await;
+        let response = run::<F>(&server, F::request(n, references))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(response.data.len(), n as usize);
+        for image in &response.data {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(image.b64_json.as_ref().unwrap())
+                .unwrap();
+            assert!(
+                imgproxy_core::provider::sniff_mime(&bytes).is_some(),
+                "not an image: {:?}",
+                &bytes[..bytes.len().min(16)]
+            );
+        }
+    }
+
+    /// Asserts `request` fails with `status` (and `code`, when given).
+    async fn fails<F: Fixture>(
+        server: &MockServer,
+        status: u16,
+        code: Option<&str>,
+    ) -> imgproxy_core::Error {
+        let error = run::<F>(server, F::request(1, 0))
+            .await
+            .expect_err("the request should fail");
+        assert_eq!(error.status(), status, "{error:?}");
+        if let Some(code) = code {
+            assert_eq!(error.code(), Some(code), "{error:?}");
+        }
+        error
+    }
+
+    /// A content refusal is 400 `moderation_blocked`.
+    pub async fn moderation<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::moderation(&server).await;
+        fails::<F>(&server, 400, Some("moderation_blocked")).await;
+    }
+
+    /// An upstream 429 is a 429 carrying the upstream's wait.
+    pub async fn rate_limited<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::rate_limited(&server, 17).await;
+        let error = fails::<F>(&server, 429, None).await;
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(17)));
+    }
+
+    /// An upstream 5xx is a 502.
+    pub async fn server_error<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::server_error(&server).await;
+        fails::<F>(&server, 502, None).await;
+    }
+
+    /// A body of the wrong shape is a 502.
+    pub async fn malformed<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::malformed(&server).await;
+        fails::<F>(&server, 502, None).await;
+    }
+
+    /// A cut-off body is a 502.
+    pub async fn truncated<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::truncated(&server).await;
+        fails::<F>(&server, 502, None).await;
+    }
+
+    /// A job that needs several polls still succeeds.
+    pub async fn slow_completion<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::slow_completion(&server).await;
+        let response = run::<F>(&server, F::request(1, 0))
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(response.data.len(), 1);
+    }
+
+    /// A job in the upstream's failure status is a 502.
+    pub async fn failed_status<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::failed_status(&server).await;
+        fails::<F>(&server, 502, None).await;
+    }
+
+    /// A job past its deadline is a 504, and is cancelled upstream.
+    pub async fn deadline_exceeded<F: Fixture>() {
+        let server = MockServer::start().await;
+        F::never_completes(&server).await;
+        fails::<F>(&server, 504, Some("upstream_timeout")).await;
+        // The cancel is sent in the background; give it a moment before the fake verifies.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Stamps out the conformance cases for a [`Fixture`] as `#[tokio::test]`s in a module
+/// `conformance`.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($fixture:ty) => {
+        mod conformance {
+            use $crate::{cases, Fixture as _};
+
+            #[tokio::test]
+            async fn success_one_image() {
+                cases::success::<$fixture>(1, 0).await;
+            }
+            #[tokio::test]
+            async fn success_several_images() {
+                cases::success::<$fixture>(2, 0).await;
+            }
+            #[tokio::test]
+            async fn reference_images_reach_the_upstream() {
+                cases::success::<$fixture>(1, 2).await;
+            }
+            #[tokio::test]
+            async fn moderation_block_is_400_moderation_blocked() {
+                cases::moderation::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn rate_limit_is_429_with_retry_after() {
+                cases::rate_limited::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn server_error_is_502() {
+                cases::server_error::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn malformed_body_is_502() {
+                cases::malformed::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn truncated_body_is_502() {
+                cases::truncated::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn slow_completion_succeeds() {
+                if <$fixture>::ASYNC {
+                    cases::slow_completion::<$fixture>().await;
+                }
+            }
+            #[tokio::test]
+            async fn failed_status_is_502() {
+                if <$fixture>::ASYNC {
+                    cases::failed_status::<$fixture>().await;
+                }
+            }
+            #[tokio::test]
+            async fn deadline_exceeded_is_504_and_cancelled() {
+                if <$fixture>::ASYNC {
+                    cases::deadline_exceeded::<$fixture>().await;
+                }
+            }
+        }
+    };
+}
