@@ -77,6 +77,9 @@ pub struct ModelSpec {
     /// Most reference images per request.
     #[serde(default)]
     pub max_reference_images: usize,
+    /// Fewest reference images per request (1 for models that transform an input image).
+    #[serde(default)]
+    pub min_reference_images: usize,
     /// The parameters the model takes, with their allowed values and defaults.
     #[serde(default)]
     pub params: BTreeMap<String, ParamRule>,

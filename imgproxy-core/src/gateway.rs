@@ -12,9 +12,10 @@ use base64::Engine as _;
 use futures_util::{stream, StreamExt as _};
 
 use crate::{
-    provider::ImageMeta, validate, Catalog, Error, Generation, ImageData, ImageProvider,
-    ImageRequest, ImageResponse, ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result,
-    Usage, ValidatedRequest,
+    fetch::{FetchPolicy, ReferenceFetcher},
+    provider::{ImageMeta, ReferenceImage},
+    validate, Catalog, Error, Generation, ImageData, ImageProvider, ImageRequest, ImageResponse,
+    ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
 };
 
 /// Upstream calls one request may run at once when it fans `n` out.
@@ -26,11 +27,19 @@ pub struct GatewayBuilder {
     catalog: Catalog,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
+    fetcher: Option<ReferenceFetcher>,
     default_model: String,
     fan_out: usize,
 }
 
 impl GatewayBuilder {
+    /// Fetches reference images under `fetcher`'s policy (default: [`FetchPolicy::default`]).
+    #[must_use]
+    pub fn fetcher(mut self, fetcher: ReferenceFetcher) -> Self {
+        self.fetcher = Some(fetcher);
+        self
+    }
+
     /// Registers a provider under its [`ImageProvider::name`].
     #[must_use]
     pub fn provider(mut self, provider: Arc<dyn ImageProvider>) -> Self {
@@ -62,10 +71,18 @@ impl GatewayBuilder {
 
     /// Builds the gateway.
     pub fn build(self) -> Gateway {
+        // Building the default fetcher only fails if no HTTP client can be made at all; the
+        // gateway then still serves requests without reference images.
+        let fetcher = self.fetcher.or_else(|| {
+            ReferenceFetcher::new(FetchPolicy::default())
+                .inspect_err(|e| tracing::error!(error = %e, "reference fetching is unavailable"))
+                .ok()
+        });
         Gateway {
             catalog: Arc::new(self.catalog),
             providers: self.providers,
             store: self.store,
+            fetcher,
             default_model: self.default_model,
             fan_out: self.fan_out,
         }
@@ -78,6 +95,7 @@ pub struct Gateway {
     catalog: Arc<Catalog>,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
+    fetcher: Option<ReferenceFetcher>,
     default_model: String,
     fan_out: usize,
 }
@@ -89,6 +107,7 @@ impl Gateway {
             catalog,
             providers: HashMap::new(),
             store: None,
+            fetcher: None,
             default_model: "placeholder".into(),
             fan_out: DEFAULT_FAN_OUT,
         }
@@ -129,25 +148,44 @@ impl Gateway {
         let validated = validate::validate(&self.catalog, request, &self.default_model, &|m| {
             self.serves(m)
         })?;
-        if !validated.reference_images.is_empty() {
-            return Err(Error::invalid_param(
-                "images",
-                "reference images are not available on this server yet",
-            ));
-        }
         Ok(validated)
     }
 
     /// Validates and runs `request`, answering in OpenAI's shape.
     pub async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let validated = self.validate(request)?;
-        let generation = self.run(&validated).await?;
+        let references = self.fetch_references(&validated).await?;
+        let generation = self.run(&validated, &references).await?;
         self.respond(&validated, generation).await
+    }
+
+    /// Fetches and checks the request's reference images, all at once.
+    pub async fn fetch_references(
+        &self,
+        request: &ValidatedRequest,
+    ) -> Result<Vec<ReferenceImage>> {
+        if request.reference_images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(fetcher) = &self.fetcher else {
+            return Err(Error::Internal("reference fetching is unavailable".into()));
+        };
+        futures_util::future::try_join_all(
+            request
+                .reference_images
+                .iter()
+                .map(|input| fetcher.fetch(input)),
+        )
+        .await
     }
 
     /// Runs a validated request: one upstream call per `n_per_call` images, at most
     /// `fan_out` at once, results in order. Returns what succeeded if any call did.
-    pub async fn run(&self, request: &ValidatedRequest) -> Result<Generation> {
+    pub async fn run(
+        &self,
+        request: &ValidatedRequest,
+        references: &[ReferenceImage],
+    ) -> Result<Generation> {
         let model = &request.model;
         let provider = self
             .providers
@@ -159,7 +197,7 @@ impl Gateway {
         let calls: Vec<ProviderRequest<'_>> = (0..request.n)
             .step_by(per_call as usize)
             .map(|first_index| ProviderRequest {
-                references: &[],
+                references,
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,

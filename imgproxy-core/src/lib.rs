@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod dimensions;
 mod error;
+pub mod fetch;
 pub mod gateway;
 pub mod pricing;
 pub mod provider;

@@ -178,14 +178,19 @@ pub fn validate(
     }
 
     let reference_images = request.images.clone().unwrap_or_default();
-    if reference_images.len() > model.max_reference_images {
+    let (min, max) = (model.min_reference_images, model.max_reference_images);
+    if !(min..=max).contains(&reference_images.len()) {
+        let expected = match (min, max) {
+            (0, max) => format!("at most {max}"),
+            (min, max) if min == max => format!("exactly {min}"),
+            (min, max) => format!("from {min} to {max}"),
+        };
         return Err(Error::invalid_param(
             "images",
             format!(
-                "{} reference images given; model `{}` takes at most {}",
+                "{} reference images given; model `{}` takes {expected}",
                 reference_images.len(),
-                model.id,
-                model.max_reference_images
+                model.id
             ),
         ));
     }

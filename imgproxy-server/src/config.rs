@@ -20,14 +20,90 @@ pub const ENV_MASTER_KEY: &str = "IMGPROXY_MASTER_KEY";
 pub const ENV_PUBLIC_URL: &str = "IMGPROXY_PUBLIC_URL";
 /// Largest request body in bytes.
 pub const ENV_MAX_BODY_BYTES: &str = "IMGPROXY_MAX_BODY_BYTES";
-/// OpenAI API key; enables the OpenAI models.
-pub const ENV_OPENAI_API_KEY: &str = "OPENAI_API_KEY";
-/// OpenAI endpoint.
-pub const ENV_OPENAI_BASE_URL: &str = "OPENAI_BASE_URL";
+/// Hosts (`host` or `host:port`, comma-separated) that reference-image fetches may reach even
+/// though they are private or loopback. For tests and trusted internal image hosts.
+pub const ENV_FETCH_ALLOW_HOSTS: &str = "IMGPROXY_FETCH_ALLOW_HOSTS";
+/// Largest reference image fetched by URL, in bytes.
+pub const ENV_FETCH_MAX_BYTES: &str = "IMGPROXY_FETCH_MAX_BYTES";
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+
+/// The provider families imgproxy ships, with the environment variables that configure them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// OpenAI, or any OpenAI-compatible endpoint.
+    OpenAI,
+    /// Google Gemini API.
+    Gemini,
+    /// Replicate.
+    Replicate,
+    /// xAI.
+    Xai,
+    /// Black Forest Labs.
+    Bfl,
+    /// fal.ai queue.
+    Fal,
+    /// Together AI.
+    Together,
+}
+
+impl ProviderKind {
+    /// Every built-in family, in the order providers are registered.
+    pub const ALL: [Self; 7] = [
+        Self::OpenAI,
+        Self::Gemini,
+        Self::Replicate,
+        Self::Xai,
+        Self::Bfl,
+        Self::Fal,
+        Self::Together,
+    ];
+
+    /// The provider name catalog entries use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OpenAI => "openai",
+            Self::Gemini => "gemini",
+            Self::Replicate => "replicate",
+            Self::Xai => "xai",
+            Self::Bfl => "bfl",
+            Self::Fal => "fal",
+            Self::Together => "together",
+        }
+    }
+
+    /// Environment variables holding the key, first match wins.
+    pub fn key_vars(self) -> &'static [&'static str] {
+        match self {
+            Self::OpenAI => &["OPENAI_API_KEY"],
+            Self::Gemini => &[
+                "GEMINI_API_KEY",
+                "GOOGLE_API_KEY",
+                "GOOGLE_GENERATIVE_AI_API_KEY",
+            ],
+            Self::Replicate => &["REPLICATE_API_TOKEN"],
+            Self::Xai => &["XAI_API_KEY"],
+            Self::Bfl => &["BFL_API_KEY"],
+            Self::Fal => &["FAL_KEY"],
+            Self::Together => &["TOGETHER_API_KEY"],
+        }
+    }
+
+    /// The environment variable that moves the endpoint.
+    pub fn base_url_var(self) -> &'static str {
+        match self {
+            Self::OpenAI => "OPENAI_BASE_URL",
+            Self::Gemini => "GEMINI_BASE_URL",
+            Self::Replicate => "REPLICATE_BASE_URL",
+            Self::Xai => "XAI_BASE_URL",
+            Self::Bfl => "BFL_BASE_URL",
+            Self::Fal => "FAL_BASE_URL",
+            Self::Together => "TOGETHER_BASE_URL",
+        }
+    }
+}
 
 /// Everything the server can be told.
 #[derive(Debug, Default, Deserialize)]
@@ -47,35 +123,80 @@ pub struct Config {
     pub default_model: Option<String>,
     /// Upstream providers.
     pub providers: ProvidersConfig,
-    /// Catalog entries to add, or to replace by id.
+    /// Fetching reference images by URL.
+    pub fetch: FetchConfig,
+    /// Model id → providers in the order they should serve it, when several can.
+    pub routing: BTreeMap<String, Vec<String>>,
+    /// Model id → total deadline in seconds of its asynchronous upstream jobs.
+    pub deadlines: BTreeMap<String, u64>,
+    /// Catalog entries to add, or to replace by id and provider.
     pub models: Vec<ModelSpec>,
     /// Requests for the key model go to the value model (e.g. a retired model's stand-in).
     pub remap: BTreeMap<String, String>,
 }
 
-/// Upstream providers.
+/// Upstream providers: one table per built-in family, plus OpenAI-compatible endpoints.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProvidersConfig {
-    /// OpenAI itself (also enabled by `OPENAI_API_KEY`).
-    pub openai: Option<OpenAICompatible>,
-    /// Other OpenAI-compatible endpoints, each a provider of its own name.
-    pub compatible: Vec<OpenAICompatible>,
+    /// OpenAI.
+    pub openai: Option<ProviderTable>,
+    /// Google Gemini API.
+    pub gemini: Option<ProviderTable>,
+    /// Replicate.
+    pub replicate: Option<ProviderTable>,
+    /// xAI.
+    pub xai: Option<ProviderTable>,
+    /// Black Forest Labs.
+    pub bfl: Option<ProviderTable>,
+    /// fal.ai.
+    pub fal: Option<ProviderTable>,
+    /// Together AI.
+    pub together: Option<ProviderTable>,
+    /// Other OpenAI-compatible endpoints, each a provider of its own `name`.
+    pub compatible: Vec<ProviderTable>,
 }
 
-/// An OpenAI-compatible endpoint.
+impl ProvidersConfig {
+    fn take(&mut self, kind: ProviderKind) -> ProviderTable {
+        let table = match kind {
+            ProviderKind::OpenAI => &mut self.openai,
+            ProviderKind::Gemini => &mut self.gemini,
+            ProviderKind::Replicate => &mut self.replicate,
+            ProviderKind::Xai => &mut self.xai,
+            ProviderKind::Bfl => &mut self.bfl,
+            ProviderKind::Fal => &mut self.fal,
+            ProviderKind::Together => &mut self.together,
+        };
+        table.take().unwrap_or_default()
+    }
+}
+
+/// One upstream's settings.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct OpenAICompatible {
-    /// Provider name that catalog entries use (`openai` for the `[providers.openai]` table).
+pub struct ProviderTable {
+    /// Provider name (only for `[[providers.compatible]]`).
     pub name: Option<String>,
-    /// API base URL, e.g. `https://api.openai.com/v1`.
+    /// API base URL.
     pub base_url: Option<String>,
     /// API key, inline.
     pub api_key: Option<SecretString>,
     /// Name of an environment variable holding the API key.
     pub api_key_env: Option<String>,
-    /// Upstream timeout in seconds.
+    /// Per-request upstream timeout in seconds.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Reference-image fetching.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Hosts allowed although private or loopback.
+    pub allow_hosts: Vec<String>,
+    /// Largest image in bytes.
+    pub max_bytes: Option<usize>,
+    /// Whole-fetch timeout in seconds.
     pub timeout_secs: Option<u64>,
 }
 
@@ -94,24 +215,32 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Default model.
     pub default_model: Option<String>,
-    /// OpenAI-compatible providers to start, `openai` first.
-    pub openai_providers: Vec<ProviderSettings>,
+    /// Providers to start.
+    pub providers: Vec<ProviderSettings>,
+    /// Reference-image fetching.
+    pub fetch: FetchConfig,
+    /// Routing preferences.
+    pub routing: BTreeMap<String, Vec<String>>,
+    /// Deadline overrides.
+    pub deadlines: BTreeMap<String, u64>,
     /// Catalog additions.
     pub models: Vec<ModelSpec>,
     /// Model remaps.
     pub remap: BTreeMap<String, String>,
 }
 
-/// One OpenAI-compatible provider to start.
+/// One provider to start.
 #[derive(Debug)]
 pub struct ProviderSettings {
-    /// Provider name.
+    /// Its family.
+    pub kind: ProviderKind,
+    /// Provider name catalog entries use.
     pub name: String,
-    /// Base URL.
-    pub base_url: String,
+    /// Base URL; `None` means the family's default.
+    pub base_url: Option<String>,
     /// API key.
     pub api_key: SecretString,
-    /// Upstream timeout.
+    /// Per-request timeout.
     pub timeout: Duration,
 }
 
@@ -149,7 +278,7 @@ impl Config {
 
     /// Layers flags (already merged with their env vars by clap) and env over this file.
     pub fn into_settings(
-        self,
+        mut self,
         listen: Option<SocketAddr>,
         data_dir: Option<PathBuf>,
         env: &dyn Env,
@@ -158,57 +287,69 @@ impl Config {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
-        let max_body_bytes = match env.var(ENV_MAX_BODY_BYTES) {
-            Some(text) => text
-                .parse()
-                .with_context(|| format!("{ENV_MAX_BODY_BYTES} is not a number"))?,
-            None => self.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        let number = |var: &str| -> anyhow::Result<Option<usize>> {
+            env.var(var)
+                .map(|text| {
+                    text.parse()
+                        .with_context(|| format!("{var} is not a number"))
+                })
+                .transpose()
         };
+        let max_body_bytes = number(ENV_MAX_BODY_BYTES)?
+            .or(self.max_body_bytes)
+            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
 
-        let mut openai_providers = Vec::new();
-        let openai = self.providers.openai.unwrap_or_default();
-        let openai_key = env
-            .var(ENV_OPENAI_API_KEY)
-            .map(SecretString::from)
-            .or(openai.api_key.clone());
-        if let Some(api_key) = openai_key {
-            openai_providers.push(ProviderSettings {
-                name: imgproxy_provider_openai::PROVIDER_ID.to_owned(),
-                base_url: env
-                    .var(ENV_OPENAI_BASE_URL)
-                    .or(openai.base_url)
-                    .unwrap_or_else(|| imgproxy_provider_openai::DEFAULT_BASE_URL.to_owned()),
-                api_key,
-                timeout: Duration::from_secs(
-                    openai.timeout_secs.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
-                ),
-            });
-        }
-        for compatible in self.providers.compatible {
-            let name = compatible
-                .name
-                .context("every [[providers.compatible]] needs a `name`")?;
-            let base_url = compatible
-                .base_url
-                .with_context(|| format!("provider `{name}` needs a `base_url`"))?;
-            let api_key = match (&compatible.api_key, &compatible.api_key_env) {
-                (Some(key), _) => key.clone(),
-                (None, Some(var)) => SecretString::from(env.var(var).with_context(|| {
-                    format!("provider `{name}`: environment variable {var} is not set")
-                })?),
-                (None, None) => anyhow::bail!("provider `{name}` needs `api_key` or `api_key_env`"),
+        let mut providers = Vec::new();
+        for kind in ProviderKind::ALL {
+            let table = self.providers.take(kind);
+            let key = kind
+                .key_vars()
+                .iter()
+                .find_map(|var| env.var(var))
+                .map(SecretString::from);
+            let Some(api_key) =
+                key.map_or_else(|| table_key(&table, kind.name(), env), |k| Ok(Some(k)))?
+            else {
+                continue;
             };
-            openai_providers.push(ProviderSettings {
-                name,
-                base_url,
+            providers.push(ProviderSettings {
+                kind,
+                name: kind.name().to_owned(),
+                timeout: timeout(&table),
+                base_url: env.var(kind.base_url_var()).or(table.base_url),
                 api_key,
-                timeout: Duration::from_secs(
-                    compatible
-                        .timeout_secs
-                        .unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
-                ),
             });
         }
+        for table in std::mem::take(&mut self.providers.compatible) {
+            let name = table
+                .name
+                .clone()
+                .context("every [[providers.compatible]] needs a `name`")?;
+            let base_url = table
+                .base_url
+                .clone()
+                .with_context(|| format!("provider `{name}` needs a `base_url`"))?;
+            let api_key = table_key(&table, &name, env)?
+                .with_context(|| format!("provider `{name}` needs `api_key` or `api_key_env`"))?;
+            providers.push(ProviderSettings {
+                kind: ProviderKind::OpenAI,
+                timeout: timeout(&table),
+                name,
+                base_url: Some(base_url),
+                api_key,
+            });
+        }
+
+        let mut fetch = self.fetch;
+        if let Some(hosts) = env.var(ENV_FETCH_ALLOW_HOSTS) {
+            fetch.allow_hosts = hosts
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        fetch.max_bytes = number(ENV_FETCH_MAX_BYTES)?.or(fetch.max_bytes);
 
         Ok(Settings {
             listen,
@@ -225,11 +366,35 @@ impl Config {
                 .or(self.master_key),
             max_body_bytes,
             default_model: self.default_model,
-            openai_providers,
+            providers,
+            fetch,
+            routing: self.routing,
+            deadlines: self.deadlines,
             models: self.models,
             remap: self.remap,
         })
     }
+}
+
+/// The key a provider table gives, inline or through `api_key_env`.
+fn table_key(
+    table: &ProviderTable,
+    name: &str,
+    env: &dyn Env,
+) -> anyhow::Result<Option<SecretString>> {
+    match (&table.api_key, &table.api_key_env) {
+        (Some(key), _) => Ok(Some(key.clone())),
+        (None, Some(var)) => env
+            .var(var)
+            .map(SecretString::from)
+            .map(Some)
+            .with_context(|| format!("provider `{name}`: environment variable {var} is not set")),
+        (None, None) => Ok(None),
+    }
+}
+
+fn timeout(table: &ProviderTable) -> Duration {
+    Duration::from_secs(table.timeout_secs.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS))
 }
 
 #[cfg(test)]
@@ -248,30 +413,37 @@ mod tests {
         }
     }
 
+    fn env(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
+        FakeEnv(pairs.iter().copied().collect())
+    }
+
     #[test]
     fn defaults_without_config_or_env() {
         let settings = Config::default()
-            .into_settings(None, None, &FakeEnv(HashMap::new()))
+            .into_settings(None, None, &env(&[]))
             .unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
-        assert!(settings.openai_providers.is_empty());
+        assert!(settings.providers.is_empty());
         assert!(settings.master_key.is_none());
     }
 
     #[test]
-    fn openai_is_enabled_by_its_key_and_env_beats_file() {
+    fn providers_are_enabled_by_their_keys_and_env_beats_file() {
         let config = Config::from_toml("[providers.openai]\nbase_url = \"http://file\"\n").unwrap();
-        let env = FakeEnv(HashMap::from([
-            (ENV_OPENAI_API_KEY, "sk-1"),
-            (ENV_OPENAI_BASE_URL, "http://env/v1"),
-        ]));
-        let settings = config.into_settings(None, None, &env).unwrap();
-        let openai = &settings.openai_providers[0];
-        assert_eq!(
-            (openai.name.as_str(), openai.base_url.as_str()),
-            ("openai", "http://env/v1")
-        );
+        let vars = env(&[
+            ("OPENAI_API_KEY", "sk-1"),
+            ("OPENAI_BASE_URL", "http://env/v1"),
+            ("GOOGLE_GENERATIVE_AI_API_KEY", "g-1"),
+            ("FAL_KEY", "f-1"),
+        ]);
+        let settings = config.into_settings(None, None, &vars).unwrap();
+        let names: Vec<_> = settings.providers.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["openai", "gemini", "fal"]);
+        let openai = &settings.providers[0];
+        assert_eq!(openai.base_url.as_deref(), Some("http://env/v1"));
         assert_eq!(openai.api_key.expose_secret(), "sk-1");
+        assert_eq!(settings.providers[1].api_key.expose_secret(), "g-1");
+        assert_eq!(settings.providers[2].base_url, None);
     }
 
     #[test]
@@ -281,11 +453,17 @@ mod tests {
     }
 
     #[test]
-    fn catalog_overrides_and_compatible_providers_parse() {
+    fn catalog_routing_fetch_and_compatible_providers_parse() {
         let text = r#"
             listen = "127.0.0.1:9000"
             [remap]
             "dall-e-3" = "gpt-image-2"
+            [routing]
+            "flux-1.1-pro" = ["bfl", "replicate"]
+            [deadlines]
+            ultra = 90
+            [fetch]
+            allow_hosts = ["images.internal"]
             [[providers.compatible]]
             name = "gw"
             base_url = "http://gw/v1"
@@ -298,15 +476,28 @@ mod tests {
             [models.pricing]
             per_image = 3
         "#;
-        let env = FakeEnv(HashMap::from([("GW_KEY", "k")]));
+        let vars = env(&[("GW_KEY", "k"), (ENV_FETCH_MAX_BYTES, "1000")]);
         let settings = Config::from_toml(text)
             .unwrap()
-            .into_settings(None, None, &env)
+            .into_settings(None, None, &vars)
             .unwrap();
         assert_eq!(settings.listen.port(), 9000);
-        assert_eq!(settings.openai_providers[0].name, "gw");
+        assert_eq!(settings.providers[0].name, "gw");
         assert_eq!(settings.models[0].id, "gw-flux");
         assert_eq!(settings.remap["dall-e-3"], "gpt-image-2");
+        assert_eq!(settings.routing["flux-1.1-pro"], ["bfl", "replicate"]);
+        assert_eq!(settings.deadlines["ultra"], 90);
+        assert_eq!(
+            (settings.fetch.allow_hosts.len(), settings.fetch.max_bytes),
+            (1, Some(1000))
+        );
+    }
+
+    #[test]
+    fn fetch_allow_list_comes_from_the_environment() {
+        let vars = env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]);
+        let settings = Config::default().into_settings(None, None, &vars).unwrap();
+        assert_eq!(settings.fetch.allow_hosts, ["127.0.0.1:9999", "localhost"]);
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `imgproxy serve`: turns settings into a gateway, binds, and runs until SIGINT / SIGTERM.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use imgproxy_core::{Catalog, Gateway, ImageStore};
+use imgproxy_core::{
+    fetch::{FetchPolicy, ReferenceFetcher},
+    Catalog, Gateway, ImageProvider, ImageStore, ModelSpec,
+};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use tokio::net::TcpListener;
@@ -11,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::{
     build_app,
     cli::ServeArgs,
-    config::{Config, Env, Settings, ENV_MASTER_KEY},
+    config::{Config, Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY},
     AppState,
 };
 
@@ -63,7 +66,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
 }
 
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
-/// the placeholder, every configured OpenAI-compatible provider, and the image store.
+/// the placeholder, every provider with a key, the reference fetcher and the image store.
 pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Gateway> {
     let mut catalog = Catalog::embedded()?;
     for model in &settings.models {
@@ -71,27 +74,72 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
             .upsert(model.clone())
             .with_context(|| format!("config model `{}`", model.id))?;
     }
+    for (id, seconds) in &settings.deadlines {
+        let variants: Vec<ModelSpec> = catalog
+            .variants(id)
+            .into_iter()
+            .map(|m| (**m).clone())
+            .collect();
+        anyhow::ensure!(
+            !variants.is_empty(),
+            "[deadlines] names `{id}`, which is not in the catalog"
+        );
+        for mut model in variants {
+            model.deadline_secs = Some(*seconds);
+            catalog.upsert(model)?;
+        }
+    }
+    for (id, providers) in &settings.routing {
+        catalog.prefer(id, providers.clone())?;
+    }
     for (from, to) in &settings.remap {
         catalog.remap(from, to)?;
+    }
+
+    let mut policy = FetchPolicy {
+        allow_hosts: settings.fetch.allow_hosts.clone(),
+        ..FetchPolicy::default()
+    };
+    if let Some(max_bytes) = settings.fetch.max_bytes {
+        policy.max_bytes = max_bytes;
+    }
+    if let Some(seconds) = settings.fetch.timeout_secs {
+        policy.timeout = Duration::from_secs(seconds);
     }
     let store = ImageStore::local(&settings.data_dir)?;
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
+        .fetcher(ReferenceFetcher::new(policy)?)
         .store(store, format!("{public_url}/images/"));
     if let Some(model) = &settings.default_model {
         builder = builder.default_model(model);
     }
-    for provider in &settings.openai_providers {
-        let mut config = OpenAIConfig::new(provider.api_key.clone());
-        config.name.clone_from(&provider.name);
-        config.base_url.clone_from(&provider.base_url);
-        config.timeout = provider.timeout;
+    for provider in &settings.providers {
         let client =
-            OpenAIProvider::new(config).with_context(|| format!("provider `{}`", provider.name))?;
-        tracing::info!(provider = %provider.name, base_url = %provider.base_url, "upstream enabled");
-        builder = builder.provider(Arc::new(client));
+            start_provider(provider).with_context(|| format!("provider `{}`", provider.name))?;
+        tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), "upstream enabled");
+        builder = builder.provider(client);
     }
     Ok(builder.build())
+}
+
+/// Builds one provider client from its settings.
+fn start_provider(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn ImageProvider>> {
+    let key = settings.api_key.clone();
+    let base_url = settings.base_url.clone();
+    Ok(match settings.kind {
+        ProviderKind::OpenAI => {
+            let mut config = OpenAIConfig::new(key);
+            config.name.clone_from(&settings.name);
+            config.base_url = base_url.unwrap_or(config.base_url);
+            config.timeout = settings.timeout;
+            Arc::new(OpenAIProvider::new(config)?)
+        }
+        other => anyhow::bail!(
+            "the `{}` provider is not available in this build",
+            other.name()
+        ),
+    })
 }
 
 async fn shutdown_signal() {

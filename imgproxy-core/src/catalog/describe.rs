@@ -62,6 +62,7 @@ pub fn allowed_params(model: &ModelSpec) -> Value {
         "supported_styles": model.listed_values("style"),
         "max_n": model.max_n,
         "max_reference_images": model.max_reference_images,
+        "min_reference_images": model.min_reference_images,
         "supports_mask": model.has(Capability::Mask),
         "supports_streaming": model.has(Capability::Streaming),
         "supports_seed": model.param("seed").is_some(),
