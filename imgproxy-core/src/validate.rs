@@ -477,4 +477,37 @@ mod tests {
             Some("prompt")
         );
     }
+
+    #[test]
+    fn every_catalog_model_accepts_a_minimal_request_with_its_defaults() {
+        let catalog = Catalog::embedded().unwrap();
+        for model in catalog.models().filter(|m| m.retired.is_none()) {
+            let mut request = ImageRequest::new(model.id.clone(), "a lighthouse");
+            if model.min_reference_images > 0 {
+                let image = ImageInput::Text("data:image/png;base64,iVBORw0KGgo=".into());
+                request.images = Some(vec![image; model.min_reference_images]);
+            }
+            let serves_this = |m: &ModelSpec| m.provider == model.provider;
+            let validated = validate(&catalog, request, "placeholder", &serves_this)
+                .unwrap_or_else(|e| panic!("{} ({}): {e}", model.id, model.provider));
+            for (name, rule) in &model.params {
+                if let Some(default) = &rule.default {
+                    check_value(model, name, rule, default)
+                        .unwrap_or_else(|e| panic!("{}: default of {name}: {e}", model.id));
+                }
+            }
+            assert!(validated.n >= 1);
+            assert!(
+                model.max_n >= 1 && model.images_per_call() >= 1,
+                "{}",
+                model.id
+            );
+            assert!(
+                model.pricing.is_some(),
+                "{} ({}) has no price",
+                model.id,
+                model.provider
+            );
+        }
+    }
 }

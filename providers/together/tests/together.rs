@@ -1,0 +1,198 @@
+//! Together-specific mappings, through the gateway against a fake Together: the exact body
+//! (`response_format: "base64"`, width and height from `size` or an aspect ratio, the
+//! optional fields), URL items, the NSFW assumption and refused inputs.
+
+use std::sync::Arc;
+
+use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest};
+use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
+use imgproxy_testkit::{b64, data_url, png, reference_png};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{body_json, header, method, path},
+    Mock, MockBuilder, MockServer, Request, ResponseTemplate,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const KEY: &str = "tgp_v1_extra-key-fedcba9876543210";
+const UPSTREAM: &str = "black-forest-labs/FLUX.1-schnell";
+
+fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let mut config = TogetherConfig::new(KEY);
+    config.base_url = format!("{}/", server.uri());
+    Ok(Gateway::builder(Catalog::embedded()?)
+        .provider(Arc::new(TogetherProvider::new(config)?))
+        .build())
+}
+
+fn call() -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path("/images/generations"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+}
+
+fn request(extra: Value) -> Result<ImageRequest, serde_json::Error> {
+    let mut body = json!({"model": "flux-schnell", "prompt": "a koi pond"});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    serde_json::from_value(body)
+}
+
+fn images(n: u32) -> Value {
+    let data: Vec<Value> = (0..n)
+        .map(|i| json!({"index": i, "b64_json": b64(&png(8, 8, [7, 7, 7])), "type": "b64_json"}))
+        .collect();
+    json!({"id": "x", "model": UPSTREAM, "object": "list", "data": data})
+}
+
+/// What the client sends → the exact body Together receives.
+#[tokio::test]
+async fn the_body_is_exact_with_base64_and_width_height_from_size() -> TestResult {
+    let cases = [
+        (
+            json!({"size": "1280x720", "n": 3, "steps": 4, "seed": 42,
+                   "negative_prompt": "blurry", "output_format": "png"}),
+            json!({"model": UPSTREAM, "prompt": "a koi pond", "n": 3, "response_format": "base64",
+                   "width": 1280, "height": 720, "steps": 4, "seed": 42,
+                   "negative_prompt": "blurry", "output_format": "png"}),
+            "1280x720",
+        ),
+        // A custom size within 64–1792, multiples of 16.
+        (
+            json!({"size": "640x1792"}),
+            json!({"model": UPSTREAM, "prompt": "a koi pond", "n": 1, "response_format": "base64",
+                   "width": 640, "height": 1792, "output_format": "jpeg"}),
+            "640x1792",
+        ),
+        // An aspect ratio picks the listed size of that ratio.
+        (
+            json!({"aspect_ratio": "3:2"}),
+            json!({"model": UPSTREAM, "prompt": "a koi pond", "n": 1, "response_format": "base64",
+                   "width": 1536, "height": 1024, "output_format": "jpeg"}),
+            "1536x1024",
+        ),
+    ];
+    for (sent, upstream, size) in cases {
+        let server = MockServer::start().await;
+        let n = upstream["n"].as_u64().unwrap_or(1) as u32;
+        call()
+            .and(body_json(upstream))
+            .respond_with(ResponseTemplate::new(200).set_body_json(images(n)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let response = gateway(&server)?.generate(request(sent.clone())?).await?;
+        assert_eq!(response.data.len(), n as usize, "{sent}");
+        assert_eq!(response.size.as_deref(), Some(size), "{sent}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> TestResult {
+    let server = MockServer::start().await;
+    let gateway = gateway(&server)?;
+    for (sent, param) in [
+        (json!({"size": "1000x1000"}), "size"),
+        (json!({"size": "2048x2048"}), "size"),
+        (json!({"size": "32x32"}), "size"),
+        (json!({"steps": 13}), "steps"),
+        (json!({"steps": 0}), "steps"),
+        (json!({"n": 5}), "n"),
+        (json!({"output_format": "webp"}), "output_format"),
+    ] {
+        let error = gateway
+            .generate(request(sent.clone())?)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (error.status(), error.param()),
+            (400, Some(param)),
+            "{sent}"
+        );
+    }
+    let mut with_reference = request(json!({}))?;
+    with_reference.images = Some(vec![ImageInput::Text(data_url(&reference_png(0)))]);
+    let error = gateway.generate(with_reference).await.expect_err("refused");
+    assert_eq!((error.status(), error.param()), (400, Some("images")));
+    assert!(server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty());
+    Ok(())
+}
+
+/// Download URLs must never see the API key.
+struct NoAuthorization;
+
+impl wiremock::Match for NoAuthorization {
+    fn matches(&self, request: &Request) -> bool {
+        !request.headers.contains_key("authorization")
+    }
+}
+
+#[tokio::test]
+async fn url_items_are_downloaded_without_the_key() -> TestResult {
+    let server = MockServer::start().await;
+    let url = format!("{}/shrt/abc.png", server.uri());
+    call()
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"object": "list", "data": [{"index": 0, "url": url, "type": "url"}]}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/shrt/abc.png"))
+        .and(NoAuthorization)
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(png(4, 4, [1, 1, 1])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let response = gateway(&server)?.generate(request(json!({}))?).await?;
+    assert_eq!(response.data.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_422_about_the_safety_checker_is_moderation_and_other_4xx_are_not() -> TestResult {
+    let cases = [
+        (
+            422,
+            "Image generation failed: the safety checker flagged the output",
+            Some("moderation_blocked"),
+            400,
+        ),
+        (
+            400,
+            "height must be a multiple of 16",
+            Some("upstream_invalid_request"),
+            400,
+        ),
+        (401, "Invalid API key provided", None, 502),
+    ];
+    for (status, message, code, expected) in cases {
+        let server = MockServer::start().await;
+        call()
+            .respond_with(
+                ResponseTemplate::new(status).set_body_json(json!({"error": {
+                    "message": message, "type": "invalid_request_error", "param": null, "code": null
+                }})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let error = gateway(&server)?
+            .generate(request(json!({}))?)
+            .await
+            .expect_err("refused");
+        assert_eq!(error.status(), expected, "{message}");
+        if code.is_some() {
+            assert_eq!(error.code(), code, "{message}");
+        }
+    }
+    Ok(())
+}

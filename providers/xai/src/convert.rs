@@ -1,0 +1,389 @@
+//! Conversions between imgproxy's types and xAI's wire format: the request body (and which
+//! endpoint it goes to), the response into images, and upstream failures into
+//! [`ProviderError`]s. Pure functions only; every byte sent or received goes through `client`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use imgproxy_core::{
+    provider::sniff_mime, upstream, GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
+    Usage,
+};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::wire::{ErrorBody, ImagesResponse};
+
+/// The per-model mapping data of a catalog entry's `[models.upstream_input]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct UpstreamInput {
+    /// Our `image_size` tier → xAI's `resolution` (`1K` → `1k`).
+    resolution_values: BTreeMap<String, String>,
+    /// Our `aspect_ratio` → xAI's, where xAI writes a ratio core cannot parse
+    /// (`6:13` → `9:19.5`).
+    aspect_ratio_values: BTreeMap<String, String>,
+}
+
+impl UpstreamInput {
+    fn of(model: &ModelSpec) -> Result<Self, ProviderError> {
+        serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
+            upstream::failed(format!(
+                "the catalog's upstream_input of `{}` is invalid: {e}",
+                model.id
+            ))
+        })
+    }
+}
+
+/// Which xAI endpoint a body goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// `POST /images/generations`: text only.
+    Generations,
+    /// `POST /images/edits`: with reference images (JSON, not multipart).
+    Edits,
+}
+
+/// The endpoint and JSON body of one upstream call.
+///
+/// The catalog's `upstream_params` come after the mapped parameters (they are the operator's
+/// constants); `model`, `prompt`, `n`, `response_format` and the images come last, so that
+/// nothing can change what is asked for, how many images are billed, or how they come back.
+pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Value), ProviderError> {
+    let request = call.request;
+    let model = &request.model;
+    let input = UpstreamInput::of(model)?;
+    let mapped = |map: &BTreeMap<String, String>, value: &str| {
+        map.get(value).cloned().unwrap_or_else(|| value.to_owned())
+    };
+    let mut body = Map::new();
+    if let Some(ratio) = request.param_str("aspect_ratio") {
+        let ratio = mapped(&input.aspect_ratio_values, ratio);
+        body.insert("aspect_ratio".into(), Value::String(ratio));
+    }
+    if let Some(tier) = request.param_str("image_size") {
+        let resolution = mapped(&input.resolution_values, tier);
+        body.insert("resolution".into(), Value::String(resolution));
+    }
+    if let Some(user) = request.param_str("user") {
+        body.insert("user".into(), Value::from(user));
+    }
+    body.extend(model.upstream_params.clone());
+    body.insert("model".into(), Value::from(model.upstream.as_str()));
+    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
+    body.insert("n".into(), Value::from(call.n));
+    body.insert("response_format".into(), Value::from("b64_json"));
+
+    let image = |reference: &imgproxy_core::ReferenceImage| json!({"url": reference.data_url(), "type": "image_url"});
+    let endpoint = match call.references {
+        [] => Endpoint::Generations,
+        // xAI takes one input as `image` and several as `images`.
+        [one] => {
+            body.insert("image".into(), image(one));
+            Endpoint::Edits
+        }
+        several => {
+            let images = several.iter().map(image).collect();
+            body.insert("images".into(), Value::Array(images));
+            Endpoint::Edits
+        }
+    };
+    Ok((endpoint, Value::Object(body)))
+}
+
+/// Where the bytes of one returned image are.
+#[derive(Debug, PartialEq)]
+pub(crate) enum ImageSource {
+    /// Decoded from `b64_json`.
+    Inline(Bytes),
+    /// To download from `url`.
+    Url(String),
+}
+
+/// One item of a parsed response.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ParsedImage {
+    pub source: ImageSource,
+    /// The `mime_type` xAI reported.
+    pub mime: Option<String>,
+    pub revised_prompt: Option<String>,
+}
+
+/// A successful response, before any URL is downloaded.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ParsedResponse {
+    pub images: Vec<ParsedImage>,
+    pub usage: Option<Usage>,
+}
+
+/// Parses a 200 body. xAI moderates silently with a 200, so moderation is read here:
+/// a non-null `block_reason`, an empty `data` or any item with `respect_moderation: false`
+/// is a `ModerationBlocked`. Anything else unusable is a `Failed` "malformed upstream
+/// response".
+pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderError> {
+    let response: ImagesResponse =
+        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+    if let Some(reason) = response.block_reason.as_ref().and_then(block_reason) {
+        return Err(ProviderError::ModerationBlocked {
+            message: format!("xAI blocked the request: {}", upstream::short(&reason)),
+        });
+    }
+    let Some(data) = response.data else {
+        return Err(malformed("no `data`".into()));
+    };
+    if data.is_empty()
+        || data
+            .iter()
+            .any(|item| item.respect_moderation == Some(false))
+    {
+        return Err(ProviderError::ModerationBlocked {
+            message: "xAI's moderation withheld the image".into(),
+        });
+    }
+    let images = data
+        .into_iter()
+        .enumerate()
+        .map(|(index, image)| {
+            let source = match (image.b64_json, image.url) {
+                (Some(b64), _) => base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map(|bytes| ImageSource::Inline(Bytes::from(bytes)))
+                    .map_err(|e| malformed(format!("`data[{index}].b64_json`: {e}")))?,
+                (None, Some(url)) => ImageSource::Url(url),
+                (None, None) => {
+                    return Err(malformed(format!(
+                        "`data[{index}]` has neither `b64_json` nor `url`"
+                    )))
+                }
+            };
+            Ok(ParsedImage {
+                source,
+                mime: image.mime_type,
+                // xAI sends `""` when it kept the prompt.
+                revised_prompt: image.revised_prompt.filter(|p| !p.trim().is_empty()),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ParsedResponse {
+        images,
+        usage: response.usage.and_then(usage),
+    })
+}
+
+/// The text of a `block_reason` that says something was blocked; `null` and `""` do not.
+fn block_reason(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) if text.trim().is_empty() => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Reads `usage`; xAI's `cost_in_usd_ticks` lands in `extra`. An unreadable `usage` is dropped
+/// with a warning rather than failing a paid-for generation.
+fn usage(value: Value) -> Option<Usage> {
+    if value.is_null() {
+        return None;
+    }
+    serde_json::from_value(value)
+        .inspect_err(|e| tracing::warn!(error = %e, "ignoring an unreadable xAI `usage`"))
+        .ok()
+}
+
+/// A finished image. The bytes decide the MIME type; failing that, the `mime_type` xAI
+/// reported, then a download's `Content-Type`.
+pub(crate) fn generated_image(
+    bytes: Bytes,
+    reported: Option<&str>,
+    content_type: Option<&str>,
+    revised_prompt: Option<String>,
+) -> GeneratedImage {
+    let mime = sniff_mime(&bytes)
+        .map(str::to_owned)
+        .or_else(|| {
+            [reported, content_type]
+                .into_iter()
+                .flatten()
+                .map(|t| t.split(';').next().unwrap_or(t).trim())
+                .find(|t| t.starts_with("image/"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    GeneratedImage {
+        bytes,
+        mime,
+        revised_prompt,
+    }
+}
+
+/// The error for a non-2xx answer, by status (core's generic mapping, after a 400 about the
+/// key); the message comes from whichever of xAI's error shapes the body has, else a short
+/// excerpt of the body.
+pub(crate) fn error_from_status(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+) -> ProviderError {
+    let parsed = serde_json::from_slice::<ErrorBody>(body).unwrap_or_default();
+    let message = match (parsed.message(), parsed.code()) {
+        (Some(message), Some(code)) if !message.contains(&code) => format!("{message} ({code})"),
+        (Some(message), _) => message.to_owned(),
+        (None, Some(code)) => code,
+        (None, None) => excerpt(body),
+    };
+    // xAI answers a wrong key with a 400 rather than a 401 (its API reference): that is the
+    // operator's problem, not a fault in the client's request.
+    if status == 400 && message.to_lowercase().contains("api key") {
+        return ProviderError::Unauthorized { status };
+    }
+    upstream::status_error(status, retry_after, &message)
+}
+
+/// Removes `secret` from every message of `error`: xAI answers a bad key with a 400 whose
+/// text may echo it, and the key must reach neither a client nor a log line.
+pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
+    if secret.is_empty() {
+        return error;
+    }
+    let scrub = |text: String| text.replace(secret, "[redacted]");
+    match error {
+        ProviderError::InvalidRequest {
+            message,
+            param,
+            code,
+        } => ProviderError::InvalidRequest {
+            message: scrub(message),
+            param: param.map(scrub),
+            code: code.map(scrub),
+        },
+        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
+            message: scrub(message),
+        },
+        ProviderError::Failed { message } => ProviderError::Failed {
+            message: scrub(message),
+        },
+        other => other,
+    }
+}
+
+fn malformed(detail: String) -> ProviderError {
+    upstream::failed(format!(
+        "malformed upstream response: {}",
+        upstream::short(&detail)
+    ))
+}
+
+/// A short, one-line excerpt of a body that is not one of xAI's error shapes.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    upstream::short(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(error: ProviderError) -> String {
+        match error {
+            ProviderError::InvalidRequest { message, .. }
+            | ProviderError::Failed { message }
+            | ProviderError::ModerationBlocked { message } => message,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn all_three_error_shapes_give_their_message() {
+        let openai = br#"{"error": {"message": "bad ratio", "type": "invalid_request_error", "param": null, "code": "invalid_argument"}}"#;
+        assert!(
+            message(error_from_status(400, None, openai)).ends_with("bad ratio (invalid_argument)")
+        );
+        let coded =
+            br#"{"code": "Client specified an invalid argument", "error": "n must be at most 10"}"#;
+        assert!(message(error_from_status(422, None, coded)).contains("n must be at most 10"));
+        let plain = br#"{"error": "Argument not supported: size"}"#;
+        assert!(
+            message(error_from_status(400, None, plain)).ends_with("Argument not supported: size")
+        );
+        assert!(
+            message(error_from_status(502, None, b"<html>\n bad gateway</html>"))
+                .ends_with("<html> bad gateway</html>")
+        );
+        assert_eq!(
+            error_from_status(401, None, br#"{"error": "key xai-123"}"#),
+            ProviderError::Unauthorized { status: 401 }
+        );
+    }
+
+    #[test]
+    fn silent_moderation_signals_are_moderation_blocked() {
+        for body in [
+            &br#"{"data": []}"#[..],
+            br#"{"data": [{"respect_moderation": false}]}"#,
+            br#"{"data": [{"b64_json": "iVBORw=="}], "block_reason": "nsfw"}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse_response(body),
+                    Err(ProviderError::ModerationBlocked { .. })
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let kept = parse_response(
+            br#"{"data": [{"b64_json": "iVBORw==", "respect_moderation": true, "revised_prompt": ""}], "block_reason": null}"#,
+        )
+        .unwrap();
+        assert_eq!(kept.images.len(), 1);
+        assert_eq!(kept.images[0].revised_prompt, None);
+    }
+
+    #[test]
+    fn responses_need_data_with_an_image_in_each_item() {
+        let failed = |body: &[u8]| match parse_response(body) {
+            Err(ProviderError::Failed { message }) => message,
+            other => panic!("expected a failure, got {other:?}"),
+        };
+        assert!(failed(br#"{"created": 1}"#).starts_with("malformed upstream response: "));
+        assert!(failed(br#"{"data": [{"mime_type": "image/png"}]}"#).contains("data[0]"));
+        assert!(failed(br#"{"data": [{"b64_json": "!!"}]}"#).contains("b64_json"));
+        let parsed = parse_response(
+            br#"{"data": [{"url": "http://x/a.jpeg", "b64_json": null, "mime_type": "image/jpeg"}], "usage": {"cost_in_usd_ticks": 200000000}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.images[0].source,
+            ImageSource::Url("http://x/a.jpeg".into())
+        );
+        assert_eq!(parsed.images[0].mime.as_deref(), Some("image/jpeg"));
+        // The bytes decide the MIME type; the reported one is the fallback.
+        let png = generated_image(
+            Bytes::from_static(b"\x89PNG\r\n\x1a\n"),
+            Some("image/jpeg"),
+            None,
+            None,
+        );
+        assert_eq!(png.mime, "image/png");
+        assert_eq!(
+            generated_image(Bytes::new(), Some("image/avif"), None, None).mime,
+            "image/avif"
+        );
+        let usage = parsed.usage.unwrap();
+        assert_eq!(usage.extra["cost_in_usd_ticks"], 200_000_000);
+    }
+
+    #[test]
+    fn a_bad_key_is_unauthorized_and_secrets_are_scrubbed() {
+        let bad_key = br#"{"code": "Client specified an invalid argument", "error": "Incorrect API key provided: xa***23"}"#;
+        assert_eq!(
+            error_from_status(400, None, bad_key),
+            ProviderError::Unauthorized { status: 400 }
+        );
+        let error = upstream::status_error(422, None, "prompt echoes xai-secret");
+        assert!(!message(without_secret(error, "xai-secret")).contains("xai-secret"));
+    }
+}

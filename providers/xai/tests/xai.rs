@@ -1,0 +1,266 @@
+//! xAI-specific mappings, through the gateway against a fake xAI: the per-item moderation
+//! flag, a single reference image as `image`, `resolution` and ratio values, URL items,
+//! `usage` pass-through and key hygiene. Every fake asserts the exact outgoing body.
+
+use std::sync::Arc;
+
+use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest, ImageResponse};
+use imgproxy_provider_xai::{XaiConfig, XaiProvider};
+use imgproxy_testkit::{b64, data_url, png, reference_png};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{body_json, header, method, path},
+    Mock, MockBuilder, MockServer, Request, ResponseTemplate,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const KEY: &str = "xai-extra-key-fedcba9876543210";
+
+fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let mut config = XaiConfig::new(KEY);
+    config.base_url = format!("{}/", server.uri());
+    Ok(Gateway::builder(Catalog::embedded()?)
+        .provider(Arc::new(XaiProvider::new(config)?))
+        .build())
+}
+
+fn call(endpoint: &str) -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(endpoint))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+}
+
+fn request(model: &str, extra: Value) -> Result<ImageRequest, serde_json::Error> {
+    let mut body = json!({"model": model, "prompt": "a lighthouse"});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    serde_json::from_value(body)
+}
+
+fn body(upstream: &str, n: u32, extra: Value) -> Value {
+    let mut body = json!({"model": upstream, "prompt": "a lighthouse", "n": n,
+                          "response_format": "b64_json"});
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    body
+}
+
+fn images(n: usize) -> Value {
+    let item = json!({"b64_json": b64(&png(8, 8, [1, 2, 3])), "mime_type": "image/png"});
+    json!({"data": vec![item; n]})
+}
+
+#[tokio::test]
+async fn an_item_with_respect_moderation_false_is_moderation_blocked() -> TestResult {
+    let server = MockServer::start().await;
+    call("/images/generations")
+        .and(body_json(body("grok-imagine-image", 2, json!({}))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
+            {"b64_json": b64(&png(8, 8, [0, 0, 0])), "mime_type": "image/png", "respect_moderation": true},
+            {"b64_json": null, "url": null, "respect_moderation": false}
+        ]})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = gateway(&server)?
+        .generate(request("grok-imagine", json!({"n": 2}))?)
+        .await
+        .expect_err("a withheld image blocks the request");
+    assert_eq!(
+        (error.status(), error.code()),
+        (400, Some("moderation_blocked"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_block_reason_is_moderation_blocked() -> TestResult {
+    let server = MockServer::start().await;
+    call("/images/generations")
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"data": [], "block_reason": "prompt violates the usage policy"}),
+            ),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = gateway(&server)?
+        .generate(request("grok-imagine", json!({}))?)
+        .await
+        .expect_err("blocked");
+    assert_eq!(error.code(), Some("moderation_blocked"));
+    assert!(error.to_string().contains("usage policy"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_single_reference_goes_to_edits_as_an_image_object() -> TestResult {
+    let server = MockServer::start().await;
+    let reference = data_url(&reference_png(3));
+    call("/images/edits")
+        .and(body_json(body(
+            "grok-imagine-image-quality",
+            1,
+            json!({"image": {"url": reference, "type": "image_url"}}),
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut request = request("grok-imagine-pro", json!({}))?;
+    request.images = Some(vec![ImageInput::ImageUrl {
+        image_url: reference,
+    }]);
+    let response = gateway(&server)?.generate(request).await?;
+    assert_eq!(response.data.len(), 1);
+    assert_eq!(response.output_format.as_deref(), Some("png"));
+    Ok(())
+}
+
+/// What the client sends → the `aspect_ratio` and `resolution` xAI receives.
+#[tokio::test]
+async fn image_size_becomes_lowercase_resolution_and_ratios_map() -> TestResult {
+    let cases = [
+        (
+            json!({"image_size": "2K", "aspect_ratio": "9:16"}),
+            json!({"resolution": "2k", "aspect_ratio": "9:16"}),
+        ),
+        (json!({"resolution": "1K"}), json!({"resolution": "1k"})),
+        // A size becomes its ratio and tier.
+        (
+            json!({"size": "1536x1024"}),
+            json!({"aspect_ratio": "3:2", "resolution": "1k"}),
+        ),
+        (
+            json!({"size": "2048x1024"}),
+            json!({"aspect_ratio": "2:1", "resolution": "2k"}),
+        ),
+        // xAI writes 6:13 as 9:19.5 (core parses integer ratios only).
+        (
+            json!({"aspect_ratio": "18:39"}),
+            json!({"aspect_ratio": "9:19.5"}),
+        ),
+        (
+            json!({"aspect_ratio": "13:6", "user": "u-7"}),
+            json!({"aspect_ratio": "19.5:9", "user": "u-7"}),
+        ),
+    ];
+    for (sent, upstream) in cases {
+        let server = MockServer::start().await;
+        call("/images/generations")
+            .and(body_json(body("grok-imagine-image", 1, upstream)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let response = gateway(&server)?
+            .generate(request("grok-imagine", sent.clone())?)
+            .await;
+        assert!(response.is_ok(), "{sent}: {response:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsupported_dimensions_are_refused_before_any_call() -> TestResult {
+    let server = MockServer::start().await;
+    let gateway = gateway(&server)?;
+    for (sent, param) in [
+        (json!({"image_size": "4K"}), "image_size"),
+        (json!({"size": "1792x1024"}), "size"),
+        (json!({"aspect_ratio": "21:9"}), "aspect_ratio"),
+        (json!({"quality": "high"}), "quality"),
+    ] {
+        let error = gateway
+            .generate(request("grok-imagine", sent.clone())?)
+            .await
+            .expect_err("refused");
+        assert_eq!(
+            (error.status(), error.param()),
+            (400, Some(param)),
+            "{sent}"
+        );
+    }
+    assert!(server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .is_empty());
+    Ok(())
+}
+
+/// Download URLs must never see the API key.
+struct NoAuthorization;
+
+impl wiremock::Match for NoAuthorization {
+    fn matches(&self, request: &Request) -> bool {
+        !request.headers.contains_key("authorization")
+    }
+}
+
+#[tokio::test]
+async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_kept() -> TestResult
+{
+    let server = MockServer::start().await;
+    let image_url = format!("{}/xai-tmp-imgen-1.png", server.uri());
+    let mut data =
+        vec![json!({"b64_json": b64(&png(8, 8, [9, 9, 9])), "mime_type": "image/png"}); 9];
+    data.push(json!({"url": image_url, "b64_json": null, "mime_type": "image/png", "revised_prompt": "a tall lighthouse"}));
+    call("/images/generations")
+        .and(body_json(body("grok-imagine-image", 10, json!({}))))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": data, "usage": {"cost_in_usd_ticks": 2_000_000_000_u64}, "block_reason": null}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/xai-tmp-imgen-1.png"))
+        .and(NoAuthorization)
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(png(4, 4, [5, 5, 5])))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let response: ImageResponse = gateway(&server)?
+        .generate(request("grok-imagine", json!({"n": 10}))?)
+        .await?;
+    assert_eq!(response.data.len(), 10);
+    assert_eq!(
+        response.data[9].revised_prompt.as_deref(),
+        Some("a tall lighthouse")
+    );
+    let usage = response.usage.ok_or("usage passes through")?;
+    assert_eq!(
+        usage.extra.get("cost_in_usd_ticks"),
+        Some(&json!(2_000_000_000_u64))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn key_errors_never_carry_the_key() -> TestResult {
+    for status in [400, 401] {
+        let server = MockServer::start().await;
+        call("/images/generations")
+            .respond_with(
+                ResponseTemplate::new(status)
+                    .set_body_json(json!({"code": "Client specified an invalid argument",
+                       "error": format!("Incorrect API key provided: {KEY}")})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+        let error = gateway(&server)?
+            .generate(request("grok-imagine", json!({}))?)
+            .await
+            .expect_err("refused");
+        // xAI answers a wrong key with 400 or 401: either way the operator's key, so 502.
+        assert_eq!(error.status(), 502);
+        assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
+    }
+    Ok(())
+}
