@@ -125,20 +125,39 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
 
 /// Builds one provider client from its settings.
 fn start_provider(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn ImageProvider>> {
-    let key = settings.api_key.clone();
-    let base_url = settings.base_url.clone();
+    // Every provider crate has the same config shape: key, base URL, timeout.
+    macro_rules! start {
+        ($provider:path, $config:path) => {{
+            let mut config = <$config>::new(settings.api_key.clone());
+            if let Some(base_url) = &settings.base_url {
+                config.base_url.clone_from(base_url);
+            }
+            config.timeout = settings.timeout;
+            Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>
+        }};
+    }
+    use imgproxy_provider_bfl::{BflConfig, BflProvider};
+    use imgproxy_provider_fal::{FalConfig, FalProvider};
+    use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
+    use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
+    use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
+    use imgproxy_provider_xai::{XaiConfig, XaiProvider};
     Ok(match settings.kind {
         ProviderKind::OpenAI => {
-            let mut config = OpenAIConfig::new(key);
+            let mut config = OpenAIConfig::new(settings.api_key.clone());
             config.name.clone_from(&settings.name);
-            config.base_url = base_url.unwrap_or(config.base_url);
+            if let Some(base_url) = &settings.base_url {
+                config.base_url.clone_from(base_url);
+            }
             config.timeout = settings.timeout;
             Arc::new(OpenAIProvider::new(config)?)
         }
-        other => anyhow::bail!(
-            "the `{}` provider is not available in this build",
-            other.name()
-        ),
+        ProviderKind::Gemini => start!(GeminiProvider, GeminiConfig),
+        ProviderKind::Replicate => start!(ReplicateProvider, ReplicateConfig),
+        ProviderKind::Xai => start!(XaiProvider, XaiConfig),
+        ProviderKind::Bfl => start!(BflProvider, BflConfig),
+        ProviderKind::Fal => start!(FalProvider, FalConfig),
+        ProviderKind::Together => start!(TogetherProvider, TogetherConfig),
     })
 }
 

@@ -1,0 +1,307 @@
+//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl
+//! (submit, poll, download), plus the rule of which hosts may see the key. What goes into a
+//! request and how answers are read is `convert`'s job.
+
+use std::{task::Poll, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imgproxy_core::{
+    upstream::{self, failed, PollPolicy},
+    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
+};
+use reqwest::{header::HeaderValue, Response, Url};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::Value;
+
+use crate::{
+    convert::{self, TaskState},
+    wire::{InputMapping, SubmitResponse},
+    DEFAULT_BASE_URL, PROVIDER_ID,
+};
+
+/// How long one upstream HTTP request may take (submit, one poll, the download).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The header BFL reads the key from.
+const KEY_HEADER: &str = "x-key";
+
+/// Settings of the BFL upstream.
+#[derive(Debug, Clone)]
+pub struct BflConfig {
+    /// Sent as `x-key`, to the API's hosts only.
+    pub api_key: SecretString,
+    /// API root, for example `https://api.bfl.ai` or a regional `https://api.eu.bfl.ai`; a
+    /// trailing slash is fine.
+    pub base_url: String,
+    /// Limit on each upstream HTTP request (default 120 s); the whole task is bounded by the
+    /// model's `deadline_secs`.
+    pub timeout: Duration,
+    /// Largest sample downloaded (default [`upstream::DEFAULT_MAX_DOWNLOAD_BYTES`]).
+    pub max_download_bytes: usize,
+}
+
+impl BflConfig {
+    /// The settings for BFL's global endpoint with `api_key`, everything else at its default.
+    pub fn new(api_key: impl Into<SecretString>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
+}
+
+/// An [`ImageProvider`] speaking BFL's direct API: one task per image, polled until ready.
+///
+/// It never retries a submit: a failure after BFL accepted the task is ambiguous, and a retry
+/// could bill the image twice.
+#[derive(Debug)]
+pub struct BflProvider {
+    /// The base URL without its trailing slash.
+    base_url: String,
+    /// The same, parsed: its origin may see the key.
+    base: Url,
+    /// `x-key`, marked sensitive so that it never shows in `Debug` output.
+    key_header: HeaderValue,
+    /// Kept to scrub it from upstream messages.
+    api_key: SecretString,
+    max_download_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl BflProvider {
+    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
+    pub fn new(config: BflConfig) -> Result<Self, ProviderError> {
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let base = Url::parse(&base_url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                failed(format!(
+                    "the BFL base URL `{base_url}` is not an http(s) URL"
+                ))
+            })?;
+        // The message must not quote the value: it is the key.
+        let mut key_header = HeaderValue::try_from(config.api_key.expose_secret())
+            .map_err(|_| failed("the BFL API key contains characters not allowed in a header"))?;
+        key_header.set_sensitive(true);
+        Ok(Self {
+            base_url,
+            base,
+            key_header,
+            api_key: config.api_key,
+            max_download_bytes: config.max_download_bytes,
+            client: upstream::http_client(config.timeout)?,
+        })
+    }
+}
+
+#[async_trait]
+impl ImageProvider for BflProvider {
+    fn name(&self) -> &str {
+        PROVIDER_ID
+    }
+
+    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.try_generate(&call)
+            .await
+            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+    }
+}
+
+impl BflProvider {
+    async fn try_generate(&self, call: &ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let mapping = convert::input_mapping(&call.request.model)?;
+        // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
+        // entry asking for more simply gets one task per image, in turn.
+        let mut images = Vec::with_capacity(call.n as usize);
+        for offset in 0..call.n.max(1) {
+            images.push(self.run_task(call, offset, &mapping).await?);
+        }
+        Ok(Generation {
+            images,
+            ..Generation::default()
+        })
+    }
+
+    /// Submits one task, polls it to the end and downloads its sample.
+    async fn run_task(
+        &self,
+        call: &ProviderRequest<'_>,
+        offset: u32,
+        mapping: &InputMapping,
+    ) -> Result<GeneratedImage, ProviderError> {
+        let model = call.upstream_model();
+        let body = convert::submit_body(call, offset, mapping)?;
+        tracing::debug!(provider = PROVIDER_ID, model, "submitting a BFL task");
+        let submitted = self.submit(model, &body).await?;
+        tracing::debug!(provider = PROVIDER_ID, model, task = %submitted.id, cost = ?submitted.cost, "BFL task submitted");
+        let poll_url = polling_url(&submitted, &self.base_url)?;
+        let send_key = may_send_key(&poll_url, &self.base);
+        if !send_key {
+            tracing::warn!(
+                provider = PROVIDER_ID,
+                "BFL returned a polling_url outside the API's hosts; polling it without the key"
+            );
+        }
+        // BFL has no cancel endpoint: a task past its deadline (or whose client went away) is
+        // abandoned, so there is no `CancelOnDrop` here.
+        let sample = PollPolicy::for_model(&call.request.model)
+            .run(|| self.poll_once(&poll_url, send_key))
+            .await?;
+        // At once: the delivery URL expires after 10 minutes. No key goes to the delivery host.
+        let (bytes, content_type) =
+            upstream::download(&self.client, &sample, self.max_download_bytes).await?;
+        convert::generated_image(bytes, content_type.as_deref())
+    }
+
+    /// `POST {base}/v1/{model}` with `x-key`.
+    async fn submit(&self, model: &str, body: &Value) -> Result<SubmitResponse, ProviderError> {
+        let response = self
+            .client
+            .post(format!("{}/v1/{model}", self.base_url))
+            .header(KEY_HEADER, self.key_header.clone())
+            .json(body)
+            .send()
+            .await
+            .map_err(upstream::transport_error)?;
+        convert::read_submit(&success_body(response).await?)
+    }
+
+    /// One `GET <polling_url>`: the sample URL once the task is ready.
+    async fn poll_once(&self, url: &Url, send_key: bool) -> Result<Poll<String>, ProviderError> {
+        let mut request = self.client.get(url.clone());
+        if send_key {
+            request = request.header(KEY_HEADER, self.key_header.clone());
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            // The task is paid for: a poll that could not get through is asked again.
+            Err(e) if e.is_timeout() || e.is_connect() => {
+                tracing::warn!(provider = PROVIDER_ID, error = %upstream::chain(&e.without_url()), "BFL poll failed; polling again");
+                return Ok(Poll::Pending);
+            }
+            Err(e) => return Err(upstream::transport_error(e)),
+        };
+        let status = response.status().as_u16();
+        if convert::transient_poll_status(status) {
+            tracing::warn!(
+                provider = PROVIDER_ID,
+                status,
+                "BFL poll answered a transient error; polling again"
+            );
+            return Ok(Poll::Pending);
+        }
+        match convert::read_poll(&success_body(response).await?)? {
+            TaskState::Pending => Ok(Poll::Pending),
+            TaskState::Ready(sample) => Ok(Poll::Ready(sample)),
+        }
+    }
+}
+
+/// The body of a 2xx answer, or the mapped error of any other.
+async fn success_body(response: Response) -> Result<Bytes, ProviderError> {
+    let status = response.status();
+    if status.is_success() {
+        return response.bytes().await.map_err(upstream::transport_error);
+    }
+    let retry_after = upstream::retry_after(response.headers());
+    // The status alone decides the error kind, so an unreadable body is no worse than none.
+    let body = response.bytes().await.unwrap_or_default();
+    Err(convert::error_from_status(
+        status.as_u16(),
+        retry_after,
+        &body,
+    ))
+}
+
+/// The URL to poll: the returned `polling_url` as it is (BFL routes tasks by region, so its
+/// host is never rebuilt), with `?id=` added only if it has none; without one, the legacy
+/// `{base}/v1/get_result?id=`.
+fn polling_url(submitted: &SubmitResponse, base_url: &str) -> Result<Url, ProviderError> {
+    let text = submitted
+        .polling_url
+        .clone()
+        .unwrap_or_else(|| format!("{base_url}/v1/get_result"));
+    let mut url = Url::parse(&text)
+        .ok()
+        .filter(|url| matches!(url.scheme(), "http" | "https"))
+        .ok_or_else(|| failed("malformed BFL response: `polling_url` is not an http(s) URL"))?;
+    if !url.query_pairs().any(|(name, _)| name == "id") {
+        url.query_pairs_mut().append_pair("id", &submitted.id);
+    }
+    Ok(url)
+}
+
+/// Whether `url` may see the key: the configured API origin (scheme, host and port), or an
+/// https host under `bfl.ai` (BFL's regional API hosts).
+fn may_send_key(url: &Url, base: &Url) -> bool {
+    let same_origin = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default();
+    let bfl_host = url.scheme() == "https"
+        && url
+            .host_str()
+            .is_some_and(|host| host == "bfl.ai" || host.ends_with(".bfl.ai"));
+    same_origin || bfl_host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(polling_url: Option<&str>) -> SubmitResponse {
+        SubmitResponse {
+            id: "task-1".into(),
+            polling_url: polling_url.map(str::to_owned),
+            cost: None,
+        }
+    }
+
+    #[test]
+    fn polling_url_is_kept_as_returned_and_gets_an_id_only_if_missing() {
+        let base = "https://api.bfl.ai";
+        let url = |p| polling_url(&submitted(p), base).unwrap().to_string();
+        assert_eq!(
+            url(Some("https://api.us1.bfl.ai/v1/get_result?id=task-1")),
+            "https://api.us1.bfl.ai/v1/get_result?id=task-1"
+        );
+        assert_eq!(
+            url(Some("https://api.eu.bfl.ai/v2/results?region=eu")),
+            "https://api.eu.bfl.ai/v2/results?region=eu&id=task-1"
+        );
+        assert_eq!(url(None), "https://api.bfl.ai/v1/get_result?id=task-1");
+        assert!(polling_url(&submitted(Some("ftp://x/y")), base).is_err());
+        assert!(polling_url(&submitted(Some("not a url")), base).is_err());
+    }
+
+    #[test]
+    fn the_key_goes_only_to_the_api_origin_and_bfl_hosts() {
+        let base = Url::parse("http://127.0.0.1:4000/prefix").unwrap();
+        let allowed = |text: &str| may_send_key(&Url::parse(text).unwrap(), &base);
+        assert!(allowed("http://127.0.0.1:4000/v1/get_result"));
+        assert!(allowed("https://api.us1.bfl.ai/v1/get_result?id=1"));
+        assert!(allowed("https://bfl.ai/x"));
+        assert!(
+            !allowed("http://127.0.0.1:4001/v1/get_result"),
+            "other port"
+        );
+        assert!(
+            !allowed("https://127.0.0.1:4000/v1/get_result"),
+            "other scheme"
+        );
+        assert!(
+            !allowed("http://api.bfl.ai/v1/get_result"),
+            "bfl.ai over http"
+        );
+        assert!(!allowed("https://api.bfl.ai.evil.example/x"));
+        assert!(!allowed("https://evilbfl.ai/x"));
+        let bfl = Url::parse(DEFAULT_BASE_URL).unwrap();
+        assert!(may_send_key(
+            &Url::parse("https://api.bfl.ai:443/v1/get_result").unwrap(),
+            &bfl
+        ));
+    }
+}

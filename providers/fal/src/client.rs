@@ -1,0 +1,271 @@
+//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl, and
+//! the queue protocol (submit, poll the returned `status_url`, fetch the returned
+//! `response_url`, cancel at `cancel_url`). What goes into a request and how answers are read
+//! is `convert`'s job.
+
+use std::{future::Future, task::Poll, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imgproxy_core::{
+    upstream::{self, CancelOnDrop, PollPolicy},
+    Generation, ImageProvider, ProviderError, ProviderRequest,
+};
+use reqwest::{
+    header::{HeaderMap, HeaderValue, AUTHORIZATION},
+    Method, StatusCode, Url,
+};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::{
+    convert::{self, InputMapping, JobState, Source},
+    wire::{File, QueuedJob},
+    DEFAULT_BASE_URL, PROVIDER_ID,
+};
+
+/// How long one upstream HTTP request may take (each poll is one request).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Settings of the fal upstream.
+#[derive(Debug, Clone)]
+pub struct FalConfig {
+    /// Sent as `Authorization: Key <key>`.
+    pub api_key: SecretString,
+    /// Queue API root, for example `https://queue.fal.run`; a trailing slash is fine.
+    pub base_url: String,
+    /// Limit on each upstream request, including reading its body (default 120 s).
+    pub timeout: Duration,
+    /// Largest generated image downloaded from a result URL.
+    pub max_download_bytes: usize,
+}
+
+impl FalConfig {
+    /// The settings for fal itself with `api_key`, everything else at its default.
+    pub fn new(api_key: impl Into<SecretString>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
+}
+
+/// An [`ImageProvider`] speaking fal's queue API.
+///
+/// It never retries: a job that may have started could bill twice.
+#[derive(Debug)]
+pub struct FalProvider {
+    base: Url,
+    /// `Key <key>`, marked sensitive; sent to the queue API only, never to download URLs.
+    auth: HeaderValue,
+    /// Kept to scrub it from upstream messages.
+    api_key: SecretString,
+    max_download_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl FalProvider {
+    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
+    pub fn new(config: FalConfig) -> Result<Self, ProviderError> {
+        let base = Url::parse(&format!("{}/", config.base_url.trim_end_matches('/')))
+            .map_err(|e| upstream::failed(format!("the fal base URL is invalid: {e}")))?;
+        // The message must not quote the value: it is the key.
+        let mut auth = HeaderValue::try_from(format!("Key {}", config.api_key.expose_secret()))
+            .map_err(|_| upstream::failed("the fal key has characters not allowed in a header"))?;
+        auth.set_sensitive(true);
+        Ok(Self {
+            base,
+            auth,
+            api_key: config.api_key,
+            max_download_bytes: config.max_download_bytes,
+            client: upstream::http_client(config.timeout)?,
+        })
+    }
+}
+
+#[async_trait]
+impl ImageProvider for FalProvider {
+    fn name(&self) -> &str {
+        PROVIDER_ID
+    }
+
+    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.run(call)
+            .await
+            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+    }
+}
+
+/// A submitted job, with the URLs to follow exactly as fal returned them.
+struct Job<'a> {
+    status_url: String,
+    response_url: String,
+    mapping: &'a InputMapping,
+    call: &'a ProviderRequest<'a>,
+}
+
+impl FalProvider {
+    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let model = &call.request.model;
+        let mapping = InputMapping::of(model)?;
+        let input = convert::model_input(&call, &mapping)?;
+        let submit_url = self
+            .base
+            .join(model.upstream.trim_start_matches('/'))
+            .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
+        tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
+        let body = self
+            .send(Method::POST, submit_url.as_str(), Some(&input))
+            .await?;
+        let body = self.success(body, &mapping, &call)?;
+        let queued: QueuedJob =
+            serde_json::from_slice(&body).map_err(|e| convert::malformed(&e))?;
+        let job = Job {
+            status_url: self.trusted(queued.status_url)?,
+            response_url: self.trusted(queued.response_url)?,
+            mapping: &mapping,
+            call: &call,
+        };
+        tracing::debug!(request_id = ?queued.request_id, "fal job queued");
+        // Armed until the job reaches a terminal status: a deadline, an error while polling or
+        // the client going away (this future dropped) cancels it upstream.
+        let guard = match queued.cancel_url.map(|url| self.trusted(url)).transpose()? {
+            Some(url) => Some(CancelOnDrop::new(self.cancel(url))),
+            None => None,
+        };
+        let finished = PollPolicy::for_model(model).run(|| self.poll(&job)).await?;
+        if let Some(guard) = guard {
+            guard.disarm();
+        }
+        let files = convert::output_files(&finished?)?;
+        let mut images = Vec::with_capacity(files.len());
+        for file in &files {
+            images.push(self.fetch(file).await?);
+        }
+        Ok(Generation {
+            meta: convert::meta(&call, &mapping, files.first()),
+            images,
+            usage: None,
+        })
+    }
+
+    /// One status poll; on `COMPLETED`, the result fetch too. `Ready` holds the job's terminal
+    /// outcome (its output body, or why it has none); an `Err` abandons the job.
+    async fn poll(
+        &self,
+        job: &Job<'_>,
+    ) -> Result<Poll<Result<Bytes, ProviderError>>, ProviderError> {
+        let body = self.send(Method::GET, &job.status_url, None).await?;
+        let body = self.success(body, job.mapping, job.call)?;
+        match convert::job_state(&body)? {
+            JobState::Pending => Ok(Poll::Pending),
+            JobState::Failed(reason) => Ok(Poll::Ready(Err(upstream::failed(format!(
+                "the fal job failed: {reason}"
+            ))))),
+            JobState::Completed => {
+                let answer = match self.send(Method::GET, &job.response_url, None).await {
+                    Ok(answer) => answer,
+                    Err(error) => return Ok(Poll::Ready(Err(error))),
+                };
+                if !answer.0.is_success() && convert::still_in_progress(&answer.2) {
+                    return Ok(Poll::Pending);
+                }
+                Ok(Poll::Ready(self.success(answer, job.mapping, job.call)))
+            }
+        }
+    }
+
+    /// Sends an authenticated API request; returns the status, headers and whole body.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        json: Option<&serde_json::Value>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), ProviderError> {
+        let mut request = self
+            .client
+            .request(method, url)
+            .header(AUTHORIZATION, self.auth.clone());
+        if let Some(json) = json {
+            request = request.json(json);
+        }
+        let response = request.send().await.map_err(upstream::transport_error)?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        Ok((status, headers, body))
+    }
+
+    /// The body of a 2xx answer, or the mapped upstream error.
+    fn success(
+        &self,
+        (status, headers, body): (StatusCode, HeaderMap, Bytes),
+        mapping: &InputMapping,
+        call: &ProviderRequest<'_>,
+    ) -> Result<Bytes, ProviderError> {
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(convert::upstream_error(
+            status.as_u16(),
+            &headers,
+            &body,
+            mapping,
+            &call.request.params,
+        ))
+    }
+
+    /// `url` if the key may be sent there: the configured API's origin or fal's own https
+    /// hosts. Returned URLs are followed as they are, never rebuilt, but a URL elsewhere would
+    /// hand the key to a stranger.
+    fn trusted(&self, url: String) -> Result<String, ProviderError> {
+        let parsed = Url::parse(&url).ok();
+        let ok = parsed.as_ref().is_some_and(|u| {
+            let fal_host = u
+                .host_str()
+                .is_some_and(|h| h == "fal.run" || h.ends_with(".fal.run"));
+            u.origin() == self.base.origin() || (u.scheme() == "https" && fal_host)
+        });
+        if ok {
+            Ok(url)
+        } else {
+            Err(upstream::failed(
+                "the fal queue returned a job URL outside the configured API",
+            ))
+        }
+    }
+
+    /// The cancel call, detached from `self` so that it can run after the request is gone.
+    fn cancel(&self, url: String) -> impl Future<Output = ()> + Send + 'static {
+        let (client, auth) = (self.client.clone(), self.auth.clone());
+        async move {
+            match client.put(&url).header(AUTHORIZATION, auth).send().await {
+                Ok(response) if response.status().is_success() => {
+                    tracing::info!("cancelled an abandoned fal job");
+                }
+                Ok(response) => {
+                    tracing::warn!(status = response.status().as_u16(), "fal refused a cancel");
+                }
+                Err(error) => {
+                    let error = upstream::transport_error(error);
+                    tracing::warn!(%error, "cancelling a fal job failed");
+                }
+            }
+        }
+    }
+
+    /// The bytes of one output file: decoded from a `data:` URI or downloaded without
+    /// credentials (fal's CDN URLs need none).
+    async fn fetch(&self, file: &File) -> Result<imgproxy_core::GeneratedImage, ProviderError> {
+        let declared = file.content_type.as_deref();
+        match convert::source(file)? {
+            Source::Inline(bytes) => convert::generated_image(bytes, &[declared]),
+            Source::Remote(url) => {
+                let (bytes, header) =
+                    upstream::download(&self.client, &url, self.max_download_bytes).await?;
+                convert::generated_image(bytes, &[declared, header.as_deref()])
+            }
+        }
+    }
+}

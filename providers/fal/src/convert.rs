@@ -1,0 +1,451 @@
+//! Conversions between imgproxy's types and fal's wire format: the model input built from the
+//! catalog's `upstream_input` data, job statuses, outputs into files, and upstream failures into
+//! [`ProviderError`]s. Pure functions only; every byte sent or received goes through `client`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use imgproxy_core::{
+    dimensions::Size,
+    provider::{sniff_mime, ImageMeta},
+    upstream::{self, short},
+    GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
+};
+use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::wire::{Detail, ErrorBody, File, Output, QueueStatus};
+
+/// The moderation `type` of fal's validation items (third-party reports: a 422 on the result).
+const CONTENT_POLICY: &str = "content_policy_violation";
+
+/// How a model's validated parameters become its fal input: the `[models.upstream_input]`
+/// table of its catalog entry (documented in `catalog/fal.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InputMapping {
+    #[serde(default)]
+    prompt_field: Option<String>,
+    #[serde(default)]
+    n_field: Option<String>,
+    #[serde(default)]
+    size: Option<SizeMapping>,
+    #[serde(default)]
+    image_field: Option<String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    values: BTreeMap<String, BTreeMap<String, Value>>,
+    #[serde(default)]
+    drop: BTreeSet<String>,
+    #[serde(default)]
+    background: Option<String>,
+}
+
+/// Where `size` goes: a preset name for the listed sizes, else `{width, height}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SizeMapping {
+    field: String,
+    #[serde(default)]
+    presets: BTreeMap<String, String>,
+}
+
+/// The parameters a size mapping consumes; the size decides the dimensions alone.
+const DIMENSIONS: [&str; 3] = ["size", "aspect_ratio", "image_size"];
+
+impl InputMapping {
+    /// The mapping of `model`. A malformed table is the operator's catalog bug: 502, not 400.
+    pub(crate) fn of(model: &ModelSpec) -> Result<Self, ProviderError> {
+        serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
+            upstream::failed(format!(
+                "catalog entry `{}` has an unusable `upstream_input`: {e}",
+                model.id
+            ))
+        })
+    }
+
+    /// The request parameter an upstream `field` stands for, to name it in a client's error.
+    fn param_of(&self, field: &str, params: &BTreeMap<String, Value>) -> Option<String> {
+        let is = |name: &Option<String>| name.as_deref() == Some(field);
+        if is(&self.prompt_field) {
+            return Some("prompt".into());
+        }
+        if is(&self.n_field) {
+            return Some("n".into());
+        }
+        if is(&self.image_field) {
+            return Some("image".into());
+        }
+        if self.size.as_ref().is_some_and(|s| s.field == field) {
+            return Some("size".into());
+        }
+        if let Some((ours, _)) = self.rename.iter().find(|(_, theirs)| *theirs == field) {
+            return Some(ours.clone());
+        }
+        params.contains_key(field).then(|| field.to_owned())
+    }
+}
+
+/// The model input JSON of one call (the submit body, with no wrapper).
+///
+/// Validated parameters go through renamed and value-mapped; the catalog's `upstream_params`
+/// come after them (operator constants win), then the prompt, `n` and the image, so that
+/// nothing can change what is asked for or how many images are billed.
+pub(crate) fn model_input(
+    call: &ProviderRequest<'_>,
+    mapping: &InputMapping,
+) -> Result<Value, ProviderError> {
+    let validated = call.request;
+    let mut input = Map::new();
+    for (name, value) in &validated.params {
+        let sized = mapping.size.is_some() && DIMENSIONS.contains(&name.as_str());
+        if sized || mapping.drop.contains(name) {
+            continue;
+        }
+        // Fanned-out calls of one request get distinct seeds.
+        let value = match name.as_str() {
+            "seed" => call.seed().map_or_else(|| value.clone(), Value::from),
+            _ => value
+                .as_str()
+                .and_then(|v| mapping.values.get(name)?.get(v))
+                .unwrap_or(value)
+                .clone(),
+        };
+        let field = mapping.rename.get(name).unwrap_or(name);
+        input.insert(field.clone(), value);
+    }
+    if let (Some(size), Some(text)) = (&mapping.size, validated.param_str("size")) {
+        let value = match (size.presets.get(text), Size::parse(text)) {
+            (Some(preset), _) => Value::from(preset.as_str()),
+            (None, Some(s)) => json!({"width": s.width, "height": s.height}),
+            // `auto`: the upstream's own default size.
+            (None, None) => Value::Null,
+        };
+        if !value.is_null() {
+            input.insert(size.field.clone(), value);
+        }
+    }
+    input.extend(validated.model.upstream_params.clone());
+    if let Some(field) = &mapping.prompt_field {
+        input.insert(field.clone(), Value::from(validated.prompt.as_str()));
+    }
+    if let Some(field) = &mapping.n_field {
+        input.insert(field.clone(), Value::from(call.n));
+    }
+    let model = &validated.model.id;
+    let references = call.references;
+    // Core validation checks this too; repeated so that a direct caller gets a clear 400
+    // rather than the upstream's 422 for a missing `image_url`.
+    let needed = validated.model.min_reference_images;
+    if references.len() < needed {
+        return Err(invalid_image(format!(
+            "model `{model}` needs {needed} reference image(s): pass the image in `images`"
+        )));
+    }
+    match (&mapping.image_field, references) {
+        (_, []) => {}
+        (Some(field), [image]) => {
+            input.insert(field.clone(), Value::from(image.data_url()));
+        }
+        (Some(_), _) => {
+            return Err(invalid_image(format!(
+                "model `{model}` takes one reference image"
+            )))
+        }
+        (None, _) => {
+            return Err(invalid_image(format!(
+                "model `{model}` does not take reference images"
+            )))
+        }
+    }
+    Ok(Value::Object(input))
+}
+
+fn invalid_image(message: String) -> ProviderError {
+    ProviderError::InvalidRequest {
+        message,
+        param: Some("image".into()),
+        code: Some("invalid_value".into()),
+    }
+}
+
+/// Where a job stands after a status poll.
+#[derive(Debug, PartialEq)]
+pub(crate) enum JobState {
+    /// Queued or running: poll again.
+    Pending,
+    /// Done: fetch the result, which may still be an error.
+    Completed,
+    /// Ended without output.
+    Failed(String),
+}
+
+/// Reads a 2xx status body. An unknown status is an error rather than a reason to keep
+/// polling until the deadline.
+pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
+    let status: QueueStatus = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    Ok(match status.status.as_str() {
+        "IN_QUEUE" | "IN_PROGRESS" => JobState::Pending,
+        "COMPLETED" => JobState::Completed,
+        "FAILED" | "CANCELED" | "CANCELLED" | "ERROR" => {
+            let reason = match status.error {
+                Some(Value::String(text)) if !text.is_empty() => short(&text),
+                _ => format!("the job ended with status {}", status.status),
+            };
+            JobState::Failed(reason)
+        }
+        other => {
+            return Err(upstream::failed(format!(
+                "malformed upstream response: unknown job status `{}`",
+                short(other)
+            )))
+        }
+    })
+}
+
+/// Whether a result-endpoint error only says the job is not done yet (vercel special-cases it).
+pub(crate) fn still_in_progress(body: &[u8]) -> bool {
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    matches!(error.detail, Some(Detail::Text(text))
+        if text.to_ascii_lowercase().contains("still in progress"))
+}
+
+/// The files of an output worth fetching. Images the safety checker flagged come back black,
+/// so they are dropped; if every image was flagged the request is a moderation block.
+/// (Keeping the unflagged ones means a client may get fewer images than `n`, which beats
+/// failing a generation that was paid for.)
+pub(crate) fn output_files(body: &[u8]) -> Result<Vec<File>, ProviderError> {
+    let output: Output = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    let files = match (output.images, output.image) {
+        (Some(images), _) if !images.is_empty() => images,
+        (_, Some(image)) => vec![image],
+        _ => {
+            return Err(upstream::failed(
+                "malformed upstream response: no `images` or `image`",
+            ))
+        }
+    };
+    let flags = output.has_nsfw_concepts.or(output.nsfw_content_detected);
+    let flagged = |index: usize| match &flags {
+        Some(Value::Bool(all)) => *all,
+        Some(Value::Array(each)) => each.get(index).and_then(Value::as_bool) == Some(true),
+        _ => false,
+    };
+    let total = files.len();
+    let kept: Vec<File> = files
+        .into_iter()
+        .enumerate()
+        .filter_map(|(index, file)| (!flagged(index)).then_some(file))
+        .collect();
+    if kept.is_empty() {
+        return Err(ProviderError::ModerationBlocked {
+            message: "the upstream safety checker flagged the generated image(s)".into(),
+        });
+    }
+    if kept.len() < total {
+        tracing::warn!(
+            dropped = total - kept.len(),
+            "dropping images flagged by the upstream safety checker"
+        );
+    }
+    Ok(kept)
+}
+
+/// Where the bytes of a file are.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Source {
+    Inline(Bytes),
+    Remote(String),
+}
+
+/// The source of `file`: an http(s) URL to download, or a `data:` URI decoded here.
+pub(crate) fn source(file: &File) -> Result<Source, ProviderError> {
+    let url = file.url.trim();
+    if let Some(rest) = url.strip_prefix("data:") {
+        let (header, data) = rest
+            .split_once(',')
+            .ok_or_else(|| upstream::failed("malformed upstream response: a bad data URI"))?;
+        let bytes = if header.ends_with(";base64") {
+            base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| upstream::failed(format!("malformed upstream response: {e}")))?
+        } else {
+            percent_decode(data)
+        };
+        return Ok(Source::Inline(Bytes::from(bytes)));
+    }
+    if url.starts_with("https://") || url.starts_with("http://") {
+        return Ok(Source::Remote(url.to_owned()));
+    }
+    Err(upstream::failed(
+        "malformed upstream response: an image URL that is neither http(s) nor data:",
+    ))
+}
+
+fn percent_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A fetched image. The bytes decide the MIME type, else a declared `image/*` type; anything
+/// else (an error page, say) is not an image and fails the call.
+pub(crate) fn generated_image(
+    bytes: Bytes,
+    declared: &[Option<&str>],
+) -> Result<GeneratedImage, ProviderError> {
+    let mime = sniff_mime(&bytes)
+        .map(str::to_owned)
+        .or_else(|| {
+            declared
+                .iter()
+                .flatten()
+                .map(|t| t.split(';').next().unwrap_or(t).trim())
+                .find(|t| t.starts_with("image/"))
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| upstream::failed("the upstream returned a file that is not an image"))?;
+    Ok(GeneratedImage {
+        bytes,
+        mime,
+        revised_prompt: None,
+    })
+}
+
+/// What the response reports about the images.
+pub(crate) fn meta(
+    call: &ProviderRequest<'_>,
+    mapping: &InputMapping,
+    first: Option<&File>,
+) -> ImageMeta {
+    ImageMeta {
+        background: mapping.background.clone(),
+        output_format: call.request.param_str("output_format").map(str::to_owned),
+        quality: None,
+        size: first
+            .and_then(|f| f.width.zip(f.height))
+            .map(|(w, h)| format!("{w}x{h}")),
+    }
+}
+
+/// Maps a non-2xx answer: 429 with its wait; 504 from a user timeout; a content-policy item →
+/// moderation; validation items → invalid request naming our parameter; else by status.
+pub(crate) fn upstream_error(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    mapping: &InputMapping,
+    params: &BTreeMap<String, Value>,
+) -> ProviderError {
+    let retry_after = upstream::retry_after(headers);
+    if status == 429 {
+        return ProviderError::RateLimited { retry_after };
+    }
+    let timeout_type = headers
+        .get("x-fal-request-timeout-type")
+        .and_then(|v| v.to_str().ok());
+    if status == 504 && timeout_type == Some("user") {
+        return ProviderError::Timeout;
+    }
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let items = match &error.detail {
+        Some(Detail::Items(items)) => items.as_slice(),
+        _ => &[],
+    };
+    if let Some(item) = items
+        .iter()
+        .find(|i| i.kind.as_deref() == Some(CONTENT_POLICY))
+    {
+        let message = item
+            .msg
+            .as_deref()
+            .unwrap_or("the upstream refused the content");
+        return ProviderError::ModerationBlocked {
+            message: short(message),
+        };
+    }
+    let field = |loc: &[Value]| {
+        loc.iter()
+            .rev()
+            .filter_map(Value::as_str)
+            .find(|part| *part != "body")
+            .map(str::to_owned)
+    };
+    let text = match &error.detail {
+        Some(Detail::Text(text)) => text.clone(),
+        Some(Detail::Items(items)) => items
+            .iter()
+            .map(|item| {
+                let msg = item.msg.as_deref().unwrap_or("invalid");
+                field(&item.loc).map_or_else(|| msg.to_owned(), |f| format!("{f}: {msg}"))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => error.message.clone().unwrap_or_default(),
+    };
+    if matches!(status, 400 | 422) && !text.is_empty() {
+        let param = items
+            .first()
+            .and_then(|item| field(&item.loc))
+            .and_then(|f| mapping.param_of(&f, params));
+        return ProviderError::InvalidRequest {
+            message: format!("upstream rejected the request: {}", short(&text)),
+            param,
+            code: Some("upstream_invalid_request".into()),
+        };
+    }
+    upstream::status_error(status, retry_after, &text)
+}
+
+/// A body that is not the documented shape.
+pub(crate) fn malformed(error: &serde_json::Error) -> ProviderError {
+    upstream::failed(format!("malformed upstream response: {error}"))
+}
+
+/// `error` with every occurrence of `secret` masked: upstream texts are echoed to clients.
+pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
+    let scrub = |text: String| {
+        if secret.is_empty() {
+            text
+        } else {
+            text.replace(secret, "[redacted]")
+        }
+    };
+    match error {
+        ProviderError::InvalidRequest {
+            message,
+            param,
+            code,
+        } => ProviderError::InvalidRequest {
+            message: scrub(message),
+            param,
+            code,
+        },
+        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
+            message: scrub(message),
+        },
+        ProviderError::Failed { message } => ProviderError::Failed {
+            message: scrub(message),
+        },
+        other => other,
+    }
+}

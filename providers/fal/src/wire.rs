@@ -1,0 +1,86 @@
+//! fal's queue API bodies as serde types (providers.md §7). Private: `convert` turns them into
+//! imgproxy's types. Unknown fields are ignored, so new upstream fields do not break us.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The answer to a submit: where to poll, fetch and cancel the job.
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueuedJob {
+    /// Kept for logs only.
+    #[serde(default)]
+    pub request_id: Option<String>,
+    pub status_url: String,
+    pub response_url: String,
+    /// Absent from some answers; without it a job cannot be cancelled.
+    #[serde(default)]
+    pub cancel_url: Option<String>,
+}
+
+/// A status poll's answer. `IN_QUEUE` and `IN_PROGRESS` are pending, `COMPLETED` is done;
+/// `FAILED` and `CANCELED` appear in third-party schemas only, and are terminal if they come.
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueueStatus {
+    pub status: String,
+    /// An error text some answers carry.
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+/// A model's output: a list of files (`images`) or a single one (`image`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct Output {
+    #[serde(default)]
+    pub images: Option<Vec<File>>,
+    #[serde(default)]
+    pub image: Option<File>,
+    /// Per image (or, on some models, one flag for all): the safety checker flagged it.
+    #[serde(default)]
+    pub has_nsfw_concepts: Option<Value>,
+    /// The same flag under the name other models use.
+    #[serde(default)]
+    pub nsfw_content_detected: Option<Value>,
+}
+
+/// One output file.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct File {
+    /// `https://...` on fal's CDN, or a `data:` URI.
+    pub url: String,
+    #[serde(default)]
+    pub content_type: Option<String>,
+    #[serde(default)]
+    pub width: Option<u32>,
+    #[serde(default)]
+    pub height: Option<u32>,
+}
+
+/// An error body: `{"detail": [...]}` (validation), `{"detail": "..."}` or `{"message": "..."}`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ErrorBody {
+    #[serde(default)]
+    pub detail: Option<Detail>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `detail`: a text or a list of validation items.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Detail {
+    Text(String),
+    Items(Vec<DetailItem>),
+    /// Any other shape: ignored rather than failing the error mapping.
+    Other(#[expect(dead_code, reason = "matched only to ignore it")] Value),
+}
+
+/// One validation item. `input` (which may echo a whole base64 image) is never read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DetailItem {
+    #[serde(default)]
+    pub loc: Vec<Value>,
+    #[serde(default)]
+    pub msg: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+}

@@ -1,0 +1,602 @@
+//! Wiremock tests of the Gemini adapter's model-specific mappings, driven through the gateway
+//! as clients drive it: each model's `generationConfig` (ratios, tiers, seeds, person
+//! generation), per-model limits, response reading (thought parts, snake_case, usage) and
+//! Google's refusal and error shapes. Every fake asserts the exact outgoing body.
+
+use std::{sync::Arc, time::Duration};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use imgproxy_core::{Catalog, Gateway, ImageResponse};
+use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
+use imgproxy_testkit::{b64, data_url, png, reference_png};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{any, body_json, header, method, path},
+    Mock, MockServer, ResponseTemplate,
+};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const KEY: &str = "gemini-test-key-fedcba9876543210";
+
+fn gateway_with(
+    server: &MockServer,
+    catalog: Catalog,
+) -> Result<Gateway, Box<dyn std::error::Error>> {
+    let mut config = GeminiConfig::new(KEY);
+    config.base_url = format!("{}/", server.uri());
+    let provider = GeminiProvider::new(config)?;
+    Ok(Gateway::builder(catalog)
+        .provider(Arc::new(provider))
+        .build())
+}
+
+async fn generate(
+    server: &MockServer,
+    request: Value,
+) -> Result<imgproxy_core::Result<ImageResponse>, Box<dyn std::error::Error>> {
+    let gateway = gateway_with(server, Catalog::embedded()?)?;
+    Ok(gateway.generate(serde_json::from_value(request)?).await)
+}
+
+/// What Google answers with one final image.
+fn image_answer(image: &[u8]) -> Value {
+    json!({"candidates": [{
+        "content": {"role": "model", "parts": [
+            {"inlineData": {"mimeType": "image/png", "data": b64(image)}}
+        ]},
+        "finishReason": "STOP"
+    }]})
+}
+
+/// Mounts one exact call to `upstream`'s `generateContent`.
+async fn expect(server: &MockServer, upstream: &str, body: Value, response: ResponseTemplate) {
+    Mock::given(method("POST"))
+        .and(path(format!("/v1beta/models/{upstream}:generateContent")))
+        .and(header("x-goog-api-key", KEY))
+        .and(body_json(body))
+        .respond_with(response)
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+fn text_body(prompt: &str, generation_config: Value) -> Value {
+    json!({
+        "contents": [{"role": "user", "parts": [{"text": prompt}]}],
+        "generationConfig": generation_config
+    })
+}
+
+/// The gateway's error when the one upstream call answers `response`.
+async fn failure(
+    response: ResponseTemplate,
+) -> Result<imgproxy_core::Error, Box<dyn std::error::Error>> {
+    let server = MockServer::start().await;
+    expect(
+        &server,
+        "gemini-3-pro-image-preview",
+        text_body("p", json!({"responseModalities": ["IMAGE"]})),
+        response,
+    )
+    .await;
+    match generate(&server, json!({"model": "nano-banana-pro", "prompt": "p"})).await? {
+        Ok(response) => {
+            Err(format!("expected a failure, got {} images", response.data.len()).into())
+        }
+        Err(error) => Ok(error),
+    }
+}
+
+#[tokio::test]
+async fn nano_banana_maps_ratio_seed_and_person_generation() -> TestResult {
+    let server = MockServer::start().await;
+    let config = json!({
+        "responseModalities": ["IMAGE"],
+        "imageConfig": {"aspectRatio": "16:9", "personGeneration": "ALLOW_NONE"},
+        "seed": 42
+    });
+    let image = png(32, 18, [1, 2, 3]);
+    expect(
+        &server,
+        "gemini-2.5-flash-image",
+        text_body("a kite", config),
+        ResponseTemplate::new(200).set_body_json(image_answer(&image)),
+    )
+    .await;
+    let response = generate(
+        &server,
+        json!({"model": "nanobanana", "prompt": "a kite", "aspect_ratio": "16:9", "seed": 42,
+               "person_generation": "dont_allow"}),
+    )
+    .await??;
+    assert_eq!(
+        response.data[0].b64_json.as_deref(),
+        Some(b64(&image).as_str())
+    );
+    assert_eq!(response.data[0].revised_prompt, None);
+    assert_eq!(response.output_format.as_deref(), Some("png"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn nano_banana_pro_reads_size_as_ratio_and_tier() -> TestResult {
+    let server = MockServer::start().await;
+    let config = json!({
+        "responseModalities": ["IMAGE"],
+        "imageConfig": {"aspectRatio": "1:1", "imageSize": "2K", "personGeneration": "ALLOW_ADULT"}
+    });
+    expect(
+        &server,
+        "gemini-3-pro-image-preview",
+        text_body("p", config),
+        ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 8, [9, 9, 9]))),
+    )
+    .await;
+    generate(
+        &server,
+        json!({"model": "nano-banana-pro", "prompt": "p", "size": "2048x2048",
+               "person_generation": "allow_adult"}),
+    )
+    .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn nano_banana_2_fans_out_one_call_per_image_with_distinct_seeds() -> TestResult {
+    let server = MockServer::start().await;
+    for (seed, shade) in [(7, 10), (8, 20)] {
+        let config = json!({
+            "responseModalities": ["IMAGE"],
+            "imageConfig": {"aspectRatio": "8:1", "imageSize": "512"},
+            "seed": seed
+        });
+        expect(
+            &server,
+            "gemini-3.1-flash-image-preview",
+            text_body("a banner", config),
+            ResponseTemplate::new(200).set_body_json(image_answer(&png(64, 8, [shade, 0, 0]))),
+        )
+        .await;
+    }
+    let response = generate(
+        &server,
+        json!({"model": "nano-banana-2", "prompt": "a banner", "n": 2, "seed": 7,
+               "aspect_ratio": "8:1", "image_size": "512"}),
+    )
+    .await??;
+    let images: Vec<_> = response.data.iter().map(|d| d.b64_json.clone()).collect();
+    assert_eq!(
+        images,
+        vec![
+            Some(b64(&png(64, 8, [10, 0, 0]))),
+            Some(b64(&png(64, 8, [20, 0, 0])))
+        ],
+        "results keep the order of the calls"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_widest_common_ratio_reaches_the_upstream_as_21_9() -> TestResult {
+    let server = MockServer::start().await;
+    let config = json!({"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "21:9"}});
+    expect(
+        &server,
+        "gemini-2.5-flash-image",
+        text_body("p", config),
+        ResponseTemplate::new(200).set_body_json(image_answer(&png(21, 9, [0, 0, 0]))),
+    )
+    .await;
+    generate(
+        &server,
+        json!({"model": "nano-banana", "prompt": "p", "aspect_ratio": "21:9"}),
+    )
+    .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let refs =
+        |count: usize| -> Vec<String> { (0..count).map(|i| data_url(&reference_png(i))).collect() };
+    let cases = [
+        (
+            json!({"model": "nano-banana", "image_size": "1K"}),
+            "image_size",
+        ),
+        (
+            json!({"model": "nano-banana", "aspect_ratio": "8:1"}),
+            "aspect_ratio",
+        ),
+        (json!({"model": "nano-banana", "size": "1792x1024"}), "size"),
+        (json!({"model": "nano-banana", "n": 5}), "n"),
+        (json!({"model": "nano-banana", "images": refs(4)}), "images"),
+        (
+            json!({"model": "nano-banana-pro", "image_size": "512"}),
+            "image_size",
+        ),
+        (
+            json!({"model": "nano-banana-pro", "aspect_ratio": "1:4"}),
+            "aspect_ratio",
+        ),
+        (
+            json!({"model": "nano-banana-pro", "images": refs(15)}),
+            "images",
+        ),
+        (
+            json!({"model": "nano-banana-2", "person_generation": "everyone"}),
+            "person_generation",
+        ),
+        (json!({"model": "nano-banana-2", "seed": -1}), "seed"),
+        (
+            json!({"model": "nano-banana-2", "quality": "high"}),
+            "quality",
+        ),
+        (
+            json!({"model": "nano-banana-2", "output_format": "jpeg"}),
+            "output_format",
+        ),
+    ];
+    for (mut request, param) in cases {
+        request["prompt"] = json!("p");
+        let error = generate(&server, request.clone())
+            .await?
+            .err()
+            .ok_or_else(|| format!("{request} should be refused"))?;
+        assert_eq!(
+            (error.status(), error.param()),
+            (400, Some(param)),
+            "{request}: {error}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reference_images_are_inline_parts_after_the_prompt_in_order() -> TestResult {
+    let server = MockServer::start().await;
+    let mut parts = vec![json!({"text": "combine these"})];
+    parts.extend(
+        (0..3).map(
+            |i| json!({"inlineData": {"mimeType": "image/png", "data": b64(&reference_png(i))}}),
+        ),
+    );
+    let body = json!({
+        "contents": [{"role": "user", "parts": parts}],
+        "generationConfig": {"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "4:5"}}
+    });
+    expect(
+        &server,
+        "gemini-3-pro-image-preview",
+        body,
+        ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 10, [5, 5, 5]))),
+    )
+    .await;
+    let images: Vec<_> = (0..3).map(|i| data_url(&reference_png(i))).collect();
+    generate(
+        &server,
+        json!({"model": "nano-banana-pro", "prompt": "combine these", "aspect_ratio": "4:5",
+               "images": images}),
+    )
+    .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn thought_images_and_text_are_dropped_and_snake_case_is_read() -> TestResult {
+    let final_image = png(8, 8, [255, 0, 0]);
+    let thought = png(8, 8, [0, 0, 255]);
+    let answers = [
+        json!({"candidates": [{"content": {"parts": [
+            {"text": "Let me sketch it first.", "thought": true},
+            {"inlineData": {"mimeType": "image/png", "data": b64(&thought)}, "thought": true},
+            {"text": "Here is your image."},
+            {"inlineData": {"mimeType": "image/png", "data": b64(&final_image)},
+             "thoughtSignature": "c2ln"}
+        ]}, "finishReason": "STOP"}]}),
+        json!({"candidates": [{"content": {"parts": [
+            {"inline_data": {"mime_type": "image/png", "data": b64(&thought)}, "thought": true},
+            {"inline_data": {"mime_type": "image/png", "data": b64(&final_image)}}
+        ]}, "finish_reason": "STOP"}]}),
+    ];
+    for answer in answers {
+        let server = MockServer::start().await;
+        expect(
+            &server,
+            "gemini-3-pro-image-preview",
+            text_body("p", json!({"responseModalities": ["IMAGE"]})),
+            ResponseTemplate::new(200).set_body_json(answer),
+        )
+        .await;
+        let response =
+            generate(&server, json!({"model": "nano-banana-pro", "prompt": "p"})).await??;
+        assert_eq!(response.data.len(), 1);
+        assert_eq!(
+            response.data[0].b64_json.as_deref(),
+            Some(STANDARD.encode(&final_image).as_str())
+        );
+        assert_eq!(
+            response.data[0].revised_prompt, None,
+            "text parts are not a revised prompt"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn usage_metadata_becomes_openai_usage() -> TestResult {
+    let server = MockServer::start().await;
+    let mut answer = image_answer(&png(8, 8, [1, 1, 1]));
+    answer["usageMetadata"] = json!({
+        "promptTokenCount": 12, "candidatesTokenCount": 1120, "totalTokenCount": 1400,
+        "thoughtsTokenCount": 268,
+        "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}]
+    });
+    expect(
+        &server,
+        "gemini-3-pro-image-preview",
+        text_body("p", json!({"responseModalities": ["IMAGE"]})),
+        ResponseTemplate::new(200).set_body_json(answer),
+    )
+    .await;
+    let response = generate(&server, json!({"model": "nano-banana-pro", "prompt": "p"})).await??;
+    let usage = serde_json::to_value(response.usage.ok_or("no usage")?)?;
+    assert_eq!(
+        usage,
+        json!({"input_tokens": 12, "output_tokens": 1120, "total_tokens": 1400,
+               "thoughtsTokenCount": 268,
+               "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1120}]})
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn blocked_prompts_and_blocking_finish_reasons_are_moderation_blocked() -> TestResult {
+    let blocked_prompt = json!({"promptFeedback": {"blockReason": "OTHER",
+                                                   "blockReasonMessage": "not allowed"}});
+    let error = failure(ResponseTemplate::new(200).set_body_json(blocked_prompt)).await?;
+    assert_eq!(error.code(), Some("moderation_blocked"));
+    assert!(
+        error.to_string().contains("OTHER") && error.to_string().contains("not allowed"),
+        "{error}"
+    );
+
+    for reason in [
+        "SAFETY",
+        "PROHIBITED_CONTENT",
+        "IMAGE_SAFETY",
+        "IMAGE_PROHIBITED_CONTENT",
+        "BLOCKLIST",
+        "SPII",
+        "RECITATION",
+        "IMAGE_RECITATION",
+    ] {
+        let answer = json!({"candidates": [{
+            "content": {"parts": [{"text": "I can't create that."}]},
+            "finishReason": reason,
+            "finishMessage": "Unable to show the generated image."
+        }]});
+        let error = failure(ResponseTemplate::new(200).set_body_json(answer)).await?;
+        assert_eq!(
+            (error.status(), error.code()),
+            (400, Some("moderation_blocked")),
+            "{reason}"
+        );
+        assert!(error.to_string().contains(reason), "{error}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn answers_without_an_image_are_502_naming_the_reason() -> TestResult {
+    let cases = [
+        (
+            json!({"candidates": [{"finishReason": "NO_IMAGE", "finishMessage": "No image made."}]}),
+            "NO_IMAGE): No image made.",
+        ),
+        (
+            json!({"candidates": [{"content": {"parts": []}, "finishReason": "IMAGE_OTHER"}]}),
+            "IMAGE_OTHER",
+        ),
+        (
+            json!({"candidates": [{"content": {"parts": [{"text": "Sure!"}]}, "finishReason": "STOP"}]}),
+            "STOP",
+        ),
+        (
+            json!({"usageMetadata": {"promptTokenCount": 3}}),
+            "no candidates",
+        ),
+    ];
+    for (answer, needle) in cases {
+        let error = failure(ResponseTemplate::new(200).set_body_json(answer)).await?;
+        assert_eq!(
+            (error.status(), error.code()),
+            (502, Some("upstream_error")),
+            "{error}"
+        );
+        assert!(error.to_string().contains(needle), "{error} lacks {needle}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn google_errors_map_by_status() -> TestResult {
+    let envelope = |code: u16, status: &str, message: &str, details: Value| json!({"error": {"code": code, "message": message, "status": status, "details": details}});
+    let bad = envelope(
+        400,
+        "INVALID_ARGUMENT",
+        "Unsupported aspect ratio.",
+        json!([]),
+    );
+    let error = failure(ResponseTemplate::new(400).set_body_json(bad)).await?;
+    assert_eq!(error.status(), 400);
+    assert!(
+        error.to_string().contains("Unsupported aspect ratio."),
+        "{error}"
+    );
+
+    let bad_key = envelope(
+        400,
+        "INVALID_ARGUMENT",
+        "API key not valid. Please pass a valid API key.",
+        json!([{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]),
+    );
+    for (status, body) in [
+        (400, bad_key),
+        (
+            401,
+            envelope(401, "UNAUTHENTICATED", "secret detail", json!([])),
+        ),
+        (
+            403,
+            envelope(403, "PERMISSION_DENIED", "secret detail", json!([])),
+        ),
+    ] {
+        let error = failure(ResponseTemplate::new(status).set_body_json(body)).await?;
+        assert_eq!(
+            (error.status(), error.code()),
+            (502, Some("upstream_auth_failed")),
+            "{status}"
+        );
+        assert!(!error.to_string().contains("secret detail"), "{error}");
+    }
+
+    let region = envelope(
+        400,
+        "FAILED_PRECONDITION",
+        "User location is not supported.",
+        json!([]),
+    );
+    let error = failure(ResponseTemplate::new(400).set_body_json(region)).await?;
+    assert_eq!(error.status(), 502, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("User location is not supported."),
+        "{error}"
+    );
+
+    let internal = envelope(
+        500,
+        "INTERNAL",
+        "An internal error has occurred.",
+        json!([]),
+    );
+    let error = failure(ResponseTemplate::new(500).set_body_json(internal)).await?;
+    assert_eq!(error.status(), 502);
+    assert!(
+        error
+            .to_string()
+            .contains("500 INTERNAL: An internal error has occurred."),
+        "{error}"
+    );
+
+    let error =
+        failure(ResponseTemplate::new(502).set_body_string("<html>bad gateway</html>")).await?;
+    assert_eq!(error.status(), 502);
+    Ok(())
+}
+
+#[tokio::test]
+async fn rate_limits_carry_retry_info_or_else_the_header() -> TestResult {
+    let retry_info = json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "34.4s"}]}});
+    let error = failure(
+        ResponseTemplate::new(429)
+            .set_body_json(retry_info)
+            .insert_header("retry-after", "3"),
+    )
+    .await?;
+    assert_eq!(
+        error.retry_after(),
+        Some(Duration::from_millis(34_400)),
+        "RetryInfo wins"
+    );
+
+    let bare = json!({"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}});
+    let error = failure(
+        ResponseTemplate::new(429)
+            .set_body_json(bare)
+            .insert_header("retry-after", "5"),
+    )
+    .await?;
+    assert_eq!(
+        (error.status(), error.retry_after()),
+        (429, Some(Duration::from_secs(5)))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_key_never_reaches_an_error_message() -> TestResult {
+    let echo = json!({"error": {"code": 500, "message": format!("bad request with key={KEY}"),
+                                "status": "INTERNAL"}});
+    let error = failure(ResponseTemplate::new(500).set_body_json(echo)).await?;
+    assert!(!error.to_string().contains(KEY), "{error}");
+    assert!(error.to_string().contains("[redacted]"), "{error}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn operator_constants_merge_but_never_replace_contents_or_ask_for_candidates() -> TestResult {
+    let mut catalog = Catalog::embedded()?;
+    let mut model = (**catalog.get("nano-banana-2").ok_or("no model")?).clone();
+    model.upstream_params = serde_json::from_value(json!({
+        "contents": "operator text",
+        "tools": [{"google_search": {}}],
+        "generationConfig": {"candidateCount": 2, "imageConfig": {"aspectRatio": "1:1"}}
+    }))?;
+    catalog.upsert(model)?;
+    let server = MockServer::start().await;
+    let body = json!({
+        "contents": [{"role": "user", "parts": [{"text": "p"}]}],
+        "tools": [{"google_search": {}}],
+        "generationConfig": {"responseModalities": ["IMAGE"],
+                             "imageConfig": {"aspectRatio": "1:1", "imageSize": "2K"}}
+    });
+    expect(
+        &server,
+        "gemini-3.1-flash-image-preview",
+        body,
+        ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 8, [0, 0, 0]))),
+    )
+    .await;
+    let request = json!({"model": "nano-banana-2", "prompt": "p", "image_size": "2K"});
+    gateway_with(&server, catalog)?
+        .generate(serde_json::from_value(request)?)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_parameter_the_catalog_does_not_map_is_a_failure_not_silently_dropped() -> TestResult {
+    let mut catalog = Catalog::embedded()?;
+    let mut model = (**catalog.get("nano-banana").ok_or("no model")?).clone();
+    model.params.insert(
+        "negative_prompt".into(),
+        serde_json::from_value(json!({"type": "string"}))?,
+    );
+    catalog.upsert(model)?;
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    let request = json!({"model": "nano-banana", "prompt": "p", "negative_prompt": "blur"});
+    let error = gateway_with(&server, catalog)?
+        .generate(serde_json::from_value(request)?)
+        .await
+        .err()
+        .ok_or("should fail")?;
+    assert_eq!(error.status(), 502);
+    assert!(error.to_string().contains("`negative_prompt`"), "{error}");
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The provider: its configuration, the HTTP calls (create with `Prefer: wait`, poll
+//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`ImageProvider`] impl.
+//! What goes into a prediction and how answers are read is `convert`'s job.
+
+use std::{future::Future, task::Poll, time::Duration};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use imgproxy_core::{
+    upstream::{self, failed, CancelOnDrop, PollPolicy},
+    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
+};
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Map, Value};
+
+use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
+
+/// How long one HTTP request may take. Create holds the connection up to `Prefer: wait`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest `Prefer: wait` Replicate honours, in seconds.
+const MAX_WAIT_SECS: u64 = 60;
+
+/// Settings of the Replicate upstream.
+#[derive(Debug, Clone)]
+pub struct ReplicateConfig {
+    /// Sent as `Authorization: Bearer <token>` to the API (never to output URLs).
+    pub api_key: SecretString,
+    /// API root, default [`DEFAULT_BASE_URL`]; a trailing slash is fine.
+    pub base_url: String,
+    /// Limit on each HTTP request, including reading its body (default 120 s).
+    pub timeout: Duration,
+    /// Largest output downloaded (default [`upstream::DEFAULT_MAX_DOWNLOAD_BYTES`]).
+    pub max_download_bytes: usize,
+}
+
+impl ReplicateConfig {
+    /// The settings for Replicate itself with `api_key`, everything else at its default.
+    pub fn new(api_key: impl Into<SecretString>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            base_url: DEFAULT_BASE_URL.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
+}
+
+/// An [`ImageProvider`] running Replicate predictions. It never retries a create: a failure
+/// after the prediction started is ambiguous, and a retry could bill twice.
+#[derive(Debug)]
+pub struct ReplicateProvider {
+    base_url: String,
+    /// `Bearer <token>`, marked sensitive so that `Debug` never shows it.
+    auth: HeaderValue,
+    /// Kept to scrub it from upstream messages.
+    api_key: SecretString,
+    timeout: Duration,
+    max_download_bytes: usize,
+    client: reqwest::Client,
+}
+
+impl ReplicateProvider {
+    /// Builds the provider and its HTTP client.
+    pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
+        // The message must not quote the value: it is the key.
+        let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
+            .map_err(|_| failed("the API token contains characters not allowed in a header"))?;
+        auth.set_sensitive(true);
+        Ok(Self {
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            auth,
+            api_key: config.api_key,
+            timeout: config.timeout,
+            max_download_bytes: config.max_download_bytes,
+            client: upstream::http_client(config.timeout)?,
+        })
+    }
+}
+
+#[async_trait]
+impl ImageProvider for ReplicateProvider {
+    fn name(&self) -> &str {
+        PROVIDER_ID
+    }
+
+    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.run(call)
+            .await
+            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+    }
+}
+
+impl ReplicateProvider {
+    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let model = &call.request.model;
+        let input = convert::input(&call, &convert::mapping(model)?)?;
+        let policy = PollPolicy::for_model(model);
+        let started = tokio::time::Instant::now();
+        tracing::debug!(provider = PROVIDER_ID, model = %model.upstream, n = call.n, "creating a prediction");
+
+        // No id yet, so nothing to cancel if the create itself outlives the deadline.
+        let created = tokio::time::timeout(
+            policy.deadline,
+            self.create(&model.upstream, input, &policy),
+        )
+        .await
+        .map_err(|_| ProviderError::Timeout)??;
+        let done = if convert::is_terminal(&created.status) {
+            created
+        } else {
+            let urls = created.urls.unwrap_or_default();
+            let Some(get) = urls.get else {
+                return Err(failed(
+                    "malformed upstream response: a running prediction without `urls.get`",
+                ));
+            };
+            // Armed until the prediction ends: a deadline, an error or the client going away
+            // cancels it upstream, so it stops running (and billing).
+            let guard = urls.cancel.map(|url| CancelOnDrop::new(self.cancel(url)));
+            let left = PollPolicy {
+                deadline: policy.deadline.saturating_sub(started.elapsed()),
+                ..policy
+            };
+            let done = left.run(|| self.poll(&get)).await?;
+            if let Some(guard) = guard {
+                guard.disarm();
+            }
+            done
+        };
+        let urls = convert::finished(&done)?;
+        Ok(Generation {
+            images: self.download_all(urls).await?,
+            ..Generation::default()
+        })
+    }
+
+    /// POSTs the prediction, waiting for it up to `Prefer: wait=N` (below the deadline and
+    /// the HTTP timeout, so that an unfinished prediction still comes back to be polled).
+    async fn create(
+        &self,
+        upstream_model: &str,
+        input: Map<String, Value>,
+        policy: &PollPolicy,
+    ) -> Result<Prediction, ProviderError> {
+        let mut body = Map::new();
+        // `owner/name:version` is a community model, run by version hash.
+        let url = match upstream_model.split_once(':') {
+            Some((_, version)) => {
+                body.insert("version".into(), Value::from(version));
+                format!("{}/v1/predictions", self.base_url)
+            }
+            None => format!("{}/v1/models/{upstream_model}/predictions", self.base_url),
+        };
+        body.insert("input".into(), Value::Object(input));
+        let wait = MAX_WAIT_SECS
+            .min(policy.deadline.as_secs().saturating_sub(1))
+            .min(self.timeout.as_secs().saturating_sub(1))
+            .max(1);
+        let response = self
+            .client
+            .post(url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .header("prefer", format!("wait={wait}"))
+            .json(&body)
+            .send()
+            .await
+            .map_err(upstream::transport_error)?;
+        let status = response.status();
+        let retry_after = upstream::retry_after(response.headers());
+        if !status.is_success() {
+            // The status alone decides the kind, so an unreadable body is no worse than none.
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(convert::status_error(status.as_u16(), retry_after, &body));
+        }
+        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        convert::prediction(&body)
+    }
+
+    /// One poll of `urls.get`. A 429 or 5xx only delays the next poll: a GET bills nothing,
+    /// and the deadline still bounds the wait.
+    async fn poll(&self, url: &str) -> Result<Poll<Prediction>, ProviderError> {
+        let response = self
+            .client
+            .get(url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .send()
+            .await
+            .map_err(upstream::transport_error)?;
+        let status = response.status();
+        if status.as_u16() == 429 || status.is_server_error() {
+            tracing::warn!(
+                provider = PROVIDER_ID,
+                status = status.as_u16(),
+                "polling a prediction failed; polling on"
+            );
+            return Ok(Poll::Pending);
+        }
+        let retry_after = upstream::retry_after(response.headers());
+        if !status.is_success() {
+            let body = response.bytes().await.unwrap_or_default();
+            return Err(convert::status_error(status.as_u16(), retry_after, &body));
+        }
+        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        let prediction = convert::prediction(&body)?;
+        Ok(if convert::is_terminal(&prediction.status) {
+            Poll::Ready(prediction)
+        } else {
+            Poll::Pending
+        })
+    }
+
+    /// The cancel call, run in the background by [`CancelOnDrop`].
+    fn cancel(&self, url: String) -> impl Future<Output = ()> + Send + 'static {
+        let (client, auth) = (self.client.clone(), self.auth.clone());
+        async move {
+            match client.post(url).header(AUTHORIZATION, auth).send().await {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(provider = PROVIDER_ID, "cancelled an unfinished prediction");
+                }
+                Ok(r) => {
+                    tracing::warn!(
+                        provider = PROVIDER_ID,
+                        status = r.status().as_u16(),
+                        "cancelling a prediction failed"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(provider = PROVIDER_ID, error = %upstream::chain(&e.without_url()), "cancelling a prediction failed");
+                }
+            }
+        }
+    }
+
+    /// Fetches every output at once, in order: the URLs expire (about an hour).
+    async fn download_all(&self, urls: Vec<String>) -> Result<Vec<GeneratedImage>, ProviderError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, url) in urls.into_iter().enumerate() {
+            let (client, max) = (self.client.clone(), self.max_download_bytes);
+            tasks.spawn(async move { (index, fetch(&client, &url, max).await) });
+        }
+        let mut images = Vec::with_capacity(tasks.len());
+        while let Some(joined) = tasks.join_next().await {
+            let (index, result) =
+                joined.map_err(|e| failed(format!("a download task failed: {e}")))?;
+            let (bytes, content_type) = result?;
+            images.push((index, convert::image(bytes, content_type.as_deref())?));
+        }
+        images.sort_by_key(|(index, _)| *index);
+        Ok(images.into_iter().map(|(_, image)| image).collect())
+    }
+}
+
+/// One output: a URL downloaded without credentials, or an inline `data:` URL.
+async fn fetch(
+    client: &reqwest::Client,
+    url: &str,
+    max_bytes: usize,
+) -> Result<(Bytes, Option<String>), ProviderError> {
+    if url.starts_with("data:") {
+        return Ok((convert::data_url(url, max_bytes)?, None));
+    }
+    upstream::download(client, url, max_bytes).await
+}

@@ -1,0 +1,233 @@
+//! The shared conformance suite against a fake Replicate built from providers.md §4: the
+//! fakes assert the exact create body, auth and `Prefer` headers, and call counts.
+//!
+//! `flux-1.1-pro` (one image per call, so n=2 fans out to two predictions) serves the cases;
+//! the reference-image case uses `seedream-4`, which takes several references.
+
+mod common;
+
+use async_trait::async_trait;
+use imgproxy_core::{Gateway, ImageInput, ImageRequest};
+use imgproxy_testkit::{data_url, reference_png, Fixture};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{body_json, header, method, path},
+    Mock, MockServer, ResponseTemplate,
+};
+
+use common::{create_path, gateway, mount_outputs, prediction, PROMPT};
+
+struct ReplicateFixture;
+
+const FLUX: &str = "black-forest-labs/flux-1.1-pro";
+
+/// The create of the cases' flux request: defaults only.
+fn flux_create() -> wiremock::MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(create_path(FLUX)))
+        .and(header("authorization", "Bearer r8_test_token"))
+        .and(header("prefer", "wait=1"))
+        .and(body_json(
+            json!({"input": {"prompt": PROMPT, "output_format": "png"}}),
+        ))
+}
+
+#[async_trait]
+impl Fixture for ReplicateFixture {
+    const ASYNC: bool = true;
+
+    fn gateway(server: &MockServer) -> Gateway {
+        gateway(server)
+    }
+
+    fn model() -> &'static str {
+        "flux-1.1-pro"
+    }
+
+    fn request(n: u32, references: usize) -> ImageRequest {
+        let model = if references > 0 {
+            "seedream-4"
+        } else {
+            Self::model()
+        };
+        let mut request = ImageRequest::new(model, PROMPT);
+        request.n = Some(n);
+        if references > 0 {
+            request.images = Some(
+                (0..references)
+                    .map(|i| ImageInput::Text(data_url(&reference_png(i))))
+                    .collect(),
+            );
+        }
+        request
+    }
+
+    async fn success(server: &MockServer, n: u32, references: usize) {
+        if references == 0 {
+            let urls = mount_outputs(server, 1, n.into()).await;
+            flux_create()
+                .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+                    server,
+                    "p1",
+                    "succeeded",
+                    json!(urls[0]),
+                )))
+                .expect(u64::from(n))
+                .mount(server)
+                .await;
+            return;
+        }
+        let images: Vec<Value> = (0..references)
+            .map(|i| json!(data_url(&reference_png(i))))
+            .collect();
+        let mut input = json!({"prompt": PROMPT, "image_input": images});
+        if n > 1 {
+            input["max_images"] = json!(n);
+            input["sequential_image_generation"] = json!("auto");
+        }
+        let urls = mount_outputs(server, n as usize, 1).await;
+        Mock::given(method("POST"))
+            .and(path(create_path("bytedance/seedream-4")))
+            .and(header("authorization", "Bearer r8_test_token"))
+            .and(body_json(json!({ "input": input })))
+            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+                server,
+                "s1",
+                "succeeded",
+                json!(urls),
+            )))
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn moderation(server: &MockServer) {
+        let mut failed = prediction(server, "p1", "failed", Value::Null);
+        failed["error"] = json!(
+            "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
+        );
+        flux_create()
+            .respond_with(ResponseTemplate::new(201).set_body_json(failed))
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn rate_limited(server: &MockServer, seconds: u64) {
+        flux_create()
+            .respond_with(
+                ResponseTemplate::new(429)
+                    .insert_header("retry-after", seconds.to_string().as_str())
+                    .set_body_json(json!({
+                        "title": "Request was throttled",
+                        "status": 429,
+                        "detail": "Request was throttled. Expected available in 17 seconds."
+                    })),
+            )
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn server_error(server: &MockServer) {
+        flux_create()
+            .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+                "title": "Internal Server Error", "status": 500, "detail": "something broke"
+            })))
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn malformed(server: &MockServer) {
+        flux_create()
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(json!({"id": 42, "state": "done"})),
+            )
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn truncated(server: &MockServer) {
+        let body = prediction(server, "p1", "succeeded", json!("https://x/out.png")).to_string();
+        flux_create()
+            .respond_with(
+                ResponseTemplate::new(201)
+                    .set_body_raw(&body.as_bytes()[..body.len() / 2], "application/json"),
+            )
+            .expect(1)
+            .mount(server)
+            .await;
+    }
+
+    async fn slow_completion(server: &MockServer) {
+        let urls = mount_outputs(server, 1, 1).await;
+        flux_create()
+            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+                server,
+                "p1",
+                "starting",
+                Value::Null,
+            )))
+            .expect(1)
+            .mount(server)
+            .await;
+        common::mount_polls(
+            server,
+            "p1",
+            &[
+                prediction(server, "p1", "processing", Value::Null),
+                prediction(server, "p1", "processing", Value::Null),
+            ],
+            prediction(server, "p1", "succeeded", json!(urls[0])),
+        )
+        .await;
+        common::mount_cancel(server, "p1", 0).await;
+    }
+
+    async fn failed_status(server: &MockServer) {
+        flux_create()
+            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+                server,
+                "p1",
+                "processing",
+                Value::Null,
+            )))
+            .expect(1)
+            .mount(server)
+            .await;
+        let mut failed = prediction(server, "p1", "failed", Value::Null);
+        failed["error"] = json!("CUDA error: out of memory");
+        common::mount_polls(server, "p1", &[], failed).await;
+        common::mount_cancel(server, "p1", 0).await;
+    }
+
+    async fn never_completes(server: &MockServer) {
+        flux_create()
+            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+                server,
+                "p1",
+                "starting",
+                Value::Null,
+            )))
+            .expect(1)
+            .mount(server)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/v1/predictions/p1"))
+            .and(header("authorization", "Bearer r8_test_token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(prediction(
+                server,
+                "p1",
+                "processing",
+                Value::Null,
+            )))
+            .expect(1..)
+            .mount(server)
+            .await;
+        common::mount_cancel(server, "p1", 1).await;
+    }
+}
+
+imgproxy_testkit::conformance_suite!(crate::ReplicateFixture);

@@ -1,0 +1,439 @@
+//! Model-specific mappings and statuses of the Replicate adapter, each asserting the exact
+//! `input` the catalog's `upstream_input` data produces.
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod common;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use imgproxy_core::{
+    Catalog, Gateway, ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderRequest,
+};
+use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
+use imgproxy_testkit::{data_url, reference_png};
+use serde_json::{json, Value};
+use wiremock::{
+    matchers::{body_json, header, method, path},
+    Mock, MockServer, ResponseTemplate,
+};
+
+use common::{create_path, gateway, mount_outputs, prediction, PROMPT};
+
+/// A request for `model` with extra fields, as a client's JSON body.
+fn request(model: &str, extra: Value) -> ImageRequest {
+    let mut body = json!({"model": model, "prompt": PROMPT});
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().cloned().unwrap_or_default());
+    serde_json::from_value(body).unwrap()
+}
+
+/// Mounts a create of `model` that must carry exactly `input`, answering `answer`.
+async fn expect_create(server: &MockServer, model: &str, input: Value, answer: Value) {
+    Mock::given(method("POST"))
+        .and(path(create_path(model)))
+        .and(header("authorization", "Bearer r8_test_token"))
+        .and(header("prefer", "wait=1"))
+        .and(body_json(json!({ "input": input })))
+        .respond_with(ResponseTemplate::new(201).set_body_json(answer))
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// Mounts a create of `model` that succeeds with one output file, then runs `request`.
+async fn generate_one(
+    server: &MockServer,
+    model: &str,
+    input: Value,
+    request: ImageRequest,
+) -> ImageResponse {
+    let urls = mount_outputs(server, 1, 1).await;
+    let answer = prediction(server, "p1", "succeeded", json!(urls[0]));
+    expect_create(server, model, input, answer).await;
+    gateway(server).generate(request).await.unwrap()
+}
+
+#[tokio::test]
+async fn flux_custom_size_is_aspect_ratio_custom_with_width_and_height() {
+    let server = MockServer::start().await;
+    let input = json!({
+        "prompt": PROMPT,
+        "aspect_ratio": "custom",
+        "width": 1024,
+        "height": 768,
+        "output_format": "jpg",
+        "output_quality": 90,
+        "safety_tolerance": 5,
+        "seed": 7,
+        "prompt_upsampling": true
+    });
+    let request = request(
+        "flux-1.1-pro",
+        json!({"size": "1024x768", "output_format": "jpeg", "output_compression": 90,
+               "safety_tolerance": 5, "seed": 7, "prompt_upsampling": true}),
+    );
+    let response = generate_one(&server, "black-forest-labs/flux-1.1-pro", input, request).await;
+    assert_eq!(response.data.len(), 1);
+    assert_eq!(response.size.as_deref(), Some("1024x768"));
+}
+
+#[tokio::test]
+async fn flux_fanned_out_calls_get_distinct_seeds() {
+    let server = MockServer::start().await;
+    let urls = mount_outputs(&server, 1, 2).await;
+    for seed in [7, 8] {
+        let input =
+            json!({"prompt": PROMPT, "aspect_ratio": "16:9", "output_format": "png", "seed": seed});
+        let answer = prediction(&server, "p1", "succeeded", json!(urls[0]));
+        expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+    }
+    let request = request(
+        "flux-1.1-pro",
+        json!({"n": 2, "aspect_ratio": "16:9", "seed": 7}),
+    );
+    let response = gateway(&server).generate(request).await.unwrap();
+    assert_eq!(response.data.len(), 2);
+}
+
+#[tokio::test]
+async fn flux_size_outside_its_limits_is_a_400_naming_size() {
+    let server = MockServer::start().await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({"size": "1536x1024"})))
+        .await
+        .unwrap_err();
+    assert_eq!((error.status(), error.param()), (400, Some("size")));
+}
+
+#[tokio::test]
+async fn ultra_sends_raw_and_the_ratio_of_a_size() {
+    let server = MockServer::start().await;
+    let input = json!({"prompt": PROMPT, "raw": true, "aspect_ratio": "3:2",
+                       "image_prompt_strength": 0.3, "output_format": "png"});
+    let request = request(
+        "ultra",
+        json!({"raw": true, "size": "1536x1024", "image_prompt_strength": 0.3}),
+    );
+    let response = generate_one(
+        &server,
+        "black-forest-labs/flux-1.1-pro-ultra",
+        input,
+        request,
+    )
+    .await;
+    assert_eq!(response.data.len(), 1);
+}
+
+#[tokio::test]
+async fn ultra_one_reference_image_is_the_image_prompt_data_url() {
+    let server = MockServer::start().await;
+    let reference = data_url(&reference_png(0));
+    let input = json!({"prompt": PROMPT, "image_prompt": reference, "output_format": "jpg"});
+    let request = request(
+        "ultra",
+        json!({"images": [reference], "output_format": "jpeg"}),
+    );
+    let response = generate_one(
+        &server,
+        "black-forest-labs/flux-1.1-pro-ultra",
+        input,
+        request,
+    )
+    .await;
+    assert_eq!(response.output_format.as_deref(), Some("jpeg"));
+}
+
+#[tokio::test]
+async fn seedream_two_reference_images_go_to_image_input() {
+    let server = MockServer::start().await;
+    let references: Vec<String> = (0..2).map(|i| data_url(&reference_png(i))).collect();
+    let input = json!({"prompt": PROMPT, "image_input": references, "size": "2K",
+                       "aspect_ratio": "16:9"});
+    let mut request = request(
+        "seedream-4",
+        json!({"image_size": "2K", "aspect_ratio": "16:9"}),
+    );
+    request.images = Some(references.into_iter().map(ImageInput::Text).collect());
+    let response = generate_one(&server, "bytedance/seedream-4", input, request).await;
+    assert_eq!(response.data.len(), 1);
+}
+
+#[tokio::test]
+async fn seedream_n_is_max_images_in_one_call_with_a_custom_size() {
+    let server = MockServer::start().await;
+    let urls = mount_outputs(&server, 3, 1).await;
+    let input = json!({"prompt": PROMPT, "size": "custom", "width": 2048, "height": 1536,
+                       "max_images": 3, "sequential_image_generation": "auto"});
+    let answer = prediction(&server, "s1", "succeeded", json!(urls));
+    expect_create(&server, "bytedance/seedream-4.5", input, answer).await;
+    let response = gateway(&server)
+        .generate(request(
+            "seedream-4-5",
+            json!({"n": 3, "size": "2048x1536"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.data.len(), 3);
+    // In order: output 0, 1, 2 have distinct shades.
+    let first: Vec<_> = response
+        .data
+        .iter()
+        .map(|d| d.b64_json.clone().unwrap())
+        .collect();
+    assert_ne!(first[0], first[1]);
+}
+
+#[tokio::test]
+async fn seedream_4_5_has_no_1k_tier() {
+    let server = MockServer::start().await;
+    let error = gateway(&server)
+        .generate(request("seedream-4-5", json!({"image_size": "1K"})))
+        .await
+        .unwrap_err();
+    assert_eq!((error.status(), error.param()), (400, Some("image_size")));
+}
+
+#[tokio::test]
+async fn svg_output_passes_through_as_image_svg_xml() {
+    let server = MockServer::start().await;
+    let svg =
+        r#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>"#;
+    Mock::given(method("GET"))
+        .and(path("/files/out.svg"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(svg, "image/svg+xml"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let url = format!("{}/files/out.svg", server.uri());
+    let input = json!({"prompt": PROMPT, "size": "1024x1024", "style": "vector_illustration"});
+    let answer = prediction(&server, "v1", "succeeded", json!(url));
+    expect_create(&server, "recraft-ai/recraft-v3-svg", input, answer).await;
+
+    // Called directly, to see the MIME type the gateway stores.
+    let gateway = gateway(&server);
+    let validated = gateway
+        .validate(request(
+            "svg",
+            json!({"size": "1024x1024", "style": "vector_illustration"}),
+        ))
+        .unwrap();
+    let provider = provider(&server);
+    let generation = provider
+        .generate(ProviderRequest {
+            request: &validated,
+            n: 1,
+            first_index: 0,
+            references: &[],
+        })
+        .await
+        .unwrap();
+    assert_eq!(generation.images[0].mime, "image/svg+xml");
+    assert_eq!(&generation.images[0].bytes[..], svg.as_bytes());
+}
+
+#[tokio::test]
+async fn svg_with_a_raster_output_format_is_a_clear_400() {
+    let server = MockServer::start().await;
+    let error = gateway(&server)
+        .generate(request("svg", json!({"output_format": "png"})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.status(), error.param()),
+        (400, Some("output_format"))
+    );
+}
+
+#[tokio::test]
+async fn imagen4_maps_jpeg_and_the_safety_filter() {
+    let server = MockServer::start().await;
+    let input = json!({"prompt": PROMPT, "aspect_ratio": "9:16", "output_format": "jpg",
+                       "safety_filter_level": "block_only_high"});
+    let request = request(
+        "imagen4",
+        json!({"aspect_ratio": "9:16", "output_format": "jpeg",
+               "safety_filter_level": "block_only_high"}),
+    );
+    let response = generate_one(&server, "google/imagen-4", input, request).await;
+    assert_eq!(response.data.len(), 1);
+}
+
+#[tokio::test]
+async fn gemini_references_go_to_image_input() {
+    let server = MockServer::start().await;
+    let reference = data_url(&reference_png(3));
+    let input = json!({"prompt": PROMPT, "image_input": [reference], "aspect_ratio": "21:9",
+                       "output_format": "png"});
+    let request = request(
+        "gemini",
+        json!({"images": [reference], "aspect_ratio": "21:9"}),
+    );
+    let response = generate_one(&server, "google/nano-banana", input, request).await;
+    assert_eq!(response.data.len(), 1);
+}
+
+#[tokio::test]
+async fn nsfw_failed_prediction_is_moderation_blocked() {
+    let server = MockServer::start().await;
+    let mut failed = prediction(&server, "p1", "failed", Value::Null);
+    failed["error"] = json!("NSFW content detected");
+    let input = json!({"prompt": PROMPT, "output_format": "png"});
+    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, failed).await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.status(), error.code()),
+        (400, Some("moderation_blocked"))
+    );
+    assert!(
+        error.to_string().contains("NSFW content detected"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn aborted_prediction_is_502() {
+    let server = MockServer::start().await;
+    let input = json!({"prompt": PROMPT, "output_format": "png"});
+    let answer = prediction(&server, "p1", "starting", Value::Null);
+    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+    common::mount_polls(
+        &server,
+        "p1",
+        &[],
+        prediction(&server, "p1", "aborted", Value::Null),
+    )
+    .await;
+    common::mount_cancel(&server, "p1", 0).await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 502, "{error:?}");
+    assert!(error.to_string().contains("aborted"), "{error}");
+}
+
+#[tokio::test]
+async fn problem_details_422_is_a_400_with_the_detail() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(create_path("black-forest-labs/flux-1.1-pro")))
+        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
+            "title": "Input validation failed",
+            "status": 422,
+            "detail": "- input.width: Must be less than or equal to 1440"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 400);
+    assert!(error.to_string().contains("input.width"), "{error}");
+}
+
+#[tokio::test]
+async fn rejected_token_is_502_without_upstream_text() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
+            "title": "Unauthenticated", "status": 401, "detail": "token r8_test_token is invalid"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 502);
+    assert!(!format!("{error:?}").contains("r8_test_token"), "{error:?}");
+}
+
+#[tokio::test]
+async fn inline_data_url_output_is_decoded() {
+    let server = MockServer::start().await;
+    let bytes = imgproxy_testkit::png(4, 4, [1, 2, 3]);
+    let output = format!(
+        "data:application/octet-stream;base64,{}",
+        imgproxy_testkit::b64(&bytes)
+    );
+    let input = json!({"prompt": PROMPT, "output_format": "png"});
+    let answer = prediction(&server, "p1", "succeeded", json!(output));
+    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+    let response = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(response.data[0].b64_json.as_ref().unwrap())
+        .unwrap();
+    assert_eq!(decoded, bytes);
+}
+
+#[tokio::test]
+async fn versioned_community_model_runs_by_version() {
+    let server = MockServer::start().await;
+    let urls = mount_outputs(&server, 1, 1).await;
+    Mock::given(method("POST"))
+        .and(path("/v1/predictions"))
+        .and(body_json(
+            json!({"version": "abc123", "input": {"prompt": PROMPT}}),
+        ))
+        .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+            &server,
+            "c1",
+            "succeeded",
+            json!(urls[0]),
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let catalog = Catalog::from_toml(
+        r#"
+        [[models]]
+        id = "community"
+        provider = "replicate"
+        upstream = "someone/model:abc123"
+        [models.pricing]
+        per_image = 1
+        "#,
+    )
+    .unwrap();
+    let gateway = Gateway::builder(catalog)
+        .provider(Arc::new(provider(&server)))
+        .build();
+    let response = gateway
+        .generate(ImageRequest::new("community", PROMPT))
+        .await
+        .unwrap();
+    assert_eq!(response.data.len(), 1);
+}
+
+fn provider(server: &MockServer) -> ReplicateProvider {
+    let mut config = ReplicateConfig::new(common::TOKEN.to_owned());
+    config.base_url = server.uri();
+    ReplicateProvider::new(config).unwrap()
+}
+
+#[tokio::test]
+async fn ultra_takes_the_widest_ratio() {
+    let server = MockServer::start().await;
+    let input = json!({"prompt": PROMPT, "aspect_ratio": "21:9", "output_format": "png"});
+    let request = request("ultra", json!({"aspect_ratio": "21:9"}));
+    let response = generate_one(
+        &server,
+        "black-forest-labs/flux-1.1-pro-ultra",
+        input,
+        request,
+    )
+    .await;
+    assert_eq!(response.data.len(), 1);
+}

@@ -1,0 +1,996 @@
+"""Fakes of the non-OpenAI image upstreams, for end-to-end tests of imgproxy's provider adapters.
+
+One threaded standard-library HTTP fake per provider, each built from the wire format in
+shared/reference/providers.md (§2 Gemini, §4 Replicate, §5 xAI, §6 Black Forest Labs, §7 fal
+queue API, §8 Together) and each *checking* what it receives: the path, the auth header with the
+expected key, the JSON body's required shape. A request that breaks the documented format gets
+the provider's own error envelope and is noted in ``fake.problems`` (tests assert that list is
+empty, so a wrong request is reported precisely rather than as a vague 502).
+
+Every fake records every request (:class:`Recorded`: listener, method, path, query, headers,
+body) and answers with real PNG bytes (an SVG document for recraft-v3-svg). The asynchronous
+upstreams run their real flows: Replicate create (``starting``) → poll ``urls.get``
+(``processing``) → ``succeeded`` with output URLs served by the fake; BFL submit → poll the
+returned ``polling_url`` (on a *second* port, so rebuilding the host is noticed) ``Pending`` →
+``Ready`` → sample download; fal submit (``IN_QUEUE``) → poll ``status_url`` (``IN_QUEUE``,
+``IN_PROGRESS``, answered 202) → ``COMPLETED`` → ``response_url`` → image download.
+
+:class:`FakeFiles` is a static file server for reference images: PNGs, an HTML page, oversized
+bodies (with and without Content-Length) and redirects, optionally on ``::1``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import random
+import re
+import socket
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from fake_openai import encode_png, solid_png
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+
+def noise_png(size: int, seed: int = 1) -> bytes:
+    """A valid RGB PNG of random pixels: it does not compress, so it is about 3 * size² bytes."""
+    rng = random.Random(seed)
+    pixels = [bytes(rng.getrandbits(8) for _ in range(3 * size)) for _ in range(size)]
+    return encode_png(size, size, lambda x, y: tuple(pixels[y][3 * x : 3 * x + 3]))
+
+
+def svg_document(index: int) -> bytes:
+    colour = f"#{(37 * index + 200) % 256:02x}{(91 * index + 30) % 256:02x}{(53 * index + 120) % 256:02x}"
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<svg xmlns="http://www.w3.org/2000/svg" width="1024" height="1024" viewBox="0 0 1024 1024">'
+        f'<rect width="1024" height="1024" fill="#ffffff"/><circle cx="512" cy="512" r="{300 + index}" fill="{colour}"/>'
+        "</svg>\n"
+    ).encode()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def decode_data_url(url: str) -> tuple[str, bytes]:
+    """(mime, bytes) of a base64 ``data:`` URL; AssertionError if it is not one."""
+    match = re.fullmatch(r"data:([^;,]+);base64,(.*)", url, re.S)
+    assert match, f"not a base64 data URL: {url[:80]!r}"
+    return match.group(1), base64.b64decode(match.group(2), validate=True)
+
+
+# --------------------------------------------------------------------------------------------
+# A threaded fake with one or more listeners
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Recorded:
+    listener: str
+    method: str
+    path: str  # without the query string
+    query: dict[str, list[str]]
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def target(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Response:
+    """What a fake answers. ``body``: bytes as is, str as UTF-8, anything else as JSON."""
+
+    status: int = 200
+    body: Any = b""
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    chunked: bool = False  # Transfer-Encoding: chunked, no Content-Length
+
+    def payload(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, self.content_type or "application/octet-stream"
+        if isinstance(self.body, str):
+            return self.body.encode(), self.content_type or "text/plain; charset=utf-8"
+        return json.dumps(self.body).encode(), self.content_type or "application/json"
+
+
+class _V6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class FakeServer:
+    """Base of every fake: ``route(request) -> Response`` runs on the server threads; every
+    request is recorded first. ``listeners`` names the ports the fake listens on (most fakes
+    have one, ``"main"``)."""
+
+    listeners: tuple[str, ...] = ("main",)
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.requests: list[Recorded] = []
+        self.problems: list[str] = []
+        self.lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._images = itertools.count(0)
+        self._servers: dict[str, ThreadingHTTPServer] = {}
+        self._threads: list[threading.Thread] = []
+        server_class = _V6Server if ":" in host else ThreadingHTTPServer
+        for name in self.listeners:
+            server = server_class((host, 0), self._handler_class(name))
+            server.daemon_threads = True
+            self._servers[name] = server
+            self._threads.append(
+                threading.Thread(
+                    target=server.serve_forever,
+                    kwargs={"poll_interval": 0.05},
+                    name=f"{type(self).__name__}-{name}",
+                    daemon=True,
+                )
+            )
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> "FakeServer":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def port_of(self, listener: str = "main") -> int:
+        return self._servers[listener].server_address[1]
+
+    def url_of(self, listener: str = "main") -> str:
+        host = self._servers[listener].server_address[0]
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port_of(listener)}"
+
+    @property
+    def port(self) -> int:
+        return self.port_of(self.listeners[0])
+
+    @property
+    def url(self) -> str:
+        return self.url_of(self.listeners[0])
+
+    # -- helpers for subclasses and tests --------------------------------------------------
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids):04d}"
+
+    def new_png(self) -> bytes:
+        return solid_png(100 + next(self._images))
+
+    def problem(self, text: str) -> None:
+        with self.lock:
+            self.problems.append(text)
+
+    def calls(self, method: str | None = None, path: str | None = None, *, prefix: str | None = None) -> list[Recorded]:
+        """Recorded requests, filtered by method and exact path or path prefix."""
+        with self.lock:
+            return [
+                r
+                for r in self.requests
+                if (method is None or r.method == method)
+                and (path is None or r.path == path)
+                and (prefix is None or r.path.startswith(prefix))
+            ]
+
+    def summary(self) -> list[str]:
+        with self.lock:
+            return [f"{r.listener}: {r.target}" for r in self.requests]
+
+    def route(self, request: Recorded) -> Response:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- serving ----------------------------------------------------------------------------
+
+    def _handler_class(self, listener: str) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                parts = urllib.parse.urlsplit(self.path)
+                recorded = Recorded(
+                    listener=listener,
+                    method=self.command,
+                    path=parts.path,
+                    query=urllib.parse.parse_qs(parts.query, keep_blank_values=True),
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    body=body,
+                )
+                with fake.lock:
+                    fake.requests.append(recorded)
+                try:
+                    reply = fake.route(recorded)
+                except Exception as error:  # noqa: BLE001 - a fake bug must show, not hang
+                    fake.problem(f"fake crashed on {recorded.target}: {error!r}")
+                    reply = Response(500, {"error": f"fake crashed: {error!r}"})
+                payload, content_type = reply.payload()
+                self.send_response(reply.status)
+                self.send_header("Content-Type", content_type)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                if reply.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(payload), 4096):
+                        chunk = payload[start : start + 4096]
+                        self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+
+            do_GET = _serve
+            do_POST = _serve
+            do_PUT = _serve
+            do_DELETE = _serve
+            do_HEAD = _serve
+
+        return Handler
+
+
+def _json_body(fake: FakeServer, request: Recorded, who: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The request's JSON object, or (None, why not) after noting the problem."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("application/json"):
+        why = f"{who}: {request.target} has Content-Type {content_type!r}, expected application/json"
+        fake.problem(why)
+        return None, why
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        why = f"{who}: {request.target} body is not JSON: {request.body[:200]!r}"
+        fake.problem(why)
+        return None, why
+    if not isinstance(body, dict):
+        why = f"{who}: {request.target} body is not a JSON object"
+        fake.problem(why)
+        return None, why
+    return body, None
+
+
+# --------------------------------------------------------------------------------------------
+# §2 Gemini generateContent
+# --------------------------------------------------------------------------------------------
+
+
+def google_error(status: int, rpc_status: str, message: str) -> Response:
+    return Response(status, {"error": {"code": status, "message": message, "status": rpc_status}})
+
+
+class FakeGemini(FakeServer):
+    """``POST /v1beta/models/{model}:generateContent`` with ``x-goog-api-key``.
+
+    Each success answers one candidate whose parts are a text part, an interim *thought* image
+    (``thought: true``, which must be skipped) and the final image; :attr:`final_images` and
+    :attr:`thought_images` keep them in order."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.final_images: list[bytes] = []
+        self.thought_images: list[bytes] = []
+
+    def generate_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("POST") if r.path.endswith(":generateContent")]
+
+    def route(self, request: Recorded) -> Response:
+        match = re.fullmatch(r"/v1beta/models/([^/:]+):generateContent", request.path)
+        if request.method != "POST" or not match:
+            self.problem(f"gemini: unexpected {request.target}")
+            return google_error(404, "NOT_FOUND", f"Requested entity was not found: {request.path}")
+        if request.headers.get("x-goog-api-key") != self.key and request.query.get("key") != [self.key]:
+            self.problem(f"gemini: {request.target} without x-goog-api-key of the configured key")
+            return google_error(
+                403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity)."
+            )
+        body, why = _json_body(self, request, "gemini")
+        if body is None:
+            return google_error(400, "INVALID_ARGUMENT", why or "bad body")
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents or not all(isinstance(c, dict) for c in contents):
+            self.problem(f"gemini: contents missing or not a list of objects: {body.get('contents')!r}")
+            return google_error(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents: contents is not specified")
+        for content in contents:
+            parts = content.get("parts")
+            if not isinstance(parts, list) or not parts:
+                self.problem(f"gemini: a content has no parts: {content!r}")
+                return google_error(400, "INVALID_ARGUMENT", "* GenerateContentRequest.contents.parts: must not be empty")
+            for part in parts:
+                inline = part.get("inlineData") or part.get("inline_data") if isinstance(part, dict) else None
+                if not (isinstance(part, dict) and (isinstance(part.get("text"), str) or isinstance(inline, dict))):
+                    self.problem(f"gemini: a part is neither text nor inlineData: {str(part)[:200]}")
+                    return google_error(400, "INVALID_ARGUMENT", "Invalid part")
+                if inline is not None:
+                    data = inline.get("data")
+                    mime = inline.get("mimeType") or inline.get("mime_type")
+                    try:
+                        base64.b64decode(data or "", validate=True)
+                    except ValueError:
+                        data = None
+                    if not data or not isinstance(mime, str) or not mime.startswith("image/"):
+                        self.problem(f"gemini: bad inlineData part: mimeType={mime!r}, data={str(data)[:60]!r}")
+                        return google_error(400, "INVALID_ARGUMENT", "Invalid inline data")
+        config = body.get("generationConfig") or {}
+        candidate_count = config.get("candidateCount", 1)
+        if candidate_count != 1:
+            self.problem(f"gemini: candidateCount {candidate_count!r}")
+            return google_error(
+                400, "INVALID_ARGUMENT", f"Multiple candidates is not enabled for models/{match.group(1)}"
+            )
+        modalities = config.get("responseModalities")
+        if not isinstance(modalities, list) or "IMAGE" not in modalities:
+            self.problem(f"gemini: responseModalities {modalities!r} does not ask for IMAGE")
+            return Response(
+                200,
+                {
+                    "candidates": [
+                        {"content": {"role": "model", "parts": [{"text": "I can only answer in text."}]}, "finishReason": "STOP", "index": 0}
+                    ]
+                },
+            )
+        thought, final = self.new_png(), self.new_png()
+        with self.lock:
+            self.thought_images.append(thought)
+            self.final_images.append(final)
+        return Response(
+            200,
+            {
+                "candidates": [
+                    {
+                        "content": {
+                            "role": "model",
+                            "parts": [
+                                {"text": "Drafting the composition.", "thought": True},
+                                {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(thought).decode()}, "thought": True},
+                                {"text": "Here is your image."},
+                                {
+                                    "inlineData": {"mimeType": "image/png", "data": base64.b64encode(final).decode()},
+                                    "thoughtSignature": "c2lnbmF0dXJl",
+                                },
+                            ],
+                        },
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": 10,
+                    "candidatesTokenCount": 1290,
+                    "totalTokenCount": 1300,
+                    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 10}],
+                    "candidatesTokensDetails": [{"modality": "IMAGE", "tokenCount": 1290}],
+                },
+                "modelVersion": match.group(1),
+                "responseId": self.next_id("resp"),
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# §4 Replicate
+# --------------------------------------------------------------------------------------------
+
+# Models whose output is an array of URIs (the others give one URI string).
+REPLICATE_ARRAY_OUTPUT = {"bytedance/seedream-4", "bytedance/seedream-4.5", "google/nano-banana"}
+REPLICATE_SVG_OUTPUT = {"recraft-ai/recraft-v3-svg"}
+
+
+def replicate_problem(status: int, title: str, detail: str) -> Response:
+    return Response(status, {"title": title, "status": status, "detail": detail}, content_type="application/problem+json")
+
+
+@dataclass
+class _Prediction:
+    id: str
+    model: str
+    input: dict[str, Any]
+    polls_left: int
+    status: str = "starting"
+    files: list[tuple[str, bytes, str]] = field(default_factory=list)  # (path, bytes, mime)
+
+
+class FakeReplicate(FakeServer):
+    """``POST /v1/models/{owner}/{name}/predictions`` (Bearer, ``Prefer: wait``) answers 201
+    with a ``starting`` prediction; ``GET urls.get`` answers ``processing`` ``processing_polls``
+    times, then ``succeeded`` with output URL(s) on this fake (``/delivery/...``), which serve
+    PNG (or SVG for recraft-v3-svg). ``POST urls.cancel`` cancels."""
+
+    def __init__(self, token: str, processing_polls: int = 1) -> None:
+        super().__init__()
+        self.token = token
+        self.processing_polls = processing_polls
+        self.predictions: dict[str, _Prediction] = {}
+        self.outputs: list[bytes] = []  # every output file, in creation order
+
+    def create_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("POST", prefix="/v1/models/") if r.path.endswith("/predictions")]
+
+    def poll_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("GET", prefix="/v1/predictions/")]
+
+    def download_calls(self) -> list[Recorded]:
+        return self.calls("GET", prefix="/delivery/")
+
+    def _prediction_json(self, p: _Prediction) -> dict[str, Any]:
+        api = f"{self.url}/v1/predictions/{p.id}"
+        output: Any = None
+        if p.status == "succeeded":
+            urls = [f"{self.url}{path}" for path, _, _ in p.files]
+            output = urls if p.model in REPLICATE_ARRAY_OUTPUT else urls[0]
+        return {
+            "id": p.id,
+            "model": p.model,
+            "version": "hidden",
+            "input": p.input,
+            "logs": "" if p.status == "starting" else "Generating...\n",
+            "output": output,
+            "data_removed": False,
+            "error": None,
+            "status": p.status,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "urls": {
+                "cancel": f"{api}/cancel",
+                "get": api,
+                "stream": f"{self.url}/stream/{p.id}",
+                "web": f"https://replicate.com/p/{p.id}",
+            },
+            **({"metrics": {"predict_time": 1.2, "total_time": 1.4}, "completed_at": "2026-01-01T00:00:02.000Z"} if p.status == "succeeded" else {}),
+        }
+
+    def _authorized(self, request: Recorded) -> bool:
+        if request.headers.get("authorization") in (f"Bearer {self.token}", f"Token {self.token}"):
+            return True
+        self.problem(f"replicate: {request.target} without `Authorization: Bearer <token>` (got {request.headers.get('authorization')!r})")
+        return False
+
+    def route(self, request: Recorded) -> Response:
+        path = request.path
+        create = re.fullmatch(r"/v1/models/([^/]+)/([^/]+)/predictions", path)
+        poll = re.fullmatch(r"/v1/predictions/([^/]+)", path)
+        cancel = re.fullmatch(r"/v1/predictions/([^/]+)/cancel", path)
+        if request.method == "GET" and path.startswith("/delivery/"):
+            with self.lock:
+                for p in self.predictions.values():
+                    for file_path, data, mime in p.files:
+                        if file_path == path:
+                            return Response(200, data, content_type=mime)
+            return Response(404, "Not found")
+        if request.method == "POST" and create:
+            if not self._authorized(request):
+                return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            if not request.headers.get("prefer", "").startswith("wait"):
+                self.problem(f"replicate: create without `Prefer: wait` (got {request.headers.get('prefer')!r})")
+            body, why = _json_body(self, request, "replicate")
+            if body is None:
+                return replicate_problem(400, "Bad request", why or "bad body")
+            model_input = body.get("input")
+            if not isinstance(model_input, dict):
+                self.problem(f"replicate: create body has no `input` object: {str(body)[:300]}")
+                return replicate_problem(422, "Input validation failed", "- input: input is required")
+            if not isinstance(model_input.get("prompt"), str) or not model_input["prompt"]:
+                self.problem(f"replicate: input.prompt missing: {str(model_input)[:300]}")
+                return replicate_problem(422, "Input validation failed", "- input: prompt is required")
+            model = f"{create.group(1)}/{create.group(2)}"
+            p = _Prediction(id=self.next_id("rp"), model=model, input=model_input, polls_left=self.processing_polls)
+            count = 1
+            if model in REPLICATE_ARRAY_OUTPUT and model_input.get("sequential_image_generation") == "auto":
+                count = int(model_input.get("max_images") or 1)
+            for index in range(count):
+                if model in REPLICATE_SVG_OUTPUT:
+                    data, mime, ext = svg_document(next(self._images)), "image/svg+xml", "svg"
+                else:
+                    data, mime, ext = self.new_png(), "image/png", "png"
+                p.files.append((f"/delivery/xezq/{p.id}/out-{index}.{ext}", data, mime))
+            with self.lock:
+                self.predictions[p.id] = p
+                self.outputs.extend(data for _, data, _ in p.files)
+            return Response(201, self._prediction_json(p), headers={"Location": f"{self.url}/v1/predictions/{p.id}"})
+        if request.method == "GET" and poll:
+            if not self._authorized(request):
+                return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            with self.lock:
+                p = self.predictions.get(poll.group(1))
+                if p is None:
+                    return replicate_problem(404, "Not found", "The requested resource could not be found.")
+                if p.status in ("starting", "processing"):
+                    if p.polls_left > 0:
+                        p.polls_left -= 1
+                        p.status = "processing"
+                    else:
+                        p.status = "succeeded"
+                return Response(200, self._prediction_json(p))
+        if request.method == "POST" and cancel:
+            if not self._authorized(request):
+                return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            with self.lock:
+                p = self.predictions.get(cancel.group(1))
+                if p is None:
+                    return replicate_problem(404, "Not found", "The requested resource could not be found.")
+                if p.status in ("starting", "processing"):
+                    p.status = "canceled"
+                return Response(200, self._prediction_json(p))
+        self.problem(f"replicate: unexpected {request.target}")
+        return replicate_problem(404, "Not found", "The requested resource could not be found.")
+
+
+# --------------------------------------------------------------------------------------------
+# §5 xAI
+# --------------------------------------------------------------------------------------------
+
+
+def openai_style_error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None) -> Response:  # noqa: A002
+    return Response(status, {"error": {"message": message, "type": type, "param": param, "code": None}})
+
+
+class FakeXai(FakeServer):
+    """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (JSON, Bearer)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.images: list[bytes] = []
+
+    def route(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/"):
+            index = int(request.path.rsplit("/", 1)[1].split(".")[0])
+            return Response(200, self.images[index], content_type="image/png")
+        if request.method != "POST" or request.path not in ("/v1/images/generations", "/v1/images/edits"):
+            self.problem(f"xai: unexpected {request.target}")
+            return Response(404, {"code": "Some requested entity was not found", "error": f"No route {request.path}"})
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            self.problem(f"xai: {request.target} without `Authorization: Bearer <key>`")
+            return Response(400, {"code": "Client specified an invalid argument", "error": "Incorrect API key provided: ***."})
+        body, why = _json_body(self, request, "xai")
+        if body is None:
+            return openai_style_error(400, why or "bad body")
+        if not isinstance(body.get("model"), str) or not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            self.problem(f"xai: model or prompt missing: {str(body)[:300]}")
+            return Response(422, {"code": "Client specified an invalid argument", "error": "Failed to deserialize the JSON body: missing field"})
+        for unsupported in ("size", "style"):
+            if unsupported in body:
+                self.problem(f"xai: `{unsupported}` is not supported by xAI")
+                return openai_style_error(400, f"Argument not supported: {unsupported}", param=unsupported)
+        if request.path.endswith("/edits"):
+            inputs = [body["image"]] if "image" in body else body.get("images")
+            if not isinstance(inputs, list) or not inputs or not all(
+                isinstance(i, dict) and isinstance(i.get("url"), str) and i.get("type") == "image_url" for i in inputs
+            ):
+                self.problem(f"xai: edits without `image`/`images` of {{url, type: image_url}}: {str(body)[:300]}")
+                return openai_style_error(400, "image is required for edits", param="image")
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 10:
+            self.problem(f"xai: n {n!r}")
+            return openai_style_error(400, "n must be between 1 and 10", param="n")
+        response_format = body.get("response_format", "url")
+        data = []
+        for _ in range(n):
+            png = self.new_png()
+            with self.lock:
+                self.images.append(png)
+                index = len(self.images) - 1
+            item: dict[str, Any] = {"mime_type": "image/png", "revised_prompt": ""}
+            if response_format == "b64_json":
+                item.update(b64_json=base64.b64encode(png).decode(), url=None)
+            else:
+                item.update(url=f"{self.url}/files/{index}.png", b64_json=None)
+            data.append(item)
+        return Response(200, {"data": data, "usage": {"cost_in_usd_ticks": 200_000_000 * n}, "block_reason": None})
+
+
+# --------------------------------------------------------------------------------------------
+# §6 Black Forest Labs
+# --------------------------------------------------------------------------------------------
+
+BFL_ENDPOINTS = {
+    "flux-pro-1.1",
+    "flux-pro-1.1-ultra",
+    "flux-dev",
+    "flux-pro",
+    "flux-kontext-pro",
+    "flux-kontext-max",
+    "flux-pro-1.0-fill",
+    "flux-pro-1.0-expand",
+}
+
+
+@dataclass
+class _BflTask:
+    id: str
+    endpoint: str
+    body: dict[str, Any]
+    polls_left: int
+    sample: bytes
+    ready: bool = False
+
+
+class FakeBfl(FakeServer):
+    """Two ports, like BFL's global and regional hosts: ``api`` takes ``POST /v1/{endpoint}``
+    (``x-key``) and answers ``{id, polling_url}`` with the polling URL on ``region``, which
+    answers ``Pending`` ``pending_polls`` times, then ``Ready`` with a ``result.sample`` URL it
+    serves itself. A poll sent to the ``api`` port means the client rebuilt the host."""
+
+    listeners = ("api", "region")
+
+    def __init__(self, key: str, pending_polls: int = 1) -> None:
+        super().__init__()
+        self.key = key
+        self.pending_polls = pending_polls
+        self.tasks: dict[str, _BflTask] = {}
+        self.samples: list[bytes] = []
+
+    @property
+    def api_url(self) -> str:
+        return self.url_of("api")
+
+    def submit_calls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.listener == "api" and r.method == "POST"]
+
+    def poll_calls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "GET" and r.path == "/v1/get_result"]
+
+    def download_calls(self) -> list[Recorded]:
+        return [r for r in self.requests if r.path.startswith("/delivery/")]
+
+    def route(self, request: Recorded) -> Response:
+        if request.listener == "api":
+            return self._api(request)
+        return self._region(request)
+
+    def _api(self, request: Recorded) -> Response:
+        match = re.fullmatch(r"/v1/([a-z0-9.\-]+)", request.path)
+        if request.method == "GET" and request.path == "/v1/get_result":
+            self.problem("bfl: polled the API host instead of the returned polling_url")
+            return Response(404, {"detail": "Not Found"})
+        if request.method != "POST" or not match or match.group(1) not in BFL_ENDPOINTS:
+            self.problem(f"bfl: unexpected {request.target} on the API host")
+            return Response(404, {"detail": "Not Found"})
+        if request.headers.get("x-key") != self.key:
+            self.problem(f"bfl: {request.target} without `x-key` of the configured key")
+            return Response(403, {"detail": "Not authenticated - Invalid Authentication"})
+        body, why = _json_body(self, request, "bfl")
+        if body is None:
+            return Response(422, {"detail": why})
+        if not isinstance(body.get("prompt"), str):
+            self.problem(f"bfl: prompt missing: {str(body)[:300]}")
+            return Response(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]})
+        endpoint = match.group(1)
+        if endpoint == "flux-pro-1.1":
+            for side in ("width", "height"):
+                value = body.get(side)
+                if value is not None and not (isinstance(value, int) and 256 <= value <= 1440 and value % 32 == 0):
+                    self.problem(f"bfl: {side} {value!r} is not 256–1440 in steps of 32")
+                    return Response(422, {"detail": [{"loc": ["body", side], "msg": "invalid", "type": "value_error"}]})
+        for key, value in body.items():
+            if key in ("image_prompt", "input_image") or key.startswith("input_image_"):
+                if isinstance(value, str) and value.startswith("data:"):
+                    self.problem(f"bfl: {key} must be bare base64 or a URL, not a data URL")
+        task = _BflTask(id=self.next_id("bfl-task-"), endpoint=endpoint, body=body, polls_left=self.pending_polls, sample=self.new_png())
+        with self.lock:
+            self.tasks[task.id] = task
+            self.samples.append(task.sample)
+        return Response(
+            200,
+            {
+                "id": task.id,
+                "polling_url": f"{self.url_of('region')}/v1/get_result?id={task.id}",
+                "cost": 4.0,
+                "input_mp": 0.0,
+                "output_mp": 0.79,
+            },
+        )
+
+    def _region(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/delivery/"):
+            task_id = request.path.split("/")[2]
+            with self.lock:
+                task = self.tasks.get(task_id)
+            if task is None or not task.ready:
+                return Response(404, "BlobNotFound", content_type="application/xml")
+            return Response(200, task.sample, content_type="image/png")
+        if request.method != "GET" or request.path != "/v1/get_result":
+            self.problem(f"bfl: unexpected {request.target} on the polling host")
+            return Response(404, {"detail": "Not Found"})
+        if request.headers.get("x-key") != self.key:
+            self.problem("bfl: poll without `x-key` of the configured key")
+            return Response(403, {"detail": "Not authenticated - Invalid Authentication"})
+        task_id = (request.query.get("id") or [""])[0]
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return Response(200, {"id": task_id, "status": "Task not found", "result": None})
+            if not task.ready and task.polls_left > 0:
+                task.polls_left -= 1
+                return Response(200, {"id": task.id, "status": "Pending", "result": None, "progress": 0.5, "details": None})
+            task.ready = True
+        sample = f"{self.url_of('region')}/delivery/{task.id}/sample.png?se=2026-01-01T00%3A10%3A00Z&sig=fake"
+        return Response(
+            200,
+            {
+                "id": task.id,
+                "status": "Ready",
+                "result": {
+                    "sample": sample,
+                    "prompt": task.body.get("prompt"),
+                    "seed": 42,
+                    "start_time": 1730000000.1,
+                    "end_time": 1730000004.9,
+                    "duration": 4.8,
+                },
+                "progress": None,
+                "details": None,
+            },
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# §7 fal queue API
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _FalRequest:
+    id: str
+    app: str  # owner/alias, the subpath dropped
+    endpoint: str  # the full model id submitted to
+    body: dict[str, Any]
+    waiting: list[str]  # statuses still to answer before COMPLETED
+    images: list[bytes]
+    completed: bool = False
+
+
+class FakeFal(FakeServer):
+    """``POST /{owner}/{alias}[/{subpath}]`` (``Authorization: Key``) answers ``IN_QUEUE`` with
+    ``status_url``/``response_url``/``cancel_url`` without the subpath; ``GET status_url``
+    answers ``IN_QUEUE`` then ``IN_PROGRESS`` (HTTP 202), then ``COMPLETED``; ``GET
+    response_url`` answers the output JSON (an error while still in progress); image URLs are
+    served by this fake."""
+
+    def __init__(self, key: str, waiting: tuple[str, ...] = ("IN_QUEUE", "IN_PROGRESS")) -> None:
+        super().__init__()
+        self.key = key
+        self.waiting = waiting
+        self.jobs: dict[str, _FalRequest] = {}
+        self.images: list[bytes] = []
+
+    def submit_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("POST") if "/requests/" not in r.path]
+
+    def status_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("GET") if re.search(r"/requests/[^/]+/status$", r.path)]
+
+    def result_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("GET") if re.search(r"/requests/[^/]+$", r.path)]
+
+    def download_calls(self) -> list[Recorded]:
+        return self.calls("GET", prefix="/files/")
+
+    def _urls(self, job: _FalRequest) -> dict[str, str]:
+        base = f"{self.url}/{job.app}/requests/{job.id}"
+        return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
+
+    def route(self, request: Recorded) -> Response:
+        path = request.path
+        if request.method == "GET" and path.startswith("/files/"):
+            index = int(path.rsplit("/", 1)[1].split(".")[0])
+            return Response(200, self.images[index], content_type="image/png")
+        if request.headers.get("authorization") != f"Key {self.key}":
+            self.problem(f"fal: {request.target} without `Authorization: Key <key>` (got {request.headers.get('authorization')!r})")
+            return Response(401, {"detail": "Invalid authentication credentials"})
+        status = re.fullmatch(r"/([^/]+/[^/]+)/requests/([^/]+)/status", path)
+        result = re.fullmatch(r"/([^/]+/[^/]+)/requests/([^/]+)", path)
+        cancel = re.fullmatch(r"/([^/]+/[^/]+)/requests/([^/]+)/cancel", path)
+        if request.method == "GET" and (status or result):
+            match = status or result
+            assert match is not None
+            with self.lock:
+                job = self.jobs.get(match.group(2))
+            if job is None or job.app != match.group(1):
+                self.problem(f"fal: {request.target} names no submitted request (the subpath must be dropped)")
+                return Response(404, {"detail": "Request not found"})
+            if status:
+                with self.lock:
+                    if job.waiting:
+                        current = job.waiting.pop(0)
+                        extra: dict[str, Any] = (
+                            {"queue_position": 0} if current == "IN_QUEUE" else {"logs": [{"message": "step 1/8", "level": "INFO", "source": "USER", "timestamp": "2026-01-01T00:00:01Z"}]}
+                        )
+                        return Response(202, {"status": current, "request_id": job.id, **self._urls(job), **extra})
+                    job.completed = True
+                return Response(
+                    200,
+                    {"status": "COMPLETED", "request_id": job.id, **self._urls(job), "logs": None, "metrics": {"inference_time": 0.9}},
+                )
+            if not job.completed:
+                self.problem("fal: fetched response_url before the status said COMPLETED")
+                return Response(400, {"detail": "Request is still in progress"})
+            images = []
+            for png in job.images:
+                index = self.images.index(png)
+                images.append({"url": f"{self.url}/files/{index}.png", "width": 16, "height": 16, "content_type": "image/png"})
+            return Response(
+                200,
+                {
+                    "images": images,
+                    "timings": {"inference": 0.9},
+                    "seed": 12345,
+                    "has_nsfw_concepts": [False] * len(images),
+                    "prompt": job.body.get("prompt"),
+                },
+            )
+        if request.method == "PUT" and cancel:
+            return Response(202, {"status": "CANCELLATION_REQUESTED"})
+        submit = re.fullmatch(r"/([^/]+/[^/]+)(/[^/]+)*", path)
+        if request.method != "POST" or not submit or "/requests/" in path:
+            self.problem(f"fal: unexpected {request.target}")
+            return Response(404, {"detail": "Not Found"})
+        body, why = _json_body(self, request, "fal")
+        if body is None:
+            return Response(422, {"detail": why})
+        if "input" in body and "prompt" not in body:
+            self.problem("fal: the body is the model input itself, not wrapped in `input`")
+        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            self.problem(f"fal: prompt missing: {str(body)[:300]}")
+            return Response(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]})
+        count = body.get("num_images", 1)
+        images = [self.new_png() for _ in range(int(count))]
+        job = _FalRequest(
+            id=f"80e732af-660e-45cd-bd63-{next(self._ids):012d}",
+            app=submit.group(1),
+            endpoint=path.lstrip("/"),
+            body=body,
+            waiting=list(self.waiting),
+            images=images,
+        )
+        with self.lock:
+            self.jobs[job.id] = job
+            self.images.extend(images)
+        return Response(200, {"status": "IN_QUEUE", "queue_position": 0, "request_id": job.id, **self._urls(job)}, headers={"x-fal-request-id": job.id})
+
+
+# --------------------------------------------------------------------------------------------
+# §8 Together
+# --------------------------------------------------------------------------------------------
+
+
+class FakeTogether(FakeServer):
+    """``POST /v1/images/generations`` (Bearer), ``response_format`` ``base64`` or ``url``."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.images: list[bytes] = []
+
+    def route(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/"):
+            index = int(request.path.rsplit("/", 1)[1].split(".")[0])
+            return Response(200, self.images[index], content_type="image/png")
+        if request.method != "POST" or request.path != "/v1/images/generations":
+            self.problem(f"together: unexpected {request.target}")
+            return openai_style_error(404, f"Unknown path {request.path}")
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            self.problem("together: request without `Authorization: Bearer <key>`")
+            return openai_style_error(401, "Invalid API key provided.", type="invalid_api_key")
+        body, why = _json_body(self, request, "together")
+        if body is None:
+            return openai_style_error(400, why or "bad body")
+        if not isinstance(body.get("model"), str) or not isinstance(body.get("prompt"), str) or not body["prompt"]:
+            self.problem(f"together: model or prompt missing: {str(body)[:300]}")
+            return openai_style_error(400, "model and prompt are required")
+        response_format = body.get("response_format", "url")
+        if response_format not in ("base64", "url"):
+            self.problem(f"together: response_format {response_format!r} (Together takes `base64` or `url`)")
+            return openai_style_error(400, f"Invalid response_format: {response_format}", param="response_format")
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 4:
+            self.problem(f"together: n {n!r}")
+            return openai_style_error(400, "n must be between 1 and 4", param="n")
+        data = []
+        for index in range(n):
+            png = self.new_png()
+            with self.lock:
+                self.images.append(png)
+                stored = len(self.images) - 1
+            if response_format == "base64":
+                data.append({"index": index, "b64_json": base64.b64encode(png).decode(), "type": "b64_json"})
+            else:
+                data.append({"index": index, "url": f"{self.url}/files/{stored}.png", "type": "url"})
+        return Response(
+            200,
+            {"id": f"oFuwv7Y-{self.next_id('')}-SJC", "model": body["model"], "object": "list", "data": data},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reference images
+# --------------------------------------------------------------------------------------------
+
+HTML_PAGE = b"<!doctype html><html><head><title>Not an image</title></head><body><h1>Hello</h1></body></html>\n"
+
+
+class FakeFiles(FakeServer):
+    """A static server for reference images. Default files:
+
+    - ``/ref-a.png``, ``/ref-b.png``, ``/x.png``: small distinct PNGs (``image/png``);
+    - ``/page.html``: an HTML page (``text/html``);
+    - ``/big.png``: a ~30 kB noise PNG with Content-Length, ``/big-chunked.png``: the same,
+      chunked without Content-Length;
+    - ``/redirect?to=<url>``: 302 to ``<url>``.
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        big = noise_png(100, seed=7)
+        self.files: dict[str, Response] = {
+            "/ref-a.png": Response(200, solid_png(1001), content_type="image/png"),
+            "/ref-b.png": Response(200, solid_png(1002), content_type="image/png"),
+            "/x.png": Response(200, solid_png(1003), content_type="image/png"),
+            "/page.html": Response(200, HTML_PAGE, content_type="text/html; charset=utf-8"),
+            "/big.png": Response(200, big, content_type="image/png"),
+            "/big-chunked.png": Response(200, big, content_type="image/png", chunked=True),
+        }
+
+    def bytes_of(self, path: str) -> bytes:
+        return self.files[path].body
+
+    def link(self, path: str) -> str:
+        return f"{self.url}{path}"
+
+    def gets(self) -> list[str]:
+        return [r.path for r in self.calls("GET")]
+
+    def route(self, request: Recorded) -> Response:
+        if request.method in ("GET", "HEAD") and request.path == "/redirect":
+            target = (request.query.get("to") or [""])[0]
+            return Response(302, b"", content_type="text/plain", headers={"Location": target})
+        if request.method in ("GET", "HEAD") and request.path in self.files:
+            return self.files[request.path]
+        return Response(404, "not found")
+
+
+if __name__ == "__main__":  # a manual check: python tests/e2e/fake_upstreams.py
+    fakes = [FakeGemini("g"), FakeReplicate("r"), FakeXai("x"), FakeBfl("b"), FakeFal("f"), FakeTogether("t"), FakeFiles()]
+    for fake in fakes:
+        fake.start()
+        print(f"{type(fake).__name__} at {fake.url}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
