@@ -240,49 +240,64 @@ pub fn normalize(
         }
     }
     if takes_ratio {
-        out.aspect_ratio = match (ratio, parsed_size) {
-            (Some(ratio), _) => Some(ratio.to_string()),
-            (None, Some(size)) if !takes_size => Some(size.ratio().to_string()),
+        let wanted = match (ratio, parsed_size) {
+            (Some(ratio), _) => Some(ratio),
+            (None, Some(size)) if !takes_size => Some(size.ratio()),
             _ => None,
         };
-        if let Some(text) = &out.aspect_ratio {
-            check_listed(
-                model,
-                "aspect_ratio",
-                text,
-                ratio.is_none().then_some(size).flatten(),
-            )?;
+        if let Some(wanted) = wanted {
+            let from_size = ratio.is_none().then_some(size).flatten();
+            out.aspect_ratio = Some(listed_spelling(model, "aspect_ratio", &wanted.to_string(), from_size)?);
+        }
+        // A model that takes neither sizes nor tiers makes images at its one native
+        // resolution (about a megapixel); a larger or smaller size cannot be honoured.
+        if let (Some(size), false, false) = (parsed_size, takes_size, takes_tier) {
+            if size.tier() != "1K" {
+                return Err(Error::invalid_param(
+                    "size",
+                    format!(
+                        "model `{}` makes images of about one megapixel (1K); size `{size}` is {}",
+                        model.id,
+                        size.tier()
+                    ),
+                ));
+            }
         }
     }
     if takes_tier {
-        out.image_size = match (image_size, parsed_size) {
+        let wanted = match (image_size, parsed_size) {
             (Some(tier), _) => Some(tier.to_owned()),
             (None, Some(size)) if !takes_size => Some(size.tier().to_owned()),
             _ => None,
         };
-        if let Some(text) = &out.image_size {
-            check_listed(
-                model,
-                "image_size",
-                text,
-                image_size.is_none().then_some(size).flatten(),
-            )?;
+        if let Some(wanted) = wanted {
+            let from_size = image_size.is_none().then_some(size).flatten();
+            out.image_size = Some(listed_spelling(model, "image_size", &wanted, from_size)?);
         }
     }
     Ok(out)
 }
 
-/// Checks `value` against the values the model lists for `param`. When the value was derived
-/// from the client's `size`, the error names `size`, the parameter the client actually sent.
-fn check_listed(
+/// The model's own spelling of `value` among the values it lists for `param` (ratios compare
+/// by value, so a client's `21:9` matches a listed `21:9` although it reduces to `7:3`; tiers
+/// compare without case). When the value was derived from the client's `size`, an error names
+/// `size`, the parameter the client actually sent.
+fn listed_spelling(
     model: &ModelSpec,
     param: &str,
     value: &str,
     derived_from_size: Option<&str>,
-) -> Result<()> {
+) -> Result<String> {
     let listed = model.listed_values(param);
-    if listed.is_empty() || listed.iter().any(|v| v.eq_ignore_ascii_case(value)) {
-        return Ok(());
+    if listed.is_empty() {
+        return Ok(value.to_owned());
+    }
+    let same = |candidate: &str| match (Ratio::parse(candidate), Ratio::parse(value)) {
+        (Some(a), Some(b)) if param == "aspect_ratio" => a == b,
+        _ => candidate.eq_ignore_ascii_case(value),
+    };
+    if let Some(found) = listed.iter().find(|candidate| same(candidate)) {
+        return Ok(found.clone());
     }
     let supported = listed.join(", ");
     Err(match derived_from_size {
@@ -296,10 +311,7 @@ fn check_listed(
         ),
         None => Error::invalid_param(
             param,
-            format!(
-                "model `{}` does not support {param} `{value}`; supported: {supported}",
-                model.id
-            ),
+            format!("model `{}` does not support {param} `{value}`; supported: {supported}", model.id),
         ),
     })
 }
@@ -573,5 +585,28 @@ mod tests {
                 .to_string(),
             "576x1024"
         );
+    }
+
+    #[test]
+    fn listed_ratios_match_by_value_and_keep_the_catalog_spelling() {
+        let mut m = ratio_only_model();
+        if let Some(crate::catalog::ParamRule { kind: ParamKind::Enum { values }, .. }) = m.params.get_mut("aspect_ratio") {
+            values.push("21:9".into());
+        }
+        let dims = normalize(&m, None, Some("21:9"), None).unwrap();
+        assert_eq!(dims.aspect_ratio.as_deref(), Some("21:9"));
+        let dims = normalize(&m, Some("2016x864"), None, None).unwrap();
+        assert_eq!(dims.aspect_ratio.as_deref(), Some("21:9"));
+        let dims = normalize(&m, None, Some("3:2"), Some("2k")).unwrap();
+        assert_eq!(dims.image_size.as_deref(), Some("2K"));
+    }
+
+    #[test]
+    fn a_ratio_only_model_without_tiers_refuses_sizes_it_cannot_make() {
+        let mut m = ratio_only_model();
+        m.params.remove("image_size");
+        assert!(normalize(&m, Some("1024x1024"), None, None).is_ok());
+        let err = normalize(&m, Some("2048x2048"), None, None).unwrap_err();
+        assert_eq!(err.param(), Some("size"));
     }
 }

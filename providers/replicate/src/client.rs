@@ -97,7 +97,12 @@ impl ReplicateProvider {
         let input = convert::input(&call, &convert::mapping(model)?)?;
         let policy = PollPolicy::for_model(model);
         let started = tokio::time::Instant::now();
-        tracing::debug!(provider = PROVIDER_ID, model = %model.upstream, n = call.n, "creating a prediction");
+        tracing::debug!(
+            provider = PROVIDER_ID,
+            model = %model.upstream,
+            n = call.n,
+            "creating a prediction"
+        );
 
         // No id yet, so nothing to cancel if the create itself outlives the deadline.
         let created = tokio::time::timeout(
@@ -226,7 +231,12 @@ impl ReplicateProvider {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(provider = PROVIDER_ID, error = %upstream::chain(&e.without_url()), "cancelling a prediction failed");
+                    let error = upstream::chain(&e.without_url());
+                    tracing::warn!(
+                        provider = PROVIDER_ID,
+                        %error,
+                        "cancelling a prediction failed"
+                    );
                 }
             }
         }

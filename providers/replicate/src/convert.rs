@@ -321,12 +321,16 @@ mod tests {
 
     #[test]
     fn problem_details_give_the_message() {
-        let body = br#"{"title":"Input validation failed","status":422,"detail":"- input.aspect_ratio: must be one of"}"#;
-        let error = status_error(422, None, body);
-        assert!(
-            matches!(&error, ProviderError::InvalidRequest { message, .. } if message.contains("input.aspect_ratio")),
-            "{error:?}"
-        );
+        let body = serde_json::json!({
+            "title": "Input validation failed",
+            "status": 422,
+            "detail": "- input.aspect_ratio: must be one of"
+        });
+        let error = status_error(422, None, body.to_string().as_bytes());
+        let ProviderError::InvalidRequest { message, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert!(message.contains("input.aspect_ratio"), "{message}");
         let error = status_error(500, None, br#"{"error":"boom"}"#);
         assert!(matches!(&error, ProviderError::Failed { message } if message.contains("boom")));
         assert_eq!(

@@ -103,9 +103,10 @@ impl Fixture for ReplicateFixture {
 
     async fn moderation(server: &MockServer) {
         let mut failed = prediction(server, "p1", "failed", Value::Null);
-        failed["error"] = json!(
-            "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
-        );
+        failed["error"] = json!(concat!(
+            "The input or output was flagged as sensitive. ",
+            "Please try again with different inputs. (E005)"
+        ));
         flux_create()
             .respond_with(ResponseTemplate::new(201).set_body_json(failed))
             .expect(1)

@@ -437,3 +437,57 @@ async fn ultra_takes_the_widest_ratio() {
     .await;
     assert_eq!(response.data.len(), 1);
 }
+
+/// Mounts a flux create answering `starting`, for the polling tests.
+async fn create_starting(server: &MockServer) {
+    let input = json!({"prompt": PROMPT, "output_format": "png"});
+    let answer = prediction(server, "p1", "starting", Value::Null);
+    expect_create(server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+}
+
+#[tokio::test]
+async fn a_poll_answering_503_is_polled_again() {
+    let server = MockServer::start().await;
+    create_starting(&server).await;
+    let urls = mount_outputs(&server, 1, 1).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/p1"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    common::mount_polls(
+        &server,
+        "p1",
+        &[],
+        prediction(&server, "p1", "succeeded", json!(urls[0])),
+    )
+    .await;
+    common::mount_cancel(&server, "p1", 0).await;
+    let response = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(response.data.len(), 1);
+}
+
+#[tokio::test]
+async fn a_malformed_poll_is_502_and_cancels_the_prediction() {
+    let server = MockServer::start().await;
+    create_starting(&server).await;
+    Mock::given(method("GET"))
+        .and(path("/v1/predictions/p1"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>oops</html>"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    common::mount_cancel(&server, "p1", 1).await;
+    let error = gateway(&server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), 502, "{error:?}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
