@@ -19,6 +19,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     convert::{self, InputMapping, JobState, Source},
+    errors,
     wire::{File, QueuedJob},
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
@@ -93,8 +94,15 @@ impl ImageProvider for FalProvider {
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.run(call)
             .await
-            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+            .map_err(|e| errors::without_secret(e, self.api_key.expose_secret()))
     }
+}
+
+/// A whole HTTP answer of the queue API.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
 /// A submitted job, with the URLs to follow exactly as fal returned them.
@@ -115,24 +123,24 @@ impl FalProvider {
             .join(model.upstream.trim_start_matches('/'))
             .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
         tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
-        let body = self
+        let answer = self
             .send(Method::POST, submit_url.as_str(), Some(&input))
             .await?;
-        let body = self.success(body, &mapping, &call)?;
-        let queued: QueuedJob =
-            serde_json::from_slice(&body).map_err(|e| convert::malformed(&e))?;
+        let body = self.success(answer, &mapping, &call)?;
+        let queued: QueuedJob = serde_json::from_slice(&body).map_err(|e| errors::malformed(&e))?;
+        tracing::debug!(request_id = ?queued.request_id, "fal job queued");
+        // Armed until the job reaches a terminal status: a deadline, an error while polling or
+        // the client going away (this future dropped) cancels it upstream.
+        let guard = queued
+            .cancel_url
+            .map(|url| self.trusted(url))
+            .transpose()?
+            .map(|url| CancelOnDrop::new(self.cancel(url)));
         let job = Job {
             status_url: self.trusted(queued.status_url)?,
             response_url: self.trusted(queued.response_url)?,
             mapping: &mapping,
             call: &call,
-        };
-        tracing::debug!(request_id = ?queued.request_id, "fal job queued");
-        // Armed until the job reaches a terminal status: a deadline, an error while polling or
-        // the client going away (this future dropped) cancels it upstream.
-        let guard = match queued.cancel_url.map(|url| self.trusted(url)).transpose()? {
-            Some(url) => Some(CancelOnDrop::new(self.cancel(url))),
-            None => None,
         };
         let finished = PollPolicy::for_model(model).run(|| self.poll(&job)).await?;
         if let Some(guard) = guard {
@@ -156,8 +164,8 @@ impl FalProvider {
         &self,
         job: &Job<'_>,
     ) -> Result<Poll<Result<Bytes, ProviderError>>, ProviderError> {
-        let body = self.send(Method::GET, &job.status_url, None).await?;
-        let body = self.success(body, job.mapping, job.call)?;
+        let answer = self.send(Method::GET, &job.status_url, None).await?;
+        let body = self.success(answer, job.mapping, job.call)?;
         match convert::job_state(&body)? {
             JobState::Pending => Ok(Poll::Pending),
             JobState::Failed(reason) => Ok(Poll::Ready(Err(upstream::failed(format!(
@@ -168,7 +176,7 @@ impl FalProvider {
                     Ok(answer) => answer,
                     Err(error) => return Ok(Poll::Ready(Err(error))),
                 };
-                if !answer.0.is_success() && convert::still_in_progress(&answer.2) {
+                if !answer.status.is_success() && errors::still_in_progress(&answer.body) {
                     return Ok(Poll::Pending);
                 }
                 Ok(Poll::Ready(self.success(answer, job.mapping, job.call)))
@@ -176,13 +184,13 @@ impl FalProvider {
         }
     }
 
-    /// Sends an authenticated API request; returns the status, headers and whole body.
+    /// Sends an authenticated API request and reads the whole answer.
     async fn send(
         &self,
         method: Method,
         url: &str,
         json: Option<&serde_json::Value>,
-    ) -> Result<(StatusCode, HeaderMap, Bytes), ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let mut request = self
             .client
             .request(method, url)
@@ -194,23 +202,27 @@ impl FalProvider {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(upstream::transport_error)?;
-        Ok((status, headers, body))
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// The body of a 2xx answer, or the mapped upstream error.
     fn success(
         &self,
-        (status, headers, body): (StatusCode, HeaderMap, Bytes),
+        answer: Answer,
         mapping: &InputMapping,
         call: &ProviderRequest<'_>,
     ) -> Result<Bytes, ProviderError> {
-        if status.is_success() {
-            return Ok(body);
+        if answer.status.is_success() {
+            return Ok(answer.body);
         }
-        Err(convert::upstream_error(
-            status.as_u16(),
-            &headers,
-            &body,
+        Err(errors::upstream_error(
+            answer.status.as_u16(),
+            &answer.headers,
+            &answer.body,
             mapping,
             &call.request.params,
         ))

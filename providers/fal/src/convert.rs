@@ -1,6 +1,6 @@
 //! Conversions between imgproxy's types and fal's wire format: the model input built from the
-//! catalog's `upstream_input` data, job statuses, outputs into files, and upstream failures into
-//! [`ProviderError`]s. Pure functions only; every byte sent or received goes through `client`.
+//! catalog's `upstream_input` data, job statuses, and outputs into files and images (failures
+//! are `errors`' job). Pure functions only; every byte sent or received goes through `client`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,14 +12,13 @@ use imgproxy_core::{
     upstream::{self, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
-use reqwest::header::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::wire::{Detail, ErrorBody, File, Output, QueueStatus};
-
-/// The moderation `type` of fal's validation items (third-party reports: a 422 on the result).
-const CONTENT_POLICY: &str = "content_policy_violation";
+use crate::{
+    errors,
+    wire::{File, Output, QueueStatus},
+};
 
 /// How a model's validated parameters become its fal input: the `[models.upstream_input]`
 /// table of its catalog entry (documented in `catalog/fal.toml`).
@@ -68,7 +67,7 @@ impl InputMapping {
     }
 
     /// The request parameter an upstream `field` stands for, to name it in a client's error.
-    fn param_of(&self, field: &str, params: &BTreeMap<String, Value>) -> Option<String> {
+    pub(crate) fn param_of(&self, field: &str, params: &BTreeMap<String, Value>) -> Option<String> {
         let is = |name: &Option<String>| name.as_deref() == Some(field);
         if is(&self.prompt_field) {
             return Some("prompt".into());
@@ -186,7 +185,7 @@ pub(crate) enum JobState {
 /// Reads a 2xx status body. An unknown status is an error rather than a reason to keep
 /// polling until the deadline.
 pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
-    let status: QueueStatus = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    let status: QueueStatus = serde_json::from_slice(body).map_err(|e| errors::malformed(&e))?;
     Ok(match status.status.as_str() {
         "IN_QUEUE" | "IN_PROGRESS" => JobState::Pending,
         "COMPLETED" => JobState::Completed,
@@ -206,19 +205,12 @@ pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
     })
 }
 
-/// Whether a result-endpoint error only says the job is not done yet (vercel special-cases it).
-pub(crate) fn still_in_progress(body: &[u8]) -> bool {
-    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    matches!(error.detail, Some(Detail::Text(text))
-        if text.to_ascii_lowercase().contains("still in progress"))
-}
-
 /// The files of an output worth fetching. Images the safety checker flagged come back black,
 /// so they are dropped; if every image was flagged the request is a moderation block.
 /// (Keeping the unflagged ones means a client may get fewer images than `n`, which beats
 /// failing a generation that was paid for.)
 pub(crate) fn output_files(body: &[u8]) -> Result<Vec<File>, ProviderError> {
-    let output: Output = serde_json::from_slice(body).map_err(|e| malformed(&e))?;
+    let output: Output = serde_json::from_slice(body).map_err(|e| errors::malformed(&e))?;
     let files = match (output.images, output.image) {
         (Some(images), _) if !images.is_empty() => images,
         (_, Some(image)) => vec![image],
@@ -344,108 +336,5 @@ pub(crate) fn meta(
         size: first
             .and_then(|f| f.width.zip(f.height))
             .map(|(w, h)| format!("{w}x{h}")),
-    }
-}
-
-/// Maps a non-2xx answer: 429 with its wait; 504 from a user timeout; a content-policy item →
-/// moderation; validation items → invalid request naming our parameter; else by status.
-pub(crate) fn upstream_error(
-    status: u16,
-    headers: &HeaderMap,
-    body: &[u8],
-    mapping: &InputMapping,
-    params: &BTreeMap<String, Value>,
-) -> ProviderError {
-    let retry_after = upstream::retry_after(headers);
-    if status == 429 {
-        return ProviderError::RateLimited { retry_after };
-    }
-    let timeout_type = headers
-        .get("x-fal-request-timeout-type")
-        .and_then(|v| v.to_str().ok());
-    if status == 504 && timeout_type == Some("user") {
-        return ProviderError::Timeout;
-    }
-    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let items = match &error.detail {
-        Some(Detail::Items(items)) => items.as_slice(),
-        _ => &[],
-    };
-    if let Some(item) = items
-        .iter()
-        .find(|i| i.kind.as_deref() == Some(CONTENT_POLICY))
-    {
-        let message = item
-            .msg
-            .as_deref()
-            .unwrap_or("the upstream refused the content");
-        return ProviderError::ModerationBlocked {
-            message: short(message),
-        };
-    }
-    let field = |loc: &[Value]| {
-        loc.iter()
-            .rev()
-            .filter_map(Value::as_str)
-            .find(|part| *part != "body")
-            .map(str::to_owned)
-    };
-    let text = match &error.detail {
-        Some(Detail::Text(text)) => text.clone(),
-        Some(Detail::Items(items)) => items
-            .iter()
-            .map(|item| {
-                let msg = item.msg.as_deref().unwrap_or("invalid");
-                field(&item.loc).map_or_else(|| msg.to_owned(), |f| format!("{f}: {msg}"))
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        _ => error.message.clone().unwrap_or_default(),
-    };
-    if matches!(status, 400 | 422) && !text.is_empty() {
-        let param = items
-            .first()
-            .and_then(|item| field(&item.loc))
-            .and_then(|f| mapping.param_of(&f, params));
-        return ProviderError::InvalidRequest {
-            message: format!("upstream rejected the request: {}", short(&text)),
-            param,
-            code: Some("upstream_invalid_request".into()),
-        };
-    }
-    upstream::status_error(status, retry_after, &text)
-}
-
-/// A body that is not the documented shape.
-pub(crate) fn malformed(error: &serde_json::Error) -> ProviderError {
-    upstream::failed(format!("malformed upstream response: {error}"))
-}
-
-/// `error` with every occurrence of `secret` masked: upstream texts are echoed to clients.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    let scrub = |text: String| {
-        if secret.is_empty() {
-            text
-        } else {
-            text.replace(secret, "[redacted]")
-        }
-    };
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param,
-            code,
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => ProviderError::Failed {
-            message: scrub(message),
-        },
-        other => other,
     }
 }

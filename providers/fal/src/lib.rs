@@ -3,10 +3,11 @@
 //! fetched from the returned `response_url`; a job given up on is cancelled at `cancel_url`.
 //!
 //! `client` holds the provider and its HTTP, `convert` the per-model input mapping (catalog
-//! data), output reading and error mapping, `wire` fal's serde types.
+//! data) and output reading, `errors` the error mapping, `wire` fal's serde types.
 
 mod client;
 mod convert;
+mod errors;
 mod wire;
 
 pub use client::{FalConfig, FalProvider, DEFAULT_TIMEOUT};

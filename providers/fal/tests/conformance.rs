@@ -4,6 +4,8 @@
 //! vectorize take exactly one, z-image none), so the reference case asks `birefnet-bg-removal`
 //! with one image and checks that it arrives as the `image_url` data URL.
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 mod common;
 
 use async_trait::async_trait;

@@ -1,13 +1,17 @@
 //! The fal adapter's model mappings and special statuses, driven through the gateway as
 //! clients drive it, against fakes that assert the exact submit bodies.
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 mod common;
 
+use std::collections::BTreeMap;
+
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use bytes::Bytes;
 use common::{cancel, cdn_file, images_output, job_urls, result, status, submit, AUTH, KEY};
 use imgproxy_core::{
     ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderError, ProviderRequest,
+    ResponseFormat, ValidatedRequest,
 };
 use imgproxy_testkit::{data_url, png, reference_png};
 use serde_json::{json, Value};
@@ -150,30 +154,23 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         model: Some("birefnet-bg-removal".into()),
         ..ImageRequest::default()
     };
-    let error = generate(&server, request.clone()).await.unwrap_err();
-    assert_eq!(error.status(), 400, "{error}");
+    let error = generate(&server, request).await.unwrap_err();
+    assert_eq!(
+        (error.status(), error.param()),
+        (400, Some("images")),
+        "{error}"
+    );
     assert!(server.received_requests().await.unwrap().is_empty());
 
     // Called directly, past core validation, the provider refuses it itself.
     let catalog = common::catalog(10);
-    let validated =
-        imgproxy_core::validate::validate(&catalog, request, "z-image", &|_| true).unwrap_err();
-    assert_eq!(validated.param(), Some("images"));
-    let mut model = (**catalog.get("birefnet-bg-removal").unwrap()).clone();
-    model.min_reference_images = 0;
-    let mut lenient = catalog.clone();
-    lenient.upsert(model).unwrap();
-    let request = ImageRequest {
-        model: Some("birefnet-bg-removal".into()),
-        ..ImageRequest::default()
-    };
-    let validated =
-        imgproxy_core::validate::validate(&lenient, request, "z-image", &|_| true).unwrap();
-    let mut strict = (*validated.model).clone();
-    strict.min_reference_images = 1;
-    let validated = imgproxy_core::ValidatedRequest {
-        model: std::sync::Arc::new(strict),
-        ..validated
+    let validated = ValidatedRequest {
+        model: catalog.get("birefnet-bg-removal").unwrap().clone(),
+        prompt: String::new(),
+        n: 1,
+        response_format: ResponseFormat::B64Json,
+        params: BTreeMap::new(),
+        reference_images: Vec::new(),
     };
     let call = ProviderRequest {
         request: &validated,
@@ -433,5 +430,31 @@ async fn the_key_never_reaches_a_client() {
     let error = generate(&server, z_image(json!({}))).await.unwrap_err();
     assert_eq!(error.status(), 400);
     assert!(!error.to_string().contains(KEY), "{error}");
-    let _ = Bytes::new();
+}
+
+#[tokio::test]
+async fn a_percent_encoded_svg_data_uri_is_passed_through() {
+    let server = MockServer::start().await;
+    let reference = reference_png(2);
+    submit(
+        &server,
+        "fal-ai/recraft/vectorize",
+        json!({"image_url": data_url(&reference)}),
+        "job-svg-inline",
+    )
+    .await;
+    status(&server, "job-svg-inline", "COMPLETED", 1).await;
+    let inline = "data:image/svg+xml;utf8,%3Csvg%20xmlns%3D%22http://www.w3.org/2000/svg%22/%3E";
+    let output = json!({"image": {"url": inline, "content_type": "image/svg+xml"}});
+    result(&server, "job-svg-inline", 200, output, 1).await;
+    let request = ImageRequest {
+        model: Some("vectorize".into()),
+        images: Some(vec![ImageInput::Text(data_url(&reference))]),
+        ..ImageRequest::default()
+    };
+    let response = generate(&server, request).await.unwrap();
+    assert_eq!(
+        decoded(&response, 0),
+        br#"<svg xmlns="http://www.w3.org/2000/svg"/>"#.to_vec()
+    );
 }

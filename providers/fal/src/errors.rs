@@ -1,0 +1,130 @@
+//! Upstream failures into [`ProviderError`]s: fal's error bodies (validation items, `detail`
+//! texts, `message`), its statuses and headers, the result endpoint's "not ready yet", and the
+//! key scrubbed from anything a client may read. Pure functions only.
+
+use std::collections::BTreeMap;
+
+use imgproxy_core::{
+    upstream::{self, short},
+    ProviderError,
+};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::{
+    convert::InputMapping,
+    wire::{Detail, ErrorBody},
+};
+
+/// The moderation `type` of fal's validation items (third-party reports: a 422 on the result).
+const CONTENT_POLICY: &str = "content_policy_violation";
+
+/// Whether a result-endpoint error only says the job is not done yet (vercel special-cases it).
+pub(crate) fn still_in_progress(body: &[u8]) -> bool {
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    matches!(error.detail, Some(Detail::Text(text))
+        if text.to_ascii_lowercase().contains("still in progress"))
+}
+
+/// Maps a non-2xx answer: 429 with its wait; 504 from a user timeout; a content-policy item →
+/// moderation; validation items → invalid request naming our parameter; else by status.
+pub(crate) fn upstream_error(
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+    mapping: &InputMapping,
+    params: &BTreeMap<String, Value>,
+) -> ProviderError {
+    let retry_after = upstream::retry_after(headers);
+    if status == 429 {
+        return ProviderError::RateLimited { retry_after };
+    }
+    let timeout_type = headers
+        .get("x-fal-request-timeout-type")
+        .and_then(|v| v.to_str().ok());
+    if status == 504 && timeout_type == Some("user") {
+        return ProviderError::Timeout;
+    }
+    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let items = match &error.detail {
+        Some(Detail::Items(items)) => items.as_slice(),
+        _ => &[],
+    };
+    if let Some(item) = items
+        .iter()
+        .find(|i| i.kind.as_deref() == Some(CONTENT_POLICY))
+    {
+        let message = item
+            .msg
+            .as_deref()
+            .unwrap_or("the upstream refused the content");
+        return ProviderError::ModerationBlocked {
+            message: short(message),
+        };
+    }
+    let field = |loc: &[Value]| {
+        loc.iter()
+            .rev()
+            .filter_map(Value::as_str)
+            .find(|part| *part != "body")
+            .map(str::to_owned)
+    };
+    let text = match &error.detail {
+        Some(Detail::Text(text)) => text.clone(),
+        Some(Detail::Items(items)) => items
+            .iter()
+            .map(|item| {
+                let msg = item.msg.as_deref().unwrap_or("invalid");
+                field(&item.loc).map_or_else(|| msg.to_owned(), |f| format!("{f}: {msg}"))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => error.message.clone().unwrap_or_default(),
+    };
+    if matches!(status, 400 | 422) && !text.is_empty() {
+        let param = items
+            .first()
+            .and_then(|item| field(&item.loc))
+            .and_then(|f| mapping.param_of(&f, params));
+        return ProviderError::InvalidRequest {
+            message: format!("upstream rejected the request: {}", short(&text)),
+            param,
+            code: Some("upstream_invalid_request".into()),
+        };
+    }
+    upstream::status_error(status, retry_after, &text)
+}
+
+/// A body that is not the documented shape.
+pub(crate) fn malformed(error: &serde_json::Error) -> ProviderError {
+    upstream::failed(format!("malformed upstream response: {error}"))
+}
+
+/// `error` with every occurrence of `secret` masked: upstream texts are echoed to clients.
+pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
+    let scrub = |text: String| {
+        if secret.is_empty() {
+            text
+        } else {
+            text.replace(secret, "[redacted]")
+        }
+    };
+    match error {
+        ProviderError::InvalidRequest {
+            message,
+            param,
+            code,
+        } => ProviderError::InvalidRequest {
+            message: scrub(message),
+            param,
+            code,
+        },
+        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
+            message: scrub(message),
+        },
+        ProviderError::Failed { message } => ProviderError::Failed {
+            message: scrub(message),
+        },
+        other => other,
+    }
+}
