@@ -88,8 +88,14 @@ pub struct ImageRequest {
     /// Number of partial images to stream (0–3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_images: Option<u32>,
-    /// Reference images (imgproxy extension): URLs, data URLs or file ids.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Reference images (imgproxy extension): URLs, data URLs or file ids. `image` (one or a
+    /// list, as seed 000 and OpenAI's edits spell it) is accepted too.
+    #[serde(
+        default,
+        alias = "image",
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub images: Option<Vec<ImageInput>>,
     /// Where to POST the result of an asynchronous request (imgproxy extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,6 +124,20 @@ pub enum ImageInput {
         /// Id of an uploaded file.
         file_id: String,
     },
+}
+
+/// Accepts one reference image or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<ImageInput>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<ImageInput>),
+        One(ImageInput),
+    }
+    Ok(Option::<OneOrMany>::deserialize(deserializer)?.map(|value| match value {
+        OneOrMany::Many(list) => list,
+        OneOrMany::One(one) => vec![one],
+    }))
 }
 
 impl ImageRequest {
@@ -181,5 +201,16 @@ mod tests {
             serde_json::to_value(&request).unwrap(),
             json!({"model": "placeholder", "prompt": "p"})
         );
+    }
+
+    #[test]
+    fn image_is_an_alias_of_images_and_may_be_one() {
+        let request: ImageRequest =
+            serde_json::from_value(json!({"prompt": "p", "image": "https://example.com/a.png"})).unwrap();
+        assert_eq!(request.images, Some(vec![ImageInput::Text("https://example.com/a.png".into())]));
+        assert!(request.extra.is_empty());
+        let request: ImageRequest =
+            serde_json::from_value(json!({"prompt": "p", "images": [{"file_id": "f"}]})).unwrap();
+        assert_eq!(request.images.unwrap().len(), 1);
     }
 }

@@ -186,7 +186,7 @@ pub fn validate(
             (min, max) => format!("from {min} to {max}"),
         };
         return Err(Error::invalid_param(
-            "images",
+            "image",
             format!(
                 "{} reference images given; model `{}` takes {expected}",
                 reference_images.len(),

@@ -157,7 +157,7 @@ async fn birefnet_without_an_image_is_a_clear_400() {
     let error = generate(&server, request).await.unwrap_err();
     assert_eq!(
         (error.status(), error.param()),
-        (400, Some("images")),
+        (400, Some("image")),
         "{error}"
     );
     assert!(server.received_requests().await.unwrap().is_empty());

@@ -217,7 +217,7 @@ async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
         ),
         (json!({"model": "nano-banana", "size": "1792x1024"}), "size"),
         (json!({"model": "nano-banana", "n": 5}), "n"),
-        (json!({"model": "nano-banana", "images": refs(4)}), "images"),
+        (json!({"model": "nano-banana", "images": refs(4)}), "image"),
         (
             json!({"model": "nano-banana-pro", "image_size": "512"}),
             "image_size",
@@ -228,7 +228,7 @@ async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
         ),
         (
             json!({"model": "nano-banana-pro", "images": refs(15)}),
-            "images",
+            "image",
         ),
         (
             json!({"model": "nano-banana-2", "person_generation": "everyone"}),

@@ -116,7 +116,7 @@ async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> T
     let mut with_reference = request(json!({}))?;
     with_reference.images = Some(vec![ImageInput::Text(data_url(&reference_png(0)))]);
     let error = gateway.generate(with_reference).await.expect_err("refused");
-    assert_eq!((error.status(), error.param()), (400, Some("images")));
+    assert_eq!((error.status(), error.param()), (400, Some("image")));
     assert!(server
         .received_requests()
         .await
