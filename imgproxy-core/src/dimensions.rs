@@ -247,7 +247,12 @@ pub fn normalize(
         };
         if let Some(wanted) = wanted {
             let from_size = ratio.is_none().then_some(size).flatten();
-            out.aspect_ratio = Some(listed_spelling(model, "aspect_ratio", &wanted.to_string(), from_size)?);
+            out.aspect_ratio = Some(listed_spelling(
+                model,
+                "aspect_ratio",
+                &wanted.to_string(),
+                from_size,
+            )?);
         }
         // A model that takes neither sizes nor tiers makes images at its one native
         // resolution (about a megapixel); a larger or smaller size cannot be honoured.
@@ -311,7 +316,10 @@ fn listed_spelling(
         ),
         None => Error::invalid_param(
             param,
-            format!("model `{}` does not support {param} `{value}`; supported: {supported}", model.id),
+            format!(
+                "model `{}` does not support {param} `{value}`; supported: {supported}",
+                model.id
+            ),
         ),
     })
 }
@@ -590,7 +598,11 @@ mod tests {
     #[test]
     fn listed_ratios_match_by_value_and_keep_the_catalog_spelling() {
         let mut m = ratio_only_model();
-        if let Some(crate::catalog::ParamRule { kind: ParamKind::Enum { values }, .. }) = m.params.get_mut("aspect_ratio") {
+        if let Some(crate::catalog::ParamRule {
+            kind: ParamKind::Enum { values },
+            ..
+        }) = m.params.get_mut("aspect_ratio")
+        {
             values.push("21:9".into());
         }
         let dims = normalize(&m, None, Some("21:9"), None).unwrap();

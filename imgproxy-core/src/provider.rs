@@ -165,6 +165,34 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// This error with every occurrence of `secret` (the upstream API key) replaced: an
+    /// upstream may echo the key in its messages, and no message may carry it to a client.
+    #[must_use]
+    pub fn without_secret(self, secret: &str) -> Self {
+        if secret.is_empty() {
+            return self;
+        }
+        let scrub = |text: String| text.replace(secret, "[redacted]");
+        match self {
+            Self::InvalidRequest {
+                message,
+                param,
+                code,
+            } => Self::InvalidRequest {
+                message: scrub(message),
+                param: param.map(scrub),
+                code: code.map(scrub),
+            },
+            Self::ModerationBlocked { message } => Self::ModerationBlocked {
+                message: scrub(message),
+            },
+            Self::Failed { message } => Self::Failed {
+                message: scrub(message),
+            },
+            other => other,
+        }
+    }
+
     /// The gateway error for a failure of provider `provider` serving `model`.
     pub fn into_error(self, provider: &str, model: &str) -> Error {
         let provider = provider.to_owned();
@@ -235,6 +263,26 @@ mod tests {
         assert_eq!(sniff_mime(b"GIF89a"), Some("image/gif"));
         assert_eq!(sniff_mime(b"  <svg xmlns=..."), Some("image/svg+xml"));
         assert_eq!(sniff_mime(b"{\"json\": 1}"), None);
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_from_messages() {
+        let error = ProviderError::Failed {
+            message: "bad key sk-123".into(),
+        }
+        .without_secret("sk-123");
+        assert_eq!(
+            error,
+            ProviderError::Failed {
+                message: "bad key [redacted]".into()
+            }
+        );
+        let error = ProviderError::InvalidRequest {
+            message: "m".into(),
+            param: Some("sk-123".into()),
+            code: None,
+        };
+        assert!(!format!("{:?}", error.without_secret("sk-123")).contains("sk-123"));
     }
 
     #[test]

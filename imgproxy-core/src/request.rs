@@ -127,17 +127,21 @@ pub enum ImageInput {
 }
 
 /// Accepts one reference image or a list of them.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Vec<ImageInput>>, D::Error> {
+fn one_or_many<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<ImageInput>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum OneOrMany {
         Many(Vec<ImageInput>),
         One(ImageInput),
     }
-    Ok(Option::<OneOrMany>::deserialize(deserializer)?.map(|value| match value {
-        OneOrMany::Many(list) => list,
-        OneOrMany::One(one) => vec![one],
-    }))
+    Ok(
+        Option::<OneOrMany>::deserialize(deserializer)?.map(|value| match value {
+            OneOrMany::Many(list) => list,
+            OneOrMany::One(one) => vec![one],
+        }),
+    )
 }
 
 impl ImageRequest {
@@ -206,8 +210,12 @@ mod tests {
     #[test]
     fn image_is_an_alias_of_images_and_may_be_one() {
         let request: ImageRequest =
-            serde_json::from_value(json!({"prompt": "p", "image": "https://example.com/a.png"})).unwrap();
-        assert_eq!(request.images, Some(vec![ImageInput::Text("https://example.com/a.png".into())]));
+            serde_json::from_value(json!({"prompt": "p", "image": "https://example.com/a.png"}))
+                .unwrap();
+        assert_eq!(
+            request.images,
+            Some(vec![ImageInput::Text("https://example.com/a.png".into())])
+        );
         assert!(request.extra.is_empty());
         let request: ImageRequest =
             serde_json::from_value(json!({"prompt": "p", "images": [{"file_id": "f"}]})).unwrap();

@@ -630,6 +630,11 @@ BFL_ENDPOINTS = {
 }
 
 
+# Where the fake's polling_url points: BFL's regional form, under a prefix that rebuilding the
+# URL from the base (`{base}/v1/get_result?id=`) would not give.
+BFL_POLL_PATH = "/us1/v1/get_result"
+
+
 @dataclass
 class _BflTask:
     id: str
@@ -641,12 +646,14 @@ class _BflTask:
 
 
 class FakeBfl(FakeServer):
-    """Two ports, like BFL's global and regional hosts: ``api`` takes ``POST /v1/{endpoint}``
-    (``x-key``) and answers ``{id, polling_url}`` with the polling URL on ``region``, which
-    answers ``Pending`` ``pending_polls`` times, then ``Ready`` with a ``result.sample`` URL it
-    serves itself. A poll sent to the ``api`` port means the client rebuilt the host."""
+    """Two ports: ``api`` takes ``POST /v1/{endpoint}`` (``x-key``) and answers ``{id,
+    polling_url}``; the polling URL is on the API origin (where a client may send the key) but
+    under :data:`BFL_POLL_PATH`, a path that rebuilding the URL from the base would not give
+    (the legacy ``/v1/get_result`` is answered 404 and noted as a problem). Polls answer
+    ``Pending`` ``pending_polls`` times, then ``Ready`` with a ``result.sample`` URL on the
+    ``delivery`` port, a different origin, like BFL's ``delivery-*.bfl.ai``."""
 
-    listeners = ("api", "region")
+    listeners = ("api", "delivery")
 
     def __init__(self, key: str, pending_polls: int = 1) -> None:
         super().__init__()
@@ -663,7 +670,7 @@ class FakeBfl(FakeServer):
         return [r for r in self.requests if r.listener == "api" and r.method == "POST"]
 
     def poll_calls(self) -> list[Recorded]:
-        return [r for r in self.requests if r.method == "GET" and r.path == "/v1/get_result"]
+        return [r for r in self.requests if r.method == "GET" and r.path.endswith("/get_result")]
 
     def download_calls(self) -> list[Recorded]:
         return [r for r in self.requests if r.path.startswith("/delivery/")]
@@ -671,13 +678,15 @@ class FakeBfl(FakeServer):
     def route(self, request: Recorded) -> Response:
         if request.listener == "api":
             return self._api(request)
-        return self._region(request)
+        return self._delivery(request)
 
     def _api(self, request: Recorded) -> Response:
-        match = re.fullmatch(r"/v1/([a-z0-9.\-]+)", request.path)
-        if request.method == "GET" and request.path == "/v1/get_result":
-            self.problem("bfl: polled the API host instead of the returned polling_url")
+        if request.method == "GET" and request.path == BFL_POLL_PATH:
+            return self._poll(request)
+        if request.method == "GET" and request.path.endswith("/get_result"):
+            self.problem(f"bfl: polled {request.path} instead of the returned polling_url ({BFL_POLL_PATH})")
             return Response(404, {"detail": "Not Found"})
+        match = re.fullmatch(r"/v1/([a-z0-9.\-]+)", request.path)
         if request.method != "POST" or not match or match.group(1) not in BFL_ENDPOINTS:
             self.problem(f"bfl: unexpected {request.target} on the API host")
             return Response(404, {"detail": "Not Found"})
@@ -709,24 +718,14 @@ class FakeBfl(FakeServer):
             200,
             {
                 "id": task.id,
-                "polling_url": f"{self.url_of('region')}/v1/get_result?id={task.id}",
+                "polling_url": f"{self.url_of('api')}{BFL_POLL_PATH}?id={task.id}",
                 "cost": 4.0,
                 "input_mp": 0.0,
                 "output_mp": 0.79,
             },
         )
 
-    def _region(self, request: Recorded) -> Response:
-        if request.method == "GET" and request.path.startswith("/delivery/"):
-            task_id = request.path.split("/")[2]
-            with self.lock:
-                task = self.tasks.get(task_id)
-            if task is None or not task.ready:
-                return Response(404, "BlobNotFound", content_type="application/xml")
-            return Response(200, task.sample, content_type="image/png")
-        if request.method != "GET" or request.path != "/v1/get_result":
-            self.problem(f"bfl: unexpected {request.target} on the polling host")
-            return Response(404, {"detail": "Not Found"})
+    def _poll(self, request: Recorded) -> Response:
         if request.headers.get("x-key") != self.key:
             self.problem("bfl: poll without `x-key` of the configured key")
             return Response(403, {"detail": "Not authenticated - Invalid Authentication"})
@@ -739,7 +738,7 @@ class FakeBfl(FakeServer):
                 task.polls_left -= 1
                 return Response(200, {"id": task.id, "status": "Pending", "result": None, "progress": 0.5, "details": None})
             task.ready = True
-        sample = f"{self.url_of('region')}/delivery/{task.id}/sample.png?se=2026-01-01T00%3A10%3A00Z&sig=fake"
+        sample = f"{self.url_of('delivery')}/delivery/{task.id}/sample.png?se=2026-01-01T00%3A10%3A00Z&sig=fake"
         return Response(
             200,
             {
@@ -757,6 +756,17 @@ class FakeBfl(FakeServer):
                 "details": None,
             },
         )
+
+    def _delivery(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/delivery/"):
+            task_id = request.path.split("/")[2]
+            with self.lock:
+                task = self.tasks.get(task_id)
+            if task is None or not task.ready:
+                return Response(404, "BlobNotFound", content_type="application/xml")
+            return Response(200, task.sample, content_type="image/png")
+        self.problem(f"bfl: unexpected {request.target} on the delivery host")
+        return Response(404, "BlobNotFound", content_type="application/xml")
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import openai
 import pytest
 from conftest import ImgproxyFactory, Server
 from fake_upstreams import (
+    BFL_POLL_PATH,
     FakeBfl,
     FakeFal,
     FakeFiles,
@@ -433,19 +434,21 @@ def test_grok_imagine_with_a_reference_image_uses_json_edits(
 
 
 def assert_bfl_flow(bfl: FakeBfl, endpoint: str) -> dict[str, Any]:
-    """One submit to ``endpoint`` with x-key, polls of the returned polling_url (on the other
-    port) with x-key until Ready (Pending, then Ready: exactly two), the sample downloaded
-    once. Returns the submitted body."""
+    """One submit to ``endpoint`` with x-key, polls of the returned polling_url as it was
+    returned, with x-key, until Ready (Pending, then Ready: exactly two), the sample downloaded
+    once from the delivery origin without the key. Returns the submitted body."""
     submits = bfl.submit_calls()
     assert [s.path for s in submits] == [endpoint], f"expected one submit to {endpoint}: {bfl.summary()}"
     assert submits[0].headers.get("x-key") == BFL_KEY
     polls = bfl.poll_calls()
-    assert len(polls) == 2 and all(p.listener == "region" for p in polls), (
+    assert [p.path for p in polls] == [BFL_POLL_PATH] * 2, (
         f"expected two polls of the returned polling_url (Pending, then Ready): {bfl.summary()}"
     )
     task_id = next(iter(bfl.tasks))
     assert all(p.query.get("id") == [task_id] and p.headers.get("x-key") == BFL_KEY for p in polls)
-    assert len(bfl.download_calls()) == 1, f"expected the sample downloaded once: {bfl.summary()}"
+    downloads = bfl.download_calls()
+    assert len(downloads) == 1, f"expected the sample downloaded once: {bfl.summary()}"
+    assert no_auth(downloads[0]), "the BFL key was sent to the delivery URL"
     assert_no_problems(bfl)
     return submits[0].json
 

@@ -263,34 +263,6 @@ pub(crate) fn generated_image(
     })
 }
 
-/// Removes `secret` from every message of `error`: whatever an upstream echoes back, the key
-/// must not reach a client or a log line.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    let scrub = |text: String| {
-        if !secret.is_empty() && text.contains(secret) {
-            text.replace(secret, "[redacted]")
-        } else {
-            text
-        }
-    };
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param,
-            code,
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => failed(scrub(message)),
-        other => other,
-    }
-}
-
 fn malformed(detail: &str) -> ProviderError {
     failed(format!("malformed BFL response: {}", short(detail)))
 }

@@ -99,32 +99,3 @@ pub(crate) fn upstream_error(
 pub(crate) fn malformed(error: &serde_json::Error) -> ProviderError {
     upstream::failed(format!("malformed upstream response: {error}"))
 }
-
-/// `error` with every occurrence of `secret` masked: upstream texts are echoed to clients.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    let scrub = |text: String| {
-        if secret.is_empty() {
-            text
-        } else {
-            text.replace(secret, "[redacted]")
-        }
-    };
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param,
-            code,
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => ProviderError::Failed {
-            message: scrub(message),
-        },
-        other => other,
-    }
-}

@@ -93,7 +93,7 @@ impl ImageProvider for GeminiProvider {
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(request)
             .await
-            .map_err(|e| error::without_secret(e, self.api_key.expose_secret()))
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
 }
 

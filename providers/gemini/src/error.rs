@@ -81,33 +81,6 @@ fn proto_duration(text: &str) -> Option<Duration> {
     Duration::try_from_secs_f64(seconds).ok()
 }
 
-/// Removes `secret` from every message of `error`: whatever an upstream echoes back, the key
-/// must not reach a client or a log line.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    if secret.is_empty() {
-        return error;
-    }
-    let scrub = |text: String| text.replace(secret, "[redacted]");
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param,
-            code,
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => ProviderError::Failed {
-            message: scrub(message),
-        },
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

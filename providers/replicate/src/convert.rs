@@ -247,30 +247,6 @@ pub(crate) fn data_url(url: &str, max_bytes: usize) -> Result<Bytes, ProviderErr
         .map_err(|e| failed(format!("malformed upstream response: `data:` output: {e}")))
 }
 
-/// `error` with every occurrence of the API key removed (an upstream may echo it).
-pub(crate) fn without_secret(error: ProviderError, key: &str) -> ProviderError {
-    if key.is_empty() {
-        return error;
-    }
-    let scrub = |text: String| text.replace(key, "[redacted]");
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param,
-            code,
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => failed(scrub(message)),
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +336,7 @@ mod tests {
 
     #[test]
     fn the_key_never_survives_in_messages() {
-        let error = without_secret(failed("bad token r8_abc"), "r8_abc");
+        let error = failed("bad token r8_abc").without_secret("r8_abc");
         assert_eq!(error, failed("bad token [redacted]"));
     }
 }

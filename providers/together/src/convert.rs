@@ -171,33 +171,6 @@ pub(crate) fn error_from_status(
     upstream::status_error(status, retry_after, &message)
 }
 
-/// Removes `secret` from every message of `error`: whatever an upstream echoes back, the key
-/// must reach neither a client nor a log line.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    if secret.is_empty() {
-        return error;
-    }
-    let scrub = |text: String| text.replace(secret, "[redacted]");
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param: param.map(scrub),
-            code: code.map(scrub),
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => ProviderError::Failed {
-            message: scrub(message),
-        },
-        other => other,
-    }
-}
-
 fn malformed(detail: String) -> ProviderError {
     upstream::failed(format!(
         "malformed upstream response: {}",

@@ -94,7 +94,7 @@ impl ImageProvider for XaiProvider {
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(call)
             .await
-            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
 }
 

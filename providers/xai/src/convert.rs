@@ -242,33 +242,6 @@ pub(crate) fn error_from_status(
     upstream::status_error(status, retry_after, &message)
 }
 
-/// Removes `secret` from every message of `error`: xAI answers a bad key with a 400 whose
-/// text may echo it, and the key must reach neither a client nor a log line.
-pub(crate) fn without_secret(error: ProviderError, secret: &str) -> ProviderError {
-    if secret.is_empty() {
-        return error;
-    }
-    let scrub = |text: String| text.replace(secret, "[redacted]");
-    match error {
-        ProviderError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => ProviderError::InvalidRequest {
-            message: scrub(message),
-            param: param.map(scrub),
-            code: code.map(scrub),
-        },
-        ProviderError::ModerationBlocked { message } => ProviderError::ModerationBlocked {
-            message: scrub(message),
-        },
-        ProviderError::Failed { message } => ProviderError::Failed {
-            message: scrub(message),
-        },
-        other => other,
-    }
-}
-
 fn malformed(detail: String) -> ProviderError {
     upstream::failed(format!(
         "malformed upstream response: {}",
@@ -384,6 +357,6 @@ mod tests {
             ProviderError::Unauthorized { status: 400 }
         );
         let error = upstream::status_error(422, None, "prompt echoes xai-secret");
-        assert!(!message(without_secret(error, "xai-secret")).contains("xai-secret"));
+        assert!(!message(error.without_secret("xai-secret")).contains("xai-secret"));
     }
 }

@@ -98,7 +98,7 @@ fn samples_must_be_images_and_secrets_are_scrubbed() {
     assert_eq!(typed.mime, "image/avif");
     assert!(generated_image(Bytes::from_static(b"<html>"), Some("text/html")).is_err());
     assert_eq!(
-        without_secret(failed("key k-123 echoed"), "k-123"),
+        failed("key k-123 echoed").without_secret("k-123"),
         failed("key [redacted] echoed")
     );
 }
