@@ -1,6 +1,6 @@
 //! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl.
-//! Everything that touches the network lives here; what goes into a request and how answers
-//! are read is `convert`'s job.
+//! Everything that touches the network lives here; building requests and reading answers is
+//! the job of `convert` and `edits`, mapping failures that of `errors`.
 
 use std::time::Duration;
 
@@ -9,14 +9,13 @@ use bytes::Bytes;
 use imgproxy_core::{Generation, ImageProvider, ProviderError, ProviderRequest};
 use reqwest::{
     header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION},
-    Response,
+    RequestBuilder, Response,
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::Value;
 
 use crate::{
     convert::{self, ImageSource},
-    PROVIDER_ID,
+    edits, errors, PROVIDER_ID,
 };
 
 /// OpenAI's API root.
@@ -71,6 +70,8 @@ impl OpenAIConfig {
 pub struct OpenAIProvider {
     name: String,
     generations_url: String,
+    /// Where calls with reference images go.
+    edits_url: String,
     /// Auth and organisation headers, sent to the API only, never to download URLs.
     api_headers: HeaderMap,
     /// Kept to scrub it from upstream messages.
@@ -88,11 +89,10 @@ impl OpenAIProvider {
             .user_agent(USER_AGENT)
             .build()
             .map_err(|e| failed(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        let base_url = config.base_url.trim_end_matches('/');
         Ok(Self {
-            generations_url: format!(
-                "{}/images/generations",
-                config.base_url.trim_end_matches('/')
-            ),
+            generations_url: format!("{base_url}/images/generations"),
+            edits_url: format!("{base_url}/images/edits"),
             name: config.name,
             api_headers,
             api_key: config.api_key,
@@ -111,7 +111,7 @@ impl ImageProvider for OpenAIProvider {
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(request)
             .await
-            .map_err(|e| convert::without_secret(e, self.api_key.expose_secret()))
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
 }
 
@@ -121,9 +121,17 @@ impl OpenAIProvider {
         request: ProviderRequest<'_>,
     ) -> Result<Generation, ProviderError> {
         let model = request.upstream_model();
-        let body = convert::generation_body(&request);
-        tracing::debug!(provider = %self.name, model, n = request.n, "calling images/generations");
-        let answer = self.post_json(&self.generations_url, &body, model).await?;
+        let references = request.references.len();
+        tracing::debug!(provider = %self.name, model, n = request.n, references, "calling upstream");
+        // Reference images need the edits endpoint: generations would silently ignore them.
+        let call = if references == 0 {
+            self.api_post(&self.generations_url)
+                .json(&convert::generation_body(&request))
+        } else {
+            self.api_post(&self.edits_url)
+                .multipart(edits::form(&request)?)
+        };
+        let answer = self.send(call, model).await?;
         let parsed = convert::parse_response(&answer)?;
 
         let output_format = parsed
@@ -152,31 +160,24 @@ impl OpenAIProvider {
         })
     }
 
-    /// POSTs `body` to the API and returns the 2xx body, or the mapped upstream error.
-    async fn post_json(
-        &self,
-        url: &str,
-        body: &Value,
-        model: &str,
-    ) -> Result<Bytes, ProviderError> {
-        let response = self
-            .client
-            .post(url)
-            .headers(self.api_headers.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+    /// A POST to the API at `url`, carrying the API headers; the caller adds the body.
+    fn api_post(&self, url: &str) -> RequestBuilder {
+        self.client.post(url).headers(self.api_headers.clone())
+    }
+
+    /// Sends an API call and returns the 2xx body, or the mapped upstream error.
+    async fn send(&self, call: RequestBuilder, model: &str) -> Result<Bytes, ProviderError> {
+        let response = call.send().await.map_err(transport_error)?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = convert::retry_after(
+            let retry_after = errors::retry_after(
                 header(&response, "retry-after-ms"),
                 header(&response, "retry-after"),
             );
             // The status alone decides the error kind, so an unreadable body is no worse than
             // an empty one.
             let body = response.bytes().await.unwrap_or_default();
-            return Err(convert::error_from_status(
+            return Err(errors::error_from_status(
                 status.as_u16(),
                 retry_after,
                 &body,

@@ -2,11 +2,14 @@
 //! OpenAI-compatible endpoint: configure another instance with its own `name`, `base_url` and
 //! key, and point catalog entries at that name.
 //!
-//! `client` holds the provider and its HTTP, `convert` the body building, response reading and
-//! error mapping, `wire` OpenAI's serde types.
+//! `client` holds the provider and its HTTP, `convert` the request fields and response
+//! reading, `edits` the multipart form of calls with reference images, `errors` the mapping of
+//! upstream failures, `wire` OpenAI's serde types.
 
 mod client;
 mod convert;
+mod edits;
+mod errors;
 mod wire;
 
 pub use client::{

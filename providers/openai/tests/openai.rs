@@ -2,11 +2,15 @@
 //! test starts its own mock upstream, asserts the exact outgoing request and the call count,
 //! and checks what the gateway answers.
 
+mod common;
+
 use std::{sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
+use common::{count, exact_form, find, FormPart};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+use imgproxy_testkit::{data_url, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, method, path},
@@ -537,6 +541,183 @@ async fn failed_or_oversized_downloads_are_502() -> TestResult {
 
         assert_eq!(error.status(), 502);
         assert!(error.to_string().contains(expected), "{error}");
+    }
+    Ok(())
+}
+
+/// The embedded catalog with `gpt-image-2`'s `upstream_params` set to `params`.
+fn gpt_image_2_with(params: Value) -> Result<Catalog, Box<dyn std::error::Error>> {
+    let mut catalog = Catalog::embedded()?;
+    let mut model = (**catalog.resolve("gpt-image-2", &|_| true)?).clone();
+    model.upstream_params = serde_json::from_value(params)?;
+    catalog.upsert(model)?;
+    Ok(catalog)
+}
+
+/// Two reference images as the client sends them, data URLs in request order.
+fn two_references() -> Value {
+    json!([data_url(&reference_png(0)), data_url(&reference_png(1))])
+}
+
+#[tokio::test]
+async fn reference_images_go_to_images_edits_as_multipart() -> TestResult {
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .and(path("/images/generations"))
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/images/edits"))
+        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "created": 1, "data": CASES[0].images(1), "output_format": "png"
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // `response_format` from the catalog too: GPT image models answer 400 to it on edits.
+    let catalog = gpt_image_2_with(json!({"response_format": "b64_json", "x": 1}))?;
+    let gateway = gateway(catalog, vec![config(&server)])?;
+
+    let response = gateway
+        .generate(serde_json::from_value(json!({
+            "model": "gpt-image-2", "prompt": "a sea otter", "response_format": "b64_json",
+            "images": two_references()
+        }))?)
+        .await?;
+
+    assert_eq!(response.data.len(), 1);
+    assert_eq!(response.data[0].b64_json, Some(STANDARD.encode(PNG)));
+    let requests = server.received_requests().await.ok_or("recording is on")?;
+    let [request] = requests.as_slice() else {
+        return Err(format!("expected one call, got {}", requests.len()).into());
+    };
+    let content_type = request
+        .headers
+        .get("content-type")
+        .ok_or("no Content-Type")?
+        .to_str()?;
+    assert!(
+        content_type.starts_with("multipart/form-data; boundary="),
+        "{content_type}"
+    );
+    let body = request.body.as_slice();
+    assert_eq!(count(body, br#"name="image[]""#), 2);
+    let first = find(body, &reference_png(0), 0).ok_or("the first reference is missing")?;
+    let second = find(body, &reference_png(1), 0).ok_or("the second reference is missing")?;
+    assert!(first < second, "references keep the request order");
+    for field in [
+        "name=\"image[]\"; filename=\"image-0.png\"\r\nContent-Type: image/png\r\n\r\n",
+        "name=\"image[]\"; filename=\"image-1.png\"\r\nContent-Type: image/png\r\n\r\n",
+        "name=\"model\"\r\n\r\ngpt-image-2\r\n",
+        "name=\"prompt\"\r\n\r\na sea otter\r\n",
+        "name=\"n\"\r\n\r\n1\r\n",
+        "name=\"size\"\r\n\r\nauto\r\n",
+        "name=\"x\"\r\n\r\n1\r\n",
+    ] {
+        assert_eq!(count(body, field.as_bytes()), 1, "{field}");
+    }
+    assert_eq!(count(body, b"response_format"), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn edits_of_compatible_upstreams_keep_their_upstream_params_as_text() -> TestResult {
+    let compat = MockServer::start().await;
+    let text = [
+        ("model", "flux-dev"),
+        ("prompt", "a fox"),
+        ("n", "1"),
+        ("background", "auto"),
+        ("moderation", "auto"),
+        ("output_format", "png"),
+        ("quality", "auto"),
+        ("size", "auto"),
+        ("response_format", "url"),
+        ("steps", "28"),
+    ];
+    let files = vec![FormPart::file(
+        "image[]",
+        "image-0.png",
+        "image/png",
+        &reference_png(0),
+    )];
+    Mock::given(method("POST"))
+        .and(path("/v1/images/edits"))
+        .and(header(
+            "authorization",
+            format!("Bearer {COMPAT_KEY}").as_str(),
+        ))
+        .and(exact_form(&text, files))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [{"url": format!("{}/files/a.png", compat.uri())}]})),
+        )
+        .expect(1)
+        .mount(&compat)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/files/a.png"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(PNG, "image/png"))
+        .expect(1)
+        .mount(&compat)
+        .await;
+    let gateway = gateway(compat_catalog()?, vec![compat_config(&compat)])?;
+
+    let response = gateway
+        .generate(serde_json::from_value(json!({
+            "model": "compat-flux", "prompt": "a fox", "images": [data_url(&reference_png(0))]
+        }))?)
+        .await?;
+
+    assert_eq!(response.data[0].b64_json, Some(STANDARD.encode(PNG)));
+    Ok(())
+}
+
+#[tokio::test]
+async fn edit_failures_map_like_generation_failures() -> TestResult {
+    let moderation = json!({"error": {"message": "Rejected by the safety system.",
+                                      "type": "image_generation_user_error",
+                                      "code": "moderation_blocked"}});
+    for (answer, status, code) in [
+        (
+            ResponseTemplate::new(400).set_body_json(moderation),
+            400,
+            Some("moderation_blocked"),
+        ),
+        (
+            ResponseTemplate::new(429).insert_header("retry-after-ms", "1500"),
+            429,
+            Some("rate_limit_exceeded"),
+        ),
+        (ResponseTemplate::new(500), 502, Some("upstream_error")),
+        (
+            ResponseTemplate::new(200).set_body_raw("{\"data\": [", "application/json"),
+            502,
+            Some("upstream_error"),
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/images/edits"))
+            .respond_with(answer)
+            .expect(1)
+            .mount(&server)
+            .await;
+        let request = json!({"model": "gpt-image-2", "prompt": "a sea otter",
+                             "images": two_references()});
+
+        let error = generate(&server, request)
+            .await?
+            .err()
+            .ok_or("the edit must fail")?;
+
+        assert_eq!((error.status(), error.code()), (status, code), "{error}");
+        if status == 429 {
+            assert_eq!(error.retry_after(), Some(Duration::from_millis(1500)));
+        }
     }
     Ok(())
 }

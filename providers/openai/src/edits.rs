@@ -1,0 +1,93 @@
+//! The multipart form of `POST /images/edits`, where a call with reference images goes: the
+//! generation fields as text parts and one `image[]` file part per reference, laid out as
+//! openai-python sends them. Building only; `client` sends it.
+
+use imgproxy_core::{provider::extension_of, ProviderError, ProviderRequest, ReferenceImage};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+
+use crate::convert;
+
+/// The name of every reference image's part. openai-python sends a list of files as `image[]`,
+/// even a one-element list.
+const IMAGE_FIELD: &str = "image[]";
+
+/// The text parts of an edit, by name: the same fields, with the same precedence, as the
+/// generation body (so never `response_format` for GPT image models).
+pub(crate) fn text_fields(request: &ProviderRequest<'_>) -> Vec<(String, String)> {
+    convert::generation_body(request)
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, as_text(value)?)))
+        .collect()
+}
+
+/// A field's value as a text part: strings as they are, numbers as decimal strings, booleans
+/// as `true`/`false`, objects and arrays as JSON text. Nulls are left out.
+fn as_text(value: Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        other @ (Value::Array(_) | Value::Object(_)) => Some(other.to_string()),
+    }
+}
+
+/// The file name of reference `index`: `image-<index>.<extension of its MIME type>`.
+fn file_name(index: usize, reference: &ReferenceImage) -> String {
+    format!("image-{index}.{}", extension_of(&reference.mime))
+}
+
+/// The whole form: the text parts first, then the references in request order, each typed
+/// with its MIME type. reqwest sets the `multipart/form-data` header and its boundary.
+pub(crate) fn form(request: &ProviderRequest<'_>) -> Result<Form, ProviderError> {
+    let mut form = Form::new();
+    for (name, value) in text_fields(request) {
+        form = form.text(name, value);
+    }
+    for (index, reference) in request.references.iter().enumerate() {
+        // From `Bytes`, so the length is known and the request gets a `Content-Length`.
+        let part = Part::stream(reference.bytes.clone())
+            .file_name(file_name(index, reference))
+            .mime_str(&reference.mime)
+            .map_err(|_| ProviderError::Failed {
+                message: format!("reference image {index} has an unusable MIME type"),
+            })?;
+        form = form.part(IMAGE_FIELD, part);
+    }
+    Ok(form)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn values_become_text_like_openai_python_sends_them() {
+        assert_eq!(as_text(json!("auto")), Some("auto".into()));
+        assert_eq!(as_text(json!(28)), Some("28".into()));
+        assert_eq!(as_text(json!(-1.5)), Some("-1.5".into()));
+        assert_eq!(as_text(json!(true)), Some("true".into()));
+        assert_eq!(as_text(json!(false)), Some("false".into()));
+        assert_eq!(
+            as_text(json!({"a": [1, "b"]})),
+            Some(r#"{"a":[1,"b"]}"#.into())
+        );
+        assert_eq!(as_text(json!([1, 2])), Some("[1,2]".into()));
+        assert_eq!(as_text(Value::Null), None);
+    }
+
+    #[test]
+    fn file_names_follow_the_mime_type() {
+        let reference = |mime: &str| ReferenceImage {
+            bytes: Bytes::new(),
+            mime: mime.into(),
+        };
+        assert_eq!(file_name(0, &reference("image/png")), "image-0.png");
+        assert_eq!(file_name(1, &reference("image/jpeg")), "image-1.jpg");
+        assert_eq!(file_name(2, &reference("image/webp")), "image-2.webp");
+    }
+}
