@@ -56,6 +56,34 @@ pub enum Error {
         /// Provider name.
         provider: String,
     },
+    /// The API key's balance does not cover the request's worst-case price (402).
+    #[error("insufficient credits: this request needs {needed} credits and the key has {balance}")]
+    InsufficientCredits {
+        /// Credits the request reserves.
+        needed: u64,
+        /// Credits the key has.
+        balance: i64,
+    },
+    /// An addressed object, such as an API key id in the admin API, does not exist (404).
+    #[error("{message}")]
+    NotFound {
+        /// Human-readable reason.
+        message: String,
+    },
+    /// The caller may not do this: a model outside its key's list, an unpriced model (403).
+    #[error("{message}")]
+    Forbidden {
+        /// Why.
+        message: String,
+    },
+    /// The caller's key went over one of its own limits (429).
+    #[error("this key exceeded its limit of {limit}; retry later")]
+    LimitExceeded {
+        /// Which limit, e.g. `requests per minute`.
+        limit: String,
+        /// When a retry can succeed.
+        retry_after: Option<Duration>,
+    },
     /// A bug or an environment failure inside imgproxy (500). The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -84,8 +112,10 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Self::InvalidRequest { .. } | Self::ModerationBlocked { .. } => 400,
-            Self::ModelNotFound { .. } => 404,
-            Self::RateLimited { .. } => 429,
+            Self::InsufficientCredits { .. } => 402,
+            Self::ModelNotFound { .. } | Self::NotFound { .. } => 404,
+            Self::Forbidden { .. } => 403,
+            Self::RateLimited { .. } | Self::LimitExceeded { .. } => 429,
             Self::UpstreamAuth { .. } | Self::Upstream { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
             Self::Internal(_) => 500,
@@ -95,9 +125,13 @@ impl Error {
     /// OpenAI error `type`.
     pub fn error_type(&self) -> &'static str {
         match self {
-            Self::InvalidRequest { .. } | Self::ModelNotFound { .. } => "invalid_request_error",
+            Self::InvalidRequest { .. }
+            | Self::ModelNotFound { .. }
+            | Self::InsufficientCredits { .. }
+            | Self::NotFound { .. }
+            | Self::Forbidden { .. } => "invalid_request_error",
             Self::ModerationBlocked { .. } => "image_generation_user_error",
-            Self::RateLimited { .. } => "rate_limit_error",
+            Self::RateLimited { .. } | Self::LimitExceeded { .. } => "rate_limit_error",
             Self::UpstreamAuth { .. } | Self::Upstream { .. } | Self::UpstreamTimeout { .. } => {
                 "upstream_error"
             }
@@ -110,8 +144,11 @@ impl Error {
         match self {
             Self::InvalidRequest { code, .. } => code.as_deref(),
             Self::ModelNotFound { .. } => Some("model_not_found"),
+            Self::InsufficientCredits { .. } => Some("insufficient_credits"),
+            Self::NotFound { .. } => Some("not_found"),
             Self::ModerationBlocked { .. } => Some("moderation_blocked"),
-            Self::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Self::Forbidden { .. } => Some("permission_denied"),
+            Self::RateLimited { .. } | Self::LimitExceeded { .. } => Some("rate_limit_exceeded"),
             Self::UpstreamAuth { .. } => Some("upstream_auth_failed"),
             Self::Upstream { .. } => Some("upstream_error"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
@@ -131,7 +168,9 @@ impl Error {
     /// How long the client should wait before retrying, for 429s.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::RateLimited { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } | Self::LimitExceeded { retry_after, .. } => {
+                *retry_after
+            }
             _ => None,
         }
     }
@@ -166,6 +205,23 @@ mod tests {
                 404,
                 "invalid_request_error",
                 Some("model_not_found"),
+            ),
+            (
+                Error::InsufficientCredits {
+                    needed: 3,
+                    balance: 1,
+                },
+                402,
+                "invalid_request_error",
+                Some("insufficient_credits"),
+            ),
+            (
+                Error::NotFound {
+                    message: "x".into(),
+                },
+                404,
+                "invalid_request_error",
+                Some("not_found"),
             ),
             (
                 Error::ModerationBlocked {
@@ -204,6 +260,23 @@ mod tests {
                 504,
                 "upstream_error",
                 Some("upstream_timeout"),
+            ),
+            (
+                Error::Forbidden {
+                    message: "x".into(),
+                },
+                403,
+                "invalid_request_error",
+                Some("permission_denied"),
+            ),
+            (
+                Error::LimitExceeded {
+                    limit: "rpm".into(),
+                    retry_after: None,
+                },
+                429,
+                "rate_limit_error",
+                Some("rate_limit_exceeded"),
             ),
             (
                 Error::Internal("secret detail".into()),

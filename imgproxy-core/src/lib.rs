@@ -7,11 +7,13 @@
 //! the set of configured providers is only known at start-up, from the config file and the
 //! environment; one registry keyed by provider name serves every model of the catalog.
 
+pub mod accounts;
 pub mod catalog;
 pub mod dimensions;
 mod error;
 pub mod fetch;
 pub mod gateway;
+pub mod metering;
 pub mod pricing;
 pub mod provider;
 pub mod request;
@@ -21,6 +23,7 @@ pub mod store;
 pub mod upstream;
 pub mod validate;
 
+pub use accounts::Accounts;
 pub use catalog::{Capability, Catalog, ModelSpec};
 pub use error::Error;
 pub use gateway::{Gateway, GatewayBuilder};

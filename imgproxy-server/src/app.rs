@@ -4,17 +4,16 @@
 use std::any::Any;
 
 use axum::{
-    extract::{DefaultBodyLimit, Request, State},
-    http::header,
-    middleware::{self, Next},
+    extract::{DefaultBodyLimit, Request},
+    middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
     Extension, Router,
 };
-use secrecy::ExposeSecret as _;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{
+    auth,
     error::ApiError,
     handlers,
     state::{AppState, BodyLimit},
@@ -29,7 +28,17 @@ pub fn build_app(state: AppState) -> Router {
         )
         .route("/v1/models", get(handlers::models::list))
         .route("/v1/models/{id}", get(handlers::models::retrieve))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_key));
+        .route("/v1/credits", get(handlers::credits::get))
+        .route(
+            "/v1/admin/keys",
+            post(handlers::admin::create).get(handlers::admin::list),
+        )
+        .route("/v1/admin/keys/{id}/revoke", post(handlers::admin::revoke))
+        .route("/v1/admin/keys/{id}/credit", post(handlers::admin::credit))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ));
     Router::new()
         .merge(api)
         .route("/images/{key}", get(handlers::images::get))
@@ -41,30 +50,6 @@ pub fn build_app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Rejects API requests without the master key, when one is configured.
-async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(master_key) = &state.master_key else {
-        return next.run(request).await;
-    };
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(key) if constant_time_eq(key.as_bytes(), master_key.expose_secret().as_bytes()) => {
-            next.run(request).await
-        }
-        _ => ApiError::Unauthorized.into_response(),
-    }
-}
-
-/// Compares without an early exit, so that timing does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn not_found(request: Request) -> ApiError {
@@ -91,16 +76,4 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         "handler panicked: {detail}"
     )))
     .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_compares_whole_keys() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
-    }
 }

@@ -18,18 +18,86 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
+    /// Manage API keys (the same database the server uses).
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
-/// Arguments of `imgproxy serve`. Each overrides the config file.
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = crate::config::ENV_LISTEN)]
-    pub listen: Option<SocketAddr>,
+/// Where the configuration and state live. Each overrides the config file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
     /// TOML config file.
     #[arg(long, env = crate::config::ENV_CONFIG)]
     pub config: Option<PathBuf>,
     /// Folder for the database and images [default: ./data].
     #[arg(long, env = crate::config::ENV_DATA_DIR)]
     pub data_dir: Option<PathBuf>,
+    /// Database: `sqlite://PATH` or `postgres://...` [default: sqlite in the data dir].
+    #[arg(long, env = crate::config::ENV_DATABASE_URL)]
+    pub database_url: Option<String>,
+}
+
+/// Arguments of `imgproxy serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = crate::config::ENV_LISTEN)]
+    pub listen: Option<SocketAddr>,
+    /// Config file, data dir and database.
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `imgproxy keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Issue a key; its secret is printed once and stored only as a hash.
+    Create {
+        /// Config file, data dir and database.
+        #[command(flatten)]
+        state: StateArgs,
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// Starting balance in credits.
+        #[arg(long, default_value_t = 0)]
+        credits: i64,
+        /// Requests per minute.
+        #[arg(long)]
+        rpm: Option<u32>,
+        /// Images per minute.
+        #[arg(long)]
+        images_per_minute: Option<u32>,
+        /// Requests in flight at once.
+        #[arg(long)]
+        max_concurrent: Option<u32>,
+        /// Models the key may use, comma-separated [default: all].
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Config file, data dir and database.
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Revoke a key at once.
+    Revoke {
+        /// Config file, data dir and database.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Key id.
+        id: String,
+    },
+    /// Add (or, negative, remove) credits.
+    Credit {
+        /// Config file, data dir and database.
+        #[command(flatten)]
+        state: StateArgs,
+        /// Key id.
+        id: String,
+        /// Credits to add.
+        #[arg(allow_negative_numbers = true)]
+        amount: i64,
+    },
 }

@@ -14,6 +14,8 @@ pub const ENV_LISTEN: &str = "IMGPROXY_LISTEN";
 pub const ENV_CONFIG: &str = "IMGPROXY_CONFIG";
 /// Data folder.
 pub const ENV_DATA_DIR: &str = "IMGPROXY_DATA_DIR";
+/// Database URL: `sqlite://PATH` or `postgres://...`.
+pub const ENV_DATABASE_URL: &str = "IMGPROXY_DATABASE_URL";
 /// Master key: when set, every API request must carry it as a Bearer token.
 pub const ENV_MASTER_KEY: &str = "IMGPROXY_MASTER_KEY";
 /// Base URL under which clients reach this server (for image URLs).
@@ -111,8 +113,10 @@ impl ProviderKind {
 pub struct Config {
     /// Address to listen on.
     pub listen: Option<SocketAddr>,
-    /// Folder for images (and, later, the database).
+    /// Folder for images and the default SQLite database.
     pub data_dir: Option<PathBuf>,
+    /// Database URL (default: `sqlite://<data_dir>/imgproxy.db`).
+    pub database_url: Option<String>,
     /// Base URL clients use to reach this server; image URLs start with it.
     pub public_url: Option<String>,
     /// Master key (prefer the environment variable).
@@ -207,6 +211,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Data folder.
     pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
     /// Explicit public URL.
     pub public_url: Option<String>,
     /// Master key.
@@ -280,7 +286,7 @@ impl Config {
     pub fn into_settings(
         mut self,
         listen: Option<SocketAddr>,
-        data_dir: Option<PathBuf>,
+        state: &crate::cli::StateArgs,
         env: &dyn Env,
     ) -> anyhow::Result<Settings> {
         let listen = match listen.or(self.listen) {
@@ -340,6 +346,17 @@ impl Config {
             });
         }
 
+        let data_dir = state
+            .data_dir
+            .clone()
+            .or(self.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let database_url = state
+            .database_url
+            .clone()
+            .or(self.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("imgproxy.db").display()));
+
         let mut fetch = self.fetch;
         if let Some(hosts) = env.var(ENV_FETCH_ALLOW_HOSTS) {
             fetch.allow_hosts = hosts
@@ -353,9 +370,8 @@ impl Config {
 
         Ok(Settings {
             listen,
-            data_dir: data_dir
-                .or(self.data_dir)
-                .unwrap_or_else(|| PathBuf::from("data")),
+            database_url,
+            data_dir,
             public_url: env
                 .var(ENV_PUBLIC_URL)
                 .or(self.public_url)
@@ -413,6 +429,14 @@ mod tests {
         }
     }
 
+    fn no_state() -> crate::cli::StateArgs {
+        crate::cli::StateArgs {
+            config: None,
+            data_dir: None,
+            database_url: None,
+        }
+    }
+
     fn env(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
         FakeEnv(pairs.iter().copied().collect())
     }
@@ -420,7 +444,7 @@ mod tests {
     #[test]
     fn defaults_without_config_or_env() {
         let settings = Config::default()
-            .into_settings(None, None, &env(&[]))
+            .into_settings(None, &no_state(), &env(&[]))
             .unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert!(settings.providers.is_empty());
@@ -436,7 +460,7 @@ mod tests {
             ("GOOGLE_GENERATIVE_AI_API_KEY", "g-1"),
             ("FAL_KEY", "f-1"),
         ]);
-        let settings = config.into_settings(None, None, &vars).unwrap();
+        let settings = config.into_settings(None, &no_state(), &vars).unwrap();
         let names: Vec<_> = settings.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["openai", "gemini", "fal"]);
         let openai = &settings.providers[0];
@@ -479,7 +503,7 @@ mod tests {
         let vars = env(&[("GW_KEY", "k"), (ENV_FETCH_MAX_BYTES, "1000")]);
         let settings = Config::from_toml(text)
             .unwrap()
-            .into_settings(None, None, &vars)
+            .into_settings(None, &no_state(), &vars)
             .unwrap();
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.providers[0].name, "gw");
@@ -496,7 +520,9 @@ mod tests {
     #[test]
     fn fetch_allow_list_comes_from_the_environment() {
         let vars = env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]);
-        let settings = Config::default().into_settings(None, None, &vars).unwrap();
+        let settings = Config::default()
+            .into_settings(None, &no_state(), &vars)
+            .unwrap();
         assert_eq!(settings.fetch.allow_hosts, ["127.0.0.1:9999", "localhost"]);
     }
 

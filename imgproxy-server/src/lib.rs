@@ -2,11 +2,14 @@
 //! gateway and map results; no provider-specific code lives here.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod keys;
+pub mod limits;
 pub mod serve;
 pub mod state;
 

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use imgproxy_server::{
     cli::{Cli, Command},
     config::ProcessEnv,
-    serve,
+    keys, serve,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, &ProcessEnv).await,
+        Command::Keys(command) => keys::run(command, &ProcessEnv).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

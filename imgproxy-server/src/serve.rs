@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use imgproxy_core::{
+    accounts::Accounts,
     fetch::{FetchPolicy, ReferenceFetcher},
     Catalog, Gateway, ImageProvider, ImageStore, ModelSpec,
 };
@@ -18,19 +19,39 @@ use crate::{
     AppState,
 };
 
+/// Reservations older than this are released whatever instance owns them: longer than any
+/// request can run (the largest upstream deadline is minutes), so only dead requests qualify.
+const STALE_RESERVATION: Duration = Duration::from_secs(60 * 60);
+
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
-    let config = match &args.config {
+    let config = match &args.state.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let settings = config.into_settings(args.listen, args.data_dir, env)?;
+    let settings = config.into_settings(args.listen, &args.state, env)?;
     if settings.master_key.is_none() && !settings.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {} without {ENV_MASTER_KEY}: set a master key, or listen on 127.0.0.1",
             settings.listen
         );
     }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
+    let instance_id = instance_id(&settings.data_dir)?;
+    let accounts = Accounts::connect(&settings.database_url)
+        .await
+        .context("opening the database")?;
+    let released = accounts
+        .release_stale(&instance_id, STALE_RESERVATION)
+        .await?;
+    if released > 0 {
+        tracing::warn!(
+            released,
+            "refunded credit reservations of requests that died with a previous run"
+        );
+    }
+
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -46,7 +67,12 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .filter(|m| m.retired.is_none())
         .map(|m| m.id.as_str())
         .collect();
-    tracing::info!(models = %served.join(", "), data_dir = %settings.data_dir.display(), "imgproxy listening on http://{local}");
+    tracing::info!(
+        models = %served.join(", "),
+        data_dir = %settings.data_dir.display(),
+        database = accounts.backend(),
+        "imgproxy listening on http://{local}"
+    );
     if settings.master_key.is_none() {
         tracing::warn!(
             "no {ENV_MASTER_KEY} set: API access is open, so imgproxy listens on loopback only"
@@ -55,7 +81,10 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
 
     let state = AppState {
         gateway: Arc::new(gateway),
+        accounts,
+        limits: Arc::default(),
         master_key: settings.master_key.map(Arc::new),
+        instance_id: instance_id.into(),
         max_body_bytes: settings.max_body_bytes,
     };
     axum::serve(listener, build_app(state))
@@ -63,6 +92,24 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .await?;
     tracing::info!("imgproxy stopped");
     Ok(())
+}
+
+/// This instance's id, kept in the data dir so that a restart recognises the reservations
+/// its previous run left open.
+fn instance_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("instance-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!("i{:x}{:x}", nanos, std::process::id());
+    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,

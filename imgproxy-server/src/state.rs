@@ -2,16 +2,24 @@
 
 use std::sync::Arc;
 
-use imgproxy_core::Gateway;
+use imgproxy_core::{accounts::Accounts, Gateway};
 use secrecy::SecretString;
+
+use crate::limits::KeyLimits;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The gateway (catalog, providers, store).
     pub gateway: Arc<Gateway>,
-    /// When set, API requests must carry it as a Bearer token.
+    /// Keys, balances and the ledger.
+    pub accounts: Accounts,
+    /// Per-key rate and concurrency limits of this instance.
+    pub limits: Arc<KeyLimits>,
+    /// When set, API requests must carry it or an issued key as a Bearer token.
     pub master_key: Option<Arc<SecretString>>,
+    /// This instance's id, stable across restarts: owner of its credit reservations.
+    pub instance_id: Arc<str>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
 }

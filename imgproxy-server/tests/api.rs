@@ -17,6 +17,7 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
+    accounts::{Accounts, NewKey},
     Catalog, Gateway, Generation, ImageProvider, ImageStore, ProviderError, ProviderRequest,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -41,10 +42,11 @@ impl ImageProvider for Panicky {
 
 struct TestApp {
     router: Router,
+    accounts: Accounts,
     _dir: tempfile::TempDir,
 }
 
-fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
+async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut catalog = Catalog::embedded().unwrap();
     let mut panicky = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
@@ -59,13 +61,19 @@ fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
             "http://test/images/",
         )
         .build();
+    let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
+    let accounts = Accounts::connect(&database).await.unwrap();
     let state = AppState {
         gateway: Arc::new(gateway),
+        accounts: accounts.clone(),
+        limits: Arc::default(),
         master_key: master_key.map(|k| Arc::new(SecretString::from(k.to_owned()))),
+        instance_id: "test-instance".into(),
         max_body_bytes,
     };
     TestApp {
         router: build_app(state),
+        accounts,
         _dir: dir,
     }
 }
@@ -107,7 +115,7 @@ fn envelope(body: &[u8]) -> Value {
 
 #[tokio::test]
 async fn malformed_json_is_a_400_envelope() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(&app, post_json("/v1/images/generations", "{\"prompt\": ")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(envelope(&body)["type"], "invalid_request_error");
@@ -115,7 +123,7 @@ async fn malformed_json_is_a_400_envelope() {
 
 #[tokio::test]
 async fn a_wrongly_typed_field_names_its_param() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(
         &app,
         post_json("/v1/images/generations", r#"{"prompt": "p", "n": "two"}"#),
@@ -127,7 +135,7 @@ async fn a_wrongly_typed_field_names_its_param() {
 
 #[tokio::test]
 async fn wrong_or_missing_content_type_is_415() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     for content_type in [Some("text/plain"), None] {
         let mut request = Request::post("/v1/images/generations");
         if let Some(ct) = content_type {
@@ -141,7 +149,7 @@ async fn wrong_or_missing_content_type_is_415() {
 
 #[tokio::test]
 async fn body_over_the_limit_is_413() {
-    let app = app(None, 1024);
+    let app = app(None, 1024).await;
     let big = format!(r#"{{"prompt": "{}"}}"#, "x".repeat(4096));
     let (status, _, body) = send(&app, post_json("/v1/images/generations", &big)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -150,7 +158,7 @@ async fn body_over_the_limit_is_413() {
 
 #[tokio::test]
 async fn unknown_route_and_wrong_method_are_envelopes() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(&app, Request::get("/v1/nope").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     envelope(&body);
@@ -167,7 +175,7 @@ async fn unknown_route_and_wrong_method_are_envelopes() {
 
 #[tokio::test]
 async fn a_panic_is_a_500_envelope_without_detail() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(
         &app,
         post_json(
@@ -184,7 +192,7 @@ async fn a_panic_is_a_500_envelope_without_detail() {
 
 #[tokio::test]
 async fn master_key_is_required_when_set() {
-    let app = app(Some("mk-123"), 1 << 20);
+    let app = app(Some("mk-123"), 1 << 20).await;
     let (status, _, body) = send(
         &app,
         Request::get("/v1/models").body(Body::empty()).unwrap(),
@@ -213,7 +221,7 @@ async fn master_key_is_required_when_set() {
 
 #[tokio::test]
 async fn validation_errors_name_their_param() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let cases = [
         (
             r#"{"model": "placeholder", "prompt": "p", "size": "13x7"}"#,
@@ -254,7 +262,7 @@ async fn validation_errors_name_their_param() {
 
 #[tokio::test]
 async fn url_results_are_served_from_the_store() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(
         &app,
         post_json(
@@ -283,7 +291,7 @@ async fn url_results_are_served_from_the_store() {
 
 #[tokio::test]
 async fn models_list_and_retrieve() {
-    let app = app(None, 1 << 20);
+    let app = app(None, 1 << 20).await;
     let (status, _, body) = send(
         &app,
         Request::get("/v1/models").body(Body::empty()).unwrap(),
@@ -321,4 +329,109 @@ async fn models_list_and_retrieve() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(envelope(&body)["code"], "model_not_found");
+}
+
+fn bearer(request: axum::http::request::Builder, key: &str) -> axum::http::request::Builder {
+    request.header(header::AUTHORIZATION, format!("Bearer {key}"))
+}
+
+async fn issue(app: &TestApp, credits: i64, models: Option<Vec<String>>) -> String {
+    let new = NewKey {
+        name: "t".into(),
+        credits,
+        rpm: None,
+        images_per_minute: None,
+        max_concurrent: None,
+        models,
+    };
+    app.accounts.create_key(new).await.unwrap().secret
+}
+
+#[tokio::test]
+async fn issued_keys_are_metered_and_refused_when_short() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 3, None).await;
+    let body = r#"{"prompt": "p", "n": 2, "size": "64x64"}"#;
+    let request = bearer(Request::post("/v1/images/generations"), &secret)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, headers, response) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-credits-remaining"], "1");
+    let response: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(response["credits_used"], 2);
+    let request = bearer(Request::post("/v1/images/generations"), &secret)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap();
+    let (status, _, response) = send(&app, request).await;
+    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(envelope(&response)["code"], "insufficient_credits");
+    let request = bearer(Request::get("/v1/credits"), &secret)
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, response) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let credits: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(credits["balance"], 1);
+}
+
+#[tokio::test]
+async fn a_failed_generation_is_refunded_and_unpriced_or_foreign_models_are_refused() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 10, Some(vec!["placeholder".into(), "panicky".into()])).await;
+    let post = |body: &'static str| {
+        bearer(Request::post("/v1/images/generations"), &secret)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (status, _, _) = send(&app, post(r#"{"model": "panicky", "prompt": "p"}"#)).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    // The panic dropped the request mid-flight; the refund runs in the background.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let key = app.accounts.authenticate(&secret).await.unwrap().unwrap();
+    assert_eq!(app.accounts.balance(&key.id).await.unwrap(), 10);
+    let (status, _, response) =
+        send(&app, post(r#"{"model": "gpt-image-2", "prompt": "p"}"#)).await;
+    assert_eq!(
+        status.as_u16(),
+        404,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let create = |key: &str| {
+        bearer(Request::post("/v1/admin/keys"), key)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"name": "ci", "credits": 5}"#))
+            .unwrap()
+    };
+    let (status, _, body) = send(&app, create("mk-123")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let created: Value = serde_json::from_slice(&body).unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["key"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(send(&app, create(&secret)).await.0, StatusCode::FORBIDDEN);
+    let models = || {
+        bearer(Request::get("/v1/models"), &secret)
+            .body(Body::empty())
+            .unwrap()
+    };
+    assert_eq!(send(&app, models()).await.0, StatusCode::OK);
+    let revoke = bearer(
+        Request::post(format!("/v1/admin/keys/{id}/revoke")),
+        "mk-123",
+    )
+    .body(Body::empty())
+    .unwrap();
+    assert_eq!(send(&app, revoke).await.0, StatusCode::OK);
+    let (status, _, body) = send(&app, models()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(envelope(&body)["code"], "invalid_api_key");
 }

@@ -1,5 +1,7 @@
 //! One module per endpoint; each handler extracts, calls the core, and maps the result.
 
+pub mod admin;
+pub mod credits;
 pub mod generations;
 pub mod health;
 pub mod images;

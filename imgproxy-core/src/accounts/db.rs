@@ -1,0 +1,262 @@
+//! The two backends (SQLite, Postgres): connecting, migrating, and the macros that run one
+//! body of portable SQL on either. Only `$N` placeholders, `RETURNING`, `ON CONFLICT` and `CASE`
+//! are used, which both databases understand; the schemas differ only in column types.
+
+use std::{borrow::Cow, fmt::Display, str::FromStr, time::Duration};
+
+use sqlx::{
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    },
+    AssertSqlSafe, ConnectOptions, Connection, SqlSafeStr,
+};
+
+use crate::{Error, Result};
+
+/// How long a SQLite writer waits for another process's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a pooled connection: long enough for hundreds of queued writes.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
+/// SQLite read connections; reads never block on the writer in WAL mode.
+const SQLITE_READERS: u32 = 4;
+/// Postgres connections per instance; several instances share one server's limit (100).
+const POSTGRES_CONNECTIONS: u32 = 8;
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "accounts",
+    include_str!("../../migrations/sqlite/0001_accounts.sql"),
+)];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "accounts",
+    include_str!("../../migrations/postgres/0001_accounts.sql"),
+)];
+
+/// A connection pool of either backend.
+#[derive(Debug, Clone)]
+pub(super) enum Db {
+    /// All writes go through `writer`, one connection, so writers of this process queue in the
+    /// pool instead of spinning on `SQLITE_BUSY`; `BEGIN IMMEDIATE` and the busy timeout cover
+    /// other processes (the CLI) on the same file.
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Maps any database error to [`Error::Internal`]: the detail is logged, never sent.
+pub(super) trait DbExt<T> {
+    fn db(self) -> Result<T>;
+}
+
+impl<T, E: Display> DbExt<T> for Result<T, E> {
+    fn db(self) -> Result<T> {
+        self.map_err(|e| Error::Internal(format!("database: {e}")))
+    }
+}
+
+/// Runs `$body` with `$tx` bound to a write transaction of whichever backend `$db` is.
+/// The body is compiled once per backend, so the same SQL and binds serve both.
+macro_rules! write_tx {
+    ($db:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::accounts::db::Db::Sqlite { writer, .. } => {
+                // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
+                // then writes can fail with SQLITE_BUSY without waiting for another process.
+                let mut $tx =
+                    $crate::accounts::db::DbExt::db(writer.begin_with("BEGIN IMMEDIATE").await)?;
+                $body
+            }
+            $crate::accounts::db::Db::Postgres(pool) => {
+                let mut $tx = $crate::accounts::db::DbExt::db(pool.begin().await)?;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool for reads of whichever backend `$db` is.
+macro_rules! read_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::accounts::db::Db::Sqlite { reader: $pool, .. } => $body,
+            $crate::accounts::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+pub(super) use {read_pool, write_tx};
+
+impl Db {
+    /// `sqlite://PATH` or `sqlite::memory:`.
+    pub(super) async fn sqlite(url: &str) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .db()?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a committed reservation or credit survives a power cut, not only a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if url.contains(":memory:") || url.contains("mode=memory") {
+            // An in-memory database lives as long as a connection to it: keep exactly one.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await
+                .db()?;
+            return Ok(Self::Sqlite {
+                writer: pool.clone(),
+                reader: pool,
+            });
+        }
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(dir).await.db()?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .db()?;
+        // The writer has created the file and switched it to WAL before any reader opens it.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(SQLITE_READERS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .db()?;
+        Ok(Self::Sqlite { writer, reader })
+    }
+
+    /// `postgres://...`; with `schema`, that schema is created and is the only one on the
+    /// `search_path` of every pooled connection.
+    pub(super) async fn postgres(url: &str, schema: Option<&str>) -> Result<Self> {
+        let mut options = PgConnectOptions::from_str(url).db()?;
+        if let Some(schema) = schema {
+            let ident = schema_ident(schema)?;
+            let mut conn = options.connect().await.db()?;
+            sqlx::query(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {ident}"
+            )))
+            .execute(&mut conn)
+            .await
+            .db()?;
+            conn.close().await.db()?;
+            // A startup parameter, so it holds on every connection the pool ever opens.
+            options = options.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(POSTGRES_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .db()?;
+        Ok(Self::Postgres(pool))
+    }
+
+    /// Drops a schema made by [`Db::postgres`], with everything in it.
+    pub(super) async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
+        let ident = schema_ident(schema)?;
+        let mut conn = PgConnectOptions::from_str(url).db()?.connect().await.db()?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {ident} CASCADE"
+        )))
+        .execute(&mut conn)
+        .await
+        .db()?;
+        conn.close().await.db()
+    }
+
+    /// Applies the migrations this build embeds; Postgres serialises concurrent instances
+    /// with an advisory lock.
+    pub(super) async fn migrate(&self) -> Result<()> {
+        match self {
+            Self::Sqlite { writer, .. } => migrator(SQLITE_MIGRATIONS).run(writer).await.db(),
+            Self::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await.db(),
+        }
+    }
+
+    pub(super) async fn close(&self) {
+        match self {
+            Self::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        migrations
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    sql.into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The quoted identifier of a schema name. Identifiers cannot be bound as parameters, so the
+/// name is held to lowercase letters, digits and `_` (what Postgres would not fold or quote).
+fn schema_ident(schema: &str) -> Result<String> {
+    let valid = !schema.is_empty()
+        && schema.len() <= 63
+        && !schema.starts_with(|c: char| c.is_ascii_digit())
+        && schema
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(Error::Internal(format!(
+            "invalid schema name `{schema}`: use 1 to 63 of a-z, 0-9 and _, not starting with a digit"
+        )));
+    }
+    Ok(format!("\"{schema}\""))
+}
+
+/// Unix seconds now.
+pub(super) fn now_secs() -> i64 {
+    now().as_secs().try_into().unwrap_or(i64::MAX)
+}
+
+/// Unix milliseconds now.
+pub(super) fn now_ms() -> i64 {
+    now().as_millis().try_into().unwrap_or(i64::MAX)
+}
+
+fn now() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        assert_eq!(schema_ident("t_1").unwrap(), "\"t_1\"");
+        for bad in ["", "1a", "A", "a\"b", "a;b", "a b", &"a".repeat(64)] {
+            assert!(schema_ident(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! API keys: creation (the secret is returned once; only its hash is stored), listing,
+//! revocation, credits and authentication. Reservations and the ledger are in `ledger.rs`.
+
+use super::{
+    db::{now_secs, read_pool, write_tx, DbExt},
+    key_not_found, secret, Accounts, ApiKey, CreatedKey, NewKey, MAX_BALANCE,
+};
+use crate::{Error, Result};
+
+/// The columns of [`KeyRow`], in its order.
+macro_rules! key_columns {
+    () => {
+        "id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at"
+    };
+}
+
+/// `id, name, balance, rpm, images_per_minute, max_concurrent, models (JSON), revoked,
+/// created_at`, as both backends decode them.
+type KeyRow = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    bool,
+    i64,
+);
+
+/// A [`KeyRow`] followed by `secret_hash`.
+type AuthRow = (
+    String,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    bool,
+    i64,
+    String,
+);
+
+/// Keys' names are shown in lists and logs: keep them to a line.
+const MAX_NAME_CHARS: usize = 200;
+
+impl Accounts {
+    /// Creates a key. The secret is in the answer and nowhere else.
+    pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.contains('\n') {
+            return Err(Error::invalid_param(
+                "name",
+                format!("a key needs a name of 1 to {MAX_NAME_CHARS} characters on one line"),
+            ));
+        }
+        if !(0..=MAX_BALANCE).contains(&new.credits) {
+            return Err(Error::invalid_param(
+                "credits",
+                format!("credits must be between 0 and {MAX_BALANCE}"),
+            ));
+        }
+        let models = match &new.models {
+            Some(models) => Some(serde_json::to_string(models).db()?),
+            None => None,
+        };
+        let (id, secret) = (secret::new_key_id()?, secret::new_secret()?);
+        let hash = secret::hash_secret(&secret);
+        let created_at = now_secs();
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, hash_prefix, secret_hash, balance, rpm, \
+                 images_per_minute, max_concurrent, models, revoked, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10)",
+            )
+            .bind(&id)
+            .bind(name)
+            .bind(secret::lookup_prefix(&hash))
+            .bind(&hash)
+            .bind(new.credits)
+            .bind(new.rpm.map(i64::from))
+            .bind(new.images_per_minute.map(i64::from))
+            .bind(new.max_concurrent.map(i64::from))
+            .bind(&models)
+            .bind(created_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            if new.credits != 0 {
+                // The opening balance is a credit like any other, so the ledger adds up.
+                sqlx::query(INSERT_CREDIT)
+                    .bind(&id)
+                    .bind(new.credits)
+                    .bind(new.credits)
+                    .bind(created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            tx.commit().await.db()?;
+        });
+        let key = ApiKey {
+            id,
+            name: name.to_owned(),
+            balance: new.credits,
+            rpm: new.rpm,
+            images_per_minute: new.images_per_minute,
+            max_concurrent: new.max_concurrent,
+            models: new.models,
+            revoked: false,
+            created_at,
+        };
+        Ok(CreatedKey { key, secret })
+    }
+
+    /// Every key, revoked ones included, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        let rows: Vec<KeyRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY created_at, id"))
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        rows.into_iter().map(key_from_row).collect()
+    }
+
+    /// One key; [`Error::NotFound`] if there is none with this id.
+    pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
+        let row: Option<KeyRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        key_from_row(row.ok_or_else(|| key_not_found(id))?)
+    }
+
+    /// Revokes a key at once; revoking twice changes nothing.
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
+        let row: Option<KeyRow> = write_tx!(&self.db, tx => {
+            let row = sqlx::query_as(concat!(
+                "UPDATE api_keys SET revoked = TRUE, revoked_at = COALESCE(revoked_at, $2) \
+                 WHERE id = $1 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(now_secs())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+            row
+        });
+        key_from_row(row.ok_or_else(|| key_not_found(id))?)
+    }
+
+    /// Adds `amount` credits (negative to take some away) with a `credit` ledger row. The
+    /// balance must stay between 0 and [`MAX_BALANCE`]; the check is part of the update, so a
+    /// concurrent reservation cannot slip between them.
+    pub async fn credit_key(&self, id: &str, amount: i64) -> Result<ApiKey> {
+        if amount == 0 || !(-MAX_BALANCE..=MAX_BALANCE).contains(&amount) {
+            return Err(Error::invalid_param(
+                "amount",
+                format!("amount must be non-zero and between -{MAX_BALANCE} and {MAX_BALANCE}"),
+            ));
+        }
+        let row: Option<KeyRow> = write_tx!(&self.db, tx => {
+            let row: Option<KeyRow> = sqlx::query_as(concat!(
+                "UPDATE api_keys SET balance = balance + $2 \
+                 WHERE id = $1 AND balance + $2 BETWEEN 0 AND $3 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(amount)
+            .bind(MAX_BALANCE)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            if let Some(row) = &row {
+                sqlx::query(INSERT_CREDIT)
+                    .bind(id)
+                    .bind(amount)
+                    .bind(row.2)
+                    .bind(now_secs())
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            tx.commit().await.db()?;
+            row
+        });
+        match row {
+            Some(row) => key_from_row(row),
+            None => {
+                let key = self.get_key(id).await?;
+                Err(Error::invalid_param(
+                    "amount",
+                    format!(
+                        "key `{id}` has {} credits; adding {amount} would leave it outside 0..={MAX_BALANCE}",
+                        key.balance
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// The live key of a presented secret, or `None` if it is unknown or revoked.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiKey>> {
+        // Not one of ours (or absurdly long): no need to ask the database.
+        if !secret.starts_with(secret::SECRET_PREFIX) || secret.len() > 256 {
+            return Ok(None);
+        }
+        let hash = secret::hash_secret(secret);
+        // Rows are found by a prefix of the hash and the full hash is compared in constant
+        // time, so response times say nothing about how close a guess came.
+        let rows: Vec<AuthRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                key_columns!(),
+                ", secret_hash FROM api_keys WHERE hash_prefix = $1"
+            ))
+            .bind(secret::lookup_prefix(&hash))
+            .fetch_all(pool)
+            .await
+            .db()?
+        });
+        for (id, name, balance, rpm, ipm, conc, models, revoked, created_at, stored) in rows {
+            if secret::hashes_match(&stored, &hash) {
+                let key = key_from_row((
+                    id, name, balance, rpm, ipm, conc, models, revoked, created_at,
+                ))?;
+                return Ok((!key.revoked).then_some(key));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A `credit` ledger row: key id, amount, balance after, created at.
+const INSERT_CREDIT: &str = "INSERT INTO ledger (key_id, kind, amount, balance_after, created_at) \
+                             VALUES ($1, 'credit', $2, $3, $4)";
+
+fn key_from_row(row: KeyRow) -> Result<ApiKey> {
+    let (id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at) =
+        row;
+    let limit = |value: Option<i64>| -> Result<Option<u32>> {
+        value
+            .map(|v| {
+                u32::try_from(v)
+                    .map_err(|_| Error::Internal(format!("key `{id}`: limit {v} out of range")))
+            })
+            .transpose()
+    };
+    let models = match models {
+        Some(json) => Some(serde_json::from_str(&json).db()?),
+        None => None,
+    };
+    Ok(ApiKey {
+        rpm: limit(rpm)?,
+        images_per_minute: limit(images_per_minute)?,
+        max_concurrent: limit(max_concurrent)?,
+        id,
+        name,
+        balance,
+        models,
+        revoked,
+        created_at,
+    })
+}

@@ -1,0 +1,397 @@
+//! Accounts on SQLite and Postgres: key lifecycle, reserve/settle/refund arithmetic and the
+//! ledger, idempotency, and the crash-safe release of orphaned reservations.
+//! Concurrency under load is in `accounts_concurrency.rs`.
+
+#[path = "accounts_harness.rs"]
+mod harness;
+
+use std::time::Duration;
+
+use harness::{charge, Ctx, Place};
+use imgproxy_core::{
+    accounts::{NewKey, Reservation},
+    Accounts, Error,
+};
+use sha2::{Digest, Sha256};
+
+on_both_backends!(
+    key_lifecycle,
+    reserve_settle_refund_arithmetic,
+    idempotent_by_request_id,
+    release_stale_exactly_once,
+);
+
+async fn key_lifecycle(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let new = NewKey {
+        name: "alice".into(),
+        credits: 10,
+        rpm: Some(60),
+        models: Some(vec!["placeholder".into()]),
+        ..NewKey::default()
+    };
+    let created = accounts.create_key(new).await.unwrap();
+    let (key, secret) = (&created.key, &created.secret);
+    assert!(secret.starts_with("ipk_") && secret.len() >= 36, "{secret}");
+    assert!(!format!("{created:?}").contains(secret.as_str()));
+    assert_eq!((key.balance, key.rpm, key.revoked), (10, Some(60), false));
+
+    // The secret authenticates; near misses and strangers do not.
+    assert_eq!(
+        accounts.authenticate(secret).await.unwrap().as_ref(),
+        Some(key)
+    );
+    let near_miss = format!("{}x", &secret[..secret.len() - 1]);
+    for wrong in [near_miss.as_str(), "ipk_wrong", "", "sk-master"] {
+        assert_eq!(accounts.authenticate(wrong).await.unwrap(), None, "{wrong}");
+    }
+
+    // Only the hash is stored: the secret is in no column and, on SQLite, nowhere in the files.
+    let hash = hex::encode(Sha256::digest(secret.as_bytes()));
+    let by_hash = "SELECT COUNT(*) FROM api_keys WHERE secret_hash = $1";
+    assert_eq!(ctx.count(by_hash, &hash).await, 1);
+    let anywhere = "SELECT COUNT(*) FROM api_keys WHERE id = $1 OR name = $1 OR secret_hash = $1 \
+                    OR hash_prefix = $1 OR models = $1";
+    assert_eq!(ctx.count(anywhere, secret).await, 0);
+    if let Place::Sqlite { path, .. } = &ctx.place {
+        for file in [path.clone(), path.with_extension("db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+    }
+    let json = serde_json::to_string(key).unwrap();
+    assert!(!json.contains(secret.as_str()) && !json.contains(&hash) && !json.contains("hash"));
+
+    assert_eq!(&accounts.get_key(&key.id).await.unwrap(), key);
+    assert_eq!(accounts.list_keys().await.unwrap(), vec![key.clone()]);
+    assert!(matches!(
+        accounts.get_key("key_nope").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Credits: positive, negative within the balance, never below zero, never for nobody.
+    assert_eq!(accounts.credit_key(&key.id, 5).await.unwrap().balance, 15);
+    assert_eq!(accounts.credit_key(&key.id, -3).await.unwrap().balance, 12);
+    let overdraw = accounts.credit_key(&key.id, -13).await;
+    assert!(
+        matches!(overdraw, Err(Error::InvalidRequest { .. })),
+        "{overdraw:?}"
+    );
+    assert!(accounts.credit_key(&key.id, 0).await.is_err());
+    assert!(matches!(
+        accounts.credit_key("key_nope", 1).await,
+        Err(Error::NotFound { .. })
+    ));
+    let kinds: Vec<_> = accounts.recent_charges(&key.id, 10).await.unwrap();
+    let amounts: Vec<_> = kinds
+        .iter()
+        .map(|e| (e.kind.as_str(), e.amount, e.balance_after))
+        .collect();
+    assert_eq!(
+        amounts,
+        [("credit", -3, 12), ("credit", 5, 15), ("credit", 10, 10)]
+    );
+    assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 12);
+
+    // Revocation takes effect at once and is idempotent.
+    let revoked = accounts.revoke_key(&key.id).await.unwrap();
+    assert!(revoked.revoked);
+    assert_eq!(accounts.revoke_key(&key.id).await.unwrap(), revoked);
+    assert_eq!(accounts.authenticate(secret).await.unwrap(), None);
+    let reserve = accounts.reserve(&key.id, "r1", 1, charge("me")).await;
+    assert!(
+        matches!(reserve, Err(Error::NotFound { .. })),
+        "{reserve:?}"
+    );
+    assert!(matches!(
+        accounts.revoke_key("key_nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 12);
+
+    // Bad input is a 400, before the database is touched.
+    for bad in [
+        NewKey {
+            name: " ".into(),
+            ..NewKey::default()
+        },
+        NewKey {
+            name: "x".into(),
+            credits: -1,
+            ..NewKey::default()
+        },
+    ] {
+        assert!(matches!(
+            accounts.create_key(bad).await,
+            Err(Error::InvalidRequest { .. })
+        ));
+    }
+}
+
+async fn reserve_settle_refund_arithmetic(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let key = ctx.key(100).await;
+    let reserve = |id: &'static str, amount| accounts.reserve(&key, id, amount, charge("me"));
+
+    let r1 = reserve("r1", 30).await.unwrap();
+    assert_eq!(accounts.balance(&key).await.unwrap(), 70);
+    assert_eq!(accounts.settle(&r1, 20).await.unwrap(), 80);
+    let r2 = reserve("r2", 25).await.unwrap();
+    assert_eq!(accounts.refund(&r2).await.unwrap(), 80);
+    let r3 = reserve("r3", 10).await.unwrap();
+    assert_eq!(accounts.settle(&r3, 10).await.unwrap(), 70);
+    // Keeping more than was reserved would overspend: the reserved amount is the cap.
+    let r4 = reserve("r4", 5).await.unwrap();
+    assert_eq!(accounts.settle(&r4, 9).await.unwrap(), 65);
+
+    let history = accounts.recent_charges(&key, 100).await.unwrap();
+    let first = history
+        .iter()
+        .rev()
+        .find(|e| e.request_id.as_deref() == Some("r1"));
+    let first = first.unwrap();
+    assert_eq!(
+        (first.kind.as_str(), first.amount, first.balance_after),
+        ("reserve", -30, 70)
+    );
+    assert_eq!(first.model.as_deref(), Some("placeholder"));
+    assert_eq!(first.inputs, Some(charge("me").inputs));
+    let settle = history
+        .iter()
+        .find(|e| e.request_id.as_deref() == Some("r1") && e.kind == "settle");
+    let settle = settle.unwrap();
+    assert_eq!((settle.amount, settle.balance_after), (10, 80));
+    assert_eq!(
+        settle.inputs,
+        Some(serde_json::json!({ "reserved": 30, "kept": 20 }))
+    );
+    assert_eq!(history.len(), 9, "credit + 4 reserves + 4 closes");
+    assert_eq!(accounts.recent_charges(&key, 2).await.unwrap().len(), 2);
+    assert_eq!(ctx.assert_ledger_adds_up(&key).await, 65);
+
+    // Short: nothing changes, no row is written, and the request id stays usable.
+    let short = reserve("r5", 66).await;
+    assert_eq!(
+        short,
+        Err(Error::InsufficientCredits {
+            needed: 66,
+            balance: 65
+        })
+    );
+    assert!(short.unwrap_err().to_string().contains("66"));
+    assert!(
+        imgproxy_core::Error::InsufficientCredits {
+            needed: 1,
+            balance: 0
+        }
+        .status()
+            == 402
+    );
+    assert!(harness::is_insufficient(&reserve("r6", u64::MAX).await));
+    assert_eq!(accounts.recent_charges(&key, 100).await.unwrap().len(), 9);
+    assert_eq!(reserve("r5", 65).await.unwrap().amount, 65);
+    assert_eq!(accounts.balance(&key).await.unwrap(), 0);
+    assert!(harness::is_insufficient(&reserve("r7", 1).await));
+    // A free request (a cache hit) may reserve nothing even at zero.
+    assert_eq!(reserve("r8", 0).await.unwrap().amount, 0);
+
+    let unknown = accounts.reserve("key_nope", "r1", 1, charge("me")).await;
+    assert!(
+        matches!(unknown, Err(Error::NotFound { .. })),
+        "{unknown:?}"
+    );
+    assert!(matches!(
+        accounts.balance("key_nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        accounts.recent_charges("key_nope", 5).await,
+        Err(Error::NotFound { .. })
+    ));
+    let ghost = Reservation {
+        request_id: "ghost".into(),
+        key_id: key.clone(),
+        amount: 5,
+    };
+    assert!(matches!(
+        accounts.refund(&ghost).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert_eq!(ctx.assert_ledger_adds_up(&key).await, 0);
+}
+
+async fn idempotent_by_request_id(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let key = ctx.key(100).await;
+    let first = accounts
+        .reserve(&key, "req", 10, charge("me"))
+        .await
+        .unwrap();
+    // A retry, even with a different amount, returns the open reservation and charges nothing.
+    assert_eq!(
+        accounts
+            .reserve(&key, "req", 99, charge("me"))
+            .await
+            .unwrap(),
+        first
+    );
+    assert_eq!(accounts.balance(&key).await.unwrap(), 90);
+
+    assert_eq!(accounts.settle(&first, 4).await.unwrap(), 96);
+    assert_eq!(
+        accounts.settle(&first, 0).await.unwrap(),
+        96,
+        "second settle is a no-op"
+    );
+    assert_eq!(
+        accounts.refund(&first).await.unwrap(),
+        96,
+        "refund after settle is a no-op"
+    );
+    let reused = accounts.reserve(&key, "req", 10, charge("me")).await;
+    assert!(
+        matches!(&reused, Err(Error::InvalidRequest { code: Some(c), .. }) if c == "request_id_reused"),
+        "{reused:?}"
+    );
+    let rows = "SELECT COUNT(*) FROM ledger WHERE request_id = $1";
+    assert_eq!(
+        ctx.count(rows, "req").await,
+        2,
+        "one reserve and one settle"
+    );
+
+    // Request ids are per key: another key's `req` is its own reservation.
+    let other = ctx.key(10).await;
+    accounts
+        .reserve(&other, "req", 10, charge("me"))
+        .await
+        .unwrap();
+    assert_eq!(accounts.balance(&other).await.unwrap(), 0);
+
+    // The same id from 20 tasks at once: one charge. Then settles and refunds race: one wins.
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (accounts, key) = (accounts.clone(), key.clone());
+            tokio::spawn(async move { accounts.reserve(&key, "burst", 7, charge("me")).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().amount, 7);
+    }
+    assert_eq!(accounts.balance(&key).await.unwrap(), 89);
+    let burst = Reservation {
+        request_id: "burst".into(),
+        key_id: key.clone(),
+        amount: 7,
+    };
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (accounts, burst) = (accounts.clone(), burst.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    accounts.settle(&burst, 7).await
+                } else {
+                    accounts.refund(&burst).await
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        ctx.count(rows, "burst").await,
+        2,
+        "one reserve and exactly one close"
+    );
+    let balance = ctx.assert_ledger_adds_up(&key).await;
+    assert!(balance == 89 || balance == 96, "{balance}");
+}
+
+async fn release_stale_exactly_once(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let key = ctx.key(100).await;
+    let mut orphans = Vec::new();
+    for id in ["d1", "d2", "d3"] {
+        orphans.push(
+            accounts
+                .reserve(&key, id, 10, charge("dead"))
+                .await
+                .unwrap(),
+        );
+    }
+    let alive = accounts
+        .reserve(&key, "a1", 5, charge("alive"))
+        .await
+        .unwrap();
+    accounts.settle(&orphans[0], 10).await.unwrap(); // finished before the crash
+    assert_eq!(accounts.balance(&key).await.unwrap(), 65);
+
+    // The restarted instance and a sweep on another pool release at the same time.
+    let second = ctx.second_pool().await;
+    let hour = Duration::from_secs(3600);
+    let (a, b) = tokio::join!(
+        accounts.release_stale("dead", hour),
+        second.release_stale("dead", hour)
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 2);
+    assert_eq!(accounts.release_stale("dead", hour).await.unwrap(), 0);
+    assert_eq!(accounts.balance(&key).await.unwrap(), 85);
+    // The dead request's settle, arriving late, charges nothing.
+    assert_eq!(accounts.settle(&orphans[1], 10).await.unwrap(), 85);
+
+    // Another owner's fresh reservation is left alone, and still settles normally.
+    assert_eq!(accounts.settle(&alive, 5).await.unwrap(), 85);
+    let other = accounts
+        .reserve(&key, "o1", 5, charge("other"))
+        .await
+        .unwrap();
+    assert_eq!(accounts.release_stale("dead", hour).await.unwrap(), 0);
+    assert_eq!(accounts.balance(&key).await.unwrap(), 80);
+    // Once old enough, anyone's is released, by `release_stale` or `release_expired`.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        second
+            .release_expired(Duration::from_millis(10))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(accounts.refund(&other).await.unwrap(), 85);
+
+    let released = accounts.recent_charges(&key, 100).await.unwrap();
+    let released = released
+        .iter()
+        .filter(|e| e.inputs.as_ref().is_some_and(|i| i["released"] == true));
+    assert_eq!(released.count(), 3);
+    assert_eq!(ctx.assert_ledger_adds_up(&key).await, 85);
+    second.close().await;
+}
+
+#[tokio::test]
+async fn connect_refuses_unknown_schemes_and_reopens_sqlite() {
+    let error = Accounts::connect("mysql://localhost/x").await.unwrap_err();
+    assert!(!error.to_string().contains("localhost"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("a.db").display());
+    let key = Accounts::connect(&url)
+        .await
+        .unwrap()
+        .create_key(NewKey {
+            name: "k".into(),
+            credits: 3,
+            ..NewKey::default()
+        })
+        .await
+        .unwrap();
+    // Migrations are not re-run, and the data is still there.
+    let reopened = Accounts::connect(&url).await.unwrap();
+    assert_eq!(reopened.get_key(&key.key.id).await.unwrap().balance, 3);
+    let memory = Accounts::connect("sqlite::memory:").await.unwrap();
+    assert_eq!(memory.list_keys().await.unwrap(), vec![]);
+    assert!(
+        Accounts::connect_postgres_schema("postgres://127.0.0.1:1/x", "Bad-Name")
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,183 @@
+//! Shared by the `accounts*` tests: one store per test on SQLite (a file in a temp dir) and on
+//! Postgres (a fresh schema), and raw SQL access to check what is stored.
+//!
+//! Postgres is at `IMGPROXY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
+//! set it to `skip` to run the SQLite half only. An unreachable server fails the tests rather
+//! than skipping them silently.
+#![allow(
+    dead_code,
+    reason = "included by several test crates, each using a part"
+)]
+
+use std::str::FromStr;
+
+use imgproxy_core::{accounts::NewKey, Accounts, Error};
+use sqlx::{postgres::PgConnectOptions, sqlite::SqliteConnectOptions, ConnectOptions};
+
+// With a user: without one, sqlx asks the OS, which in CI may have no name for root.
+const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Generates `mod $name { fn sqlite(); fn postgres(); }` running `$name(&Ctx)` on each backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let ctx = $crate::harness::Ctx::sqlite().await;
+                super::$name(&ctx).await;
+                ctx.finish().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                if let Some(ctx) = $crate::harness::Ctx::postgres(stringify!($name)).await {
+                    super::$name(&ctx).await;
+                    ctx.finish().await;
+                }
+            }
+        }
+    )*};
+}
+
+/// Where a test's store lives, so that a second pool can open the same one.
+#[derive(Debug)]
+pub enum Place {
+    Sqlite {
+        url: String,
+        path: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        schema: String,
+    },
+}
+
+#[derive(Debug)]
+pub struct Ctx {
+    pub accounts: Accounts,
+    pub place: Place,
+}
+
+impl Ctx {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        // A nested path: `connect` creates missing directories.
+        let path = dir.path().join("data").join("accounts.db");
+        let url = format!("sqlite://{}", path.display());
+        let accounts = Accounts::connect(&url).await.unwrap();
+        assert_eq!(accounts.backend(), "sqlite");
+        Self {
+            accounts,
+            place: Place::Sqlite {
+                url,
+                path,
+                _dir: dir,
+            },
+        }
+    }
+
+    pub async fn postgres(test: &str) -> Option<Self> {
+        let url =
+            std::env::var("IMGPROXY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
+        if url == "skip" {
+            return None;
+        }
+        let mut random = [0_u8; 4];
+        getrandom::fill(&mut random).unwrap();
+        let schema = format!(
+            "t_{test}_{}_{}",
+            std::process::id(),
+            u32::from_le_bytes(random)
+        );
+        let accounts = Accounts::connect_postgres_schema(&url, &schema)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("Postgres at {url}: {e} (IMGPROXY_TEST_POSTGRES_URL=skip skips these)")
+            });
+        assert_eq!(accounts.backend(), "postgres");
+        Some(Self {
+            accounts,
+            place: Place::Postgres { url, schema },
+        })
+    }
+
+    /// A second, independent pool on the same store: another process, as far as the
+    /// database can tell.
+    pub async fn second_pool(&self) -> Accounts {
+        match &self.place {
+            Place::Sqlite { url, .. } => Accounts::connect(url).await.unwrap(),
+            Place::Postgres { url, schema } => Accounts::connect_postgres_schema(url, schema)
+                .await
+                .unwrap(),
+        }
+    }
+
+    pub async fn finish(self) {
+        self.accounts.close().await;
+        if let Place::Postgres { url, schema } = &self.place {
+            Accounts::drop_postgres_schema(url, schema).await.unwrap();
+        }
+    }
+
+    pub async fn key(&self, credits: i64) -> String {
+        let new = NewKey {
+            name: "test".into(),
+            credits,
+            ..NewKey::default()
+        };
+        self.accounts.create_key(new).await.unwrap().key.id
+    }
+
+    /// `SELECT COUNT(*) ...` with one text bind, on a connection of its own.
+    pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        match &self.place {
+            Place::Sqlite { url, .. } => {
+                let mut conn = SqliteConnectOptions::from_str(url)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql)
+                    .bind(bind)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+            Place::Postgres { url, schema } => {
+                let mut conn = PgConnectOptions::from_str(url)
+                    .unwrap()
+                    .options([("search_path", schema)])
+                    .connect()
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sql)
+                    .bind(bind)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Asserts the invariant of the ledger: it adds up to the balance.
+    pub async fn assert_ledger_adds_up(&self, key: &str) -> i64 {
+        let balance = self.accounts.balance(key).await.unwrap();
+        assert_eq!(self.accounts.ledger_total(key).await.unwrap(), balance);
+        assert!(balance >= 0);
+        balance
+    }
+}
+
+pub fn charge(owner: &str) -> imgproxy_core::accounts::Charge {
+    imgproxy_core::accounts::Charge {
+        model: "placeholder".into(),
+        owner: owner.into(),
+        inputs: serde_json::json!({ "n": 1, "per_image": 1 }),
+    }
+}
+
+pub fn is_insufficient(result: &Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(result, Err(Error::InsufficientCredits { .. }))
+}

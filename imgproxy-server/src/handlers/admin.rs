@@ -1,0 +1,96 @@
+//! The admin API behind the master key: `POST /v1/admin/keys`, `GET /v1/admin/keys`,
+//! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`.
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Extension, Json,
+};
+use imgproxy_core::accounts::{ApiKey, NewKey};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{auth::Caller, error::ApiError, extract::OpenAIJson, state::AppState};
+
+/// Body of `POST /v1/admin/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    name: String,
+    #[serde(default)]
+    credits: i64,
+    rpm: Option<u32>,
+    images_per_minute: Option<u32>,
+    max_concurrent: Option<u32>,
+    models: Option<Vec<String>>,
+}
+
+/// Body of `POST /v1/admin/keys/{id}/credit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credit {
+    amount: i64,
+}
+
+fn require_master(caller: &Caller) -> Result<(), ApiError> {
+    match caller {
+        Caller::Master => Ok(()),
+        _ => Err(ApiError::Core(imgproxy_core::Error::Forbidden {
+            message: "the admin API needs the master key (IMGPROXY_MASTER_KEY)".into(),
+        })),
+    }
+}
+
+/// Issues a key; the answer holds its secret, shown this once.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    OpenAIJson(body): OpenAIJson<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_master(&caller)?;
+    let new = NewKey {
+        name: body.name,
+        credits: body.credits,
+        rpm: body.rpm,
+        images_per_minute: body.images_per_minute,
+        max_concurrent: body.max_concurrent,
+        models: body.models,
+    };
+    let created = state.accounts.create_key(new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"key": created.key, "secret": created.secret})),
+    ))
+}
+
+/// Lists keys, never their secrets.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    require_master(&caller)?;
+    Ok(Json(
+        json!({"object": "list", "data": state.accounts.list_keys().await?}),
+    ))
+}
+
+/// Revokes a key; it is refused from the next request on.
+pub async fn revoke(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKey>, ApiError> {
+    require_master(&caller)?;
+    Ok(Json(state.accounts.revoke_key(&id).await?))
+}
+
+/// Adds credits to a key.
+pub async fn credit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OpenAIJson(body): OpenAIJson<Credit>,
+) -> Result<Json<ApiKey>, ApiError> {
+    require_master(&caller)?;
+    Ok(Json(state.accounts.credit_key(&id, body.amount).await?))
+}

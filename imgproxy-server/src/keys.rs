@@ -1,0 +1,66 @@
+//! `imgproxy keys create|list|revoke|credit`: key management from the shell, against the same
+//! database the server uses. Output is JSON on stdout.
+
+use anyhow::Context as _;
+use imgproxy_core::accounts::{Accounts, NewKey};
+use serde_json::json;
+
+use crate::{
+    cli::{KeysCommand, StateArgs},
+    config::{Config, Env},
+};
+
+/// Runs one `keys` subcommand and prints its result.
+#[expect(clippy::print_stdout, reason = "the command's output is its result")]
+pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
+    let output = match command {
+        KeysCommand::Create {
+            state,
+            name,
+            credits,
+            rpm,
+            images_per_minute,
+            max_concurrent,
+            models,
+        } => {
+            let accounts = connect(&state, env).await?;
+            let new = NewKey {
+                name,
+                credits,
+                rpm,
+                images_per_minute,
+                max_concurrent,
+                models,
+            };
+            let created = accounts.create_key(new).await?;
+            json!({"key": created.key, "secret": created.secret, "note": "the secret is shown once; store it now"})
+        }
+        KeysCommand::List { state } => json!(connect(&state, env).await?.list_keys().await?),
+        KeysCommand::Revoke { state, id } => {
+            json!(connect(&state, env).await?.revoke_key(&id).await?)
+        }
+        KeysCommand::Credit { state, id, amount } => {
+            json!(connect(&state, env).await?.credit_key(&id, amount).await?)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&output)?);
+    Ok(())
+}
+
+async fn connect(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Accounts> {
+    let config = match &state.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let settings = config.into_settings(None, state, env)?;
+    if let Some(dir) = settings
+        .database_url
+        .strip_prefix("sqlite://")
+        .and_then(|p| std::path::Path::new(p).parent())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    Accounts::connect(&settings.database_url)
+        .await
+        .with_context(|| "opening the database".to_owned())
+}
