@@ -53,7 +53,7 @@ impl Drop for RefundOnDrop {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 if let Err(error) = accounts.refund(&reservation).await {
-                    // Still not lost: `release_stale` refunds it at the next start or sweep.
+                    // Still not lost: the next start (`release_stale`) or the hourly sweep (`release_expired`) refunds it.
                     tracing::error!(%error, request_id = %reservation.request_id, "refund of an abandoned request failed");
                 }
             });

@@ -8,6 +8,11 @@
     dead_code,
     reason = "included by several test crates, each using a part"
 )]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly; `allow` as the including crate may expect these too"
+)]
 
 use std::str::FromStr;
 

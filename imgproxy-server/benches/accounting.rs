@@ -15,7 +15,6 @@
 #![expect(
     clippy::print_stdout,
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a benchmark reports and fails loudly"
 )]
 

@@ -22,6 +22,8 @@ use crate::{
 /// Reservations older than this are released whatever instance owns them: longer than any
 /// request can run (the largest upstream deadline is minutes), so only dead requests qualify.
 const STALE_RESERVATION: Duration = Duration::from_secs(60 * 60);
+/// How often expired reservations of any instance are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
@@ -51,6 +53,21 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             "refunded credit reservations of requests that died with a previous run"
         );
     }
+    // Reservations of an instance that never comes back are refunded by whoever is running.
+    let sweeper = accounts.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            match sweeper.release_expired(STALE_RESERVATION).await {
+                Ok(0) => {}
+                Ok(released) => {
+                    tracing::warn!(released, "refunded credit reservations older than an hour")
+                }
+                Err(error) => tracing::error!(%error, "sweeping stale credit reservations failed"),
+            }
+        }
+    });
 
     let listener = TcpListener::bind(settings.listen)
         .await

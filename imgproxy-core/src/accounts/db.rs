@@ -226,7 +226,8 @@ fn schema_ident(schema: &str) -> Result<String> {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !valid {
         return Err(Error::Internal(format!(
-            "invalid schema name `{schema}`: use 1 to 63 of a-z, 0-9 and _, not starting with a digit"
+            "invalid schema name `{schema}`: use 1 to 63 of a-z, 0-9 and _, \
+             not starting with a digit"
         )));
     }
     Ok(format!("\"{schema}\""))

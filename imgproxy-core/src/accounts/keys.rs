@@ -117,10 +117,14 @@ impl Accounts {
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
         let rows: Vec<KeyRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY created_at, id"))
-                .fetch_all(pool)
-                .await
-                .db()?
+            sqlx::query_as(concat!(
+                "SELECT ",
+                key_columns!(),
+                " FROM api_keys ORDER BY created_at, id"
+            ))
+            .fetch_all(pool)
+            .await
+            .db()?
         });
         rows.into_iter().map(key_from_row).collect()
     }
@@ -198,7 +202,8 @@ impl Accounts {
                 Err(Error::invalid_param(
                     "amount",
                     format!(
-                        "key `{id}` has {} credits; adding {amount} would leave it outside 0..={MAX_BALANCE}",
+                        "key `{id}` has {} credits; adding {amount} would leave it \
+                         outside 0..={MAX_BALANCE}",
                         key.balance
                     ),
                 ))

@@ -7,14 +7,12 @@ use serde_json::json;
 
 use super::{
     db::{now_ms, now_secs, read_pool, write_tx, DbExt},
-    key_not_found, Accounts, Charge, LedgerEntry, Reservation,
+    key_not_found, Accounts, Charge, Reservation,
 };
 use crate::{Error, Result};
 
 /// Request ids come from the server; the bound only keeps a bad caller from storing megabytes.
 const MAX_REQUEST_ID_CHARS: usize = 200;
-/// Most rows [`Accounts::recent_charges`] returns.
-const MAX_RECENT: u32 = 1000;
 
 /// A ledger row: key id, kind, request id, amount, balance after, model, inputs, created at.
 const INSERT_LEDGER: &str = "INSERT INTO ledger \
@@ -101,7 +99,9 @@ impl Accounts {
                 tx.rollback().await.db()?;
                 if status != "reserved" {
                     return Err(Error::InvalidRequest {
-                        message: format!("request id `{request_id}` was already used and is {status}"),
+                        message: format!(
+                            "request id `{request_id}` was already used and is {status}"
+                        ),
                         param: None,
                         code: Some("request_id_reused".into()),
                     });
@@ -136,7 +136,9 @@ impl Accounts {
                     Some((_, true)) => Error::NotFound {
                         message: format!("API key `{key_id}` is revoked"),
                     },
-                    Some((balance, false)) => Error::InsufficientCredits { needed: amount, balance },
+                    Some((balance, false)) => {
+                        Error::InsufficientCredits { needed: amount, balance }
+                    }
                 });
             };
             sqlx::query(INSERT_LEDGER)
@@ -193,7 +195,8 @@ impl Accounts {
         let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT key_id, request_id, amount FROM reservations \
-                 WHERE status = 'reserved' AND ((owner = $1 AND owner <> '') OR reserved_at_ms < $2) \
+                 WHERE status = 'reserved' \
+                 AND ((owner = $1 AND owner <> '') OR reserved_at_ms < $2) \
                  ORDER BY reserved_at_ms",
             )
             .bind(owner)
@@ -292,79 +295,5 @@ impl Accounts {
             tx.commit().await.db()?;
             Ok((balance, true))
         })
-    }
-
-    /// The key's balance; [`Error::NotFound`] for an unknown key.
-    pub async fn balance(&self, key_id: &str) -> Result<i64> {
-        let balance: Option<i64> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar("SELECT balance FROM api_keys WHERE id = $1")
-                .bind(key_id)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
-        balance.ok_or_else(|| key_not_found(key_id))
-    }
-
-    /// The sum of the key's ledger amounts, which equals its balance (added for audits and
-    /// tests); [`Error::NotFound`] for an unknown key.
-    pub async fn ledger_total(&self, key_id: &str) -> Result<i64> {
-        let total: i64 = read_pool!(&self.db, pool => {
-            // Postgres sums BIGINT into NUMERIC: cast back so both backends decode an i64.
-            sqlx::query_scalar(
-                "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger WHERE key_id = $1",
-            )
-            .bind(key_id)
-            .fetch_one(pool)
-            .await
-            .db()?
-        });
-        if total == 0 {
-            self.balance(key_id).await?;
-        }
-        Ok(total)
-    }
-
-    /// The key's latest ledger rows, newest first; at most `limit` (capped at 1000).
-    pub async fn recent_charges(&self, key_id: &str, limit: u32) -> Result<Vec<LedgerEntry>> {
-        type Row = (
-            String,
-            Option<String>,
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            i64,
-        );
-        let rows: Vec<Row> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT kind, request_id, amount, balance_after, model, inputs, created_at \
-                 FROM ledger WHERE key_id = $1 ORDER BY id DESC LIMIT $2",
-            )
-            .bind(key_id)
-            .bind(i64::from(limit.min(MAX_RECENT)))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
-        if rows.is_empty() {
-            // Tells an unknown key (404) from a key with no history yet.
-            self.balance(key_id).await?;
-        }
-        rows.into_iter()
-            .map(
-                |(kind, request_id, amount, balance_after, model, inputs, created_at)| {
-                    Ok(LedgerEntry {
-                        kind,
-                        request_id,
-                        amount,
-                        balance_after,
-                        model,
-                        inputs: inputs.map(|s| serde_json::from_str(&s)).transpose().db()?,
-                        created_at,
-                    })
-                },
-            )
-            .collect()
     }
 }

@@ -15,6 +15,7 @@
 //! - Every balance change writes a ledger row, so a key's ledger adds up to its balance.
 
 mod db;
+mod history;
 mod keys;
 mod ledger;
 mod secret;
