@@ -684,3 +684,25 @@ def test_cli_creates_a_working_key_lists_without_secrets_credits_and_revokes(
     assert revoked["revoked"] is True, revoked
     status, headers, raw = generate(server, secret)
     assert_error_envelope(status, headers, raw, expected_status=401)
+
+
+def test_a_new_instance_on_the_same_postgres_leaves_another_instances_in_flight_request_alone(
+    imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, postgres_url: str
+) -> None:
+    """Start-up releases only this instance's own dead reservations: a second instance starting
+    while the first has a request in flight must not refund it (it would be paid for twice)."""
+    backend = Backend("postgres", postgres_url)
+    first = start_openai_server(imgproxy, fake_openai, backend)
+    key, secret = create_key(first, credits=50)
+    fake_openai.delay_images(2)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(generate, first, secret, 1, "gpt-image-2", 30, quality="low")
+        wait_for(lambda: bool(fake_openai.image_requests()), 10, "the request to reach the upstream")
+        second = start_openai_server(imgproxy, fake_openai, backend)
+        assert balance(second, secret) == 50 - GPT_LOW, "another instance's start released a live reservation"
+        status, headers, raw = slow.result()
+    assert assert_ok_metered(status, headers, raw, 1, per_image=GPT_LOW) == 50 - GPT_LOW
+    assert balance(second, secret) == 50 - GPT_LOW
+    rows = backend.ledger(first, key["id"])
+    assert [row.kind for row in rows] == ["credit", "reserve", "settle"], rows
+    assert_ledger_adds_up(rows, 50 - GPT_LOW)
