@@ -10,6 +10,7 @@ use std::{
 
 use base64::Engine as _;
 use futures_util::{stream, StreamExt as _};
+use tokio::sync::Semaphore;
 
 use crate::{
     fetch::{FetchPolicy, ReferenceFetcher},
@@ -28,11 +29,21 @@ pub struct GatewayBuilder {
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
     fetcher: Option<ReferenceFetcher>,
+    provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
     fan_out: usize,
 }
 
 impl GatewayBuilder {
+    /// Lets at most `max_concurrent` calls to provider `name` run at once across all requests;
+    /// further calls wait for a slot (an operator's cap, e.g. an upstream account's limit).
+    #[must_use]
+    pub fn provider_limit(mut self, name: impl Into<String>, max_concurrent: usize) -> Self {
+        self.provider_limits
+            .insert(name.into(), Arc::new(Semaphore::new(max_concurrent.max(1))));
+        self
+    }
+
     /// Fetches reference images under `fetcher`'s policy (default: [`FetchPolicy::default`]).
     #[must_use]
     pub fn fetcher(mut self, fetcher: ReferenceFetcher) -> Self {
@@ -83,6 +94,7 @@ impl GatewayBuilder {
             providers: self.providers,
             store: self.store,
             fetcher,
+            provider_limits: self.provider_limits,
             default_model: self.default_model,
             fan_out: self.fan_out,
         }
@@ -96,6 +108,7 @@ pub struct Gateway {
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
     fetcher: Option<ReferenceFetcher>,
+    provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
     fan_out: usize,
 }
@@ -108,6 +121,7 @@ impl Gateway {
             providers: HashMap::new(),
             store: None,
             fetcher: None,
+            provider_limits: HashMap::new(),
             default_model: "placeholder".into(),
             fan_out: DEFAULT_FAN_OUT,
         }
@@ -206,7 +220,13 @@ impl Gateway {
         // Futures are built eagerly (not in a stream closure) so the result stays `Send`.
         let pending: Vec<_> = calls
             .into_iter()
-            .map(|call| call_provider(provider.as_ref(), call))
+            .map(|call| {
+                call_provider(
+                    provider.as_ref(),
+                    self.provider_limits.get(&model.provider),
+                    call,
+                )
+            })
             .collect();
         let results: Vec<_> = stream::iter(pending).buffered(self.fan_out).collect().await;
 
@@ -300,8 +320,14 @@ impl Gateway {
 
 async fn call_provider(
     provider: &dyn ImageProvider,
+    limit: Option<&Arc<Semaphore>>,
     call: ProviderRequest<'_>,
 ) -> (u32, Result<Generation, crate::ProviderError>) {
+    // The semaphore is never closed, so acquiring only waits; an error cannot happen.
+    let _slot = match limit {
+        Some(semaphore) => semaphore.acquire().await.ok(),
+        None => None,
+    };
     (call.n, provider.generate(call).await)
 }
 
@@ -390,6 +416,33 @@ mod tests {
             })
             .collect();
         assert_eq!(order, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_provider_limit_caps_calls_across_requests() {
+        let provider = Arc::new(Counting::default());
+        let mut catalog = Catalog::embedded().unwrap();
+        let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
+        model.id = "counted".into();
+        model.provider = "counting".into();
+        catalog.upsert(model).unwrap();
+        let gateway = Arc::new(
+            Gateway::builder(catalog)
+                .provider(provider.clone())
+                .provider_limit("counting", 2)
+                .build(),
+        );
+        let requests: Vec<_> = (0..4)
+            .map(|_| {
+                let gateway = gateway.clone();
+                tokio::spawn(async move { gateway.generate(request(3)).await })
+            })
+            .collect();
+        for handle in requests {
+            assert_eq!(handle.await.unwrap().unwrap().data.len(), 3);
+        }
+        assert_eq!(provider.calls.load(Ordering::SeqCst), 12);
+        assert_eq!(provider.peak.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::ValidatedRequest;
 
 /// A model's price. The base price of one image is the `by_quality` entry for the request's
-/// quality if there is one, else the `by_resolution` entry for its tier, else `per_image`.
+/// quality if there is one, else the `by_resolution` entry for its tier, else `per_image`;
+/// with `scale_by_area`, an explicit size larger than 1024×1024 multiplies it by its area.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
@@ -23,7 +24,14 @@ pub struct Pricing {
     /// Credits added per reference image.
     #[serde(default)]
     pub per_reference_image: u64,
+    /// Scale the base price by the image's area relative to 1024×1024 (never below the base),
+    /// for upstreams that bill by pixels and take custom sizes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_by_area: bool,
 }
+
+/// The area the base price is for.
+const BASE_PIXELS: u64 = 1024 * 1024;
 
 /// Credits for one image of `request`, or `None` if the model has no price.
 pub fn credits_per_image(request: &ValidatedRequest) -> Option<u64> {
@@ -36,6 +44,14 @@ pub fn credits_per_image(request: &ValidatedRequest) -> Option<u64> {
         .or(by_resolution)
         .copied()
         .unwrap_or(pricing.per_image);
+    let base = match request.size().filter(|_| pricing.scale_by_area) {
+        Some(size) => {
+            let pixels = u64::from(size.width) * u64::from(size.height);
+            // Rounded up: the reservation is the worst case, never an undercharge.
+            base.saturating_mul(pixels).div_ceil(BASE_PIXELS).max(base)
+        }
+        None => base,
+    };
     let references = u64::try_from(request.reference_images.len()).unwrap_or(u64::MAX);
     Some(base.saturating_add(pricing.per_reference_image.saturating_mul(references)))
 }
@@ -66,5 +82,22 @@ mod tests {
         assert_eq!(price("gpt-image-2", &[("quality", "high")]), Some(211));
         // `auto` may pick any quality, so it is priced at the worst case.
         assert_eq!(price("gpt-image-2", &[]), Some(211));
+        // Billed by area: 2048x2048 is four 1024x1024 images; 3840x2160 is 7.91 of them.
+        assert_eq!(
+            price("gpt-image-2", &[("quality", "low"), ("size", "2048x2048")]),
+            Some(24)
+        );
+        assert_eq!(
+            price("gpt-image-2", &[("quality", "low"), ("size", "3840x2160")]),
+            Some(48)
+        );
+        assert_eq!(
+            price("gpt-image-2", &[("quality", "low"), ("size", "512x512")]),
+            Some(6)
+        );
+        // Tiers and reference images.
+        assert_eq!(price("nano-banana-pro", &[("image_size", "4K")]), Some(240));
+        assert_eq!(price("grok-imagine", &[]), Some(20));
+        assert_eq!(price("flux-schnell", &[("size", "512x512")]), Some(2));
     }
 }

@@ -190,6 +190,8 @@ pub struct ProviderTable {
     pub api_key_env: Option<String>,
     /// Per-request upstream timeout in seconds.
     pub timeout_secs: Option<u64>,
+    /// Most calls to this provider in flight at once, across all requests (default: no cap).
+    pub max_concurrent: Option<usize>,
 }
 
 /// Reference-image fetching.
@@ -248,6 +250,8 @@ pub struct ProviderSettings {
     pub api_key: SecretString,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Cap on calls in flight.
+    pub max_concurrent: Option<usize>,
 }
 
 /// Reads the environment; injected so that tests never mutate the process environment.
@@ -322,6 +326,7 @@ impl Config {
                 kind,
                 name: kind.name().to_owned(),
                 timeout: timeout(&table),
+                max_concurrent: table.max_concurrent,
                 base_url: env.var(kind.base_url_var()).or(table.base_url),
                 api_key,
             });
@@ -340,6 +345,7 @@ impl Config {
             providers.push(ProviderSettings {
                 kind: ProviderKind::OpenAI,
                 timeout: timeout(&table),
+                max_concurrent: table.max_concurrent,
                 name,
                 base_url: Some(base_url),
                 api_key,
@@ -492,6 +498,7 @@ mod tests {
             name = "gw"
             base_url = "http://gw/v1"
             api_key_env = "GW_KEY"
+            max_concurrent = 3
             [[models]]
             id = "gw-flux"
             provider = "gw"
@@ -507,6 +514,7 @@ mod tests {
             .unwrap();
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.providers[0].name, "gw");
+        assert_eq!(settings.providers[0].max_concurrent, Some(3));
         assert_eq!(settings.models[0].id, "gw-flux");
         assert_eq!(settings.remap["dall-e-3"], "gpt-image-2");
         assert_eq!(settings.routing["flux-1.1-pro"], ["bfl", "replicate"]);

@@ -183,6 +183,9 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
             start_provider(provider).with_context(|| format!("provider `{}`", provider.name))?;
         tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), "upstream enabled");
         builder = builder.provider(client);
+        if let Some(max_concurrent) = provider.max_concurrent {
+            builder = builder.provider_limit(&provider.name, max_concurrent);
+        }
     }
     Ok(builder.build())
 }
