@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use imgproxy_core::{Generation, ImageProvider, ProviderError, ProviderRequest};
+use imgproxy_core::{upstream, Generation, ImageProvider, ProviderError, ProviderRequest};
 use reqwest::{
     header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION},
-    RequestBuilder, Response,
+    RequestBuilder,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -24,8 +24,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest image downloaded from a `url` item.
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 50 * 1024 * 1024;
-
-const USER_AGENT: &str = concat!("imgproxy/", env!("CARGO_PKG_VERSION"));
 
 /// Settings of one OpenAI (or OpenAI-compatible) upstream.
 #[derive(Debug, Clone)]
@@ -84,11 +82,7 @@ impl OpenAIProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
         let api_headers = api_headers(&config)?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .user_agent(USER_AGENT)
-            .build()
-            .map_err(|e| failed(format!("cannot build the HTTP client: {}", chain(&e))))?;
+        let client = upstream::http_client(config.timeout)?;
         let base_url = config.base_url.trim_end_matches('/');
         Ok(Self {
             generations_url: format!("{base_url}/images/generations"),
@@ -144,7 +138,10 @@ impl OpenAIProvider {
         for image in parsed.images {
             let (bytes, content_type) = match image.source {
                 ImageSource::Inline(bytes) => (bytes, None),
-                ImageSource::Url(url) => self.download(&url).await?,
+                // No API headers go to the download host: it must never see the key.
+                ImageSource::Url(url) => {
+                    upstream::download(&self.client, &url, self.max_download_bytes).await?
+                }
             };
             images.push(convert::generated_image(
                 bytes,
@@ -167,13 +164,10 @@ impl OpenAIProvider {
 
     /// Sends an API call and returns the 2xx body, or the mapped upstream error.
     async fn send(&self, call: RequestBuilder, model: &str) -> Result<Bytes, ProviderError> {
-        let response = call.send().await.map_err(transport_error)?;
+        let response = call.send().await.map_err(upstream::transport_error)?;
         let status = response.status();
         if !status.is_success() {
-            let retry_after = errors::retry_after(
-                header(&response, "retry-after-ms"),
-                header(&response, "retry-after"),
-            );
+            let retry_after = upstream::retry_after(response.headers());
             // The status alone decides the error kind, so an unreadable body is no worse than
             // an empty one.
             let body = response.bytes().await.unwrap_or_default();
@@ -184,40 +178,7 @@ impl OpenAIProvider {
                 model,
             ));
         }
-        response.bytes().await.map_err(transport_error)
-    }
-
-    /// Fetches an image the upstream answered with a URL, within `max_download_bytes`.
-    /// Returns the bytes and the `Content-Type`.
-    async fn download(&self, url: &str) -> Result<(Bytes, Option<String>), ProviderError> {
-        // No API headers: the URL typically points at a CDN or bucket that must never see the
-        // key. The URL itself stays out of messages, as it may carry a signature.
-        let mut response = self.client.get(url).send().await.map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(failed(format!(
-                "downloading a generated image failed with HTTP {}",
-                status.as_u16()
-            )));
-        }
-        let limit = self.max_download_bytes;
-        let too_large = || failed(format!("a generated image is larger than {limit} bytes"));
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit as u64)
-        {
-            return Err(too_large());
-        }
-        let content_type = header(&response, "content-type").map(str::to_owned);
-        let mut bytes = Vec::new();
-        // Counted as it streams: `Content-Length` may be absent or wrong.
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok((Bytes::from(bytes), content_type))
+        response.bytes().await.map_err(upstream::transport_error)
     }
 }
 
@@ -227,7 +188,7 @@ fn api_headers(config: &OpenAIConfig) -> Result<HeaderMap, ProviderError> {
     let mut headers = HeaderMap::new();
     // The message must not quote the value: it is the key.
     let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
-        .map_err(|_| failed("the API key contains characters not allowed in a header".into()))?;
+        .map_err(|_| upstream::failed("the API key contains characters not allowed in a header"))?;
     auth.set_sensitive(true);
     headers.insert(AUTHORIZATION, auth);
     for (name, value) in [
@@ -236,46 +197,9 @@ fn api_headers(config: &OpenAIConfig) -> Result<HeaderMap, ProviderError> {
     ] {
         if let Some(value) = value {
             let value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| failed(format!("`{name}` is not a valid header value")))?;
+                .map_err(|_| upstream::failed(format!("`{name}` is not a valid header value")))?;
             headers.insert(HeaderName::from_static(name), value);
         }
     }
     Ok(headers)
-}
-
-/// A header of `response` as text.
-fn header<'a>(response: &'a Response, name: &str) -> Option<&'a str> {
-    response.headers().get(name)?.to_str().ok()
-}
-
-/// Maps a failure to talk to the upstream at all. reqwest messages hold no headers, so no key;
-/// the URL is dropped anyway, as an operator's base URL is none of a client's business.
-fn transport_error(error: reqwest::Error) -> ProviderError {
-    if error.is_timeout() {
-        return ProviderError::Timeout;
-    }
-    let what = if error.is_connect() {
-        "cannot reach upstream"
-    } else if error.is_body() || error.is_decode() {
-        "reading the upstream response failed"
-    } else {
-        "upstream request failed"
-    };
-    failed(format!("{what}: {}", chain(&error.without_url())))
-}
-
-/// An error and its sources, as one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn failed(message: String) -> ProviderError {
-    ProviderError::Failed { message }
 }

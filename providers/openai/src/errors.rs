@@ -15,18 +15,6 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// Error codes with which OpenAI refuses content (`content_policy_violation` is DALL·E's).
 const MODERATION_CODES: [&str; 2] = ["moderation_blocked", "content_policy_violation"];
 
-/// How long a 429 asks us to wait: `retry-after-ms` (more precise, sent by OpenAI) or
-/// `Retry-After` in seconds. HTTP-date forms are ignored.
-pub(crate) fn retry_after(millis: Option<&str>, seconds: Option<&str>) -> Option<Duration> {
-    let parse = |text: &str, per_second: f64| {
-        let value = text.trim().parse::<f64>().ok()?;
-        Duration::try_from_secs_f64(value / per_second).ok()
-    };
-    millis
-        .and_then(|text| parse(text, 1000.0))
-        .or_else(|| seconds.and_then(|text| parse(text, 1.0)))
-}
-
 /// The error for a non-2xx upstream answer. `body` may be anything: OpenAI's envelope, another
 /// gateway's JSON, HTML, or nothing.
 pub(crate) fn error_from_status(
@@ -164,20 +152,6 @@ mod tests {
         assert!(
             message.chars().count() <= MAX_MESSAGE_CHARS + 30,
             "{message}"
-        );
-    }
-
-    #[test]
-    fn retry_after_prefers_milliseconds_and_ignores_garbage() {
-        assert_eq!(
-            retry_after(Some("1500"), Some("20")),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(retry_after(None, Some("20")), Some(Duration::from_secs(20)));
-        assert_eq!(
-            retry_after(Some("soon"), Some("-1")),
-            None,
-            "negative and non-numeric values are dropped"
         );
     }
 }
