@@ -240,6 +240,19 @@ pub fn sniff_mime(bytes: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The MIME type of an encoded image: from its bytes, else the first `declared` type (a
+/// download's `Content-Type`, a type the upstream reported, ...) that is `image/*`, without
+/// parameters. `None` means nothing says the bytes are an image.
+pub fn image_mime(bytes: &[u8], declared: &[Option<&str>]) -> Option<String> {
+    sniff_mime(bytes).map(str::to_owned).or_else(|| {
+        declared
+            .iter()
+            .flatten()
+            .map(|t| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase())
+            .find(|t| t.starts_with("image/"))
+    })
+}
+
 /// The file extension of a MIME type.
 pub fn extension_of(mime: &str) -> &'static str {
     match mime {
@@ -283,6 +296,20 @@ mod tests {
             code: None,
         };
         assert!(!format!("{:?}", error.without_secret("sk-123")).contains("sk-123"));
+    }
+
+    #[test]
+    fn image_mime_prefers_bytes_then_the_first_declared_image_type() {
+        assert_eq!(
+            image_mime(b"\x89PNG....", &[Some("image/jpeg")]).as_deref(),
+            Some("image/png")
+        );
+        let declared = [None, Some("text/html"), Some("Image/AVIF; q=1")];
+        assert_eq!(
+            image_mime(b"????", &declared).as_deref(),
+            Some("image/avif")
+        );
+        assert_eq!(image_mime(b"<html>", &[Some("text/html")]), None);
     }
 
     #[test]

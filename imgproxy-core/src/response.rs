@@ -63,6 +63,17 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Reads an upstream's `usage`, or `None` for `null`. A `usage` of an unexpected shape is
+    /// dropped with a warning rather than failing a generation that is already paid for.
+    pub fn lenient(value: Value) -> Option<Self> {
+        if value.is_null() {
+            return None;
+        }
+        serde_json::from_value(value)
+            .inspect_err(|e| tracing::warn!(error = %e, "ignoring an unreadable upstream `usage`"))
+            .ok()
+    }
+
     /// Adds `other` into `self` (for `n` fanned out over several upstream calls).
     pub fn accumulate(&mut self, other: &Self) {
         fn add(a: &mut Option<u64>, b: Option<u64>) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::sniff_mime,
+    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -248,13 +248,7 @@ pub(crate) fn generated_image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = sniff_mime(&bytes)
-        .map(str::to_owned)
-        .or_else(|| {
-            content_type
-                .filter(|t| t.starts_with("image/"))
-                .map(|t| t.split(';').next().unwrap_or(t).trim().to_owned())
-        })
+    let mime = image_mime(&bytes, &[content_type])
         .ok_or_else(|| failed("the BFL sample is not an image"))?;
     Ok(GeneratedImage {
         bytes,

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::{sniff_mime, ImageMeta},
+    provider::{image_mime, ImageMeta},
     upstream::{self, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -305,16 +305,7 @@ pub(crate) fn generated_image(
     bytes: Bytes,
     declared: &[Option<&str>],
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = sniff_mime(&bytes)
-        .map(str::to_owned)
-        .or_else(|| {
-            declared
-                .iter()
-                .flatten()
-                .map(|t| t.split(';').next().unwrap_or(t).trim())
-                .find(|t| t.starts_with("image/"))
-                .map(str::to_owned)
-        })
+    let mime = image_mime(&bytes, declared)
         .ok_or_else(|| upstream::failed("the upstream returned a file that is not an image"))?;
     Ok(GeneratedImage {
         bytes,

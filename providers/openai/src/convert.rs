@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::{sniff_mime, ImageMeta},
+    provider::{image_mime, ImageMeta},
     GeneratedImage, ProviderError, ProviderRequest, Usage,
 };
 use serde_json::{Map, Value};
@@ -97,7 +97,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderErro
         .collect::<Result<_, _>>()?;
     Ok(ParsedResponse {
         images,
-        usage: response.usage.and_then(usage),
+        usage: response.usage.and_then(Usage::lenient),
         meta: ImageMeta {
             background: response.background,
             output_format: response.output_format,
@@ -105,17 +105,6 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderErro
             size: response.size,
         },
     })
-}
-
-/// Reads `usage`, keeping fields imgproxy does not know in `extra`. A `usage` of an
-/// unexpected shape is dropped with a warning rather than failing a paid-for generation.
-fn usage(value: Value) -> Option<Usage> {
-    if value.is_null() {
-        return None;
-    }
-    serde_json::from_value(value)
-        .inspect_err(|e| tracing::warn!(error = %e, "ignoring an unreadable upstream `usage`"))
-        .ok()
 }
 
 /// A finished image. The bytes decide the MIME type; failing that, a download's
@@ -126,15 +115,11 @@ pub(crate) fn generated_image(
     output_format: Option<&str>,
     revised_prompt: Option<String>,
 ) -> GeneratedImage {
-    let mime = sniff_mime(&bytes)
-        .map(str::to_owned)
-        .or_else(|| {
-            content_type
-                .filter(|t| t.starts_with("image/"))
-                .map(|t| t.split(';').next().unwrap_or(t).trim().to_owned())
-        })
-        .or_else(|| output_format.and_then(mime_of_format).map(str::to_owned))
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
+    let mime = image_mime(
+        &bytes,
+        &[content_type, output_format.and_then(mime_of_format)],
+    )
+    .unwrap_or_else(|| "application/octet-stream".to_owned());
     GeneratedImage {
         bytes,
         mime,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::sniff_mime,
+    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -208,13 +208,7 @@ pub(crate) fn image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = sniff_mime(&bytes)
-        .map(str::to_owned)
-        .or_else(|| {
-            content_type
-                .map(|c| c.split(';').next().unwrap_or(c).trim().to_ascii_lowercase())
-                .filter(|c| c.starts_with("image/"))
-        })
+    let mime = image_mime(&bytes, &[content_type])
         .ok_or_else(|| failed("the upstream output is not an image"))?;
     Ok(GeneratedImage {
         bytes,

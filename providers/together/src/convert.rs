@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    dimensions::Size, provider::sniff_mime, upstream, GeneratedImage, ProviderError,
+    dimensions::Size, provider::image_mime, upstream, GeneratedImage, ProviderError,
     ProviderRequest,
 };
 use serde_json::{Map, Value};
@@ -119,15 +119,8 @@ pub(crate) fn generated_image(
         "jpeg" | "jpg" => Some("image/jpeg"),
         _ => None,
     });
-    let mime = sniff_mime(&bytes)
-        .or_else(|| {
-            content_type
-                .map(|t| t.split(';').next().unwrap_or(t).trim())
-                .filter(|t| t.starts_with("image/"))
-        })
-        .or(from_format)
-        .unwrap_or("application/octet-stream")
-        .to_owned();
+    let mime = image_mime(&bytes, &[content_type, from_format])
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
     GeneratedImage {
         bytes,
         mime,

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, time::Duration};
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::sniff_mime, upstream, GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
+    provider::image_mime, upstream, GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
     Usage,
 };
 use serde::Deserialize;
@@ -168,7 +168,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderErro
         .collect::<Result<_, _>>()?;
     Ok(ParsedResponse {
         images,
-        usage: response.usage.and_then(usage),
+        usage: response.usage.and_then(Usage::lenient),
     })
 }
 
@@ -182,17 +182,6 @@ fn block_reason(value: &Value) -> Option<String> {
     }
 }
 
-/// Reads `usage`; xAI's `cost_in_usd_ticks` lands in `extra`. An unreadable `usage` is dropped
-/// with a warning rather than failing a paid-for generation.
-fn usage(value: Value) -> Option<Usage> {
-    if value.is_null() {
-        return None;
-    }
-    serde_json::from_value(value)
-        .inspect_err(|e| tracing::warn!(error = %e, "ignoring an unreadable xAI `usage`"))
-        .ok()
-}
-
 /// A finished image. The bytes decide the MIME type; failing that, the `mime_type` xAI
 /// reported, then a download's `Content-Type`.
 pub(crate) fn generated_image(
@@ -201,16 +190,7 @@ pub(crate) fn generated_image(
     content_type: Option<&str>,
     revised_prompt: Option<String>,
 ) -> GeneratedImage {
-    let mime = sniff_mime(&bytes)
-        .map(str::to_owned)
-        .or_else(|| {
-            [reported, content_type]
-                .into_iter()
-                .flatten()
-                .map(|t| t.split(';').next().unwrap_or(t).trim())
-                .find(|t| t.starts_with("image/"))
-                .map(str::to_owned)
-        })
+    let mime = image_mime(&bytes, &[reported, content_type])
         .unwrap_or_else(|| "application/octet-stream".to_owned());
     GeneratedImage {
         bytes,
