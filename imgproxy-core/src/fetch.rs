@@ -22,6 +22,16 @@ use crate::{Error, ImageInput};
 /// that what the fetcher returns is exactly what `ProviderRequest::references` holds.
 pub use crate::provider::ReferenceImage;
 
+/// The id of an uploaded file, when `input` names one rather than a URL: the `file_id`
+/// form, or bare text that is not a URL. The gateway resolves those from its own store.
+pub fn file_id_of(input: &ImageInput) -> Option<&str> {
+    match input {
+        ImageInput::FileId { file_id } => Some(file_id.trim()),
+        ImageInput::Text(text) if Url::parse(text.trim()).is_err() => Some(text.trim()),
+        ImageInput::Text(_) | ImageInput::ImageUrl { .. } => None,
+    }
+}
+
 /// The request parameter every refusal names.
 const PARAM: &str = "image";
 
@@ -118,11 +128,14 @@ impl ReferenceFetcher {
     }
 
     /// Resolves one reference: `data:` URLs are decoded, http(s) URLs fetched under the policy.
-    /// File ids (anything not a URL) → 400 param `image` "file ids are not supported yet".
+    /// File ids (anything not a URL, see [`file_id_of`]) are the gateway's to resolve: here
+    /// they are a 400 naming `image`.
     pub async fn fetch(&self, input: &ImageInput) -> crate::Result<ReferenceImage> {
         let text = match input {
             ImageInput::Text(text) | ImageInput::ImageUrl { image_url: text } => text.trim(),
-            ImageInput::FileId { .. } => return Err(refuse("file ids are not supported yet")),
+            ImageInput::FileId { .. } => {
+                return Err(refuse("file ids need the gateway's file store"))
+            }
         };
         if text
             .get(..5)
@@ -132,7 +145,7 @@ impl ReferenceFetcher {
         }
         let Ok(url) = Url::parse(text) else {
             // Not a URL: the only other form a reference takes is an uploaded file's id.
-            return Err(refuse("file ids are not supported yet"));
+            return Err(refuse("not a URL, a data URL or a known file id"));
         };
         check_url(&url, &self.allow).map_err(Refused::into_error)?;
         let timeout = self.policy.timeout;

@@ -1,23 +1,33 @@
-//! The gateway: a catalog plus providers (plus optionally an image store). `generate`
-//! validates, routes to the model's provider, fans `n` out over several upstream calls where
-//! the model makes fewer images per call, and answers in OpenAI's response shape.
+//! The gateway: a catalog plus providers (plus optionally an image store, a URL signer and
+//! the records database). `generate` validates, routes to the model's provider, fans `n` out
+//! over several upstream calls where the model makes fewer images per call, and answers in
+//! OpenAI's response shape; `serving` adds the cache, metering and names on top.
 
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use base64::Engine as _;
+use bytes::Bytes;
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::Semaphore;
 
 use crate::{
+    accounts::{Accounts, CachedResult},
+    cache::SingleFlight,
     fetch::{FetchPolicy, ReferenceFetcher},
     provider::{ImageMeta, ReferenceImage},
-    validate, Catalog, Error, Generation, ImageData, ImageProvider, ImageRequest, ImageResponse,
-    ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
+    serving::Shared,
+    signing::UrlSigner,
+    validate, Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest,
+    ImageResponse, ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage,
+    ValidatedRequest,
 };
+
+/// The path under which stored images are served and signed: `{url_prefix}` ends with it.
+pub const IMAGE_PATH: &str = "/images/";
 
 /// Upstream calls one request may run at once when it fans `n` out.
 const DEFAULT_FAN_OUT: usize = 4;
@@ -28,6 +38,8 @@ pub struct GatewayBuilder {
     catalog: Catalog,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
+    signer: Option<(UrlSigner, Duration)>,
+    records: Option<Accounts>,
     fetcher: Option<ReferenceFetcher>,
     provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
@@ -35,6 +47,20 @@ pub struct GatewayBuilder {
 }
 
 impl GatewayBuilder {
+    /// Signs image URLs with `signer`, each valid for `ttl`: `{url_prefix}{key}?exp=..&sig=..`.
+    #[must_use]
+    pub fn url_signer(mut self, signer: UrlSigner, ttl: Duration) -> Self {
+        self.signer = Some((signer, ttl));
+        self
+    }
+
+    /// Keeps cache entries, named images and uploaded files in `records`' database.
+    #[must_use]
+    pub fn records(mut self, records: Accounts) -> Self {
+        self.records = Some(records);
+        self
+    }
+
     /// Lets at most `max_concurrent` calls to provider `name` run at once across all requests;
     /// further calls wait for a slot (an operator's cap, e.g. an upstream account's limit).
     #[must_use]
@@ -59,7 +85,7 @@ impl GatewayBuilder {
     }
 
     /// Enables `response_format=url`: images go to `store` and their URLs are
-    /// `{url_prefix}{key}`.
+    /// `{url_prefix}{key}`, where `url_prefix` ends with [`IMAGE_PATH`].
     #[must_use]
     pub fn store(mut self, store: ImageStore, url_prefix: impl Into<String>) -> Self {
         self.store = Some((store, url_prefix.into()));
@@ -93,6 +119,9 @@ impl GatewayBuilder {
             catalog: Arc::new(self.catalog),
             providers: self.providers,
             store: self.store,
+            signer: self.signer,
+            records: self.records,
+            flights: SingleFlight::default(),
             fetcher,
             provider_limits: self.provider_limits,
             default_model: self.default_model,
@@ -107,6 +136,9 @@ pub struct Gateway {
     catalog: Arc<Catalog>,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     store: Option<(ImageStore, String)>,
+    signer: Option<(UrlSigner, Duration)>,
+    records: Option<Accounts>,
+    pub(crate) flights: SingleFlight<Shared>,
     fetcher: Option<ReferenceFetcher>,
     provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
@@ -120,6 +152,8 @@ impl Gateway {
             catalog,
             providers: HashMap::new(),
             store: None,
+            signer: None,
+            records: None,
             fetcher: None,
             provider_limits: HashMap::new(),
             default_model: "placeholder".into(),
@@ -135,6 +169,21 @@ impl Gateway {
     /// The image store, if one is configured.
     pub fn store(&self) -> Option<&ImageStore> {
         self.store.as_ref().map(|(store, _)| store)
+    }
+
+    /// The records database (cache entries, names, files), if configured.
+    pub fn records(&self) -> Option<&Accounts> {
+        self.records.as_ref()
+    }
+
+    /// The URL signer and the lifetime of the URLs it signs, if configured.
+    pub fn signer(&self) -> Option<&(UrlSigner, Duration)> {
+        self.signer.as_ref()
+    }
+
+    /// The model requests go to when they name none.
+    pub fn default_model(&self) -> &str {
+        &self.default_model
     }
 
     /// Whether a provider for `model` is configured.
@@ -173,24 +222,21 @@ impl Gateway {
         self.respond(&validated, generation).await
     }
 
-    /// Fetches and checks the request's reference images, all at once.
+    /// Fetches and checks the request's reference images, all at once (file ids of the
+    /// operator's tenant; see [`Gateway::fetch_references_for`]).
     pub async fn fetch_references(
         &self,
         request: &ValidatedRequest,
     ) -> Result<Vec<ReferenceImage>> {
-        if request.reference_images.is_empty() {
-            return Ok(Vec::new());
-        }
+        self.fetch_references_for(request, "").await
+    }
+
+    /// Fetches one reference image given by URL or data URL.
+    pub(crate) async fn fetch_reference(&self, input: &ImageInput) -> Result<ReferenceImage> {
         let Some(fetcher) = &self.fetcher else {
             return Err(Error::Internal("reference fetching is unavailable".into()));
         };
-        futures_util::future::try_join_all(
-            request
-                .reference_images
-                .iter()
-                .map(|input| fetcher.fetch(input)),
-        )
-        .await
+        fetcher.fetch(input).await
     }
 
     /// Runs a validated request: one upstream call per `n_per_call` images, at most
@@ -280,14 +326,14 @@ impl Gateway {
                     None,
                 ),
                 ResponseFormat::Url => {
-                    let Some((store, prefix)) = &self.store else {
+                    let Some((store, _)) = &self.store else {
                         return Err(Error::invalid_param(
                             "response_format",
                             "response_format `url` needs an image store, and none is configured",
                         ));
                     };
                     let key = store.put(image.bytes, &image.mime).await?;
-                    (None, Some(format!("{prefix}{key}")))
+                    (None, self.image_url(&key))
                 }
             };
             data.push(ImageData {
@@ -296,26 +342,93 @@ impl Gateway {
                 revised_prompt: image.revised_prompt,
             });
         }
-        let meta = generation.meta;
+        Ok(self.shape(request, data, generation.meta, generation.usage))
+    }
+}
+
+impl Gateway {
+    /// The URL of stored image `key`, signed when a signer is configured; `None` without a
+    /// store.
+    pub fn image_url(&self, key: &str) -> Option<String> {
+        let (_, prefix) = self.store.as_ref()?;
+        Some(match &self.signer {
+            Some((signer, ttl)) => {
+                let expires =
+                    now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+                let query = signer.sign(&format!("{IMAGE_PATH}{key}"), &[], expires);
+                format!("{prefix}{key}?{query}")
+            }
+            None => format!("{prefix}{key}"),
+        })
+    }
+
+    /// The OpenAI response for a stored result, in the request's `response_format`.
+    pub(crate) fn response_of(
+        &self,
+        request: &ValidatedRequest,
+        result: &CachedResult,
+        bytes: &[Bytes],
+        usage: Option<Usage>,
+    ) -> ImageResponse {
+        let data = result
+            .images
+            .iter()
+            .zip(bytes)
+            .map(|(image, bytes)| {
+                let (b64_json, url) = match request.response_format {
+                    ResponseFormat::B64Json => (
+                        Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                        None,
+                    ),
+                    ResponseFormat::Url => (None, self.image_url(&image.key)),
+                };
+                ImageData {
+                    b64_json,
+                    url,
+                    revised_prompt: image.revised_prompt.clone(),
+                }
+            })
+            .collect();
+        let meta = ImageMeta {
+            background: result.background.clone(),
+            output_format: result.output_format.clone(),
+            quality: result.quality.clone(),
+            size: result.size.clone(),
+        };
+        self.shape(request, data, meta, usage)
+    }
+
+    /// The response around `data`: metadata the upstream reported, else what was asked.
+    fn shape(
+        &self,
+        request: &ValidatedRequest,
+        data: Vec<ImageData>,
+        meta: ImageMeta,
+        usage: Option<Usage>,
+    ) -> ImageResponse {
         let param = |name: &str| {
             request
                 .param_str(name)
                 .filter(|v| *v != "auto")
                 .map(str::to_owned)
         };
-        Ok(ImageResponse {
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
+        ImageResponse {
+            created: now_secs(),
             data,
             background: meta.background.or_else(|| param("background")),
             output_format: meta.output_format.or_else(|| param("output_format")),
             quality: meta.quality.or_else(|| param("quality")),
             size: meta.size.or_else(|| param("size")),
-            usage: generation.usage,
+            usage,
             credits_used: None,
-        })
+        }
     }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 async fn call_provider(

@@ -8,7 +8,9 @@
 //! environment; one registry keyed by provider name serves every model of the catalog.
 
 pub mod accounts;
+pub mod cache;
 pub mod catalog;
+pub mod convert;
 pub mod dimensions;
 mod error;
 pub mod fetch;
@@ -19,8 +21,11 @@ pub mod provider;
 pub mod request;
 pub mod response;
 pub mod schema;
+pub mod serving;
+pub mod signing;
 pub mod store;
 pub mod upstream;
+pub mod url_api;
 pub mod validate;
 
 pub use accounts::Accounts;
@@ -32,6 +37,7 @@ pub use provider::{
 };
 pub use request::{ImageInput, ImageRequest};
 pub use response::{ImageData, ImageResponse, Usage};
+pub use serving::{Call, Served, StoredImage};
 pub use store::ImageStore;
 pub use validate::{ResponseFormat, ValidatedRequest};
 

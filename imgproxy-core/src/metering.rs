@@ -1,12 +1,15 @@
-//! Metered generation: the worst case (n × the price of one image) is reserved before any
-//! upstream call, the images actually returned are settled, and the rest is refunded, also
-//! on failure and when the caller goes away mid-request.
+//! Metering: the worst case (n × the price of one image) is reserved before any upstream
+//! call, the images actually returned are settled, and the rest is refunded, also on failure
+//! and when the caller goes away mid-request. `serving` decides when a request is charged
+//! (never for a cache hit).
+
+use std::future::Future;
 
 use serde_json::json;
 
 use crate::{
     accounts::{Accounts, ApiKey, Charge, Reservation},
-    pricing, Error, Gateway, ImageRequest, ImageResponse, Result,
+    pricing, Error, Result, ValidatedRequest,
 };
 
 /// Who pays for a request, and under which id.
@@ -22,13 +25,95 @@ pub struct Meter<'a> {
     pub owner: &'a str,
 }
 
-/// A metered response and the key's balance after it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metered {
-    /// The response, with `credits_used`.
-    pub response: ImageResponse,
-    /// Credits left.
+/// A request's price, known before anything runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Price {
+    per_image: u64,
+    worst: u64,
+    charge: Charge,
+}
+
+/// What a charged piece of work cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Charged {
+    /// Credits kept.
+    pub used: u64,
+    /// The key's balance afterwards.
     pub balance: i64,
+}
+
+impl Meter<'_> {
+    /// Checks that the key may use the request's model and that the model has a price.
+    pub(crate) fn price(&self, request: &ValidatedRequest) -> Result<Price> {
+        let model = &request.model;
+        if self
+            .key
+            .models
+            .as_ref()
+            .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
+        {
+            return Err(Error::Forbidden {
+                message: format!("this key may not use the model `{}`", model.id),
+            });
+        }
+        // Fail closed: a model without a price is never free by accident.
+        let Some(per_image) = pricing::credits_per_image(request) else {
+            return Err(Error::Forbidden {
+                message: format!(
+                    "the model `{}` has no price, so metered keys cannot use it",
+                    model.id
+                ),
+            });
+        };
+        Ok(Price {
+            per_image,
+            worst: per_image.saturating_mul(u64::from(request.n)),
+            charge: Charge {
+                model: model.id.clone(),
+                owner: self.owner.to_owned(),
+                inputs: json!({
+                    "provider": model.provider,
+                    "n": request.n,
+                    "credits_per_image": per_image,
+                    "quality": request.param_str("quality"),
+                    "tier": request.tier(),
+                    "reference_images": request.reference_images.len(),
+                }),
+            },
+        })
+    }
+
+    /// Reserves `price`'s worst case, runs `work`, and settles the images it returned
+    /// (`images` counts them) or refunds everything if it failed or was dropped.
+    pub(crate) async fn charge<T>(
+        &self,
+        price: Price,
+        work: impl Future<Output = Result<T>>,
+        images: impl Fn(&T) -> usize,
+    ) -> Result<(T, Charged)> {
+        let reservation = self
+            .accounts
+            .reserve(&self.key.id, self.request_id, price.worst, price.charge)
+            .await?;
+        let guard = RefundOnDrop {
+            accounts: self.accounts.clone(),
+            reservation: Some(reservation.clone()),
+        };
+        let outcome = match work.await {
+            Ok(value) => {
+                let count = u64::try_from(images(&value)).unwrap_or(u64::MAX);
+                let used = price.per_image.saturating_mul(count).min(price.worst);
+                let balance = self.accounts.settle(&reservation, used).await?;
+                Ok((value, Charged { used, balance }))
+            }
+            Err(error) => {
+                self.accounts.refund(&reservation).await?;
+                Err(error)
+            }
+        };
+        guard.disarm();
+        outcome
+    }
 }
 
 /// Refunds a reservation if dropped before it is settled: a request whose future is dropped
@@ -58,79 +143,5 @@ impl Drop for RefundOnDrop {
                 }
             });
         }
-    }
-}
-
-impl Gateway {
-    /// Validates, prices, reserves, generates and settles `request` for `meter.key`.
-    pub async fn generate_metered(
-        &self,
-        meter: Meter<'_>,
-        request: ImageRequest,
-    ) -> Result<Metered> {
-        let validated = self.validate(request)?;
-        let model = &validated.model;
-        if meter
-            .key
-            .models
-            .as_ref()
-            .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
-        {
-            return Err(Error::Forbidden {
-                message: format!("this key may not use the model `{}`", model.id),
-            });
-        }
-        // Fail closed: a model without a price is never free by accident.
-        let Some(per_image) = pricing::credits_per_image(&validated) else {
-            return Err(Error::Forbidden {
-                message: format!(
-                    "the model `{}` has no price, so metered keys cannot use it",
-                    model.id
-                ),
-            });
-        };
-        let worst = per_image.saturating_mul(u64::from(validated.n));
-        let charge = Charge {
-            model: model.id.clone(),
-            owner: meter.owner.to_owned(),
-            inputs: json!({
-                "provider": model.provider,
-                "n": validated.n,
-                "credits_per_image": per_image,
-                "quality": validated.param_str("quality"),
-                "tier": validated.tier(),
-                "reference_images": validated.reference_images.len(),
-            }),
-        };
-        let reservation = meter
-            .accounts
-            .reserve(&meter.key.id, meter.request_id, worst, charge)
-            .await?;
-        let guard = RefundOnDrop {
-            accounts: meter.accounts.clone(),
-            reservation: Some(reservation.clone()),
-        };
-
-        let outcome = async {
-            let references = self.fetch_references(&validated).await?;
-            let generation = self.run(&validated, &references).await?;
-            self.respond(&validated, generation).await
-        }
-        .await;
-        let metered = match outcome {
-            Ok(mut response) => {
-                let images = u64::try_from(response.data.len()).unwrap_or(u64::MAX);
-                let used = per_image.saturating_mul(images).min(worst);
-                let balance = meter.accounts.settle(&reservation, used).await?;
-                response.credits_used = Some(used);
-                Ok(Metered { response, balance })
-            }
-            Err(error) => {
-                meter.accounts.refund(&reservation).await?;
-                Err(error)
-            }
-        };
-        guard.disarm();
-        metered
     }
 }

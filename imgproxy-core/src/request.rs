@@ -100,6 +100,10 @@ pub struct ImageRequest {
     /// Where to POST the result of an asynchronous request (imgproxy extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Bypass the cache: generate anew and cache the new result (imgproxy extension; seed
+    /// 000's `reroll`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reroll: Option<bool>,
     /// Run as an asynchronous task (imgproxy extension).
     #[serde(default, rename = "async", skip_serializing_if = "Option::is_none")]
     pub run_async: Option<bool>,

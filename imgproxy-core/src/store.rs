@@ -1,5 +1,6 @@
 //! The image store: every image kept once, content-addressed (`<sha256>.<ext>`), on any
-//! `object_store` backend (a local folder by default).
+//! `object_store` backend: a local folder (the default) or S3-compatible storage. Format
+//! conversions of a stored image are kept beside it, so each is computed once.
 
 use std::{path::Path, sync::Arc};
 
@@ -7,7 +8,23 @@ use bytes::Bytes;
 use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 
-use crate::{provider::extension_of, Error, Result};
+use crate::{
+    convert::{self, RasterFormat},
+    provider::extension_of,
+    Error, Result,
+};
+
+/// Where S3-compatible storage is. Credentials and the region also come from the usual AWS
+/// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Location {
+    /// Bucket name.
+    pub bucket: String,
+    /// Endpoint of an S3-compatible server (MinIO, R2, moto ...); `None` for AWS itself.
+    pub endpoint: Option<String>,
+    /// Region; `None` to take it from the environment (default `us-east-1`).
+    pub region: Option<String>,
+}
 
 /// Content-addressed image storage.
 #[derive(Debug, Clone)]
@@ -31,6 +48,25 @@ impl ImageStore {
         })
     }
 
+    /// A store in an S3 bucket (or an S3-compatible server's).
+    pub fn s3(location: &S3Location) -> Result<Self> {
+        let mut builder =
+            object_store::aws::AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        if let Some(endpoint) = &location.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(region) = &location.region {
+            builder = builder.with_region(region);
+        }
+        // The builder's errors name settings, never credential values.
+        let s3 = builder
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot configure S3 storage: {e}")))?;
+        Ok(Self::new(Arc::new(s3), "s3"))
+    }
+
     /// A store on any `object_store` backend; `kind` names it (`fs`, `s3`).
     pub fn new(inner: Arc<dyn ObjectStore>, kind: &'static str) -> Self {
         Self { inner, kind }
@@ -41,6 +77,11 @@ impl ImageStore {
         self.kind
     }
 
+    /// The object path of `key` in the backend (for S3, the object key).
+    pub fn location(&self, key: &str) -> Result<String> {
+        object_path(key).map(|path| path.to_string())
+    }
+
     /// Stores `bytes` and returns its key. Storing the same bytes twice is a no-op.
     pub async fn put(&self, bytes: Bytes, mime: &str) -> Result<String> {
         let key = format!(
@@ -48,15 +89,48 @@ impl ImageStore {
             hex::encode(Sha256::digest(&bytes)),
             extension_of(mime)
         );
-        let path = object_path(&key)?;
-        if self.inner.head(&path).await.is_ok() {
-            return Ok(key);
+        self.put_once(&object_path(&key)?, bytes).await?;
+        Ok(key)
+    }
+
+    async fn put_once(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+        if self.inner.head(path).await.is_ok() {
+            return Ok(());
         }
         self.inner
-            .put(&path, PutPayload::from_bytes(bytes))
+            .put(path, PutPayload::from_bytes(bytes))
             .await
-            .map_err(|e| Error::Internal(format!("storing image {key}: {e}")))?;
-        Ok(key)
+            .map_err(|e| Error::Internal(format!("storing {path}: {e}")))?;
+        Ok(())
+    }
+
+    /// The image under `key` in `format`, converted on first use and kept for later ones;
+    /// returns the bytes and their object path. `None` if there is no such image.
+    pub async fn converted(
+        &self,
+        key: &str,
+        format: RasterFormat,
+    ) -> Result<Option<(Bytes, String)>> {
+        let Some(mime) = mime_of_key(key) else {
+            return Ok(None);
+        };
+        let path = ObjectPath::from(format!(
+            "derived/{}/{key}.{}",
+            &key[..2],
+            format.extension()
+        ));
+        if let Some(bytes) = self.read(&path).await? {
+            return Ok(Some((bytes, path.to_string())));
+        }
+        let Some((source, _)) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let bytes =
+            tokio::task::spawn_blocking(move || convert::convert(&source, mime, format, "ext"))
+                .await
+                .map_err(|e| Error::Internal(format!("image conversion task: {e}")))??;
+        self.put_once(&path, bytes.clone()).await?;
+        Ok(Some((bytes, path.to_string())))
     }
 
     /// The bytes and MIME type stored under `key`, or `None` if there are none (or the key is
@@ -65,17 +139,21 @@ impl ImageStore {
         let Some(mime) = mime_of_key(key) else {
             return Ok(None);
         };
-        let path = object_path(key)?;
-        match self.inner.get(&path).await {
-            Ok(result) => {
-                let bytes = result
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::Internal(format!("reading image {key}: {e}")))?;
-                Ok(Some((bytes, mime)))
-            }
+        Ok(self
+            .read(&object_path(key)?)
+            .await?
+            .map(|bytes| (bytes, mime)))
+    }
+
+    async fn read(&self, path: &ObjectPath) -> Result<Option<Bytes>> {
+        match self.inner.get(path).await {
+            Ok(result) => result
+                .bytes()
+                .await
+                .map(Some)
+                .map_err(|e| Error::Internal(format!("reading {path}: {e}"))),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::Internal(format!("reading image {key}: {e}"))),
+            Err(e) => Err(Error::Internal(format!("reading {path}: {e}"))),
         }
     }
 }
@@ -89,7 +167,7 @@ fn object_path(key: &str) -> Result<ObjectPath> {
 }
 
 /// The MIME type of a well-formed key (`<64 hex>.<ext>`).
-fn mime_of_key(key: &str) -> Option<&'static str> {
+pub fn mime_of_key(key: &str) -> Option<&'static str> {
     let (hash, ext) = key.split_once('.')?;
     if hash.len() != 64
         || !hash

@@ -13,7 +13,8 @@ use crate::{
 };
 
 /// Request fields the gateway itself handles; every other field is a model parameter.
-const GATEWAY_FIELDS: [&str; 8] = [
+const GATEWAY_FIELDS: [&str; 9] = [
+    "reroll",
     "model",
     "prompt",
     "n",

@@ -142,18 +142,22 @@ async fn refuses_a_non_image_data_url() {
 }
 
 #[tokio::test]
-async fn refuses_file_ids() {
+async fn leaves_file_ids_to_the_gateway() {
     let fetcher = fetcher(FetchPolicy::default());
     let file_id = ImageInput::FileId {
         file_id: "file_123".into(),
     };
-    refused(&fetcher, file_id, "file ids are not supported yet").await;
-    refused(
-        &fetcher,
-        url("file-abc123"),
-        "file ids are not supported yet",
-    )
-    .await;
+    assert_eq!(imgproxy_core::fetch::file_id_of(&file_id), Some("file_123"));
+    assert_eq!(
+        imgproxy_core::fetch::file_id_of(&url("file-abc123")),
+        Some("file-abc123")
+    );
+    assert_eq!(
+        imgproxy_core::fetch::file_id_of(&url("https://example.com/a.png")),
+        None
+    );
+    refused(&fetcher, file_id, "file store").await;
+    refused(&fetcher, url("file-abc123"), "known file id").await;
 }
 
 #[tokio::test]

@@ -24,16 +24,30 @@ const SQLITE_READERS: u32 = 4;
 /// Postgres connections per instance; several instances share one server's limit (100).
 const POSTGRES_CONNECTIONS: u32 = 8;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/sqlite/0001_accounts.sql"),
-)];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "accounts",
-    include_str!("../../migrations/postgres/0001_accounts.sql"),
-)];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/sqlite/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "records",
+        include_str!("../../migrations/sqlite/0002_records.sql"),
+    ),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "accounts",
+        include_str!("../../migrations/postgres/0001_accounts.sql"),
+    ),
+    (
+        2,
+        "records",
+        include_str!("../../migrations/postgres/0002_records.sql"),
+    ),
+];
 
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
@@ -234,7 +248,7 @@ fn schema_ident(schema: &str) -> Result<String> {
 }
 
 /// Unix seconds now.
-pub(super) fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     now().as_secs().try_into().unwrap_or(i64::MAX)
 }
 

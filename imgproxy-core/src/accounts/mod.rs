@@ -1,5 +1,7 @@
 //! API keys, credits and the ledger, on SQLite (the embedded default, one file) or Postgres
-//! (shared by several instances). HTTP, the CLI and rate limits live in the server crate.
+//! (shared by several instances); in the same database, the records that point into the image
+//! store (cache entries, named images, uploaded files: `records.rs`). HTTP, the CLI and rate
+//! limits live in the server crate.
 //!
 //! Every gateway we compete with checks the balance and records spend after the upstream call,
 //! so concurrent requests overspend. Here credits move only through conditional updates that
@@ -18,14 +20,17 @@ mod db;
 mod history;
 mod keys;
 mod ledger;
+mod records;
 mod secret;
 mod types;
 
 use std::time::Duration;
 
+pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage, MAX_NAME_CHARS};
 pub use secret::SECRET_PREFIX;
 pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
 
+pub(crate) use self::db::now_secs;
 use self::db::Db;
 use crate::{Error, Result};
 

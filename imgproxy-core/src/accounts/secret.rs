@@ -24,6 +24,11 @@ pub(super) fn new_key_id() -> Result<String> {
     Ok(format!("key_{}", random_base62(ID_CHARS)?))
 }
 
+/// A new uploaded file's id, in OpenAI's `file-...` form.
+pub(super) fn new_file_id() -> Result<String> {
+    Ok(format!("file-{}", random_base62(ID_CHARS + 8)?))
+}
+
 /// A new secret.
 pub(super) fn new_secret() -> Result<String> {
     Ok(format!("{SECRET_PREFIX}{}", random_base62(SECRET_CHARS)?))

@@ -1,6 +1,7 @@
 //! `imgproxy-provider-placeholder`: an offline provider that draws real PNG, JPEG or WebP
-//! images of the requested size, deterministic from prompt and seed. It is the default model
-//! of an unconfigured server and serves tests and benchmarks.
+//! images of the requested size, deterministic from prompt, reference images and seed (and,
+//! like a real model, different on every call without a seed). It is the default model of an
+//! unconfigured server and serves tests and benchmarks.
 
 mod render;
 
@@ -53,12 +54,27 @@ impl ImageProvider for PlaceholderProvider {
         let quality = request
             .param_i64("output_compression")
             .and_then(|q| u8::try_from(q).ok());
-        let seed = request.param_i64("seed");
+        // Without a seed every call draws a new image, as a real model's would: that is what
+        // makes a `reroll` visible.
+        let seed = request.param_i64("seed").unwrap_or_else(random_seed);
+        let mut basis = request.prompt.clone();
+        for reference in call.references {
+            basis.push('\0');
+            basis.push_str(&hex_digest(&reference.bytes));
+        }
         let jobs: Vec<_> = (call.first_index..call.first_index + call.n)
             .map(|index| {
-                let prompt = request.prompt.clone();
+                let prompt = basis.clone();
                 tokio::task::spawn_blocking(move || {
-                    render(&prompt, seed, index, size, format, background, quality)
+                    render(
+                        &prompt,
+                        Some(seed),
+                        index,
+                        size,
+                        format,
+                        background,
+                        quality,
+                    )
                 })
             })
             .collect();
@@ -89,6 +105,22 @@ impl ImageProvider for PlaceholderProvider {
             },
         })
     }
+}
+
+/// A seed from the standard library's randomly keyed hasher: no extra dependency, and random
+/// enough for a placeholder.
+fn random_seed() -> i64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    i64::from_le_bytes(hasher.finish().to_le_bytes())
+}
+
+fn hex_digest(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

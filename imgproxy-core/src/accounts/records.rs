@@ -1,0 +1,282 @@
+//! Records that point into the image store, each scoped to a tenant (an API key's id, or ''
+//! for the operator): cache entries, named images (seed 000's `filename`) and uploaded files.
+//! Bytes never live here; rows hold image-store keys.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    db::{now_secs, read_pool, write_tx, DbExt},
+    secret, Accounts,
+};
+use crate::{Error, Result};
+
+/// One image of a cached result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedImage {
+    /// Image-store key.
+    pub key: String,
+    /// MIME type.
+    pub mime: String,
+    /// The prompt the provider used, if it rewrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revised_prompt: Option<String>,
+}
+
+/// What a cache entry holds: the images of a generation and what the upstream said of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedResult {
+    /// The images, in order.
+    pub images: Vec<CachedImage>,
+    /// `transparent` or `opaque`, as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub background: Option<String>,
+    /// The output format, as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_format: Option<String>,
+    /// The quality, as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<String>,
+    /// `WxH`, as reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+/// An image stored under a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedImage {
+    /// Image-store key.
+    pub image_key: String,
+    /// Catalog model id that made it.
+    pub model: String,
+    /// Upstream model id that made it (`X-Model`).
+    pub upstream_model: String,
+    /// Unix seconds of the last (re)naming.
+    pub updated_at: i64,
+}
+
+/// An uploaded file (`POST /v1/files`), in OpenAI's file-object terms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileRecord {
+    /// `file-...`.
+    pub id: String,
+    /// Size in bytes.
+    pub bytes: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The name it was uploaded with.
+    pub filename: String,
+    /// The `purpose` it was uploaded with.
+    pub purpose: String,
+    /// Image-store key of its content.
+    #[serde(skip)]
+    pub image_key: String,
+}
+
+/// Longest name a generation may be stored under.
+pub const MAX_NAME_CHARS: usize = 200;
+
+impl Accounts {
+    /// The cached result of `cache_key` for `tenant`, if any.
+    pub async fn cached(&self, tenant: &str, cache_key: &str) -> Result<Option<CachedResult>> {
+        let row: Option<String> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT result FROM cache_entries WHERE tenant = $1 AND cache_key = $2")
+                .bind(tenant)
+                .bind(cache_key)
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        row.map(|text| serde_json::from_str(&text)).transpose().db()
+    }
+
+    /// Records (or, after a reroll, replaces) the result of `cache_key` for `tenant`.
+    pub async fn cache(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        model: &str,
+        result: &CachedResult,
+    ) -> Result<()> {
+        let text = serde_json::to_string(result).db()?;
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
+                 SET model = excluded.model, result = excluded.result, created_at = excluded.created_at",
+            )
+            .bind(tenant)
+            .bind(cache_key)
+            .bind(model)
+            .bind(&text)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()
+        })
+    }
+
+    /// Points `name` of `tenant` at an image (replacing what it named before).
+    pub async fn name_image(&self, tenant: &str, name: &str, image: &NamedImage) -> Result<()> {
+        check_name(name)?;
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO named_images (tenant, name, image_key, model, upstream_model, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, name) DO UPDATE \
+                 SET image_key = excluded.image_key, model = excluded.model, \
+                     upstream_model = excluded.upstream_model, updated_at = excluded.updated_at",
+            )
+            .bind(tenant)
+            .bind(name)
+            .bind(&image.image_key)
+            .bind(&image.model)
+            .bind(&image.upstream_model)
+            .bind(image.updated_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()
+        })
+    }
+
+    /// The image `name` of `tenant` points at, if any.
+    pub async fn named_image(&self, tenant: &str, name: &str) -> Result<Option<NamedImage>> {
+        let row: Option<(String, String, String, i64)> = read_pool!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT image_key, model, upstream_model, updated_at FROM named_images \
+                 WHERE tenant = $1 AND name = $2",
+            )
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(pool)
+            .await
+            .db()?
+        });
+        Ok(row.map(
+            |(image_key, model, upstream_model, updated_at)| NamedImage {
+                image_key,
+                model,
+                upstream_model,
+                updated_at,
+            },
+        ))
+    }
+
+    /// Records an uploaded file of `tenant` whose content is already in the image store.
+    pub async fn create_file(
+        &self,
+        tenant: &str,
+        filename: &str,
+        purpose: &str,
+        bytes: i64,
+        image_key: &str,
+    ) -> Result<FileRecord> {
+        let file = FileRecord {
+            id: secret::new_file_id()?,
+            bytes,
+            created_at: now_secs(),
+            filename: filename.to_owned(),
+            purpose: purpose.to_owned(),
+            image_key: image_key.to_owned(),
+        };
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO files (id, tenant, filename, purpose, bytes, image_key, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&file.id)
+            .bind(tenant)
+            .bind(&file.filename)
+            .bind(&file.purpose)
+            .bind(file.bytes)
+            .bind(&file.image_key)
+            .bind(file.created_at)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+        });
+        Ok(file)
+    }
+
+    /// The file `id` of `tenant`; another tenant's file is as absent as a missing one.
+    pub async fn file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>> {
+        let row: Option<FileRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, bytes, created_at, filename, purpose, image_key FROM files \
+                 WHERE tenant = $1 AND id = $2",
+            )
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(pool)
+            .await
+            .db()?
+        });
+        Ok(row.map(file_of_row))
+    }
+
+    /// The files of `tenant`, newest first, at most `limit`.
+    pub async fn files(&self, tenant: &str, limit: u32) -> Result<Vec<FileRecord>> {
+        let rows: Vec<FileRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT id, bytes, created_at, filename, purpose, image_key FROM files \
+                 WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+            )
+            .bind(tenant)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+            .db()?
+        });
+        Ok(rows.into_iter().map(file_of_row).collect())
+    }
+
+    /// Deletes the file `id` of `tenant`; `false` if there was none.
+    pub async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool> {
+        let deleted = write_tx!(&self.db, tx => {
+            let done = sqlx::query("DELETE FROM files WHERE tenant = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()?;
+            done.rows_affected()
+        });
+        Ok(deleted > 0)
+    }
+}
+
+type FileRow = (String, i64, i64, String, String, String);
+
+fn file_of_row((id, bytes, created_at, filename, purpose, image_key): FileRow) -> FileRecord {
+    FileRecord {
+        id,
+        bytes,
+        created_at,
+        filename,
+        purpose,
+        image_key,
+    }
+}
+
+/// A name is 1 to [`MAX_NAME_CHARS`] characters of ASCII letters, digits, `-`, `_` and `.`, so it is
+/// safe in a `Content-Disposition` header and a URL alike.
+pub fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.chars().count() <= MAX_NAME_CHARS
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::invalid_param(
+            "filename",
+            format!(
+                "a filename is 1 to {MAX_NAME_CHARS} letters, digits, `-`, `_` or `.`, not starting with `.`"
+            ),
+        ))
+    }
+}

@@ -1,0 +1,173 @@
+//! Converting a stored image to another raster format (PNG, JPEG, WebP), for the URL API's
+//! `ext` and for output formats an upstream cannot produce itself.
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+
+use crate::{Error, Result};
+
+/// A raster format imgproxy can encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RasterFormat {
+    /// PNG.
+    Png,
+    /// JPEG (no alpha: transparent pixels are put on white).
+    Jpeg,
+    /// Lossless WebP.
+    Webp,
+}
+
+impl RasterFormat {
+    /// `png`, `jpg` / `jpeg` or `webp`.
+    pub fn from_extension(ext: &str) -> Option<Self> {
+        match ext.to_ascii_lowercase().as_str() {
+            "png" => Some(Self::Png),
+            "jpg" | "jpeg" => Some(Self::Jpeg),
+            "webp" => Some(Self::Webp),
+            _ => None,
+        }
+    }
+
+    /// The MIME type.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    /// The file extension (`jpg` for JPEG, as stored keys use it).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpg",
+            Self::Webp => "webp",
+        }
+    }
+
+    fn image_format(self) -> ImageFormat {
+        match self {
+            Self::Png => ImageFormat::Png,
+            Self::Jpeg => ImageFormat::Jpeg,
+            Self::Webp => ImageFormat::WebP,
+        }
+    }
+}
+
+/// Re-encodes `bytes` (of type `mime`) as `target`. CPU-bound: call it off the async runtime.
+/// An input that is not a decodable PNG, JPEG or WebP is a 400 naming `param`.
+pub fn convert(bytes: &[u8], mime: &str, target: RasterFormat, param: &str) -> Result<Bytes> {
+    let source = match mime {
+        "image/png" => ImageFormat::Png,
+        "image/jpeg" => ImageFormat::Jpeg,
+        "image/webp" => ImageFormat::WebP,
+        other => {
+            return Err(Error::invalid_param(
+                param,
+                format!(
+                    "an image of type `{other}` cannot be converted to {}",
+                    target.extension()
+                ),
+            ))
+        }
+    };
+    let decoded = image::load_from_memory_with_format(bytes, source).map_err(|e| {
+        Error::invalid_param(
+            param,
+            format!("the image cannot be decoded for conversion: {e}"),
+        )
+    })?;
+    let encodable = match target {
+        RasterFormat::Jpeg => DynamicImage::ImageRgb8(on_white(&decoded)),
+        // The lossless WebP encoder takes 8-bit RGB(A) only.
+        RasterFormat::Webp if decoded.color().has_alpha() => {
+            DynamicImage::ImageRgba8(decoded.to_rgba8())
+        }
+        RasterFormat::Webp => DynamicImage::ImageRgb8(decoded.to_rgb8()),
+        RasterFormat::Png => decoded,
+    };
+    let mut out = Cursor::new(Vec::new());
+    encodable
+        .write_to(&mut out, target.image_format())
+        .map_err(|e| Error::Internal(format!("encoding {}: {e}", target.extension())))?;
+    Ok(Bytes::from(out.into_inner()))
+}
+
+/// Composites the image over white, so transparent areas do not turn black in a JPEG.
+fn on_white(image: &DynamicImage) -> RgbImage {
+    let rgba = image.to_rgba8();
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        let blend = |c: u8| {
+            let (c, a) = (u16::from(c), u16::from(a));
+            // Exact integer blend over 255 (white); the result is at most 255.
+            u8::try_from((c * a + 255 * (255 - a) + 127) / 255).unwrap_or(u8::MAX)
+        };
+        Rgb([blend(r), blend(g), blend(b)])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{Rgba, RgbaImage};
+
+    use super::*;
+
+    fn png_with_transparency() -> Vec<u8> {
+        let image = RgbaImage::from_fn(8, 4, |x, _| {
+            if x < 4 {
+                Rgba([255, 0, 0, 255])
+            } else {
+                Rgba([0, 0, 0, 0])
+            }
+        });
+        let mut out = Cursor::new(Vec::new());
+        image.write_to(&mut out, ImageFormat::Png).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn converts_between_every_raster_format() {
+        let png = png_with_transparency();
+        for target in [RasterFormat::Jpeg, RasterFormat::Webp, RasterFormat::Png] {
+            let out = convert(&png, "image/png", target, "ext").unwrap();
+            let format = image::guess_format(&out).unwrap();
+            assert_eq!(format, target.image_format());
+            let decoded = image::load_from_memory(&out).unwrap();
+            assert_eq!((decoded.width(), decoded.height()), (8, 4));
+        }
+        let jpeg = convert(&png, "image/png", RasterFormat::Jpeg, "ext").unwrap();
+        let back = convert(&jpeg, "image/jpeg", RasterFormat::Png, "ext").unwrap();
+        assert!(image::load_from_memory(&back).is_ok());
+    }
+
+    #[test]
+    fn transparency_becomes_white_in_jpeg() {
+        let jpeg = convert(
+            &png_with_transparency(),
+            "image/png",
+            RasterFormat::Jpeg,
+            "ext",
+        )
+        .unwrap();
+        let decoded = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        let corner = decoded.get_pixel(7, 0).0;
+        assert!(corner.iter().all(|c| *c > 240), "{corner:?}");
+    }
+
+    #[test]
+    fn svg_and_garbage_are_400s_naming_the_param() {
+        let err = convert(b"<svg/>", "image/svg+xml", RasterFormat::Png, "ext").unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("ext")));
+        let err = convert(b"not a png", "image/png", RasterFormat::Jpeg, "ext").unwrap_err();
+        assert_eq!((err.status(), err.param()), (400, Some("ext")));
+        assert_eq!(
+            RasterFormat::from_extension("JPEG"),
+            Some(RasterFormat::Jpeg)
+        );
+        assert_eq!(RasterFormat::from_extension("gif"), None);
+    }
+}

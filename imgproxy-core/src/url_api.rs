@@ -1,0 +1,328 @@
+//! Seed 000's URL API as data: a query string (and the path form's prompt and model) parsed
+//! into an [`ImageRequest`] plus what only URLs carry (a name, `ext`, `reroll`), with every
+//! alias. Query values are text; each becomes the type its parameter has in the catalog.
+
+use serde_json::{Map, Value};
+
+use crate::{
+    catalog::ParamKind, convert::RasterFormat, signing, Catalog, Error, ImageRequest, ModelSpec,
+    Result,
+};
+
+/// The aspect ratio the URL API uses when a request gives no dimensions (seed 000's default),
+/// where the model offers it.
+pub const DEFAULT_ASPECT_RATIO: &str = "16:9";
+
+/// Request fields whose values are integers.
+const INTEGER_FIELDS: [&str; 5] = [
+    "n",
+    "seed",
+    "output_compression",
+    "frame_count",
+    "frame_duration_ms",
+];
+/// Fields that make no sense for a URL that answers with image bytes.
+const REFUSED_FIELDS: [&str; 5] = [
+    "response_format",
+    "stream",
+    "partial_images",
+    "async",
+    "callback_url",
+];
+/// Names of the reference-image parameter (`images` also splits on commas).
+const IMAGE_ALIASES: [&str; 4] = ["image", "image_url", "init_image", "images"];
+/// Names of the name parameter.
+const NAME_ALIASES: [&str; 3] = ["filename", "name", "slug"];
+
+/// A parsed URL-API request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UrlQuery {
+    /// The generation request (its `prompt` is `None` for a recall by name).
+    pub request: ImageRequest,
+    /// `filename` / `name` / `slug`.
+    pub name: Option<String>,
+    /// `ext`: the format to answer in.
+    pub ext: Option<RasterFormat>,
+    /// `reroll`: bypass the cache.
+    pub reroll: bool,
+}
+
+/// Where the path form's segments go: `/{prompt}` and `/{prompt}/{model}`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathForm<'a> {
+    /// The first segment, decoded.
+    pub prompt: Option<&'a str>,
+    /// The second segment, decoded.
+    pub model: Option<&'a str>,
+}
+
+/// Parses decoded query `pairs` (and the path form's segments). `default_model` serves
+/// requests that name none; `serves` tells which model variants have a provider (to read
+/// parameter types from the variant that will serve).
+pub fn parse(
+    pairs: &[(String, String)],
+    path: PathForm<'_>,
+    catalog: &Catalog,
+    default_model: &str,
+    serves: &dyn Fn(&ModelSpec) -> bool,
+) -> Result<UrlQuery> {
+    let mut fields = Map::new();
+    let mut images = Vec::new();
+    let mut name: Option<String> = None;
+    let mut ext = None;
+    let mut reroll = false;
+    let set = |fields: &mut Map<String, Value>, key: &str, value: Value| {
+        if fields.insert(key.to_owned(), value).is_some() {
+            return Err(Error::invalid_param(
+                key,
+                format!("`{key}` is given more than once"),
+            ));
+        }
+        Ok(())
+    };
+    if let Some(prompt) = path.prompt {
+        set(&mut fields, "prompt", Value::String(prompt.to_owned()))?;
+    }
+    if let Some(model) = path.model {
+        set(&mut fields, "model", Value::String(model.to_owned()))?;
+    }
+    let mut typed = Vec::new();
+    for (key, value) in pairs {
+        let key = key.as_str();
+        match key {
+            k if [signing::SIG, signing::EXPIRES, signing::KEY_ID].contains(&k) => {}
+            k if IMAGE_ALIASES.contains(&k) => {
+                let parts: Vec<&str> = if k == "images" {
+                    value.split(',').collect()
+                } else {
+                    vec![value.as_str()]
+                };
+                images.extend(
+                    parts
+                        .into_iter()
+                        .map(str::trim)
+                        .filter(|p| !p.is_empty())
+                        .map(|p| Value::String(p.to_owned())),
+                );
+            }
+            k if NAME_ALIASES.contains(&k) => {
+                if name.as_ref().is_some_and(|n| n != value) {
+                    return Err(Error::invalid_param(
+                        "filename",
+                        "`filename`, `name` and `slug` name different images",
+                    ));
+                }
+                name = Some(value.clone());
+            }
+            "ext" => {
+                ext = Some(RasterFormat::from_extension(value).ok_or_else(|| {
+                    Error::invalid_param("ext", format!("ext `{value}` is not png, jpg or webp"))
+                })?);
+            }
+            "reroll" => reroll = parse_bool("reroll", value)?,
+            "ar" => set(&mut fields, "aspect_ratio", Value::String(value.clone()))?,
+            "prompt" | "model" => set(&mut fields, key, Value::String(value.clone()))?,
+            k if REFUSED_FIELDS.contains(&k) => {
+                return Err(Error::invalid_param(
+                    k,
+                    format!("`{k}` is not available in the URL API, which answers with the image itself; use POST /v1/images/generations"),
+                ));
+            }
+            _ => typed.push((key, value.as_str())),
+        }
+    }
+
+    let model_id = fields
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or(default_model)
+        .to_owned();
+    // An unknown model is reported by validation; here it only means no typing hints.
+    let model = catalog.resolve(&model_id, serves).ok();
+    for (key, text) in typed {
+        let value = typed_value(model.map(AsRef::as_ref), key, text)?;
+        set(&mut fields, key, value)?;
+    }
+    fields.insert("model".into(), Value::String(model_id));
+    if !images.is_empty() {
+        fields.insert("images".into(), Value::Array(images));
+    }
+    let has_dimensions = ["size", "aspect_ratio", "image_size"]
+        .iter()
+        .any(|f| fields.contains_key(*f));
+    let offers_default_ratio = model
+        .and_then(|m| m.param("aspect_ratio"))
+        .is_some_and(|rule| match &rule.kind {
+            ParamKind::Enum { values } => values.iter().any(|v| v == DEFAULT_ASPECT_RATIO),
+            _ => false,
+        });
+    if !has_dimensions && offers_default_ratio {
+        fields.insert(
+            "aspect_ratio".into(),
+            Value::String(DEFAULT_ASPECT_RATIO.into()),
+        );
+    }
+
+    let request = serde_path_to_error::deserialize(Value::Object(fields)).map_err(|error| {
+        let param = error.path().to_string();
+        Error::invalid_param(
+            param.clone(),
+            format!("invalid `{param}`: {}", error.into_inner()),
+        )
+    })?;
+    Ok(UrlQuery {
+        request,
+        name,
+        ext,
+        reroll,
+    })
+}
+
+/// The JSON value of query parameter `key`: an integer for OpenAI's integer fields, else of
+/// the kind the model's catalog rule gives it (text when the model does not know the key, so
+/// that validation names it as unknown).
+fn typed_value(model: Option<&ModelSpec>, key: &str, text: &str) -> Result<Value> {
+    let invalid = |expected: &str| {
+        Error::invalid_param(key, format!("`{key}` must be {expected}, not `{text}`"))
+    };
+    if INTEGER_FIELDS.contains(&key) {
+        return text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| invalid("an integer"));
+    }
+    let Some(rule) = model.and_then(|m| m.param(key)) else {
+        return Ok(Value::String(text.to_owned()));
+    };
+    Ok(match &rule.kind {
+        ParamKind::Boolean => Value::Bool(parse_bool(key, text)?),
+        ParamKind::Integer { .. } => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| invalid("an integer"))?,
+        ParamKind::Number { .. } => text
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| invalid("a number"))?,
+        ParamKind::Object => serde_json::from_str(text).map_err(|_| invalid("a JSON object"))?,
+        _ => Value::String(text.to_owned()),
+    })
+}
+
+/// `true`, `1`, `yes`, `on` or a bare `?flag`; `false`, `0`, `no`, `off`.
+fn parse_bool(key: &str, text: &str) -> Result<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "" | "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(Error::invalid_param(
+            key,
+            format!("`{key}` must be true or false, not `{text}`"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::ImageInput;
+
+    fn query(text: &str) -> Result<UrlQuery> {
+        let pairs: Vec<(String, String)> = url::form_urlencoded::parse(text.as_bytes())
+            .into_owned()
+            .collect();
+        let catalog = Catalog::embedded().unwrap();
+        parse(
+            &pairs,
+            PathForm::default(),
+            &catalog,
+            "placeholder",
+            &|_| true,
+        )
+    }
+
+    #[test]
+    fn seed_000s_example_parses_with_every_alias() {
+        let parsed = query(
+            "prompt=modern+home&model=seedream-4&ar=16:9&image=https://e.com/a.jpg\
+             &image_url=https://e.com/b.jpg&init_image=https://e.com/c.jpg\
+             &images=https://e.com/d.jpg,https://e.com/e.jpg&slug=hero&reroll=true&ext=jpg",
+        )
+        .unwrap();
+        let request = &parsed.request;
+        assert_eq!(request.prompt.as_deref(), Some("modern home"));
+        assert_eq!(request.model.as_deref(), Some("seedream-4"));
+        assert_eq!(request.aspect_ratio.as_deref(), Some("16:9"));
+        let images: Vec<_> = request.images.clone().unwrap();
+        assert_eq!(images.len(), 5);
+        assert_eq!(images[4], ImageInput::Text("https://e.com/e.jpg".into()));
+        assert_eq!(parsed.name.as_deref(), Some("hero"));
+        assert_eq!(parsed.ext, Some(RasterFormat::Jpeg));
+        assert!(parsed.reroll);
+    }
+
+    #[test]
+    fn values_take_their_catalog_types() {
+        let parsed = query("prompt=neon+city&model=ultra&raw=true&seed=7").unwrap();
+        assert_eq!(parsed.request.extra.get("raw"), Some(&json!(true)));
+        assert_eq!(parsed.request.seed, Some(7));
+        let err = query("prompt=x&model=ultra&raw=maybe").unwrap_err();
+        assert_eq!(err.param(), Some("raw"));
+        let err = query("prompt=x&seed=seven").unwrap_err();
+        assert_eq!(err.param(), Some("seed"));
+        // An unknown parameter stays text, for validation to name.
+        let parsed = query("prompt=x&bogus=1").unwrap();
+        assert_eq!(parsed.request.extra.get("bogus"), Some(&json!("1")));
+    }
+
+    #[test]
+    fn the_default_ratio_applies_only_without_dimensions() {
+        let parsed = query("prompt=x").unwrap();
+        assert_eq!(parsed.request.aspect_ratio.as_deref(), Some("16:9"));
+        let parsed = query("prompt=x&size=512x512").unwrap();
+        assert_eq!(parsed.request.aspect_ratio, None);
+        let parsed = query("prompt=x&ar=1:1").unwrap();
+        assert_eq!(parsed.request.aspect_ratio.as_deref(), Some("1:1"));
+    }
+
+    #[test]
+    fn recall_by_name_needs_no_prompt_and_auth_params_are_not_model_params() {
+        let parsed = query("filename=hero&ext=png&kid=key_1&exp=9&sig=ab").unwrap();
+        assert_eq!(parsed.request.prompt, None);
+        assert_eq!(parsed.name.as_deref(), Some("hero"));
+        assert!(parsed.request.extra.is_empty());
+    }
+
+    #[test]
+    fn bad_or_contradictory_input_names_its_param() {
+        for (text, param) in [
+            ("prompt=x&ext=gif", "ext"),
+            ("prompt=x&reroll=perhaps", "reroll"),
+            ("prompt=x&response_format=url", "response_format"),
+            ("prompt=x&stream=true", "stream"),
+            ("prompt=x&prompt=y", "prompt"),
+            ("prompt=x&filename=a&name=b", "filename"),
+            ("prompt=x&n=two", "n"),
+        ] {
+            assert_eq!(query(text).unwrap_err().param(), Some(param), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_path_form_gives_prompt_and_model() {
+        let catalog = Catalog::embedded().unwrap();
+        let path = PathForm {
+            prompt: Some("a red fox"),
+            model: Some("placeholder"),
+        };
+        let parsed = parse(&[], path, &catalog, "flux-1.1-pro", &|_| true).unwrap();
+        assert_eq!(parsed.request.prompt.as_deref(), Some("a red fox"));
+        assert_eq!(parsed.request.model.as_deref(), Some("placeholder"));
+        let pairs = vec![("prompt".to_owned(), "again".to_owned())];
+        let err = parse(&pairs, path, &catalog, "placeholder", &|_| true).unwrap_err();
+        assert_eq!(err.param(), Some("prompt"));
+    }
+}
