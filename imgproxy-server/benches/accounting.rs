@@ -31,10 +31,10 @@ use axum::{
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
     accounts::{Accounts, NewKey},
-    Catalog, Gateway,
+    Catalog, Gateway, ImageStore,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
-use imgproxy_server::{build_app, AppState};
+use imgproxy_server::{build_app, state::UrlApi, AppState};
 use tower::ServiceExt as _;
 
 const WARMUP: usize = 30;
@@ -42,9 +42,11 @@ const REQUESTS: usize = 400;
 const CONCURRENCY: usize = 8;
 const BODY: &str = r#"{"model": "placeholder", "prompt": "bench", "size": "64x64"}"#;
 
-fn router(accounts: Accounts) -> Router {
+/// The router with the cache off: every request generates, so each metered one is charged.
+fn router(accounts: Accounts, images: &std::path::Path) -> Router {
     let gateway = Gateway::builder(Catalog::embedded().unwrap())
         .provider(Arc::new(PlaceholderProvider::new()))
+        .store(ImageStore::local(images).unwrap(), "http://bench/images/")
         .build();
     build_app(AppState {
         gateway: Arc::new(gateway),
@@ -53,6 +55,11 @@ fn router(accounts: Accounts) -> Router {
         master_key: None,
         instance_id: "bench".into(),
         max_body_bytes: 1 << 20,
+        public_url: "http://bench".into(),
+        url_api: Arc::new(UrlApi {
+            cache_enabled: false,
+            ..UrlApi::default()
+        }),
     })
 }
 
@@ -111,7 +118,7 @@ async fn measure(router: &Router, key: Option<&str>) -> Report {
     }
 }
 
-async fn metered(accounts: Accounts) -> (Router, String) {
+async fn metered(accounts: Accounts, images: &std::path::Path) -> (Router, String) {
     let key = NewKey {
         name: "bench".into(),
         credits: 1_000_000,
@@ -121,7 +128,7 @@ async fn metered(accounts: Accounts) -> (Router, String) {
         models: None,
     };
     let secret = accounts.create_key(key).await.unwrap().secret;
-    (router(accounts), secret)
+    (router(accounts, images), secret)
 }
 
 #[tokio::main]
@@ -133,10 +140,11 @@ async fn main() {
     ))
     .await
     .unwrap();
+    let images = dir.path().join("images");
 
-    let open = measure(&router(sqlite.clone()), None).await;
+    let open = measure(&router(sqlite.clone(), &images), None).await;
     let mut rows = vec![("unmetered", open.median, open.p95, open.per_second)];
-    let (router_sqlite, key) = metered(sqlite).await;
+    let (router_sqlite, key) = metered(sqlite, &images).await;
     let report = measure(&router_sqlite, Some(&key)).await;
     rows.push((
         "metered, SQLite",
@@ -150,7 +158,7 @@ async fn main() {
     let schema = format!("bench_{}", std::process::id());
     match Accounts::connect_postgres_schema(&postgres_url, &schema).await {
         Ok(postgres) => {
-            let (router_pg, key) = metered(postgres).await;
+            let (router_pg, key) = metered(postgres, &images).await;
             let report = measure(&router_pg, Some(&key)).await;
             rows.push((
                 "metered, Postgres",

@@ -4,7 +4,7 @@
 use std::any::Any;
 
 use axum::{
-    extract::{DefaultBodyLimit, Request},
+    extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -30,6 +30,16 @@ pub fn build_app(state: AppState) -> Router {
         .route("/v1/models/{id}", get(handlers::models::retrieve))
         .route("/v1/credits", get(handlers::credits::get))
         .route(
+            "/v1/files",
+            post(handlers::files::create).get(handlers::files::list),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(handlers::files::retrieve).delete(handlers::files::delete),
+        )
+        .route("/v1/files/{id}/content", get(handlers::files::content))
+        .route("/v1/signed-urls", post(handlers::signed_urls::create))
+        .route(
             "/v1/admin/keys",
             post(handlers::admin::create).get(handlers::admin::list),
         )
@@ -42,24 +52,15 @@ pub fn build_app(state: AppState) -> Router {
     Router::new()
         .merge(api)
         .route("/images/{key}", get(handlers::images::get))
+        .route("/api/generate", get(handlers::url_api::generate))
         .route("/healthz", get(handlers::health::healthz))
-        .fallback(not_found)
+        .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn not_found(request: Request) -> ApiError {
-    ApiError::NotFound {
-        message: format!(
-            "unknown route: {} {}",
-            request.method(),
-            request.uri().path()
-        ),
-    }
 }
 
 async fn method_not_allowed() -> ApiError {

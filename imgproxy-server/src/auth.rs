@@ -1,13 +1,15 @@
-//! Who is calling: the master key (unmetered admin), an issued key (metered), or nobody on an
-//! open loopback server. The middleware puts a [`Caller`] in the request extensions.
+//! Who is calling: the master key (unmetered admin), an issued key (metered), the public
+//! (URL API only, billed to the operator's chosen key), or nobody on an open loopback server.
+//! `/v1` requests authenticate by Bearer token (the middleware puts a [`Caller`] in the
+//! request extensions); URL-API requests also by a signed URL or public mode ([`url_caller`]).
 
 use axum::{
     extract::{Request, State},
-    http::header,
+    http::{header, HeaderMap},
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use imgproxy_core::accounts::ApiKey;
+use imgproxy_core::{accounts::ApiKey, signing};
 use secrecy::ExposeSecret as _;
 
 use crate::{error::ApiError, state::AppState};
@@ -21,6 +23,41 @@ pub enum Caller {
     Key(ApiKey),
     /// No key on a server without a master key (loopback only): unmetered.
     Open,
+    /// An unauthenticated URL-API request under public mode: billed to `key`, limited as
+    /// `limits` (the public limits, counted apart from the key's own use).
+    Public {
+        /// The paying key.
+        key: ApiKey,
+        /// The public limits, under an id of their own.
+        limits: ApiKey,
+    },
+}
+
+impl Caller {
+    /// The tenant that scopes cache entries, names and files: the key's id, or `""` for the
+    /// operator (master key, open server).
+    pub fn tenant(&self) -> &str {
+        match self {
+            Self::Key(key) | Self::Public { key, .. } => &key.id,
+            Self::Master | Self::Open => "",
+        }
+    }
+
+    /// The key that pays, for metered callers.
+    pub fn paying_key(&self) -> Option<&ApiKey> {
+        match self {
+            Self::Key(key) | Self::Public { key, .. } => Some(key),
+            Self::Master | Self::Open => None,
+        }
+    }
+
+    /// The limits this caller is held to, if any.
+    pub fn limited_as(&self) -> Option<&ApiKey> {
+        match self {
+            Self::Key(key) | Self::Public { limits: key, .. } => Some(key),
+            Self::Master | Self::Open => None,
+        }
+    }
 }
 
 /// Authenticates `/v1` requests. An issued key is always checked (so that a revoked key is
@@ -30,37 +67,93 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
+    let caller = match bearer_caller(&state, request.headers()).await {
+        Ok(Some(caller)) => caller,
+        Ok(None) if state.master_key.is_none() => Caller::Open,
+        Ok(None) => return ApiError::Unauthorized.into_response(),
+        Err(error) => return error.into_response(),
+    };
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// The caller of a URL-API request at `path` with decoded query `params`: a Bearer token, else
+/// a signed URL (`kid` names the paying key; none means the operator signed it), else public
+/// mode, else nobody on an open server.
+pub async fn url_caller(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    params: &[(String, String)],
+) -> Result<Caller, ApiError> {
+    if let Some(caller) = bearer_caller(state, headers).await? {
+        return Ok(caller);
+    }
+    if params.iter().any(|(k, _)| k == signing::SIG) {
+        let Some((signer, _)) = state.gateway.signer() else {
+            return Err(ApiError::Signature(signing::SignatureError::Invalid));
+        };
+        signer
+            .verify(path, params, imgproxy_core::accounts::now_unix())
+            .map_err(ApiError::Signature)?;
+        let Some((_, key_id)) = params.iter().find(|(k, _)| k == signing::KEY_ID) else {
+            return Ok(Caller::Master);
+        };
+        return match state.accounts.get_key(key_id).await {
+            Ok(key) if !key.revoked => Ok(Caller::Key(key)),
+            // A revoked key's URLs stop working at once, like the key itself.
+            Ok(_) | Err(imgproxy_core::Error::NotFound { .. }) => Err(ApiError::Unauthorized),
+            Err(error) => Err(error.into()),
+        };
+    }
+    if let Some(public) = &state.url_api.public {
+        let key = state.accounts.get_key(&public.key_id).await?;
+        if key.revoked {
+            return Err(ApiError::Unauthorized);
+        }
+        let limits = ApiKey {
+            id: format!("public:{}", key.id),
+            rpm: public.rpm,
+            images_per_minute: public.images_per_minute,
+            max_concurrent: public.max_concurrent,
+            ..key.clone()
+        };
+        return Ok(Caller::Public { key, limits });
+    }
+    if state.master_key.is_none() {
+        return Ok(Caller::Open);
+    }
+    Err(ApiError::Unauthorized)
+}
+
+/// The caller a Bearer token names, `None` without one. An issued key is always checked (so a
+/// revoked key is refused even on an open server).
+async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    let Some(presented) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|v| !v.is_empty())
-        .map(str::to_owned);
-    let caller = match (presented, &state.master_key) {
-        (Some(key), Some(master))
-            if constant_time_eq(key.as_bytes(), master.expose_secret().as_bytes()) =>
-        {
-            Caller::Master
-        }
-        (Some(key), master) => match state.accounts.authenticate(&key).await {
-            Ok(Some(api_key)) => Caller::Key(api_key),
-            // A key-shaped secret that is unknown or revoked is refused; on an open server any
-            // other token (SDKs insist on sending one) means nothing.
-            Ok(None)
-                if master.is_some() || key.starts_with(imgproxy_core::accounts::SECRET_PREFIX) =>
-            {
-                return ApiError::Unauthorized.into_response();
-            }
-            Ok(None) => Caller::Open,
-            Err(error) => return ApiError::from(error).into_response(),
-        },
-        (None, Some(_)) => return ApiError::Unauthorized.into_response(),
-        (None, None) => Caller::Open,
+    else {
+        return Ok(None);
     };
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    if let Some(master) = &state.master_key {
+        if constant_time_eq(presented.as_bytes(), master.expose_secret().as_bytes()) {
+            return Ok(Some(Caller::Master));
+        }
+    }
+    match state.accounts.authenticate(presented).await? {
+        Some(api_key) => Ok(Some(Caller::Key(api_key))),
+        // A key-shaped secret that is unknown or revoked is refused; on an open server any
+        // other token (SDKs insist on sending one) means nothing.
+        None if state.master_key.is_some()
+            || presented.starts_with(imgproxy_core::accounts::SECRET_PREFIX) =>
+        {
+            Err(ApiError::Unauthorized)
+        }
+        None => Ok(Some(Caller::Open)),
+    }
 }
 
 /// Compares without an early exit, so that timing does not reveal how much of a key matched.

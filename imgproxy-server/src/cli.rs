@@ -21,6 +21,28 @@ pub enum Command {
     /// Manage API keys (the same database the server uses).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a signed URL-API URL (no API key in it) for public HTML.
+    SignUrl(SignUrlArgs),
+}
+
+/// Arguments of `imgproxy sign-url`.
+#[derive(Debug, clap::Args)]
+pub struct SignUrlArgs {
+    /// Config file, data dir and database (for the URL secret and the key).
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The key the URL acts for and bills; without it the URL is the operator's (unmetered).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Seconds until the URL expires [default: the server's URL lifetime].
+    #[arg(long)]
+    pub expires_in: Option<u64>,
+    /// Base URL of the server [default: the public URL, else http://<listen>].
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// The URL-API query, e.g. `prompt=a+red+fox&model=placeholder&filename=fox`
+    /// (a leading `/api/generate?` is accepted).
+    pub query: String,
 }
 
 /// Where the configuration and state live. Each overrides the config file.

@@ -27,10 +27,26 @@ pub const ENV_MAX_BODY_BYTES: &str = "IMGPROXY_MAX_BODY_BYTES";
 pub const ENV_FETCH_ALLOW_HOSTS: &str = "IMGPROXY_FETCH_ALLOW_HOSTS";
 /// Largest reference image fetched by URL, in bytes.
 pub const ENV_FETCH_MAX_BYTES: &str = "IMGPROXY_FETCH_MAX_BYTES";
+/// S3 bucket for images; when set, images go to S3 instead of the data dir.
+pub const ENV_S3_BUCKET: &str = "IMGPROXY_S3_BUCKET";
+/// Endpoint of an S3-compatible server (MinIO, R2, ...).
+pub const ENV_S3_ENDPOINT: &str = "IMGPROXY_S3_ENDPOINT";
+/// S3 region (else the usual AWS variables, else `us-east-1`).
+pub const ENV_S3_REGION: &str = "IMGPROXY_S3_REGION";
+/// Secret that signs URLs (at least 32 characters); instances sharing URLs must share it.
+pub const ENV_URL_SECRET: &str = "IMGPROXY_URL_SECRET";
+/// Lifetime in seconds of the image URLs that `response_format=url` returns.
+pub const ENV_URL_TTL_SECS: &str = "IMGPROXY_URL_TTL_SECS";
+/// Default model of the URL API (`GET /api/generate`).
+pub const ENV_URL_API_DEFAULT_MODEL: &str = "IMGPROXY_URL_API_DEFAULT_MODEL";
+/// Key id that public (unauthenticated) URL-API requests are billed to; enables public mode.
+pub const ENV_PUBLIC_KEY_ID: &str = "IMGPROXY_PUBLIC_KEY_ID";
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 300;
+/// Image URLs stay valid a week: long enough to be durable links, short enough to expire.
+const DEFAULT_URL_TTL_SECS: u64 = 7 * 24 * 60 * 60;
 
 /// The provider families imgproxy ships, with the environment variables that configure them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +153,70 @@ pub struct Config {
     pub models: Vec<ModelSpec>,
     /// Requests for the key model go to the value model (e.g. a retired model's stand-in).
     pub remap: BTreeMap<String, String>,
+    /// Where images are stored.
+    pub storage: StorageConfig,
+    /// Signed URLs.
+    pub urls: UrlsConfig,
+    /// The generation cache.
+    pub cache: CacheConfig,
+    /// The URL API (`GET /api/generate`).
+    pub url_api: UrlApiConfig,
+    /// Unauthenticated URL-API access, billed to one key under its own limits.
+    pub public: Option<PublicConfig>,
+}
+
+/// Image storage: the data dir unless an S3 bucket is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// S3 bucket.
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+}
+
+/// Signed URLs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlsConfig {
+    /// Signing secret (prefer the environment variable); default: generated into the data dir.
+    pub secret: Option<SecretString>,
+    /// Lifetime of image URLs in seconds (default a week).
+    pub ttl_secs: Option<u64>,
+}
+
+/// The generation cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Serve identical requests from the cache (default true).
+    pub enabled: Option<bool>,
+}
+
+/// The URL API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlApiConfig {
+    /// Model of requests that name none (default `flux-1.1-pro` when a provider serves it).
+    pub default_model: Option<String>,
+    /// Serve `/{prompt}` and `/{prompt}/{model}` (default true).
+    pub path_form: Option<bool>,
+}
+
+/// Public URL-API access.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// The key billed for public requests.
+    pub key_id: String,
+    /// Public requests per minute, per instance.
+    pub rpm: Option<u32>,
+    /// Public images per minute, per instance.
+    pub images_per_minute: Option<u32>,
+    /// Public requests in flight at once, per instance.
+    pub max_concurrent: Option<u32>,
 }
 
 /// Upstream providers: one table per built-in family, plus OpenAI-compatible endpoints.
@@ -235,6 +315,20 @@ pub struct Settings {
     pub models: Vec<ModelSpec>,
     /// Model remaps.
     pub remap: BTreeMap<String, String>,
+    /// S3 storage, if configured.
+    pub s3: Option<imgproxy_core::store::S3Location>,
+    /// URL signing secret, if configured (else the data dir's).
+    pub url_secret: Option<SecretString>,
+    /// Lifetime of image URLs.
+    pub url_ttl: Duration,
+    /// Whether the cache is on.
+    pub cache_enabled: bool,
+    /// Default model of the URL API.
+    pub url_api_default_model: Option<String>,
+    /// Whether the path form is served.
+    pub path_form: bool,
+    /// Public URL-API access.
+    pub public: Option<PublicConfig>,
 }
 
 /// One provider to start.
@@ -374,7 +468,45 @@ impl Config {
         }
         fetch.max_bytes = number(ENV_FETCH_MAX_BYTES)?.or(fetch.max_bytes);
 
+        let storage = self.storage;
+        let s3 = env.var(ENV_S3_BUCKET).or(storage.s3_bucket).map(|bucket| {
+            imgproxy_core::store::S3Location {
+                bucket,
+                endpoint: env.var(ENV_S3_ENDPOINT).or(storage.s3_endpoint),
+                region: env.var(ENV_S3_REGION).or(storage.s3_region),
+            }
+        });
+        let url_ttl = Duration::from_secs(
+            env.var(ENV_URL_TTL_SECS)
+                .map(|text| {
+                    text.parse()
+                        .with_context(|| format!("{ENV_URL_TTL_SECS} is not a number"))
+                })
+                .transpose()?
+                .or(self.urls.ttl_secs)
+                .unwrap_or(DEFAULT_URL_TTL_SECS),
+        );
+        let mut public = self.public;
+        if let Some(key_id) = env.var(ENV_PUBLIC_KEY_ID) {
+            public.get_or_insert_with(PublicConfig::default).key_id = key_id;
+        }
+        if public.as_ref().is_some_and(|p| p.key_id.trim().is_empty()) {
+            anyhow::bail!("[public] needs the `key_id` of the key that pays for public requests");
+        }
+
         Ok(Settings {
+            s3,
+            url_secret: env
+                .var(ENV_URL_SECRET)
+                .map(SecretString::from)
+                .or(self.urls.secret),
+            url_ttl,
+            cache_enabled: self.cache.enabled.unwrap_or(true),
+            url_api_default_model: env
+                .var(ENV_URL_API_DEFAULT_MODEL)
+                .or(self.url_api.default_model),
+            path_form: self.url_api.path_form.unwrap_or(true),
+            public,
             listen,
             database_url,
             data_dir,

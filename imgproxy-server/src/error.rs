@@ -36,6 +36,13 @@ pub enum ApiError {
     },
     /// The route exists, but not for this method (405).
     MethodNotAllowed,
+    /// No image is stored under this name for the caller (404, param `filename`).
+    UnknownName {
+        /// The name asked for.
+        name: String,
+    },
+    /// A URL that must be signed is not, or its signature is wrong or expired (403).
+    Signature(imgproxy_core::signing::SignatureError),
 }
 
 impl From<imgproxy_core::Error> for ApiError {
@@ -99,6 +106,22 @@ impl IntoResponse for ApiError {
                 "invalid_request_error",
                 None,
                 Some("not_found".to_owned()),
+                None,
+            ),
+            Self::UnknownName { name } => (
+                StatusCode::NOT_FOUND,
+                format!("no image is stored under the name `{name}`"),
+                "invalid_request_error",
+                Some("filename".to_owned()),
+                Some("not_found".to_owned()),
+                None,
+            ),
+            Self::Signature(error) => (
+                StatusCode::FORBIDDEN,
+                error.to_string(),
+                "invalid_request_error",
+                Some("sig".to_owned()),
+                Some("invalid_signature".to_owned()),
                 None,
             ),
             Self::MethodNotAllowed => (

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     cli::{KeysCommand, StateArgs},
-    config::{Config, Env},
+    config::{Config, Env, Settings},
 };
 
 /// Runs one `keys` subcommand and prints its result.
@@ -48,11 +48,20 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
 }
 
 async fn connect(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Accounts> {
+    connect_with(&settings(state, env)?).await
+}
+
+/// The settings the server would run with, for the same flags and environment.
+pub fn settings(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Settings> {
     let config = match &state.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let settings = config.into_settings(None, state, env)?;
+    config.into_settings(None, state, env)
+}
+
+/// The server's database.
+pub async fn connect_with(settings: &Settings) -> anyhow::Result<Accounts> {
     if let Some(dir) = settings
         .database_url
         .strip_prefix("sqlite://")

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod calls;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod handlers;
 pub mod keys;
 pub mod limits;
 pub mod serve;
+pub mod sign_url;
 pub mod state;
 
 pub use app::build_app;

@@ -6,7 +6,7 @@ use clap::Parser as _;
 use imgproxy_server::{
     cli::{Cli, Command},
     config::ProcessEnv,
-    keys, serve,
+    keys, serve, sign_url,
 };
 use tracing_subscriber::EnvFilter;
 
@@ -21,6 +21,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, &ProcessEnv).await,
         Command::Keys(command) => keys::run(command, &ProcessEnv).await,
+        Command::SignUrl(args) => sign_url::run(args, &ProcessEnv).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

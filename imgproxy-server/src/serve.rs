@@ -6,7 +6,9 @@ use anyhow::Context as _;
 use imgproxy_core::{
     accounts::Accounts,
     fetch::{FetchPolicy, ReferenceFetcher},
-    Catalog, Gateway, ImageProvider, ImageStore, ModelSpec,
+    gateway::IMAGE_PATH,
+    signing::UrlSigner,
+    Catalog, Gateway, GatewayBuilder, ImageProvider, ImageStore, ModelSpec,
 };
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -15,9 +17,15 @@ use tokio::net::TcpListener;
 use crate::{
     build_app,
     cli::ServeArgs,
-    config::{Config, Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY},
+    config::{
+        Config, Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY, ENV_URL_SECRET,
+    },
+    state::UrlApi,
     AppState,
 };
+
+/// The URL API's default model when a provider serves it (seed 000's default).
+const URL_API_MODEL: &str = "flux-1.1-pro";
 
 /// Reservations older than this are released whatever instance owns them: longer than any
 /// request can run (the largest upstream deadline is minutes), so only dead requests qualify.
@@ -77,7 +85,21 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let gateway = build_gateway(&settings, &public_url)?;
+    let signer = url_signer(&settings)?;
+    let gateway = build_gateway(&settings, &public_url)?
+        .records(accounts.clone())
+        .url_signer(signer, settings.url_ttl)
+        .build();
+    if let Some(public) = &settings.public {
+        // Fail at start, not on the first public request, if the paying key is wrong.
+        let key = accounts
+            .get_key(&public.key_id)
+            .await
+            .with_context(|| format!("[public] key_id `{}`", public.key_id))?;
+        anyhow::ensure!(!key.revoked, "[public] key `{}` is revoked", key.id);
+        tracing::warn!(key = %key.id, "public mode: unauthenticated URL-API requests are billed to this key");
+    }
+    let url_api_model = url_api_default_model(&settings, &gateway);
 
     let served: Vec<&str> = gateway
         .served_models()
@@ -88,6 +110,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         models = %served.join(", "),
         data_dir = %settings.data_dir.display(),
         database = accounts.backend(),
+        images = gateway.store().map_or("none", imgproxy_core::ImageStore::kind),
+        url_api_model = %url_api_model,
         "imgproxy listening on http://{local}"
     );
     if settings.master_key.is_none() {
@@ -103,6 +127,13 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         master_key: settings.master_key.map(Arc::new),
         instance_id: instance_id.into(),
         max_body_bytes: settings.max_body_bytes,
+        public_url: public_url.into(),
+        url_api: Arc::new(UrlApi {
+            default_model: url_api_model,
+            path_form: settings.path_form,
+            cache_enabled: settings.cache_enabled,
+            public: settings.public.clone(),
+        }),
     };
     axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -129,9 +160,58 @@ fn instance_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(id)
 }
 
+/// The URL signer: the configured secret, else the one kept in the data dir (made on first
+/// use). Instances that serve each other's URLs need the same secret: set it in config.
+pub fn url_signer(settings: &Settings) -> anyhow::Result<UrlSigner> {
+    use secrecy::ExposeSecret as _;
+    let secret = match &settings.url_secret {
+        Some(secret) => secret.expose_secret().to_owned(),
+        None => {
+            let path = settings.data_dir.join("url-secret");
+            match std::fs::read_to_string(&path) {
+                Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
+                _ => {
+                    let mut bytes = [0_u8; 32];
+                    getrandom::fill(&mut bytes)
+                        .map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+                    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                    std::fs::create_dir_all(&settings.data_dir)?;
+                    std::fs::write(&path, &secret)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    secret
+                }
+            }
+        }
+    };
+    UrlSigner::new(secret.as_bytes()).with_context(|| {
+        format!(
+            "the URL secret ({ENV_URL_SECRET} or [urls] secret) must be at least {} characters",
+            imgproxy_core::signing::MIN_SECRET_BYTES
+        )
+    })
+}
+
+/// The URL API's default model: the configured one, else `flux-1.1-pro` when a provider
+/// serves it, else the gateway's default (the placeholder).
+fn url_api_default_model(settings: &Settings, gateway: &Gateway) -> String {
+    if let Some(model) = &settings.url_api_default_model {
+        return model.clone();
+    }
+    let served = gateway
+        .catalog()
+        .resolve(URL_API_MODEL, &|m| gateway.serves(m))
+        .is_ok_and(|m| gateway.serves(m));
+    if served {
+        URL_API_MODEL.to_owned()
+    } else {
+        gateway.default_model().to_owned()
+    }
+}
+
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
-/// the placeholder, every provider with a key, the reference fetcher and the image store.
-pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Gateway> {
+/// the placeholder, every provider with a key, the reference fetcher and the image store
+/// (the data dir, or S3). The caller adds the records database and the URL signer.
+pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<GatewayBuilder> {
     let mut catalog = Catalog::embedded()?;
     for model in &settings.models {
         catalog
@@ -170,11 +250,14 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
     if let Some(seconds) = settings.fetch.timeout_secs {
         policy.timeout = Duration::from_secs(seconds);
     }
-    let store = ImageStore::local(&settings.data_dir)?;
+    let store = match &settings.s3 {
+        Some(location) => ImageStore::s3(location)?,
+        None => ImageStore::local(&settings.data_dir)?,
+    };
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(ReferenceFetcher::new(policy)?)
-        .store(store, format!("{public_url}/images/"));
+        .store(store, format!("{public_url}{IMAGE_PATH}"));
     if let Some(model) = &settings.default_model {
         builder = builder.default_model(model);
     }
@@ -187,7 +270,7 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
             builder = builder.provider_limit(&provider.name, max_concurrent);
         }
     }
-    Ok(builder.build())
+    Ok(builder)
 }
 
 /// Builds one provider client from its settings.

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use imgproxy_core::{accounts::Accounts, Gateway};
 use secrecy::SecretString;
 
-use crate::limits::KeyLimits;
+use crate::{config::PublicConfig, limits::KeyLimits};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The gateway (catalog, providers, store).
+    /// The gateway (catalog, providers, store, URL signer, records).
     pub gateway: Arc<Gateway>,
     /// Keys, balances and the ledger.
     pub accounts: Accounts,
@@ -22,6 +22,35 @@ pub struct AppState {
     pub instance_id: Arc<str>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// Base URL clients reach this server under (for the URLs it hands out).
+    pub public_url: Arc<str>,
+    /// The URL API's settings.
+    pub url_api: Arc<UrlApi>,
+}
+
+/// The URL API's settings.
+#[derive(Debug, Clone)]
+pub struct UrlApi {
+    /// Model of requests that name none.
+    pub default_model: String,
+    /// Whether `/{prompt}` and `/{prompt}/{model}` are served.
+    pub path_form: bool,
+    /// Whether identical requests are answered from the cache.
+    pub cache_enabled: bool,
+    /// Unauthenticated access, if the operator enabled it.
+    pub public: Option<PublicConfig>,
+}
+
+impl Default for UrlApi {
+    /// The placeholder as default model, path form and cache on, no public access.
+    fn default() -> Self {
+        Self {
+            default_model: "placeholder".into(),
+            path_form: true,
+            cache_enabled: true,
+            public: None,
+        }
+    }
 }
 
 /// The body limit, placed in request extensions so that extractors can name it in errors.

@@ -7,7 +7,7 @@
     reason = "test helpers fail loudly"
 )]
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use axum::{
@@ -18,6 +18,7 @@ use axum::{
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
     accounts::{Accounts, NewKey},
+    signing::UrlSigner,
     Catalog, Gateway, Generation, ImageProvider, ImageStore, ProviderError, ProviderRequest,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -53,6 +54,8 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     panicky.id = "panicky".into();
     panicky.provider = "panicky".into();
     catalog.upsert(panicky).unwrap();
+    let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
+    let accounts = Accounts::connect(&database).await.unwrap();
     let gateway = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .provider(Arc::new(Panicky))
@@ -60,9 +63,9 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
             ImageStore::local(dir.path()).unwrap(),
             "http://test/images/",
         )
+        .records(accounts.clone())
+        .url_signer(UrlSigner::new(&[9; 32]).unwrap(), Duration::from_secs(60))
         .build();
-    let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
-    let accounts = Accounts::connect(&database).await.unwrap();
     let state = AppState {
         gateway: Arc::new(gateway),
         accounts: accounts.clone(),
@@ -70,6 +73,8 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
         master_key: master_key.map(|k| Arc::new(SecretString::from(k.to_owned()))),
         instance_id: "test-instance".into(),
         max_body_bytes,
+        public_url: "http://test".into(),
+        url_api: Arc::default(),
     };
     TestApp {
         router: build_app(state),
@@ -280,13 +285,14 @@ async fn url_results_are_served_from_the_store() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "image/png");
     assert!(image.starts_with(b"\x89PNG"));
-    let (status, _, body) = send(
-        &app,
-        Request::get("/images/abc.png").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    envelope(&body);
+    let unsigned = path.split('?').next().unwrap();
+    let altered = path.replace("exp=", "exp=1");
+    for refused in [unsigned, altered.as_str(), "/images/abc.png"] {
+        let (status, _, body) =
+            send(&app, Request::get(refused).body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+        assert_eq!(envelope(&body)["code"], "invalid_signature");
+    }
 }
 
 #[tokio::test]
@@ -361,9 +367,22 @@ async fn issued_keys_are_metered_and_refused_when_short() {
     assert_eq!(headers["x-credits-remaining"], "1");
     let response: Value = serde_json::from_slice(&response).unwrap();
     assert_eq!(response["credits_used"], 2);
+    assert_eq!(headers["x-cache-status"], "MISS-GENERATED");
+    // The same request again is a cache hit: free.
     let request = bearer(Request::post("/v1/images/generations"), &secret)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
+        .unwrap();
+    let (status, headers, response) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-cache-status"], "HIT");
+    assert_eq!(headers["x-credits-remaining"], "1");
+    let response: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(response["credits_used"], 0);
+    let other = r#"{"prompt": "another", "n": 2, "size": "64x64"}"#;
+    let request = bearer(Request::post("/v1/images/generations"), &secret)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(other))
         .unwrap();
     let (status, _, response) = send(&app, request).await;
     assert_eq!(status, StatusCode::PAYMENT_REQUIRED);

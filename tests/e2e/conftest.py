@@ -248,3 +248,32 @@ OPENAI_TEST_KEY = "sk-test-e2e"
 def openai_server(imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI) -> Server:
     """A server with the OpenAI provider enabled, pointed at the fake upstream."""
     return imgproxy.start({"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake_openai.url}/v1"})
+
+
+# ------------------------------------------------------------------------------------------
+# S3: one local moto server per session (tests/e2e/s3.py), a fresh bucket per test
+# ------------------------------------------------------------------------------------------
+
+from s3 import Bucket, MotoS3  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A moto S3 server on a free loopback port for the whole session; stopped at its end.
+    A developer's own AWS settings (profile, session token, ...) are removed from the test
+    process's environment first, so that servers started with a bucket's env see only the
+    credentials the tests give them."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            del os.environ[name]
+    s3 = MotoS3(tmp_path_factory.mktemp("moto"), free_port()).start()
+    try:
+        yield s3
+    finally:
+        s3.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_s3: MotoS3) -> Bucket:
+    """A new, empty bucket on the session's moto server; ``.env`` points imgproxy at it."""
+    return moto_s3.create_bucket()

@@ -31,6 +31,11 @@ pub use secret::SECRET_PREFIX;
 pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
 
 pub(crate) use self::db::now_secs;
+
+/// Unix seconds now, the clock every record and signature uses.
+pub fn now_unix() -> i64 {
+    now_secs()
+}
 use self::db::Db;
 use crate::{Error, Result};
 

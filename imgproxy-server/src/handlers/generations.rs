@@ -1,54 +1,28 @@
-//! `POST /v1/images/generations`: unmetered for the master key and open servers; for issued
-//! keys, limited, then metered (reserve, generate, settle) with the balance in a header.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! `POST /v1/images/generations`: served through the cache (the `X-Cache-Status` header says
+//! hit or miss); for issued keys limited, then metered, with the balance in a header.
 
 use axum::{
     extract::State,
-    http::HeaderValue,
+    http::HeaderMap,
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use imgproxy_core::{metering::Meter, ImageRequest};
+use imgproxy_core::ImageRequest;
 
-use crate::{auth::Caller, error::ApiError, extract::OpenAIJson, state::AppState};
-
-/// Header with the calling key's balance after the request.
-const CREDITS_REMAINING: &str = "x-credits-remaining";
+use crate::{auth::Caller, calls, error::ApiError, extract::OpenAIJson, state::AppState};
 
 /// Generates images.
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     OpenAIJson(request): OpenAIJson<ImageRequest>,
 ) -> Result<Response, ApiError> {
-    let Caller::Key(key) = caller else {
-        return Ok(Json(state.gateway.generate(request).await?).into_response());
-    };
-    let _admission = state.limits.admit(&key, request.n.unwrap_or(1))?;
-    let request_id = new_request_id(&state.instance_id);
-    let meter = Meter {
-        accounts: &state.accounts,
-        key: &key,
-        request_id: &request_id,
-        owner: &state.instance_id,
-    };
-    let metered = state.gateway.generate_metered(meter, request).await?;
-    let mut response = Json(metered.response).into_response();
-    response
-        .headers_mut()
-        .insert(CREDITS_REMAINING, HeaderValue::from(metered.balance));
+    let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1))?;
+    let cache = calls::cache_mode(&headers, request.reroll == Some(true));
+    let call = calls::call(&state, &caller, &admitted, cache, None);
+    let served = state.gateway.serve(call, request).await?;
+    let mut response = Json(served.response).into_response();
+    calls::annotate(&mut response, served.cache, served.balance);
     Ok(response)
-}
-
-/// A request id unique across instances and restarts: instance id, start time, counter.
-fn new_request_id(instance_id: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "req_{instance_id}_{nanos:x}_{:x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

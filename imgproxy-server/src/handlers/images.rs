@@ -1,11 +1,12 @@
-//! `GET /images/{key}`: stored images, by content hash. The key is unguessable without the
-//! image, and the bytes behind a key never change, so responses are cacheable forever.
+//! `GET /images/{key}?exp=..&sig=..`: stored images, by content hash, behind a signature with
+//! an expiry (the URLs `response_format=url` hands out). Unsigned, altered or expired → 403.
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, RawQuery, State},
     http::header,
     response::IntoResponse,
 };
+use imgproxy_core::{gateway::IMAGE_PATH, signing::SignatureError};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -13,7 +14,22 @@ use crate::{error::ApiError, state::AppState};
 pub async fn get(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<impl IntoResponse, ApiError> {
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let Some((signer, _)) = state.gateway.signer() else {
+        return Err(ApiError::Signature(SignatureError::Missing));
+    };
+    signer
+        .verify(
+            &format!("{IMAGE_PATH}{key}"),
+            &params,
+            imgproxy_core::accounts::now_unix(),
+        )
+        .map_err(ApiError::Signature)?;
     let not_found = || ApiError::NotFound {
         message: format!("no image `{key}`"),
     };
@@ -26,7 +42,9 @@ pub async fn get(
     Ok((
         [
             (header::CONTENT_TYPE, mime),
-            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            // The bytes behind a key never change; the URL itself expires, so caches may keep
+            // the answer only as long as the URL is valid, and only privately.
+            (header::CACHE_CONTROL, "private, max-age=3600"),
         ],
         bytes,
     ))

@@ -2,7 +2,10 @@
 
 pub mod admin;
 pub mod credits;
+pub mod files;
 pub mod generations;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod signed_urls;
+pub mod url_api;

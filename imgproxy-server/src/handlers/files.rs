@@ -1,0 +1,201 @@
+//! `/v1/files`: uploaded images (OpenAI's Files API shape), scoped to the caller's tenant and
+//! usable as reference images by id. Content lives in the image store; the record in the
+//! database.
+
+use axum::{
+    extract::{
+        multipart::{MultipartError, MultipartRejection},
+        Multipart, Path, State,
+    },
+    http::{header, StatusCode},
+    response::IntoResponse,
+    Extension, Json,
+};
+use imgproxy_core::{accounts::FileRecord, provider::sniff_mime, Error};
+use serde_json::{json, Value};
+
+use crate::{auth::Caller, error::ApiError, state::AppState};
+
+/// Purposes the OpenAI SDKs send.
+const PURPOSES: [&str; 6] = [
+    "assistants",
+    "batch",
+    "fine-tune",
+    "vision",
+    "user_data",
+    "evals",
+];
+/// Most files one list returns.
+const LIST_LIMIT: u32 = 10_000;
+/// Longest accepted filename.
+const MAX_FILENAME_CHARS: usize = 255;
+
+/// `POST /v1/files`: multipart with a `file` part and a `purpose` part.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    form: Result<Multipart, MultipartRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let limit = state.max_body_bytes;
+    let mut form = form.map_err(|rejection| ApiError::BadBody {
+        message: format!(
+            "expected a `multipart/form-data` body with `file` and `purpose`: {}",
+            rejection.body_text()
+        ),
+        param: None,
+    })?;
+    let (mut file, mut purpose) = (None, None);
+    while let Some(field) = form.next_field().await.map_err(|e| multipart(e, limit))? {
+        match field.name() {
+            Some("file") => {
+                let filename = field
+                    .file_name()
+                    .unwrap_or("upload")
+                    .chars()
+                    .take(MAX_FILENAME_CHARS)
+                    .collect::<String>();
+                let bytes = field.bytes().await.map_err(|e| multipart(e, limit))?;
+                file = Some((filename, bytes));
+            }
+            Some("purpose") => purpose = Some(field.text().await.map_err(|e| multipart(e, limit))?),
+            Some(other) => {
+                return Err(Error::invalid_param(
+                    other,
+                    format!("unknown form field `{other}`: send `file` and `purpose`"),
+                )
+                .into())
+            }
+            None => {}
+        }
+    }
+    let Some((filename, bytes)) = file else {
+        return Err(Error::invalid_param("file", "the form needs a `file` part").into());
+    };
+    let Some(purpose) = purpose.map(|p| p.trim().to_owned()) else {
+        return Err(Error::invalid_param("purpose", "the form needs a `purpose` part").into());
+    };
+    if !PURPOSES.contains(&purpose.as_str()) {
+        return Err(Error::invalid_param(
+            "purpose",
+            format!("purpose must be one of {}", PURPOSES.join(", ")),
+        )
+        .into());
+    }
+    // imgproxy keeps images only: that is what a file id is used for here.
+    let Some(mime) = sniff_mime(&bytes) else {
+        return Err(Error::invalid_param(
+            "file",
+            "the file is not an image (PNG, JPEG, WebP, GIF or SVG); imgproxy stores images only",
+        )
+        .into());
+    };
+    let (Some(store), Some(records)) = (state.gateway.store(), state.gateway.records()) else {
+        return Err(Error::Internal("files need an image store and a database".into()).into());
+    };
+    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
+    let key = store.put(bytes, mime).await?;
+    let record = records
+        .create_file(caller.tenant(), &filename, &purpose, size, &key)
+        .await?;
+    Ok((StatusCode::OK, Json(file_object(&record))))
+}
+
+/// `GET /v1/files`.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let files = match state.gateway.records() {
+        Some(records) => records.files(caller.tenant(), LIST_LIMIT).await?,
+        None => Vec::new(),
+    };
+    let data: Vec<Value> = files.iter().map(file_object).collect();
+    Ok(Json(
+        json!({"object": "list", "data": data, "has_more": false}),
+    ))
+}
+
+/// `GET /v1/files/{id}`.
+pub async fn retrieve(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = find(&state, &caller, &id).await?;
+    Ok(Json(file_object(&record)))
+}
+
+/// `GET /v1/files/{id}/content`.
+pub async fn content(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let record = find(&state, &caller, &id).await?;
+    let stored = match state.gateway.store() {
+        Some(store) => store.get(&record.image_key).await?,
+        None => None,
+    };
+    let Some((bytes, mime)) = stored else {
+        return Err(not_found(&id));
+    };
+    Ok(([(header::CONTENT_TYPE, mime)], bytes))
+}
+
+/// `DELETE /v1/files/{id}`. The record goes; the image stays in the content-addressed store,
+/// where cache entries or other files may share it.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let deleted = match state.gateway.records() {
+        Some(records) => records.delete_file(caller.tenant(), &id).await?,
+        None => false,
+    };
+    if !deleted {
+        return Err(not_found(&id));
+    }
+    Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
+}
+
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
+    let record = match state.gateway.records() {
+        Some(records) => records.file(caller.tenant(), id).await?,
+        None => None,
+    };
+    record.ok_or_else(|| not_found(id))
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::NotFound {
+        message: format!("no file `{id}`"),
+    }
+}
+
+/// OpenAI's file object.
+fn file_object(record: &FileRecord) -> Value {
+    json!({
+        "id": record.id,
+        "object": "file",
+        "bytes": record.bytes,
+        "created_at": record.created_at,
+        "filename": record.filename,
+        "purpose": record.purpose,
+        "status": "processed",
+        "status_details": null,
+        "expires_at": null,
+    })
+}
+
+/// A multipart failure as OpenAI's error: 413 over the body limit, else 400.
+fn multipart(error: MultipartError, limit: usize) -> ApiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::BadBody {
+            message: format!("could not read the multipart form: {}", error.body_text()),
+            param: None,
+        }
+    }
+}
