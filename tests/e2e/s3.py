@@ -3,8 +3,8 @@
 
 One moto process serves the whole pytest session (see the ``moto_s3`` fixture in conftest.py);
 every test that stores images in S3 gets a bucket of its own (``moto_s3.create_bucket()``), so
-tests never see each other's objects. moto accepts any credentials and does not check request
-signatures, so the tests read objects back with plain unsigned HTTP GETs (path-style URLs).
+tests never see each other's objects. Buckets are created with a plain HTTP PUT; objects are read
+back with boto3 (a dependency of moto), since moto refuses anonymous reads of private objects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,33 +61,34 @@ class Bucket:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
         }
 
+    def client(self):  # noqa: ANN201 - a boto3 S3 client (boto3 comes with moto)
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3.url,
+            aws_access_key_id=ACCESS_KEY_ID,
+            aws_secret_access_key=SECRET_ACCESS_KEY,
+            region_name=REGION,
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=5, read_timeout=10),
+        )
+
     def get(self, key: str) -> tuple[int, bytes]:
-        """(status, body) of the object ``key``."""
-        status, _, body = http("GET", self.s3.object_url(self.name, key), timeout=10)
-        return status, body
+        """(status, body) of the object ``key``, read with credentials (moto refuses anonymous
+        reads of private objects)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client().get_object(Bucket=self.name, Key=key)
+        except ClientError as error:
+            return int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)), b""
+        return 200, answer["Body"].read()
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every object key in the bucket (under ``prefix``), sorted."""
-        keys: list[str] = []
-        token: str | None = None
-        while True:
-            query = {"list-type": "2", "prefix": prefix}
-            if token:
-                query["continuation-token"] = token
-            url = f"{self.s3.url}/{self.name}?{urllib.parse.urlencode(query)}"
-            status, _, body = http("GET", url, timeout=10)
-            assert status == 200, f"listing bucket {self.name}: {status} {body[:300]!r}"
-            root = ET.fromstring(body)
-            ns = {"s3": root.tag.split("}")[0].strip("{")} if root.tag.startswith("{") else {}
-            find = (lambda el, tag: el.findall(f"s3:{tag}", ns)) if ns else (lambda el, tag: el.findall(tag))
-            for content in find(root, "Contents"):
-                keys.append("".join(k.text or "" for k in find(content, "Key")))
-            truncated = "".join(t.text or "" for t in find(root, "IsTruncated")) == "true"
-            tokens = find(root, "NextContinuationToken")
-            if not truncated or not tokens:
-                break
-            token = tokens[0].text
-        return sorted(keys)
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
 class MotoS3:

@@ -11,6 +11,7 @@ Postgres: every test gets a database of its own on IMGPROXY_E2E_POSTGRES_URL (de
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -153,10 +154,15 @@ def create_key(server: Server, **fields: Any) -> tuple[dict[str, Any], str]:
     return created["key"], created["secret"]
 
 
+_PROMPTS = itertools.count()
+
+
 def generate(
     server: Server, secret: str | None, n: int = 1, model: str = "placeholder", timeout: float = 60.0, **extra: Any
 ) -> tuple[int, dict[str, str], bytes]:
-    body: dict[str, Any] = {"model": model, "prompt": "a ledger in ink", "n": n, **extra}
+    # A fresh prompt per call: identical requests would be answered (free) from the cache, and
+    # these tests are about what generations cost.
+    body: dict[str, Any] = {"model": model, "prompt": f"a ledger in ink #{next(_PROMPTS)}", "n": n, **extra}
     if model == "placeholder":
         body.setdefault("size", "16x16")
     return http(
@@ -364,8 +370,14 @@ def test_sdk_sees_credits_used_the_remaining_header_and_a_402(imgproxy: Imgproxy
     assert body.get("credits_used") == 2, body.get("credits_used")
     assert len(raw.parse().data or []) == 2
 
+    # The same request again is a cache hit: free, and the balance is unchanged.
+    raw = sdk.images.with_raw_response.generate(model="placeholder", prompt="a coin", n=2, size="16x16")
+    assert raw.headers.get("x-cache-status") == "HIT"
+    assert json.loads(raw.content).get("credits_used") == 0
+    assert raw.headers.get("x-credits-remaining") == "1"
+
     with pytest.raises(openai.APIStatusError) as caught:
-        sdk.images.generate(model="placeholder", prompt="a coin", n=2, size="16x16")
+        sdk.images.generate(model="placeholder", prompt="another coin", n=2, size="16x16")
     assert caught.value.status_code == 402
     assert isinstance(caught.value.body, dict) and caught.value.body.get("code") == "insufficient_credits", caught.value.body
     assert balance(server, secret) == 1, "a refused request must not take credits"

@@ -3,7 +3,11 @@ body limits, routing, /healthz and the master key."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
+import urllib.parse
 
 import openai
 import pytest
@@ -113,7 +117,16 @@ def test_body_just_under_the_default_limit_is_read_not_413(base_url: str) -> Non
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/nope"), ("GET", "/nope"), ("POST", "/v1/images/unknown"), ("GET", "/v1/images/generations/x")],
+    # `GET /{prompt}` and `GET /{prompt}/{model}` are the URL API's path form, so an unknown
+    # route is anything else: a reserved first segment, three segments, or another method.
+    [
+        ("GET", "/v1/nope"),
+        ("GET", "/api/nope"),
+        ("GET", "/a/b/c"),
+        ("POST", "/nope"),
+        ("POST", "/v1/images/unknown"),
+        ("GET", "/v1/images/generations/x"),
+    ],
 )
 def test_unknown_route_is_404_envelope(base_url: str, method: str, path: str) -> None:
     status, headers, body = http(
@@ -136,11 +149,39 @@ def _stored_image_url(base_url: str, api_key: str = "sk-anything") -> str:
     return response.data[0].url
 
 
-def test_unknown_image_url_is_404_envelope(base_url: str) -> None:
-    url = _stored_image_url(base_url)
-    prefix, _, name = url.rpartition("/")
-    assert name.endswith(".png") and len(name) == 64 + 4, f"unexpected image URL {url}"
-    status, headers, body = http("GET", f"{prefix}/{'0' * 64}.png")
+def _sign(secret: str, path: str, params: dict[str, str]) -> str:
+    """The signature imgproxy makes, computed independently: HMAC-SHA256 of the path, a
+    newline and the sorted, form-encoded parameters."""
+    canonical = urllib.parse.urlencode(sorted(params.items()))
+    return hmac.new(secret.encode(), f"{path}\n{canonical}".encode(), hashlib.sha256).hexdigest()
+
+
+def test_image_urls_are_signed_and_expire(server: Server) -> None:
+    url = _stored_image_url(server.url)
+    status, headers, body = http("GET", url)
+    assert status == 200 and body.startswith(b"\x89PNG"), (status, body[:100])
+    parts = urllib.parse.urlsplit(url)
+    query = dict(urllib.parse.parse_qsl(parts.query))
+    assert set(query) == {"exp", "sig"}, url
+    assert int(query["exp"]) > time.time() + 6 * 24 * 3600, "image URLs last a week by default"
+    secret = (server.data_dir / "url-secret").read_text().strip()
+    assert query["sig"] == _sign(secret, parts.path, {"exp": query["exp"]}), "the signature scheme changed"
+    base = f"{server.url}{parts.path}"
+    expired = str(int(time.time()) - 1)
+    for refused in (
+        base,  # unsigned
+        f"{base}?exp={query['exp']}",  # no signature
+        f"{base}?exp={int(query['exp']) + 1}&sig={query['sig']}",  # altered expiry
+        f"{base}?exp={expired}&sig={_sign(secret, parts.path, {'exp': expired})}",  # expired
+        f"{base}?exp={query['exp']}&sig={_sign('x' * 64, parts.path, {'exp': query['exp']})}",  # other secret
+    ):
+        status, headers, body = http("GET", refused)
+        assert_error_envelope(status, headers, body, expected_status=403, code="invalid_signature")
+    # A correctly signed URL of an image that does not exist is a 404.
+    missing = f"/images/{'0' * 64}.png"
+    status, headers, body = http(
+        "GET", f"{server.url}{missing}?exp={query['exp']}&sig={_sign(secret, missing, {'exp': query['exp']})}"
+    )
     assert_error_envelope(status, headers, body, expected_status=404)
 
 
@@ -149,7 +190,7 @@ def test_image_url_path_traversal_is_refused(base_url: str) -> None:
     prefix = url.rpartition("/")[0]
     for name in ("..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", "..%2F..%2Fimgproxy0.log", "%2E%2E%2F%2E%2E%2Fimgproxy0.log"):
         status, _, body = http("GET", f"{prefix}/{name}")
-        assert status in (400, 404), f"GET {prefix}/{name} answered {status}"
+        assert status in (400, 403, 404), f"GET {prefix}/{name} answered {status}"
         assert b"root:" not in body
 
 

@@ -463,5 +463,5 @@ def test_upstream_api_key_is_not_logged(openai_server: Server, fake_openai: Fake
     sdk.images.generate(model="gpt-image-2", prompt="p")
     fake_openai.always(server_error())
     with pytest.raises(openai.InternalServerError):
-        sdk.images.generate(model="gpt-image-2", prompt="p")
+        sdk.images.generate(model="gpt-image-2", prompt="another prompt, so not a cache hit")
     assert OPENAI_TEST_KEY not in openai_server.log()

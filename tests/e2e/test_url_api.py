@@ -341,7 +341,7 @@ def test_query_parameters_are_typed_and_refused_ones_name_themselves(server: Ser
         ("size", "13x13"),
         ("reroll", "perhaps"),
     ]:
-        status, headers, body = get(api(server, **small, **{name: value}))
+        status, headers, body = get(api(server, **{**small, name: value}))
         assert_error_envelope(status, headers, body, expected_status=400, param=name)
     status, headers, body = get(api(server, prompt="x", model="no-such-model"))
     assert_error_envelope(status, headers, body, expected_status=404, code="model_not_found")
