@@ -213,6 +213,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn conversions_are_made_once_and_kept_beside_the_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ImageStore::local(dir.path()).unwrap();
+        let mut png = std::io::Cursor::new(Vec::new());
+        image::RgbImage::new(4, 2)
+            .write_to(&mut png, image::ImageFormat::Png)
+            .unwrap();
+        let key = store
+            .put(Bytes::from(png.into_inner()), "image/png")
+            .await
+            .unwrap();
+        let (jpeg, location) = store
+            .converted(&key, RasterFormat::Jpeg)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(jpeg.starts_with(&[0xFF, 0xD8]));
+        assert_eq!(location, format!("derived/{}/{key}.jpg", &key[..2]));
+        assert!(dir.path().join(&location).is_file());
+        let (again, _) = store
+            .converted(&key, RasterFormat::Jpeg)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again, jpeg);
+        let missing = format!("{}.png", "0".repeat(64));
+        assert!(store
+            .converted(&missing, RasterFormat::Jpeg)
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store.location(&key).unwrap(),
+            format!("images/{}/{key}", &key[..2])
+        );
+    }
+
+    #[tokio::test]
     async fn rejects_foreign_keys() {
         let dir = tempfile::tempdir().unwrap();
         let store = ImageStore::local(dir.path()).unwrap();

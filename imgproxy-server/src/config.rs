@@ -667,6 +667,67 @@ mod tests {
     }
 
     #[test]
+    fn storage_urls_cache_url_api_and_public_mode_layer_env_over_file() {
+        let text = r#"
+            [storage]
+            s3_bucket = "file-bucket"
+            s3_region = "eu-west-1"
+            [urls]
+            secret = "0123456789abcdef0123456789abcdef"
+            ttl_secs = 60
+            [cache]
+            enabled = false
+            [url_api]
+            default_model = "ultra"
+            path_form = false
+            [public]
+            key_id = "key_file"
+            rpm = 5
+        "#;
+        let vars = env(&[
+            (ENV_S3_BUCKET, "env-bucket"),
+            (ENV_S3_ENDPOINT, "http://127.0.0.1:9000"),
+            (ENV_URL_TTL_SECS, "120"),
+            (ENV_PUBLIC_KEY_ID, "key_env"),
+        ]);
+        let settings = Config::from_toml(text)
+            .unwrap()
+            .into_settings(None, &no_state(), &vars)
+            .unwrap();
+        let s3 = settings.s3.unwrap();
+        assert_eq!(
+            (
+                s3.bucket.as_str(),
+                s3.endpoint.as_deref(),
+                s3.region.as_deref()
+            ),
+            (
+                "env-bucket",
+                Some("http://127.0.0.1:9000"),
+                Some("eu-west-1")
+            )
+        );
+        assert_eq!(settings.url_ttl, Duration::from_secs(120));
+        assert!(settings.url_secret.is_some());
+        assert!(!settings.cache_enabled && !settings.path_form);
+        assert_eq!(settings.url_api_default_model.as_deref(), Some("ultra"));
+        let public = settings.public.unwrap();
+        assert_eq!((public.key_id.as_str(), public.rpm), ("key_env", Some(5)));
+
+        let defaults = Config::default()
+            .into_settings(None, &no_state(), &env(&[]))
+            .unwrap();
+        assert!(defaults.s3.is_none() && defaults.public.is_none());
+        assert!(defaults.cache_enabled && defaults.path_form);
+        assert_eq!(defaults.url_ttl, Duration::from_secs(7 * 24 * 60 * 60));
+        let err = Config::from_toml("[public]\nrpm = 1\n")
+            .unwrap()
+            .into_settings(None, &no_state(), &env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("key_id"), "{err}");
+    }
+
+    #[test]
     fn secrets_do_not_show_in_debug() {
         let config = Config::from_toml("master_key = \"super-secret\"").unwrap();
         assert!(!format!("{config:?}").contains("super-secret"));

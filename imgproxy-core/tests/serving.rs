@@ -1,0 +1,256 @@
+//! `Gateway::serve` on SQLite and Postgres: cache hits without upstream calls or charges,
+//! reroll, single-flight, tenant isolation of cache, names and files, file ids as references,
+//! and everything surviving a restart (a new gateway on the same database and store).
+
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
+#[path = "accounts_harness.rs"]
+mod harness;
+
+use std::{
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use harness::Ctx;
+use imgproxy_core::{
+    cache::{CacheMode, CacheStatus},
+    metering::Meter,
+    Accounts, Call, Catalog, Gateway, GeneratedImage, Generation, ImageInput, ImageProvider,
+    ImageRequest, ImageStore, ProviderError, ProviderRequest,
+};
+
+/// Makes a distinct image per call (`call-<n>`, plus the references it saw), slowly enough
+/// for concurrent requests to overlap; fails when the prompt says so.
+#[derive(Debug, Default)]
+struct Counting {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ImageProvider for Counting {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if call.request.prompt == "fail" {
+            return Err(ProviderError::Failed {
+                message: "boom".into(),
+            });
+        }
+        let mut bytes = format!("call-{n}").into_bytes();
+        for reference in call.references {
+            bytes.extend_from_slice(&reference.bytes);
+        }
+        Ok(Generation {
+            images: vec![GeneratedImage {
+                bytes: Bytes::from(bytes),
+                mime: "image/png".into(),
+                revised_prompt: None,
+            }],
+            ..Generation::default()
+        })
+    }
+}
+
+fn gateway(accounts: &Accounts, images: &Path, provider: Arc<Counting>) -> Gateway {
+    let mut catalog = Catalog::embedded().unwrap();
+    let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
+    model.id = "counted".into();
+    model.provider = "counting".into();
+    catalog.upsert(model).unwrap();
+    Gateway::builder(catalog)
+        .provider(provider)
+        .store(ImageStore::local(images).unwrap(), "http://test/images/")
+        .records(accounts.clone())
+        .build()
+}
+
+fn request(prompt: &str) -> ImageRequest {
+    ImageRequest::new("counted", prompt)
+}
+
+fn call(tenant: &str) -> Call<'_> {
+    Call {
+        tenant,
+        ..Call::default()
+    }
+}
+
+on_both_backends!(
+    hits_and_rerolls,
+    single_flight,
+    tenants_are_isolated,
+    metered_hits_are_free,
+);
+
+async fn hits_and_rerolls(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(Counting::default());
+    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
+    let first = gateway.serve(call(""), request("fox")).await.unwrap();
+    assert_eq!(first.cache, CacheStatus::Miss);
+    let again = gateway.serve(call(""), request("fox")).await.unwrap();
+    assert_eq!(again.cache, CacheStatus::Hit);
+    assert_eq!(again.images, first.images);
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+
+    let reroll = Call {
+        cache: CacheMode::Refresh,
+        ..call("")
+    };
+    let rerolled = gateway.serve(reroll, request("fox")).await.unwrap();
+    assert_eq!(rerolled.cache, CacheStatus::Miss);
+    assert_ne!(rerolled.images[0].bytes, first.images[0].bytes);
+    // The reroll replaced the entry, and the next plain request gets the new image.
+    let after = gateway.serve(call(""), request("fox")).await.unwrap();
+    assert_eq!(
+        (after.cache, &after.images[0].bytes),
+        (CacheStatus::Hit, &rerolled.images[0].bytes)
+    );
+    // A failure is not cached.
+    assert!(gateway.serve(call(""), request("fail")).await.is_err());
+    assert!(gateway.serve(call(""), request("fail")).await.is_err());
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+
+    // A restart: a new gateway on the same database and store still has the entry.
+    let restarted = gateway_on(ctx, dir.path()).await;
+    let hit = restarted.serve(call(""), request("fox")).await.unwrap();
+    assert_eq!(
+        (hit.cache, &hit.images[0].bytes),
+        (CacheStatus::Hit, &rerolled.images[0].bytes)
+    );
+}
+
+async fn gateway_on(ctx: &Ctx, images: &Path) -> Gateway {
+    gateway(
+        &ctx.second_pool().await,
+        images,
+        Arc::new(Counting::default()),
+    )
+}
+
+async fn single_flight(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(Counting::default());
+    let gateway = Arc::new(gateway(&ctx.accounts, dir.path(), provider.clone()));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let gateway = gateway.clone();
+            tokio::spawn(async move { gateway.serve(call(""), request("owl")).await })
+        })
+        .collect();
+    let mut misses = 0;
+    let mut images = Vec::new();
+    for task in tasks {
+        let served = task.await.unwrap().unwrap();
+        misses += usize::from(served.cache == CacheStatus::Miss);
+        images.push(served.images[0].bytes.clone());
+    }
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(misses, 1);
+    assert!(images.iter().all(|i| *i == images[0]));
+}
+
+async fn tenants_are_isolated(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(Counting::default());
+    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
+    let named = Call {
+        name: Some("hero"),
+        ..call("alice")
+    };
+    let alice = gateway.serve(named, request("bottle")).await.unwrap();
+    let bob = gateway.serve(call("bob"), request("bottle")).await.unwrap();
+    assert_eq!(
+        bob.cache,
+        CacheStatus::Miss,
+        "bob must not see alice's cache"
+    );
+    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+
+    let (recalled, image) = gateway.recall("alice", "hero").await.unwrap().unwrap();
+    assert_eq!(image.bytes, alice.images[0].bytes);
+    assert_eq!(recalled.upstream_model, "placeholder");
+    assert!(gateway.recall("bob", "hero").await.unwrap().is_none());
+    assert!(gateway.recall("alice", "villain").await.unwrap().is_none());
+    let bad_name = Call {
+        name: Some("../x"),
+        ..call("alice")
+    };
+    let error = gateway.serve(bad_name, request("x")).await.unwrap_err();
+    assert_eq!(error.param(), Some("filename"));
+
+    // Files: alice's upload is a reference for alice, an unknown file for bob.
+    let store = gateway.store().unwrap();
+    let key = store
+        .put(Bytes::from_static(b"\x89PNG-ref"), "image/png")
+        .await
+        .unwrap();
+    let records = gateway.records().unwrap();
+    let file = records
+        .create_file("alice", "ref.png", "vision", 8, &key)
+        .await
+        .unwrap();
+    assert!(file.id.starts_with("file-"));
+    let mut with_file = request("bottle");
+    with_file.images = Some(vec![ImageInput::FileId {
+        file_id: file.id.clone(),
+    }]);
+    let served = gateway
+        .serve(call("alice"), with_file.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        served.cache,
+        CacheStatus::Miss,
+        "a reference changes the key"
+    );
+    assert!(served.images[0].bytes.ends_with(b"\x89PNG-ref"));
+    let error = gateway.serve(call("bob"), with_file).await.unwrap_err();
+    assert_eq!((error.status(), error.param()), (400, Some("image")));
+    assert_eq!(records.files("alice", 10).await.unwrap().len(), 1);
+    assert!(records.files("bob", 10).await.unwrap().is_empty());
+    assert!(!records.delete_file("bob", &file.id).await.unwrap());
+    assert!(records.delete_file("alice", &file.id).await.unwrap());
+    assert!(records.file("alice", &file.id).await.unwrap().is_none());
+}
+
+async fn metered_hits_are_free(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = Arc::new(Counting::default());
+    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
+    let key_id = ctx.key(5).await;
+    let key = ctx.accounts.get_key(&key_id).await.unwrap();
+    let metered = |request_id: &'static str| Call {
+        tenant: &key.id,
+        meter: Some(Meter {
+            accounts: &ctx.accounts,
+            key: &key,
+            request_id,
+            owner: "test",
+        }),
+        ..Call::default()
+    };
+    let miss = gateway.serve(metered("r1"), request("cat")).await.unwrap();
+    assert_eq!(
+        (miss.response.credits_used, miss.balance),
+        (Some(1), Some(4))
+    );
+    let hit = gateway.serve(metered("r2"), request("cat")).await.unwrap();
+    assert_eq!(
+        (hit.cache, hit.response.credits_used, hit.balance),
+        (CacheStatus::Hit, Some(0), Some(4))
+    );
+    assert!(gateway.serve(metered("r3"), request("fail")).await.is_err());
+    assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 4);
+    assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 4);
+}
