@@ -1,14 +1,15 @@
 //! The whole path of a served request: validate, price, fetch references, answer from the
-//! cache, or generate once for every identical request in flight (single-flight), charge,
-//! store every image, record the cache entry and the name, and answer in OpenAI's shape.
-//! Named-image recall lives here too. [`Gateway::generate`] is the bare path without any of it.
+//! cache, or generate once for every identical request in flight (single-flight, within this
+//! process and across instances on one database), charge, store every image, record the cache
+//! entry and the name, and answer in OpenAI's shape. Named-image recall lives here too.
+//! [`Gateway::generate`] is the bare path without any of it.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
 use crate::{
-    accounts::{CachedImage, CachedResult, NamedImage},
+    accounts::{Accounts, CachedImage, CachedResult, NamedImage},
     cache::{cache_key, CacheMode, CacheStatus},
     metering::Meter,
     Error, Gateway, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result, Usage,
@@ -56,6 +57,13 @@ pub struct StoredImage {
     pub bytes: Bytes,
 }
 
+/// How often a request waiting on another instance's identical generation looks for it.
+const CLAIM_POLL: Duration = Duration::from_millis(150);
+/// Upstream deadline assumed for models that set none (the provider timeout's default).
+const DEFAULT_DEADLINE_SECS: u64 = 300;
+/// How long past its model's deadline a claim is honoured before another instance takes it.
+const CLAIM_MARGIN_SECS: u64 = 60;
+
 /// A generation as every request waiting on it shares it.
 #[derive(Debug)]
 pub(crate) struct Produced {
@@ -64,6 +72,28 @@ pub(crate) struct Produced {
     usage: Option<Usage>,
     /// Credits kept and the balance, when the request that ran it was metered.
     charged: Option<crate::metering::Charged>,
+    /// Read from the cache (another instance generated it while this one waited).
+    from_cache: bool,
+}
+
+impl Produced {
+    fn cached(result: CachedResult, bytes: Vec<Bytes>) -> Self {
+        Self {
+            result,
+            bytes,
+            usage: None,
+            charged: None,
+            from_cache: true,
+        }
+    }
+}
+
+/// The outcome of claiming a generation across instances.
+enum Claim {
+    /// This request generates; the guard releases the claim.
+    Held(ClaimGuard),
+    /// Another instance generated it meanwhile.
+    Cached(Produced),
 }
 
 /// What single-flight hands every waiting request.
@@ -91,14 +121,10 @@ impl Gateway {
         let mut produced = None;
         if let (CacheMode::Use, Some(records)) = (call.cache, records) {
             if let Some(result) = records.cached(call.tenant, key).await? {
-                produced = self.load(&result).await?.map(|bytes| {
-                    Arc::new(Produced {
-                        result,
-                        bytes,
-                        usage: None,
-                        charged: None,
-                    })
-                });
+                produced = self
+                    .load(&result)
+                    .await?
+                    .map(|bytes| Arc::new(Produced::cached(result, bytes)));
                 if produced.is_some() {
                     status = CacheStatus::Hit;
                 }
@@ -108,6 +134,19 @@ impl Gateway {
             Some(hit) => hit,
             None => {
                 let generate = || async move {
+                    // Across instances, only the holder of the claim generates.
+                    let claim = match records.filter(|_| call.cache == CacheMode::Use) {
+                        Some(records) => {
+                            match self
+                                .claim(records, call.tenant, key, &validated.model)
+                                .await?
+                            {
+                                Claim::Held(guard) => Some(guard),
+                                Claim::Cached(produced) => return Ok(Arc::new(produced)),
+                            }
+                        }
+                        None => None,
+                    };
                     let work = async {
                         let generation = self.run(validated, references).await?;
                         let mut result = CachedResult {
@@ -137,6 +176,7 @@ impl Gateway {
                             bytes,
                             usage: generation.usage,
                             charged: None,
+                            from_cache: false,
                         })
                     };
                     let produced = match (&call.meter, price.clone()) {
@@ -149,14 +189,18 @@ impl Gateway {
                             }),
                         _ => work.await,
                     };
+                    if let Some(guard) = claim {
+                        guard.release().await;
+                    }
                     produced.map(Arc::new)
                 };
                 if call.cache == CacheMode::Use {
                     let (shared, led) = self.flights.run(key, generate).await;
-                    if !led {
+                    let shared = shared?;
+                    if !led || shared.from_cache {
                         status = CacheStatus::Hit;
                     }
-                    shared?
+                    shared
                 } else {
                     generate().await?
                 }
@@ -236,6 +280,63 @@ impl Gateway {
         Ok(Some((named, image)))
     }
 
+    /// Claims the generation of `key` across instances, or waits for the instance that holds
+    /// it and returns its cached result. A holder that died is replaced once its claim is
+    /// older than the model's deadline.
+    async fn claim(
+        &self,
+        records: &Accounts,
+        tenant: &str,
+        key: &str,
+        model: &ModelSpec,
+    ) -> Result<Claim> {
+        let owner = claim_owner()?;
+        let stale_after = Duration::from_secs(
+            model
+                .deadline_secs
+                .unwrap_or(DEFAULT_DEADLINE_SECS)
+                .saturating_add(CLAIM_MARGIN_SECS),
+        );
+        loop {
+            if records
+                .claim_generation(tenant, key, &owner, stale_after)
+                .await?
+            {
+                let guard = ClaimGuard {
+                    records: records.clone(),
+                    tenant: tenant.to_owned(),
+                    key: key.to_owned(),
+                    owner: Some(owner),
+                };
+                // The previous holder may have finished between our look-up and our claim.
+                if let Some(produced) = self.cached_result(records, tenant, key).await? {
+                    guard.release().await;
+                    return Ok(Claim::Cached(produced));
+                }
+                return Ok(Claim::Held(guard));
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+            if let Some(produced) = self.cached_result(records, tenant, key).await? {
+                return Ok(Claim::Cached(produced));
+            }
+        }
+    }
+
+    async fn cached_result(
+        &self,
+        records: &Accounts,
+        tenant: &str,
+        key: &str,
+    ) -> Result<Option<Produced>> {
+        let Some(result) = records.cached(tenant, key).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .load(&result)
+            .await?
+            .map(|bytes| Produced::cached(result, bytes)))
+    }
+
     /// The bytes of every image of a cached result, or `None` if any is gone from the store
     /// (then the entry is regenerated).
     async fn load(&self, result: &CachedResult) -> Result<Option<Vec<Bytes>>> {
@@ -280,4 +381,51 @@ impl Gateway {
             mime: mime.to_owned(),
         })
     }
+}
+
+/// A held generation claim; released when the generation ends, or in the background if the
+/// request is dropped first (else other instances wait until it goes stale).
+struct ClaimGuard {
+    records: Accounts,
+    tenant: String,
+    key: String,
+    owner: Option<String>,
+}
+
+impl ClaimGuard {
+    async fn release(mut self) {
+        if let Some(owner) = self.owner.take() {
+            release(&self.records, &self.tenant, &self.key, &owner).await;
+        }
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let Some(owner) = self.owner.take() else {
+            return;
+        };
+        let (records, tenant, key) = (
+            self.records.clone(),
+            std::mem::take(&mut self.tenant),
+            std::mem::take(&mut self.key),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { release(&records, &tenant, &key, &owner).await });
+        }
+    }
+}
+
+async fn release(records: &Accounts, tenant: &str, key: &str, owner: &str) {
+    if let Err(error) = records.release_generation(tenant, key, owner).await {
+        // Not lost: the claim goes stale after the model's deadline.
+        tracing::warn!(%error, "releasing a generation claim failed");
+    }
+}
+
+/// A random claim owner id.
+fn claim_owner() -> Result<String> {
+    let mut bytes = [0_u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+    Ok(hex::encode(bytes))
 }

@@ -90,6 +90,7 @@ on_both_backends!(
     single_flight,
     tenants_are_isolated,
     metered_hits_are_free,
+    across_instances,
 );
 
 async fn hits_and_rerolls(ctx: &Ctx) {
@@ -253,4 +254,45 @@ async fn metered_hits_are_free(ctx: &Ctx) {
     assert!(gateway.serve(metered("r3"), request("fail")).await.is_err());
     assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 4);
     assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 4);
+}
+
+async fn across_instances(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+    let first = Arc::new(gateway(&ctx.accounts, dir.path(), one.clone()));
+    let second = Arc::new(gateway(&ctx.second_pool().await, dir.path(), two.clone()));
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let gateway = if i % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move { gateway.serve(call(""), request("heron")).await })
+        })
+        .collect();
+    let mut images = Vec::new();
+    for task in tasks {
+        images.push(task.await.unwrap().unwrap().images[0].bytes.clone());
+    }
+    let calls = one.calls.load(Ordering::SeqCst) + two.calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 1, "two instances on one database generate once");
+    assert!(images.iter().all(|i| *i == images[0]));
+    // The claim was released: a reroll on either instance generates anew at once.
+    let reroll = Call {
+        cache: CacheMode::Refresh,
+        ..call("")
+    };
+    second.serve(reroll, request("heron")).await.unwrap();
+    let calls = one.calls.load(Ordering::SeqCst) + two.calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 2);
+    // Every claim was released (the releases of dropped guards run in the background).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let open_claims = ctx
+        .count(
+            "SELECT COUNT(*) FROM generation_claims WHERE tenant = $1",
+            "",
+        )
+        .await;
+    assert_eq!(open_claims, 0);
 }

@@ -13,6 +13,16 @@ CREATE TABLE cache_entries (
     PRIMARY KEY (tenant, cache_key)
 );
 
+-- Single-flight across instances: whoever holds the row generates that request; the others
+-- wait for its cache entry. A claim older than the model's deadline is stale and may be taken.
+CREATE TABLE generation_claims (
+    tenant        TEXT NOT NULL,
+    cache_key     TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    claimed_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (tenant, cache_key)
+);
+
 -- Seed 000's `filename`: a name that recalls one image.
 CREATE TABLE named_images (
     tenant         TEXT NOT NULL,

@@ -253,7 +253,7 @@ pub(crate) fn now_secs() -> i64 {
 }
 
 /// Unix milliseconds now.
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     now().as_millis().try_into().unwrap_or(i64::MAX)
 }
 

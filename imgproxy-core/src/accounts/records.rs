@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    db::{now_secs, read_pool, write_tx, DbExt},
+    db::{now_ms, now_secs, read_pool, write_tx, DbExt},
     secret, Accounts,
 };
 use crate::{Error, Result};
@@ -109,6 +109,61 @@ impl Accounts {
             .bind(model)
             .bind(&text)
             .bind(now_secs())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()
+        })
+    }
+
+    /// Claims the generation of `cache_key` for `owner`, across every instance on this
+    /// database: `true` if `owner` now holds it, `false` if another holder's claim is younger
+    /// than `stale_after` (a claim that old belonged to a request that died).
+    pub async fn claim_generation(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        owner: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<bool> {
+        let now = now_ms();
+        let stale_before =
+            now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
+        let holder: Option<String> = write_tx!(&self.db, tx => {
+            let holder = sqlx::query_scalar(
+                "INSERT INTO generation_claims (tenant, cache_key, owner, claimed_at_ms) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, cache_key) DO UPDATE \
+                 SET owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms \
+                 WHERE generation_claims.claimed_at_ms < $5 RETURNING owner",
+            )
+            .bind(tenant)
+            .bind(cache_key)
+            .bind(owner)
+            .bind(now)
+            .bind(stale_before)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+            holder
+        });
+        Ok(holder.as_deref() == Some(owner))
+    }
+
+    /// Releases `owner`'s claim (after its result is cached, or after it failed).
+    pub async fn release_generation(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        owner: &str,
+    ) -> Result<()> {
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3",
+            )
+            .bind(tenant)
+            .bind(cache_key)
+            .bind(owner)
             .execute(&mut *tx)
             .await
             .db()?;
