@@ -167,9 +167,14 @@ impl Gateway {
                             bytes.push(image.bytes);
                         }
                         if let Some(records) = records {
-                            records
+                            // The images are made and stored: a cache entry that cannot be
+                            // written costs a later hit, not this answer.
+                            if let Err(error) = records
                                 .cache(call.tenant, key, &validated.model.id, &result)
-                                .await?;
+                                .await
+                            {
+                                tracing::error!(%error, "recording a cache entry failed");
+                            }
                         }
                         Ok(Produced {
                             result,
