@@ -132,6 +132,23 @@ pub fn parse(
         }
     }
 
+    if !fields.contains_key("prompt") && name.is_some() {
+        // A recall by name takes the name and `ext`; anything else would be silently ignored.
+        let extra = pairs.iter().map(|(k, _)| k.as_str()).find(|k| {
+            !NAME_ALIASES.contains(k)
+                && !matches!(
+                    *k,
+                    "ext" | signing::SIG | signing::EXPIRES | signing::KEY_ID
+                )
+        });
+        if let Some(extra) = extra {
+            return Err(Error::invalid_param(
+                extra,
+                format!("a recall by `filename` takes no `{extra}`: add a `prompt` to generate"),
+            ));
+        }
+    }
+
     let model_id = fields
         .get("model")
         .and_then(Value::as_str)
@@ -289,11 +306,18 @@ mod tests {
     }
 
     #[test]
-    fn recall_by_name_needs_no_prompt_and_auth_params_are_not_model_params() {
+    fn recall_by_name_needs_no_prompt_and_takes_nothing_else() {
         let parsed = query("filename=hero&ext=png&kid=key_1&exp=9&sig=ab").unwrap();
         assert_eq!(parsed.request.prompt, None);
         assert_eq!(parsed.name.as_deref(), Some("hero"));
         assert!(parsed.request.extra.is_empty());
+        for (text, param) in [
+            ("filename=hero&model=ultra", "model"),
+            ("slug=hero&seed=3", "seed"),
+            ("name=hero&reroll=true", "reroll"),
+        ] {
+            assert_eq!(query(text).unwrap_err().param(), Some(param), "{text}");
+        }
     }
 
     #[test]

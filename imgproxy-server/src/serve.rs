@@ -176,7 +176,7 @@ pub fn url_signer(settings: &Settings) -> anyhow::Result<UrlSigner> {
                         .map_err(|e| anyhow::anyhow!("random source: {e}"))?;
                     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                     std::fs::create_dir_all(&settings.data_dir)?;
-                    std::fs::write(&path, &secret)
+                    write_private(&path, &secret)
                         .with_context(|| format!("writing {}", path.display()))?;
                     secret
                 }
@@ -189,6 +189,16 @@ pub fn url_signer(settings: &Settings) -> anyhow::Result<UrlSigner> {
             imgproxy_core::signing::MIN_SECRET_BYTES
         )
     })
+}
+
+/// Writes a secret readable by its owner only: whoever reads it can sign URLs for any key.
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(secret.as_bytes())
 }
 
 /// The URL API's default model: the configured one, else `flux-1.1-pro` when a provider

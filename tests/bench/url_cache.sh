@@ -11,7 +11,8 @@
 #   2. Warm one URL: placeholder model, fixed seed, fixed size (SIZE, default 512x512). The
 #      first GET must answer X-Cache-Status: MISS-GENERATED, the second HIT with identical
 #      bytes; those bytes are written to nginx's document root as image.png.
-#   3. Start nginx (worker_processes auto, sendfile, no access log, keep-alive) on another free
+#   3. Start nginx (worker_processes auto, sendfile, no access log, keep-alive, in the
+#      foreground as a child of this script) on another free
 #      127.0.0.1 port serving that file, and check it answers the same bytes.
 #   4. Run `wrk -t2 -c16 -d<DURATION> --latency` (DURATION default 10s) against imgproxy's
 #      URL, then against nginx's, one after the other (each bounded by `timeout`), so both
@@ -59,17 +60,18 @@ WRK="$(command -v wrk)"
 # -- scratch space and cleanup ------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/imgproxy-url-bench.XXXXXX")"
 IMGPROXY_PID=""
-NGINX_STARTED=""
+NGINX_PID=""
+stop_pid() { # pid, signal: signal it, wait up to 5 s, then SIGKILL
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        kill "-$2" "$1" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    fi
+}
 cleanup() {
-    if [ -n "$NGINX_STARTED" ] && [ -f "$WORK/nginx/nginx.pid" ]; then
-        "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -s quit 2>/dev/null || true
-        for _ in $(seq 1 50); do [ -f "$WORK/nginx/nginx.pid" ] || break; sleep 0.1; done
-    fi
-    if [ -n "$IMGPROXY_PID" ] && kill -0 "$IMGPROXY_PID" 2>/dev/null; then
-        kill -TERM "$IMGPROXY_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$IMGPROXY_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$IMGPROXY_PID" 2>/dev/null || true
-    fi
+    stop_pid "$NGINX_PID" QUIT
+    stop_pid "$IMGPROXY_PID" TERM
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -113,7 +115,7 @@ NGINX_PORT="$(free_port)"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 user $(id -un) $(id -gn);
 worker_processes auto;
-daemon on;
+daemon off;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/error.log warn;
 events { worker_connections 1024; }
@@ -136,11 +138,10 @@ http {
     }
 }
 EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" \
-    || { cat "$WORK/nginx/error.log" >&2; die "nginx did not start"; }
-NGINX_STARTED=1
+"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
+NGINX_PID=$!
 NGINX_URL="http://127.0.0.1:$NGINX_PORT/image.png"
-wait_http "$NGINX_URL" || { cat "$WORK/nginx/error.log" >&2; die "nginx does not answer"; }
+wait_http "$NGINX_URL" || { cat "$WORK/nginx/error.log" >&2; die "nginx did not start"; }
 curl -fsS --max-time 10 -o "$WORK/from-nginx.png" "$NGINX_URL"
 cmp -s "$WORK/from-nginx.png" "$WORK/www/image.png" || die "nginx serves other bytes"
 
@@ -193,5 +194,6 @@ awk -v ir="$(field "$WORK/wrk-imgproxy.txt" rps)" -v nr="$(field "$WORK/wrk-ngin
         printf "%-10s %12.0f %12.3f %12.3f %8d\n", "imgproxy", ir, i50 / 1000, i99 / 1000, ie
         printf "%-10s %12.0f %12.3f %12.3f %8d\n", "nginx", nr, n50 / 1000, n99 / 1000, ne
         printf "%-10s %12s %12s %12s\n", "ratio", ratio(ir, nr), ratio(i50, n50), ratio(i99, n99)
+        print "(ratio: imgproxy / nginx)"
         if (ie + ne > 0) print "WARNING: wrk saw errors or non-2xx answers: this run is not valid"
     }'

@@ -114,6 +114,43 @@ def test_sdk_files_create_retrieve_content_list_delete(imgproxy: ImgproxyFactory
     assert client(server.url).files.content(second.id).content == jpeg
 
 
+def _two_files(server: Server) -> tuple[Any, Any]:
+    sdk = client(server.url)
+    vision = sdk.files.create(file=("v.png", solid_png(31, 16), "image/png"), purpose="vision")
+    user = sdk.files.create(file=("u.png", solid_png(32, 16), "image/png"), purpose="user_data")
+    return vision, user
+
+
+def test_files_list_filters_by_purpose(server: Server) -> None:
+    """OpenAI's list parameter ``purpose`` is honoured, or refused naming it: never silently
+    ignored."""
+    sdk = client(server.url)
+    vision, _ = _two_files(server)
+    try:
+        listed = sdk.files.list(purpose="vision")
+    except openai.BadRequestError as error:
+        assert error.body.get("param") == "purpose", error.body
+    else:
+        assert [f.id for f in listed.data] == [vision.id], (
+            f"GET /v1/files?purpose=vision listed {[(f.id, f.purpose) for f in listed.data]}"
+        )
+
+
+def test_files_list_honours_limit(server: Server) -> None:
+    """OpenAI's list parameter ``limit`` pages (``has_more``), or is refused naming it."""
+    sdk = client(server.url)
+    vision, user = _two_files(server)
+    try:
+        page = sdk.files.list(limit=1)
+    except openai.BadRequestError as error:
+        assert error.body.get("param") == "limit", error.body
+    else:
+        assert len(page.data) == 1 and page.has_more is True, (
+            f"GET /v1/files?limit=1 gave {len(page.data)} files, has_more={page.has_more}"
+        )
+        assert {f.id for f in sdk.files.list(limit=1)}  # iterating a page follows `after` == {vision.id, user.id}
+
+
 def test_file_id_is_a_reference_image(imgproxy: ImgproxyFactory) -> None:
     server = imgproxy.start()
     sdk = client(server.url)

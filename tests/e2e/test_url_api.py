@@ -23,14 +23,16 @@ from typing import Any, Iterator
 
 import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server, clean_env, imgproxy_bin
-from fake_openai import FakeOpenAI, solid_png
-from fake_upstreams import FakeFiles, FakeReplicate, Response
+from fake_openai import FakeOpenAI, Reply, solid_png
+from fake_upstreams import FakeBfl, FakeFiles, FakeReplicate, Response
 from helpers import assert_error_envelope, http
 from imaging import PNG_SIGNATURE, jpeg_size, parse_png, parse_webp
 from s3 import Bucket
+from test_credits import postgres_url  # noqa: F401 - the fixture: a fresh Postgres database
 
 MASTER_KEY = "mk-url-api-e2e-0123456789"
 REPLICATE_TOKEN = "r8_url_api_e2e_0123456789"
+BFL_KEY = "bfl-url-api-e2e-0123456789"
 MISS = "MISS-GENERATED"
 HIT = "HIT"
 S3_IMAGE_KEY = re.compile(r"^images/([0-9a-f]{2})/([0-9a-f]{64})\.(png|jpg|jpeg|webp)$")
@@ -322,6 +324,20 @@ def test_twenty_identical_concurrent_requests_make_one_upstream_call(
     store.check(server, headers, body)
 
 
+def test_a_failed_generation_fails_its_waiters_and_is_not_cached(imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI) -> None:
+    server = imgproxy.start(openai_env(fake_openai))
+    fake_openai.then(Reply(status=500, body={"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}, delay=1.0))
+    url = api(server, prompt="fails once", model="gpt-image-2")
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        answers = list(pool.map(lambda _: get(url, timeout=30), range(5)))
+    for status, headers, body in answers:
+        assert_error_envelope(status, headers, body, expected_status=502)
+    assert len(fake_openai.image_requests()) == 1, "the waiters of a failed generation called the upstream again"
+    # the failure was not cached: the next request generates
+    assert assert_image(get(url), cache=MISS, what="after the failure") == fake_openai.images[0]
+    assert len(fake_openai.image_requests()) == 2
+
+
 # ------------------------------------------------------------------------------------------
 # parameters, path forms, reference images, the default model
 # ------------------------------------------------------------------------------------------
@@ -445,6 +461,17 @@ def test_default_model_is_flux_1_1_pro_when_replicate_is_configured(imgproxy: Im
         assert len(replicate.create_calls()) == 1
 
 
+def test_default_model_is_flux_1_1_pro_on_bfl_when_only_bfl_is_configured(imgproxy: ImgproxyFactory) -> None:
+    with FakeBfl(BFL_KEY) as bfl:
+        server = imgproxy.start({"BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": bfl.api_url})
+        status, headers, body = answer = get(api(server, prompt="neon city"))
+        assert_image(answer, cache=MISS, what="no model, BFL configured")
+        assert headers.get("x-model") == "flux-pro-1.1", f"X-Model {headers.get('x-model')!r}"
+        submits = bfl.submit_calls()
+        assert len(submits) == 1 and submits[0].path.endswith("/flux-pro-1.1"), bfl.summary()
+        assert bfl.problems == [], bfl.problems
+
+
 # ------------------------------------------------------------------------------------------
 # tenants, signed URLs, public mode
 # ------------------------------------------------------------------------------------------
@@ -513,6 +540,38 @@ def test_keys_do_not_share_names_cache_or_files(imgproxy: ImgproxyFactory, fake_
     assert_image(get(api(server, **ref), headers=bearer(secret_a)), cache=MISS, what="key A with its own file")
 
 
+def test_metered_key_pays_once_for_concurrent_identical_requests_and_nothing_for_hits(
+    imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI
+) -> None:
+    server = imgproxy.start({**openai_env(fake_openai), "IMGPROXY_MASTER_KEY": MASTER_KEY})
+    key, secret = create_key(server, credits=1000)
+    fake_openai.delay_images(1.0)
+    url = api(server, prompt="metered at once", model="gpt-image-2", quality="low")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda _: get(url, headers=bearer(secret), timeout=30), range(10)))
+    fake_openai.delay_images(0)
+    assert [a[0] for a in answers] == [200] * 10, [(a[0], a[2][:200]) for a in answers]
+    assert len(fake_openai.image_requests()) == 1
+    price = 1000 - admin_balance(server, key["id"])
+    assert price > 0, "the generation was not charged"
+    assert {a[1].get("x-credits-remaining") for a in answers} == {str(1000 - price)}, (
+        f"ten identical concurrent requests must be charged once: {[a[1].get('x-credits-remaining') for a in answers]}"
+    )
+
+    # A key with exactly one generation's worth: the generation empties it, a HIT is still served
+    # (it costs nothing), a new generation is refused.
+    small, small_secret = create_key(server, credits=price)
+    answer = get(api(server, prompt="only one", model="gpt-image-2", quality="low"), headers=bearer(small_secret))
+    paid = assert_image(answer, cache=MISS, what="the last credits")
+    assert answer[1].get("x-credits-remaining") == "0"
+    answer = get(api(server, prompt="only one", model="gpt-image-2", quality="low"), headers=bearer(small_secret))
+    assert assert_image(answer, cache=HIT, what="a HIT on an empty balance") == paid
+    status, headers, body = get(api(server, prompt="one more", model="gpt-image-2", quality="low"), headers=bearer(small_secret))
+    assert_error_envelope(status, headers, body, expected_status=402, code="insufficient_credits")
+    assert len(fake_openai.image_requests()) == 2
+    assert admin_balance(server, small["id"]) == 0
+
+
 def test_signed_urls_from_the_api_and_the_cli(imgproxy: ImgproxyFactory, refs: FakeFiles) -> None:
     env = {"IMGPROXY_MASTER_KEY": MASTER_KEY, "IMGPROXY_FETCH_ALLOW_HOSTS": f"127.0.0.1:{refs.port}"}
     server = imgproxy.start(env)
@@ -562,6 +621,40 @@ def test_signed_urls_from_the_api_and_the_cli(imgproxy: ImgproxyFactory, refs: F
     assert_error_envelope(status, headers, body, expected_status=status)
     assert status in (401, 403), f"sig removed: {status}"
 
+    # The signature covers the path: the same query on the path form is refused.
+    signed_path = signed_url_via_api(server, secret, {**request, "seed": "2"})
+    query_text = urllib.parse.urlsplit(signed_path["url"]).query
+    for path in ("/a+signed+fox", "/a+signed+fox/placeholder"):
+        status, headers, body = get(f"{server.url}{path}?{query_text}")
+        assert_error_envelope(status, headers, body, expected_status=403)
+    # ...but not the order or the percent-encoding of the parameters.
+    reordered = with_query(signed_path["url"], lambda pairs: list(reversed(pairs)))
+    reordered = reordered.replace("+", "%20")
+    assert_image(get(reordered), cache=MISS, what="signed URL, parameters reordered and %20-encoded")
+    assert_image(get(signed_path["url"]), cache=HIT, what="the same signed URL as issued")
+
+    # The signer adds kid, exp and sig itself; a bad lifetime and a missing key are refused.
+    for name in ("kid", "exp", "sig"):
+        status, headers, body = http(
+            "POST", f"{server.url}/v1/signed-urls", json_body={"params": {**request, name: other["id"]}}, headers=bearer(secret)
+        )
+        error = assert_error_envelope(status, headers, body, expected_status=400)
+        assert name in (error["param"] or ""), error
+    for expires_in in (0, 10**12):
+        status, headers, body = http(
+            "POST", f"{server.url}/v1/signed-urls", json_body={"params": request, "expires_in": expires_in}, headers=bearer(secret)
+        )
+        assert_error_envelope(status, headers, body, expected_status=400, param="expires_in")
+    status, headers, body = http("POST", f"{server.url}/v1/signed-urls", json_body={"params": request})
+    assert_error_envelope(status, headers, body, expected_status=401)
+
+    # Signed with the master key: the operator's URL, unmetered.
+    operator = signed_url_via_api(server, MASTER_KEY, {**request, "prompt": "an operator fox"})
+    assert "kid" not in urllib.parse.parse_qs(urllib.parse.urlsplit(operator["url"]).query), operator
+    status, headers, body = answer = get(operator["url"])
+    assert_image(answer, cache=MISS, what="operator-signed URL")
+    assert "x-credits-remaining" not in headers, "an operator URL is unmetered"
+
     # The CLI signs with the same secret (generated into the data dir: no IMGPROXY_URL_SECRET).
     cli = [
         str(imgproxy_bin()),
@@ -589,6 +682,18 @@ def test_signed_urls_from_the_api_and_the_cli(imgproxy: ImgproxyFactory, refs: F
     status, headers, body = get(with_query(cli_url, replace_param("size", "64x64")))
     assert_error_envelope(status, headers, body, expected_status=403)
 
+    operator_cli = [arg for arg in cli if arg not in ("--key-id", key["id"])]
+    done = subprocess.run(operator_cli, env=clean_env(env), capture_output=True, text=True, timeout=30, cwd=server.data_dir.parent)
+    assert done.returncode == 0, f"imgproxy sign-url without --key-id exited {done.returncode}: {done.stderr[-2000:]}"
+    status, headers, body = answer = get(done.stdout.strip().splitlines()[-1])
+    assert_image(answer, cache=None, what="CLI-signed operator URL")
+    assert "x-credits-remaining" not in headers
+    unknown_cli = [arg if arg != key["id"] else "key_doesnotexist" for arg in cli]
+    done = subprocess.run(unknown_cli, env=clean_env(env), capture_output=True, text=True, timeout=30, cwd=server.data_dir.parent)
+    assert done.returncode != 0 and "key_doesnotexist" in done.stderr, (
+        f"sign-url for an unknown key id must fail naming it: {done.returncode} {done.stdout!r} {done.stderr[-500:]!r}"
+    )
+
     # Expiry: the two-second URL worked while it was valid and is refused once it is past.
     wait_past(short["expires_at"])
     status, headers, body = get(short["url"])
@@ -599,6 +704,53 @@ def test_signed_urls_from_the_api_and_the_cli(imgproxy: ImgproxyFactory, refs: F
     assert assert_image(get(url), cache=HIT, what="signed URL after restart") == first
     assert assert_image(get(cli_url), cache=HIT, what="CLI URL after restart") == cli_image
 
+    # A revoked key's URLs stop working.
+    status, _, raw = http("POST", f"{server.url}/v1/admin/keys/{key['id']}/revoke", headers=bearer(MASTER_KEY))
+    assert status == 200, raw[:300]
+    status, headers, body = get(url)
+    assert_error_envelope(status, headers, body, expected_status=status)
+    assert status in (401, 403), f"a revoked key's signed URL answered {status}"
+
+
+def test_generated_url_secret_file_is_private(imgproxy: ImgproxyFactory) -> None:
+    server = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY})
+    secrets_files = [p for p in server.data_dir.iterdir() if "secret" in p.name]
+    assert secrets_files, f"no generated URL secret in the data dir: {sorted(p.name for p in server.data_dir.iterdir())}"
+    for path in secrets_files:
+        mode = path.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, (
+            f"{path.name} has mode {mode:o}: anyone who can read it can sign URLs for every key; it must be 0600"
+        )
+
+
+def test_explicit_url_secret_is_shared_with_the_cli_and_a_short_one_is_refused(imgproxy: ImgproxyFactory) -> None:
+    secret_env = {"IMGPROXY_MASTER_KEY": MASTER_KEY, "IMGPROXY_URL_SECRET": "e2e-url-secret-" + "0123456789" * 4}
+    server = imgproxy.start(secret_env)
+    key, _ = create_key(server)
+
+    def sign(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        command = [str(imgproxy_bin()), "sign-url", "--data-dir", str(server.data_dir), "--key-id", key["id"]]
+        command += ["--base-url", server.url, "prompt=shared+secret&model=placeholder&size=32x32"]
+        return subprocess.run(command, env=clean_env(env), capture_output=True, text=True, timeout=30, cwd=server.data_dir.parent)
+
+    done = sign(secret_env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_image(get(done.stdout.strip().splitlines()[-1]), cache=MISS, what="URL signed with IMGPROXY_URL_SECRET")
+    done = sign({**secret_env, "IMGPROXY_URL_SECRET": "another-secret-" + "9876543210" * 4})
+    assert done.returncode == 0, done.stderr[-2000:]
+    status, headers, body = get(done.stdout.strip().splitlines()[-1])
+    assert_error_envelope(status, headers, body, expected_status=403)
+
+    # A secret shorter than 32 characters is a startup error.
+    short = imgproxy.start({"IMGPROXY_URL_SECRET": "too-short"}, wait=False)
+    assert short.proc is not None
+    try:
+        code = short.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail("imgproxy started with a 9-character IMGPROXY_URL_SECRET")
+    short.exit_code = code
+    assert code != 0 and "32" in short.log(), short.log()[-1000:]
+
 
 def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
     setup = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY})
@@ -608,16 +760,21 @@ def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: 
     config.write_text(f'[public]\nkey_id = "{key["id"]}"\nrpm = 5\nimages_per_minute = 10\n')
     server = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY}, data_dir=setup.data_dir, args=["--config", str(config)])
 
-    for i in range(5):
+    first = b""
+    for i in range(4):
         status, headers, body = answer = get(api(server, prompt=f"public {i}", model="placeholder", size="32x32"))
         assert_image(answer, cache=MISS, what=f"public request {i + 1}")
         assert headers.get("x-credits-remaining") == str(99 - i), f"X-Credits-Remaining {headers.get('x-credits-remaining')!r}"
-    assert admin_balance(server, key["id"]) == 95, "public requests must be billed to the configured key"
+        first = first or body
+    status, headers, body = answer = get(api(server, prompt="public 0", model="placeholder", size="32x32"))
+    assert assert_image(answer, cache=HIT, what="public request 5, cached") == first
+    assert headers.get("x-credits-remaining") == "96", "a public HIT must not be charged"
+    assert admin_balance(server, key["id"]) == 96, "public requests must be billed to the configured key"
     status, headers, body = get(api(server, prompt="public 6", model="placeholder", size="32x32"))
     assert_error_envelope(status, headers, body, expected_status=429)
     retry_after = headers.get("retry-after")
     assert retry_after is not None and re.fullmatch(r"\d+", retry_after) and 1 <= int(retry_after) <= 60, retry_after
-    assert admin_balance(server, key["id"]) == 95
+    assert admin_balance(server, key["id"]) == 96
 
     # Public mode opens the URL API only, not /v1.
     status, headers, body = http(
@@ -631,7 +788,8 @@ def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: 
 # ------------------------------------------------------------------------------------------
 
 
-def test_generations_endpoint_is_cached_and_its_image_urls_are_signed(server: Server) -> None:
+def test_generations_endpoint_is_cached_and_its_image_urls_are_signed(imgproxy: ImgproxyFactory, store: Store) -> None:
+    server = imgproxy.start(store.env)
     generations = f"{server.url}/v1/images/generations"
     request = {"model": "placeholder", "prompt": "a cached kettle", "size": "32x32"}
 
@@ -686,3 +844,27 @@ def test_image_urls_expire_after_the_configured_ttl(imgproxy: ImgproxyFactory) -
     wait_past(exp)
     status, headers, body = get(url)
     assert_error_envelope(status, headers, body, expected_status=403)
+
+
+def test_two_instances_on_one_postgres_and_one_bucket_generate_once(
+    imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, s3_bucket: Bucket, postgres_url: str
+) -> None:
+    """Scale-out: identical requests spread over two instances sharing Postgres and S3 make
+    one upstream call; the second instance waits for the first one's cache entry."""
+    shared = {
+        **openai_env(fake_openai),
+        **s3_bucket.env,
+        "IMGPROXY_DATABASE_URL": postgres_url,
+        "IMGPROXY_URL_SECRET": "s" * 40,
+    }
+    servers = [imgproxy.start(shared), imgproxy.start(shared)]
+    fake_openai.delay_images(1.5)
+    urls = [api(server, prompt="one for both", model="gpt-image-2") for server in servers]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        answers = list(pool.map(lambda i: get(urls[i % 2], timeout=30), range(10)))
+    for status, _, body in answers:
+        assert status == 200, f"{status}: {body[:300]!r}"
+    assert len({body for _, _, body in answers}) == 1
+    assert len(fake_openai.image_requests()) == 1, f"{len(fake_openai.image_requests())} upstream calls"
+    statuses = sorted(headers.get("x-cache-status", "") for _, headers, _ in answers)
+    assert statuses.count(MISS) == 1 and statuses.count(HIT) == 9, statuses

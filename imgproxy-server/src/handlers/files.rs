@@ -5,13 +5,15 @@
 use axum::{
     extract::{
         multipart::{MultipartError, MultipartRejection},
-        Multipart, Path, State,
+        rejection::QueryRejection,
+        Multipart, Path, Query, State,
     },
     http::{header, StatusCode},
     response::IntoResponse,
     Extension, Json,
 };
 use imgproxy_core::{accounts::FileRecord, provider::sniff_mime, Error};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{auth::Caller, error::ApiError, state::AppState};
@@ -100,19 +102,66 @@ pub async fn create(
     Ok((StatusCode::OK, Json(file_object(&record))))
 }
 
+/// The query of `GET /v1/files`, as OpenAI's SDKs send it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only files of this purpose.
+    purpose: Option<String>,
+    /// Most files to return (1 to 10000, default 10000).
+    limit: Option<u32>,
+    /// `desc` (newest first, the default) or `asc`.
+    order: Option<String>,
+    /// The id of the last file of the previous page.
+    after: Option<String>,
+}
+
 /// `GET /v1/files`.
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let files = match state.gateway.records() {
+    let Query(query) = query.map_err(|rejection| ApiError::BadBody {
+        message: format!("invalid query: {}", rejection.body_text()),
+        param: None,
+    })?;
+    let limit = query.limit.unwrap_or(LIST_LIMIT);
+    if !(1..=LIST_LIMIT).contains(&limit) {
+        return Err(
+            Error::invalid_param("limit", format!("limit must be 1 to {LIST_LIMIT}")).into(),
+        );
+    }
+    let mut files = match state.gateway.records() {
         Some(records) => records.files(caller.tenant(), LIST_LIMIT).await?,
         None => Vec::new(),
     };
+    match query.order.as_deref() {
+        None | Some("desc") => {}
+        Some("asc") => files.reverse(),
+        Some(_) => {
+            return Err(Error::invalid_param("order", "order must be `asc` or `desc`").into())
+        }
+    }
+    if let Some(purpose) = &query.purpose {
+        files.retain(|f| f.purpose == *purpose);
+    }
+    if let Some(after) = &query.after {
+        let Some(at) = files.iter().position(|f| f.id == *after) else {
+            return Err(Error::invalid_param("after", format!("no file `{after}`")).into());
+        };
+        files.drain(..=at);
+    }
+    let has_more = files.len() > limit as usize;
+    files.truncate(limit as usize);
     let data: Vec<Value> = files.iter().map(file_object).collect();
-    Ok(Json(
-        json!({"object": "list", "data": data, "has_more": false}),
-    ))
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "first_id": files.first().map(|f| &f.id),
+        "last_id": files.last().map(|f| &f.id),
+        "has_more": has_more,
+    })))
 }
 
 /// `GET /v1/files/{id}`.

@@ -33,10 +33,11 @@ const RESERVED_SEGMENTS: [&str; 8] = [
 /// `GET /api/generate`.
 pub async fn generate(
     State(state): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    serve(&state, &headers, &uri, PathForm::default()).await
+    serve(&state, &method, &headers, &uri, PathForm::default()).await
 }
 
 /// The router's fallback: the path form when it applies, else a 404 in OpenAI's envelope.
@@ -55,7 +56,7 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         prompt: Some(&prompt),
         model: model.as_deref(),
     };
-    serve(&state, request.headers(), &uri, path)
+    serve(&state, request.method(), request.headers(), &uri, path)
         .await
         .into_response()
 }
@@ -86,6 +87,7 @@ fn path_form_segments(path: &str) -> Option<(String, Option<String>)> {
 
 async fn serve(
     state: &AppState,
+    method: &Method,
     headers: &HeaderMap,
     uri: &Uri,
     path: PathForm<'_>,
@@ -122,6 +124,10 @@ async fn serve(
             balance: None,
         };
         return respond(state, image, parsed.ext, answer).await;
+    }
+    if method == Method::HEAD {
+        // A link checker's HEAD must not generate (and bill) an image; a recall is fine.
+        return Err(ApiError::MethodNotAllowed);
     }
     if parsed.request.n.is_some_and(|n| n != 1) {
         return Err(
