@@ -31,11 +31,9 @@ pub struct Call<'a> {
     pub name: Option<&'a str>,
 }
 
-/// A served request.
+/// A served request. [`Gateway::response`] gives its OpenAI-shaped answer.
 #[derive(Debug, Clone)]
 pub struct Served {
-    /// The OpenAI-shaped answer (`credits_used` set for metered callers).
-    pub response: ImageResponse,
     /// The images, as stored.
     pub images: Vec<StoredImage>,
     /// Whether it came from the cache.
@@ -44,6 +42,10 @@ pub struct Served {
     pub model: Arc<ModelSpec>,
     /// The paying key's balance afterwards, for metered callers.
     pub balance: Option<i64>,
+    /// Credits this request cost, for metered callers (0 for a hit).
+    pub credits_used: Option<u64>,
+    request: ValidatedRequest,
+    produced: Arc<Produced>,
 }
 
 /// An image in the store, with its bytes.
@@ -110,12 +112,12 @@ impl Gateway {
         if let Some(name) = call.name {
             crate::accounts::check_name(name)?;
         }
-        let validated = self.validate(request)?;
-        let price = call.meter.map(|m| m.price(&validated)).transpose()?;
-        let references = self.fetch_references_for(&validated, call.tenant).await?;
+        let request = self.validate(request)?;
+        let price = call.meter.map(|m| m.price(&request)).transpose()?;
+        let references = self.fetch_references_for(&request, call.tenant).await?;
         let records = self.records().filter(|_| call.cache != CacheMode::Off);
-        let key = cache_key(call.tenant, &validated, &references);
-        let (validated, references, key) = (&validated, &references, key.as_str());
+        let key = cache_key(call.tenant, &request, &references);
+        let (validated, references, key) = (&request, &references, key.as_str());
 
         let mut status = CacheStatus::Miss;
         let mut produced = None;
@@ -240,24 +242,28 @@ impl Gateway {
             };
             records.name_image(call.tenant, name, &named).await?;
         }
-        let mut response = self.response_of(
-            validated,
-            &produced.result,
-            &produced.bytes,
-            if status == CacheStatus::Miss {
-                produced.usage.clone()
-            } else {
-                None
-            },
-        );
-        response.credits_used = credits_used;
         Ok(Served {
-            response,
             images,
             cache: status,
             model: validated.model.clone(),
             balance,
+            credits_used,
+            request,
+            produced,
         })
+    }
+
+    /// The OpenAI-shaped answer to a served request, in its `response_format` (`usage` only
+    /// when it was generated for this request). Built on demand: the URL API needs none.
+    pub fn response(&self, served: &Served) -> ImageResponse {
+        let produced = &served.produced;
+        let usage = (served.cache == CacheStatus::Miss)
+            .then(|| produced.usage.clone())
+            .flatten();
+        let mut response =
+            self.response_of(&served.request, &produced.result, &produced.bytes, usage);
+        response.credits_used = served.credits_used;
+        response
     }
 
     /// The image stored under `name` for `tenant`, with its bytes and MIME type; `None` when

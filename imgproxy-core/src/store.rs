@@ -1,8 +1,12 @@
 //! The image store: every image kept once, content-addressed (`<sha256>.<ext>`), on any
 //! `object_store` backend: a local folder (the default) or S3-compatible storage. Format
-//! conversions of a stored image are kept beside it, so each is computed once.
+//! conversions of a stored image are kept beside it, so each is computed once. Recently used
+//! images are also kept in memory: their keys are content hashes, so a copy is never stale.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use bytes::Bytes;
 use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, PutPayload};
@@ -26,11 +30,52 @@ pub struct S3Location {
     pub region: Option<String>,
 }
 
+/// Bytes of recently used images kept in memory by default.
+pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+
 /// Content-addressed image storage.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
     inner: Arc<dyn ObjectStore>,
     kind: &'static str,
+    hot: Arc<Mutex<HotImages>>,
+}
+
+/// Recently read or written objects by path, within a byte budget (least recently used go
+/// first). An object larger than a quarter of the budget is not kept.
+#[derive(Debug)]
+struct HotImages {
+    entries: lru::LruCache<String, Bytes>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl HotImages {
+    fn new(budget: usize) -> Self {
+        Self {
+            entries: lru::LruCache::unbounded(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn get(&mut self, path: &str) -> Option<Bytes> {
+        self.entries.get(path).cloned()
+    }
+
+    fn insert(&mut self, path: &str, bytes: &Bytes) {
+        if bytes.len() > self.budget / 4 || self.entries.contains(path) {
+            return;
+        }
+        self.bytes += bytes.len();
+        self.entries.put(path.to_owned(), bytes.clone());
+        while self.bytes > self.budget {
+            let Some((_, evicted)) = self.entries.pop_lru() else {
+                break;
+            };
+            self.bytes -= evicted.len();
+        }
+    }
 }
 
 impl ImageStore {
@@ -42,10 +87,7 @@ impl ImageStore {
         let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
             Error::Internal(format!("cannot open image folder {}: {e}", dir.display()))
         })?;
-        Ok(Self {
-            inner: Arc::new(fs),
-            kind: "fs",
-        })
+        Ok(Self::new(Arc::new(fs), "fs"))
     }
 
     /// A store in an S3 bucket (or an S3-compatible server's).
@@ -69,7 +111,24 @@ impl ImageStore {
 
     /// A store on any `object_store` backend; `kind` names it (`fs`, `s3`).
     pub fn new(inner: Arc<dyn ObjectStore>, kind: &'static str) -> Self {
-        Self { inner, kind }
+        Self {
+            inner,
+            kind,
+            hot: Arc::new(Mutex::new(HotImages::new(DEFAULT_MEMORY_BYTES))),
+        }
+    }
+
+    /// Keeps at most `bytes` of recently used images in memory (0 turns that off).
+    #[must_use]
+    pub fn with_memory_cache(self, bytes: usize) -> Self {
+        Self {
+            hot: Arc::new(Mutex::new(HotImages::new(bytes))),
+            ..self
+        }
+    }
+
+    fn hot(&self) -> std::sync::MutexGuard<'_, HotImages> {
+        self.hot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// `fs` or `s3`.
@@ -94,13 +153,14 @@ impl ImageStore {
     }
 
     async fn put_once(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
-        if self.inner.head(path).await.is_ok() {
-            return Ok(());
+        if self.inner.head(path).await.is_err() {
+            self.inner
+                .put(path, PutPayload::from_bytes(bytes.clone()))
+                .await
+                .map_err(|e| Error::Internal(format!("storing {path}: {e}")))?;
         }
-        self.inner
-            .put(path, PutPayload::from_bytes(bytes))
-            .await
-            .map_err(|e| Error::Internal(format!("storing {path}: {e}")))?;
+        // A new image is likely wanted again soon (the answer's URL, a cache hit).
+        self.hot().insert(path.as_ref(), &bytes);
         Ok(())
     }
 
@@ -146,15 +206,19 @@ impl ImageStore {
     }
 
     async fn read(&self, path: &ObjectPath) -> Result<Option<Bytes>> {
-        match self.inner.get(path).await {
+        if let Some(bytes) = self.hot().get(path.as_ref()) {
+            return Ok(Some(bytes));
+        }
+        let bytes = match self.inner.get(path).await {
             Ok(result) => result
                 .bytes()
                 .await
-                .map(Some)
-                .map_err(|e| Error::Internal(format!("reading {path}: {e}"))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(Error::Internal(format!("reading {path}: {e}"))),
-        }
+                .map_err(|e| Error::Internal(format!("reading {path}: {e}")))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Error::Internal(format!("reading {path}: {e}"))),
+        };
+        self.hot().insert(path.as_ref(), &bytes);
+        Ok(Some(bytes))
     }
 }
 
@@ -248,6 +312,25 @@ mod tests {
             store.location(&key).unwrap(),
             format!("images/{}/{key}", &key[..2])
         );
+    }
+
+    #[test]
+    fn the_memory_cache_keeps_to_its_budget_and_drops_the_least_recent() {
+        let mut hot = HotImages::new(100);
+        let image = |n: usize| Bytes::from(vec![0_u8; n]);
+        hot.insert("a", &image(25));
+        hot.insert("b", &image(25));
+        hot.insert("c", &image(26)); // over a quarter of the budget: not kept
+        assert!(hot.get("c").is_none());
+        hot.insert("c", &image(25));
+        assert!(hot.get("a").is_some()); // `a` is now the most recent
+        hot.insert("d", &image(25));
+        hot.insert("e", &image(25));
+        assert_eq!(hot.bytes, 100);
+        assert!(hot.get("b").is_none() && hot.get("a").is_some());
+        let mut off = HotImages::new(0);
+        off.insert("a", &image(1));
+        assert!(off.get("a").is_none());
     }
 
     #[tokio::test]

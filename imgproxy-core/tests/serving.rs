@@ -242,13 +242,10 @@ async fn metered_hits_are_free(ctx: &Ctx) {
         ..Call::default()
     };
     let miss = gateway.serve(metered("r1"), request("cat")).await.unwrap();
-    assert_eq!(
-        (miss.response.credits_used, miss.balance),
-        (Some(1), Some(4))
-    );
+    assert_eq!((miss.credits_used, miss.balance), (Some(1), Some(4)));
     let hit = gateway.serve(metered("r2"), request("cat")).await.unwrap();
     assert_eq!(
-        (hit.cache, hit.response.credits_used, hit.balance),
+        (hit.cache, hit.credits_used, hit.balance),
         (CacheStatus::Hit, Some(0), Some(4))
     );
     assert!(gateway.serve(metered("r3"), request("fail")).await.is_err());

@@ -175,6 +175,8 @@ pub struct StorageConfig {
     pub s3_endpoint: Option<String>,
     /// S3 region.
     pub s3_region: Option<String>,
+    /// Bytes of recently used images kept in memory (default 64 MiB; 0 turns it off).
+    pub memory_cache_bytes: Option<usize>,
 }
 
 /// Signed URLs.
@@ -317,6 +319,8 @@ pub struct Settings {
     pub remap: BTreeMap<String, String>,
     /// S3 storage, if configured.
     pub s3: Option<imgproxy_core::store::S3Location>,
+    /// Bytes of recently used images kept in memory.
+    pub memory_cache_bytes: usize,
     /// URL signing secret, if configured (else the data dir's).
     pub url_secret: Option<SecretString>,
     /// Lifetime of image URLs.
@@ -472,8 +476,8 @@ impl Config {
         let s3 = env.var(ENV_S3_BUCKET).or(storage.s3_bucket).map(|bucket| {
             imgproxy_core::store::S3Location {
                 bucket,
-                endpoint: env.var(ENV_S3_ENDPOINT).or(storage.s3_endpoint),
-                region: env.var(ENV_S3_REGION).or(storage.s3_region),
+                endpoint: env.var(ENV_S3_ENDPOINT).or(storage.s3_endpoint.clone()),
+                region: env.var(ENV_S3_REGION).or(storage.s3_region.clone()),
             }
         });
         let url_ttl = Duration::from_secs(
@@ -495,6 +499,9 @@ impl Config {
         }
 
         Ok(Settings {
+            memory_cache_bytes: storage
+                .memory_cache_bytes
+                .unwrap_or(imgproxy_core::store::DEFAULT_MEMORY_BYTES),
             s3,
             url_secret: env
                 .var(ENV_URL_SECRET)

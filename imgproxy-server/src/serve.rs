@@ -263,7 +263,8 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
     let store = match &settings.s3 {
         Some(location) => ImageStore::s3(location)?,
         None => ImageStore::local(&settings.data_dir)?,
-    };
+    }
+    .with_memory_cache(settings.memory_cache_bytes);
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(ReferenceFetcher::new(policy)?)

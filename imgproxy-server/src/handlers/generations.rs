@@ -22,7 +22,7 @@ pub async fn create(
     let cache = calls::cache_mode(&headers, request.reroll == Some(true));
     let call = calls::call(&state, &caller, &admitted, cache, None);
     let served = state.gateway.serve(call, request).await?;
-    let mut response = Json(served.response).into_response();
+    let mut response = Json(state.gateway.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);
     Ok(response)
 }
