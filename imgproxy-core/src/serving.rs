@@ -101,6 +101,18 @@ enum Claim {
 /// What single-flight hands every waiting request.
 pub(crate) type Shared = Result<Arc<Produced>>;
 
+/// One validated request on its way through the cache.
+struct Job<'a> {
+    call: Call<'a>,
+    request: &'a ValidatedRequest,
+    references: &'a [ReferenceImage],
+    key: &'a str,
+    price: Option<crate::metering::Price>,
+    store: &'a crate::ImageStore,
+    /// The records database, unless the cache is off for this request.
+    records: Option<&'a Accounts>,
+}
+
 impl Gateway {
     /// Serves `request` for `call`: from the cache when an identical request of the same
     /// tenant was made (no upstream call, no charge), else generated, charged, stored and
@@ -115,104 +127,32 @@ impl Gateway {
         let request = self.validate(request)?;
         let price = call.meter.map(|m| m.price(&request)).transpose()?;
         let references = self.fetch_references_for(&request, call.tenant).await?;
-        let records = self.records().filter(|_| call.cache != CacheMode::Off);
         let key = cache_key(call.tenant, &request, &references);
-        let (validated, references, key) = (&request, &references, key.as_str());
-
-        let mut status = CacheStatus::Miss;
-        let mut produced = None;
-        if let (CacheMode::Use, Some(records)) = (call.cache, records) {
-            if let Some(result) = records.cached(call.tenant, key).await? {
-                produced = self
-                    .load(&result)
-                    .await?
-                    .map(|bytes| Arc::new(Produced::cached(result, bytes)));
-                if produced.is_some() {
-                    status = CacheStatus::Hit;
-                }
-            }
-        }
-        let produced = match produced {
-            Some(hit) => hit,
-            None => {
-                let generate = || async move {
-                    // Across instances, only the holder of the claim generates.
-                    let claim = match records.filter(|_| call.cache == CacheMode::Use) {
-                        Some(records) => {
-                            match self
-                                .claim(records, call.tenant, key, &validated.model)
-                                .await?
-                            {
-                                Claim::Held(guard) => Some(guard),
-                                Claim::Cached(produced) => return Ok(Arc::new(produced)),
-                            }
-                        }
-                        None => None,
-                    };
-                    let work = async {
-                        let generation = self.run(validated, references).await?;
-                        let mut result = CachedResult {
-                            images: Vec::with_capacity(generation.images.len()),
-                            background: generation.meta.background,
-                            output_format: generation.meta.output_format,
-                            quality: generation.meta.quality,
-                            size: generation.meta.size,
-                        };
-                        let mut bytes = Vec::with_capacity(generation.images.len());
-                        for image in generation.images {
-                            let key = store.put(image.bytes.clone(), &image.mime).await?;
-                            result.images.push(CachedImage {
-                                key,
-                                mime: image.mime,
-                                revised_prompt: image.revised_prompt,
-                            });
-                            bytes.push(image.bytes);
-                        }
-                        if let Some(records) = records {
-                            // The images are made and stored: a cache entry that cannot be
-                            // written costs a later hit, not this answer.
-                            if let Err(error) = records
-                                .cache(call.tenant, key, &validated.model.id, &result)
-                                .await
-                            {
-                                tracing::error!(%error, "recording a cache entry failed");
-                            }
-                        }
-                        Ok(Produced {
-                            result,
-                            bytes,
-                            usage: generation.usage,
-                            charged: None,
-                            from_cache: false,
-                        })
-                    };
-                    let produced = match (&call.meter, price.clone()) {
-                        (Some(meter), Some(price)) => meter
-                            .charge(price, work, |p: &Produced| p.bytes.len())
-                            .await
-                            .map(|(mut produced, charged)| {
-                                produced.charged = Some(charged);
-                                produced
-                            }),
-                        _ => work.await,
-                    };
-                    if let Some(guard) = claim {
-                        guard.release().await;
-                    }
-                    produced.map(Arc::new)
-                };
-                if call.cache == CacheMode::Use {
-                    let (shared, led) = self.flights.run(key, generate).await;
-                    let shared = shared?;
-                    if !led || shared.from_cache {
-                        status = CacheStatus::Hit;
-                    }
-                    shared
-                } else {
-                    generate().await?
-                }
-            }
+        let job = Job {
+            call,
+            request: &request,
+            references: &references,
+            key: &key,
+            price,
+            store,
+            records: self.records().filter(|_| call.cache != CacheMode::Off),
         };
+        let (produced, status) = match self.lookup(&job).await? {
+            Some(hit) => (hit, CacheStatus::Hit),
+            None if call.cache == CacheMode::Use => {
+                let (shared, led) = self.flights.run(&key, || self.produce(&job)).await;
+                let produced = shared?;
+                // A request that waited on another (here or on another instance) is a hit.
+                let status = if led && !produced.from_cache {
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Hit
+                };
+                (produced, status)
+            }
+            None => (self.produce(&job).await?, CacheStatus::Miss),
+        };
+        let validated = &request;
 
         // Only the request that ran the generation was charged; a hit costs nothing.
         let (credits_used, balance) = match (status, produced.charged, &call.meter) {
@@ -264,6 +204,84 @@ impl Gateway {
             self.response_of(&served.request, &produced.result, &produced.bytes, usage);
         response.credits_used = served.credits_used;
         response
+    }
+
+    /// The cached result of `job`, when the cache is used and has all its images.
+    async fn lookup(&self, job: &Job<'_>) -> Result<Option<Arc<Produced>>> {
+        let (CacheMode::Use, Some(records)) = (job.call.cache, job.records) else {
+            return Ok(None);
+        };
+        Ok(self
+            .cached_result(records, job.call.tenant, job.key)
+            .await?
+            .map(Arc::new))
+    }
+
+    /// Generates `job` (once across instances, see [`Gateway::claim`]), charges the images
+    /// returned, stores them and records the cache entry.
+    async fn produce(&self, job: &Job<'_>) -> Shared {
+        let (call, key) = (&job.call, job.key);
+        let claim = match job.records.filter(|_| call.cache == CacheMode::Use) {
+            Some(records) => match self
+                .claim(records, call.tenant, key, &job.request.model)
+                .await?
+            {
+                Claim::Held(guard) => Some(guard),
+                Claim::Cached(produced) => return Ok(Arc::new(produced)),
+            },
+            None => None,
+        };
+        let work = async {
+            let generation = self.run(job.request, job.references).await?;
+            let mut result = CachedResult {
+                images: Vec::with_capacity(generation.images.len()),
+                background: generation.meta.background,
+                output_format: generation.meta.output_format,
+                quality: generation.meta.quality,
+                size: generation.meta.size,
+            };
+            let mut bytes = Vec::with_capacity(generation.images.len());
+            for image in generation.images {
+                let key = job.store.put(image.bytes.clone(), &image.mime).await?;
+                result.images.push(CachedImage {
+                    key,
+                    mime: image.mime,
+                    revised_prompt: image.revised_prompt,
+                });
+                bytes.push(image.bytes);
+            }
+            if let Some(records) = job.records {
+                // The images are made and stored: a cache entry that cannot be written costs
+                // a later hit, not this answer.
+                if let Err(error) = records
+                    .cache(call.tenant, key, &job.request.model.id, &result)
+                    .await
+                {
+                    tracing::error!(%error, "recording a cache entry failed");
+                }
+            }
+            Ok(Produced {
+                result,
+                bytes,
+                usage: generation.usage,
+                charged: None,
+                from_cache: false,
+            })
+        };
+        let produced = match (&call.meter, job.price.clone()) {
+            (Some(meter), Some(price)) => meter
+                .charge(price, work, |p: &Produced| p.bytes.len())
+                .await
+                .map(|(mut produced, charged)| {
+                    produced.charged = Some(charged);
+                    produced
+                }),
+            _ => work.await,
+        };
+        if let Some(guard) = claim {
+            guard.release().await;
+        }
+        produced.map(Arc::new)
     }
 
     /// The image stored under `name` for `tenant`, with its bytes and MIME type; `None` when
