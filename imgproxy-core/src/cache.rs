@@ -47,17 +47,16 @@ impl CacheStatus {
 
 /// The cache key of `request` for `tenant`: SHA-256 (hex) of the canonical request. It covers
 /// the model variant, the prompt, `n`, every parameter after defaults (so the seed too) and
-/// the content hashes of the reference images, never how the answer is delivered
+/// the content hashes of the reference images and the mask, never how the answer is delivered
 /// (`response_format`), so a `url` request and a `b64_json` one share an entry.
 pub fn cache_key(
     tenant: &str,
     request: &ValidatedRequest,
     references: &[ReferenceImage],
+    mask: Option<&ReferenceImage>,
 ) -> String {
-    let references: Vec<String> = references
-        .iter()
-        .map(|image| hex::encode(Sha256::digest(&image.bytes)))
-        .collect();
+    let hash = |image: &ReferenceImage| hex::encode(Sha256::digest(&image.bytes));
+    let references: Vec<String> = references.iter().map(hash).collect();
     // `params` is a BTreeMap and serde_json's maps are sorted, so equal requests serialise to
     // equal bytes. `v` changes if this layout ever does, leaving old entries unreachable.
     let canonical = json!({
@@ -69,7 +68,9 @@ pub fn cache_key(
         "prompt": request.prompt,
         "n": request.n,
         "params": request.params,
+        "output": request.output.format.map(crate::convert::RasterFormat::extension),
         "references": references,
+        "mask": mask.map(hash),
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
@@ -199,25 +200,30 @@ mod tests {
     #[test]
     fn equal_requests_share_a_key_and_any_difference_changes_it() {
         let base = json!({"model": "placeholder", "prompt": "fox", "size": "512x512"});
-        let key = cache_key("t", &validated(base.clone()), &[]);
+        let key = cache_key("t", &validated(base.clone()), &[], None);
         // Defaults filled in and delivery format ignored: still the same request.
         let same = json!({"model": "placeholder", "prompt": "fox", "size": "512x512",
                           "quality": "auto", "response_format": "url"});
-        assert_eq!(key, cache_key("t", &validated(same), &[]));
+        assert_eq!(key, cache_key("t", &validated(same), &[], None));
         for other in [
             json!({"model": "placeholder", "prompt": "fox ", "size": "512x512"}),
             json!({"model": "placeholder", "prompt": "fox", "size": "256x256"}),
             json!({"model": "placeholder", "prompt": "fox", "size": "512x512", "seed": 1}),
             json!({"model": "placeholder", "prompt": "fox", "size": "512x512", "n": 2}),
         ] {
-            assert_ne!(key, cache_key("t", &validated(other), &[]));
+            assert_ne!(key, cache_key("t", &validated(other), &[], None));
         }
-        assert_ne!(key, cache_key("u", &validated(base.clone()), &[]));
-        let with_ref = cache_key("t", &validated(base.clone()), &[reference(b"a")]);
+        assert_ne!(key, cache_key("u", &validated(base.clone()), &[], None));
+        let with_ref = cache_key("t", &validated(base.clone()), &[reference(b"a")], None);
         assert_ne!(key, with_ref);
         assert_ne!(
             with_ref,
-            cache_key("t", &validated(base), &[reference(b"b")])
+            cache_key("t", &validated(base.clone()), &[reference(b"b")], None)
+        );
+        let mask = reference(b"m");
+        assert_ne!(
+            with_ref,
+            cache_key("t", &validated(base), &[reference(b"a")], Some(&mask))
         );
     }
 

@@ -57,9 +57,16 @@ impl RasterFormat {
     }
 }
 
-/// Re-encodes `bytes` (of type `mime`) as `target`. CPU-bound: call it off the async runtime.
-/// An input that is not a decodable PNG, JPEG or WebP is a 400 naming `param`.
-pub fn convert(bytes: &[u8], mime: &str, target: RasterFormat, param: &str) -> Result<Bytes> {
+/// Re-encodes `bytes` (of type `mime`) as `target`, JPEG at `quality` (0–100, default 75;
+/// WebP is always lossless). CPU-bound: call it off the async runtime. An input that is not a
+/// decodable PNG, JPEG or WebP is a 400 naming `param`.
+pub fn convert(
+    bytes: &[u8],
+    mime: &str,
+    target: RasterFormat,
+    quality: Option<u8>,
+    param: &str,
+) -> Result<Bytes> {
     let source = match mime {
         "image/png" => ImageFormat::Png,
         "image/jpeg" => ImageFormat::Jpeg,
@@ -90,10 +97,36 @@ pub fn convert(bytes: &[u8], mime: &str, target: RasterFormat, param: &str) -> R
         RasterFormat::Png => decoded,
     };
     let mut out = Cursor::new(Vec::new());
-    encodable
-        .write_to(&mut out, target.image_format())
-        .map_err(|e| Error::Internal(format!("encoding {}: {e}", target.extension())))?;
+    let encoded = match (target, quality) {
+        (RasterFormat::Jpeg, Some(quality)) => encodable.write_with_encoder(
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100)),
+        ),
+        _ => encodable.write_to(&mut out, target.image_format()),
+    };
+    encoded.map_err(|e| Error::Internal(format!("encoding {}: {e}", target.extension())))?;
     Ok(Bytes::from(out.into_inner()))
+}
+
+/// The pixel size of an encoded raster image, read from its header; `None` for SVG or bytes
+/// that are not an image.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()
+}
+
+/// OpenAI's `output_format` name of a MIME type (`png`, `jpeg`, `webp`, `gif`, `svg`).
+pub fn format_name(mime: &str) -> Option<&'static str> {
+    Some(match mime {
+        "image/png" => "png",
+        "image/jpeg" => "jpeg",
+        "image/webp" => "webp",
+        "image/gif" => "gif",
+        "image/svg+xml" => "svg",
+        _ => return None,
+    })
 }
 
 /// Composites the image over white, so transparent areas do not turn black in a JPEG.
@@ -133,14 +166,19 @@ mod tests {
     fn converts_between_every_raster_format() {
         let png = png_with_transparency();
         for target in [RasterFormat::Jpeg, RasterFormat::Webp, RasterFormat::Png] {
-            let out = convert(&png, "image/png", target, "ext").unwrap();
+            let out = convert(&png, "image/png", target, None, "ext").unwrap();
             let format = image::guess_format(&out).unwrap();
             assert_eq!(format, target.image_format());
             let decoded = image::load_from_memory(&out).unwrap();
             assert_eq!((decoded.width(), decoded.height()), (8, 4));
         }
-        let jpeg = convert(&png, "image/png", RasterFormat::Jpeg, "ext").unwrap();
-        let back = convert(&jpeg, "image/jpeg", RasterFormat::Png, "ext").unwrap();
+        let jpeg = convert(&png, "image/png", RasterFormat::Jpeg, None, "ext").unwrap();
+        let back = convert(&jpeg, "image/jpeg", RasterFormat::Png, None, "ext").unwrap();
+        assert_eq!(dimensions(&back), Some((8, 4)));
+        assert_eq!(dimensions(b"<svg/>"), None);
+        let small = convert(&png, "image/png", RasterFormat::Jpeg, Some(5), "ext").unwrap();
+        let large = convert(&png, "image/png", RasterFormat::Jpeg, Some(100), "ext").unwrap();
+        assert!(small.len() < large.len());
         assert!(image::load_from_memory(&back).is_ok());
     }
 
@@ -150,6 +188,7 @@ mod tests {
             &png_with_transparency(),
             "image/png",
             RasterFormat::Jpeg,
+            None,
             "ext",
         )
         .unwrap();
@@ -160,9 +199,9 @@ mod tests {
 
     #[test]
     fn svg_and_garbage_are_400s_naming_the_param() {
-        let err = convert(b"<svg/>", "image/svg+xml", RasterFormat::Png, "ext").unwrap_err();
+        let err = convert(b"<svg/>", "image/svg+xml", RasterFormat::Png, None, "ext").unwrap_err();
         assert_eq!((err.status(), err.param()), (400, Some("ext")));
-        let err = convert(b"not a png", "image/png", RasterFormat::Jpeg, "ext").unwrap_err();
+        let err = convert(b"not a png", "image/png", RasterFormat::Jpeg, None, "ext").unwrap_err();
         assert_eq!((err.status(), err.param()), (400, Some("ext")));
         assert_eq!(
             RasterFormat::from_extension("JPEG"),

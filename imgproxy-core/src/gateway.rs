@@ -171,6 +171,11 @@ impl Gateway {
         self.store.as_ref().map(|(store, _)| store)
     }
 
+    /// The reference-image fetch policy (its `max_bytes` also bounds uploaded images).
+    pub fn fetch_policy(&self) -> Option<&FetchPolicy> {
+        self.fetcher.as_ref().map(ReferenceFetcher::policy)
+    }
+
     /// The records database (cache entries, names, files), if configured.
     pub fn records(&self) -> Option<&Accounts> {
         self.records.as_ref()
@@ -218,7 +223,8 @@ impl Gateway {
     pub async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let validated = self.validate(request)?;
         let references = self.fetch_references(&validated).await?;
-        let generation = self.run(&validated, &references).await?;
+        let mask = self.fetch_mask(&validated, "").await?;
+        let generation = self.run(&validated, &references, mask.as_ref()).await?;
         self.respond(&validated, generation).await
     }
 
@@ -245,6 +251,7 @@ impl Gateway {
         &self,
         request: &ValidatedRequest,
         references: &[ReferenceImage],
+        mask: Option<&ReferenceImage>,
     ) -> Result<Generation> {
         let model = &request.model;
         let provider = self
@@ -258,6 +265,7 @@ impl Gateway {
             .step_by(per_call as usize)
             .map(|first_index| ProviderRequest {
                 references,
+                mask,
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,

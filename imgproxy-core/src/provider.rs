@@ -20,6 +20,8 @@ pub struct ProviderRequest<'a> {
     pub first_index: u32,
     /// The request's reference images, already fetched and checked, in request order.
     pub references: &'a [ReferenceImage],
+    /// The edit mask, fetched and checked, for models that take one.
+    pub mask: Option<&'a ReferenceImage>,
 }
 
 /// A reference image, fetched and checked: providers never fetch client URLs themselves.

@@ -97,6 +97,10 @@ pub struct ImageRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub images: Option<Vec<ImageInput>>,
+    /// Edits: the mask (its transparent areas are edited), applied to the first image. A URL,
+    /// a data URL or a file id, bare or as `{"image_url"}` / `{"file_id"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask: Option<ImageInput>,
     /// Where to POST the result of an asynchronous request (imgproxy extension).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,

@@ -106,6 +106,7 @@ struct Job<'a> {
     call: Call<'a>,
     request: &'a ValidatedRequest,
     references: &'a [ReferenceImage],
+    mask: Option<&'a ReferenceImage>,
     key: &'a str,
     price: Option<crate::metering::Price>,
     store: &'a crate::ImageStore,
@@ -127,11 +128,13 @@ impl Gateway {
         let request = self.validate(request)?;
         let price = call.meter.map(|m| m.price(&request)).transpose()?;
         let references = self.fetch_references_for(&request, call.tenant).await?;
-        let key = cache_key(call.tenant, &request, &references);
+        let mask = self.fetch_mask(&request, call.tenant).await?;
+        let key = cache_key(call.tenant, &request, &references, mask.as_ref());
         let job = Job {
             call,
             request: &request,
             references: &references,
+            mask: mask.as_ref(),
             key: &key,
             price,
             store,
@@ -232,7 +235,7 @@ impl Gateway {
             None => None,
         };
         let work = async {
-            let generation = self.run(job.request, job.references).await?;
+            let generation = self.run(job.request, job.references, job.mask).await?;
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),
                 background: generation.meta.background,
@@ -242,6 +245,7 @@ impl Gateway {
             };
             let mut bytes = Vec::with_capacity(generation.images.len());
             for image in generation.images {
+                let image = deliverable(job.request, image).await?;
                 let key = job.store.put(image.bytes.clone(), &image.mime).await?;
                 result.images.push(CachedImage {
                     key,
@@ -249,6 +253,15 @@ impl Gateway {
                     revised_prompt: image.revised_prompt,
                 });
                 bytes.push(image.bytes);
+            }
+            // Report what was made, not what was asked for.
+            if let (Some(first), Some(bytes)) = (result.images.first(), bytes.first()) {
+                if let Some(format) = crate::convert::format_name(&first.mime) {
+                    result.output_format = Some(format.to_owned());
+                }
+                if let Some((width, height)) = crate::convert::dimensions(bytes) {
+                    result.size = Some(format!("{width}x{height}"));
+                }
             }
             if let Some(records) = job.records {
                 // The images are made and stored: a cache entry that cannot be written costs
@@ -398,6 +411,29 @@ impl Gateway {
         .await
     }
 
+    /// Resolves the request's mask like a reference image; refusals name `mask`.
+    pub async fn fetch_mask(
+        &self,
+        request: &ValidatedRequest,
+        tenant: &str,
+    ) -> Result<Option<ReferenceImage>> {
+        let Some(input) = &request.mask else {
+            return Ok(None);
+        };
+        let fetched = match crate::fetch::file_id_of(input) {
+            Some(id) => self.file_reference(tenant, id).await,
+            None => self.fetch_reference(input).await,
+        };
+        fetched.map(Some).map_err(|error| match error {
+            Error::InvalidRequest { message, code, .. } => Error::InvalidRequest {
+                message: message.replace("reference image", "mask"),
+                param: Some("mask".into()),
+                code,
+            },
+            other => other,
+        })
+    }
+
     async fn file_reference(&self, tenant: &str, id: &str) -> Result<ReferenceImage> {
         let unknown = || Error::invalid_param("image", format!("no file `{id}`"));
         let (Some(records), Some(store)) = (self.records(), self.store()) else {
@@ -457,4 +493,39 @@ fn claim_owner() -> Result<String> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(bytes))
+}
+
+/// `image` as the request wants it: converted to its raster `output_format` when the upstream
+/// answered in another (SVG and GIF are left as they are: they cannot be converted).
+async fn deliverable(
+    request: &ValidatedRequest,
+    image: crate::GeneratedImage,
+) -> Result<crate::GeneratedImage> {
+    let Some(target) = request.wanted_format() else {
+        return Ok(image);
+    };
+    let convertible = matches!(
+        image.mime.as_str(),
+        "image/png" | "image/jpeg" | "image/webp"
+    );
+    if image.mime == target.mime() || !convertible {
+        return Ok(image);
+    }
+    let (source, mime) = (image.bytes.clone(), image.mime.clone());
+    let quality = request.wanted_compression();
+    let converted = tokio::task::spawn_blocking(move || {
+        crate::convert::convert(&source, &mime, target, quality, "output_format")
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("image conversion task: {e}")))?
+    // Bytes the upstream sent that do not decode are the upstream's fault.
+    .map_err(|error| Error::Upstream {
+        provider: request.model.provider.clone(),
+        message: format!("its image could not be converted: {error}"),
+    })?;
+    Ok(crate::GeneratedImage {
+        bytes: converted,
+        mime: target.mime().to_owned(),
+        ..image
+    })
 }

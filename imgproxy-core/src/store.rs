@@ -185,10 +185,11 @@ impl ImageStore {
         let Some((source, _)) = self.get(key).await? else {
             return Ok(None);
         };
-        let bytes =
-            tokio::task::spawn_blocking(move || convert::convert(&source, mime, format, "ext"))
-                .await
-                .map_err(|e| Error::Internal(format!("image conversion task: {e}")))??;
+        let bytes = tokio::task::spawn_blocking(move || {
+            convert::convert(&source, mime, format, None, "ext")
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("image conversion task: {e}")))??;
         self.put_once(&path, bytes.clone()).await?;
         Ok(Some((bytes, path.to_string())))
     }

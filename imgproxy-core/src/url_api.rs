@@ -5,22 +5,14 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::ParamKind, convert::RasterFormat, signing, Catalog, Error, ImageRequest, ModelSpec,
-    Result,
+    catalog::ParamKind, convert::RasterFormat, signing, text_params, Catalog, Error, ImageRequest,
+    ModelSpec, Result,
 };
 
 /// The aspect ratio the URL API uses when a request gives no dimensions (seed 000's default),
 /// where the model offers it.
 pub const DEFAULT_ASPECT_RATIO: &str = "16:9";
 
-/// Request fields whose values are integers.
-const INTEGER_FIELDS: [&str; 5] = [
-    "n",
-    "seed",
-    "output_compression",
-    "frame_count",
-    "frame_duration_ms",
-];
 /// Fields that make no sense for a URL that answers with image bytes.
 const REFUSED_FIELDS: [&str; 5] = [
     "response_format",
@@ -119,7 +111,7 @@ pub fn parse(
                     Error::invalid_param("ext", format!("ext `{value}` is not png, jpg or webp"))
                 })?);
             }
-            "reroll" => reroll = parse_bool("reroll", value)?,
+            "reroll" => reroll = text_params::parse_bool("reroll", value)?,
             "ar" => set(&mut fields, "aspect_ratio", Value::String(value.clone()))?,
             "prompt" | "model" => set(&mut fields, key, Value::String(value.clone()))?,
             k if REFUSED_FIELDS.contains(&k) => {
@@ -157,7 +149,7 @@ pub fn parse(
     // An unknown model is reported by validation; here it only means no typing hints.
     let model = catalog.resolve(&model_id, serves).ok();
     for (key, text) in typed {
-        let value = typed_value(model.map(AsRef::as_ref), key, text)?;
+        let value = text_params::typed_value(model.map(AsRef::as_ref), key, text)?;
         set(&mut fields, key, value)?;
     }
     fields.insert("model".into(), Value::String(model_id));
@@ -180,64 +172,13 @@ pub fn parse(
         );
     }
 
-    let request = serde_path_to_error::deserialize(Value::Object(fields)).map_err(|error| {
-        let param = error.path().to_string();
-        Error::invalid_param(
-            param.clone(),
-            format!("invalid `{param}`: {}", error.into_inner()),
-        )
-    })?;
+    let request = text_params::into_request(fields)?;
     Ok(UrlQuery {
         request,
         name,
         ext,
         reroll,
     })
-}
-
-/// The JSON value of query parameter `key`: an integer for OpenAI's integer fields, else of
-/// the kind the model's catalog rule gives it (text when the model does not know the key, so
-/// that validation names it as unknown).
-fn typed_value(model: Option<&ModelSpec>, key: &str, text: &str) -> Result<Value> {
-    let invalid = |expected: &str| {
-        Error::invalid_param(key, format!("`{key}` must be {expected}, not `{text}`"))
-    };
-    if INTEGER_FIELDS.contains(&key) {
-        return text
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| invalid("an integer"));
-    }
-    let Some(rule) = model.and_then(|m| m.param(key)) else {
-        return Ok(Value::String(text.to_owned()));
-    };
-    Ok(match &rule.kind {
-        ParamKind::Boolean => Value::Bool(parse_bool(key, text)?),
-        ParamKind::Integer { .. } => text
-            .parse::<i64>()
-            .map(Value::from)
-            .map_err(|_| invalid("an integer"))?,
-        ParamKind::Number { .. } => text
-            .parse::<f64>()
-            .ok()
-            .and_then(serde_json::Number::from_f64)
-            .map(Value::Number)
-            .ok_or_else(|| invalid("a number"))?,
-        ParamKind::Object => serde_json::from_str(text).map_err(|_| invalid("a JSON object"))?,
-        _ => Value::String(text.to_owned()),
-    })
-}
-
-/// `true`, `1`, `yes`, `on` or a bare `?flag`; `false`, `0`, `no`, `off`.
-fn parse_bool(key: &str, text: &str) -> Result<bool> {
-    match text.to_ascii_lowercase().as_str() {
-        "" | "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(Error::invalid_param(
-            key,
-            format!("`{key}` must be true or false, not `{text}`"),
-        )),
-    }
 }
 
 #[cfg(test)]

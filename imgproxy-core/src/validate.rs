@@ -8,12 +8,14 @@ use serde_json::Value;
 
 use crate::{
     catalog::{ModelSpec, ParamKind, ParamRule},
+    convert::RasterFormat,
     dimensions::{self, Ratio, Size},
     Catalog, Error, ImageInput, ImageRequest, Result,
 };
 
 /// Request fields the gateway itself handles; every other field is a model parameter.
-const GATEWAY_FIELDS: [&str; 9] = [
+const GATEWAY_FIELDS: [&str; 10] = [
+    "mask",
     "reroll",
     "model",
     "prompt",
@@ -53,6 +55,21 @@ pub struct ValidatedRequest {
     pub params: BTreeMap<String, Value>,
     /// Reference images, not yet fetched.
     pub reference_images: Vec<ImageInput>,
+    /// The edit mask, not yet fetched (only for models that take one, with an image).
+    pub mask: Option<ImageInput>,
+    /// The output format asked for, which the gateway converts to where the upstream cannot.
+    pub output: OutputConversion,
+}
+
+/// The raster `output_format` and `output_compression` the client asked for. When the model
+/// does not offer them they are not sent upstream (it makes its default); either way the
+/// gateway converts an answer in another format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct OutputConversion {
+    /// The format asked for.
+    pub format: Option<RasterFormat>,
+    /// JPEG quality (0–100) asked for.
+    pub compression: Option<u8>,
 }
 
 impl ValidatedRequest {
@@ -196,13 +213,29 @@ pub fn validate(
         ));
     }
 
+    if request.mask.is_some() {
+        if !model.has(crate::Capability::Mask) {
+            return Err(Error::InvalidRequest {
+                message: format!("model `{}` does not take a mask", model.id),
+                param: Some("mask".into()),
+                code: Some("unknown_parameter".into()),
+            });
+        }
+        if reference_images.is_empty() {
+            return Err(Error::invalid_param(
+                "mask",
+                "a mask applies to the first image: give an image too",
+            ));
+        }
+    }
+
     let dims = dimensions::normalize(
         &model,
         request.size.as_deref(),
         request.aspect_ratio.as_deref(),
         request.image_size.as_deref(),
     )?;
-    let params = model_params(&model, &request, dims)?;
+    let (params, output) = model_params(&model, &request, dims)?;
 
     Ok(ValidatedRequest {
         model,
@@ -211,7 +244,22 @@ pub fn validate(
         response_format,
         params,
         reference_images,
+        mask: request.mask.clone(),
+        output,
     })
+}
+
+impl ValidatedRequest {
+    /// The raster format the client asked for: the answer is converted to it when the
+    /// upstream answers in another.
+    pub fn wanted_format(&self) -> Option<RasterFormat> {
+        self.output.format
+    }
+
+    /// The quality of a conversion to JPEG: `output_compression`, if given.
+    pub fn wanted_compression(&self) -> Option<u8> {
+        self.output.compression
+    }
 }
 
 /// Checks every model parameter of the request and fills in defaults.
@@ -219,7 +267,8 @@ fn model_params(
     model: &ModelSpec,
     request: &ImageRequest,
     dims: dimensions::Dimensions,
-) -> Result<BTreeMap<String, Value>> {
+) -> Result<(BTreeMap<String, Value>, OutputConversion)> {
+    let mut output = OutputConversion::default();
     let Value::Object(fields) =
         serde_json::to_value(request).map_err(|e| Error::Internal(e.to_string()))?
     else {
@@ -233,6 +282,9 @@ fn model_params(
             || GATEWAY_FIELDS.contains(&name.as_str())
             || DIMENSION_FIELDS.contains(&name.as_str())
         {
+            continue;
+        }
+        if converted_output(model, &name, &value, &mut output)? {
             continue;
         }
         let Some(rule) = model.param(&name) else {
@@ -279,15 +331,60 @@ fn model_params(
             ));
         }
     }
-    if params.get("background").and_then(Value::as_str) == Some("transparent")
-        && params.get("output_format").and_then(Value::as_str) == Some("jpeg")
-    {
+    let jpeg = output.format == Some(RasterFormat::Jpeg)
+        || params.get("output_format").and_then(Value::as_str) == Some("jpeg");
+    if params.get("background").and_then(Value::as_str) == Some("transparent") && jpeg {
         return Err(Error::invalid_param(
             "background",
             "a transparent background needs output_format png or webp",
         ));
     }
-    Ok(params)
+    Ok((params, output))
+}
+
+/// Records an explicit raster `output_format` and `output_compression` (the answer will be in
+/// that format, converted if the upstream answers in another), and takes them away from the
+/// upstream when the model does not offer them (it then makes its default). `true` when taken.
+fn converted_output(
+    model: &ModelSpec,
+    name: &str,
+    value: &Value,
+    output: &mut OutputConversion,
+) -> Result<bool> {
+    match name {
+        "output_format" => {
+            let Some(text) = value.as_str() else {
+                return Ok(false);
+            };
+            let offered = model.param(name).is_some_and(|rule| match &rule.kind {
+                ParamKind::Enum { values } => values.iter().any(|v| v == text),
+                _ => true,
+            });
+            // `jpg` is no OpenAI value: validation refuses it unless the model takes it.
+            let format = RasterFormat::from_extension(text).filter(|_| text != "jpg" || offered);
+            output.format = format;
+            Ok(format.is_some() && !offered)
+        }
+        "output_compression" => {
+            let quality = value
+                .as_u64()
+                .and_then(|q| u8::try_from(q).ok())
+                .filter(|q| *q <= 100);
+            if model.param(name).is_some() {
+                output.compression = quality;
+                return Ok(false);
+            }
+            let Some(quality) = quality else {
+                return Err(Error::invalid_param(
+                    name,
+                    "output_compression must be an integer from 0 to 100",
+                ));
+            };
+            output.compression = Some(quality);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 /// Checks one parameter value against its rule.
@@ -365,6 +462,64 @@ mod tests {
 
     fn param_of(body: Value) -> Option<String> {
         check(body).unwrap_err().param().map(str::to_owned)
+    }
+
+    #[test]
+    fn masks_need_a_model_that_takes_them_and_an_image() {
+        const PNG: &str = "data:image/png;base64,iVBORw0KGgo=";
+        let error = check(json!({"prompt": "p", "images": [PNG], "mask": PNG})).unwrap_err();
+        assert_eq!(
+            (error.param(), error.code()),
+            (Some("mask"), Some("unknown_parameter"))
+        );
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2", "prompt": "p", "mask": PNG})).as_deref(),
+            Some("mask")
+        );
+        let v = check(
+            json!({"model": "gpt-image-2", "prompt": "p", "image": [PNG, PNG],
+                             "mask": {"image_url": PNG}}),
+        )
+        .unwrap();
+        assert_eq!((v.reference_images.len(), v.mask.is_some()), (2, true));
+    }
+
+    #[test]
+    fn an_output_format_the_model_lacks_is_converted_to_not_sent() {
+        // BFL makes jpeg or png: a webp request sends the default and converts.
+        let v = check(
+            json!({"model": "flux-pro-1.1", "prompt": "p", "output_format": "webp",
+                             "output_compression": 60}),
+        )
+        .unwrap();
+        assert_eq!(v.param_str("output_format"), Some("jpeg"));
+        assert_eq!(v.wanted_format(), Some(RasterFormat::Webp));
+        assert!(!v.params.contains_key("output_compression"));
+        assert_eq!(v.wanted_compression(), Some(60));
+        // A model that offers the format gets it sent, and the answer is still checked.
+        let v =
+            check(json!({"model": "gpt-image-2", "prompt": "p", "output_format": "jpeg"})).unwrap();
+        assert_eq!(v.param_str("output_format"), Some("jpeg"));
+        assert_eq!(v.wanted_format(), Some(RasterFormat::Jpeg));
+        // Nothing asked, nothing converted.
+        let v = check(json!({"model": "gpt-image-2", "prompt": "p"})).unwrap();
+        assert_eq!(v.wanted_format(), None);
+        // Not raster, or not OpenAI's spelling: refused as before.
+        assert_eq!(
+            param_of(json!({"model": "flux-pro-1.1", "prompt": "p", "output_format": "gif"}))
+                .as_deref(),
+            Some("output_format")
+        );
+        assert_eq!(
+            param_of(json!({"model": "gpt-image-2", "prompt": "p", "output_format": "jpg"}))
+                .as_deref(),
+            Some("output_format")
+        );
+        assert_eq!(
+            param_of(json!({"model": "flux-pro-1.1", "prompt": "p", "output_compression": 101}))
+                .as_deref(),
+            Some("output_compression")
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub fn build_app(state: AppState) -> Router {
             "/v1/images/generations",
             post(handlers::generations::create),
         )
+        .route("/v1/images/edits", post(handlers::edits::create))
         .route("/v1/models", get(handlers::models::list))
         .route("/v1/models/{id}", get(handlers::models::retrieve))
         .route("/v1/credits", get(handlers::credits::get))

@@ -1,5 +1,6 @@
 //! `OpenAIJson<T>`: a JSON body extractor whose every rejection is an OpenAI error (415, 413,
-//! or 400 naming the field), never axum's plain-text 422.
+//! or 400 naming the field), never axum's plain-text 422; and the same mapping for multipart
+//! bodies.
 
 use axum::{
     body::Bytes,
@@ -67,5 +68,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OpenAIJson<T> {
             }
         })?;
         Ok(Self(value))
+    }
+}
+
+/// A multipart failure as OpenAI's error: 413 over the body limit, else 400.
+pub fn multipart_error(error: axum::extract::multipart::MultipartError, limit: usize) -> ApiError {
+    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge { limit }
+    } else {
+        ApiError::BadBody {
+            message: format!("could not read the multipart form: {}", error.body_text()),
+            param: None,
+        }
     }
 }

@@ -4,9 +4,7 @@
 
 use axum::{
     extract::{
-        multipart::{MultipartError, MultipartRejection},
-        rejection::QueryRejection,
-        Multipart, Path, Query, State,
+        multipart::MultipartRejection, rejection::QueryRejection, Multipart, Path, Query, State,
     },
     http::{header, StatusCode},
     response::IntoResponse,
@@ -16,7 +14,9 @@ use imgproxy_core::{accounts::FileRecord, provider::sniff_mime, Error};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{
+    auth::Caller, error::ApiError, extract::multipart_error as multipart, state::AppState,
+};
 
 /// Purposes the OpenAI SDKs send.
 const PURPOSES: [&str; 6] = [
@@ -235,16 +235,4 @@ fn file_object(record: &FileRecord) -> Value {
         "status_details": null,
         "expires_at": null,
     })
-}
-
-/// A multipart failure as OpenAI's error: 413 over the body limit, else 400.
-fn multipart(error: MultipartError, limit: usize) -> ApiError {
-    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit }
-    } else {
-        ApiError::BadBody {
-            message: format!("could not read the multipart form: {}", error.body_text()),
-            param: None,
-        }
-    }
 }

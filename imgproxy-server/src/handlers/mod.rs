@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod credits;
+pub mod edits;
 pub mod files;
 pub mod generations;
 pub mod health;

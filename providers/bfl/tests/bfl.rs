@@ -211,6 +211,7 @@ async fn kontext_reference_images_go_to_numbered_input_images() {
             n: 1,
             first_index: 1,
             references: &references,
+            mask: None,
         })
         .await
         .unwrap();

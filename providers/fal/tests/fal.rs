@@ -171,12 +171,15 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         response_format: ResponseFormat::B64Json,
         params: BTreeMap::new(),
         reference_images: Vec::new(),
+        mask: None,
+        output: Default::default(),
     };
     let call = ProviderRequest {
         request: &validated,
         n: 1,
         first_index: 0,
         references: &[],
+        mask: None,
     };
     let error = common::provider(&server).generate(call).await.unwrap_err();
     assert!(

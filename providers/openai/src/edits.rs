@@ -1,6 +1,6 @@
 //! The multipart form of `POST /images/edits`, where a call with reference images goes: the
-//! generation fields as text parts and one `image[]` file part per reference, laid out as
-//! openai-python sends them. Building only; `client` sends it.
+//! generation fields as text parts, one `image[]` file part per reference and the `mask`
+//! part, laid out as openai-python sends them. Building only; `client` sends it.
 
 use imgproxy_core::{provider::extension_of, ProviderError, ProviderRequest, ReferenceImage};
 use reqwest::multipart::{Form, Part};
@@ -54,6 +54,15 @@ pub(crate) fn form(request: &ProviderRequest<'_>) -> Result<Form, ProviderError>
                 message: format!("reference image {index} has an unusable MIME type"),
             })?;
         form = form.part(IMAGE_FIELD, part);
+    }
+    if let Some(mask) = request.mask {
+        let part = Part::stream(mask.bytes.clone())
+            .file_name(format!("mask.{}", extension_of(&mask.mime)))
+            .mime_str(&mask.mime)
+            .map_err(|_| ProviderError::Failed {
+                message: "the mask has an unusable MIME type".into(),
+            })?;
+        form = form.part("mask", part);
     }
     Ok(form)
 }

@@ -227,6 +227,7 @@ async fn svg_output_passes_through_as_image_svg_xml() {
             n: 1,
             first_index: 0,
             references: &[],
+            mask: None,
         })
         .await
         .unwrap();
