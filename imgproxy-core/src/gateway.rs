@@ -18,7 +18,7 @@ use crate::{
     accounts::{Accounts, CachedResult},
     cache::SingleFlight,
     fetch::{FetchPolicy, ReferenceFetcher},
-    provider::{ImageMeta, ReferenceImage},
+    provider::{ImageMeta, PartialSender, ReferenceImage},
     serving::Shared,
     signing::UrlSigner,
     validate, Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest,
@@ -224,7 +224,9 @@ impl Gateway {
         let validated = self.validate(request)?;
         let references = self.fetch_references(&validated).await?;
         let mask = self.fetch_mask(&validated, "").await?;
-        let generation = self.run(&validated, &references, mask.as_ref()).await?;
+        let generation = self
+            .run(&validated, &references, mask.as_ref(), None)
+            .await?;
         self.respond(&validated, generation).await
     }
 
@@ -252,6 +254,7 @@ impl Gateway {
         request: &ValidatedRequest,
         references: &[ReferenceImage],
         mask: Option<&ReferenceImage>,
+        partials: Option<&PartialSender>,
     ) -> Result<Generation> {
         let model = &request.model;
         let provider = self
@@ -266,6 +269,7 @@ impl Gateway {
             .map(|first_index| ProviderRequest {
                 references,
                 mask,
+                partials,
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,

@@ -22,7 +22,24 @@ pub struct ProviderRequest<'a> {
     pub references: &'a [ReferenceImage],
     /// The edit mask, fetched and checked, for models that take one.
     pub mask: Option<&'a ReferenceImage>,
+    /// Where to send partial images as they arrive, when the client streams. Providers whose
+    /// upstream has no partials ignore it.
+    pub partials: Option<&'a PartialSender>,
 }
+
+/// A partial image an upstream streamed while generating (OpenAI's `*.partial_image`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialImage {
+    /// Base64 of the encoded partial image.
+    pub b64_json: String,
+    /// Its 0-based index among the partials.
+    pub index: u32,
+    /// What the upstream said of it.
+    pub meta: ImageMeta,
+}
+
+/// The channel partial images go out on.
+pub type PartialSender = tokio::sync::mpsc::UnboundedSender<PartialImage>;
 
 /// A reference image, fetched and checked: providers never fetch client URLs themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]

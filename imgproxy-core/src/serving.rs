@@ -29,6 +29,8 @@ pub struct Call<'a> {
     pub cache: CacheMode,
     /// Store the (first) image under this name, for recall without a prompt.
     pub name: Option<&'a str>,
+    /// Where partial images go, when the client streams.
+    pub partials: Option<&'a crate::provider::PartialSender>,
 }
 
 /// A served request. [`Gateway::response`] gives its OpenAI-shaped answer.
@@ -235,7 +237,9 @@ impl Gateway {
             None => None,
         };
         let work = async {
-            let generation = self.run(job.request, job.references, job.mask).await?;
+            let generation = self
+                .run(job.request, job.references, job.mask, job.call.partials)
+                .await?;
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),
                 background: generation.meta.background,

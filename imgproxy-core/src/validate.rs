@@ -14,7 +14,8 @@ use crate::{
 };
 
 /// Request fields the gateway itself handles; every other field is a model parameter.
-const GATEWAY_FIELDS: [&str; 10] = [
+const GATEWAY_FIELDS: [&str; 11] = [
+    "partial_images",
     "mask",
     "reroll",
     "model",
@@ -59,6 +60,10 @@ pub struct ValidatedRequest {
     pub mask: Option<ImageInput>,
     /// The output format asked for, which the gateway converts to where the upstream cannot.
     pub output: OutputConversion,
+    /// Whether the client streams the answer (Server-Sent Events).
+    pub stream: bool,
+    /// Partial images the client wants streamed (0–3), for models that make them.
+    pub partial_images: Option<u32>,
 }
 
 /// The raster `output_format` and `output_compression` the client asked for. When the model
@@ -167,21 +172,25 @@ pub fn validate(
         }
     };
 
-    if request.stream == Some(true) {
-        return Err(if model.has(crate::Capability::Streaming) {
-            Error::invalid_param(
-                "stream",
-                "streaming responses are not available on this server yet",
-            )
-        } else {
-            Error::unsupported_param("stream", &model.id)
-        });
-    }
-    if request.partial_images.is_some() {
-        return Err(Error::invalid_param(
-            "partial_images",
-            "`partial_images` needs `stream: true`",
-        ));
+    // Every model streams (one completed event per image); partial images need an upstream
+    // that makes them.
+    let stream = request.stream == Some(true);
+    if let Some(partials) = request.partial_images {
+        if !stream {
+            return Err(Error::invalid_param(
+                "partial_images",
+                "`partial_images` needs `stream: true`",
+            ));
+        }
+        if !model.has(crate::Capability::Streaming) {
+            return Err(Error::unsupported_param("partial_images", &model.id));
+        }
+        if partials > 3 {
+            return Err(Error::invalid_param(
+                "partial_images",
+                "partial_images must be from 0 to 3",
+            ));
+        }
     }
     if request.run_async == Some(true) || request.callback_url.is_some() {
         let param = if request.callback_url.is_some() {
@@ -246,6 +255,8 @@ pub fn validate(
         reference_images,
         mask: request.mask.clone(),
         output,
+        stream,
+        partial_images: request.partial_images,
     })
 }
 
@@ -590,8 +601,24 @@ mod tests {
             Some("background")
         );
         assert_eq!(
-            param_of(json!({"prompt": "p", "stream": true})).as_deref(),
-            Some("stream")
+            param_of(json!({"prompt": "p", "stream": true, "partial_images": 1})).as_deref(),
+            Some("partial_images")
+        );
+        assert_eq!(
+            param_of(json!({"prompt": "p", "partial_images": 1})).as_deref(),
+            Some("partial_images")
+        );
+        assert_eq!(
+            param_of(
+                json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 4})
+            )
+            .as_deref(),
+            Some("partial_images")
+        );
+        assert!(
+            check(json!({"prompt": "p", "stream": true}))
+                .unwrap()
+                .stream
         );
         assert_eq!(
             param_of(json!({"prompt": "p", "async": true})).as_deref(),

@@ -39,6 +39,7 @@ pub fn call<'a>(
     admitted: &'a Admitted,
     cache: CacheMode,
     name: Option<&'a str>,
+    partials: Option<&'a imgproxy_core::provider::PartialSender>,
 ) -> Call<'a> {
     Call {
         tenant: caller.tenant(),
@@ -54,6 +55,7 @@ pub fn call<'a>(
             CacheMode::Off
         },
         name,
+        partials,
     }
 }
 

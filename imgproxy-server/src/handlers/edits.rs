@@ -17,7 +17,7 @@ use crate::{
     auth::Caller,
     error::ApiError,
     extract::{multipart_error, OpenAIJson},
-    handlers::generations,
+    handlers::{generations, stream::Surface},
     state::AppState,
 };
 
@@ -51,7 +51,7 @@ pub async fn create(
     if edit.images.as_ref().is_none_or(Vec::is_empty) {
         return Err(Error::invalid_param("image", "an edit needs at least one `image`").into());
     }
-    generations::serve(&state, &caller, &headers, edit).await
+    generations::serve(state, caller, &headers, edit, Surface::Edit).await
 }
 
 /// Reads the form: image and mask files become data URLs (checked like any reference image

@@ -10,7 +10,14 @@ use axum::{
 };
 use imgproxy_core::ImageRequest;
 
-use crate::{auth::Caller, calls, error::ApiError, extract::OpenAIJson, state::AppState};
+use crate::{
+    auth::Caller,
+    calls,
+    error::ApiError,
+    extract::OpenAIJson,
+    handlers::stream::{self, Surface},
+    state::AppState,
+};
 
 /// Generates images.
 pub async fn create(
@@ -19,19 +26,28 @@ pub async fn create(
     headers: HeaderMap,
     OpenAIJson(request): OpenAIJson<ImageRequest>,
 ) -> Result<Response, ApiError> {
-    serve(&state, &caller, &headers, request).await
+    serve(state, caller, &headers, request, Surface::Generation).await
 }
 
-/// Serves a generation or an edit for `caller` and answers in OpenAI's shape.
+/// Serves a generation or an edit for `caller` and answers in OpenAI's shape: JSON, or
+/// Server-Sent Events for `stream: true`.
 pub async fn serve(
-    state: &AppState,
-    caller: &Caller,
+    state: AppState,
+    caller: Caller,
     headers: &HeaderMap,
     request: ImageRequest,
+    surface: Surface,
 ) -> Result<Response, ApiError> {
-    let admitted = calls::admit(state, caller, request.n.unwrap_or(1))?;
+    let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1))?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
-    let call = calls::call(state, caller, &admitted, cache, None);
+    if request.stream == Some(true) {
+        // Refuse a bad request with its status before the stream says 200.
+        state.gateway.validate(request.clone())?;
+        return Ok(stream::respond(
+            state, caller, admitted, cache, request, surface,
+        ));
+    }
+    let call = calls::call(&state, &caller, &admitted, cache, None, None);
     let served = state.gateway.serve(call, request).await?;
     let mut response = Json(state.gateway.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);

@@ -9,4 +9,5 @@ pub mod health;
 pub mod images;
 pub mod models;
 pub mod signed_urls;
+pub mod stream;
 pub mod url_api;

@@ -136,7 +136,14 @@ async fn serve(
     }
     let admitted = calls::admit(state, &caller, 1)?;
     let cache = calls::cache_mode(headers, parsed.reroll);
-    let call = calls::call(state, &caller, &admitted, cache, parsed.name.as_deref());
+    let call = calls::call(
+        state,
+        &caller,
+        &admitted,
+        cache,
+        parsed.name.as_deref(),
+        None,
+    );
     let served = gateway.serve(call, parsed.request).await?;
     let Some(image) = served.images.into_iter().next() else {
         return Err(Error::Internal("a generation returned no image".into()).into());

@@ -212,6 +212,7 @@ async fn kontext_reference_images_go_to_numbered_input_images() {
             first_index: 1,
             references: &references,
             mask: None,
+            partials: None,
         })
         .await
         .unwrap();

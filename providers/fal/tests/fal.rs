@@ -173,6 +173,8 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         reference_images: Vec::new(),
         mask: None,
         output: Default::default(),
+        stream: false,
+        partial_images: None,
     };
     let call = ProviderRequest {
         request: &validated,
@@ -180,6 +182,7 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         first_index: 0,
         references: &[],
         mask: None,
+        partials: None,
     };
     let error = common::provider(&server).generate(call).await.unwrap_err();
     assert!(

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use imgproxy_core::{upstream, Generation, ImageProvider, ProviderError, ProviderRequest};
 use reqwest::{
     header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION},
@@ -15,7 +14,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     convert::{self, ImageSource},
-    edits, errors, PROVIDER_ID,
+    edits, errors, stream, PROVIDER_ID,
 };
 
 /// OpenAI's API root.
@@ -125,8 +124,17 @@ impl OpenAIProvider {
             self.api_post(&self.edits_url)
                 .multipart(edits::form(&request)?)
         };
-        let answer = self.send(call, model).await?;
-        let parsed = convert::parse_response(&answer)?;
+        let response = self.send(call, model).await?;
+        let parsed = match request
+            .partials
+            .filter(|_| convert::streamed_partials(&request).is_some())
+        {
+            Some(partials) => stream::read(response, partials, model).await?,
+            None => {
+                let answer = response.bytes().await.map_err(upstream::transport_error)?;
+                convert::parse_response(&answer)?
+            }
+        };
 
         let output_format = parsed
             .meta
@@ -162,8 +170,12 @@ impl OpenAIProvider {
         self.client.post(url).headers(self.api_headers.clone())
     }
 
-    /// Sends an API call and returns the 2xx body, or the mapped upstream error.
-    async fn send(&self, call: RequestBuilder, model: &str) -> Result<Bytes, ProviderError> {
+    /// Sends an API call and returns the 2xx response, or the mapped upstream error.
+    async fn send(
+        &self,
+        call: RequestBuilder,
+        model: &str,
+    ) -> Result<reqwest::Response, ProviderError> {
         let response = call.send().await.map_err(upstream::transport_error)?;
         let status = response.status();
         if !status.is_success() {
@@ -178,7 +190,7 @@ impl OpenAIProvider {
                 model,
             ));
         }
-        response.bytes().await.map_err(upstream::transport_error)
+        Ok(response)
     }
 }
 

@@ -39,7 +39,20 @@ pub(crate) fn generation_body(request: &ProviderRequest<'_>) -> Map<String, Valu
     if is_gpt_image(&model.upstream) {
         body.remove("response_format");
     }
+    if let Some(partials) = streamed_partials(request) {
+        body.insert("stream".into(), Value::Bool(true));
+        body.insert("partial_images".into(), Value::from(partials));
+    }
     body
+}
+
+/// How many partial images to ask the upstream to stream: only when the client streams and
+/// asked for at least one (else a plain call answers just as well).
+pub(crate) fn streamed_partials(request: &ProviderRequest<'_>) -> Option<u32> {
+    request
+        .partials
+        .and(request.request.partial_images)
+        .filter(|&k| k > 0)
 }
 
 /// Where the bytes of one returned image are.

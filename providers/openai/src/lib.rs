@@ -10,6 +10,7 @@ mod client;
 mod convert;
 mod edits;
 mod errors;
+mod stream;
 mod wire;
 
 pub use client::{

@@ -228,6 +228,7 @@ async fn svg_output_passes_through_as_image_svg_xml() {
             first_index: 0,
             references: &[],
             mask: None,
+            partials: None,
         })
         .await
         .unwrap();

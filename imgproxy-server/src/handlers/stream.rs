@@ -1,0 +1,209 @@
+//! `stream: true`: the answer as Server-Sent Events in OpenAI's format. Partial images are
+//! relayed as the upstream sends them (`*.partial_image`), then one `*.completed` event per
+//! image; `: keep-alive` comments while waiting; a failure is `data: {"error": {...}}`. The
+//! generation runs inside the response body, so a client that goes away drops it: the
+//! upstream call is cancelled where it can be and an unsettled charge is refunded.
+
+use std::{collections::VecDeque, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    http::{header, HeaderValue},
+    response::{IntoResponse, Response},
+};
+use futures_util::{future::BoxFuture, stream};
+use imgproxy_core::{cache::CacheMode, provider::PartialImage, Error, ImageRequest, Served};
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use crate::{
+    auth::Caller,
+    calls::{self, Admitted},
+    state::AppState,
+};
+
+/// How often a comment keeps a quiet stream (and the proxies on its way) open.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// Which endpoint streams: it names the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `image_generation.*`.
+    Generation,
+    /// `image_edit.*`.
+    Edit,
+}
+
+impl Surface {
+    fn event(self, kind: &str) -> String {
+        let prefix = match self {
+            Self::Generation => "image_generation",
+            Self::Edit => "image_edit",
+        };
+        format!("{prefix}.{kind}")
+    }
+}
+
+/// What the stream still has to do.
+struct Streaming {
+    work: Option<BoxFuture<'static, Result<Vec<Value>, Error>>>,
+    partials: mpsc::UnboundedReceiver<PartialImage>,
+    keep_alive: tokio::time::Interval,
+    pending: VecDeque<Bytes>,
+    surface: Surface,
+}
+
+/// The streamed answer to an already validated and admitted request.
+pub fn respond(
+    state: AppState,
+    caller: Caller,
+    admitted: Admitted,
+    cache: CacheMode,
+    request: ImageRequest,
+    surface: Surface,
+) -> Response {
+    let (sender, partials) = mpsc::unbounded_channel();
+    let work: BoxFuture<'static, Result<Vec<Value>, Error>> = Box::pin(async move {
+        let call = calls::call(&state, &caller, &admitted, cache, None, Some(&sender));
+        let served = state.gateway.serve(call, request).await?;
+        Ok(completed_events(&state, &served, surface))
+    });
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.reset();
+    let streaming = Streaming {
+        work: Some(work),
+        partials,
+        keep_alive,
+        pending: VecDeque::new(),
+        surface,
+    };
+    let body = stream::unfold(streaming, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, std::convert::Infallible>(chunk), s))
+    });
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+impl Streaming {
+    /// The next bytes to send, `None` at the end.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(chunk) = self.pending.pop_front() {
+                return Some(chunk);
+            }
+            let work = self.work.as_mut()?;
+            tokio::select! {
+                // Partials first: they were sent before the generation finished.
+                biased;
+                Some(partial) = self.partials.recv() => {
+                    return Some(sse(&self.surface.event("partial_image"), &partial_event(&partial, self.surface)));
+                }
+                outcome = work => {
+                    self.work = None;
+                    while let Ok(partial) = self.partials.try_recv() {
+                        self.pending.push_back(sse(&self.surface.event("partial_image"), &partial_event(&partial, self.surface)));
+                    }
+                    match outcome {
+                        Ok(events) => self.pending.extend(
+                            events.iter().map(|event| sse(&self.surface.event("completed"), event)),
+                        ),
+                        Err(error) => self.pending.push_back(error_event(&error)),
+                    }
+                }
+                _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
+            }
+        }
+    }
+}
+
+/// One `event:` + `data:` block.
+fn sse(event: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// A failure after the stream began: OpenAI's error object as the data (the SDKs raise it).
+fn error_event(error: &Error) -> Bytes {
+    if error.status() >= 500 {
+        tracing::error!(%error, "streamed request failed");
+    }
+    let data = json!({"error": {
+        "message": error.public_message(),
+        "type": error.error_type(),
+        "param": error.param(),
+        "code": error.code(),
+    }});
+    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+}
+
+fn partial_event(partial: &PartialImage, surface: Surface) -> Value {
+    let mut event = Map::new();
+    event.insert("type".into(), Value::String(surface.event("partial_image")));
+    event.insert("b64_json".into(), Value::String(partial.b64_json.clone()));
+    event.insert("partial_image_index".into(), Value::from(partial.index));
+    event.insert("created_at".into(), Value::from(now()));
+    for (name, value) in [
+        ("background", &partial.meta.background),
+        ("output_format", &partial.meta.output_format),
+        ("quality", &partial.meta.quality),
+        ("size", &partial.meta.size),
+    ] {
+        if let Some(value) = value {
+            event.insert(name.into(), Value::String(value.clone()));
+        }
+    }
+    Value::Object(event)
+}
+
+/// One completed event per image, with the answer's metadata; usage on the last.
+fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<Value> {
+    use base64::Engine as _;
+    let response = state.gateway.response(served);
+    let count = served.images.len();
+    served
+        .images
+        .iter()
+        .enumerate()
+        .map(|(index, image)| {
+            let mut event = Map::new();
+            event.insert("type".into(), Value::String(surface.event("completed")));
+            // The answer is already base64 unless the client asked for URLs.
+            let b64 = response
+                .data
+                .get(index)
+                .and_then(|d| d.b64_json.clone())
+                .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+            event.insert("b64_json".into(), Value::String(b64));
+            event.insert("created_at".into(), Value::from(response.created));
+            for (name, value) in [
+                ("background", &response.background),
+                ("output_format", &response.output_format),
+                ("quality", &response.quality),
+                ("size", &response.size),
+            ] {
+                if let Some(value) = value {
+                    event.insert(name.into(), Value::String(value.clone()));
+                }
+            }
+            if index + 1 == count {
+                if let Some(usage) = &response.usage {
+                    event.insert("usage".into(), json!(usage));
+                }
+                if let Some(credits) = response.credits_used {
+                    event.insert("credits_used".into(), Value::from(credits));
+                }
+            }
+            Value::Object(event)
+        })
+        .collect()
+}
+
+fn now() -> i64 {
+    imgproxy_core::accounts::now_unix()
+}

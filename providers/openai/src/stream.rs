@@ -1,0 +1,184 @@
+//! OpenAI's streamed image answers (`stream: true`): Server-Sent Events of `*.partial_image`
+//! (relayed to the client as they arrive) and `*.completed` (one per image, collected into the
+//! generation). An `error` object in the stream is the upstream's failure.
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use imgproxy_core::{
+    provider::{ImageMeta, PartialImage, PartialSender},
+    ProviderError, Usage,
+};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::{
+    convert::{ImageSource, ParsedImage, ParsedResponse},
+    errors,
+};
+
+/// One event's JSON, partial or completed.
+#[derive(Debug, Deserialize)]
+struct StreamEvent {
+    #[serde(rename = "type", default)]
+    kind: String,
+    b64_json: Option<String>,
+    partial_image_index: Option<u32>,
+    background: Option<String>,
+    output_format: Option<String>,
+    quality: Option<String>,
+    size: Option<String>,
+    usage: Option<Value>,
+    error: Option<Value>,
+}
+
+/// Reads the event stream of `response` to its end: partials go to `partials`, completed
+/// images are returned as a parsed response.
+pub(crate) async fn read(
+    mut response: reqwest::Response,
+    partials: &PartialSender,
+    model: &str,
+) -> Result<ParsedResponse, ProviderError> {
+    let mut parsed = ParsedResponse {
+        images: Vec::new(),
+        usage: None,
+        meta: ImageMeta::default(),
+    };
+    let mut buffer = BytesMut::new();
+    loop {
+        let chunk = response
+            .chunk()
+            .await
+            .map_err(imgproxy_core::upstream::transport_error)?;
+        let ended = chunk.is_none();
+        if let Some(chunk) = chunk {
+            buffer.extend_from_slice(&chunk);
+        }
+        while let Some(event) = next_event(&mut buffer, ended) {
+            if handle(&event, partials, &mut parsed, model)? {
+                return finish(parsed);
+            }
+        }
+        if ended {
+            return finish(parsed);
+        }
+    }
+}
+
+/// The data of the next complete event in `buffer` (its `data:` lines joined), removed from
+/// it with any data-less blocks before it (comments such as `: keep-alive`); at the end of the
+/// stream, whatever is left counts as the last event.
+fn next_event(buffer: &mut BytesMut, ended: bool) -> Option<String> {
+    loop {
+        let text = String::from_utf8_lossy(buffer);
+        let boundary = ["\r\n\r\n", "\n\n"]
+            .iter()
+            .filter_map(|sep| text.find(sep).map(|at| (at, sep.len())))
+            .min();
+        let (end, skip) = match boundary {
+            Some(found) => found,
+            None if ended && !text.trim().is_empty() => (text.len(), 0),
+            None => return None,
+        };
+        let block = text[..end].to_owned();
+        let _ = buffer.split_to(end + skip);
+        let data: Vec<&str> = block
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect();
+        if !data.is_empty() {
+            return Some(data.join("\n"));
+        }
+    }
+}
+
+/// Handles one event's data; `true` at `[DONE]`.
+fn handle(
+    data: &str,
+    partials: &PartialSender,
+    parsed: &mut ParsedResponse,
+    model: &str,
+) -> Result<bool, ProviderError> {
+    if data.trim() == "[DONE]" {
+        return Ok(true);
+    }
+    let event: StreamEvent = serde_json::from_str(data)
+        .map_err(|e| imgproxy_core::upstream::failed(format!("malformed stream event: {e}")))?;
+    if let Some(error) = event.error {
+        // Mapped like an error answer of the status it stands for: a refusal of the request
+        // (invalid, moderated) as a 400, anything else as the upstream's own failure.
+        let refused = error.get("type").and_then(Value::as_str) == Some("invalid_request_error")
+            || error.get("code").and_then(Value::as_str) == Some("moderation_blocked");
+        let body = serde_json::json!({ "error": error }).to_string();
+        let status = if refused { 400 } else { 500 };
+        return Err(errors::error_from_status(
+            status,
+            None,
+            body.as_bytes(),
+            model,
+        ));
+    }
+    let meta = ImageMeta {
+        background: event.background,
+        output_format: event.output_format,
+        quality: event.quality,
+        size: event.size,
+    };
+    if event.kind.ends_with(".partial_image") {
+        if let Some(b64_json) = event.b64_json {
+            // The client may be gone; the generation still completes (and is cached).
+            let _ = partials.send(PartialImage {
+                b64_json,
+                index: event.partial_image_index.unwrap_or(0),
+                meta,
+            });
+        }
+    } else if event.kind.ends_with(".completed") {
+        let b64 = event.b64_json.ok_or_else(|| {
+            imgproxy_core::upstream::failed("a completed stream event has no `b64_json`")
+        })?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| imgproxy_core::upstream::failed(format!("bad `b64_json`: {e}")))?;
+        parsed.images.push(ParsedImage {
+            source: ImageSource::Inline(Bytes::from(bytes)),
+            revised_prompt: None,
+        });
+        if let Some(usage) = event.usage.and_then(Usage::lenient) {
+            parsed
+                .usage
+                .get_or_insert_with(Usage::default)
+                .accumulate(&usage);
+        }
+        if parsed.meta == ImageMeta::default() {
+            parsed.meta = meta;
+        }
+    }
+    Ok(false)
+}
+
+fn finish(parsed: ParsedResponse) -> Result<ParsedResponse, ProviderError> {
+    if parsed.images.is_empty() {
+        return Err(imgproxy_core::upstream::failed(
+            "the upstream's stream ended without a completed image",
+        ));
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_on_blank_lines_and_comments_carry_nothing() {
+        let mut buffer = BytesMut::from(
+            ": keep-alive\n\nevent: x\ndata: {\"a\":1}\n\nevent: y\r\ndata: {\"b\":2}\r\n\r\ndata: [DO",
+        );
+        assert_eq!(next_event(&mut buffer, false).as_deref(), Some("{\"a\":1}"));
+        assert_eq!(next_event(&mut buffer, false).as_deref(), Some("{\"b\":2}"));
+        assert_eq!(next_event(&mut buffer, false), None);
+        buffer.extend_from_slice(b"NE]");
+        assert_eq!(next_event(&mut buffer, true).as_deref(), Some("[DONE]"));
+    }
+}
