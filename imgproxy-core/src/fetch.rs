@@ -127,6 +127,40 @@ impl ReferenceFetcher {
         &self.policy
     }
 
+    /// Checks a client-given URL that imgproxy will POST to (a task's `callback_url`) as
+    /// reference URLs are checked: http(s) only, no private, loopback, link-local or metadata
+    /// host. A refusal is a 400 naming `callback_url`.
+    pub fn check_callback(&self, url: &str) -> crate::Result<Url> {
+        let callback_error = |message: String| {
+            Error::invalid_param(
+                "callback_url",
+                message
+                    .replace("the reference image URL", "the callback URL")
+                    .replace("the reference image host", "the callback host")
+                    .replace("may be fetched", "may be called"),
+            )
+        };
+        let parsed = Url::parse(url.trim())
+            .map_err(|_| callback_error("`callback_url` is not a URL".into()))?;
+        check_url(&parsed, &self.allow).map_err(|refused| callback_error(refused.0))?;
+        Ok(parsed)
+    }
+
+    /// An HTTP client for POSTs to URLs checked by [`ReferenceFetcher::check_callback`]: the
+    /// same resolver check on every connection, no redirects, no proxies.
+    pub fn callback_client(&self, timeout: Duration) -> crate::Result<reqwest::Client> {
+        reqwest::Client::builder()
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver {
+                allow: Arc::clone(&self.allow),
+            }))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .user_agent(concat!("imgproxy/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot build the webhook client: {e}")))
+    }
+
     /// Resolves one reference: `data:` URLs are decoded, http(s) URLs fetched under the policy.
     /// File ids (anything not a URL, see [`file_id_of`]) are the gateway's to resolve: here
     /// they are a 400 naming `image`.
@@ -211,14 +245,12 @@ impl ReferenceFetcher {
                 "the reference image URL returned an empty body".into(),
             ));
         }
-        let mime = match (sniff_mime(&body), header_mime) {
-            (Some(sniffed), _) => sniffed.to_owned(),
-            (None, Some(declared)) if is_image_mime(&declared) => declared,
-            (None, _) => {
-                return Err(Refused(
-                    "the reference image URL is not an image (unrecognised content)".into(),
-                ))
-            }
+        // The bytes decide: a declared `image/*` type on other content (an HTML error page
+        // served as `image/png`) is not an image.
+        let Some(mime) = sniff_mime(&body).map(str::to_owned) else {
+            return Err(Refused(
+                "the reference image URL is not an image (unrecognised content)".into(),
+            ));
         };
         Ok(ReferenceImage {
             bytes: body.freeze(),
@@ -363,7 +395,12 @@ fn decode_data_url(url: &str, max: usize) -> Result<ReferenceImage, Refused> {
     if bytes.is_empty() {
         return Err(Refused("the reference image data URL is empty".into()));
     }
-    let mime = sniff_mime(&bytes).map_or(declared, str::to_owned);
+    let Some(mime) = sniff_mime(&bytes).map(str::to_owned) else {
+        return Err(Refused(format!(
+            "the reference image data URL is not an image (its content is not `{}`)",
+            printable(&declared)
+        )));
+    };
     Ok(ReferenceImage {
         bytes: bytes.into(),
         mime,

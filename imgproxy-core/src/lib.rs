@@ -24,6 +24,7 @@ pub mod schema;
 pub mod serving;
 pub mod signing;
 pub mod store;
+pub mod tasks;
 pub mod text_params;
 pub mod upstream;
 pub mod url_api;

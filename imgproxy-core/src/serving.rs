@@ -50,6 +50,20 @@ pub struct Served {
     produced: Arc<Produced>,
 }
 
+impl Served {
+    /// The stored result: image keys and metadata (what a task keeps).
+    pub fn result(&self) -> &CachedResult {
+        &self.produced.result
+    }
+
+    /// Token usage, when the images were generated for this request.
+    pub fn usage(&self) -> Option<&Usage> {
+        (self.cache == CacheStatus::Miss)
+            .then_some(self.produced.usage.as_ref())
+            .flatten()
+    }
+}
+
 /// An image in the store, with its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredImage {
@@ -209,6 +223,50 @@ impl Gateway {
             self.response_of(&served.request, &produced.result, &produced.bytes, usage);
         response.credits_used = served.credits_used;
         response
+    }
+
+    /// The OpenAI answer for a stored result (a task's) in `format`: freshly signed URLs, or
+    /// the bytes from the store.
+    pub async fn stored_response(
+        &self,
+        result: &CachedResult,
+        format: crate::ResponseFormat,
+        usage: Option<Usage>,
+    ) -> Result<ImageResponse> {
+        let mut data = Vec::with_capacity(result.images.len());
+        for image in &result.images {
+            let (b64_json, url) = match format {
+                crate::ResponseFormat::Url => (None, self.image_url(&image.key)),
+                crate::ResponseFormat::B64Json => {
+                    use base64::Engine as _;
+                    let store = self
+                        .store()
+                        .ok_or_else(|| Error::Internal("no image store".into()))?;
+                    let (bytes, _) = store.get(&image.key).await?.ok_or_else(|| {
+                        Error::Internal(format!("stored image {} is gone", image.key))
+                    })?;
+                    (
+                        Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
+                        None,
+                    )
+                }
+            };
+            data.push(crate::ImageData {
+                b64_json,
+                url,
+                revised_prompt: image.revised_prompt.clone(),
+            });
+        }
+        Ok(ImageResponse {
+            created: crate::accounts::now_unix(),
+            data,
+            background: result.background.clone(),
+            output_format: result.output_format.clone(),
+            quality: result.quality.clone(),
+            size: result.size.clone(),
+            usage,
+            credits_used: None,
+        })
     }
 
     /// The cached result of `job`, when the cache is used and has all its images.

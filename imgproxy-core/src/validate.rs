@@ -192,15 +192,10 @@ pub fn validate(
             ));
         }
     }
-    if request.run_async == Some(true) || request.callback_url.is_some() {
-        let param = if request.callback_url.is_some() {
-            "callback_url"
-        } else {
-            "async"
-        };
+    if request.callback_url.is_some() && request.run_async != Some(true) {
         return Err(Error::invalid_param(
-            param,
-            "asynchronous tasks are not available on this server yet",
+            "callback_url",
+            "`callback_url` is for asynchronous tasks: add `\"async\": true`",
         ));
     }
 
@@ -621,8 +616,8 @@ mod tests {
                 .stream
         );
         assert_eq!(
-            param_of(json!({"prompt": "p", "async": true})).as_deref(),
-            Some("async")
+            param_of(json!({"prompt": "p", "callback_url": "https://example.com/h"})).as_deref(),
+            Some("callback_url")
         );
     }
 

@@ -51,6 +51,7 @@ fn router(accounts: Accounts, images: &std::path::Path) -> Router {
     build_app(AppState {
         gateway: Arc::new(gateway),
         accounts,
+        tasks: None,
         limits: Arc::default(),
         master_key: None,
         instance_id: "bench".into(),

@@ -40,6 +40,13 @@ pub fn build_app(state: AppState) -> Router {
         )
         .route("/v1/files/{id}/content", get(handlers::files::content))
         .route("/v1/signed-urls", post(handlers::signed_urls::create))
+        .route("/v1/tasks/{id}", get(handlers::tasks::retrieve))
+        .route("/v1/tasks/{id}/cancel", post(handlers::tasks::cancel))
+        .route("/v1/webhooks/secret", get(handlers::tasks::webhook_secret))
+        .route(
+            "/api/v1/images/generations",
+            get(handlers::tasks::seed_poll),
+        )
         .route(
             "/v1/admin/keys",
             post(handlers::admin::create).get(handlers::admin::list),

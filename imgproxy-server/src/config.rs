@@ -39,6 +39,12 @@ pub const ENV_URL_SECRET: &str = "IMGPROXY_URL_SECRET";
 pub const ENV_URL_TTL_SECS: &str = "IMGPROXY_URL_TTL_SECS";
 /// Default model of the URL API (`GET /api/generate`).
 pub const ENV_URL_API_DEFAULT_MODEL: &str = "IMGPROXY_URL_API_DEFAULT_MODEL";
+/// Tasks one instance runs at once.
+pub const ENV_TASK_WORKERS: &str = "IMGPROXY_TASK_WORKERS";
+/// Seconds after which a running task whose instance went silent is failed.
+pub const ENV_TASK_ABANDONED_SECS: &str = "IMGPROXY_TASK_ABANDONED_SECS";
+/// Seconds after a task's end during which its webhook is retried.
+pub const ENV_WEBHOOK_WINDOW_SECS: &str = "IMGPROXY_WEBHOOK_WINDOW_SECS";
 /// Key id that public (unauthenticated) URL-API requests are billed to; enables public mode.
 pub const ENV_PUBLIC_KEY_ID: &str = "IMGPROXY_PUBLIC_KEY_ID";
 
@@ -163,6 +169,22 @@ pub struct Config {
     pub url_api: UrlApiConfig,
     /// Unauthenticated URL-API access, billed to one key under its own limits.
     pub public: Option<PublicConfig>,
+    /// Asynchronous tasks and webhooks.
+    pub tasks: TasksConfig,
+}
+
+/// Asynchronous tasks and webhooks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Tasks one instance runs at once (default 4).
+    pub workers: Option<usize>,
+    /// Seconds of silence after which a running task's instance counts as dead (default 30).
+    pub abandoned_after_secs: Option<u64>,
+    /// Seconds of one webhook attempt (default 10).
+    pub webhook_timeout_secs: Option<u64>,
+    /// Seconds after a task's end during which its webhook is retried (default 1800).
+    pub webhook_window_secs: Option<u64>,
 }
 
 /// Image storage: the data dir unless an S3 bucket is set.
@@ -333,6 +355,8 @@ pub struct Settings {
     pub path_form: bool,
     /// Public URL-API access.
     pub public: Option<PublicConfig>,
+    /// Tasks and webhooks.
+    pub tasks: imgproxy_core::tasks::TaskSettings,
 }
 
 /// One provider to start.
@@ -498,7 +522,34 @@ impl Config {
             anyhow::bail!("[public] needs the `key_id` of the key that pays for public requests");
         }
 
+        let mut tasks = imgproxy_core::tasks::TaskSettings::default();
+        let secs = |var: &str, file: Option<u64>| -> anyhow::Result<Option<Duration>> {
+            let from_env = env
+                .var(var)
+                .map(|text| {
+                    text.parse::<u64>()
+                        .with_context(|| format!("{var} is not a number"))
+                })
+                .transpose()?;
+            Ok(from_env.or(file).map(Duration::from_secs))
+        };
+        if let Some(workers) = number(ENV_TASK_WORKERS)?.or(self.tasks.workers) {
+            tasks.workers = workers.max(1);
+        }
+        if let Some(after) = secs(ENV_TASK_ABANDONED_SECS, self.tasks.abandoned_after_secs)? {
+            tasks.abandoned_after = after.max(Duration::from_secs(2));
+            // Beat well within the silence that counts as death.
+            tasks.heartbeat = tasks.heartbeat.min(tasks.abandoned_after / 4);
+        }
+        if let Some(timeout) = secs("", self.tasks.webhook_timeout_secs)? {
+            tasks.webhook_timeout = timeout;
+        }
+        if let Some(window) = secs(ENV_WEBHOOK_WINDOW_SECS, self.tasks.webhook_window_secs)? {
+            tasks.webhook_window = window;
+        }
+
         Ok(Settings {
+            tasks,
             memory_cache_bytes: storage
                 .memory_cache_bytes
                 .unwrap_or(imgproxy_core::store::DEFAULT_MEMORY_BYTES),

@@ -8,6 +8,7 @@ use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     gateway::IMAGE_PATH,
     signing::UrlSigner,
+    tasks::Tasks,
     Catalog, Gateway, GatewayBuilder, ImageProvider, ImageStore, ModelSpec,
 };
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
@@ -100,6 +101,16 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         tracing::warn!(key = %key.id, "public mode: unauthenticated URL-API requests are billed to this key");
     }
     let url_api_model = url_api_default_model(&settings, &gateway);
+    let gateway = Arc::new(gateway);
+    let tasks = Arc::new(Tasks::new(
+        gateway.clone(),
+        accounts.clone(),
+        instance_id.clone(),
+        fetcher(&settings)?,
+        settings.tasks.clone(),
+    )?);
+    tasks.recover().await?;
+    tasks.start();
 
     let served: Vec<&str> = gateway
         .served_models()
@@ -121,8 +132,9 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     }
 
     let state = AppState {
-        gateway: Arc::new(gateway),
+        gateway,
         accounts,
+        tasks: Some(tasks),
         limits: Arc::default(),
         master_key: settings.master_key.map(Arc::new),
         instance_id: instance_id.into(),
@@ -250,16 +262,6 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
         catalog.remap(from, to)?;
     }
 
-    let mut policy = FetchPolicy {
-        allow_hosts: settings.fetch.allow_hosts.clone(),
-        ..FetchPolicy::default()
-    };
-    if let Some(max_bytes) = settings.fetch.max_bytes {
-        policy.max_bytes = max_bytes;
-    }
-    if let Some(seconds) = settings.fetch.timeout_secs {
-        policy.timeout = Duration::from_secs(seconds);
-    }
     let store = match &settings.s3 {
         Some(location) => ImageStore::s3(location)?,
         None => ImageStore::local(&settings.data_dir)?,
@@ -267,7 +269,7 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
     .with_memory_cache(settings.memory_cache_bytes);
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
-        .fetcher(ReferenceFetcher::new(policy)?)
+        .fetcher(fetcher(settings)?)
         .store(store, format!("{public_url}{IMAGE_PATH}"));
     if let Some(model) = &settings.default_model {
         builder = builder.default_model(model);
@@ -282,6 +284,21 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
         }
     }
     Ok(builder)
+}
+
+/// The guarded fetcher of reference images (and callback URLs) that `settings` describe.
+pub fn fetcher(settings: &Settings) -> anyhow::Result<ReferenceFetcher> {
+    let mut policy = FetchPolicy {
+        allow_hosts: settings.fetch.allow_hosts.clone(),
+        ..FetchPolicy::default()
+    };
+    if let Some(max_bytes) = settings.fetch.max_bytes {
+        policy.max_bytes = max_bytes;
+    }
+    if let Some(seconds) = settings.fetch.timeout_secs {
+        policy.timeout = Duration::from_secs(seconds);
+    }
+    Ok(ReferenceFetcher::new(policy)?)
 }
 
 /// Builds one provider client from its settings.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use imgproxy_core::{accounts::Accounts, Gateway};
+use imgproxy_core::{accounts::Accounts, tasks::Tasks, Gateway};
 use secrecy::SecretString;
 
 use crate::{config::PublicConfig, limits::KeyLimits};
@@ -14,6 +14,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     /// Keys, balances and the ledger.
     pub accounts: Accounts,
+    /// Asynchronous tasks; `None` where they are not run (in-process tests).
+    pub tasks: Option<Arc<Tasks>>,
     /// Per-key rate and concurrency limits of this instance.
     pub limits: Arc<KeyLimits>,
     /// When set, API requests must carry it or an issued key as a Bearer token.

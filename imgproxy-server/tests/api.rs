@@ -69,6 +69,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     let state = AppState {
         gateway: Arc::new(gateway),
         accounts: accounts.clone(),
+        tasks: None,
         limits: Arc::default(),
         master_key: master_key.map(|k| Arc::new(SecretString::from(k.to_owned()))),
         instance_id: "test-instance".into(),

@@ -35,6 +35,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "records",
         include_str!("../../migrations/sqlite/0002_records.sql"),
     ),
+    (
+        3,
+        "tasks",
+        include_str!("../../migrations/sqlite/0003_tasks.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -47,11 +52,16 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         "records",
         include_str!("../../migrations/postgres/0002_records.sql"),
     ),
+    (
+        3,
+        "tasks",
+        include_str!("../../migrations/postgres/0003_tasks.sql"),
+    ),
 ];
 
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
-pub(super) enum Db {
+pub(crate) enum Db {
     /// All writes go through `writer`, one connection, so writers of this process queue in the
     /// pool instead of spinning on `SQLITE_BUSY`; `BEGIN IMMEDIATE` and the busy timeout cover
     /// other processes (the CLI) on the same file.

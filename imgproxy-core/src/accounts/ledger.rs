@@ -187,6 +187,31 @@ impl Accounts {
         self.release(Some(owner), older_than).await
     }
 
+    /// Refunds the open reservation of `request_id` (a task whose instance died), if any;
+    /// `true` if this call refunded it.
+    pub async fn release_request(&self, key_id: &str, request_id: &str) -> Result<bool> {
+        let amount: Option<i64> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(
+                "SELECT amount FROM reservations WHERE key_id = $1 AND request_id = $2 \
+                 AND status = 'reserved'",
+            )
+            .bind(key_id)
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await
+            .db()?
+        });
+        let Some(amount) = amount else {
+            return Ok(false);
+        };
+        let reservation = Reservation {
+            request_id: request_id.to_owned(),
+            key_id: key_id.to_owned(),
+            amount: u64::try_from(amount).db()?,
+        };
+        Ok(self.end(&reservation, Close::Release).await?.1)
+    }
+
     pub(super) async fn release(&self, owner: Option<&str>, older_than: Duration) -> Result<u64> {
         let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now_ms().saturating_sub(age);

@@ -22,15 +22,17 @@ mod keys;
 mod ledger;
 mod records;
 mod secret;
+mod tasks;
 mod types;
 
 use std::time::Duration;
 
 pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage, MAX_NAME_CHARS};
 pub use secret::SECRET_PREFIX;
+pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
 
-pub(crate) use self::db::now_secs;
+pub(crate) use self::db::{now_ms, now_secs};
 
 /// Unix seconds now, the clock every record and signature uses.
 pub fn now_unix() -> i64 {

@@ -29,6 +29,22 @@ pub(super) fn new_file_id() -> Result<String> {
     Ok(format!("file-{}", random_base62(ID_CHARS + 8)?))
 }
 
+/// A random base62 token of `len` characters (ids of tasks and the like).
+pub(super) fn new_token(len: usize) -> Result<String> {
+    random_base62(len)
+}
+
+/// A new Standard Webhooks signing secret: `whsec_` and 24 random bytes in base64.
+pub(super) fn new_webhook_secret() -> Result<String> {
+    use base64::Engine as _;
+    let mut bytes = [0_u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+    Ok(format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    ))
+}
+
 /// A new secret.
 pub(super) fn new_secret() -> Result<String> {
     Ok(format!("{SECRET_PREFIX}{}", random_base62(SECRET_CHARS)?))

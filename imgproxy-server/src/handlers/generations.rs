@@ -8,14 +8,17 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use imgproxy_core::ImageRequest;
+use imgproxy_core::{cache::CacheMode, tasks::TaskKind, ImageRequest};
 
 use crate::{
     auth::Caller,
     calls,
     error::ApiError,
     extract::OpenAIJson,
-    handlers::stream::{self, Surface},
+    handlers::{
+        stream::{self, Surface},
+        tasks,
+    },
     state::AppState,
 };
 
@@ -38,6 +41,19 @@ pub async fn serve(
     request: ImageRequest,
     surface: Surface,
 ) -> Result<Response, ApiError> {
+    if tasks::wants_async(headers, &request) {
+        let kind = match surface {
+            Surface::Generation => TaskKind::Generation,
+            Surface::Edit => TaskKind::Edit,
+        };
+        let mut request = request;
+        if calls::cache_mode(headers, false) == CacheMode::Refresh {
+            request.reroll = Some(true);
+        }
+        // Rate limits count a submission like a request; the workers bound what runs.
+        drop(calls::admit(&state, &caller, request.n.unwrap_or(1))?);
+        return tasks::submit(&state, &caller, kind, request).await;
+    }
     let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1))?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
     if request.stream == Some(true) {

@@ -10,4 +10,5 @@ pub mod images;
 pub mod models;
 pub mod signed_urls;
 pub mod stream;
+pub mod tasks;
 pub mod url_api;

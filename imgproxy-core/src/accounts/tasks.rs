@@ -1,0 +1,572 @@
+//! Asynchronous tasks and their webhook deliveries in the database. Every state change is a
+//! conditional update, so under any number of instances a task is claimed once, finished once,
+//! and a delivery is attempted by one instance at a time. Running tasks and delivering
+//! webhooks is `crate::tasks`' job.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{
+    db::{now_ms, read_pool, write_tx, Db, DbExt},
+    secret, Accounts,
+};
+use crate::{Error, Result};
+
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker runs it.
+    Processing,
+    /// Done, with a result.
+    Succeeded,
+    /// Done, with an error.
+    Failed,
+    /// Canceled by the client.
+    Canceled,
+}
+
+impl TaskStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+
+    fn parse(text: &str) -> Result<Self> {
+        Ok(match text {
+            "queued" => Self::Queued,
+            "processing" => Self::Processing,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "canceled" => Self::Canceled,
+            other => return Err(Error::Internal(format!("unknown task status `{other}`"))),
+        })
+    }
+}
+
+/// A task to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    /// Its tenant.
+    pub tenant: String,
+    /// The paying key, for metered callers.
+    pub key_id: Option<String>,
+    /// `generation` or `edit`.
+    pub kind: String,
+    /// The model asked for.
+    pub model: String,
+    /// The request as submitted.
+    pub request: Value,
+    /// Where to POST the terminal state.
+    pub callback_url: Option<String>,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// `task_...`.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// The paying key, for metered callers.
+    pub key_id: Option<String>,
+    /// `generation` or `edit`.
+    pub kind: String,
+    /// The model asked for.
+    pub model: String,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// The request as submitted.
+    pub request: Value,
+    /// The stored result, on success.
+    pub result: Option<Value>,
+    /// `{"message", "type", "param", "code"}`, on failure.
+    pub error: Option<Value>,
+    /// Credits charged.
+    pub credits_used: Option<i64>,
+    /// Where the terminal state is POSTed.
+    pub callback_url: Option<String>,
+    /// Whether the client asked to cancel it while it ran.
+    pub cancel_requested: bool,
+    /// Unix milliseconds.
+    pub created_at_ms: i64,
+    /// When a worker took it.
+    pub started_at_ms: Option<i64>,
+    /// When it ended.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskOutcome {
+    /// `succeeded`, `failed` or `canceled`.
+    pub status: TaskStatus,
+    /// The stored result, on success.
+    pub result: Option<Value>,
+    /// The error object, on failure.
+    pub error: Option<Value>,
+    /// Credits charged.
+    pub credits_used: Option<i64>,
+}
+
+/// A webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    /// The task it reports.
+    pub task_id: String,
+    /// Its tenant (whose secret signs it).
+    pub tenant: String,
+    /// The receiver.
+    pub url: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts made (counting one in progress).
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Unix milliseconds of the terminal state it reports.
+    pub created_at_ms: i64,
+    /// When it was delivered or given up.
+    pub finished_at_ms: Option<i64>,
+}
+
+const TASK_COLUMNS: &str = "id, tenant, key_id, kind, model, status, request, result, error, \
+     credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms";
+
+type TaskRow = (
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    bool,
+    i64,
+    Option<i64>,
+    Option<i64>,
+);
+
+const DELIVERY_COLUMNS: &str =
+    "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms";
+
+type DeliveryRow = (
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    Option<i64>,
+);
+
+impl Accounts {
+    /// Stores a queued task.
+    pub async fn create_task(&self, task: NewTask) -> Result<TaskRecord> {
+        let id = format!("task_{}", secret::new_token(24)?);
+        let request = task.request.to_string();
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
+            )
+            .bind(&id)
+            .bind(&task.tenant)
+            .bind(&task.key_id)
+            .bind(&task.kind)
+            .bind(&task.model)
+            .bind(&request)
+            .bind(&task.callback_url)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+        });
+        self.task_by_id(&id)
+            .await?
+            .ok_or_else(|| Error::Internal("a stored task vanished".into()))
+    }
+
+    /// The task `id` of `tenant`; another tenant's task is as absent as a missing one.
+    pub async fn task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>> {
+        Ok(self.task_by_id(id).await?.filter(|t| t.tenant == tenant))
+    }
+
+    /// The task `id`, whoever's.
+    pub async fn task_by_id(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        row.map(task_of_row).transpose()
+    }
+
+    /// Takes the oldest queued task for `owner`; `None` when there is none. Two instances
+    /// never take the same task: the update re-checks `status = 'queued'`.
+    pub async fn claim_task(&self, owner: &str) -> Result<Option<TaskRecord>> {
+        // A read first: idle workers poll, and a write per poll would cost a sync each.
+        let queued: Option<i64> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM tasks WHERE status = 'queued' LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        if queued.is_none() {
+            return Ok(None);
+        }
+        // Postgres skips rows another instance is taking, instead of waiting for them.
+        let lock = match &self.db {
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Db::Sqlite { .. } => "",
+        };
+        let sql = format!(
+            "UPDATE tasks SET status = 'processing', owner = $1, started_at_ms = $2, heartbeat_ms = $2 \
+             WHERE id = (SELECT id FROM tasks WHERE status = 'queued' \
+                         ORDER BY created_at_ms, id LIMIT 1{lock}) \
+             AND status = 'queued' RETURNING {TASK_COLUMNS}"
+        );
+        let row: Option<TaskRow> = write_tx!(&self.db, tx => {
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(now_ms())
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()?;
+            row
+        });
+        row.map(task_of_row).transpose()
+    }
+
+    /// Marks a running task alive; returns whether its client asked to cancel it. `None` if
+    /// `owner` no longer runs it.
+    pub async fn task_heartbeat(&self, id: &str, owner: &str) -> Result<Option<bool>> {
+        write_tx!(&self.db, tx => {
+            let cancel: Option<bool> = sqlx::query_scalar(
+                "UPDATE tasks SET heartbeat_ms = $3 WHERE id = $1 AND owner = $2 \
+                 AND status = 'processing' RETURNING cancel_requested",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(now_ms())
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+            Ok(cancel)
+        })
+    }
+
+    /// Ends a task `owner` runs, and queues its webhook; `false` if it had ended already
+    /// (then nothing changes).
+    pub async fn finish_task(&self, id: &str, owner: &str, outcome: &TaskOutcome) -> Result<bool> {
+        let finished = self
+            .end_tasks(
+                "id = $5 AND owner = $6 AND status = 'processing'",
+                &[id, owner],
+                outcome,
+            )
+            .await?;
+        Ok(finished == 1)
+    }
+
+    /// Cancels a task of `tenant`: a queued one at once (with its webhook), a running one by
+    /// asking its worker. Returns the task as it is now; `None` if unknown.
+    pub async fn cancel_task(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>> {
+        let canceled = TaskOutcome {
+            status: TaskStatus::Canceled,
+            result: None,
+            error: None,
+            credits_used: Some(0),
+        };
+        self.end_tasks(
+            "id = $5 AND tenant = $6 AND status = 'queued'",
+            &[id, tenant],
+            &canceled,
+        )
+        .await?;
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1 AND tenant = $2 \
+                 AND status = 'processing'",
+            )
+            .bind(id)
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+        });
+        self.task(tenant, id).await
+    }
+
+    /// Fails the tasks `owner` was running when it stopped (called at its start).
+    pub async fn fail_interrupted_tasks(&self, owner: &str, error: &Value) -> Result<u64> {
+        let outcome = TaskOutcome {
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some(error.clone()),
+            credits_used: Some(0),
+        };
+        self.end_tasks("owner = $5 AND status = 'processing'", &[owner], &outcome)
+            .await
+    }
+
+    /// Fails running tasks whose worker has not beaten for `silent_ms` (its instance died) and
+    /// refunds what they had reserved.
+    pub async fn fail_abandoned_tasks(&self, silent_ms: i64, error: &Value) -> Result<u64> {
+        let outcome = TaskOutcome {
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some(error.clone()),
+            credits_used: Some(0),
+        };
+        // An integer of ours, so it may sit in the SQL text.
+        let filter = format!(
+            "status = 'processing' AND heartbeat_ms < {}",
+            now_ms().saturating_sub(silent_ms)
+        );
+        let ended = self.end_tasks_listed(&filter, &[], &outcome).await?;
+        for (task_id, key_id) in &ended {
+            if let Some(key_id) = key_id {
+                self.release_request(key_id, task_id).await?;
+            }
+        }
+        Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
+    }
+
+    /// Ends every task matching `filter` (binds from `$5`) with `outcome`, and queues a
+    /// webhook for each one that has a callback. Returns how many ended.
+    async fn end_tasks(&self, filter: &str, binds: &[&str], outcome: &TaskOutcome) -> Result<u64> {
+        let ended = self.end_tasks_listed(filter, binds, outcome).await?;
+        Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
+    }
+
+    /// [`Accounts::end_tasks`], returning the id and paying key of each task it ended.
+    async fn end_tasks_listed(
+        &self,
+        filter: &str,
+        binds: &[&str],
+        outcome: &TaskOutcome,
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let sql = format!(
+            "UPDATE tasks SET status = $1, result = $2, error = $3, credits_used = $4, \
+             finished_at_ms = {now}, heartbeat_ms = NULL WHERE {filter} \
+             RETURNING id, tenant, callback_url, key_id",
+            now = now_ms()
+        );
+        let result = outcome.result.as_ref().map(Value::to_string);
+        let error = outcome.error.as_ref().map(Value::to_string);
+        write_tx!(&self.db, tx => {
+            let mut query = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
+                .bind(outcome.status.as_str())
+                .bind(&result)
+                .bind(&error)
+                .bind(outcome.credits_used);
+            for bind in binds {
+                query = query.bind(*bind);
+            }
+            let ended = query.fetch_all(&mut *tx).await.db()?;
+            for (task_id, tenant, url, _) in &ended {
+                let Some(url) = url else { continue };
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (task_id, tenant, url, status, attempts, \
+                     next_attempt_ms, created_at_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+                )
+                .bind(task_id)
+                .bind(tenant)
+                .bind(url)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            }
+            tx.commit().await.db()?;
+            Ok(ended.into_iter().map(|(id, _, _, key_id)| (id, key_id)).collect())
+        })
+    }
+
+    /// Takes the next due delivery for one attempt, leasing it for `lease_ms` (longer than an
+    /// attempt may take) so no other instance attempts it meanwhile.
+    pub async fn claim_delivery(&self, lease_ms: i64) -> Result<Option<DeliveryRecord>> {
+        let lock = match &self.db {
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Db::Sqlite { .. } => "",
+        };
+        let now = now_ms();
+        let due: Option<i64> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(
+                "SELECT CAST(1 AS BIGINT) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ms <= $1 LIMIT 1",
+            )
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .db()?
+        });
+        if due.is_none() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "UPDATE webhook_deliveries SET next_attempt_ms = $2, attempts = attempts + 1 \
+             WHERE task_id = (SELECT task_id FROM webhook_deliveries WHERE status = 'pending' \
+                              AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 1{lock}) \
+             AND status = 'pending' AND next_attempt_ms <= $1 RETURNING {DELIVERY_COLUMNS}"
+        );
+        let row: Option<DeliveryRow> = write_tx!(&self.db, tx => {
+            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(now.saturating_add(lease_ms))
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()?;
+            row
+        });
+        Ok(row.map(delivery_of_row))
+    }
+
+    /// Records an attempt: delivered, retried at `retry_at_ms`, or (neither) given up.
+    pub async fn record_delivery(
+        &self,
+        task_id: &str,
+        delivered: bool,
+        error: Option<&str>,
+        retry_at_ms: Option<i64>,
+    ) -> Result<()> {
+        let (status, next, finished) = match (delivered, retry_at_ms) {
+            (true, _) => ("delivered", now_ms(), Some(now_ms())),
+            (false, Some(at)) => ("pending", at, None),
+            (false, None) => ("failed", now_ms(), Some(now_ms())),
+        };
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = $2, next_attempt_ms = $3, last_error = $4, \
+                 finished_at_ms = $5 WHERE task_id = $1 AND status = 'pending'",
+            )
+            .bind(task_id)
+            .bind(status)
+            .bind(next)
+            .bind(error)
+            .bind(finished)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()
+        })
+    }
+
+    /// The webhook delivery of a task, if it has one.
+    pub async fn delivery(&self, task_id: &str) -> Result<Option<DeliveryRecord>> {
+        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE task_id = $1");
+        let row: Option<DeliveryRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(task_id)
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        Ok(row.map(delivery_of_row))
+    }
+
+    /// The webhook signing secret of `tenant` (`whsec_` + base64), made on first use.
+    pub async fn webhook_secret(&self, tenant: &str) -> Result<String> {
+        let candidate = secret::new_webhook_secret()?;
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant) DO NOTHING",
+            )
+            .bind(tenant)
+            .bind(&candidate)
+            .bind(now_ms() / 1000)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            let secret: String =
+                sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
+                    .bind(tenant)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .db()?;
+            tx.commit().await.db()?;
+            Ok(secret)
+        })
+    }
+}
+
+fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
+    let (
+        id,
+        tenant,
+        key_id,
+        kind,
+        model,
+        status,
+        request,
+        result,
+        error,
+        credits_used,
+        callback_url,
+        cancel_requested,
+        created_at_ms,
+        started_at_ms,
+        finished_at_ms,
+    ) = row;
+    let json = |text: Option<String>| -> Result<Option<Value>> {
+        text.map(|t| serde_json::from_str(&t)).transpose().db()
+    };
+    Ok(TaskRecord {
+        id,
+        tenant,
+        key_id,
+        kind,
+        model,
+        status: TaskStatus::parse(&status)?,
+        request: serde_json::from_str(&request).db()?,
+        result: json(result)?,
+        error: json(error)?,
+        credits_used,
+        callback_url,
+        cancel_requested,
+        created_at_ms,
+        started_at_ms,
+        finished_at_ms,
+    })
+}
+
+fn delivery_of_row(row: DeliveryRow) -> DeliveryRecord {
+    let (task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms) = row;
+    DeliveryRecord {
+        task_id,
+        tenant,
+        url,
+        status,
+        attempts,
+        last_error,
+        created_at_ms,
+        finished_at_ms,
+    }
+}
