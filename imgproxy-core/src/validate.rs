@@ -362,10 +362,21 @@ fn converted_output(
             let Some(text) = value.as_str() else {
                 return Ok(false);
             };
-            let offered = model.param(name).is_some_and(|rule| match &rule.kind {
-                ParamKind::Enum { values } => values.iter().any(|v| v == text),
-                _ => true,
+            let values = model.param(name).and_then(|rule| match &rule.kind {
+                ParamKind::Enum { values } => Some(values),
+                _ => None,
             });
+            let offered = model.param(name).is_some()
+                && values.is_none_or(|values| values.iter().any(|v| v == text));
+            // A model that makes only SVG or GIF has nothing a raster format converts from.
+            let makes_raster = values.is_none_or(|values| {
+                values
+                    .iter()
+                    .any(|v| RasterFormat::from_extension(v).is_some())
+            });
+            if !makes_raster {
+                return Ok(false);
+            }
             // `jpg` is no OpenAI value: validation refuses it unless the model takes it.
             let format = RasterFormat::from_extension(text).filter(|_| text != "jpg" || offered);
             output.format = format;
@@ -510,6 +521,13 @@ mod tests {
         // Nothing asked, nothing converted.
         let v = check(json!({"model": "gpt-image-2", "prompt": "p"})).unwrap();
         assert_eq!(v.wanted_format(), None);
+        // A model that makes only SVG cannot be converted to raster.
+        assert_eq!(
+            param_of(json!({"model": "vectorize", "prompt": "p", "image": "data:image/png;base64,iVBORw0KGgo=",
+                            "output_format": "png"}))
+            .as_deref(),
+            Some("output_format")
+        );
         // Not raster, or not OpenAI's spelling: refused as before.
         assert_eq!(
             param_of(json!({"model": "flux-pro-1.1", "prompt": "p", "output_format": "gif"}))
