@@ -18,7 +18,7 @@ use crate::{
     accounts::{Accounts, CachedResult},
     cache::SingleFlight,
     fetch::{FetchPolicy, ReferenceFetcher},
-    provider::{ImageMeta, PartialSender, ReferenceImage},
+    provider::{ImageMeta, JobSender, PartialSender, ReferenceImage},
     serving::Shared,
     signing::UrlSigner,
     validate, Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest,
@@ -28,6 +28,18 @@ use crate::{
 
 /// The path under which stored images are served and signed: `{url_prefix}` ends with it.
 pub const IMAGE_PATH: &str = "/images/";
+
+/// Where a run's upstream calls report as they go (partial images, started upstream jobs),
+/// and the jobs of an earlier run to resume instead of starting new ones.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sinks<'a> {
+    /// Partial images, when the client streams.
+    pub partials: Option<&'a PartialSender>,
+    /// Upstream job tokens, when a task records them.
+    pub jobs: Option<&'a JobSender>,
+    /// Jobs to resume, by the `first_index` of their call.
+    pub resume: Option<&'a std::collections::BTreeMap<u32, String>>,
+}
 
 /// Upstream calls one request may run at once when it fans `n` out.
 const DEFAULT_FAN_OUT: usize = 4;
@@ -225,7 +237,7 @@ impl Gateway {
         let references = self.fetch_references(&validated).await?;
         let mask = self.fetch_mask(&validated, "").await?;
         let generation = self
-            .run(&validated, &references, mask.as_ref(), None)
+            .run(&validated, &references, mask.as_ref(), Sinks::default())
             .await?;
         self.respond(&validated, generation).await
     }
@@ -254,7 +266,7 @@ impl Gateway {
         request: &ValidatedRequest,
         references: &[ReferenceImage],
         mask: Option<&ReferenceImage>,
-        partials: Option<&PartialSender>,
+        sinks: Sinks<'_>,
     ) -> Result<Generation> {
         let model = &request.model;
         let provider = self
@@ -269,7 +281,8 @@ impl Gateway {
             .map(|first_index| ProviderRequest {
                 references,
                 mask,
-                partials,
+                partials: sinks.partials,
+                jobs: sinks.jobs,
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,
@@ -283,6 +296,7 @@ impl Gateway {
                     provider.as_ref(),
                     self.provider_limits.get(&model.provider),
                     call,
+                    sinks.resume,
                 )
             })
             .collect();
@@ -447,13 +461,22 @@ async fn call_provider(
     provider: &dyn ImageProvider,
     limit: Option<&Arc<Semaphore>>,
     call: ProviderRequest<'_>,
+    resume: Option<&std::collections::BTreeMap<u32, String>>,
 ) -> (u32, Result<Generation, crate::ProviderError>) {
     // The semaphore is never closed, so acquiring only waits; an error cannot happen.
     let _slot = match limit {
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
-    (call.n, provider.generate(call).await)
+    let result = match resume.map(|jobs| jobs.get(&call.first_index)) {
+        None => provider.generate(call).await,
+        Some(Some(job)) => provider.resume(call, job).await,
+        // Starting it now would make the images twice as fast as they are paid for: no.
+        Some(None) => Err(crate::ProviderError::Failed {
+            message: "this part of the interrupted task had not started upstream".into(),
+        }),
+    };
+    (call.n, result)
 }
 
 #[cfg(test)]

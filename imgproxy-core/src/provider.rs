@@ -25,7 +25,14 @@ pub struct ProviderRequest<'a> {
     /// Where to send partial images as they arrive, when the client streams. Providers whose
     /// upstream has no partials ignore it.
     pub partials: Option<&'a PartialSender>,
+    /// Where an asynchronous upstream reports the job it started (an opaque token for
+    /// [`ImageProvider::resume`]), so that a task cut off mid-flight can be resumed.
+    pub jobs: Option<&'a JobSender>,
 }
+
+/// The channel upstream job tokens go out on, with the `first_index` of the call that
+/// started the job.
+pub type JobSender = tokio::sync::mpsc::UnboundedSender<(u32, String)>;
 
 /// A partial image an upstream streamed while generating (OpenAI's `*.partial_image`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,14 @@ impl ReferenceImage {
 }
 
 impl ProviderRequest<'_> {
+    /// Reports the upstream job this call started (a token for [`ImageProvider::resume`]).
+    pub fn report_job(&self, token: String) {
+        if let Some(jobs) = self.jobs {
+            // The task may be gone; the generation still completes.
+            let _ = jobs.send((self.first_index, token));
+        }
+    }
+
     /// The upstream model id.
     pub fn upstream_model(&self) -> &str {
         &self.request.model.upstream
@@ -126,6 +141,19 @@ pub trait ImageProvider: Send + Sync + std::fmt::Debug {
 
     /// Generates `request.n` images.
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError>;
+
+    /// Waits for the upstream job `job` (a token this provider sent on `request.jobs` when it
+    /// started it, possibly in a previous run of the process) and returns its images.
+    /// Providers whose upstream answers synchronously keep this default.
+    async fn resume(
+        &self,
+        _request: ProviderRequest<'_>,
+        _job: &str,
+    ) -> Result<Generation, ProviderError> {
+        Err(ProviderError::Unsupported {
+            feature: "resuming upstream jobs",
+        })
+    }
 
     /// Edits reference images. Providers without edits keep this default.
     async fn edit(&self, _request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {

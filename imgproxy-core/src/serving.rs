@@ -31,6 +31,11 @@ pub struct Call<'a> {
     pub name: Option<&'a str>,
     /// Where partial images go, when the client streams.
     pub partials: Option<&'a crate::provider::PartialSender>,
+    /// Where started upstream jobs are reported, when a task records them.
+    pub jobs: Option<&'a crate::provider::JobSender>,
+    /// Upstream jobs of an interrupted run to wait for instead of generating anew (the
+    /// cache is then neither read nor claimed).
+    pub resume: Option<&'a std::collections::BTreeMap<u32, String>>,
 }
 
 /// A served request. [`Gateway::response`] gives its OpenAI-shaped answer.
@@ -296,7 +301,16 @@ impl Gateway {
         };
         let work = async {
             let generation = self
-                .run(job.request, job.references, job.mask, job.call.partials)
+                .run(
+                    job.request,
+                    job.references,
+                    job.mask,
+                    crate::gateway::Sinks {
+                        partials: job.call.partials,
+                        jobs: job.call.jobs,
+                        resume: job.call.resume,
+                    },
+                )
                 .await?;
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),

@@ -170,19 +170,40 @@ impl Tasks {
         Ok(task)
     }
 
-    /// Fails the tasks this instance was running when it last stopped (their reservations were
-    /// refunded by `release_stale`). Call at start, before [`Tasks::start`].
-    pub async fn recover(&self) -> Result<u64> {
+    /// Deals with the tasks this instance was running when it last stopped (their
+    /// reservations were refunded by `release_stale`): those whose upstream jobs all started
+    /// are resumed (waited for, and charged anew), the others failed. Call at start, before
+    /// [`Tasks::start`].
+    pub async fn recover(self: &Arc<Self>) -> Result<u64> {
         let error = json!({
             "message": "the task was interrupted by a restart of the server; it was not charged",
             "type": "server_error", "param": null, "code": "interrupted",
         });
-        let failed = self
-            .accounts
-            .fail_interrupted_tasks(&self.owner, &error)
-            .await?;
+        let mut failed = 0;
+        for task in self.accounts.running_tasks(&self.owner).await? {
+            if task.upstream_jobs.is_empty() {
+                let outcome = TaskOutcome {
+                    status: TaskStatus::Failed,
+                    result: None,
+                    error: Some(error.clone()),
+                    credits_used: Some(0),
+                };
+                if self
+                    .accounts
+                    .finish_task(&task.id, &self.owner, &outcome)
+                    .await?
+                {
+                    failed += 1;
+                }
+                continue;
+            }
+            tracing::info!(task = %task.id, jobs = task.upstream_jobs.len(), "resuming an interrupted task");
+            let tasks = Arc::clone(self);
+            tokio::spawn(async move { tasks.run(task).await });
+        }
         if failed > 0 {
             tracing::warn!(failed, "failed the tasks a previous run left unfinished");
+            self.finished.notify_one();
         }
         Ok(failed)
     }
@@ -260,23 +281,33 @@ impl Tasks {
         };
         let request: ImageRequest = serde_json::from_value(task.request.clone())
             .map_err(|e| Error::Internal(format!("a stored task is unreadable: {e}")))?;
-        let cache = if request.reroll == Some(true) {
+        // A resumed task waits for the jobs it started: no cache, and a charge of its own (the
+        // first one was refunded when the interrupted run's reservations were released).
+        let resume = (!task.upstream_jobs.is_empty()).then_some(&task.upstream_jobs);
+        let cache = if request.reroll == Some(true) || resume.is_some() {
             CacheMode::Refresh
         } else {
             CacheMode::Use
         };
+        let request_id = match resume {
+            Some(_) => format!("{}.resumed", task.id),
+            None => task.id.clone(),
+        };
+        let (jobs, mut started) = tokio::sync::mpsc::unbounded_channel();
         let call = Call {
             tenant: &task.tenant,
             meter: key.as_ref().map(|key| Meter {
                 accounts: &self.accounts,
                 key,
                 // Idempotent by task: a task's charge can never be taken twice.
-                request_id: &task.id,
+                request_id: &request_id,
                 owner: &self.owner,
             }),
             cache,
             name: None,
             partials: None,
+            jobs: Some(&jobs),
+            resume,
         };
         let serve = self.gateway.serve(call, request);
         tokio::pin!(serve);
@@ -296,6 +327,11 @@ impl Tasks {
                         error: None,
                         credits_used: served.credits_used.and_then(|c| i64::try_from(c).ok()),
                     }));
+                }
+                Some((first_index, token)) = started.recv() => {
+                    if let Err(error) = self.accounts.record_task_job(&task.id, &self.owner, first_index, &token).await {
+                        tracing::warn!(%error, task = %task.id, "recording an upstream job failed; the task cannot be resumed");
+                    }
                 }
                 _ = beat.tick() => {
                     match self.accounts.task_heartbeat(&task.id, &self.owner).await {

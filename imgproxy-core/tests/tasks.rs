@@ -164,18 +164,40 @@ async fn abandoned_and_interrupted(ctx: &Ctx) {
     accounts.claim_task("me").await.unwrap().unwrap();
     let theirs = accounts.create_task(new_task("t", None)).await.unwrap();
     accounts.claim_task("them").await.unwrap().unwrap();
-    // A restart of `me` fails only its own running task.
+    // A restart of `me` sees only its own running task, with the upstream jobs it recorded.
+    accounts
+        .record_task_job(&mine.id, "me", 0, "job-0")
+        .await
+        .unwrap();
+    accounts
+        .record_task_job(&mine.id, "other", 1, "job-1")
+        .await
+        .unwrap();
+    let running = accounts.running_tasks("me").await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].id, mine.id);
     assert_eq!(
-        accounts.fail_interrupted_tasks("me", &error).await.unwrap(),
-        1
+        running[0]
+            .upstream_jobs
+            .clone()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [(0, "job-0".to_owned())]
     );
+    let interrupted = TaskOutcome {
+        status: TaskStatus::Failed,
+        result: None,
+        error: Some(error.clone()),
+        credits_used: Some(0),
+    };
+    assert!(accounts
+        .finish_task(&mine.id, "me", &interrupted)
+        .await
+        .unwrap());
     let failed = accounts.task_by_id(&mine.id).await.unwrap().unwrap();
     assert_eq!(failed.status, TaskStatus::Failed);
     assert_eq!(failed.error.unwrap()["code"], "interrupted");
-    assert_eq!(
-        accounts.fail_interrupted_tasks("me", &error).await.unwrap(),
-        0
-    );
+    assert!(accounts.running_tasks("me").await.unwrap().is_empty());
     // `them` beat a moment ago: not abandoned within a minute, abandoned after no silence.
     assert_eq!(
         accounts.fail_abandoned_tasks(60_000, &error).await.unwrap(),

@@ -56,6 +56,8 @@ pub fn call<'a>(
         },
         name,
         partials,
+        jobs: None,
+        resume: None,
     }
 }
 

@@ -22,6 +22,9 @@ CREATE TABLE tasks (
     credits_used     INTEGER,
     callback_url     TEXT,
     owner            TEXT,
+    -- JSON: {"<first_index>": "<token>"}, the upstream jobs its calls started, to resume them
+    -- after a restart.
+    upstream_jobs    TEXT,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
     created_at_ms    INTEGER NOT NULL,
     started_at_ms    INTEGER,

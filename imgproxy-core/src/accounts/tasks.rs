@@ -3,6 +3,8 @@
 //! and a delivery is attempted by one instance at a time. Running tasks and delivering
 //! webhooks is `crate::tasks`' job.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -107,6 +109,8 @@ pub struct TaskRecord {
     pub started_at_ms: Option<i64>,
     /// When it ended.
     pub finished_at_ms: Option<i64>,
+    /// The upstream jobs its calls started, by `first_index`, to resume after a restart.
+    pub upstream_jobs: BTreeMap<u32, String>,
 }
 
 /// How a task ended.
@@ -144,7 +148,8 @@ pub struct DeliveryRecord {
 }
 
 const TASK_COLUMNS: &str = "id, tenant, key_id, kind, model, status, request, result, error, \
-     credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms";
+     credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
+     upstream_jobs";
 
 type TaskRow = (
     String,
@@ -162,6 +167,7 @@ type TaskRow = (
     i64,
     Option<i64>,
     Option<i64>,
+    Option<String>,
 );
 
 const DELIVERY_COLUMNS: &str =
@@ -261,6 +267,60 @@ impl Accounts {
         row.map(task_of_row).transpose()
     }
 
+    /// Records an upstream job a running task of `owner` started (call `first_index`).
+    pub async fn record_task_job(
+        &self,
+        id: &str,
+        owner: &str,
+        first_index: u32,
+        token: &str,
+    ) -> Result<()> {
+        write_tx!(&self.db, tx => {
+            let current: Option<Option<String>> = sqlx::query_scalar(
+                "SELECT upstream_jobs FROM tasks WHERE id = $1 AND owner = $2 AND status = 'processing'",
+            )
+            .bind(id)
+            .bind(owner)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            let Some(current) = current else {
+                return Ok(());
+            };
+            let mut jobs: BTreeMap<u32, String> = current
+                .map(|text| serde_json::from_str(&text))
+                .transpose()
+                .db()?
+                .unwrap_or_default();
+            jobs.insert(first_index, token.to_owned());
+            let text = serde_json::to_string(&jobs).db()?;
+            sqlx::query("UPDATE tasks SET upstream_jobs = $3 WHERE id = $1 AND owner = $2")
+                .bind(id)
+                .bind(owner)
+                .bind(&text)
+                .execute(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()
+        })
+    }
+
+    /// The tasks `owner` is (or was, before a restart) running.
+    pub async fn running_tasks(&self, owner: &str) -> Result<Vec<TaskRecord>> {
+        let sql = format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'processing' \
+             ORDER BY created_at_ms"
+        );
+        let rows: Vec<TaskRow> = read_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        rows.into_iter().map(task_of_row).collect()
+    }
+
     /// Marks a running task alive; returns whether its client asked to cancel it. `None` if
     /// `owner` no longer runs it.
     pub async fn task_heartbeat(&self, id: &str, owner: &str) -> Result<Option<bool>> {
@@ -321,18 +381,6 @@ impl Accounts {
             tx.commit().await.db()?;
         });
         self.task(tenant, id).await
-    }
-
-    /// Fails the tasks `owner` was running when it stopped (called at its start).
-    pub async fn fail_interrupted_tasks(&self, owner: &str, error: &Value) -> Result<u64> {
-        let outcome = TaskOutcome {
-            status: TaskStatus::Failed,
-            result: None,
-            error: Some(error.clone()),
-            credits_used: Some(0),
-        };
-        self.end_tasks("owner = $5 AND status = 'processing'", &[owner], &outcome)
-            .await
     }
 
     /// Fails running tasks whose worker has not beaten for `silent_ms` (its instance died) and
@@ -534,6 +582,7 @@ fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
         created_at_ms,
         started_at_ms,
         finished_at_ms,
+        upstream_jobs,
     ) = row;
     let json = |text: Option<String>| -> Result<Option<Value>> {
         text.map(|t| serde_json::from_str(&t)).transpose().db()
@@ -554,6 +603,11 @@ fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
         created_at_ms,
         started_at_ms,
         finished_at_ms,
+        upstream_jobs: upstream_jobs
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .db()?
+            .unwrap_or_default(),
     })
 }
 

@@ -213,6 +213,7 @@ async fn kontext_reference_images_go_to_numbered_input_images() {
             references: &references,
             mask: None,
             partials: None,
+            jobs: None,
         })
         .await
         .unwrap();

@@ -183,6 +183,7 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         references: &[],
         mask: None,
         partials: None,
+        jobs: None,
     };
     let error = common::provider(&server).generate(call).await.unwrap_err();
     assert!(

@@ -102,6 +102,7 @@ async fn partials_are_relayed_and_the_completed_image_returned() -> TestResult {
             references: &[],
             mask: None,
             partials: Some(&sender),
+            jobs: None,
         };
         let generation = provider(&server)?.generate(call).await?;
         assert_eq!(generation.images.len(), 1);
@@ -138,6 +139,7 @@ async fn without_asked_partials_the_call_is_not_streamed() -> TestResult {
         references: &[],
         mask: None,
         partials: Some(&sender),
+        jobs: None,
     };
     provider(&server)?.generate(call).await?;
     let sent: Value =
@@ -181,6 +183,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
             references: &[],
             mask: None,
             partials: Some(&sender),
+            jobs: None,
         };
         let failure = provider(&server)?.generate(call).await.err();
         match failure {
@@ -207,6 +210,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
         references: &[],
         mask: None,
         partials: Some(&sender),
+        jobs: None,
     };
     assert!(matches!(
         provider(&server)?.generate(call).await,
@@ -245,6 +249,7 @@ async fn a_mask_goes_as_its_own_part_after_the_images() -> TestResult {
         references: std::slice::from_ref(&image),
         mask: Some(&mask),
         partials: None,
+        jobs: None,
     };
     provider(&server)?.generate(call).await?;
     let received = server.received_requests().await.unwrap_or_default();

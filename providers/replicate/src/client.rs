@@ -89,6 +89,26 @@ impl ImageProvider for ReplicateProvider {
             .await
             .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
+
+    async fn resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let job: Job = serde_json::from_str(job)
+            .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
+        // Its URLs came from the API: the key may go to them, as it did when they were made.
+        self.wait(job, PollPolicy::for_model(&call.request.model))
+            .await
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+    }
+}
+
+/// A running prediction, as a task records it to resume it: its `urls.get` and `urls.cancel`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Job {
+    get: String,
+    cancel: Option<String>,
 }
 
 impl ReplicateProvider {
@@ -111,29 +131,44 @@ impl ReplicateProvider {
         )
         .await
         .map_err(|_| ProviderError::Timeout)??;
-        let done = if convert::is_terminal(&created.status) {
-            created
-        } else {
-            let urls = created.urls.unwrap_or_default();
-            let Some(get) = urls.get else {
-                return Err(failed(
-                    "malformed upstream response: a running prediction without `urls.get`",
-                ));
-            };
-            // Armed until the prediction ends: a deadline, an error or the client going away
-            // cancels it upstream, so it stops running (and billing).
-            let guard = urls.cancel.map(|url| CancelOnDrop::new(self.cancel(url)));
-            let left = PollPolicy {
-                deadline: policy.deadline.saturating_sub(started.elapsed()),
-                ..policy
-            };
-            let done = left.run(|| self.poll(&get)).await?;
-            if let Some(guard) = guard {
-                guard.disarm();
-            }
-            done
+        if convert::is_terminal(&created.status) {
+            return self.outputs(&created).await;
+        }
+        let urls = created.urls.unwrap_or_default();
+        let Some(get) = urls.get else {
+            return Err(failed(
+                "malformed upstream response: a running prediction without `urls.get`",
+            ));
         };
-        let urls = convert::finished(&done)?;
+        let job = Job {
+            get,
+            cancel: urls.cancel,
+        };
+        if let Ok(token) = serde_json::to_string(&job) {
+            call.report_job(token);
+        }
+        let left = PollPolicy {
+            deadline: policy.deadline.saturating_sub(started.elapsed()),
+            ..policy
+        };
+        self.wait(job, left).await
+    }
+
+    /// Polls a running prediction to its end and fetches its outputs.
+    async fn wait(&self, job: Job, policy: PollPolicy) -> Result<Generation, ProviderError> {
+        // Armed until the prediction ends: a deadline, an error or the client going away
+        // cancels it upstream, so it stops running (and billing).
+        let guard = job.cancel.map(|url| CancelOnDrop::new(self.cancel(url)));
+        let done = policy.run(|| self.poll(&job.get)).await?;
+        if let Some(guard) = guard {
+            guard.disarm();
+        }
+        self.outputs(&done).await
+    }
+
+    /// The images of a finished prediction.
+    async fn outputs(&self, done: &Prediction) -> Result<Generation, ProviderError> {
+        let urls = convert::finished(done)?;
         Ok(Generation {
             images: self.download_all(urls).await?,
             ..Generation::default()

@@ -229,6 +229,7 @@ async fn svg_output_passes_through_as_image_svg_xml() {
             references: &[],
             mask: None,
             partials: None,
+            jobs: None,
         })
         .await
         .unwrap();
@@ -492,4 +493,73 @@ async fn a_malformed_poll_is_502_and_cancels_the_prediction() {
         .unwrap_err();
     assert_eq!(error.status(), 502, "{error:?}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_started_prediction_is_reported_and_can_be_resumed_by_another_process() {
+    // First process: the create answers "processing" and the first poll fails the process
+    // (we stop after reporting the job). A second provider resumes from the token alone.
+    let server = MockServer::start().await;
+    let urls = mount_outputs(&server, 1, 1).await;
+    let running = prediction(&server, "p-res", "processing", Value::Null);
+    Mock::given(method("POST"))
+        .and(path(create_path("black-forest-labs/flux-1.1-pro")))
+        .respond_with(ResponseTemplate::new(201).set_body_json(&running))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let gateway = gateway(&server);
+    let validated = gateway
+        .validate(request("flux-1.1-pro", json!({})))
+        .unwrap();
+    let (jobs, mut started) = tokio::sync::mpsc::unbounded_channel();
+    let first = provider(&server);
+    let call = ProviderRequest {
+        request: &validated,
+        n: 1,
+        first_index: 0,
+        references: &[],
+        mask: None,
+        partials: None,
+        jobs: Some(&jobs),
+    };
+    // The process "dies" as soon as the job is reported: the generation future is dropped.
+    let reported = tokio::select! {
+        biased;
+        job = started.recv() => job.unwrap(),
+        _ = first.generate(call) => panic!("the prediction was still running"),
+    };
+    assert_eq!(reported.0, 0);
+    let token: Value = serde_json::from_str(&reported.1).unwrap();
+    assert!(token["get"]
+        .as_str()
+        .unwrap()
+        .ends_with("/v1/predictions/p-res"));
+    // Dropping the running call cancelled it upstream; the resume does not need it alive.
+    drop(first);
+
+    let succeeded = prediction(&server, "p-res", "succeeded", json!(urls));
+    common::mount_polls(&server, "p-res", std::slice::from_ref(&running), succeeded).await;
+    let second = provider(&server);
+    let call = ProviderRequest {
+        request: &validated,
+        n: 1,
+        first_index: 0,
+        references: &[],
+        mask: None,
+        partials: None,
+        jobs: None,
+    };
+    let generation = second.resume(call, &reported.1).await.unwrap();
+    assert_eq!(generation.images.len(), 1);
+    assert!(generation.images[0].bytes.starts_with(b"\x89PNG"));
+    let creates = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with("/predictions"))
+        .count();
+    assert_eq!(creates, 1, "resuming never creates a second prediction");
+    assert!(second.resume(call, "not a token").await.is_err());
 }
