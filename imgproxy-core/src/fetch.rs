@@ -130,7 +130,7 @@ impl ReferenceFetcher {
     /// Checks a client-given URL that imgproxy will POST to (a task's `callback_url`) as
     /// reference URLs are checked: http(s) only, no private, loopback, link-local or metadata
     /// host. A refusal is a 400 naming `callback_url`.
-    pub fn check_callback(&self, url: &str) -> crate::Result<Url> {
+    pub async fn check_callback(&self, url: &str) -> crate::Result<Url> {
         let callback_error = |message: String| {
             Error::invalid_param(
                 "callback_url",
@@ -143,6 +143,36 @@ impl ReferenceFetcher {
         let parsed = Url::parse(url.trim())
             .map_err(|_| callback_error("`callback_url` is not a URL".into()))?;
         check_url(&parsed, &self.allow).map_err(|refused| callback_error(refused.0))?;
+        // A name is resolved now too, so that `localhost` or a name pointing inside is refused
+        // when the task is submitted, not only when its webhook is sent (the resolver guard
+        // checks again then: DNS answers may change).
+        if let (Some(Host::Domain(name)), Some(port)) =
+            (parsed.host(), parsed.port_or_known_default())
+        {
+            let name = normalise_name(name);
+            if !self.allow.allows(&HostKey::Name(name.clone()), port) {
+                let addresses = tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .map_err(|_| {
+                        callback_error(format!(
+                            "the callback host `{}` does not resolve",
+                            printable(&name)
+                        ))
+                    })?;
+                for address in addresses {
+                    let ip = address.ip();
+                    if self.allow.allows(&HostKey::Ip(ip), port) {
+                        continue;
+                    }
+                    if let Some(reason) = forbidden_reason(ip) {
+                        return Err(callback_error(format!(
+                            "the callback host `{}` resolves to a {reason} address; only public addresses may be called",
+                            printable(&name)
+                        )));
+                    }
+                }
+            }
+        }
         Ok(parsed)
     }
 

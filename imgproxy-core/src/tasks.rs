@@ -144,7 +144,7 @@ impl Tasks {
         }
         let callback_url = request.callback_url.take();
         if let Some(url) = &callback_url {
-            self.fetcher.check_callback(url)?;
+            self.fetcher.check_callback(url).await?;
         }
         request.run_async = None;
         let validated = self.gateway.validate(request.clone())?;
@@ -438,6 +438,7 @@ impl Tasks {
         let url = self
             .fetcher
             .check_callback(&delivery.url)
+            .await
             .map_err(|e| e.to_string())?;
         let response = self
             .webhooks
@@ -483,6 +484,8 @@ impl Tasks {
                     _ => ResponseFormat::Url,
                 };
                 let mut response = self.gateway.stored_response(&images, format, usage).await?;
+                // When the images were made, not when they are read (the URLs are signed anew).
+                response.created = task.finished_at_ms.map_or(response.created, |ms| ms / 1000);
                 response.credits_used = task.credits_used.and_then(|c| u64::try_from(c).ok());
                 Some(serde_json::to_value(response).map_err(|e| Error::Internal(e.to_string()))?)
             }

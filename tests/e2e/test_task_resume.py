@@ -1,6 +1,6 @@
-"""A task cut off mid-flight on an asynchronous upstream (Replicate) is resumed after a restart:
-the new run waits for the prediction the old one started, never creates a second one, and the
-key pays once."""
+"""A task cut off mid-flight on an asynchronous upstream (Replicate, BFL) is resumed after a
+restart: the new run waits for the job the old one started, never submits a second one, and
+the key pays once."""
 
 from __future__ import annotations
 
@@ -9,11 +9,49 @@ import time
 from typing import Any
 
 from conftest import ImgproxyFactory, Server
-from fake_upstreams import FakeReplicate
+import pytest
+from fake_upstreams import FakeBfl, FakeReplicate
 from helpers import http
 from test_credits import MASTER_KEY, balance, bearer, create_key
 
 REPLICATE_TOKEN = "r8_e2e_resume_token_0123"
+BFL_KEY = "bfl-e2e-resume-key-0123"
+
+
+class Upstream:
+    """One asynchronous fake whose job stays running until `finish()`."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        if kind == "replicate":
+            self.fake: Any = FakeReplicate(REPLICATE_TOKEN, processing_polls=10**6)
+            self.model = "flux-1.1-pro"
+        else:
+            self.fake = FakeBfl(BFL_KEY, pending_polls=10**6)
+            self.model = "flux-pro-1.1"
+
+    def env(self) -> dict[str, str]:
+        if self.kind == "replicate":
+            return {"REPLICATE_API_TOKEN": REPLICATE_TOKEN, "REPLICATE_BASE_URL": self.fake.url}
+        return {"BFL_API_KEY": BFL_KEY, "BFL_BASE_URL": self.fake.api_url}
+
+    def submits(self) -> int:
+        calls = self.fake.create_calls() if self.kind == "replicate" else self.fake.submit_calls()
+        return len(calls)
+
+    def polls(self) -> int:
+        if self.kind == "replicate":
+            return len(self.fake.poll_calls())
+        return len([r for r in self.fake.requests if r.listener == "api" and r.method == "GET"])
+
+    def finish(self) -> None:
+        with self.fake.lock:
+            jobs = self.fake.predictions if self.kind == "replicate" else self.fake.tasks
+            for job in jobs.values():
+                job.polls_left = 0
+
+    def outputs(self) -> list[bytes]:
+        return self.fake.outputs if self.kind == "replicate" else self.fake.samples
 
 
 def wait_for(check: Any, timeout: float, what: str) -> Any:
@@ -32,30 +70,28 @@ def task(server: Server, secret: str, task_id: str) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def test_an_interrupted_task_resumes_its_upstream_prediction_after_a_restart(imgproxy: ImgproxyFactory) -> None:
-    with FakeReplicate(REPLICATE_TOKEN, processing_polls=10**6) as replicate:
-        env = {
-            "IMGPROXY_MASTER_KEY": MASTER_KEY,
-            "REPLICATE_API_TOKEN": REPLICATE_TOKEN,
-            "REPLICATE_BASE_URL": replicate.url,
-        }
+@pytest.mark.parametrize("kind", ["replicate", "bfl"])
+def test_an_interrupted_task_resumes_its_upstream_job_after_a_restart(imgproxy: ImgproxyFactory, kind: str) -> None:
+    upstream = Upstream(kind)
+    with upstream.fake:
+        env = {"IMGPROXY_MASTER_KEY": MASTER_KEY, **upstream.env()}
         server = imgproxy.start(env)
         _, secret = create_key(server, credits=100)
         status, _, raw = http(
-            "GET", f"{server.url}/v1/models/flux-1.1-pro", headers=bearer(MASTER_KEY)
+            "GET", f"{server.url}/v1/models/{upstream.model}", headers=bearer(MASTER_KEY)
         )
         price = json.loads(raw)["pricing"]["per_image"]
         status, headers, raw = http(
             "POST",
             f"{server.url}/v1/images/generations",
-            json_body={"model": "flux-1.1-pro", "prompt": "a resumed lighthouse", "async": True},
+            json_body={"model": upstream.model, "prompt": "a resumed lighthouse", "async": True},
             headers=bearer(secret),
         )
         assert status == 202, raw[:300]
         task_id = json.loads(raw)["id"]
-        wait_for(lambda: len(replicate.create_calls()) == 1, 15, "the prediction to be created")
-        # The job is recorded right after the create; polls show it is running.
-        wait_for(lambda: len(replicate.poll_calls()) >= 1, 15, "the first poll")
+        wait_for(lambda: upstream.submits() == 1, 15, "the upstream job to be submitted")
+        # The job is recorded right after the submit; polls show it is running.
+        wait_for(lambda: upstream.polls() >= 1, 15, "the first poll")
         assert task(server, secret, task_id)["status"] == "processing"
         assert balance(server, secret) == 100 - price, "reserved while running"
 
@@ -63,9 +99,7 @@ def test_an_interrupted_task_resumes_its_upstream_prediction_after_a_restart(img
         server.proc.kill()  # SIGKILL: the run ends without a word
         server.proc.wait(timeout=10)
         server.exit_code = server.proc.returncode
-        with replicate.lock:
-            for prediction in replicate.predictions.values():
-                prediction.polls_left = 0  # the upstream finishes while imgproxy is down
+        upstream.finish()  # the upstream finishes while imgproxy is down
 
         restarted = imgproxy.start(env, data_dir=server.data_dir, port=server.port)
         done = wait_for(
@@ -76,8 +110,8 @@ def test_an_interrupted_task_resumes_its_upstream_prediction_after_a_restart(img
         assert done["status"] == "succeeded", done
         assert done["result"]["data"] and done["credits_used"] == price, done
         status, _, image = http("GET", done["result"]["data"][0]["url"])
-        assert status == 200 and image == replicate.outputs[0], "the resumed task returns the upstream's image"
-        assert len(replicate.create_calls()) == 1, "resuming never creates a second prediction"
+        assert status == 200 and image == upstream.outputs()[0], "the resumed task returns the upstream's image"
+        assert upstream.submits() == 1, "resuming never submits a second job"
         assert balance(restarted, secret) == 100 - price, "charged exactly once"
         assert "resuming an interrupted task" in restarted.log()
-        assert not replicate.problems, replicate.problems
+        assert not upstream.fake.problems, upstream.fake.problems

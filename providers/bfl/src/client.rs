@@ -109,6 +109,23 @@ impl ImageProvider for BflProvider {
             .await
             .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
+
+    async fn resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let poll_url =
+            Url::parse(job).map_err(|_| failed("the job to resume is not a BFL task"))?;
+        let image = self
+            .wait(&call.request.model, &poll_url)
+            .await
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))?;
+        Ok(Generation {
+            images: vec![image],
+            ..Generation::default()
+        })
+    }
 }
 
 impl BflProvider {
@@ -139,7 +156,20 @@ impl BflProvider {
         let submitted = self.submit(model, &body).await?;
         tracing::debug!(provider = PROVIDER_ID, model, task = %submitted.id, cost = ?submitted.cost, "BFL task submitted");
         let poll_url = polling_url(&submitted, &self.base_url)?;
-        let send_key = may_send_key(&poll_url, &self.base);
+        // One task per call is what a task can resume by its polling URL.
+        if call.n == 1 {
+            call.report_job(poll_url.to_string());
+        }
+        self.wait(&call.request.model, &poll_url).await
+    }
+
+    /// Polls a submitted task to the end and downloads its sample.
+    async fn wait(
+        &self,
+        model: &imgproxy_core::ModelSpec,
+        poll_url: &Url,
+    ) -> Result<GeneratedImage, ProviderError> {
+        let send_key = may_send_key(poll_url, &self.base);
         if !send_key {
             tracing::warn!(
                 provider = PROVIDER_ID,
@@ -148,8 +178,8 @@ impl BflProvider {
         }
         // BFL has no cancel endpoint: a task past its deadline (or whose client went away) is
         // abandoned, so there is no `CancelOnDrop` here.
-        let sample = PollPolicy::for_model(&call.request.model)
-            .run(|| self.poll_once(&poll_url, send_key))
+        let sample = PollPolicy::for_model(model)
+            .run(|| self.poll_once(poll_url, send_key))
             .await?;
         // At once: the delivery URL expires after 10 minutes. No key goes to the delivery host.
         let (bytes, content_type) =

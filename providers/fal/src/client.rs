@@ -96,6 +96,26 @@ impl ImageProvider for FalProvider {
             .await
             .map_err(|e| e.without_secret(self.api_key.expose_secret()))
     }
+
+    async fn resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let stored: QueuedJob = serde_json::from_str(job)
+            .map_err(|_| upstream::failed("the job to resume is not a fal queue job"))?;
+        // Checked again: the key goes to these URLs.
+        let queued = QueuedJob {
+            request_id: stored.request_id,
+            status_url: self.trusted(stored.status_url)?,
+            response_url: self.trusted(stored.response_url)?,
+            cancel_url: stored.cancel_url.map(|url| self.trusted(url)).transpose()?,
+        };
+        let mapping = InputMapping::of(&call.request.model)?;
+        self.wait(&call, &mapping, queued)
+            .await
+            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+    }
 }
 
 /// A whole HTTP answer of the queue API.
@@ -106,11 +126,11 @@ struct Answer {
 }
 
 /// A submitted job, with the URLs to follow exactly as fal returned them.
-struct Job<'a> {
+struct Job<'a, 'b> {
     status_url: String,
     response_url: String,
     mapping: &'a InputMapping,
-    call: &'a ProviderRequest<'a>,
+    call: &'a ProviderRequest<'b>,
 }
 
 impl FalProvider {
@@ -131,18 +151,37 @@ impl FalProvider {
         tracing::debug!(request_id = ?queued.request_id, "fal job queued");
         // Armed until the job reaches a terminal status: a deadline, an error while polling or
         // the client going away (this future dropped) cancels it upstream.
-        let guard = queued
-            .cancel_url
-            .map(|url| self.trusted(url))
-            .transpose()?
-            .map(|url| CancelOnDrop::new(self.cancel(url)));
-        let job = Job {
+        let queued = QueuedJob {
+            request_id: queued.request_id,
             status_url: self.trusted(queued.status_url)?,
             response_url: self.trusted(queued.response_url)?,
-            mapping: &mapping,
-            call: &call,
+            cancel_url: queued.cancel_url.map(|url| self.trusted(url)).transpose()?,
         };
-        let finished = PollPolicy::for_model(model).run(|| self.poll(&job)).await?;
+        if let Ok(token) = serde_json::to_string(&queued) {
+            call.report_job(token);
+        }
+        self.wait(&call, &mapping, queued).await
+    }
+
+    /// Follows a queued job to its end and fetches its images.
+    async fn wait(
+        &self,
+        call: &ProviderRequest<'_>,
+        mapping: &InputMapping,
+        queued: QueuedJob,
+    ) -> Result<Generation, ProviderError> {
+        let guard = queued
+            .cancel_url
+            .map(|url| CancelOnDrop::new(self.cancel(url)));
+        let job = Job {
+            status_url: queued.status_url,
+            response_url: queued.response_url,
+            mapping,
+            call,
+        };
+        let finished = PollPolicy::for_model(&call.request.model)
+            .run(|| self.poll(&job))
+            .await?;
         if let Some(guard) = guard {
             guard.disarm();
         }
@@ -152,7 +191,7 @@ impl FalProvider {
             images.push(self.fetch(file).await?);
         }
         Ok(Generation {
-            meta: convert::meta(&call, &mapping, files.first()),
+            meta: convert::meta(call, mapping, files.first()),
             images,
             usage: None,
         })
@@ -162,7 +201,7 @@ impl FalProvider {
     /// outcome (its output body, or why it has none); an `Err` abandons the job.
     async fn poll(
         &self,
-        job: &Job<'_>,
+        job: &Job<'_, '_>,
     ) -> Result<Poll<Result<Bytes, ProviderError>>, ProviderError> {
         let answer = self.send(Method::GET, &job.status_url, None).await?;
         let body = self.success(answer, job.mapping, job.call)?;

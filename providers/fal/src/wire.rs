@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 /// The answer to a submit: where to poll, fetch and cancel the job.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 pub(crate) struct QueuedJob {
     /// Kept for logs only.
     #[serde(default)]
