@@ -41,6 +41,22 @@ fn validated(body: Value) -> Result<ValidatedRequest, Box<dyn std::error::Error>
     )?)
 }
 
+/// One call of `request` whose partial images go to `sender`.
+fn streamed<'a>(
+    request: &'a ValidatedRequest,
+    sender: &'a mpsc::UnboundedSender<PartialImage>,
+) -> ProviderRequest<'a> {
+    ProviderRequest {
+        request,
+        n: 1,
+        first_index: 0,
+        references: &[],
+        mask: None,
+        partials: Some(sender),
+        jobs: None,
+    }
+}
+
 fn sse(events: &[(&str, Value)], done: bool) -> String {
     let mut body: String = events
         .iter()
@@ -95,15 +111,7 @@ async fn partials_are_relayed_and_the_completed_image_returned() -> TestResult {
             json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 2}),
         )?;
         let (sender, mut receiver) = mpsc::unbounded_channel::<PartialImage>();
-        let call = ProviderRequest {
-            request: &request,
-            n: 1,
-            first_index: 0,
-            references: &[],
-            mask: None,
-            partials: Some(&sender),
-            jobs: None,
-        };
+        let call = streamed(&request, &sender);
         let generation = provider(&server)?.generate(call).await?;
         assert_eq!(generation.images.len(), 1);
         assert_eq!(generation.images[0].bytes, Bytes::from_static(PNG_DONE));
@@ -132,15 +140,7 @@ async fn without_asked_partials_the_call_is_not_streamed() -> TestResult {
         .await;
     let request = validated(json!({"model": "gpt-image-2", "prompt": "p", "stream": true}))?;
     let (sender, _receiver) = mpsc::unbounded_channel::<PartialImage>();
-    let call = ProviderRequest {
-        request: &request,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
-        partials: Some(&sender),
-        jobs: None,
-    };
+    let call = streamed(&request, &sender);
     provider(&server)?.generate(call).await?;
     let sent: Value =
         serde_json::from_slice(&server.received_requests().await.unwrap_or_default()[0].body)?;
@@ -176,15 +176,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
             json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 1}),
         )?;
         let (sender, _receiver) = mpsc::unbounded_channel::<PartialImage>();
-        let call = ProviderRequest {
-            request: &request,
-            n: 1,
-            first_index: 0,
-            references: &[],
-            mask: None,
-            partials: Some(&sender),
-            jobs: None,
-        };
+        let call = streamed(&request, &sender);
         let failure = provider(&server)?.generate(call).await.err();
         match failure {
             Some(ProviderError::ModerationBlocked { .. }) => assert!(expect_moderation),
@@ -203,15 +195,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
         json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 1}),
     )?;
     let (sender, _receiver) = mpsc::unbounded_channel::<PartialImage>();
-    let call = ProviderRequest {
-        request: &request,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
-        partials: Some(&sender),
-        jobs: None,
-    };
+    let call = streamed(&request, &sender);
     assert!(matches!(
         provider(&server)?.generate(call).await,
         Err(ProviderError::Failed { .. })
