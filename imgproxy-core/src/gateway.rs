@@ -236,9 +236,23 @@ impl Gateway {
         let validated = self.validate(request)?;
         let references = self.fetch_references(&validated).await?;
         let mask = self.fetch_mask(&validated, "").await?;
-        let generation = self
+        let mut generation = self
             .run(&validated, &references, mask.as_ref(), Sinks::default())
             .await?;
+        let mut images = Vec::with_capacity(generation.images.len());
+        for image in std::mem::take(&mut generation.images) {
+            images.push(crate::serving::deliverable(&validated, image).await?);
+        }
+        generation.images = images;
+        if let Some(first) = generation.images.first() {
+            let meta = &mut generation.meta;
+            crate::serving::report_actual(
+                &first.mime,
+                &first.bytes,
+                &mut meta.output_format,
+                &mut meta.size,
+            );
+        }
         self.respond(&validated, generation).await
     }
 

@@ -332,12 +332,12 @@ impl Gateway {
             }
             // Report what was made, not what was asked for.
             if let (Some(first), Some(bytes)) = (result.images.first(), bytes.first()) {
-                if let Some(format) = crate::convert::format_name(&first.mime) {
-                    result.output_format = Some(format.to_owned());
-                }
-                if let Some((width, height)) = crate::convert::dimensions(bytes) {
-                    result.size = Some(format!("{width}x{height}"));
-                }
+                report_actual(
+                    &first.mime,
+                    bytes,
+                    &mut result.output_format,
+                    &mut result.size,
+                );
             }
             if let Some(records) = job.records {
                 // The images are made and stored: a cache entry that cannot be written costs
@@ -573,7 +573,7 @@ fn claim_owner() -> Result<String> {
 
 /// `image` as the request wants it: converted to its raster `output_format` when the upstream
 /// answered in another (SVG and GIF are left as they are: they cannot be converted).
-async fn deliverable(
+pub(crate) async fn deliverable(
     request: &ValidatedRequest,
     image: crate::GeneratedImage,
 ) -> Result<crate::GeneratedImage> {
@@ -604,4 +604,20 @@ async fn deliverable(
         mime: target.mime().to_owned(),
         ..image
     })
+}
+
+/// Overwrites the reported `output_format` and `size` with those of the image made (`mime`,
+/// `bytes`), where they can be read from it.
+pub(crate) fn report_actual(
+    mime: &str,
+    bytes: &[u8],
+    output_format: &mut Option<String>,
+    size: &mut Option<String>,
+) {
+    if let Some(format) = crate::convert::format_name(mime) {
+        *output_format = Some(format.to_owned());
+    }
+    if let Some((width, height)) = crate::convert::dimensions(bytes) {
+        *size = Some(format!("{width}x{height}"));
+    }
 }

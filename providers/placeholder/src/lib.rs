@@ -203,10 +203,11 @@ mod tests {
             let imgs = images(json!({"prompt": "p", "size": "64x64", "output_format": format, "background": "transparent"})).await;
             let rgba = imgs[0].to_rgba8();
             assert!(imgs[0].color().has_alpha());
-            assert_eq!(
-                rgba.get_pixel(0, 0)[3],
-                0,
-                "corner of a transparent {format} is see-through"
+            // Discs and a band are drawn at random places; the rest is see-through.
+            let clear = rgba.pixels().filter(|p| p[3] == 0).count();
+            assert!(
+                clear > 0 && clear < rgba.pixels().len(),
+                "a transparent {format} has see-through and drawn pixels ({clear})"
             );
         }
     }

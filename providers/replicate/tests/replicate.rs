@@ -77,7 +77,10 @@ async fn flux_custom_size_is_aspect_ratio_custom_with_width_and_height() {
     );
     let response = generate_one(&server, "black-forest-labs/flux-1.1-pro", input, request).await;
     assert_eq!(response.data.len(), 1);
-    assert_eq!(response.size.as_deref(), Some("1024x768"));
+    // The fake's output is a 16x16 PNG: the answer reports the image it carries, converted to
+    // the JPEG that was asked for.
+    assert_eq!(response.size.as_deref(), Some("16x16"));
+    assert_eq!(response.output_format.as_deref(), Some("jpeg"));
 }
 
 #[tokio::test]
