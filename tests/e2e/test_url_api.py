@@ -192,8 +192,9 @@ def drop_param(name: str) -> Any:
 
 
 def flip(text: str) -> str:
-    """``text`` with its last character changed (still a valid hex / base64url character)."""
-    return text[:-1] + ("A" if text[-1] != "A" else "B")
+    """``text`` with its last character changed to another hex digit (not merely its case: hex
+    is case-insensitive, so `a` → `A` would still be the same signature)."""
+    return text[:-1] + ("0" if text[-1].lower() != "0" else "1")
 
 
 def wait_past(unix: int) -> None:
