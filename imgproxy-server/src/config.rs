@@ -541,8 +541,8 @@ impl Config {
             // Beat well within the silence that counts as death.
             tasks.heartbeat = tasks.heartbeat.min(tasks.abandoned_after / 4);
         }
-        if let Some(timeout) = secs("", self.tasks.webhook_timeout_secs)? {
-            tasks.webhook_timeout = timeout;
+        if let Some(timeout) = self.tasks.webhook_timeout_secs {
+            tasks.webhook_timeout = Duration::from_secs(timeout.max(1));
         }
         if let Some(window) = secs(ENV_WEBHOOK_WINDOW_SECS, self.tasks.webhook_window_secs)? {
             tasks.webhook_window = window;
@@ -783,6 +783,30 @@ mod tests {
             .into_settings(None, &no_state(), &env(&[]))
             .unwrap_err();
         assert!(err.to_string().contains("key_id"), "{err}");
+    }
+
+    #[test]
+    fn task_settings_layer_env_over_file() {
+        let text = "[tasks]\nworkers = 2\nabandoned_after_secs = 8\nwebhook_timeout_secs = 3\nwebhook_window_secs = 60\n";
+        let vars = env(&[(ENV_TASK_WORKERS, "3"), (ENV_WEBHOOK_WINDOW_SECS, "5")]);
+        let tasks = Config::from_toml(text)
+            .unwrap()
+            .into_settings(None, &no_state(), &vars)
+            .unwrap()
+            .tasks;
+        assert_eq!(tasks.workers, 3);
+        assert_eq!(tasks.abandoned_after, Duration::from_secs(8));
+        assert_eq!(tasks.heartbeat, Duration::from_secs(2));
+        assert_eq!(tasks.webhook_timeout, Duration::from_secs(3));
+        assert_eq!(tasks.webhook_window, Duration::from_secs(5));
+        let err = Config::default()
+            .into_settings(
+                None,
+                &no_state(),
+                &env(&[(ENV_TASK_ABANDONED_SECS, "soon")]),
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains(ENV_TASK_ABANDONED_SECS), "{err}");
     }
 
     #[test]
