@@ -3,7 +3,13 @@
 //! and when the caller goes away mid-request. `serving` decides when a request is charged
 //! (never for a cache hit).
 
-use std::future::Future;
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
 
 use serde_json::json;
 
@@ -23,6 +29,9 @@ pub struct Meter<'a> {
     pub request_id: &'a str,
     /// Id of this instance, which owns the reservation until it is settled.
     pub owner: &'a str,
+    /// Set once part of the answer reached the client (a streamed partial image): a request
+    /// dropped after that is charged for one image instead of refunded.
+    pub delivered: Option<&'a Arc<AtomicBool>>,
 }
 
 /// A request's price, known before anything runs.
@@ -98,6 +107,8 @@ impl Meter<'_> {
         let guard = RefundOnDrop {
             accounts: self.accounts.clone(),
             reservation: Some(reservation.clone()),
+            delivered: self.delivered.cloned(),
+            kept_if_delivered: price.per_image.min(price.worst),
         };
         let outcome = match work.await {
             Ok(value) => {
@@ -117,10 +128,13 @@ impl Meter<'_> {
 }
 
 /// Refunds a reservation if dropped before it is settled: a request whose future is dropped
-/// (client gone, server shutting down) must not keep the credits.
+/// (client gone, server shutting down) must not keep the credits, unless part of the answer
+/// was already delivered (then one image's price is kept).
 struct RefundOnDrop {
     accounts: Accounts,
     reservation: Option<Reservation>,
+    delivered: Option<Arc<AtomicBool>>,
+    kept_if_delivered: u64,
 }
 
 impl RefundOnDrop {
@@ -135,9 +149,19 @@ impl Drop for RefundOnDrop {
             return;
         };
         let accounts = self.accounts.clone();
+        let delivered = self
+            .delivered
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::SeqCst));
+        let kept = self.kept_if_delivered;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                if let Err(error) = accounts.refund(&reservation).await {
+                let closed = if delivered {
+                    accounts.settle(&reservation, kept).await
+                } else {
+                    accounts.refund(&reservation).await
+                };
+                if let Err(error) = closed {
                     // Still not lost: the next start (`release_stale`) or the hourly sweep (`release_expired`) refunds it.
                     tracing::error!(%error, request_id = %reservation.request_id, "refund of an abandoned request failed");
                 }

@@ -339,16 +339,6 @@ impl Gateway {
                     &mut result.size,
                 );
             }
-            if let Some(records) = job.records {
-                // The images are made and stored: a cache entry that cannot be written costs
-                // a later hit, not this answer.
-                if let Err(error) = records
-                    .cache(call.tenant, key, &job.request.model.id, &result)
-                    .await
-                {
-                    tracing::error!(%error, "recording a cache entry failed");
-                }
-            }
             Ok(Produced {
                 result,
                 bytes,
@@ -367,6 +357,17 @@ impl Gateway {
                 }),
             _ => work.await,
         };
+        // Only once it is paid for: a refunded generation must not become a free hit.
+        if let (Ok(produced), Some(records)) = (&produced, job.records) {
+            // The images are made and stored: a cache entry that cannot be written costs a
+            // later hit, not this answer.
+            if let Err(error) = records
+                .cache(call.tenant, key, &job.request.model.id, &produced.result)
+                .await
+            {
+                tracing::error!(%error, "recording a cache entry failed");
+            }
+        }
         if let Some(guard) = claim {
             guard.release().await;
         }

@@ -198,6 +198,15 @@ impl Tasks {
                 continue;
             }
             tracing::info!(task = %task.id, jobs = task.upstream_jobs.len(), "resuming an interrupted task");
+            // Alive again before anyone's sweeper sees the downtime as death.
+            if self
+                .accounts
+                .task_heartbeat(&task.id, &self.owner)
+                .await?
+                .is_none()
+            {
+                continue;
+            }
             let tasks = Arc::clone(self);
             tokio::spawn(async move { tasks.run(task).await });
         }
@@ -281,18 +290,27 @@ impl Tasks {
         };
         let request: ImageRequest = serde_json::from_value(task.request.clone())
             .map_err(|e| Error::Internal(format!("a stored task is unreadable: {e}")))?;
-        // A resumed task waits for the jobs it started: no cache, and a charge of its own (the
-        // first one was refunded when the interrupted run's reservations were released).
+        // A resumed task waits for the jobs it started, without the cache. If an earlier run
+        // already settled its charge (it died between paying and recording the end), it is not
+        // charged again; otherwise this run's charge has an id of its own (the interrupted
+        // runs' reservations were refunded at start).
         let resume = (!task.upstream_jobs.is_empty()).then_some(&task.upstream_jobs);
         let cache = if request.reroll == Some(true) || resume.is_some() {
             CacheMode::Refresh
         } else {
             CacheMode::Use
         };
+        let mut paid = None;
         let request_id = match resume {
-            Some(_) => format!("{}.resumed", task.id),
+            Some(_) => {
+                if let Some(key) = &key {
+                    paid = self.accounts.settled_amount(&key.id, &task.id).await?;
+                }
+                format!("{}.r{}", task.id, crate::accounts::now_ms())
+            }
             None => task.id.clone(),
         };
+        let key = key.filter(|_| paid.is_none());
         let (jobs, mut started) = tokio::sync::mpsc::unbounded_channel();
         let call = Call {
             tenant: &task.tenant,
@@ -302,6 +320,7 @@ impl Tasks {
                 // Idempotent by task: a task's charge can never be taken twice.
                 request_id: &request_id,
                 owner: &self.owner,
+                delivered: None,
             }),
             cache,
             name: None,
@@ -321,11 +340,12 @@ impl Tasks {
                         "images": served.result(),
                         "usage": served.usage(),
                     });
+                    let credits = served.credits_used.and_then(|c| i64::try_from(c).ok());
                     return Ok(Some(TaskOutcome {
                         status: TaskStatus::Succeeded,
                         result: Some(result),
                         error: None,
-                        credits_used: served.credits_used.and_then(|c| i64::try_from(c).ok()),
+                        credits_used: paid.or(credits),
                     }));
                 }
                 Some((first_index, token)) = started.recv() => {

@@ -238,6 +238,7 @@ async fn metered_hits_are_free(ctx: &Ctx) {
             key: &key,
             request_id,
             owner: "test",
+            delivered: None,
         }),
         ..Call::default()
     };

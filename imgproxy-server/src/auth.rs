@@ -34,11 +34,13 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// The tenant that scopes cache entries, names and files: the key's id, or `""` for the
-    /// operator (master key, open server).
+    /// The tenant that scopes cache entries, names and files: the key's id, `public:<key id>`
+    /// for the public (so that anonymous visitors can neither read nor re-point the key's own
+    /// names), or `""` for the operator (master key, open server).
     pub fn tenant(&self) -> &str {
         match self {
-            Self::Key(key) | Self::Public { key, .. } => &key.id,
+            Self::Key(key) => &key.id,
+            Self::Public { limits, .. } => &limits.id,
             Self::Master | Self::Open => "",
         }
     }

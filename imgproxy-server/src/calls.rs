@@ -40,6 +40,7 @@ pub fn call<'a>(
     cache: CacheMode,
     name: Option<&'a str>,
     partials: Option<&'a imgproxy_core::provider::PartialSender>,
+    delivered: Option<&'a std::sync::Arc<std::sync::atomic::AtomicBool>>,
 ) -> Call<'a> {
     Call {
         tenant: caller.tenant(),
@@ -48,6 +49,7 @@ pub fn call<'a>(
             key,
             request_id: &admitted.request_id,
             owner: &state.instance_id,
+            delivered,
         }),
         cache: if state.url_api.cache_enabled {
             cache

@@ -482,14 +482,29 @@ def test_a_streamed_generation_costs_what_a_plain_one_does_and_a_failed_stream_i
     assert balance(server, secret) == after_stream, "a failed stream must be refunded exactly, once"
 
 
-def test_a_client_that_disconnects_mid_stream_is_refunded(imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI) -> None:
+def test_a_client_that_disconnects_mid_stream_pays_only_for_what_it_received(
+    imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI
+) -> None:
     server = metered_server(imgproxy, fake_openai)
     _, secret = create_key(server, credits=100)
     start = balance(server, secret)
 
-    # The upstream sends one partial image, then keeps the stream open (it is still working).
+    # Gone before anything arrived: the upstream stream is dropped and everything refunded.
+    fake_openai.then(StreamPlan(delay=0.05, hang_after=0, hang_limit=25))
+    stream = RawStream(server, stream_body(quality="low", partial_images=2, prompt="left early"), headers=bearer(secret), timeout=20)
+    try:
+        assert_event_stream(stream)
+        wait_for(lambda: balance(server, secret) == start - GPT_LOW, 10, "the reservation of the stream in flight")
+    finally:
+        stream.close()
+    wait_for(lambda: balance(server, secret) == start, 10, "the abandoned stream's reservation to be refunded")
+    record = fake_openai.wait_stream_finished(timeout=10)
+    assert record.outcome == "client_closed", record.outcome
+
+    # Gone after a partial image: the client has (a preview of) the image, so one image's price
+    # is kept, and the upstream stream is dropped.
     fake_openai.then(StreamPlan(delay=0.05, hang_after=1, hang_limit=25))
-    stream = RawStream(server, stream_body(quality="low", partial_images=2), headers=bearer(secret), timeout=20)
+    stream = RawStream(server, stream_body(quality="low", partial_images=2, prompt="left late"), headers=bearer(secret), timeout=20)
     try:
         assert_event_stream(stream)
         first = next(stream.events())
@@ -497,11 +512,9 @@ def test_a_client_that_disconnects_mid_stream_is_refunded(imgproxy: ImgproxyFact
         assert balance(server, secret) == start - GPT_LOW, "the generation in flight should hold its reservation"
     finally:
         stream.close()
-
-    wait_for(lambda: balance(server, secret) == start, 10, "the abandoned stream's reservation to be refunded")
     record = fake_openai.wait_stream_finished(timeout=10)
     assert record.outcome == "client_closed", (
         f"imgproxy should drop the upstream stream when its client leaves; the upstream stream ended {record.outcome!r}"
     )
-    time.sleep(0.3)
-    assert balance(server, secret) == start, "the refund must happen exactly once"
+    time.sleep(0.5)
+    assert balance(server, secret) == start - GPT_LOW, "a partial image delivered is one image paid, exactly once"

@@ -784,6 +784,38 @@ def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: 
     assert_error_envelope(status, headers, body, expected_status=401)
 
 
+def test_visitors_cannot_regenerate_signed_urls_or_touch_the_keys_names(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+    """What reaches a page's visitors (a signed URL, public mode) cannot spend the key by a
+    hard reload's `Cache-Control: no-cache`, nor read or re-point the key's own names."""
+    setup = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY})
+    key, secret = create_key(setup, credits=100)
+    setup.stop()
+    config = tmp_path / "public.toml"
+    config.write_text(f'[public]\nkey_id = "{key["id"]}"\n')
+    server = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY}, data_dir=setup.data_dir, args=["--config", str(config)])
+
+    signed = signed_url_via_api(server, secret, {"prompt": "a signed owl", "model": "placeholder", "size": "32x32"})
+    first = assert_image(get(signed["url"]), cache=MISS, what="signed URL")
+    balance = admin_balance(server, key["id"])
+    again = assert_image(get(signed["url"], headers={"Cache-Control": "no-cache"}), cache=HIT, what="hard reload")
+    assert again == first and admin_balance(server, key["id"]) == balance, "a reload must not regenerate"
+
+    # The key names an image; the public can neither recall nor replace it.
+    named = api(server, prompt="the key's hero", model="placeholder", size="32x32", filename="hero")
+    hero = assert_image(get(named, headers=bearer(secret)), cache=MISS, what="the key names hero")
+    status, headers, body = get(api(server, filename="hero"))
+    assert_error_envelope(status, headers, body, expected_status=404, param="filename")
+    public = assert_image(
+        get(api(server, prompt="a vandal's hero", model="placeholder", size="32x32", filename="hero")),
+        cache=MISS,
+        what="a public request naming hero",
+    )
+    assert public != hero
+    recalled = assert_image(get(api(server, filename="hero"), headers=bearer(secret)), cache=HIT, what="the key's hero")
+    assert recalled == hero, "a public request re-pointed the key's name"
+    assert assert_image(get(api(server, filename="hero")), cache=HIT, what="the public's own hero") == public
+
+
 # ------------------------------------------------------------------------------------------
 # POST /v1/images/generations: cached, and its URLs are signed
 # ------------------------------------------------------------------------------------------

@@ -187,13 +187,43 @@ impl Accounts {
         self.release(Some(owner), older_than).await
     }
 
-    /// Refunds the open reservation of `request_id` (a task whose instance died), if any;
-    /// `true` if this call refunded it.
-    pub async fn release_request(&self, key_id: &str, request_id: &str) -> Result<bool> {
-        let amount: Option<i64> = read_pool!(&self.db, pool => {
+    /// Refunds the open reservations of task `task_id` (its first run's, `task_id`, and its
+    /// resumed runs', `task_id.r...`) when its instance died; returns how many this call
+    /// refunded.
+    pub async fn release_task_holds(&self, key_id: &str, task_id: &str) -> Result<u64> {
+        let open: Vec<(String, i64)> = read_pool!(&self.db, pool => {
+            sqlx::query_as(
+                "SELECT request_id, amount FROM reservations WHERE key_id = $1 \
+                 AND (request_id = $2 OR request_id LIKE $3) AND status = 'reserved'",
+            )
+            .bind(key_id)
+            .bind(task_id)
+            .bind(format!("{task_id}.r%"))
+            .fetch_all(pool)
+            .await
+            .db()?
+        });
+        let mut released = 0;
+        for (request_id, amount) in open {
+            let reservation = Reservation {
+                request_id,
+                key_id: key_id.to_owned(),
+                amount: u64::try_from(amount).db()?,
+            };
+            if self.end(&reservation, Close::Release).await?.1 {
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// The credits kept by the settled reservation of `request_id`; `None` unless it was
+    /// settled (open, refunded or unknown).
+    pub async fn settled_amount(&self, key_id: &str, request_id: &str) -> Result<Option<i64>> {
+        let kept: Option<Option<i64>> = read_pool!(&self.db, pool => {
             sqlx::query_scalar(
-                "SELECT amount FROM reservations WHERE key_id = $1 AND request_id = $2 \
-                 AND status = 'reserved'",
+                "SELECT kept FROM reservations WHERE key_id = $1 AND request_id = $2 \
+                 AND status = 'settled'",
             )
             .bind(key_id)
             .bind(request_id)
@@ -201,15 +231,7 @@ impl Accounts {
             .await
             .db()?
         });
-        let Some(amount) = amount else {
-            return Ok(false);
-        };
-        let reservation = Reservation {
-            request_id: request_id.to_owned(),
-            key_id: key_id.to_owned(),
-            amount: u64::try_from(amount).db()?,
-        };
-        Ok(self.end(&reservation, Close::Release).await?.1)
+        Ok(kept.map(Option::unwrap_or_default))
     }
 
     pub(super) async fn release(&self, owner: Option<&str>, older_than: Duration) -> Result<u64> {

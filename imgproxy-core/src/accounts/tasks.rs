@@ -400,7 +400,7 @@ impl Accounts {
         let ended = self.end_tasks_listed(&filter, &[], &outcome).await?;
         for (task_id, key_id) in &ended {
             if let Some(key_id) = key_id {
-                self.release_request(key_id, task_id).await?;
+                self.release_task_holds(key_id, task_id).await?;
             }
         }
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))

@@ -63,7 +63,7 @@ pub async fn serve(
             state, caller, admitted, cache, request, surface,
         ));
     }
-    let call = calls::call(&state, &caller, &admitted, cache, None, None);
+    let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
     let served = state.gateway.serve(call, request).await?;
     let mut response = Json(state.gateway.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);

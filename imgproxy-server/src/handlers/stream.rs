@@ -4,7 +4,14 @@
 //! generation runs inside the response body, so a client that goes away drops it: the
 //! upstream call is cancelled where it can be and an unsettled charge is refunded.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::{
     body::{Body, Bytes},
@@ -51,6 +58,8 @@ struct Streaming {
     keep_alive: tokio::time::Interval,
     pending: VecDeque<Bytes>,
     surface: Surface,
+    /// Set when a partial image goes out: from then on a disconnect keeps one image's price.
+    delivered: Arc<AtomicBool>,
 }
 
 /// The streamed answer to an already validated and admitted request.
@@ -63,8 +72,18 @@ pub fn respond(
     surface: Surface,
 ) -> Response {
     let (sender, partials) = mpsc::unbounded_channel();
+    let delivered = Arc::new(AtomicBool::new(false));
+    let marker = Arc::clone(&delivered);
     let work: BoxFuture<'static, Result<Vec<Value>, Error>> = Box::pin(async move {
-        let call = calls::call(&state, &caller, &admitted, cache, None, Some(&sender));
+        let call = calls::call(
+            &state,
+            &caller,
+            &admitted,
+            cache,
+            None,
+            Some(&sender),
+            Some(&marker),
+        );
         let served = state.gateway.serve(call, request).await?;
         Ok(completed_events(&state, &served, surface))
     });
@@ -76,6 +95,7 @@ pub fn respond(
         keep_alive,
         pending: VecDeque::new(),
         surface,
+        delivered,
     };
     let body = stream::unfold(streaming, |mut s| async move {
         let chunk = s.next_chunk().await?;
@@ -103,6 +123,7 @@ impl Streaming {
                 // Partials first: they were sent before the generation finished.
                 biased;
                 Some(partial) = self.partials.recv() => {
+                    self.delivered.store(true, Ordering::SeqCst);
                     return Some(sse(&self.surface.event("partial_image"), &partial_event(&partial, self.surface)));
                 }
                 outcome = work => {

@@ -16,7 +16,12 @@ use imgproxy_core::{
     Error, StoredImage,
 };
 
-use crate::{auth, calls, error::ApiError, state::AppState};
+use crate::{
+    auth::{self, Caller},
+    calls,
+    error::ApiError,
+    state::AppState,
+};
 
 /// First path segments that are routes (or browser probes), never prompts of the path form.
 const RESERVED_SEGMENTS: [&str; 8] = [
@@ -135,13 +140,21 @@ async fn serve(
         );
     }
     let admitted = calls::admit(state, &caller, 1)?;
-    let cache = calls::cache_mode(headers, parsed.reroll);
+    // A header is not covered by a URL's signature: whoever holds a signed URL, or reaches
+    // the public mode, must not make it regenerate (and bill) with `Cache-Control: no-cache`,
+    // which browsers send on a hard reload. `reroll` in the (signed) query still works.
+    let by_url = matches!(caller, Caller::Public { .. })
+        || (!headers.contains_key(header::AUTHORIZATION)
+            && pairs.iter().any(|(k, _)| k == imgproxy_core::signing::SIG));
+    let unsigned = HeaderMap::new();
+    let cache = calls::cache_mode(if by_url { &unsigned } else { headers }, parsed.reroll);
     let call = calls::call(
         state,
         &caller,
         &admitted,
         cache,
         parsed.name.as_deref(),
+        None,
         None,
     );
     let served = gateway.serve(call, parsed.request).await?;
