@@ -3,11 +3,7 @@
 //! over several upstream calls where the model makes fewer images per call, and answers in
 //! OpenAI's response shape; `serving` adds the cache, metering and names on top.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -393,8 +389,8 @@ impl Gateway {
         let (_, prefix) = self.store.as_ref()?;
         Some(match &self.signer {
             Some((signer, ttl)) => {
-                let expires =
-                    now_secs().saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+                let expires = crate::accounts::now_secs()
+                    .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
                 let query = signer.sign(&format!("{IMAGE_PATH}{key}"), &[], expires);
                 format!("{prefix}{key}?{query}")
             }
@@ -453,7 +449,7 @@ impl Gateway {
                 .map(str::to_owned)
         };
         ImageResponse {
-            created: now_secs(),
+            created: crate::accounts::now_secs(),
             data,
             background: meta.background.or_else(|| param("background")),
             output_format: meta.output_format.or_else(|| param("output_format")),
@@ -463,12 +459,6 @@ impl Gateway {
             credits_used: None,
         }
     }
-}
-
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 async fn call_provider(

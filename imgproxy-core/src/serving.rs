@@ -263,7 +263,7 @@ impl Gateway {
             });
         }
         Ok(ImageResponse {
-            created: crate::accounts::now_unix(),
+            created: crate::accounts::now_secs(),
             data,
             background: result.background.clone(),
             output_format: result.output_format.clone(),

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use crate::{
     accounts::{
-        now_unix, Accounts, ApiKey, CachedResult, DeliveryRecord, NewTask, TaskOutcome, TaskRecord,
+        now_secs, Accounts, ApiKey, CachedResult, DeliveryRecord, NewTask, TaskOutcome, TaskRecord,
         TaskStatus,
     },
     cache::CacheMode,
@@ -442,7 +442,7 @@ impl Tasks {
         let object = self.object(&task).await.map_err(|e| e.to_string())?;
         let body = json!({
             "type": format!("image.task.{}", task.status.as_str()),
-            "timestamp": now_unix(),
+            "timestamp": now_secs(),
             "data": object,
         })
         .to_string();
@@ -453,7 +453,7 @@ impl Tasks {
             .map_err(|e| e.to_string())?;
         // The same id on every attempt, so receivers can tell a retry from a new event.
         let id = format!("msg_{}", task.id);
-        let timestamp = now_unix();
+        let timestamp = now_secs();
         let signature = sign_webhook(&secret, &id, timestamp, &body).map_err(|e| e.to_string())?;
         let url = self
             .fetcher

@@ -96,7 +96,7 @@ pub async fn url_caller(
             return Err(ApiError::Signature(signing::SignatureError::Invalid));
         };
         signer
-            .verify(path, params, imgproxy_core::accounts::now_unix())
+            .verify(path, params, imgproxy_core::accounts::now_secs())
             .map_err(ApiError::Signature)?;
         let Some((_, key_id)) = params.iter().find(|(k, _)| k == signing::KEY_ID) else {
             return Ok(Caller::Master);

@@ -49,7 +49,7 @@ pub async fn run(args: SignUrlArgs, env: &dyn Env) -> anyhow::Result<()> {
         (1..=MAX_EXPIRES_IN).contains(&expires_in),
         "--expires-in must be 1 to {MAX_EXPIRES_IN} seconds"
     );
-    let expires_at = imgproxy_core::accounts::now_unix()
+    let expires_at = imgproxy_core::accounts::now_secs()
         .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
     let base = args
         .base_url

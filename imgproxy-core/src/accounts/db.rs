@@ -257,8 +257,8 @@ fn schema_ident(schema: &str) -> Result<String> {
     Ok(format!("\"{schema}\""))
 }
 
-/// Unix seconds now.
-pub(crate) fn now_secs() -> i64 {
+/// Unix seconds now: the clock of every record, task and signature.
+pub fn now_secs() -> i64 {
     now().as_secs().try_into().unwrap_or(i64::MAX)
 }
 

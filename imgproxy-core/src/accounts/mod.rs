@@ -32,12 +32,8 @@ pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
 
-pub(crate) use self::db::{now_ms, now_secs};
-
-/// Unix seconds now, the clock every record and signature uses.
-pub fn now_unix() -> i64 {
-    now_secs()
-}
+pub(crate) use self::db::now_ms;
+pub use self::db::now_secs;
 use self::db::Db;
 use crate::{Error, Result};
 

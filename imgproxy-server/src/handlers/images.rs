@@ -27,7 +27,7 @@ pub async fn get(
         .verify(
             &format!("{IMAGE_PATH}{key}"),
             &params,
-            imgproxy_core::accounts::now_unix(),
+            imgproxy_core::accounts::now_secs(),
         )
         .map_err(ApiError::Signature)?;
     let not_found = || ApiError::NotFound {

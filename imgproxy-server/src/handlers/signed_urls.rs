@@ -94,7 +94,7 @@ pub async fn create(
     let Some((signer, _)) = gateway.signer() else {
         return Err(Error::Internal("no URL signer is configured".into()).into());
     };
-    let expires_at = imgproxy_core::accounts::now_unix()
+    let expires_at = imgproxy_core::accounts::now_secs()
         .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
     let query = signer.sign(GENERATE_PATH, &pairs, expires_at);
     Ok(Json(json!({

@@ -168,7 +168,10 @@ fn partial_event(partial: &PartialImage, surface: Surface) -> Value {
     event.insert("type".into(), Value::String(surface.event("partial_image")));
     event.insert("b64_json".into(), Value::String(partial.b64_json.clone()));
     event.insert("partial_image_index".into(), Value::from(partial.index));
-    event.insert("created_at".into(), Value::from(now()));
+    event.insert(
+        "created_at".into(),
+        Value::from(imgproxy_core::accounts::now_secs()),
+    );
     for (name, value) in [
         ("background", &partial.meta.background),
         ("output_format", &partial.meta.output_format),
@@ -223,8 +226,4 @@ fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<
             Value::Object(event)
         })
         .collect()
-}
-
-fn now() -> i64 {
-    imgproxy_core::accounts::now_unix()
 }
