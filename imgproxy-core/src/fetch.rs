@@ -97,7 +97,7 @@ impl ReferenceFetcher {
                     "the reference image URL redirected more than {max_redirects} times"
                 )));
             }
-            match check_url(attempt.url(), &redirect_allow) {
+            match check_url(attempt.url(), &redirect_allow, Target::Reference) {
                 Ok(()) => attempt.follow(),
                 Err(refused) => attempt.error(refused),
             }
@@ -131,18 +131,11 @@ impl ReferenceFetcher {
     /// reference URLs are checked: http(s) only, no private, loopback, link-local or metadata
     /// host. A refusal is a 400 naming `callback_url`.
     pub async fn check_callback(&self, url: &str) -> crate::Result<Url> {
-        let callback_error = |message: String| {
-            Error::invalid_param(
-                "callback_url",
-                message
-                    .replace("the reference image URL", "the callback URL")
-                    .replace("the reference image host", "the callback host")
-                    .replace("may be fetched", "may be called"),
-            )
-        };
+        let callback_error = |message: String| Error::invalid_param("callback_url", message);
         let parsed = Url::parse(url.trim())
             .map_err(|_| callback_error("`callback_url` is not a URL".into()))?;
-        check_url(&parsed, &self.allow).map_err(|refused| callback_error(refused.0))?;
+        check_url(&parsed, &self.allow, Target::Callback)
+            .map_err(|refused| callback_error(refused.0))?;
         // A name is resolved now too, so that `localhost` or a name pointing inside is refused
         // when the task is submitted, not only when its webhook is sent (the resolver guard
         // checks again then: DNS answers may change).
@@ -211,7 +204,7 @@ impl ReferenceFetcher {
             // Not a URL: the only other form a reference takes is an uploaded file's id.
             return Err(refuse("not a URL, a data URL or a known file id"));
         };
-        check_url(&url, &self.allow).map_err(Refused::into_error)?;
+        check_url(&url, &self.allow, Target::Reference).map_err(Refused::into_error)?;
         let timeout = self.policy.timeout;
         match tokio::time::timeout(timeout, self.fetch_http(url)).await {
             Ok(result) => result.map_err(Refused::into_error),
@@ -449,24 +442,48 @@ const LENIENT_URL_SAFE: base64::engine::GeneralPurpose = base64::engine::General
         .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
 );
 
+/// What a checked URL is for: it names the URL in refusals.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Reference,
+    Callback,
+}
+
+impl Target {
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Reference => "the reference image",
+            Self::Callback => "the callback",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Reference => "fetched",
+            Self::Callback => "called",
+        }
+    }
+}
+
 /// Checks what can be checked on a URL before connecting: the scheme, an IP-literal host,
 /// metadata host names and the allow-list's ports. Names are checked again on their resolved
 /// addresses by [`GuardedResolver`].
-fn check_url(url: &Url, allow: &AllowList) -> Result<(), Refused> {
+fn check_url(url: &Url, allow: &AllowList, target: Target) -> Result<(), Refused> {
+    let noun = target.noun();
     let scheme = url.scheme();
     if scheme != "http" && scheme != "https" {
         return Err(Refused(format!(
-            "the reference image URL must use http, https or data, not `{}`",
+            "{noun} URL must use http, https or data, not `{}`",
             printable(scheme)
         )));
     }
     let Some(host) = url.host() else {
-        return Err(Refused("the reference image URL has no host".into()));
+        return Err(Refused(format!("{noun} URL has no host")));
     };
     let port = url.port_or_known_default().unwrap_or(80);
     match host {
-        Host::Ipv4(ip) => check_literal(IpAddr::V4(ip), port, allow),
-        Host::Ipv6(ip) => check_literal(IpAddr::V6(ip), port, allow),
+        Host::Ipv4(ip) => check_literal(IpAddr::V4(ip), port, allow, target),
+        Host::Ipv6(ip) => check_literal(IpAddr::V6(ip), port, allow, target),
         Host::Domain(name) => {
             let name = normalise_name(name);
             if allow.allows(&HostKey::Name(name.clone()), port) {
@@ -474,7 +491,7 @@ fn check_url(url: &Url, allow: &AllowList) -> Result<(), Refused> {
             }
             if is_metadata_name(&name) {
                 return Err(Refused(format!(
-                    "the reference image host `{}` is a cloud metadata service",
+                    "{noun} host `{}` is a cloud metadata service",
                     printable(&name)
                 )));
             }
@@ -482,7 +499,7 @@ fn check_url(url: &Url, allow: &AllowList) -> Result<(), Refused> {
             // does not see the port), so an entry restricted to other ports is enforced here.
             if allow.lists_name(&name) {
                 return Err(Refused(format!(
-                    "the reference image host `{}` is not allowed on port {port}",
+                    "{noun} host `{}` is not allowed on port {port}",
                     printable(&name)
                 )));
             }
@@ -491,13 +508,15 @@ fn check_url(url: &Url, allow: &AllowList) -> Result<(), Refused> {
     }
 }
 
-fn check_literal(ip: IpAddr, port: u16, allow: &AllowList) -> Result<(), Refused> {
+fn check_literal(ip: IpAddr, port: u16, allow: &AllowList, target: Target) -> Result<(), Refused> {
     if allow.allows(&HostKey::Ip(ip), port) {
         return Ok(());
     }
     match forbidden_reason(ip) {
         Some(reason) => Err(Refused(format!(
-            "the reference image host `{ip}` is a {reason} address; only public addresses may be fetched"
+            "{} host `{ip}` is a {reason} address; only public addresses may be {}",
+            target.noun(),
+            target.verb()
         ))),
         None => Ok(()),
     }
@@ -816,7 +835,9 @@ mod tests {
     #[test]
     fn urls_are_checked_for_scheme_literal_metadata_and_allowed_ports() {
         let allow = AllowList::parse(&["127.0.0.1:8080".into(), "fake.test:81".into()]).unwrap();
-        let check = |u: &str| check_url(&Url::parse(u).unwrap(), &allow).map_err(|r| r.0);
+        let check = |u: &str| {
+            check_url(&Url::parse(u).unwrap(), &allow, Target::Reference).map_err(|r| r.0)
+        };
         assert!(check("http://127.0.0.1:8080/a.png").is_ok());
         assert!(check("https://example.com/a.png").is_ok());
         assert!(check("http://fake.test:81/").is_ok());

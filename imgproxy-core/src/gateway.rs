@@ -241,13 +241,7 @@ impl Gateway {
         }
         generation.images = images;
         if let Some(first) = generation.images.first() {
-            let meta = &mut generation.meta;
-            crate::serving::report_actual(
-                &first.mime,
-                &first.bytes,
-                &mut meta.output_format,
-                &mut meta.size,
-            );
+            generation.meta.report_actual(&first.mime, &first.bytes);
         }
         self.respond(&validated, generation).await
     }
@@ -425,13 +419,7 @@ impl Gateway {
                 }
             })
             .collect();
-        let meta = ImageMeta {
-            background: result.background.clone(),
-            output_format: result.output_format.clone(),
-            quality: result.quality.clone(),
-            size: result.size.clone(),
-        };
-        self.shape(request, data, meta, usage)
+        self.shape(request, data, result.meta.clone(), usage)
     }
 
     /// The response around `data`: metadata the upstream reported, else what was asked.

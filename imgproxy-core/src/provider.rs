@@ -109,17 +109,34 @@ pub struct Generation {
     pub meta: ImageMeta,
 }
 
-/// Metadata of generated images, as OpenAI's response reports it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Metadata of generated images, as OpenAI's response reports it (and a cache entry keeps).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ImageMeta {
     /// `transparent` or `opaque`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
     /// `png`, `jpeg`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_format: Option<String>,
     /// The quality used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,
     /// `WxH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
+}
+
+impl ImageMeta {
+    /// Overwrites `output_format` and `size` with those of the image made (`mime`, `bytes`),
+    /// where they can be read from it: what was made, not what was asked for.
+    pub fn report_actual(&mut self, mime: &str, bytes: &[u8]) {
+        if let Some(format) = crate::convert::format_name(mime) {
+            self.output_format = Some(format.to_owned());
+        }
+        if let Some((width, height)) = crate::convert::dimensions(bytes) {
+            self.size = Some(format!("{width}x{height}"));
+        }
+    }
 }
 
 /// One generated image.

@@ -265,10 +265,10 @@ impl Gateway {
         Ok(ImageResponse {
             created: crate::accounts::now_secs(),
             data,
-            background: result.background.clone(),
-            output_format: result.output_format.clone(),
-            quality: result.quality.clone(),
-            size: result.size.clone(),
+            background: result.meta.background.clone(),
+            output_format: result.meta.output_format.clone(),
+            quality: result.meta.quality.clone(),
+            size: result.meta.size.clone(),
             usage,
             credits_used: None,
         })
@@ -314,10 +314,7 @@ impl Gateway {
                 .await?;
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),
-                background: generation.meta.background,
-                output_format: generation.meta.output_format,
-                quality: generation.meta.quality,
-                size: generation.meta.size,
+                meta: generation.meta,
             };
             let mut bytes = Vec::with_capacity(generation.images.len());
             for image in generation.images {
@@ -330,14 +327,8 @@ impl Gateway {
                 });
                 bytes.push(image.bytes);
             }
-            // Report what was made, not what was asked for.
             if let (Some(first), Some(bytes)) = (result.images.first(), bytes.first()) {
-                report_actual(
-                    &first.mime,
-                    bytes,
-                    &mut result.output_format,
-                    &mut result.size,
-                );
+                result.meta.report_actual(&first.mime, bytes);
             }
             Ok(Produced {
                 result,
@@ -605,20 +596,4 @@ pub(crate) async fn deliverable(
         mime: target.mime().to_owned(),
         ..image
     })
-}
-
-/// Overwrites the reported `output_format` and `size` with those of the image made (`mime`,
-/// `bytes`), where they can be read from it.
-pub(crate) fn report_actual(
-    mime: &str,
-    bytes: &[u8],
-    output_format: &mut Option<String>,
-    size: &mut Option<String>,
-) {
-    if let Some(format) = crate::convert::format_name(mime) {
-        *output_format = Some(format.to_owned());
-    }
-    if let Some((width, height)) = crate::convert::dimensions(bytes) {
-        *size = Some(format!("{width}x{height}"));
-    }
 }

@@ -22,23 +22,15 @@ pub struct CachedImage {
     pub revised_prompt: Option<String>,
 }
 
-/// What a cache entry holds: the images of a generation and what the upstream said of them.
+/// What a cache entry holds: the images of a generation and what the upstream said of them
+/// (the metadata flattened, so the stored JSON reads `{"images", "background", ...}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedResult {
     /// The images, in order.
     pub images: Vec<CachedImage>,
-    /// `transparent` or `opaque`, as reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub background: Option<String>,
-    /// The output format, as reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_format: Option<String>,
-    /// The quality, as reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<String>,
-    /// `WxH`, as reported.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
+    /// Format, size, quality and background, as made.
+    #[serde(flatten)]
+    pub meta: crate::provider::ImageMeta,
 }
 
 /// An image stored under a name.
