@@ -25,6 +25,35 @@ const EMBEDDED_CATALOG: [&str; 8] = [
     include_str!("../catalog/together.toml"),
 ];
 
+/// Upstream ids their providers have shut down (`catalog/shutdown.toml`).
+const SHUT_DOWN_UPSTREAMS: &str = include_str!("../catalog/shutdown.toml");
+
+/// An upstream model id its provider has shut down.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutDownUpstream {
+    /// The catalog's provider name.
+    pub provider: String,
+    /// The upstream id, as the catalog sends it.
+    pub upstream: String,
+    /// Shutdown date, `YYYY-MM-DD`.
+    pub date: String,
+    /// Where the shutdown is announced.
+    pub source: String,
+}
+
+/// The upstream ids known to be shut down, shipped with the binary.
+pub fn shut_down_upstreams() -> Result<Vec<ShutDownUpstream>> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ShutDownFile {
+        shutdown: Vec<ShutDownUpstream>,
+    }
+    let file: ShutDownFile = toml::from_str(SHUT_DOWN_UPSTREAMS)
+        .map_err(|e| Error::Internal(format!("invalid shutdown list: {e}")))?;
+    Ok(file.shutdown)
+}
+
 /// A feature a model offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -93,6 +122,10 @@ pub struct ModelSpec {
     /// Longest time an asynchronous upstream may take before it is cancelled (504).
     #[serde(default)]
     pub deadline_secs: Option<u64>,
+    /// Rules that tie parameters together (what a value needs or excludes), checked after
+    /// every parameter has passed its own rule.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
     /// Price in credits.
     #[serde(default)]
     pub pricing: Option<Pricing>,
@@ -117,6 +150,47 @@ pub struct Retirement {
     pub shutdown_date: String,
     /// The model to use instead.
     pub replacement: String,
+    /// Serve requests for the retired name with the replacement instead of refusing them
+    /// (for names that clients of the seed services keep sending).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redirect: bool,
+}
+
+/// A cross-parameter rule: when `when` holds, the request must carry every parameter of
+/// `requires`, none of `forbids`, at most `max_n` images and integer parameters within `max`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// When the rule applies.
+    pub when: Condition,
+    /// Parameters that must be set; `svg.model` names the field `model` of the object `svg`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
+    /// Parameters, or the request fields `stream`, `partial_images` and `mask`, that must not
+    /// be set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbids: Vec<String>,
+    /// Largest `n`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_n: Option<u32>,
+    /// Largest values of integer parameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub max: BTreeMap<String, i64>,
+}
+
+/// When a [`Rule`] applies: every condition given must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// A parameter that holds one of `values` (after defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// The values of `param` the rule is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// The request has reference images.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reference_images: bool,
 }
 
 /// What values one parameter accepts, and its default.
@@ -236,7 +310,6 @@ impl ModelSpec {
     }
 }
 
-/// The set of models, indexed by id and alias.
 /// The set of models, indexed by id and alias. One id may have several variants, one per
 /// provider that can serve it (`flux-1.1-pro` on Replicate or on BFL); a request goes to the
 /// first variant whose provider is configured, in catalog order or the operator's preference.
@@ -357,6 +430,23 @@ impl Catalog {
         variants
     }
 
+    /// Live (not retired) model variants whose upstream id is known to be shut down, with
+    /// the shutdown that concerns them: requests to them fail upstream.
+    pub fn stale_models(&self) -> Result<Vec<(Arc<ModelSpec>, ShutDownUpstream)>> {
+        let shut_down = shut_down_upstreams()?;
+        Ok(self
+            .models
+            .iter()
+            .filter(|model| model.retired.is_none())
+            .filter_map(|model| {
+                shut_down
+                    .iter()
+                    .find(|s| s.provider == model.provider && s.upstream == model.upstream)
+                    .map(|s| (model.clone(), s.clone()))
+            })
+            .collect())
+    }
+
     /// The preferred variant of the model named `name`, whether served or retired or not.
     pub fn get(&self, name: &str) -> Option<&Arc<ModelSpec>> {
         self.variants(name).into_iter().next()
@@ -369,6 +459,15 @@ impl Catalog {
         name: &str,
         serves: &dyn Fn(&ModelSpec) -> bool,
     ) -> Result<&Arc<ModelSpec>> {
+        self.resolve_following(name, serves, MAX_REDIRECTS)
+    }
+
+    fn resolve_following(
+        &self,
+        name: &str,
+        serves: &dyn Fn(&ModelSpec) -> bool,
+        redirects_left: usize,
+    ) -> Result<&Arc<ModelSpec>> {
         let variants = self.variants(name);
         let Some(first) = variants.first() else {
             return Err(Error::ModelNotFound {
@@ -379,6 +478,9 @@ impl Catalog {
         };
         let model = variants.iter().find(|m| serves(m)).unwrap_or(first);
         if let Some(retired) = &model.retired {
+            if retired.redirect && redirects_left > 0 {
+                return self.resolve_following(&retired.replacement, serves, redirects_left - 1);
+            }
             return Err(Error::ModelNotFound {
                 message: format!(
                     "the model `{}` was retired upstream on {}; use `{}` instead",
@@ -402,6 +504,9 @@ impl Catalog {
         Ok(model)
     }
 }
+
+/// How many retired names a request may be redirected through (a loop in the data ends here).
+const MAX_REDIRECTS: usize = 4;
 
 fn duplicate(name: &str) -> Error {
     Error::Internal(format!("catalog names `{name}` twice"))
@@ -433,6 +538,71 @@ mod tests {
                 assert!(catalog.get(&retired.replacement).is_some());
             }
         }
+    }
+
+    /// The catalog freshness test: no live entry may call an upstream id that its provider
+    /// has shut down (`catalog/shutdown.toml`), and every retirement names a live replacement.
+    #[test]
+    fn no_live_model_calls_a_shut_down_upstream() {
+        let catalog = Catalog::embedded().unwrap();
+        let stale: Vec<String> = catalog
+            .stale_models()
+            .unwrap()
+            .iter()
+            .map(|(model, shutdown)| {
+                format!(
+                    "`{}` ({}) calls `{}`, shut down on {} ({})",
+                    model.id, model.provider, model.upstream, shutdown.date, shutdown.source
+                )
+            })
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "stale catalog entries:\n{}",
+            stale.join("\n")
+        );
+        for model in catalog.models() {
+            if let Some(retired) = &model.retired {
+                let replacement = catalog.get(&retired.replacement);
+                assert!(
+                    replacement.is_some_and(|r| r.retired.is_none()),
+                    "`{}` names `{}`, which is not a live model",
+                    model.id,
+                    retired.replacement
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_freshness_check_flags_an_entry_on_a_shut_down_id() {
+        let catalog = Catalog::from_toml(
+            r#"
+            [[models]]
+            id = "old-flash"
+            provider = "gemini"
+            upstream = "gemini-2.5-flash-image"
+            "#,
+        )
+        .unwrap();
+        let stale = catalog.stale_models().unwrap();
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].1.date, "2026-10-02");
+    }
+
+    #[test]
+    fn retired_seed_names_are_served_by_their_replacement() {
+        let catalog = Catalog::embedded().unwrap();
+        for name in ["nano-banana", "nanobanana"] {
+            let model = catalog.resolve(name, &|_| true).unwrap();
+            assert_eq!(
+                (model.id.as_str(), model.upstream.as_str()),
+                ("nano-banana-2", "gemini-3.1-flash-image")
+            );
+        }
+        // The retirement stays visible on the name itself.
+        let entry = catalog.get("nano-banana").unwrap();
+        assert_eq!(entry.retired.as_ref().unwrap().shutdown_date, "2026-10-02");
     }
 
     #[test]

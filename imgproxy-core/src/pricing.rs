@@ -7,9 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ValidatedRequest;
 
-/// A model's price. The base price of one image is the `by_quality` entry for the request's
-/// quality if there is one, else the `by_resolution` entry for its tier, else `per_image`;
-/// with `scale_by_area`, an explicit size larger than 1024×1024 multiplies it by its area.
+/// A model's price. The base price of one image is the `by_quality_and_resolution` entry for
+/// the request's quality and tier if there is one, else the `by_quality` entry for its
+/// quality, else the `by_resolution` entry for its tier, else `per_image`; with
+/// `scale_by_area`, an explicit size larger than 1024×1024 multiplies it by its area, and with
+/// `per_extra_megapixel` each megapixel past the first adds that much.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
@@ -21,6 +23,13 @@ pub struct Pricing {
     /// Credits per image by resolution tier (`1K`, `2K`, `4K`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_resolution: BTreeMap<String, u64>,
+    /// Credits per image by `quality`, then resolution tier, for upstreams that bill by both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_quality_and_resolution: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Credits added per started megapixel past the first of an explicit size, for upstreams
+    /// that bill the first megapixel and each further one at different rates.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub per_extra_megapixel: u64,
     /// Credits added per reference image.
     #[serde(default)]
     pub per_reference_image: u64,
@@ -33,22 +42,36 @@ pub struct Pricing {
 /// The area the base price is for.
 const BASE_PIXELS: u64 = 1024 * 1024;
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
 /// Credits for one image of `request`, or `None` if the model has no price.
 pub fn credits_per_image(request: &ValidatedRequest) -> Option<u64> {
     let pricing = request.model.pricing.as_ref()?;
-    let by_quality = request
-        .param_str("quality")
-        .and_then(|q| pricing.by_quality.get(q));
-    let by_resolution = request.tier().and_then(|t| pricing.by_resolution.get(t));
-    let base = by_quality
+    let quality = request.param_str("quality");
+    let tier = request.tier();
+    let by_both = quality
+        .and_then(|q| pricing.by_quality_and_resolution.get(q))
+        .and_then(|tiers| tiers.get(tier?));
+    let by_quality = quality.and_then(|q| pricing.by_quality.get(q));
+    let by_resolution = tier.and_then(|t| pricing.by_resolution.get(t));
+    let base = by_both
+        .or(by_quality)
         .or(by_resolution)
         .copied()
         .unwrap_or(pricing.per_image);
-    let base = match request.size().filter(|_| pricing.scale_by_area) {
+    // Rounded up: the reservation is the worst case, never an undercharge.
+    let base = match request.size() {
         Some(size) => {
             let pixels = u64::from(size.width) * u64::from(size.height);
-            // Rounded up: the reservation is the worst case, never an undercharge.
-            base.saturating_mul(pixels).div_ceil(BASE_PIXELS).max(base)
+            let scaled = if pricing.scale_by_area {
+                base.saturating_mul(pixels).div_ceil(BASE_PIXELS).max(base)
+            } else {
+                base
+            };
+            let extra_megapixels = pixels.saturating_sub(BASE_PIXELS).div_ceil(BASE_PIXELS);
+            scaled.saturating_add(pricing.per_extra_megapixel.saturating_mul(extra_megapixels))
         }
         None => base,
     };
@@ -99,5 +122,25 @@ mod tests {
         assert_eq!(price("nano-banana-pro", &[("image_size", "4K")]), Some(240));
         assert_eq!(price("grok-imagine", &[]), Some(20));
         assert_eq!(price("flux-schnell", &[("size", "512x512")]), Some(2));
+        // By quality and tier at once.
+        assert_eq!(
+            price("grok-imagine-image-2.0", &[("quality", "low")]),
+            Some(40)
+        );
+        assert_eq!(
+            price(
+                "grok-imagine-image-2.0",
+                &[("quality", "low"), ("image_size", "2K")]
+            ),
+            Some(60)
+        );
+        assert_eq!(
+            price("grok-imagine-image-2.0", &[("image_size", "2K")]),
+            Some(80)
+        );
+        // The first megapixel, then each started one after it.
+        assert_eq!(price("flux-2-pro", &[("size", "1024x1024")]), Some(30));
+        assert_eq!(price("flux-2-pro", &[("size", "2048x1024")]), Some(45));
+        assert_eq!(price("flux-2-pro", &[("size", "2048x2048")]), Some(75));
     }
 }

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use serde_json::Value;
 
 use crate::{
-    catalog::{ModelSpec, ParamKind, ParamRule},
+    catalog::{Condition, ModelSpec, ParamKind, ParamRule, Rule},
     convert::RasterFormat,
     dimensions::{self, Ratio, Size},
     Catalog, Error, ImageInput, ImageRequest, Result,
@@ -241,7 +241,7 @@ pub fn validate(
     )?;
     let (params, output) = model_params(&model, &request, dims)?;
 
-    Ok(ValidatedRequest {
+    let validated = ValidatedRequest {
         model,
         prompt,
         n,
@@ -252,10 +252,90 @@ pub fn validate(
         output,
         stream,
         partial_images: request.partial_images,
-    })
+    };
+    for rule in &validated.model.rules {
+        check_rule(&validated, rule)?;
+    }
+    Ok(validated)
+}
+
+/// Checks one of the model's cross-parameter rules.
+fn check_rule(request: &ValidatedRequest, rule: &Rule) -> Result<()> {
+    let Some(situation) = request.situation(&rule.when) else {
+        return Ok(());
+    };
+    let model = &request.model.id;
+    if let Some(name) = rule.requires.iter().find(|name| !request.is_set(name)) {
+        let param = name.split('.').next().unwrap_or(name);
+        return Err(Error::invalid_param(
+            param,
+            format!("`{name}` is required with {situation} on model `{model}`"),
+        ));
+    }
+    if let Some(name) = rule.forbids.iter().find(|name| request.is_set(name)) {
+        return Err(Error::invalid_param(
+            name,
+            format!("`{name}` cannot be used with {situation} on model `{model}`"),
+        ));
+    }
+    if let Some(max_n) = rule.max_n.filter(|max_n| request.n > *max_n) {
+        return Err(Error::invalid_param(
+            "n",
+            format!("n must be at most {max_n} with {situation} on model `{model}`"),
+        ));
+    }
+    for (name, max) in &rule.max {
+        if request.param_i64(name).is_some_and(|value| value > *max) {
+            return Err(Error::invalid_param(
+                name,
+                format!("`{name}` must be at most {max} with {situation} on model `{model}`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ValidatedRequest {
+    /// Whether the request carries `name`: a parameter, a field of an object parameter
+    /// (`svg.model`), or one of the request fields `stream`, `partial_images` and `mask`.
+    pub fn is_set(&self, name: &str) -> bool {
+        match name {
+            "stream" => self.stream,
+            "partial_images" => self.partial_images.is_some(),
+            "mask" => self.mask.is_some(),
+            "output_compression" => {
+                self.output.compression.is_some() || self.params.contains_key(name)
+            }
+            _ => {
+                let mut path = name.split('.');
+                let root = path.next().and_then(|root| self.params.get(root));
+                path.try_fold(root, |value, field| Some(value?.get(field)))
+                    .flatten()
+                    .is_some_and(|value| !value.is_null())
+            }
+        }
+    }
+
+    /// How the request meets `condition`, in words for an error message, or `None` if it
+    /// does not.
+    fn situation(&self, condition: &Condition) -> Option<String> {
+        let mut met = Vec::new();
+        if let Some(param) = &condition.param {
+            let value = self.param_str(param)?;
+            if !condition.values.iter().any(|v| v == value) {
+                return None;
+            }
+            met.push(format!("{param} `{value}`"));
+        }
+        if condition.reference_images {
+            if self.reference_images.is_empty() {
+                return None;
+            }
+            met.push("reference images".to_owned());
+        }
+        Some(met.join(" and "))
+    }
+
     /// The raster format the client asked for: the answer is converted to it when the
     /// upstream answers in another.
     pub fn wanted_format(&self) -> Option<RasterFormat> {
@@ -648,13 +728,13 @@ mod tests {
     #[test]
     fn gpt_image_rules_come_from_the_catalog() {
         let v = check(
-            json!({"model": "gpt-image-2.5-flare", "prompt": "p", "quality": "xhigh",
+            json!({"model": "gpt-image-2.6-flare", "prompt": "p", "quality": "xhigh",
                              "output_format": "gif", "frame_count": 4}),
         )
         .unwrap();
         assert_eq!(v.param_i64("frame_count"), Some(4));
         assert_eq!(
-            param_of(json!({"model": "gpt-image-2.5-flare", "prompt": "p", "frame_count": 4}))
+            param_of(json!({"model": "gpt-image-2.6-flare", "prompt": "p", "frame_count": 4}))
                 .as_deref(),
             Some("frame_count")
         );
@@ -672,6 +752,106 @@ mod tests {
             param_of(json!({"model": "gpt-image-2", "prompt": long})).as_deref(),
             Some("prompt")
         );
+    }
+
+    /// GPT Image 2.6 brought complexity, GIF and SVG; 2.5 takes none of them (quality
+    /// `xhigh`/`max` and the dated snapshots are 2.5's own).
+    #[test]
+    fn gpt_image_2_5_refuses_what_arrived_with_2_6() {
+        for (field, value) in [
+            ("complexity", json!("low")),
+            ("output_format", json!("gif")),
+            ("output_format", json!("svg")),
+            ("frame_count", json!(4)),
+            ("frame_duration_ms", json!(100)),
+            ("svg", json!({"model": "m"})),
+        ] {
+            for model in ["gpt-image-2.5-flare", "gpt-image-2.5-sunburst-2026-09-08"] {
+                let mut body = json!({"model": model, "prompt": "p"});
+                body[field] = value.clone();
+                assert_eq!(param_of(body).as_deref(), Some(field), "{model} {field}");
+            }
+        }
+        let v = check(
+            json!({"model": "gpt-image-2.5-flare-2026-09-08", "prompt": "p",
+                             "quality": "max"}),
+        )
+        .unwrap();
+        assert_eq!(v.model.id, "gpt-image-2.5-flare");
+        let v = check(json!({"model": "gpt-image-2.6-sunburst", "prompt": "p",
+                             "complexity": "high"}))
+        .unwrap();
+        assert_eq!(v.param_str("complexity"), Some("high"));
+    }
+
+    /// The rules of GPT Image 2.6's GIF and SVG outputs, each a 400 naming its parameter.
+    #[test]
+    fn gif_and_svg_outputs_follow_their_rules() {
+        const PNG: &str = "data:image/png;base64,iVBORw0KGgo=";
+        let model = "gpt-image-2.6-flare";
+        let svg = json!({"model": model, "prompt": "p", "output_format": "svg",
+                         "svg": {"model": "gpt-5.6-terra", "reasoning": {"effort": "low"}}});
+        check(svg.clone()).unwrap();
+        let cases = [
+            (json!({"svg": null}), "svg"),
+            (
+                json!({"output_format": "svg", "svg": {"reasoning": {"effort": "low"}}}),
+                "svg",
+            ),
+            (json!({"n": 2}), "n"),
+            (json!({"stream": true}), "stream"),
+            (
+                json!({"svg": {"model": "m"}, "output_format": "png"}),
+                "svg",
+            ),
+        ];
+        for (change, param) in cases {
+            let mut body = svg.clone();
+            for (k, v) in change.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            assert_eq!(param_of(body.clone()).as_deref(), Some(param), "{body}");
+        }
+        let gif = json!({"model": model, "prompt": "p", "output_format": "gif",
+                         "frame_count": 4, "frame_duration_ms": 20});
+        check(gif.clone()).unwrap();
+        let cases = [
+            (json!({"stream": true}), "stream"),
+            (json!({"stream": true, "partial_images": 1}), "stream"),
+            (json!({"output_compression": 50}), "output_compression"),
+            (json!({"image": [PNG], "mask": PNG}), "mask"),
+            (json!({"frame_duration_ms": 10}), "frame_duration_ms"),
+            (json!({"frame_duration_ms": 655_360}), "frame_duration_ms"),
+        ];
+        for (change, param) in cases {
+            let mut body = gif.clone();
+            for (k, v) in change.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            assert_eq!(param_of(body.clone()).as_deref(), Some(param), "{body}");
+        }
+        // A PNG may still stream on the same model.
+        check(json!({"model": model, "prompt": "p", "stream": true, "partial_images": 1})).unwrap();
+    }
+
+    #[test]
+    fn bfl_takes_a_lower_safety_tolerance_with_reference_images() {
+        const PNG: &str = "data:image/png;base64,iVBORw0KGgo=";
+        for model in ["flux-kontext-pro", "flux-2-pro", "flux-2-klein-4b"] {
+            check(json!({"model": model, "prompt": "p", "safety_tolerance": 5})).unwrap();
+            check(json!({"model": model, "prompt": "p", "safety_tolerance": 2, "image": [PNG]}))
+                .unwrap();
+            let error = check(json!({"model": model, "prompt": "p", "safety_tolerance": 3,
+                                     "image": [PNG]}))
+            .unwrap_err();
+            assert_eq!(error.param(), Some("safety_tolerance"), "{model}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("at most 2 with reference images"),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -261,6 +261,17 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
     for (from, to) in &settings.remap {
         catalog.remap(from, to)?;
     }
+    // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
+    for (model, shutdown) in catalog.stale_models()? {
+        tracing::warn!(
+            model = %model.id,
+            provider = %model.provider,
+            upstream = %model.upstream,
+            shutdown_date = %shutdown.date,
+            source = %shutdown.source,
+            "this model calls an upstream id that its provider has shut down: its requests will fail upstream"
+        );
+    }
 
     let store = match &settings.s3 {
         Some(location) => ImageStore::s3(location)?,

@@ -234,7 +234,7 @@ def test_nano_banana_2_through_gemini_fans_out_n_and_skips_thought_images(
     calls = gemini.generate_calls()
     assert len(calls) == 2, f"n=2 must be two generateContent calls (candidateCount ≤ 1): {gemini.summary()}"
     for call in calls:
-        assert call.path == "/v1beta/models/gemini-3.1-flash-image-preview:generateContent"
+        assert call.path == "/v1beta/models/gemini-3.1-flash-image:generateContent"
         assert call.headers.get("x-goog-api-key") == GEMINI_KEY
         body = call.json
         texts = [p["text"] for c in body["contents"] for p in c["parts"] if "text" in p]

@@ -34,6 +34,7 @@ pub fn model_object(model: &ModelSpec) -> Value {
     if let Some(retired) = &model.retired {
         object["shutdown_date"] = json!(retired.shutdown_date);
         object["replacement"] = json!(retired.replacement);
+        object["redirected_to_replacement"] = json!(retired.redirect);
     }
     object
 }
@@ -71,6 +72,7 @@ pub fn allowed_params(model: &ModelSpec) -> Value {
         "requires_prompt": model.requires_prompt,
         "defaults": defaults,
         "params": model.params,
+        "rules": model.rules,
     })
 }
 

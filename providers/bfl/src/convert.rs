@@ -131,8 +131,11 @@ pub(crate) fn read_poll(body: &[u8]) -> Result<TaskState, ProviderError> {
     let Some(status) = answer.status.or(answer.state) else {
         return Err(malformed("no `status`"));
     };
+    // An `Error` status carries its text in `error`; other statuses may explain in `details`.
     let details = answer
-        .details
+        .error
+        .filter(|e| !e.is_null())
+        .or(answer.details)
         .filter(|d| !d.is_null())
         .map(|d| match d {
             Value::String(text) => format!(": {}", short(&text)),

@@ -35,6 +35,9 @@ pub(crate) struct PollResponse {
     /// Moderation reasons or error details; format undocumented.
     #[serde(default)]
     pub details: Option<Value>,
+    /// What went wrong, on an `Error` status.
+    #[serde(default)]
+    pub error: Option<Value>,
 }
 
 /// A non-2xx body: FastAPI's `{"detail": [{"loc", "msg"}] | "text"}`, or `{"message"}`.

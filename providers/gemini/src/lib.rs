@@ -1,6 +1,5 @@
 //! `imgproxy-provider-gemini`: the adapter for Google's Gemini API image models
-//! (`gemini-2.5-flash-image`, `gemini-3-pro-image-preview`, `gemini-3.1-flash-image-preview`)
-//! through `generateContent`.
+//! (`gemini-3-pro-image`, `gemini-3.1-flash-image`) through `generateContent`.
 //!
 //! `client` holds the provider and its HTTP, `convert` the body building and response reading,
 //! `error` the mapping of Google's error answers, `wire` Google's serde types.

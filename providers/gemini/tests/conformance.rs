@@ -17,7 +17,7 @@ use wiremock::{
 };
 
 const KEY: &str = "gemini-test-key-0123456789";
-const PATH: &str = "/v1beta/models/gemini-3.1-flash-image-preview:generateContent";
+const PATH: &str = "/v1beta/models/gemini-3.1-flash-image:generateContent";
 
 struct Gemini;
 
@@ -82,7 +82,7 @@ impl Fixture for Gemini {
             }],
             "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 1120,
                               "totalTokenCount": 1130},
-            "modelVersion": "gemini-3.1-flash-image-preview",
+            "modelVersion": "gemini-3.1-flash-image",
             "responseId": "abc123"
         });
         // One call per image: the gateway fans `n` out and `candidateCount` is never sent.

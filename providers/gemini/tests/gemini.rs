@@ -1,6 +1,6 @@
 //! Wiremock tests of the Gemini adapter's model-specific mappings, driven through the gateway
-//! as clients drive it: each model's `generationConfig` (ratios, tiers, seeds, person
-//! generation), per-model limits, response reading (thought parts, snake_case, usage) and
+//! as clients drive it: each model's `generationConfig` (ratios, tiers, seeds; never
+//! `personGeneration`), per-model limits, response reading (thought parts, snake_case, usage) and
 //! Google's refusal and error shapes. Every fake asserts the exact outgoing body.
 
 use std::{sync::Arc, time::Duration};
@@ -75,7 +75,7 @@ async fn failure(
     let server = MockServer::start().await;
     expect(
         &server,
-        "gemini-3-pro-image-preview",
+        "gemini-3-pro-image",
         text_body("p", json!({"responseModalities": ["IMAGE"]})),
         response,
     )
@@ -88,26 +88,27 @@ async fn failure(
     }
 }
 
+/// `nano-banana` was `gemini-2.5-flash-image`, shut down on 2026-10-02: its names are served by
+/// Gemini 3.1 Flash Image, and `personGeneration` (Vertex only) is never sent.
 #[tokio::test]
-async fn nano_banana_maps_ratio_seed_and_person_generation() -> TestResult {
+async fn retired_nano_banana_is_served_by_3_1_flash_with_ratio_and_seed() -> TestResult {
     let server = MockServer::start().await;
     let config = json!({
         "responseModalities": ["IMAGE"],
-        "imageConfig": {"aspectRatio": "16:9", "personGeneration": "ALLOW_NONE"},
+        "imageConfig": {"aspectRatio": "16:9"},
         "seed": 42
     });
     let image = png(32, 18, [1, 2, 3]);
     expect(
         &server,
-        "gemini-2.5-flash-image",
+        "gemini-3.1-flash-image",
         text_body("a kite", config),
         ResponseTemplate::new(200).set_body_json(image_answer(&image)),
     )
     .await;
     let response = generate(
         &server,
-        json!({"model": "nanobanana", "prompt": "a kite", "aspect_ratio": "16:9", "seed": 42,
-               "person_generation": "dont_allow"}),
+        json!({"model": "nanobanana", "prompt": "a kite", "aspect_ratio": "16:9", "seed": 42}),
     )
     .await??;
     assert_eq!(
@@ -124,19 +125,18 @@ async fn nano_banana_pro_reads_size_as_ratio_and_tier() -> TestResult {
     let server = MockServer::start().await;
     let config = json!({
         "responseModalities": ["IMAGE"],
-        "imageConfig": {"aspectRatio": "1:1", "imageSize": "2K", "personGeneration": "ALLOW_ADULT"}
+        "imageConfig": {"aspectRatio": "1:1", "imageSize": "2K"}
     });
     expect(
         &server,
-        "gemini-3-pro-image-preview",
+        "gemini-3-pro-image",
         text_body("p", config),
         ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 8, [9, 9, 9]))),
     )
     .await;
     generate(
         &server,
-        json!({"model": "nano-banana-pro", "prompt": "p", "size": "2048x2048",
-               "person_generation": "allow_adult"}),
+        json!({"model": "nano-banana-pro", "prompt": "p", "size": "2048x2048"}),
     )
     .await??;
     Ok(())
@@ -153,7 +153,7 @@ async fn nano_banana_2_fans_out_one_call_per_image_with_distinct_seeds() -> Test
         });
         expect(
             &server,
-            "gemini-3.1-flash-image-preview",
+            "gemini-3.1-flash-image",
             text_body("a banner", config),
             ResponseTemplate::new(200).set_body_json(image_answer(&png(64, 8, [shade, 0, 0]))),
         )
@@ -183,7 +183,7 @@ async fn the_widest_common_ratio_reaches_the_upstream_as_21_9() -> TestResult {
     let config = json!({"responseModalities": ["IMAGE"], "imageConfig": {"aspectRatio": "21:9"}});
     expect(
         &server,
-        "gemini-2.5-flash-image",
+        "gemini-3.1-flash-image",
         text_body("p", config),
         ResponseTemplate::new(200).set_body_json(image_answer(&png(21, 9, [0, 0, 0]))),
     )
@@ -207,17 +207,18 @@ async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
     let refs =
         |count: usize| -> Vec<String> { (0..count).map(|i| data_url(&reference_png(i))).collect() };
     let cases = [
+        // `nano-banana` is served by nano-banana-2, with its limits.
         (
-            json!({"model": "nano-banana", "image_size": "1K"}),
-            "image_size",
+            json!({"model": "nano-banana", "safety_filter_level": "block_only_high"}),
+            "safety_filter_level",
         ),
         (
-            json!({"model": "nano-banana", "aspect_ratio": "8:1"}),
+            json!({"model": "nano-banana", "aspect_ratio": "9:21"}),
             "aspect_ratio",
         ),
         (json!({"model": "nano-banana", "size": "1792x1024"}), "size"),
         (json!({"model": "nano-banana", "n": 5}), "n"),
-        (json!({"model": "nano-banana", "images": refs(4)}), "image"),
+        (json!({"model": "nano-banana", "images": refs(15)}), "image"),
         (
             json!({"model": "nano-banana-pro", "image_size": "512"}),
             "image_size",
@@ -231,7 +232,7 @@ async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
             "image",
         ),
         (
-            json!({"model": "nano-banana-2", "person_generation": "everyone"}),
+            json!({"model": "nano-banana-2", "person_generation": "allow_adult"}),
             "person_generation",
         ),
         (json!({"model": "nano-banana-2", "seed": -1}), "seed"),
@@ -275,7 +276,7 @@ async fn reference_images_are_inline_parts_after_the_prompt_in_order() -> TestRe
     });
     expect(
         &server,
-        "gemini-3-pro-image-preview",
+        "gemini-3-pro-image",
         body,
         ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 10, [5, 5, 5]))),
     )
@@ -311,7 +312,7 @@ async fn thought_images_and_text_are_dropped_and_snake_case_is_read() -> TestRes
         let server = MockServer::start().await;
         expect(
             &server,
-            "gemini-3-pro-image-preview",
+            "gemini-3-pro-image",
             text_body("p", json!({"responseModalities": ["IMAGE"]})),
             ResponseTemplate::new(200).set_body_json(answer),
         )
@@ -342,7 +343,7 @@ async fn usage_metadata_becomes_openai_usage() -> TestResult {
     });
     expect(
         &server,
-        "gemini-3-pro-image-preview",
+        "gemini-3-pro-image",
         text_body("p", json!({"responseModalities": ["IMAGE"]})),
         ResponseTemplate::new(200).set_body_json(answer),
     )
@@ -564,7 +565,7 @@ async fn operator_constants_merge_but_never_replace_contents_or_ask_for_candidat
     });
     expect(
         &server,
-        "gemini-3.1-flash-image-preview",
+        "gemini-3.1-flash-image",
         body,
         ResponseTemplate::new(200).set_body_json(image_answer(&png(8, 8, [0, 0, 0]))),
     )
@@ -579,7 +580,7 @@ async fn operator_constants_merge_but_never_replace_contents_or_ask_for_candidat
 #[tokio::test]
 async fn a_parameter_the_catalog_does_not_map_is_a_failure_not_silently_dropped() -> TestResult {
     let mut catalog = Catalog::embedded()?;
-    let mut model = (**catalog.get("nano-banana").ok_or("no model")?).clone();
+    let mut model = (**catalog.get("nano-banana-2").ok_or("no model")?).clone();
     model.params.insert(
         "negative_prompt".into(),
         serde_json::from_value(json!({"type": "string"}))?,
@@ -591,7 +592,7 @@ async fn a_parameter_the_catalog_does_not_map_is_a_failure_not_silently_dropped(
         .expect(0)
         .mount(&server)
         .await;
-    let request = json!({"model": "nano-banana", "prompt": "p", "negative_prompt": "blur"});
+    let request = json!({"model": "nano-banana-2", "prompt": "p", "negative_prompt": "blur"});
     let error = gateway_with(&server, catalog)?
         .generate(serde_json::from_value(request)?)
         .await

@@ -46,7 +46,7 @@ const CASES: [Case; 2] = [
         format: "png",
     },
     Case {
-        model: "gpt-image-2.5-flare",
+        model: "gpt-image-2.6-flare",
         request: || json!({"quality": "xhigh", "output_format": "gif", "frame_count": 4}),
         body: || {
             json!({"background": "auto", "moderation": "auto", "output_format": "gif",

@@ -251,7 +251,7 @@ mod tests {
         let catalog = Catalog::embedded().unwrap_or_default();
         let models: Vec<_> = catalog
             .models()
-            .filter(|m| m.provider == crate::PROVIDER_ID)
+            .filter(|m| m.provider == crate::PROVIDER_ID && m.retired.is_none())
             .collect();
         assert!(models.len() >= 7);
         for model in models {

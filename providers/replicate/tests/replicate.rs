@@ -253,31 +253,59 @@ async fn svg_with_a_raster_output_format_is_a_clear_400() {
     );
 }
 
+/// Replicate's `google/imagen-4` and `google/nano-banana` run on models Google shut down: their
+/// seed names are served by `nano-banana-2`, on Replicate when Gemini is not configured.
 #[tokio::test]
-async fn imagen4_maps_jpeg_and_the_safety_filter() {
+async fn retired_imagen4_and_gemini_are_served_by_nano_banana_2() {
+    for (name, request) in [
+        (
+            "imagen4",
+            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
+        ),
+        (
+            "gemini",
+            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
+        ),
+    ] {
+        let server = MockServer::start().await;
+        let input = json!({"prompt": PROMPT, "aspect_ratio": "9:16", "output_format": "jpg"});
+        let response = generate_one(
+            &server,
+            "google/nano-banana-2",
+            input,
+            self::request(name, request),
+        )
+        .await;
+        assert_eq!(response.data.len(), 1);
+    }
+    // Imagen's own parameters are not silently dropped.
     let server = MockServer::start().await;
-    let input = json!({"prompt": PROMPT, "aspect_ratio": "9:16", "output_format": "jpg",
-                       "safety_filter_level": "block_only_high"});
-    let request = request(
-        "imagen4",
-        json!({"aspect_ratio": "9:16", "output_format": "jpeg",
-               "safety_filter_level": "block_only_high"}),
+    let error = gateway(&server)
+        .generate(request(
+            "imagen4",
+            json!({"safety_filter_level": "block_only_high"}),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.status(), error.param()),
+        (400, Some("safety_filter_level"))
     );
-    let response = generate_one(&server, "google/imagen-4", input, request).await;
-    assert_eq!(response.data.len(), 1);
 }
 
 #[tokio::test]
-async fn gemini_references_go_to_image_input() {
+async fn nano_banana_references_go_to_image_input_and_the_tier_to_resolution() {
     let server = MockServer::start().await;
     let reference = data_url(&reference_png(3));
     let input = json!({"prompt": PROMPT, "image_input": [reference], "aspect_ratio": "21:9",
-                       "output_format": "png"});
+                       "resolution": "4K", "output_format": "png",
+                       "safety_filter_level": "block_only_high"});
     let request = request(
-        "gemini",
-        json!({"images": [reference], "aspect_ratio": "21:9"}),
+        "nano-banana-pro",
+        json!({"images": [reference], "aspect_ratio": "21:9", "image_size": "4K",
+               "safety_filter_level": "block_only_high"}),
     );
-    let response = generate_one(&server, "google/nano-banana", input, request).await;
+    let response = generate_one(&server, "google/nano-banana-pro", input, request).await;
     assert_eq!(response.data.len(), 1);
 }
 

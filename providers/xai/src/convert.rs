@@ -67,8 +67,10 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Valu
         let resolution = mapped(&input.resolution_values, tier);
         body.insert("resolution".into(), Value::String(resolution));
     }
-    if let Some(user) = request.param_str("user") {
-        body.insert("user".into(), Value::from(user));
+    for name in ["quality", "user"] {
+        if let Some(value) = request.param_str(name) {
+            body.insert(name.into(), Value::from(value));
+        }
     }
     body.extend(model.upstream_params.clone());
     body.insert("model".into(), Value::from(model.upstream.as_str()));

@@ -103,9 +103,9 @@ async fn a_single_reference_goes_to_edits_as_an_image_object() -> TestResult {
     let reference = data_url(&reference_png(3));
     call("/images/edits")
         .and(body_json(body(
-            "grok-imagine-image-quality",
+            "grok-imagine-image-2.0",
             1,
-            json!({"image": {"url": reference, "type": "image_url"}}),
+            json!({"image": {"url": reference, "type": "image_url"}, "quality": "auto"}),
         )))
         .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
         .expect(1)
@@ -162,6 +162,60 @@ async fn image_size_becomes_lowercase_resolution_and_ratios_map() -> TestResult 
             .await;
         assert!(response.is_ok(), "{sent}: {response:?}");
     }
+    Ok(())
+}
+
+/// grok-imagine-image-2.0: `quality`, the 21:9 and 5:2 ratios, and up to 5 edit images.
+#[tokio::test]
+async fn grok_imagine_2_sends_quality_and_takes_wider_ratios_and_five_images() -> TestResult {
+    let server = MockServer::start().await;
+    call("/images/generations")
+        .and(body_json(body(
+            "grok-imagine-image-2.0",
+            2,
+            json!({"quality": "low", "aspect_ratio": "5:2", "resolution": "2k"}),
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(images(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut sent = request(
+        "grok-imagine-2",
+        json!({"quality": "low", "aspect_ratio": "5:2", "image_size": "2K"}),
+    )?;
+    sent.n = Some(2);
+    assert_eq!(gateway(&server)?.generate(sent).await?.data.len(), 2);
+
+    let references: Vec<Value> = (0..5)
+        .map(|i| json!({"url": data_url(&reference_png(i)), "type": "image_url"}))
+        .collect();
+    call("/images/edits")
+        .and(body_json(body(
+            "grok-imagine-image-2.0",
+            1,
+            json!({"quality": "auto", "aspect_ratio": "21:9", "images": references}),
+        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut sent = request("grok-imagine-image-2.0", json!({"aspect_ratio": "21:9"}))?;
+    sent.images = Some(
+        (0..5)
+            .map(|i| ImageInput::Text(data_url(&reference_png(i))))
+            .collect(),
+    );
+    gateway(&server)?.generate(sent.clone()).await?;
+    sent.images = Some(
+        (0..6)
+            .map(|i| ImageInput::Text(data_url(&reference_png(i))))
+            .collect(),
+    );
+    let error = gateway(&server)?
+        .generate(sent)
+        .await
+        .expect_err("6 images");
+    assert_eq!(error.param(), Some("image"));
     Ok(())
 }
 

@@ -39,6 +39,13 @@ fn poll_statuses_map_by_meaning() {
             "{message}"
         );
     }
+    // BFL puts an `Error` status's text in `error`.
+    let Err(ProviderError::Failed { message }) =
+        poll(r#"{"id":"t","status":"Error","result":null,"error":"GPU worker crashed"}"#)
+    else {
+        panic!("Error is a failure");
+    };
+    assert!(message.contains("GPU worker crashed"), "{message}");
     for malformed in [
         r#"{"status":"Ready","result":null}"#,
         r#"{"id":"t"}"#,
