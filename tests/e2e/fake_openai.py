@@ -134,6 +134,31 @@ def moderation_blocked() -> Reply:
 
 
 # --------------------------------------------------------------------------------------------
+# What each model takes (OpenAI as of December 2026)
+# --------------------------------------------------------------------------------------------
+
+# Shut-down ids: OpenAI answers 404 model_not_found.
+RETIRED_MODELS = {"gpt-image-1", "dall-e-2", "dall-e-3"}
+# GPT Image 2.6 brought `complexity`, GIF and SVG output (`frame_count`, `frame_duration_ms`,
+# `svg`); every other model refuses them.
+GPT_IMAGE_2_6 = {"gpt-image-2.6-sunburst", "gpt-image-2.6-flare"}
+ONLY_ON_2_6 = ("complexity", "frame_count", "frame_duration_ms", "svg")
+
+# A 1x1 GIF and a small SVG document, what a 2.6 model sends for `gif` / `svg` output.
+TINY_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00"
+    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+
+
+def svg_image(index: int) -> bytes:
+    return (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="64" height="64" viewBox="0 0 64 64">'
+        f'<circle cx="32" cy="32" r="{10 + index % 20}" fill="#336699"/></svg>\n'
+    ).encode()
+
+
+# --------------------------------------------------------------------------------------------
 # multipart/form-data
 # --------------------------------------------------------------------------------------------
 
@@ -354,7 +379,10 @@ class FakeOpenAI:
 
     By default ``POST */images/generations`` (JSON) and ``POST */images/edits`` (multipart, or
     JSON) answer 200 with ``n`` distinct PNGs (as ``b64_json``, ``n`` taken from the request
-    body or form) and :data:`DEFAULT_USAGE`; a streaming request (``stream`` true) is answered
+    body or form; an SVG document or a GIF for ``output_format`` svg / gif) and
+    :data:`DEFAULT_USAGE`. Like OpenAI, it refuses what a model does not take (see
+    :meth:`_refusal`: retired ids, GPT Image 2.6's fields on other models, 2.6's GIF/SVG rules),
+    noting each refusal in :attr:`problems`; a streaming request (``stream`` true) is answered
     as an event stream (:class:`StreamPlan`). Tests change that with :meth:`always` (every later
     request) or :meth:`then` (queued, one request each): a queued :class:`Reply` answers any
     request (a streaming one too, as an upstream failing before the stream starts); a queued
@@ -458,6 +486,94 @@ class FakeOpenAI:
 
     # -- serving --------------------------------------------------------------------------
 
+    def _refusal(self, request: RecordedRequest) -> Reply | None:
+        """OpenAI's answer to a request its model does not take, or None (noted in
+        :attr:`problems` too): a retired id is a 404, a 2.6-only field on another model a 400
+        ``unknown_parameter``, and GPT Image 2.6's GIF/SVG rules are 400s naming the field."""
+
+        def refuse(reply: Reply, why: str) -> Reply:
+            with self._lock:
+                self.problems.append(f"{request.path}: {why}")
+            return reply
+
+        model = request.field("model")
+        if not isinstance(model, str):
+            return None
+        if model in RETIRED_MODELS:
+            return refuse(
+                error_reply(
+                    404,
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    code="model_not_found",
+                ),
+                f"model {model} has been shut down",
+            )
+        if not model.startswith(("gpt-image", "chatgpt-image")):
+            return None
+        output_format = request.field("output_format")
+        if not any(model == m or model.startswith(f"{m}-20") for m in GPT_IMAGE_2_6):
+            for name in ONLY_ON_2_6:
+                if request.field(name) is not None:
+                    return refuse(
+                        error_reply(400, f"Unknown parameter: '{name}'.", code="unknown_parameter", param=name),
+                        f"{model} does not take `{name}`",
+                    )
+            if output_format in ("gif", "svg"):
+                return refuse(
+                    error_reply(
+                        400,
+                        f"Invalid value: '{output_format}'. Supported values are: 'png', 'jpeg', and 'webp'.",
+                        code="invalid_value",
+                        param="output_format",
+                    ),
+                    f"{model} does not make {output_format}",
+                )
+            return None
+        svg = request.field("svg")
+        if output_format == "svg":
+            if not (isinstance(svg, dict) and isinstance(svg.get("model"), str) and svg["model"]):
+                return refuse(
+                    error_reply(400, "Missing required parameter: 'svg.model'.", code="missing_required_parameter", param="svg.model"),
+                    "svg output without svg.model",
+                )
+            if self._request_n(request) != 1:
+                return refuse(error_reply(400, "SVG output supports n=1 only.", code="invalid_value", param="n"), "svg with n > 1")
+        elif svg is not None:
+            return refuse(
+                error_reply(400, "'svg' requires output_format 'svg'.", code="invalid_value", param="svg"), "svg without svg output"
+            )
+        if output_format != "gif":
+            for name in ("frame_count", "frame_duration_ms"):
+                if request.field(name) is not None:
+                    return refuse(
+                        error_reply(400, f"'{name}' requires output_format 'gif'.", code="invalid_value", param=name),
+                        f"{name} without gif output",
+                    )
+        else:
+            for name in ("partial_images", "mask", "output_compression"):
+                present = request.field(name) is not None or (request.is_multipart and bool(request.parts_named(name)))
+                if present:
+                    return refuse(
+                        error_reply(400, f"'{name}' is not supported with output_format 'gif'.", code="invalid_value", param=name),
+                        f"{name} with gif output",
+                    )
+            duration = request.field("frame_duration_ms")
+            if duration is not None and not 20 <= int(duration) <= 655350:
+                return refuse(
+                    error_reply(
+                        400, "frame_duration_ms must be between 20 and 655350.", code="invalid_value", param="frame_duration_ms"
+                    ),
+                    f"frame_duration_ms {duration}",
+                )
+        if output_format in ("gif", "svg") and request.wants_stream:
+            return refuse(
+                error_reply(
+                    400, f"Streaming is not supported with output_format '{output_format}'.", code="invalid_value", param="stream"
+                ),
+                f"stream with {output_format} output",
+            )
+        return None
+
     def _request_n(self, request: RecordedRequest) -> int:
         value = request.field("n")
         return int(value) if value not in (None, "") else 1
@@ -496,13 +612,22 @@ class FakeOpenAI:
             n = self._request_n(request)
         except (TypeError, ValueError):
             return error_reply(400, f"Invalid value for n: {request.field('n')!r}.", param="n")
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
         if request.wants_stream:
             with self._lock:
                 return plan or self._plan
+        output_format = request.field("output_format")
         images = []
         with self._lock:
             for _ in range(n):
-                png = solid_png(len(self.images))
+                if output_format == "svg":
+                    png = svg_image(len(self.images))
+                elif output_format == "gif":
+                    png = TINY_GIF
+                else:
+                    png = solid_png(len(self.images))
                 self.images.append(png)
                 images.append(png)
         return Reply(
@@ -511,7 +636,7 @@ class FakeOpenAI:
                 "created": int(time.time()),
                 "background": "opaque",
                 "data": [{"b64_json": base64.b64encode(png).decode()} for png in images],
-                "output_format": "png",
+                "output_format": output_format if output_format in ("gif", "svg") else "png",
                 "quality": "medium",
                 "size": "1024x1024",
                 "usage": self.usage,

@@ -5,7 +5,11 @@ shared/reference/providers.md (§2 Gemini, §4 Replicate, §5 xAI, §6 Black For
 queue API, §8 Together) and each *checking* what it receives: the path, the auth header with the
 expected key, the JSON body's required shape. A request that breaks the documented format gets
 the provider's own error envelope and is noted in ``fake.problems`` (tests assert that list is
-empty, so a wrong request is reported precisely rather than as a vague 502).
+empty, so a wrong request is reported precisely rather than as a vague 502). They also answer
+as the real APIs do in December 2026: 404 for model ids their providers have shut down
+(Gemini's preview and 2.5 image ids, Replicate's ``google/imagen-4`` and ``google/nano-banana``,
+xAI's ``grok-imagine-image-quality``) and 400/422 for fields the model refuses (Gemini's
+``personGeneration``, BFL's ``safety_tolerance`` > 2 with input images), each noted as a problem.
 
 Every fake records every request (:class:`Recorded`: listener, method, path, query, headers,
 body) and answers with real PNG bytes (an SVG document for recraft-v3-svg). The asynchronous
@@ -294,12 +298,32 @@ def google_error(status: int, rpc_status: str, message: str) -> Response:
     return Response(status, {"error": {"code": status, "message": message, "status": rpc_status}})
 
 
+# Gemini image model ids Google has shut down (ai.google.dev/gemini-api/docs/deprecations):
+# generateContent on them answers 404 NOT_FOUND, as the real API does.
+GEMINI_SHUT_DOWN = {
+    "gemini-2.5-flash-image",
+    "gemini-2.5-flash-image-preview",
+    "gemini-3-pro-image-preview",
+    "gemini-3.1-flash-image-preview",
+    "imagen-4.0-generate-001",
+}
+# The live image models and the `imageConfig.imageSize` values each takes.
+GEMINI_IMAGE_SIZES = {
+    "gemini-3-pro-image": {"1K", "2K", "4K"},
+    "gemini-3.1-flash-image": {"512", "1K", "2K", "4K"},
+}
+
+
 class FakeGemini(FakeServer):
     """``POST /v1beta/models/{model}:generateContent`` with ``x-goog-api-key``.
 
     Each success answers one candidate whose parts are a text part, an interim *thought* image
     (``thought: true``, which must be skipped) and the final image; :attr:`final_images` and
-    :attr:`thought_images` keep them in order."""
+    :attr:`thought_images` keep them in order.
+
+    Like the Gemini Developer API today: a shut-down model id (:data:`GEMINI_SHUT_DOWN`) is a
+    404 ``NOT_FOUND``, and ``generationConfig.imageConfig.personGeneration`` (Vertex only) a 400
+    ``INVALID_ARGUMENT``; both are also noted in :attr:`problems`."""
 
     def __init__(self, key: str) -> None:
         super().__init__()
@@ -320,9 +344,28 @@ class FakeGemini(FakeServer):
             return google_error(
                 403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers (callers without established identity)."
             )
+        model = match.group(1)
+        if model in GEMINI_SHUT_DOWN:
+            self.problem(f"gemini: {request.target} calls `{model}`, which Google has shut down")
+            return google_error(
+                404,
+                "NOT_FOUND",
+                f"models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+                "Call ListModels to see the list of available models and their supported methods.",
+            )
         body, why = _json_body(self, request, "gemini")
         if body is None:
             return google_error(400, "INVALID_ARGUMENT", why or "bad body")
+        config = body.get("generationConfig") or {}
+        image_config = (config.get("imageConfig") or config.get("image_config") or {}) if isinstance(config, dict) else {}
+        for name in ("personGeneration", "person_generation"):
+            if name in image_config:
+                self.problem(f"gemini: imageConfig.{name} sent (the Gemini Developer API refuses it; Vertex only)")
+                return google_error(400, "INVALID_ARGUMENT", "personGeneration parameter is not supported in Gemini API.")
+        size = image_config.get("imageSize", image_config.get("image_size"))
+        if size is not None and model in GEMINI_IMAGE_SIZES and size not in GEMINI_IMAGE_SIZES[model]:
+            self.problem(f"gemini: imageConfig.imageSize {size!r} is not one of {sorted(GEMINI_IMAGE_SIZES[model])} for {model}")
+            return google_error(400, "INVALID_ARGUMENT", f"Unsupported image size: {size}")
         contents = body.get("contents")
         if not isinstance(contents, list) or not contents or not all(isinstance(c, dict) for c in contents):
             self.problem(f"gemini: contents missing or not a list of objects: {body.get('contents')!r}")
@@ -408,8 +451,13 @@ class FakeGemini(FakeServer):
 # --------------------------------------------------------------------------------------------
 
 # Models whose output is an array of URIs (the others give one URI string).
-REPLICATE_ARRAY_OUTPUT = {"bytedance/seedream-4", "bytedance/seedream-4.5", "google/nano-banana"}
+REPLICATE_ARRAY_OUTPUT = {"bytedance/seedream-4", "bytedance/seedream-4.5"}
 REPLICATE_SVG_OUTPUT = {"recraft-ai/recraft-v3-svg"}
+# Models whose Google backends were shut down: Replicate answers 404 for them.
+REPLICATE_SHUT_DOWN = {"google/imagen-4", "google/nano-banana"}
+# Google's live models on Replicate: one URI string per prediction; their input fields.
+REPLICATE_GOOGLE = {"google/nano-banana-2", "google/nano-banana-pro"}
+REPLICATE_GOOGLE_INPUT = {"prompt", "image_input", "aspect_ratio", "resolution", "output_format", "safety_filter_level"}
 
 
 def replicate_problem(status: int, title: str, detail: str) -> Response:
@@ -430,12 +478,18 @@ class FakeReplicate(FakeServer):
     """``POST /v1/models/{owner}/{name}/predictions`` (Bearer, ``Prefer: wait``) answers 201
     with a ``starting`` prediction; ``GET urls.get`` answers ``processing`` ``processing_polls``
     times, then ``succeeded`` with output URL(s) on this fake (``/delivery/...``), which serve
-    PNG (or SVG for recraft-v3-svg). ``POST urls.cancel`` cancels."""
+    PNG (or SVG for recraft-v3-svg). ``POST urls.cancel`` cancels.
 
-    def __init__(self, token: str, processing_polls: int = 1) -> None:
+    The shut-down ``google/imagen-4`` and ``google/nano-banana`` answer 404 (and are noted in
+    :attr:`problems`); ``google/nano-banana-2`` / ``-pro`` give one URI string and have their
+    inputs checked. Seedream's ``max_images`` is a cap, not a promise: with ``images_cap`` set,
+    a prediction makes at most that many images."""
+
+    def __init__(self, token: str, processing_polls: int = 1, images_cap: int | None = None) -> None:
         super().__init__()
         self.token = token
         self.processing_polls = processing_polls
+        self.images_cap = images_cap
         self.predictions: dict[str, _Prediction] = {}
         self.outputs: list[bytes] = []  # every output file, in creation order
 
@@ -508,10 +562,20 @@ class FakeReplicate(FakeServer):
                 self.problem(f"replicate: input.prompt missing: {str(model_input)[:300]}")
                 return replicate_problem(422, "Input validation failed", "- input: prompt is required")
             model = f"{create.group(1)}/{create.group(2)}"
+            if model in REPLICATE_SHUT_DOWN:
+                self.problem(f"replicate: {request.target} calls `{model}`, whose backend has been shut down")
+                return replicate_problem(404, "Not found", "The requested resource could not be found.")
+            if model in REPLICATE_GOOGLE:
+                why = self._google_input_problem(model, model_input)
+                if why:
+                    self.problem(f"replicate: {model}: {why}")
+                    return replicate_problem(422, "Input validation failed", f"- input: {why}")
             p = _Prediction(id=self.next_id("rp"), model=model, input=model_input, polls_left=self.processing_polls)
             count = 1
             if model in REPLICATE_ARRAY_OUTPUT and model_input.get("sequential_image_generation") == "auto":
                 count = int(model_input.get("max_images") or 1)
+            if model in REPLICATE_ARRAY_OUTPUT and self.images_cap is not None:
+                count = min(count, self.images_cap)
             for index in range(count):
                 if model in REPLICATE_SVG_OUTPUT:
                     data, mime, ext = svg_document(next(self._images)), "image/svg+xml", "svg"
@@ -549,6 +613,25 @@ class FakeReplicate(FakeServer):
         self.problem(f"replicate: unexpected {request.target}")
         return replicate_problem(404, "Not found", "The requested resource could not be found.")
 
+    @staticmethod
+    def _google_input_problem(model: str, model_input: dict[str, Any]) -> str | None:
+        """Why ``model_input`` breaks google/nano-banana-2 / -pro's input schema, or None."""
+        unknown = sorted(set(model_input) - REPLICATE_GOOGLE_INPUT)
+        if unknown:
+            return f"unknown input fields {unknown}"
+        if model == "google/nano-banana-2" and "safety_filter_level" in model_input:
+            return "safety_filter_level is not an input of google/nano-banana-2"
+        images = model_input.get("image_input")
+        if images is not None and not (isinstance(images, list) and all(isinstance(i, str) for i in images)):
+            return f"image_input must be a list of URIs: {str(images)[:120]}"
+        if model_input.get("output_format", "png") not in ("png", "jpg"):
+            return f"output_format {model_input.get('output_format')!r} is not png or jpg"
+        if model_input.get("resolution", "1K") not in ("1K", "2K", "4K"):
+            return f"resolution {model_input.get('resolution')!r} is not 1K, 2K or 4K"
+        if not isinstance(model_input.get("aspect_ratio", ""), str):
+            return f"aspect_ratio {model_input.get('aspect_ratio')!r} is not a string"
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # §5 xAI
@@ -559,12 +642,26 @@ def openai_style_error(status: int, message: str, *, type: str = "invalid_reques
     return Response(status, {"error": {"message": message, "type": type, "param": param, "code": None}})
 
 
-class FakeXai(FakeServer):
-    """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (JSON, Bearer)."""
+# xAI image models and what each takes: `quality` values (None: not accepted) and the most
+# edit images. The retired slugs answer 404, as xAI does for a model that does not exist.
+XAI_MODELS: dict[str, tuple[set[str] | None, int]] = {
+    "grok-imagine-image": (None, 3),
+    "grok-imagine-image-2.0": ({"low", "medium", "auto"}, 5),
+}
+XAI_RETIRED = {"grok-imagine-image-quality", "grok-imagine-image-pro"}
 
-    def __init__(self, key: str) -> None:
+
+class FakeXai(FakeServer):
+    """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (JSON, Bearer).
+
+    A retired model (:data:`XAI_RETIRED`) is a 404, a field a model does not take a 400, both
+    noted in :attr:`problems`. With ``images_cap`` set, a call returns at most that many images
+    (fewer than ``n``: the moderation of some of them, as xAI may do)."""
+
+    def __init__(self, key: str, images_cap: int | None = None) -> None:
         super().__init__()
         self.key = key
+        self.images_cap = images_cap
         self.images: list[bytes] = []
 
     def route(self, request: Recorded) -> Response:
@@ -583,10 +680,24 @@ class FakeXai(FakeServer):
         if not isinstance(body.get("model"), str) or not isinstance(body.get("prompt"), str) or not body["prompt"]:
             self.problem(f"xai: model or prompt missing: {str(body)[:300]}")
             return Response(422, {"code": "Client specified an invalid argument", "error": "Failed to deserialize the JSON body: missing field"})
+        model = body["model"]
+        if model in XAI_RETIRED or model not in XAI_MODELS:
+            self.problem(f"xai: {request.target} calls `{model}`, which xAI does not serve")
+            return Response(
+                404,
+                {
+                    "code": "Some requested entity was not found",
+                    "error": f"The model {model} does not exist or your team does not have access to it.",
+                },
+            )
+        qualities, max_images = XAI_MODELS[model]
         for unsupported in ("size", "style"):
             if unsupported in body:
                 self.problem(f"xai: `{unsupported}` is not supported by xAI")
                 return openai_style_error(400, f"Argument not supported: {unsupported}", param=unsupported)
+        if "quality" in body and (qualities is None or body["quality"] not in qualities):
+            self.problem(f"xai: quality {body['quality']!r} on {model} (takes {sorted(qualities or [])})")
+            return openai_style_error(400, f"Argument not supported on this model: quality={body['quality']}", param="quality")
         if request.path.endswith("/edits"):
             inputs = [body["image"]] if "image" in body else body.get("images")
             if not isinstance(inputs, list) or not inputs or not all(
@@ -594,13 +705,16 @@ class FakeXai(FakeServer):
             ):
                 self.problem(f"xai: edits without `image`/`images` of {{url, type: image_url}}: {str(body)[:300]}")
                 return openai_style_error(400, "image is required for edits", param="image")
+            if len(inputs) > max_images:
+                self.problem(f"xai: {len(inputs)} edit images on {model} (at most {max_images})")
+                return openai_style_error(400, f"At most {max_images} images are supported", param="images")
         n = body.get("n", 1)
         if not isinstance(n, int) or not 1 <= n <= 10:
             self.problem(f"xai: n {n!r}")
             return openai_style_error(400, "n must be between 1 and 10", param="n")
         response_format = body.get("response_format", "url")
         data = []
-        for _ in range(n):
+        for _ in range(n if self.images_cap is None else min(n, self.images_cap)):
             png = self.new_png()
             with self.lock:
                 self.images.append(png)
@@ -611,7 +725,7 @@ class FakeXai(FakeServer):
             else:
                 item.update(url=f"{self.url}/files/{index}.png", b64_json=None)
             data.append(item)
-        return Response(200, {"data": data, "usage": {"cost_in_usd_ticks": 200_000_000 * n}, "block_reason": None})
+        return Response(200, {"data": data, "usage": {"cost_in_usd_ticks": 200_000_000 * len(data)}, "block_reason": None})
 
 
 # --------------------------------------------------------------------------------------------
@@ -627,7 +741,14 @@ BFL_ENDPOINTS = {
     "flux-kontext-max",
     "flux-pro-1.0-fill",
     "flux-pro-1.0-expand",
+    "flux-2-pro",
+    "flux-2-max",
+    "flux-2-flex",
+    "flux-2-klein-4b",
+    "flux-2-klein-9b",
 }
+# Fields carrying input images: with any of them BFL takes `safety_tolerance` up to 2 only.
+BFL_INPUT_IMAGE = re.compile(r"^(image_prompt|input_image(_\d+)?)$")
 
 
 # Where the fake's polling_url points: BFL's regional form, under a prefix that rebuilding the
@@ -651,14 +772,21 @@ class FakeBfl(FakeServer):
     under :data:`BFL_POLL_PATH`, a path that rebuilding the URL from the base would not give
     (the legacy ``/v1/get_result`` is answered 404 and noted as a problem). Polls answer
     ``Pending`` ``pending_polls`` times, then ``Ready`` with a ``result.sample`` URL on the
-    ``delivery`` port, a different origin, like BFL's ``delivery-*.bfl.ai``."""
+    ``delivery`` port, a different origin, like BFL's ``delivery-*.bfl.ai``.
+
+    FLUX.2 (``/v1/flux-2-*``) takes ``width``/``height`` (multiples of 16, at least 64),
+    ``safety_tolerance`` 0-5 and ``output_format`` jpeg|png. With any input image
+    (``input_image*``, ``image_prompt``) every endpoint refuses ``safety_tolerance`` > 2 (422,
+    noted in :attr:`problems`). With ``task_error`` set, tasks end ``{"status": "Error",
+    "error": task_error}`` instead of ``Ready``."""
 
     listeners = ("api", "delivery")
 
-    def __init__(self, key: str, pending_polls: int = 1) -> None:
+    def __init__(self, key: str, pending_polls: int = 1, task_error: str | None = None) -> None:
         super().__init__()
         self.key = key
         self.pending_polls = pending_polls
+        self.task_error = task_error
         self.tasks: dict[str, _BflTask] = {}
         self.samples: list[bytes] = []
 
@@ -706,6 +834,27 @@ class FakeBfl(FakeServer):
                 if value is not None and not (isinstance(value, int) and 256 <= value <= 1440 and value % 32 == 0):
                     self.problem(f"bfl: {side} {value!r} is not 256–1440 in steps of 32")
                     return Response(422, {"detail": [{"loc": ["body", side], "msg": "invalid", "type": "value_error"}]})
+        if endpoint.startswith("flux-2-"):
+            why = self._flux_2_problem(body)
+            if why:
+                self.problem(f"bfl: {endpoint}: {why}")
+                return Response(422, {"detail": [{"loc": ["body"], "msg": why, "type": "value_error"}]})
+        inputs = [key for key in body if BFL_INPUT_IMAGE.match(key) and body[key] is not None]
+        tolerance = body.get("safety_tolerance")
+        if inputs and isinstance(tolerance, int) and tolerance > 2:
+            self.problem(f"bfl: safety_tolerance {tolerance} with input images {inputs} (at most 2)")
+            return Response(
+                422,
+                {
+                    "detail": [
+                        {
+                            "loc": ["body", "safety_tolerance"],
+                            "msg": "safety_tolerance must be at most 2 with input images",
+                            "type": "value_error",
+                        }
+                    ]
+                },
+            )
         for key, value in body.items():
             if key in ("image_prompt", "input_image") or key.startswith("input_image_"):
                 if isinstance(value, str) and value.startswith("data:"):
@@ -725,6 +874,26 @@ class FakeBfl(FakeServer):
             },
         )
 
+    @staticmethod
+    def _flux_2_problem(body: dict[str, Any]) -> str | None:
+        """Why ``body`` breaks FLUX.2's input schema, or None."""
+        for side in ("width", "height"):
+            value = body.get(side)
+            if value is not None and not (isinstance(value, int) and value >= 64 and value % 16 == 0):
+                return f"{side} {value!r} is not a multiple of 16 of at least 64"
+        width, height = body.get("width"), body.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width * height > 4 * 1024 * 1024:
+            return f"{width}x{height} is over 4 megapixels"
+        tolerance = body.get("safety_tolerance")
+        if tolerance is not None and not (isinstance(tolerance, int) and 0 <= tolerance <= 5):
+            return f"safety_tolerance {tolerance!r} is not 0-5"
+        if body.get("output_format", "jpeg") not in ("jpeg", "png"):
+            return f"output_format {body.get('output_format')!r} is not jpeg or png"
+        for unsupported in ("aspect_ratio", "image_prompt", "raw"):
+            if unsupported in body:
+                return f"`{unsupported}` is not a FLUX.2 input"
+        return None
+
     def _poll(self, request: Recorded) -> Response:
         if request.headers.get("x-key") != self.key:
             self.problem("bfl: poll without `x-key` of the configured key")
@@ -737,6 +906,11 @@ class FakeBfl(FakeServer):
             if not task.ready and task.polls_left > 0:
                 task.polls_left -= 1
                 return Response(200, {"id": task.id, "status": "Pending", "result": None, "progress": 0.5, "details": None})
+            if self.task_error is not None:
+                return Response(
+                    200,
+                    {"id": task.id, "status": "Error", "result": None, "progress": None, "details": None, "error": self.task_error},
+                )
             task.ready = True
         sample = f"{self.url_of('delivery')}/delivery/{task.id}/sample.png?se=2026-01-01T00%3A10%3A00Z&sig=fake"
         return Response(
