@@ -6,7 +6,7 @@ use std::io::Cursor;
 use bytes::Bytes;
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 
-use crate::{Error, Result};
+use crate::{Error, Result, ValidatedRequest};
 
 /// A raster format imgproxy can encode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +140,41 @@ fn on_white(image: &DynamicImage) -> RgbImage {
             u8::try_from((c * a + 255 * (255 - a) + 127) / 255).unwrap_or(u8::MAX)
         };
         Rgb([blend(r), blend(g), blend(b)])
+    })
+}
+
+/// `image` as the request wants it: converted to its raster `output_format` when the upstream
+/// answered in another (SVG and GIF are left as they are: they cannot be converted).
+pub async fn deliverable(
+    request: &ValidatedRequest,
+    image: crate::GeneratedImage,
+) -> Result<crate::GeneratedImage> {
+    let Some(target) = request.wanted_format() else {
+        return Ok(image);
+    };
+    let convertible = matches!(
+        image.mime.as_str(),
+        "image/png" | "image/jpeg" | "image/webp"
+    );
+    if image.mime == target.mime() || !convertible {
+        return Ok(image);
+    }
+    let (source, mime) = (image.bytes.clone(), image.mime.clone());
+    let quality = request.wanted_compression();
+    let converted = tokio::task::spawn_blocking(move || {
+        convert(&source, &mime, target, quality, "output_format")
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("image conversion task: {e}")))?
+    // Bytes the upstream sent that do not decode are the upstream's fault.
+    .map_err(|error| Error::Upstream {
+        provider: request.model.provider.clone(),
+        message: format!("its image could not be converted: {error}"),
+    })?;
+    Ok(crate::GeneratedImage {
+        bytes: converted,
+        mime: target.mime().to_owned(),
+        ..image
     })
 }
 

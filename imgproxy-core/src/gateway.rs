@@ -1,25 +1,20 @@
-//! The gateway: a catalog plus providers (plus optionally an image store, a URL signer and
-//! the records database). `generate` validates, routes to the model's provider, fans `n` out
-//! over several upstream calls where the model makes fewer images per call, and answers in
-//! OpenAI's response shape; `serving` adds the cache, metering and names on top.
+//! The gateway: a catalog, providers and the reference fetcher. It validates a request,
+//! routes it to its model's provider, fans `n` out over several upstream calls where the model
+//! makes fewer images per call, converts the answer to the asked format, and answers in
+//! OpenAI's shape with inline images. The service layer (`service`, cargo feature) adds the
+//! image store, the cache, metering and names around it.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc};
 
-use base64::Engine as _;
-use bytes::Bytes;
+use async_trait::async_trait;
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::Semaphore;
 
 use crate::{
-    accounts::{Accounts, CachedResult},
-    cache::SingleFlight,
     fetch::{FetchPolicy, ReferenceFetcher},
     provider::{ImageMeta, JobSender, PartialSender, ReferenceImage},
-    serving::Shared,
-    signing::UrlSigner,
     validate, Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest,
-    ImageResponse, ImageStore, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage,
-    ValidatedRequest,
+    ImageResponse, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
 };
 
 /// The path under which stored images are served and signed: `{url_prefix}` ends with it.
@@ -37,6 +32,14 @@ pub struct Sinks<'a> {
     pub resume: Option<&'a std::collections::BTreeMap<u32, String>>,
 }
 
+/// Uploaded files a request may name as reference images (`file-...`): the service layer's
+/// file records. The kernel alone knows no files.
+#[async_trait]
+pub trait FileSource: Send + Sync {
+    /// The image of file `id`, or `None` if there is no such file.
+    async fn file(&self, id: &str) -> Result<Option<ReferenceImage>>;
+}
+
 /// Upstream calls one request may run at once when it fans `n` out.
 const DEFAULT_FAN_OUT: usize = 4;
 
@@ -45,9 +48,6 @@ const DEFAULT_FAN_OUT: usize = 4;
 pub struct GatewayBuilder {
     catalog: Catalog,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
-    store: Option<(ImageStore, String)>,
-    signer: Option<(UrlSigner, Duration)>,
-    records: Option<Accounts>,
     fetcher: Option<ReferenceFetcher>,
     provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
@@ -55,20 +55,6 @@ pub struct GatewayBuilder {
 }
 
 impl GatewayBuilder {
-    /// Signs image URLs with `signer`, each valid for `ttl`: `{url_prefix}{key}?exp=..&sig=..`.
-    #[must_use]
-    pub fn url_signer(mut self, signer: UrlSigner, ttl: Duration) -> Self {
-        self.signer = Some((signer, ttl));
-        self
-    }
-
-    /// Keeps cache entries, named images and uploaded files in `records`' database.
-    #[must_use]
-    pub fn records(mut self, records: Accounts) -> Self {
-        self.records = Some(records);
-        self
-    }
-
     /// Lets at most `max_concurrent` calls to provider `name` run at once across all requests;
     /// further calls wait for a slot (an operator's cap, e.g. an upstream account's limit).
     #[must_use]
@@ -89,14 +75,6 @@ impl GatewayBuilder {
     #[must_use]
     pub fn provider(mut self, provider: Arc<dyn ImageProvider>) -> Self {
         self.providers.insert(provider.name().to_owned(), provider);
-        self
-    }
-
-    /// Enables `response_format=url`: images go to `store` and their URLs are
-    /// `{url_prefix}{key}`, where `url_prefix` ends with [`IMAGE_PATH`].
-    #[must_use]
-    pub fn store(mut self, store: ImageStore, url_prefix: impl Into<String>) -> Self {
-        self.store = Some((store, url_prefix.into()));
         self
     }
 
@@ -126,10 +104,6 @@ impl GatewayBuilder {
         Gateway {
             catalog: Arc::new(self.catalog),
             providers: self.providers,
-            store: self.store,
-            signer: self.signer,
-            records: self.records,
-            flights: SingleFlight::default(),
             fetcher,
             provider_limits: self.provider_limits,
             default_model: self.default_model,
@@ -143,10 +117,6 @@ impl GatewayBuilder {
 pub struct Gateway {
     catalog: Arc<Catalog>,
     providers: HashMap<String, Arc<dyn ImageProvider>>,
-    store: Option<(ImageStore, String)>,
-    signer: Option<(UrlSigner, Duration)>,
-    records: Option<Accounts>,
-    pub(crate) flights: SingleFlight<Shared>,
     fetcher: Option<ReferenceFetcher>,
     provider_limits: HashMap<String, Arc<Semaphore>>,
     default_model: String,
@@ -159,9 +129,6 @@ impl Gateway {
         GatewayBuilder {
             catalog,
             providers: HashMap::new(),
-            store: None,
-            signer: None,
-            records: None,
             fetcher: None,
             provider_limits: HashMap::new(),
             default_model: "placeholder".into(),
@@ -174,24 +141,9 @@ impl Gateway {
         &self.catalog
     }
 
-    /// The image store, if one is configured.
-    pub fn store(&self) -> Option<&ImageStore> {
-        self.store.as_ref().map(|(store, _)| store)
-    }
-
     /// The reference-image fetch policy (its `max_bytes` also bounds uploaded images).
     pub fn fetch_policy(&self) -> Option<&FetchPolicy> {
         self.fetcher.as_ref().map(ReferenceFetcher::policy)
-    }
-
-    /// The records database (cache entries, names, files), if configured.
-    pub fn records(&self) -> Option<&Accounts> {
-        self.records.as_ref()
-    }
-
-    /// The URL signer and the lifetime of the URLs it signs, if configured.
-    pub fn signer(&self) -> Option<&(UrlSigner, Duration)> {
-        self.signer.as_ref()
     }
 
     /// The model requests go to when they name none.
@@ -204,7 +156,17 @@ impl Gateway {
         self.providers.contains_key(&model.provider)
     }
 
-    /// The models a configured provider serves, one variant per id (the one requests go to);
+    /// Whether requests naming `model` are answered: its provider is configured, or it is a
+    /// retired name redirected to a model that is served.
+    pub fn answers(&self, model: &ModelSpec) -> bool {
+        let serves = |m: &ModelSpec| self.serves(m);
+        self.serves(model)
+            || model.retired.as_ref().is_some_and(|retired| {
+                retired.redirect && self.catalog.resolve(&retired.replacement, &serves).is_ok()
+            })
+    }
+
+    /// The models requests are answered for, one variant per id (the one requests go to);
     /// retired ones are included so that clients can see their shutdown date.
     pub fn served_models(&self) -> impl Iterator<Item = &Arc<ModelSpec>> {
         let mut seen = std::collections::HashSet::new();
@@ -215,7 +177,7 @@ impl Gateway {
                 self.catalog
                     .variants(&model.id)
                     .into_iter()
-                    .find(|v| self.serves(v))
+                    .find(|v| self.answers(v))
             })
     }
 
@@ -227,45 +189,118 @@ impl Gateway {
         Ok(validated)
     }
 
-    /// Validates and runs `request`, answering in OpenAI's shape.
+    /// Validates and generates `request`, answering in OpenAI's shape with inline images
+    /// (`response_format: url` needs the service layer's image store).
     pub async fn generate(&self, request: ImageRequest) -> Result<ImageResponse> {
         let validated = self.validate(request)?;
-        let references = self.fetch_references(&validated).await?;
-        let mask = self.fetch_mask(&validated, "").await?;
-        let mut generation = self
-            .run(&validated, &references, mask.as_ref(), Sinks::default())
+        if validated.response_format == ResponseFormat::Url {
+            return Err(Error::invalid_param(
+                "response_format",
+                "response_format `url` needs an image store, and none is configured",
+            ));
+        }
+        let references = self.fetch_references(&validated, None).await?;
+        let mask = self.fetch_mask(&validated, None).await?;
+        let generation = self
+            .generate_images(&validated, &references, mask.as_ref(), Sinks::default())
             .await?;
-        let mut images = Vec::with_capacity(generation.images.len());
-        for image in std::mem::take(&mut generation.images) {
-            images.push(crate::serving::deliverable(&validated, image).await?);
-        }
-        generation.images = images;
-        if let Some(first) = generation.images.first() {
-            generation.meta.report_actual(&first.mime, &first.bytes);
-        }
-        self.respond(&validated, generation).await
+        let data = generation
+            .images
+            .iter()
+            .map(|image| ImageData::inline(&image.bytes, image.revised_prompt.clone()))
+            .collect();
+        Ok(ImageResponse::new(
+            data,
+            generation.meta.or_asked(&validated),
+            generation.usage,
+        ))
     }
 
-    /// Fetches and checks the request's reference images, all at once (file ids of the
-    /// operator's tenant; see [`Gateway::fetch_references_for`]).
+    /// Fetches and checks the request's reference images, all at once: uploaded files from
+    /// `files`, URLs and data URLs through the guarded fetcher.
     pub async fn fetch_references(
         &self,
         request: &ValidatedRequest,
+        files: Option<&dyn FileSource>,
     ) -> Result<Vec<ReferenceImage>> {
-        self.fetch_references_for(request, "").await
+        futures_util::future::try_join_all(
+            request
+                .reference_images
+                .iter()
+                .map(|input| self.fetch_input(input, files)),
+        )
+        .await
+    }
+
+    /// Resolves the request's mask like a reference image; refusals name `mask`.
+    pub async fn fetch_mask(
+        &self,
+        request: &ValidatedRequest,
+        files: Option<&dyn FileSource>,
+    ) -> Result<Option<ReferenceImage>> {
+        let Some(input) = &request.mask else {
+            return Ok(None);
+        };
+        let fetched = self.fetch_input(input, files).await;
+        fetched.map(Some).map_err(|error| match error {
+            Error::InvalidRequest { message, code, .. } => Error::InvalidRequest {
+                message: message.replace("reference image", "mask"),
+                param: Some("mask".into()),
+                code,
+            },
+            other => other,
+        })
+    }
+
+    /// One reference image: a file of `files`, or fetched by URL or data URL.
+    async fn fetch_input(
+        &self,
+        input: &ImageInput,
+        files: Option<&dyn FileSource>,
+    ) -> Result<ReferenceImage> {
+        if let Some(id) = crate::fetch::file_id_of(input) {
+            let unknown = || Error::invalid_param("image", format!("no file `{id}`"));
+            return match files {
+                Some(files) => files.file(id).await?.ok_or_else(unknown),
+                None => Err(unknown()),
+            };
+        }
+        self.fetch_reference(input).await
     }
 
     /// Fetches one reference image given by URL or data URL.
-    pub(crate) async fn fetch_reference(&self, input: &ImageInput) -> Result<ReferenceImage> {
+    pub async fn fetch_reference(&self, input: &ImageInput) -> Result<ReferenceImage> {
         let Some(fetcher) = &self.fetcher else {
             return Err(Error::Internal("reference fetching is unavailable".into()));
         };
         fetcher.fetch(input).await
     }
 
-    /// Runs a validated request: one upstream call per `n_per_call` images, at most
-    /// `fan_out` at once, results in order. Returns what succeeded if any call did.
-    pub async fn run(
+    /// Generates the images of a validated request: one upstream call per `n_per_call`
+    /// images, at most `fan_out` at once, results in order, each converted to the asked
+    /// format, and the metadata read from what was made. Returns what succeeded if any call
+    /// did.
+    pub async fn generate_images(
+        &self,
+        request: &ValidatedRequest,
+        references: &[ReferenceImage],
+        mask: Option<&ReferenceImage>,
+        sinks: Sinks<'_>,
+    ) -> Result<Generation> {
+        let mut generation = self.call_upstream(request, references, mask, sinks).await?;
+        let mut images = Vec::with_capacity(generation.images.len());
+        for image in std::mem::take(&mut generation.images) {
+            images.push(crate::convert::deliverable(request, image).await?);
+        }
+        generation.images = images;
+        if let Some(first) = generation.images.first() {
+            generation.meta.report_actual(&first.mime, &first.bytes);
+        }
+        Ok(generation)
+    }
+
+    /// The upstream calls of a request, as they come back.
+    async fn call_upstream(
         &self,
         request: &ValidatedRequest,
         references: &[ReferenceImage],
@@ -341,112 +376,6 @@ impl Gateway {
             _ => Ok(total),
         }
     }
-
-    /// Turns generated images into the OpenAI response: inline base64 or stored URLs.
-    pub async fn respond(
-        &self,
-        request: &ValidatedRequest,
-        generation: Generation,
-    ) -> Result<ImageResponse> {
-        let mut data = Vec::with_capacity(generation.images.len());
-        for image in generation.images {
-            let (b64_json, url) = match request.response_format {
-                ResponseFormat::B64Json => (
-                    Some(base64::engine::general_purpose::STANDARD.encode(&image.bytes)),
-                    None,
-                ),
-                ResponseFormat::Url => {
-                    let Some((store, _)) = &self.store else {
-                        return Err(Error::invalid_param(
-                            "response_format",
-                            "response_format `url` needs an image store, and none is configured",
-                        ));
-                    };
-                    let key = store.put(image.bytes, &image.mime).await?;
-                    (None, self.image_url(&key))
-                }
-            };
-            data.push(ImageData {
-                b64_json,
-                url,
-                revised_prompt: image.revised_prompt,
-            });
-        }
-        Ok(self.shape(request, data, generation.meta, generation.usage))
-    }
-}
-
-impl Gateway {
-    /// The URL of stored image `key`, signed when a signer is configured; `None` without a
-    /// store.
-    pub fn image_url(&self, key: &str) -> Option<String> {
-        let (_, prefix) = self.store.as_ref()?;
-        Some(match &self.signer {
-            Some((signer, ttl)) => {
-                let expires = crate::accounts::now_secs()
-                    .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
-                let query = signer.sign(&format!("{IMAGE_PATH}{key}"), &[], expires);
-                format!("{prefix}{key}?{query}")
-            }
-            None => format!("{prefix}{key}"),
-        })
-    }
-
-    /// The OpenAI response for a stored result, in the request's `response_format`.
-    pub(crate) fn response_of(
-        &self,
-        request: &ValidatedRequest,
-        result: &CachedResult,
-        bytes: &[Bytes],
-        usage: Option<Usage>,
-    ) -> ImageResponse {
-        let data = result
-            .images
-            .iter()
-            .zip(bytes)
-            .map(|(image, bytes)| {
-                let (b64_json, url) = match request.response_format {
-                    ResponseFormat::B64Json => (
-                        Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
-                        None,
-                    ),
-                    ResponseFormat::Url => (None, self.image_url(&image.key)),
-                };
-                ImageData {
-                    b64_json,
-                    url,
-                    revised_prompt: image.revised_prompt.clone(),
-                }
-            })
-            .collect();
-        self.shape(request, data, result.meta.clone(), usage)
-    }
-
-    /// The response around `data`: metadata the upstream reported, else what was asked.
-    fn shape(
-        &self,
-        request: &ValidatedRequest,
-        data: Vec<ImageData>,
-        meta: ImageMeta,
-        usage: Option<Usage>,
-    ) -> ImageResponse {
-        let param = |name: &str| {
-            request
-                .param_str(name)
-                .filter(|v| *v != "auto")
-                .map(str::to_owned)
-        };
-        ImageResponse {
-            created: crate::accounts::now_secs(),
-            data,
-            background: meta.background.or_else(|| param("background")),
-            output_format: meta.output_format.or_else(|| param("output_format")),
-            quality: meta.quality.or_else(|| param("quality")),
-            size: meta.size.or_else(|| param("size")),
-            usage,
-            credits_used: None,
-        }
-    }
 }
 
 async fn call_provider(
@@ -475,7 +404,7 @@ async fn call_provider(
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use async_trait::async_trait;
+    use base64::Engine as _;
     use bytes::Bytes;
 
     use super::*;

@@ -1,36 +1,34 @@
-//! `imgproxy-core`: the OpenAI-shaped image types, the model catalog, request validation,
-//! the provider trait, the image store and the [`Gateway`] that ties them together.
+//! `imgproxy-core`: the kernel of imgproxy (the OpenAI-shaped image types, the model catalog,
+//! request validation, pricing, the provider trait and upstream helpers, the guarded
+//! reference fetcher, image conversion and the [`Gateway`] that ties them together) and,
+//! behind the `service` feature, the service layer around it (`service`: image store, cache,
+//! database, metering, signing, tasks).
 //!
-//! This crate knows nothing of HTTP frameworks: the server crate maps [`Error`] to HTTP.
+//! This crate knows nothing of HTTP frameworks: the server crate maps [`Error`] to HTTP. With
+//! its default features it depends on no database, object store or cache crate.
 //!
 //! Providers are dynamically dispatched (`Arc<dyn ImageProvider>`, via `async-trait`) because
 //! the set of configured providers is only known at start-up, from the config file and the
 //! environment; one registry keyed by provider name serves every model of the catalog.
 
-pub mod accounts;
-pub mod cache;
 pub mod catalog;
+pub mod clock;
 pub mod convert;
 pub mod dimensions;
 mod error;
 pub mod fetch;
 pub mod gateway;
-pub mod metering;
 pub mod pricing;
 pub mod provider;
 pub mod request;
 pub mod response;
 pub mod schema;
-pub mod serving;
-pub mod signing;
-pub mod store;
-pub mod tasks;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod text_params;
 pub mod upstream;
-pub mod url_api;
 pub mod validate;
 
-pub use accounts::Accounts;
 pub use catalog::{Capability, Catalog, ModelSpec};
 pub use error::Error;
 pub use gateway::{Gateway, GatewayBuilder};
@@ -39,8 +37,6 @@ pub use provider::{
 };
 pub use request::{ImageInput, ImageRequest};
 pub use response::{ImageData, ImageResponse, Usage};
-pub use serving::{Call, Served, StoredImage};
-pub use store::ImageStore;
 pub use validate::{ResponseFormat, ValidatedRequest};
 
 /// The result type of this crate.

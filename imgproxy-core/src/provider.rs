@@ -127,6 +127,24 @@ pub struct ImageMeta {
 }
 
 impl ImageMeta {
+    /// This metadata, with what the request asked for where the upstream reported nothing
+    /// (`auto` says nothing and is left out).
+    #[must_use]
+    pub fn or_asked(self, request: &crate::ValidatedRequest) -> Self {
+        let asked = |name: &str| {
+            request
+                .param_str(name)
+                .filter(|v| *v != "auto")
+                .map(str::to_owned)
+        };
+        Self {
+            background: self.background.or_else(|| asked("background")),
+            output_format: self.output_format.or_else(|| asked("output_format")),
+            quality: self.quality.or_else(|| asked("quality")),
+            size: self.size.or_else(|| asked("size")),
+        }
+    }
+
     /// Overwrites `output_format` and `size` with those of the image made (`mime`, `bytes`),
     /// where they can be read from it: what was made, not what was asked for.
     pub fn report_actual(&mut self, mime: &str, bytes: &[u8]) {
@@ -169,13 +187,6 @@ pub trait ImageProvider: Send + Sync + std::fmt::Debug {
     ) -> Result<Generation, ProviderError> {
         Err(ProviderError::Unsupported {
             feature: "resuming upstream jobs",
-        })
-    }
-
-    /// Edits reference images. Providers without edits keep this default.
-    async fn edit(&self, _request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        Err(ProviderError::Unsupported {
-            feature: "image edits",
         })
     }
 }

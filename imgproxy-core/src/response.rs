@@ -1,8 +1,11 @@
 //! `ImageResponse`: the body imgproxy answers with, in OpenAI's `ImagesResponse` shape plus
 //! `credits_used`.
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::provider::ImageMeta;
 
 /// The result of a generation, as OpenAI's `ImagesResponse`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -29,6 +32,43 @@ pub struct ImageResponse {
     /// Credits charged for this request (metered keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits_used: Option<u64>,
+}
+
+impl ImageResponse {
+    /// The one builder of every image response: `data` described by `meta` (what was made,
+    /// see [`ImageMeta::or_asked`]), created now.
+    pub fn new(data: Vec<ImageData>, meta: ImageMeta, usage: Option<Usage>) -> Self {
+        Self {
+            created: crate::clock::now_secs(),
+            data,
+            background: meta.background,
+            output_format: meta.output_format,
+            quality: meta.quality,
+            size: meta.size,
+            usage,
+            credits_used: None,
+        }
+    }
+}
+
+impl ImageData {
+    /// An image inline, as base64.
+    pub fn inline(bytes: &[u8], revised_prompt: Option<String>) -> Self {
+        Self {
+            b64_json: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            url: None,
+            revised_prompt,
+        }
+    }
+
+    /// An image by URL.
+    pub fn link(url: String, revised_prompt: Option<String>) -> Self {
+        Self {
+            b64_json: None,
+            url: Some(url),
+            revised_prompt,
+        }
+    }
 }
 
 /// One image: inline base64 or a URL served by imgproxy.

@@ -10,7 +10,7 @@ mod harness;
 use std::time::Duration;
 
 use harness::{charge, Ctx};
-use imgproxy_core::{accounts::Reservation, Error};
+use imgproxy_core::{service::db::Reservation, Error};
 
 on_both_backends!(
     reserve_settle_refund_arithmetic,

@@ -1,4 +1,4 @@
-//! Accounts under concurrent load, on SQLite and Postgres: however many reservations race,
+//! Database under concurrent load, on SQLite and Postgres: however many reservations race,
 //! a key never spends more than it has and its ledger adds up to its balance.
 
 #![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::{charge, Ctx};
-use imgproxy_core::{Accounts, Error};
+use imgproxy_core::{service::Database, Error};
 
 on_both_backends!(
     exactly_fifty_of_two_hundred,
@@ -17,7 +17,7 @@ on_both_backends!(
 
 /// Fires `amounts.len()` reservations at once, task `i` on `pools[i % pools.len()]`, and
 /// returns each outcome with its amount.
-async fn race(pools: &[Accounts], key: &str, amounts: &[u64]) -> Vec<(u64, Result<(), Error>)> {
+async fn race(pools: &[Database], key: &str, amounts: &[u64]) -> Vec<(u64, Result<(), Error>)> {
     let tasks: Vec<_> = amounts
         .iter()
         .enumerate()

@@ -16,7 +16,10 @@
 
 use std::str::FromStr;
 
-use imgproxy_core::{accounts::NewKey, Accounts, Error};
+use imgproxy_core::{
+    service::{db::NewKey, Database},
+    Error,
+};
 use sqlx::{postgres::PgConnectOptions, sqlite::SqliteConnectOptions, ConnectOptions};
 
 // With a user: without one, sqlx asks the OS, which in CI may have no name for root.
@@ -61,7 +64,7 @@ pub enum Place {
 
 #[derive(Debug)]
 pub struct Ctx {
-    pub accounts: Accounts,
+    pub accounts: Database,
     pub place: Place,
 }
 
@@ -71,7 +74,7 @@ impl Ctx {
         // A nested path: `connect` creates missing directories.
         let path = dir.path().join("data").join("accounts.db");
         let url = format!("sqlite://{}", path.display());
-        let accounts = Accounts::connect(&url).await.unwrap();
+        let accounts = Database::connect(&url).await.unwrap();
         assert_eq!(accounts.backend(), "sqlite");
         Self {
             accounts,
@@ -96,7 +99,7 @@ impl Ctx {
             std::process::id(),
             u32::from_le_bytes(random)
         );
-        let accounts = Accounts::connect_postgres_schema(&url, &schema)
+        let accounts = Database::connect_postgres_schema(&url, &schema)
             .await
             .unwrap_or_else(|e| {
                 panic!("Postgres at {url}: {e} (IMGPROXY_TEST_POSTGRES_URL=skip skips these)")
@@ -110,10 +113,10 @@ impl Ctx {
 
     /// A second, independent pool on the same store: another process, as far as the
     /// database can tell.
-    pub async fn second_pool(&self) -> Accounts {
+    pub async fn second_pool(&self) -> Database {
         match &self.place {
-            Place::Sqlite { url, .. } => Accounts::connect(url).await.unwrap(),
-            Place::Postgres { url, schema } => Accounts::connect_postgres_schema(url, schema)
+            Place::Sqlite { url, .. } => Database::connect(url).await.unwrap(),
+            Place::Postgres { url, schema } => Database::connect_postgres_schema(url, schema)
                 .await
                 .unwrap(),
         }
@@ -122,7 +125,7 @@ impl Ctx {
     pub async fn finish(self) {
         self.accounts.close().await;
         if let Place::Postgres { url, schema } = &self.place {
-            Accounts::drop_postgres_schema(url, schema).await.unwrap();
+            Database::drop_postgres_schema(url, schema).await.unwrap();
         }
     }
 
@@ -175,8 +178,8 @@ impl Ctx {
     }
 }
 
-pub fn charge(owner: &str) -> imgproxy_core::accounts::Charge {
-    imgproxy_core::accounts::Charge {
+pub fn charge(owner: &str) -> imgproxy_core::service::db::Charge {
+    imgproxy_core::service::db::Charge {
         model: "placeholder".into(),
         owner: owner.into(),
         inputs: serde_json::json!({ "n": 1, "per_image": 1 }),

@@ -7,7 +7,10 @@
 mod harness;
 
 use harness::{charge, Ctx, Place};
-use imgproxy_core::{accounts::NewKey, Accounts, Error};
+use imgproxy_core::{
+    service::{db::NewKey, Database},
+    Error,
+};
 use sha2::{Digest, Sha256};
 
 on_both_backends!(key_lifecycle);
@@ -121,11 +124,11 @@ async fn key_lifecycle(ctx: &Ctx) {
 
 #[tokio::test]
 async fn connect_refuses_unknown_schemes_and_reopens_sqlite() {
-    let error = Accounts::connect("mysql://localhost/x").await.unwrap_err();
+    let error = Database::connect("mysql://localhost/x").await.unwrap_err();
     assert!(!error.to_string().contains("localhost"), "{error}");
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("a.db").display());
-    let key = Accounts::connect(&url)
+    let key = Database::connect(&url)
         .await
         .unwrap()
         .create_key(NewKey {
@@ -136,12 +139,12 @@ async fn connect_refuses_unknown_schemes_and_reopens_sqlite() {
         .await
         .unwrap();
     // Migrations are not re-run, and the data is still there.
-    let reopened = Accounts::connect(&url).await.unwrap();
+    let reopened = Database::connect(&url).await.unwrap();
     assert_eq!(reopened.get_key(&key.key.id).await.unwrap().balance, 3);
-    let memory = Accounts::connect("sqlite::memory:").await.unwrap();
+    let memory = Database::connect("sqlite::memory:").await.unwrap();
     assert_eq!(memory.list_keys().await.unwrap(), vec![]);
     assert!(
-        Accounts::connect_postgres_schema("postgres://127.0.0.1:1/x", "Bad-Name")
+        Database::connect_postgres_schema("postgres://127.0.0.1:1/x", "Bad-Name")
             .await
             .is_err()
     );

@@ -1,6 +1,6 @@
-//! `Gateway::serve` on SQLite and Postgres: cache hits without upstream calls or charges,
+//! `Service::serve` on SQLite and Postgres: cache hits without upstream calls or charges,
 //! reroll, single-flight, tenant isolation of cache, names and files, file ids as references,
-//! and everything surviving a restart (a new gateway on the same database and store).
+//! and everything surviving a restart (a new service on the same database and store).
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -20,10 +20,13 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use harness::Ctx;
 use imgproxy_core::{
-    cache::{CacheMode, CacheStatus},
-    metering::Meter,
-    Accounts, Call, Catalog, Gateway, GeneratedImage, Generation, ImageInput, ImageProvider,
-    ImageRequest, ImageStore, ProviderError, ProviderRequest,
+    service::{
+        cache::{CacheMode, CacheStatus},
+        metering::Meter,
+        Call, Database, ImageStore, Service,
+    },
+    Catalog, Gateway, GeneratedImage, Generation, ImageInput, ImageProvider, ImageRequest,
+    ProviderError, ProviderRequest,
 };
 
 /// Makes a distinct image per call (`call-<n>`, plus the references it saw), slowly enough
@@ -61,17 +64,19 @@ impl ImageProvider for Counting {
     }
 }
 
-fn gateway(accounts: &Accounts, images: &Path, provider: Arc<Counting>) -> Gateway {
+fn service(accounts: &Database, images: &Path, provider: Arc<Counting>) -> Service {
     let mut catalog = Catalog::embedded().unwrap();
     let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
     model.id = "counted".into();
     model.provider = "counting".into();
     catalog.upsert(model).unwrap();
-    Gateway::builder(catalog)
-        .provider(provider)
-        .store(ImageStore::local(images).unwrap(), "http://test/images/")
-        .records(accounts.clone())
-        .build()
+    let gateway = Gateway::builder(catalog).provider(provider).build();
+    Service::new(
+        gateway,
+        ImageStore::local(images).unwrap(),
+        "http://test/images/",
+        accounts.clone(),
+    )
 }
 
 fn request(prompt: &str) -> ImageRequest {
@@ -96,10 +101,10 @@ on_both_backends!(
 async fn hits_and_rerolls(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(Counting::default());
-    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
-    let first = gateway.serve(call(""), request("fox")).await.unwrap();
+    let service = service(&ctx.accounts, dir.path(), provider.clone());
+    let first = service.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(first.cache, CacheStatus::Miss);
-    let again = gateway.serve(call(""), request("fox")).await.unwrap();
+    let again = service.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(again.cache, CacheStatus::Hit);
     assert_eq!(again.images, first.images);
     assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
@@ -108,22 +113,22 @@ async fn hits_and_rerolls(ctx: &Ctx) {
         cache: CacheMode::Refresh,
         ..call("")
     };
-    let rerolled = gateway.serve(reroll, request("fox")).await.unwrap();
+    let rerolled = service.serve(reroll, request("fox")).await.unwrap();
     assert_eq!(rerolled.cache, CacheStatus::Miss);
     assert_ne!(rerolled.images[0].bytes, first.images[0].bytes);
     // The reroll replaced the entry, and the next plain request gets the new image.
-    let after = gateway.serve(call(""), request("fox")).await.unwrap();
+    let after = service.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(
         (after.cache, &after.images[0].bytes),
         (CacheStatus::Hit, &rerolled.images[0].bytes)
     );
     // A failure is not cached.
-    assert!(gateway.serve(call(""), request("fail")).await.is_err());
-    assert!(gateway.serve(call(""), request("fail")).await.is_err());
+    assert!(service.serve(call(""), request("fail")).await.is_err());
+    assert!(service.serve(call(""), request("fail")).await.is_err());
     assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
 
-    // A restart: a new gateway on the same database and store still has the entry.
-    let restarted = gateway_on(ctx, dir.path()).await;
+    // A restart: a new service on the same database and store still has the entry.
+    let restarted = service_on(ctx, dir.path()).await;
     let hit = restarted.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(
         (hit.cache, &hit.images[0].bytes),
@@ -131,8 +136,8 @@ async fn hits_and_rerolls(ctx: &Ctx) {
     );
 }
 
-async fn gateway_on(ctx: &Ctx, images: &Path) -> Gateway {
-    gateway(
+async fn service_on(ctx: &Ctx, images: &Path) -> Service {
+    service(
         &ctx.second_pool().await,
         images,
         Arc::new(Counting::default()),
@@ -142,11 +147,11 @@ async fn gateway_on(ctx: &Ctx, images: &Path) -> Gateway {
 async fn single_flight(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(Counting::default());
-    let gateway = Arc::new(gateway(&ctx.accounts, dir.path(), provider.clone()));
+    let service = Arc::new(service(&ctx.accounts, dir.path(), provider.clone()));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
-            let gateway = gateway.clone();
-            tokio::spawn(async move { gateway.serve(call(""), request("owl")).await })
+            let service = service.clone();
+            tokio::spawn(async move { service.serve(call(""), request("owl")).await })
         })
         .collect();
     let mut misses = 0;
@@ -164,13 +169,13 @@ async fn single_flight(ctx: &Ctx) {
 async fn tenants_are_isolated(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(Counting::default());
-    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
+    let service = service(&ctx.accounts, dir.path(), provider.clone());
     let named = Call {
         name: Some("hero"),
         ..call("alice")
     };
-    let alice = gateway.serve(named, request("bottle")).await.unwrap();
-    let bob = gateway.serve(call("bob"), request("bottle")).await.unwrap();
+    let alice = service.serve(named, request("bottle")).await.unwrap();
+    let bob = service.serve(call("bob"), request("bottle")).await.unwrap();
     assert_eq!(
         bob.cache,
         CacheStatus::Miss,
@@ -178,25 +183,25 @@ async fn tenants_are_isolated(ctx: &Ctx) {
     );
     assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
 
-    let (recalled, image) = gateway.recall("alice", "hero").await.unwrap().unwrap();
+    let (recalled, image) = service.recall("alice", "hero").await.unwrap().unwrap();
     assert_eq!(image.bytes, alice.images[0].bytes);
     assert_eq!(recalled.upstream_model, "placeholder");
-    assert!(gateway.recall("bob", "hero").await.unwrap().is_none());
-    assert!(gateway.recall("alice", "villain").await.unwrap().is_none());
+    assert!(service.recall("bob", "hero").await.unwrap().is_none());
+    assert!(service.recall("alice", "villain").await.unwrap().is_none());
     let bad_name = Call {
         name: Some("../x"),
         ..call("alice")
     };
-    let error = gateway.serve(bad_name, request("x")).await.unwrap_err();
+    let error = service.serve(bad_name, request("x")).await.unwrap_err();
     assert_eq!(error.param(), Some("filename"));
 
     // Files: alice's upload is a reference for alice, an unknown file for bob.
-    let store = gateway.store().unwrap();
+    let store = service.store();
     let key = store
         .put(Bytes::from_static(b"\x89PNG-ref"), "image/png")
         .await
         .unwrap();
-    let records = gateway.records().unwrap();
+    let records = service.db();
     let file = records
         .create_file("alice", "ref.png", "vision", 8, &key)
         .await
@@ -206,7 +211,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
     with_file.images = Some(vec![ImageInput::FileId {
         file_id: file.id.clone(),
     }]);
-    let served = gateway
+    let served = service
         .serve(call("alice"), with_file.clone())
         .await
         .unwrap();
@@ -216,7 +221,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
         "a reference changes the key"
     );
     assert!(served.images[0].bytes.ends_with(b"\x89PNG-ref"));
-    let error = gateway.serve(call("bob"), with_file).await.unwrap_err();
+    let error = service.serve(call("bob"), with_file).await.unwrap_err();
     assert_eq!((error.status(), error.param()), (400, Some("image")));
     assert_eq!(records.files("alice", 10).await.unwrap().len(), 1);
     assert!(records.files("bob", 10).await.unwrap().is_empty());
@@ -228,13 +233,13 @@ async fn tenants_are_isolated(ctx: &Ctx) {
 async fn metered_hits_are_free(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let provider = Arc::new(Counting::default());
-    let gateway = gateway(&ctx.accounts, dir.path(), provider.clone());
+    let service = service(&ctx.accounts, dir.path(), provider.clone());
     let key_id = ctx.key(5).await;
     let key = ctx.accounts.get_key(&key_id).await.unwrap();
     let metered = |request_id: &'static str| Call {
         tenant: &key.id,
         meter: Some(Meter {
-            accounts: &ctx.accounts,
+            db: &ctx.accounts,
             key: &key,
             request_id,
             owner: "test",
@@ -242,14 +247,14 @@ async fn metered_hits_are_free(ctx: &Ctx) {
         }),
         ..Call::default()
     };
-    let miss = gateway.serve(metered("r1"), request("cat")).await.unwrap();
+    let miss = service.serve(metered("r1"), request("cat")).await.unwrap();
     assert_eq!((miss.credits_used, miss.balance), (Some(1), Some(4)));
-    let hit = gateway.serve(metered("r2"), request("cat")).await.unwrap();
+    let hit = service.serve(metered("r2"), request("cat")).await.unwrap();
     assert_eq!(
         (hit.cache, hit.credits_used, hit.balance),
         (CacheStatus::Hit, Some(0), Some(4))
     );
-    assert!(gateway.serve(metered("r3"), request("fail")).await.is_err());
+    assert!(service.serve(metered("r3"), request("fail")).await.is_err());
     assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 4);
     assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 4);
 }
@@ -257,16 +262,16 @@ async fn metered_hits_are_free(ctx: &Ctx) {
 async fn across_instances(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
-    let first = Arc::new(gateway(&ctx.accounts, dir.path(), one.clone()));
-    let second = Arc::new(gateway(&ctx.second_pool().await, dir.path(), two.clone()));
+    let first = Arc::new(service(&ctx.accounts, dir.path(), one.clone()));
+    let second = Arc::new(service(&ctx.second_pool().await, dir.path(), two.clone()));
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            let gateway = if i % 2 == 0 {
+            let service = if i % 2 == 0 {
                 first.clone()
             } else {
                 second.clone()
             };
-            tokio::spawn(async move { gateway.serve(call(""), request("heron")).await })
+            tokio::spawn(async move { service.serve(call(""), request("heron")).await })
         })
         .collect();
     let mut images = Vec::new();

@@ -10,7 +10,7 @@ mod harness;
 use std::{collections::HashSet, sync::Arc};
 
 use harness::Ctx;
-use imgproxy_core::accounts::{NewTask, TaskOutcome, TaskStatus};
+use imgproxy_core::service::db::{NewTask, TaskOutcome, TaskStatus};
 use serde_json::json;
 
 fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {

@@ -30,8 +30,8 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
-    accounts::{Accounts, NewKey},
-    Catalog, Gateway, ImageStore,
+    service::{db::NewKey, Database, ImageStore, Service},
+    Catalog, Gateway,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use imgproxy_server::{build_app, state::UrlApi, AppState};
@@ -43,14 +43,18 @@ const CONCURRENCY: usize = 8;
 const BODY: &str = r#"{"model": "placeholder", "prompt": "bench", "size": "64x64"}"#;
 
 /// The router with the cache off: every request generates, so each metered one is charged.
-fn router(accounts: Accounts, images: &std::path::Path) -> Router {
+fn router(accounts: Database, images: &std::path::Path) -> Router {
     let gateway = Gateway::builder(Catalog::embedded().unwrap())
         .provider(Arc::new(PlaceholderProvider::new()))
-        .store(ImageStore::local(images).unwrap(), "http://bench/images/")
         .build();
+    let store = ImageStore::local(images).unwrap();
     build_app(AppState {
-        gateway: Arc::new(gateway),
-        accounts,
+        service: Arc::new(Service::new(
+            gateway,
+            store,
+            "http://bench/images/",
+            accounts,
+        )),
         tasks: None,
         limits: Arc::default(),
         master_key: None,
@@ -119,7 +123,7 @@ async fn measure(router: &Router, key: Option<&str>) -> Report {
     }
 }
 
-async fn metered(accounts: Accounts, images: &std::path::Path) -> (Router, String) {
+async fn metered(accounts: Database, images: &std::path::Path) -> (Router, String) {
     let key = NewKey {
         name: "bench".into(),
         credits: 1_000_000,
@@ -135,7 +139,7 @@ async fn metered(accounts: Accounts, images: &std::path::Path) -> (Router, Strin
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Accounts::connect(&format!(
+    let sqlite = Database::connect(&format!(
         "sqlite://{}",
         dir.path().join("bench.db").display()
     ))
@@ -157,7 +161,7 @@ async fn main() {
     let postgres_url = std::env::var("IMGPROXY_BENCH_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let schema = format!("bench_{}", std::process::id());
-    match Accounts::connect_postgres_schema(&postgres_url, &schema).await {
+    match Database::connect_postgres_schema(&postgres_url, &schema).await {
         Ok(postgres) => {
             let (router_pg, key) = metered(postgres, &images).await;
             let report = measure(&router_pg, Some(&key)).await;

@@ -9,7 +9,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use imgproxy_core::{accounts::ApiKey, signing};
+use imgproxy_core::service::{db::ApiKey, signing};
 use secrecy::ExposeSecret as _;
 
 use crate::{error::ApiError, state::AppState};
@@ -92,16 +92,16 @@ pub async fn url_caller(
         return Ok(caller);
     }
     if params.iter().any(|(k, _)| k == signing::SIG) {
-        let Some((signer, _)) = state.gateway.signer() else {
+        let Some((signer, _)) = state.service.signer() else {
             return Err(ApiError::Signature(signing::SignatureError::Invalid));
         };
         signer
-            .verify(path, params, imgproxy_core::accounts::now_secs())
+            .verify(path, params, imgproxy_core::clock::now_secs())
             .map_err(ApiError::Signature)?;
         let Some((_, key_id)) = params.iter().find(|(k, _)| k == signing::KEY_ID) else {
             return Ok(Caller::Master);
         };
-        return match state.accounts.get_key(key_id).await {
+        return match state.service.db().get_key(key_id).await {
             Ok(key) if !key.revoked => Ok(Caller::Key(key)),
             // A revoked key's URLs stop working at once, like the key itself.
             Ok(_) | Err(imgproxy_core::Error::NotFound { .. }) => Err(ApiError::Unauthorized),
@@ -109,7 +109,7 @@ pub async fn url_caller(
         };
     }
     if let Some(public) = &state.url_api.public {
-        let key = state.accounts.get_key(&public.key_id).await?;
+        let key = state.service.db().get_key(&public.key_id).await?;
         if key.revoked {
             return Err(ApiError::Unauthorized);
         }
@@ -145,12 +145,12 @@ async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<C
             return Ok(Some(Caller::Master));
         }
     }
-    match state.accounts.authenticate(presented).await? {
+    match state.service.db().authenticate(presented).await? {
         Some(api_key) => Ok(Some(Caller::Key(api_key))),
         // A key-shaped secret that is unknown or revoked is refused; on an open server any
         // other token (SDKs insist on sending one) means nothing.
         None if state.master_key.is_some()
-            || presented.starts_with(imgproxy_core::accounts::SECRET_PREFIX) =>
+            || presented.starts_with(imgproxy_core::service::db::SECRET_PREFIX) =>
         {
             Err(ApiError::Unauthorized)
         }

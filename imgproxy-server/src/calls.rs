@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{header, HeaderMap, HeaderValue, Response};
-use imgproxy_core::{cache::CacheMode, metering::Meter, Call};
+use imgproxy_core::service::{cache::CacheMode, metering::Meter, Call};
 
 use crate::{auth::Caller, error::ApiError, limits::Admission, state::AppState};
 
@@ -45,7 +45,7 @@ pub fn call<'a>(
     Call {
         tenant: caller.tenant(),
         meter: caller.paying_key().map(|key| Meter {
-            accounts: &state.accounts,
+            db: state.service.db(),
             key,
             request_id: &admitted.request_id,
             owner: &state.instance_id,
@@ -86,7 +86,7 @@ pub fn cache_mode(headers: &HeaderMap, reroll: bool) -> CacheMode {
 /// Adds the cache status and, for metered callers, the balance.
 pub fn annotate<B>(
     response: &mut Response<B>,
-    cache: imgproxy_core::cache::CacheStatus,
+    cache: imgproxy_core::service::cache::CacheStatus,
     balance: Option<i64>,
 ) {
     let headers = response.headers_mut();

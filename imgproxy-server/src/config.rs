@@ -340,7 +340,7 @@ pub struct Settings {
     /// Model remaps.
     pub remap: BTreeMap<String, String>,
     /// S3 storage, if configured.
-    pub s3: Option<imgproxy_core::store::S3Location>,
+    pub s3: Option<imgproxy_core::service::store::S3Location>,
     /// Bytes of recently used images kept in memory.
     pub memory_cache_bytes: usize,
     /// URL signing secret, if configured (else the data dir's).
@@ -356,7 +356,7 @@ pub struct Settings {
     /// Public URL-API access.
     pub public: Option<PublicConfig>,
     /// Tasks and webhooks.
-    pub tasks: imgproxy_core::tasks::TaskSettings,
+    pub tasks: imgproxy_core::service::tasks::TaskSettings,
 }
 
 /// One provider to start.
@@ -498,7 +498,7 @@ impl Config {
 
         let storage = self.storage;
         let s3 = env.var(ENV_S3_BUCKET).or(storage.s3_bucket).map(|bucket| {
-            imgproxy_core::store::S3Location {
+            imgproxy_core::service::store::S3Location {
                 bucket,
                 endpoint: env.var(ENV_S3_ENDPOINT).or(storage.s3_endpoint.clone()),
                 region: env.var(ENV_S3_REGION).or(storage.s3_region.clone()),
@@ -522,7 +522,7 @@ impl Config {
             anyhow::bail!("[public] needs the `key_id` of the key that pays for public requests");
         }
 
-        let mut tasks = imgproxy_core::tasks::TaskSettings::default();
+        let mut tasks = imgproxy_core::service::tasks::TaskSettings::default();
         let secs = |var: &str, file: Option<u64>| -> anyhow::Result<Option<Duration>> {
             let from_env = env
                 .var(var)
@@ -552,7 +552,7 @@ impl Config {
             tasks,
             memory_cache_bytes: storage
                 .memory_cache_bytes
-                .unwrap_or(imgproxy_core::store::DEFAULT_MEMORY_BYTES),
+                .unwrap_or(imgproxy_core::service::store::DEFAULT_MEMORY_BYTES),
             s3,
             url_secret: env
                 .var(ENV_URL_SECRET)

@@ -42,7 +42,7 @@ pub enum ApiError {
         name: String,
     },
     /// A URL that must be signed is not, or its signature is wrong or expired (403).
-    Signature(imgproxy_core::signing::SignatureError),
+    Signature(imgproxy_core::service::signing::SignatureError),
 }
 
 impl From<imgproxy_core::Error> for ApiError {

@@ -2,7 +2,7 @@
 //! database the server uses. Output is JSON on stdout.
 
 use anyhow::Context as _;
-use imgproxy_core::accounts::{Accounts, NewKey};
+use imgproxy_core::service::db::{Database, NewKey};
 use serde_json::json;
 
 use crate::{
@@ -47,7 +47,7 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Accounts> {
+async fn connect(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Database> {
     connect_with(&settings(state, env)?).await
 }
 
@@ -61,7 +61,7 @@ pub fn settings(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Settings> {
 }
 
 /// The server's database.
-pub async fn connect_with(settings: &Settings) -> anyhow::Result<Accounts> {
+pub async fn connect_with(settings: &Settings) -> anyhow::Result<Database> {
     if let Some(dir) = settings
         .database_url
         .strip_prefix("sqlite://")
@@ -69,7 +69,7 @@ pub async fn connect_with(settings: &Settings) -> anyhow::Result<Accounts> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    Accounts::connect(&settings.database_url)
+    Database::connect(&settings.database_url)
         .await
         .with_context(|| "opening the database".to_owned())
 }

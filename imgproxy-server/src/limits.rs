@@ -12,7 +12,7 @@ use std::{
 use governor::{
     clock::Clock as _, clock::DefaultClock, DefaultDirectRateLimiter, Quota, RateLimiter,
 };
-use imgproxy_core::accounts::ApiKey;
+use imgproxy_core::service::db::ApiKey;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;

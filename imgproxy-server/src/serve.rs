@@ -4,12 +4,10 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use imgproxy_core::{
-    accounts::Accounts,
     fetch::{FetchPolicy, ReferenceFetcher},
     gateway::IMAGE_PATH,
-    signing::UrlSigner,
-    tasks::Tasks,
-    Catalog, Gateway, GatewayBuilder, ImageProvider, ImageStore, ModelSpec,
+    service::{signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service},
+    Catalog, Gateway, GatewayBuilder, ImageProvider, ModelSpec,
 };
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -50,7 +48,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let instance_id = instance_id(&settings.data_dir)?;
-    let accounts = Accounts::connect(&settings.database_url)
+    let accounts = Database::connect(&settings.database_url)
         .await
         .context("opening the database")?;
     let released = accounts
@@ -86,11 +84,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let signer = url_signer(&settings)?;
-    let gateway = build_gateway(&settings, &public_url)?
-        .records(accounts.clone())
-        .url_signer(signer, settings.url_ttl)
-        .build();
+    let gateway = build_gateway(&settings)?.build();
     if let Some(public) = &settings.public {
         // Fail at start, not on the first public request, if the paying key is wrong.
         let key = accounts
@@ -101,10 +95,17 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         tracing::warn!(key = %key.id, "public mode: unauthenticated URL-API requests are billed to this key");
     }
     let url_api_model = url_api_default_model(&settings, &gateway);
-    let gateway = Arc::new(gateway);
+    let service = Arc::new(
+        Service::new(
+            gateway,
+            image_store(&settings)?,
+            format!("{public_url}{IMAGE_PATH}"),
+            accounts,
+        )
+        .with_url_signer(url_signer(&settings)?, settings.url_ttl),
+    );
     let tasks = Arc::new(Tasks::new(
-        gateway.clone(),
-        accounts.clone(),
+        service.clone(),
         instance_id.clone(),
         fetcher(&settings)?,
         settings.tasks.clone(),
@@ -112,7 +113,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     tasks.recover().await?;
     tasks.start();
 
-    let served: Vec<&str> = gateway
+    let served: Vec<&str> = service
+        .gateway()
         .served_models()
         .filter(|m| m.retired.is_none())
         .map(|m| m.id.as_str())
@@ -120,8 +122,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     tracing::info!(
         models = %served.join(", "),
         data_dir = %settings.data_dir.display(),
-        database = accounts.backend(),
-        images = gateway.store().map_or("none", imgproxy_core::ImageStore::kind),
+        database = service.db().backend(),
+        images = service.store().kind(),
         url_api_model = %url_api_model,
         "imgproxy listening on http://{local}"
     );
@@ -132,8 +134,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     }
 
     let state = AppState {
-        gateway,
-        accounts,
+        service,
         tasks: Some(tasks),
         limits: Arc::default(),
         master_key: settings.master_key.map(Arc::new),
@@ -198,7 +199,7 @@ pub fn url_signer(settings: &Settings) -> anyhow::Result<UrlSigner> {
     UrlSigner::new(secret.as_bytes()).with_context(|| {
         format!(
             "the URL secret ({ENV_URL_SECRET} or [urls] secret) must be at least {} characters",
-            imgproxy_core::signing::MIN_SECRET_BYTES
+            imgproxy_core::service::signing::MIN_SECRET_BYTES
         )
     })
 }
@@ -230,10 +231,18 @@ fn url_api_default_model(settings: &Settings, gateway: &Gateway) -> String {
     }
 }
 
+/// The image store that `settings` describe: the data dir, or S3.
+pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
+    let store = match &settings.s3 {
+        Some(location) => ImageStore::s3(location)?,
+        None => ImageStore::local(&settings.data_dir)?,
+    };
+    Ok(store.with_memory_cache(settings.memory_cache_bytes))
+}
+
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
-/// the placeholder, every provider with a key, the reference fetcher and the image store
-/// (the data dir, or S3). The caller adds the records database and the URL signer.
-pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<GatewayBuilder> {
+/// the placeholder, every provider with a key and the reference fetcher.
+pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     let mut catalog = Catalog::embedded()?;
     for model in &settings.models {
         catalog
@@ -273,15 +282,9 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
         );
     }
 
-    let store = match &settings.s3 {
-        Some(location) => ImageStore::s3(location)?,
-        None => ImageStore::local(&settings.data_dir)?,
-    }
-    .with_memory_cache(settings.memory_cache_bytes);
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
-        .fetcher(fetcher(settings)?)
-        .store(store, format!("{public_url}{IMAGE_PATH}"));
+        .fetcher(fetcher(settings)?);
     if let Some(model) = &settings.default_model {
         builder = builder.default_model(model);
     }

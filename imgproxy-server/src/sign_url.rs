@@ -2,7 +2,7 @@
 //! (config, environment or data dir), for a key that exists and is not revoked.
 
 use anyhow::Context as _;
-use imgproxy_core::signing;
+use imgproxy_core::service::signing;
 
 use crate::{
     cli::SignUrlArgs,
@@ -49,7 +49,7 @@ pub async fn run(args: SignUrlArgs, env: &dyn Env) -> anyhow::Result<()> {
         (1..=MAX_EXPIRES_IN).contains(&expires_in),
         "--expires-in must be 1 to {MAX_EXPIRES_IN} seconds"
     );
-    let expires_at = imgproxy_core::accounts::now_secs()
+    let expires_at = imgproxy_core::clock::now_secs()
         .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
     let base = args
         .base_url

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use imgproxy_core::{accounts::Accounts, tasks::Tasks, Gateway};
+use imgproxy_core::service::{tasks::Tasks, Service};
 use secrecy::SecretString;
 
 use crate::{config::PublicConfig, limits::KeyLimits};
@@ -10,10 +10,9 @@ use crate::{config::PublicConfig, limits::KeyLimits};
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The gateway (catalog, providers, store, URL signer, records).
-    pub gateway: Arc<Gateway>,
-    /// Keys, balances and the ledger.
-    pub accounts: Accounts,
+    /// The service: the gateway (catalog, providers), the image store, the URL signer and
+    /// the database (keys, ledger, records).
+    pub service: Arc<Service>,
     /// Asynchronous tasks; `None` where they are not run (in-process tests).
     pub tasks: Option<Arc<Tasks>>,
     /// Per-key rate and concurrency limits of this instance.

@@ -17,9 +17,8 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
-    accounts::{Accounts, NewKey},
-    signing::UrlSigner,
-    Catalog, Gateway, Generation, ImageProvider, ImageStore, ProviderError, ProviderRequest,
+    service::{db::NewKey, signing::UrlSigner, Database, ImageStore, Service},
+    Catalog, Gateway, Generation, ImageProvider, ProviderError, ProviderRequest,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use imgproxy_server::{build_app, AppState};
@@ -43,7 +42,7 @@ impl ImageProvider for Panicky {
 
 struct TestApp {
     router: Router,
-    accounts: Accounts,
+    accounts: Database,
     _dir: tempfile::TempDir,
 }
 
@@ -55,20 +54,16 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     panicky.provider = "panicky".into();
     catalog.upsert(panicky).unwrap();
     let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
-    let accounts = Accounts::connect(&database).await.unwrap();
+    let accounts = Database::connect(&database).await.unwrap();
     let gateway = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .provider(Arc::new(Panicky))
-        .store(
-            ImageStore::local(dir.path()).unwrap(),
-            "http://test/images/",
-        )
-        .records(accounts.clone())
-        .url_signer(UrlSigner::new(&[9; 32]).unwrap(), Duration::from_secs(60))
         .build();
+    let store = ImageStore::local(dir.path()).unwrap();
+    let service = Service::new(gateway, store, "http://test/images/", accounts.clone())
+        .with_url_signer(UrlSigner::new(&[9; 32]).unwrap(), Duration::from_secs(60));
     let state = AppState {
-        gateway: Arc::new(gateway),
-        accounts: accounts.clone(),
+        service: Arc::new(service),
         tasks: None,
         limits: Arc::default(),
         master_key: master_key.map(|k| Arc::new(SecretString::from(k.to_owned()))),

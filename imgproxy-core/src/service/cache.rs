@@ -1,6 +1,6 @@
 //! The generation cache's two mechanisms: the key (a hash of the canonical validated request,
 //! scoped to a tenant) and single-flight (identical requests in flight at once share one
-//! upstream call). Where entries are kept is `accounts::records`; the flow is `serving`.
+//! upstream call). Where entries are kept is `db::records`; the flow is `serving`.
 
 use std::{
     collections::HashMap,

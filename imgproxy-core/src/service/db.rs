@@ -7,19 +7,19 @@
 //! so concurrent requests overspend. Here credits move only through conditional updates that
 //! the database applies atomically, so the answer is the same for one process or many:
 //!
-//! - [`Accounts::reserve`] takes the worst case before the upstream call with one
+//! - [`Database::reserve`] takes the worst case before the upstream call with one
 //!   `UPDATE ... SET balance = balance - n WHERE balance >= n AND NOT revoked`, in the same
 //!   transaction as the reservation row (unique per key and request id) and its ledger row.
-//! - [`Accounts::settle`] and [`Accounts::refund`] flip the reservation from `reserved` with a
+//! - [`Database::settle`] and [`Database::refund`] flip the reservation from `reserved` with a
 //!   conditional update, and only the caller whose update matched returns credits: each
 //!   happens once under any race.
-//! - [`Accounts::release_stale`] refunds what a dead process left open, through the same flip.
+//! - [`Database::release_stale`] refunds what a dead process left open, through the same flip.
 //! - Every balance change writes a ledger row, so a key's ledger adds up to its balance.
 
-mod db;
 mod history;
 mod keys;
 mod ledger;
+mod pool;
 mod records;
 mod secret;
 mod tasks;
@@ -32,9 +32,7 @@ pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
 
-pub(crate) use self::db::now_ms;
-pub use self::db::now_secs;
-use self::db::Db;
+use self::pool::Db;
 use crate::{Error, Result};
 
 /// The largest balance a key may hold: 2^53, so balances stay exact as JSON numbers in any
@@ -43,11 +41,11 @@ pub const MAX_BALANCE: i64 = 1 << 53;
 
 /// The accounting store. Cheap to clone: it holds connection pools.
 #[derive(Debug, Clone)]
-pub struct Accounts {
+pub struct Database {
     db: Db,
 }
 
-impl Accounts {
+impl Database {
     /// `sqlite://PATH` (file created if missing; WAL; busy_timeout) or `postgres://...`;
     /// runs migrations.
     pub async fn connect(url: &str) -> Result<Self> {
@@ -70,7 +68,7 @@ impl Accounts {
         Self::migrated(Db::postgres(url, Some(schema)).await?).await
     }
 
-    /// For tests: drops a schema made by [`Accounts::connect_postgres_schema`].
+    /// For tests: drops a schema made by [`Database::connect_postgres_schema`].
     pub async fn drop_postgres_schema(url: &str, schema: &str) -> Result<()> {
         Db::drop_postgres_schema(url, schema).await
     }
@@ -94,7 +92,7 @@ impl Accounts {
     }
 
     /// Refunds every open reservation older than `older_than`, whoever owns it: the periodic
-    /// sweep for instances that died and never came back. [`Accounts::release_stale`] also
+    /// sweep for instances that died and never came back. [`Database::release_stale`] also
     /// frees this instance's own reservations, which is only right at start-up.
     pub async fn release_expired(&self, older_than: Duration) -> Result<u64> {
         self.release(None, older_than).await

@@ -13,16 +13,14 @@ use std::{
 
 use serde_json::json;
 
-use crate::{
-    accounts::{Accounts, ApiKey, Charge, Reservation},
-    pricing, Error, Result, ValidatedRequest,
-};
+use super::db::{ApiKey, Charge, Database, Reservation};
+use crate::{pricing, Error, Result, ValidatedRequest};
 
 /// Who pays for a request, and under which id.
 #[derive(Debug, Clone, Copy)]
 pub struct Meter<'a> {
     /// The ledger.
-    pub accounts: &'a Accounts,
+    pub db: &'a Database,
     /// The paying key.
     pub key: &'a ApiKey,
     /// Unique id of this request: every ledger step is idempotent by it.
@@ -101,11 +99,11 @@ impl Meter<'_> {
         images: impl Fn(&T) -> usize,
     ) -> Result<(T, Charged)> {
         let reservation = self
-            .accounts
+            .db
             .reserve(&self.key.id, self.request_id, price.worst, price.charge)
             .await?;
         let guard = RefundOnDrop {
-            accounts: self.accounts.clone(),
+            db: self.db.clone(),
             reservation: Some(reservation.clone()),
             delivered: self.delivered.cloned(),
             kept_if_delivered: price.per_image.min(price.worst),
@@ -114,11 +112,11 @@ impl Meter<'_> {
             Ok(value) => {
                 let count = u64::try_from(images(&value)).unwrap_or(u64::MAX);
                 let used = price.per_image.saturating_mul(count).min(price.worst);
-                let balance = self.accounts.settle(&reservation, used).await?;
+                let balance = self.db.settle(&reservation, used).await?;
                 Ok((value, Charged { used, balance }))
             }
             Err(error) => {
-                self.accounts.refund(&reservation).await?;
+                self.db.refund(&reservation).await?;
                 Err(error)
             }
         };
@@ -131,7 +129,7 @@ impl Meter<'_> {
 /// (client gone, server shutting down) must not keep the credits, unless part of the answer
 /// was already delivered (then one image's price is kept).
 struct RefundOnDrop {
-    accounts: Accounts,
+    db: Database,
     reservation: Option<Reservation>,
     delivered: Option<Arc<AtomicBool>>,
     kept_if_delivered: u64,
@@ -148,7 +146,7 @@ impl Drop for RefundOnDrop {
         let Some(reservation) = self.reservation.take() else {
             return;
         };
-        let accounts = self.accounts.clone();
+        let db = self.db.clone();
         let delivered = self
             .delivered
             .as_ref()
@@ -157,9 +155,9 @@ impl Drop for RefundOnDrop {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let closed = if delivered {
-                    accounts.settle(&reservation, kept).await
+                    db.settle(&reservation, kept).await
                 } else {
-                    accounts.refund(&reservation).await
+                    db.refund(&reservation).await
                 };
                 if let Err(error) = closed {
                     // Still not lost: the next start (`release_stale`) or the hourly sweep (`release_expired`) refunds it.

@@ -2,17 +2,23 @@
 //! cache, or generate once for every identical request in flight (single-flight, within this
 //! process and across instances on one database), charge, store every image, record the cache
 //! entry and the name, and answer in OpenAI's shape. Named-image recall lives here too.
-//! [`Gateway::generate`] is the bare path without any of it.
+//! [`crate::Gateway::generate`] is the bare path without any of it.
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
 
-use crate::{
-    accounts::{Accounts, CachedImage, CachedResult, NamedImage},
+use async_trait::async_trait;
+
+use super::{
     cache::{cache_key, CacheMode, CacheStatus},
+    db::{CachedImage, CachedResult, Database, NamedImage},
     metering::Meter,
-    Error, Gateway, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result, Usage,
+    Service,
+};
+use crate::{
+    gateway::{FileSource, Sinks},
+    Error, ImageData, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result, Usage,
     ValidatedRequest,
 };
 
@@ -38,7 +44,7 @@ pub struct Call<'a> {
     pub resume: Option<&'a std::collections::BTreeMap<u32, String>>,
 }
 
-/// A served request. [`Gateway::response`] gives its OpenAI-shaped answer.
+/// A served request. [`Service::response`] gives its OpenAI-shaped answer.
 #[derive(Debug, Clone)]
 pub struct Served {
     /// The images, as stored.
@@ -94,7 +100,7 @@ pub(crate) struct Produced {
     bytes: Vec<Bytes>,
     usage: Option<Usage>,
     /// Credits kept and the balance, when the request that ran it was metered.
-    charged: Option<crate::metering::Charged>,
+    charged: Option<crate::service::metering::Charged>,
     /// Read from the cache (another instance generated it while this one waited).
     from_cache: bool,
 }
@@ -129,27 +135,44 @@ struct Job<'a> {
     references: &'a [ReferenceImage],
     mask: Option<&'a ReferenceImage>,
     key: &'a str,
-    price: Option<crate::metering::Price>,
-    store: &'a crate::ImageStore,
-    /// The records database, unless the cache is off for this request.
-    records: Option<&'a Accounts>,
+    price: Option<super::metering::Price>,
+    /// The database, unless the cache is off for this request.
+    records: Option<&'a Database>,
 }
 
-impl Gateway {
+/// The uploaded files of one tenant, as reference images.
+struct TenantFiles<'a> {
+    service: &'a Service,
+    tenant: &'a str,
+}
+
+#[async_trait]
+impl FileSource for TenantFiles<'_> {
+    async fn file(&self, id: &str) -> Result<Option<ReferenceImage>> {
+        let content = self.service.file_content(self.tenant, id).await?;
+        Ok(content.map(|(bytes, mime)| ReferenceImage {
+            bytes,
+            mime: mime.to_owned(),
+        }))
+    }
+}
+
+impl Service {
     /// Serves `request` for `call`: from the cache when an identical request of the same
     /// tenant was made (no upstream call, no charge), else generated, charged, stored and
     /// cached. Needs an image store; the cache needs the records database too.
     pub async fn serve(&self, call: Call<'_>, request: ImageRequest) -> Result<Served> {
-        let Some(store) = self.store() else {
-            return Err(Error::Internal("serving needs an image store".into()));
-        };
         if let Some(name) = call.name {
-            crate::accounts::check_name(name)?;
+            super::db::check_name(name)?;
         }
-        let request = self.validate(request)?;
+        let request = self.gateway.validate(request)?;
         let price = call.meter.map(|m| m.price(&request)).transpose()?;
-        let references = self.fetch_references_for(&request, call.tenant).await?;
-        let mask = self.fetch_mask(&request, call.tenant).await?;
+        let files = self.files(call.tenant);
+        let references = self
+            .gateway
+            .fetch_references(&request, Some(&files))
+            .await?;
+        let mask = self.gateway.fetch_mask(&request, Some(&files)).await?;
         let key = cache_key(call.tenant, &request, &references, mask.as_ref());
         let job = Job {
             call,
@@ -158,13 +181,15 @@ impl Gateway {
             mask: mask.as_ref(),
             key: &key,
             price,
-            store,
-            records: self.records().filter(|_| call.cache != CacheMode::Off),
+            records: Some(&self.db).filter(|_| call.cache != CacheMode::Off),
         };
         let (produced, status) = match self.lookup(&job).await? {
             Some(hit) => (hit, CacheStatus::Hit),
             None if call.cache == CacheMode::Use => {
-                let (shared, led) = self.flights.run(&key, || self.produce(&job)).await;
+                let (shared, led) = self
+                    .flights
+                    .run(&key, || self.generate_and_store(&job))
+                    .await;
                 let produced = shared?;
                 // A request that waited on another (here or on another instance) is a hit.
                 let status = if led && !produced.from_cache {
@@ -174,14 +199,14 @@ impl Gateway {
                 };
                 (produced, status)
             }
-            None => (self.produce(&job).await?, CacheStatus::Miss),
+            None => (self.generate_and_store(&job).await?, CacheStatus::Miss),
         };
         let validated = &request;
 
         // Only the request that ran the generation was charged; a hit costs nothing.
         let (credits_used, balance) = match (status, produced.charged, &call.meter) {
             (CacheStatus::Miss, Some(charged), _) => (Some(charged.used), Some(charged.balance)),
-            (_, _, Some(meter)) => (Some(0), Some(meter.accounts.balance(&meter.key.id).await?)),
+            (_, _, Some(meter)) => (Some(0), Some(meter.db.balance(&meter.key.id).await?)),
             _ => (None, None),
         };
         let images: Vec<StoredImage> = produced
@@ -195,16 +220,14 @@ impl Gateway {
                 bytes: bytes.clone(),
             })
             .collect();
-        if let (Some(name), Some(records), Some(first)) =
-            (call.name, self.records(), images.first())
-        {
+        if let (Some(name), Some(first)) = (call.name, images.first()) {
             let named = NamedImage {
                 image_key: first.key.clone(),
                 model: validated.model.id.clone(),
                 upstream_model: validated.model.upstream.clone(),
-                updated_at: crate::accounts::now_secs(),
+                updated_at: crate::clock::now_secs(),
             };
-            records.name_image(call.tenant, name, &named).await?;
+            self.db.name_image(call.tenant, name, &named).await?;
         }
         Ok(Served {
             images,
@@ -221,11 +244,15 @@ impl Gateway {
     /// when it was generated for this request). Built on demand: the URL API needs none.
     pub fn response(&self, served: &Served) -> ImageResponse {
         let produced = &served.produced;
-        let usage = (served.cache == CacheStatus::Miss)
-            .then(|| produced.usage.clone())
-            .flatten();
-        let mut response =
-            self.response_of(&served.request, &produced.result, &produced.bytes, usage);
+        let data = produced
+            .result
+            .images
+            .iter()
+            .zip(&produced.bytes)
+            .map(|(image, bytes)| self.image_data(served.request.response_format, image, bytes))
+            .collect();
+        let meta = produced.result.meta.clone().or_asked(&served.request);
+        let mut response = ImageResponse::new(data, meta, served.usage().cloned());
         response.credits_used = served.credits_used;
         response
     }
@@ -240,38 +267,34 @@ impl Gateway {
     ) -> Result<ImageResponse> {
         let mut data = Vec::with_capacity(result.images.len());
         for image in &result.images {
-            let (b64_json, url) = match format {
-                crate::ResponseFormat::Url => (None, self.image_url(&image.key)),
+            let bytes = match format {
+                crate::ResponseFormat::Url => Bytes::new(),
                 crate::ResponseFormat::B64Json => {
-                    use base64::Engine as _;
-                    let store = self
-                        .store()
-                        .ok_or_else(|| Error::Internal("no image store".into()))?;
-                    let (bytes, _) = store.get(&image.key).await?.ok_or_else(|| {
+                    let (bytes, _) = self.store.get(&image.key).await?.ok_or_else(|| {
                         Error::Internal(format!("stored image {} is gone", image.key))
                     })?;
-                    (
-                        Some(base64::engine::general_purpose::STANDARD.encode(&bytes)),
-                        None,
-                    )
+                    bytes
                 }
             };
-            data.push(crate::ImageData {
-                b64_json,
-                url,
-                revised_prompt: image.revised_prompt.clone(),
-            });
+            data.push(self.image_data(format, image, &bytes));
         }
-        Ok(ImageResponse {
-            created: crate::accounts::now_secs(),
-            data,
-            background: result.meta.background.clone(),
-            output_format: result.meta.output_format.clone(),
-            quality: result.meta.quality.clone(),
-            size: result.meta.size.clone(),
-            usage,
-            credits_used: None,
-        })
+        Ok(ImageResponse::new(data, result.meta.clone(), usage))
+    }
+
+    /// One stored image in `format`: its bytes inline, or its URL.
+    fn image_data(
+        &self,
+        format: crate::ResponseFormat,
+        image: &CachedImage,
+        bytes: &[u8],
+    ) -> ImageData {
+        let revised_prompt = image.revised_prompt.clone();
+        match format {
+            crate::ResponseFormat::B64Json => ImageData::inline(bytes, revised_prompt),
+            crate::ResponseFormat::Url => {
+                ImageData::link(self.image_url(&image.key), revised_prompt)
+            }
+        }
     }
 
     /// The cached result of `job`, when the cache is used and has all its images.
@@ -285,9 +308,9 @@ impl Gateway {
             .map(Arc::new))
     }
 
-    /// Generates `job` (once across instances, see [`Gateway::claim`]), charges the images
+    /// Generates `job` (once across instances, see [`Service::claim`]), charges the images
     /// returned, stores them and records the cache entry.
-    async fn produce(&self, job: &Job<'_>) -> Shared {
+    async fn generate_and_store(&self, job: &Job<'_>) -> Shared {
         let (call, key) = (&job.call, job.key);
         let claim = match job.records.filter(|_| call.cache == CacheMode::Use) {
             Some(records) => match self
@@ -301,11 +324,12 @@ impl Gateway {
         };
         let work = async {
             let generation = self
-                .run(
+                .gateway
+                .generate_images(
                     job.request,
                     job.references,
                     job.mask,
-                    crate::gateway::Sinks {
+                    Sinks {
                         partials: job.call.partials,
                         jobs: job.call.jobs,
                         resume: job.call.resume,
@@ -318,17 +342,13 @@ impl Gateway {
             };
             let mut bytes = Vec::with_capacity(generation.images.len());
             for image in generation.images {
-                let image = deliverable(job.request, image).await?;
-                let key = job.store.put(image.bytes.clone(), &image.mime).await?;
+                let key = self.store.put(image.bytes.clone(), &image.mime).await?;
                 result.images.push(CachedImage {
                     key,
                     mime: image.mime,
                     revised_prompt: image.revised_prompt,
                 });
                 bytes.push(image.bytes);
-            }
-            if let (Some(first), Some(bytes)) = (result.images.first(), bytes.first()) {
-                result.meta.report_actual(&first.mime, bytes);
             }
             Ok(Produced {
                 result,
@@ -372,13 +392,10 @@ impl Gateway {
         tenant: &str,
         name: &str,
     ) -> Result<Option<(NamedImage, StoredImage)>> {
-        let (Some(records), Some(store)) = (self.records(), self.store()) else {
+        let Some(named) = self.db.named_image(tenant, name).await? else {
             return Ok(None);
         };
-        let Some(named) = records.named_image(tenant, name).await? else {
-            return Ok(None);
-        };
-        let Some((bytes, mime)) = store.get(&named.image_key).await? else {
+        let Some((bytes, mime)) = self.store.get(&named.image_key).await? else {
             tracing::warn!(name, key = %named.image_key, "a named image is missing from the store");
             return Ok(None);
         };
@@ -395,7 +412,7 @@ impl Gateway {
     /// older than the model's deadline.
     async fn claim(
         &self,
-        records: &Accounts,
+        records: &Database,
         tenant: &str,
         key: &str,
         model: &ModelSpec,
@@ -434,7 +451,7 @@ impl Gateway {
 
     async fn cached_result(
         &self,
-        records: &Accounts,
+        records: &Database,
         tenant: &str,
         key: &str,
     ) -> Result<Option<Produced>> {
@@ -450,12 +467,9 @@ impl Gateway {
     /// The bytes of every image of a cached result, or `None` if any is gone from the store
     /// (then the entry is regenerated).
     async fn load(&self, result: &CachedResult) -> Result<Option<Vec<Bytes>>> {
-        let Some(store) = self.store() else {
-            return Ok(None);
-        };
         let mut all = Vec::with_capacity(result.images.len());
         for image in &result.images {
-            match store.get(&image.key).await? {
+            match self.store.get(&image.key).await? {
                 Some((bytes, _)) => all.push(bytes),
                 None => return Ok(None),
             }
@@ -463,63 +477,31 @@ impl Gateway {
         Ok(Some(all))
     }
 
-    /// Resolves the request's reference images: uploaded file ids of `tenant` from the store,
-    /// URLs and data URLs through the guarded fetcher.
-    pub async fn fetch_references_for(
+    /// The uploaded files of `tenant`, as reference images.
+    fn files<'a>(&'a self, tenant: &'a str) -> TenantFiles<'a> {
+        TenantFiles {
+            service: self,
+            tenant,
+        }
+    }
+
+    /// Resolves the request's reference images for `tenant` (its uploaded files by id, the
+    /// rest fetched), as a task does before it runs.
+    pub async fn fetch_references(
         &self,
         request: &ValidatedRequest,
         tenant: &str,
     ) -> Result<Vec<ReferenceImage>> {
-        futures_util::future::try_join_all(request.reference_images.iter().map(|input| async {
-            match crate::fetch::file_id_of(input) {
-                Some(id) => self.file_reference(tenant, id).await,
-                None => self.fetch_reference(input).await,
-            }
-        }))
-        .await
-    }
-
-    /// Resolves the request's mask like a reference image; refusals name `mask`.
-    pub async fn fetch_mask(
-        &self,
-        request: &ValidatedRequest,
-        tenant: &str,
-    ) -> Result<Option<ReferenceImage>> {
-        let Some(input) = &request.mask else {
-            return Ok(None);
-        };
-        let fetched = match crate::fetch::file_id_of(input) {
-            Some(id) => self.file_reference(tenant, id).await,
-            None => self.fetch_reference(input).await,
-        };
-        fetched.map(Some).map_err(|error| match error {
-            Error::InvalidRequest { message, code, .. } => Error::InvalidRequest {
-                message: message.replace("reference image", "mask"),
-                param: Some("mask".into()),
-                code,
-            },
-            other => other,
-        })
-    }
-
-    async fn file_reference(&self, tenant: &str, id: &str) -> Result<ReferenceImage> {
-        let unknown = || Error::invalid_param("image", format!("no file `{id}`"));
-        let (Some(records), Some(store)) = (self.records(), self.store()) else {
-            return Err(unknown());
-        };
-        let file = records.file(tenant, id).await?.ok_or_else(unknown)?;
-        let (bytes, mime) = store.get(&file.image_key).await?.ok_or_else(unknown)?;
-        Ok(ReferenceImage {
-            bytes,
-            mime: mime.to_owned(),
-        })
+        self.gateway
+            .fetch_references(request, Some(&self.files(tenant)))
+            .await
     }
 }
 
 /// A held generation claim; released when the generation ends, or in the background if the
 /// request is dropped first (else other instances wait until it goes stale).
 struct ClaimGuard {
-    records: Accounts,
+    records: Database,
     tenant: String,
     key: String,
     owner: Option<String>,
@@ -549,7 +531,7 @@ impl Drop for ClaimGuard {
     }
 }
 
-async fn release(records: &Accounts, tenant: &str, key: &str, owner: &str) {
+async fn release(records: &Database, tenant: &str, key: &str, owner: &str) {
     if let Err(error) = records.release_generation(tenant, key, owner).await {
         // Not lost: the claim goes stale after the model's deadline.
         tracing::warn!(%error, "releasing a generation claim failed");
@@ -561,39 +543,4 @@ fn claim_owner() -> Result<String> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(bytes))
-}
-
-/// `image` as the request wants it: converted to its raster `output_format` when the upstream
-/// answered in another (SVG and GIF are left as they are: they cannot be converted).
-pub(crate) async fn deliverable(
-    request: &ValidatedRequest,
-    image: crate::GeneratedImage,
-) -> Result<crate::GeneratedImage> {
-    let Some(target) = request.wanted_format() else {
-        return Ok(image);
-    };
-    let convertible = matches!(
-        image.mime.as_str(),
-        "image/png" | "image/jpeg" | "image/webp"
-    );
-    if image.mime == target.mime() || !convertible {
-        return Ok(image);
-    }
-    let (source, mime) = (image.bytes.clone(), image.mime.clone());
-    let quality = request.wanted_compression();
-    let converted = tokio::task::spawn_blocking(move || {
-        crate::convert::convert(&source, &mime, target, quality, "output_format")
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("image conversion task: {e}")))?
-    // Bytes the upstream sent that do not decode are the upstream's fault.
-    .map_err(|error| Error::Upstream {
-        provider: request.model.provider.clone(),
-        message: format!("its image could not be converted: {error}"),
-    })?;
-    Ok(crate::GeneratedImage {
-        bytes: converted,
-        mime: target.mime().to_owned(),
-        ..image
-    })
 }

@@ -12,15 +12,17 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use crate::{
-    accounts::{
-        now_secs, Accounts, ApiKey, CachedResult, DeliveryRecord, NewTask, TaskOutcome, TaskRecord,
+use super::{
+    cache::CacheMode,
+    db::{
+        ApiKey, CachedResult, Database, DeliveryRecord, NewTask, TaskOutcome, TaskRecord,
         TaskStatus,
     },
-    cache::CacheMode,
-    fetch::ReferenceFetcher,
     metering::Meter,
-    Call, Error, Gateway, ImageRequest, ResponseFormat, Result,
+    Call, Service,
+};
+use crate::{
+    clock::now_secs, fetch::ReferenceFetcher, Error, ImageRequest, ResponseFormat, Result,
 };
 
 /// How tasks run and webhooks are delivered.
@@ -94,8 +96,7 @@ pub struct Submitter<'a> {
 /// The task service of one instance.
 #[derive(Debug)]
 pub struct Tasks {
-    gateway: Arc<Gateway>,
-    accounts: Accounts,
+    service: Arc<Service>,
     /// This instance's id: owner of the tasks it runs and of their reservations.
     owner: String,
     settings: TaskSettings,
@@ -106,19 +107,21 @@ pub struct Tasks {
 }
 
 impl Tasks {
-    /// The service for `gateway` on `accounts`, as instance `owner`. `fetcher` guards
-    /// callback URLs as it guards reference URLs.
+    fn db(&self) -> &Database {
+        self.service.db()
+    }
+
+    /// The task runner of `service`, as instance `owner`. `fetcher` guards callback URLs as
+    /// it guards reference URLs.
     pub fn new(
-        gateway: Arc<Gateway>,
-        accounts: Accounts,
+        service: Arc<Service>,
         owner: impl Into<String>,
         fetcher: ReferenceFetcher,
         settings: TaskSettings,
     ) -> Result<Self> {
         let webhooks = fetcher.callback_client(settings.webhook_timeout)?;
         Ok(Self {
-            gateway,
-            accounts,
+            service,
             owner: owner.into(),
             settings,
             fetcher,
@@ -147,7 +150,7 @@ impl Tasks {
             self.fetcher.check_callback(url).await?;
         }
         request.run_async = None;
-        let validated = self.gateway.validate(request.clone())?;
+        let validated = self.service.gateway().validate(request.clone())?;
         let task = NewTask {
             tenant: submitter.tenant.to_owned(),
             key_id: submitter.key.map(|k| k.id.clone()),
@@ -157,7 +160,7 @@ impl Tasks {
                 .map_err(|e| Error::Internal(format!("storing a task: {e}")))?,
             callback_url,
         };
-        let task = self.accounts.create_task(task).await?;
+        let task = self.db().create_task(task).await?;
         self.queued.notify_one();
         Ok(task)
     }
@@ -165,7 +168,7 @@ impl Tasks {
     /// Cancels a task of `tenant` (at once if queued; a running one is stopped by its worker
     /// within a heartbeat). `None` if unknown.
     pub async fn cancel(&self, tenant: &str, id: &str) -> Result<Option<TaskRecord>> {
-        let task = self.accounts.cancel_task(tenant, id).await?;
+        let task = self.db().cancel_task(tenant, id).await?;
         self.finished.notify_one();
         Ok(task)
     }
@@ -180,7 +183,7 @@ impl Tasks {
             "type": "server_error", "param": null, "code": "interrupted",
         });
         let mut failed = 0;
-        for task in self.accounts.running_tasks(&self.owner).await? {
+        for task in self.db().running_tasks(&self.owner).await? {
             if task.upstream_jobs.is_empty() {
                 let outcome = TaskOutcome {
                     status: TaskStatus::Failed,
@@ -189,7 +192,7 @@ impl Tasks {
                     credits_used: Some(0),
                 };
                 if self
-                    .accounts
+                    .db()
                     .finish_task(&task.id, &self.owner, &outcome)
                     .await?
                 {
@@ -200,7 +203,7 @@ impl Tasks {
             tracing::info!(task = %task.id, jobs = task.upstream_jobs.len(), "resuming an interrupted task");
             // Alive again before anyone's sweeper sees the downtime as death.
             if self
-                .accounts
+                .db()
                 .task_heartbeat(&task.id, &self.owner)
                 .await?
                 .is_none()
@@ -232,7 +235,7 @@ impl Tasks {
 
     async fn work(&self) {
         loop {
-            match self.accounts.claim_task(&self.owner).await {
+            match self.db().claim_task(&self.owner).await {
                 Ok(Some(task)) => self.run(task).await,
                 Ok(None) => {
                     tokio::select! {
@@ -261,11 +264,7 @@ impl Tasks {
             },
             Err(error) => failure(&error),
         };
-        match self
-            .accounts
-            .finish_task(&task.id, &self.owner, &outcome)
-            .await
-        {
+        match self.db().finish_task(&task.id, &self.owner, &outcome).await {
             Ok(true) => self.finished.notify_one(),
             Ok(false) => {
                 tracing::warn!(task = %task.id, "a task ended elsewhere while it ran here")
@@ -278,7 +277,7 @@ impl Tasks {
     async fn execute(&self, task: &TaskRecord) -> Result<Option<TaskOutcome>> {
         let key = match &task.key_id {
             Some(id) => {
-                let key = self.accounts.get_key(id).await?;
+                let key = self.db().get_key(id).await?;
                 if key.revoked {
                     return Err(Error::Forbidden {
                         message: "the key that submitted this task was revoked".into(),
@@ -304,9 +303,9 @@ impl Tasks {
         let request_id = match resume {
             Some(_) => {
                 if let Some(key) = &key {
-                    paid = self.accounts.settled_amount(&key.id, &task.id).await?;
+                    paid = self.db().settled_amount(&key.id, &task.id).await?;
                 }
-                format!("{}.r{}", task.id, crate::accounts::now_ms())
+                format!("{}.r{}", task.id, crate::clock::now_ms())
             }
             None => task.id.clone(),
         };
@@ -315,7 +314,7 @@ impl Tasks {
         let call = Call {
             tenant: &task.tenant,
             meter: key.as_ref().map(|key| Meter {
-                accounts: &self.accounts,
+                db: self.db(),
                 key,
                 // Idempotent by task: a task's charge can never be taken twice.
                 request_id: &request_id,
@@ -328,7 +327,7 @@ impl Tasks {
             jobs: Some(&jobs),
             resume,
         };
-        let serve = self.gateway.serve(call, request);
+        let serve = self.service.serve(call, request);
         tokio::pin!(serve);
         let mut beat = tokio::time::interval(self.settings.heartbeat);
         beat.reset();
@@ -349,12 +348,12 @@ impl Tasks {
                     }));
                 }
                 Some((first_index, token)) = started.recv() => {
-                    if let Err(error) = self.accounts.record_task_job(&task.id, &self.owner, first_index, &token).await {
+                    if let Err(error) = self.db().record_task_job(&task.id, &self.owner, first_index, &token).await {
                         tracing::warn!(%error, task = %task.id, "recording an upstream job failed; the task cannot be resumed");
                     }
                 }
                 _ = beat.tick() => {
-                    match self.accounts.task_heartbeat(&task.id, &self.owner).await {
+                    match self.db().task_heartbeat(&task.id, &self.owner).await {
                         Ok(Some(false)) => {}
                         // Cancelled, or ended elsewhere: stop, dropping the generation.
                         Ok(Some(true) | None) => return Ok(None),
@@ -374,7 +373,7 @@ impl Tasks {
         let silent = i64::try_from(self.settings.abandoned_after.as_millis()).unwrap_or(i64::MAX);
         loop {
             tokio::time::sleep(self.settings.abandoned_after / 2).await;
-            match self.accounts.fail_abandoned_tasks(silent, &error).await {
+            match self.db().fail_abandoned_tasks(silent, &error).await {
                 Ok(0) => {}
                 Ok(failed) => {
                     tracing::warn!(failed, "failed tasks whose server went silent");
@@ -389,7 +388,7 @@ impl Tasks {
         let lease = self.settings.webhook_timeout + Duration::from_secs(5);
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         loop {
-            match self.accounts.claim_delivery(lease_ms).await {
+            match self.db().claim_delivery(lease_ms).await {
                 Ok(Some(delivery)) => self.attempt(delivery).await,
                 Ok(None) => {
                     tokio::select! {
@@ -412,7 +411,7 @@ impl Tasks {
             Ok(()) => None,
             Err(_) => {
                 let delay = retry_delay(delivery.attempts);
-                let at = crate::accounts::now_ms()
+                let at = crate::clock::now_ms()
                     .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
                 let window =
                     i64::try_from(self.settings.webhook_window.as_millis()).unwrap_or(i64::MAX);
@@ -424,7 +423,7 @@ impl Tasks {
             tracing::warn!(task = %delivery.task_id, attempts = delivery.attempts, error, "webhook attempt failed");
         }
         if let Err(failure) = self
-            .accounts
+            .db()
             .record_delivery(&delivery.task_id, outcome.is_ok(), error, retry_at)
             .await
         {
@@ -434,7 +433,7 @@ impl Tasks {
 
     /// POSTs the task to its receiver, signed; `Err` with the reason unless it answered 2xx.
     async fn post(&self, delivery: &DeliveryRecord) -> std::result::Result<(), String> {
-        let task = match self.accounts.task_by_id(&delivery.task_id).await {
+        let task = match self.db().task_by_id(&delivery.task_id).await {
             Ok(Some(task)) => task,
             Ok(None) => return Err("the task is gone".into()),
             Err(error) => return Err(error.to_string()),
@@ -447,7 +446,7 @@ impl Tasks {
         })
         .to_string();
         let secret = self
-            .accounts
+            .db()
             .webhook_secret(&delivery.tenant)
             .await
             .map_err(|e| e.to_string())?;
@@ -503,7 +502,7 @@ impl Tasks {
                     Some("b64_json") => ResponseFormat::B64Json,
                     _ => ResponseFormat::Url,
                 };
-                let mut response = self.gateway.stored_response(&images, format, usage).await?;
+                let mut response = self.service.stored_response(&images, format, usage).await?;
                 // When the images were made, not when they are read (the URLs are signed anew).
                 response.created = task.finished_at_ms.map_or(response.created, |ms| ms / 1000);
                 response.credits_used = task.credits_used.and_then(|c| u64::try_from(c).ok());
@@ -512,7 +511,7 @@ impl Tasks {
             None => None,
         };
         let webhook = match &task.callback_url {
-            Some(_) => self.accounts.delivery(&task.id).await?.map(|d| {
+            Some(_) => self.db().delivery(&task.id).await?.map(|d| {
                 json!({
                     "status": d.status,
                     "attempts": d.attempts,

@@ -6,7 +6,7 @@ use axum::{
     http::StatusCode,
     Extension, Json,
 };
-use imgproxy_core::accounts::{ApiKey, NewKey};
+use imgproxy_core::service::db::{ApiKey, NewKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -56,7 +56,7 @@ pub async fn create(
         max_concurrent: body.max_concurrent,
         models: body.models,
     };
-    let created = state.accounts.create_key(new).await?;
+    let created = state.service.db().create_key(new).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"key": created.key, "secret": created.secret})),
@@ -70,7 +70,7 @@ pub async fn list(
 ) -> Result<Json<Value>, ApiError> {
     require_master(&caller)?;
     Ok(Json(
-        json!({"object": "list", "data": state.accounts.list_keys().await?}),
+        json!({"object": "list", "data": state.service.db().list_keys().await?}),
     ))
 }
 
@@ -81,7 +81,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     require_master(&caller)?;
-    Ok(Json(state.accounts.revoke_key(&id).await?))
+    Ok(Json(state.service.db().revoke_key(&id).await?))
 }
 
 /// Adds credits to a key.
@@ -92,5 +92,5 @@ pub async fn credit(
     OpenAIJson(body): OpenAIJson<Credit>,
 ) -> Result<Json<ApiKey>, ApiError> {
     require_master(&caller)?;
-    Ok(Json(state.accounts.credit_key(&id, body.amount).await?))
+    Ok(Json(state.service.db().credit_key(&id, body.amount).await?))
 }

@@ -18,8 +18,8 @@ pub async fn get(
             message: "credits belong to issued keys; this request used none".into(),
         }));
     };
-    let balance = state.accounts.balance(&key.id).await?;
-    let recent = state.accounts.recent_charges(&key.id, RECENT).await?;
+    let balance = state.service.db().balance(&key.id).await?;
+    let recent = state.service.db().recent_charges(&key.id, RECENT).await?;
     Ok(Json(
         json!({"object": "credits", "key_id": key.id, "name": key.name, "balance": balance, "recent": recent}),
     ))

@@ -59,7 +59,8 @@ pub async fn create(
 async fn read_form(state: &AppState, mut form: Multipart) -> Result<ImageRequest, ApiError> {
     let body_limit = state.max_body_bytes;
     let image_limit = state
-        .gateway
+        .service
+        .gateway()
         .fetch_policy()
         .map_or_else(|| FetchPolicy::default().max_bytes, |p| p.max_bytes);
     let (mut texts, mut images, mut mask) = (Vec::new(), Vec::new(), None);
@@ -107,7 +108,7 @@ async fn read_form(state: &AppState, mut form: Multipart) -> Result<ImageRequest
             }
         }
     }
-    let gateway = &state.gateway;
+    let gateway = &state.service.gateway();
     Ok(imgproxy_core::text_params::form_request(
         &texts,
         images,

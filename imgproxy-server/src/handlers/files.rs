@@ -10,7 +10,10 @@ use axum::{
     response::IntoResponse,
     Extension, Json,
 };
-use imgproxy_core::{accounts::FileRecord, provider::sniff_mime, Error};
+use imgproxy_core::{
+    service::files::{FileObject, MAX_FILENAME_CHARS},
+    Error,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -18,19 +21,8 @@ use crate::{
     auth::Caller, error::ApiError, extract::multipart_error as multipart, state::AppState,
 };
 
-/// Purposes the OpenAI SDKs send.
-const PURPOSES: [&str; 6] = [
-    "assistants",
-    "batch",
-    "fine-tune",
-    "vision",
-    "user_data",
-    "evals",
-];
 /// Most files one list returns.
 const LIST_LIMIT: u32 = 10_000;
-/// Longest accepted filename.
-const MAX_FILENAME_CHARS: usize = 255;
 
 /// `POST /v1/files`: multipart with a `file` part and a `purpose` part.
 pub async fn create(
@@ -73,33 +65,14 @@ pub async fn create(
     let Some((filename, bytes)) = file else {
         return Err(Error::invalid_param("file", "the form needs a `file` part").into());
     };
-    let Some(purpose) = purpose.map(|p| p.trim().to_owned()) else {
+    let Some(purpose) = purpose else {
         return Err(Error::invalid_param("purpose", "the form needs a `purpose` part").into());
     };
-    if !PURPOSES.contains(&purpose.as_str()) {
-        return Err(Error::invalid_param(
-            "purpose",
-            format!("purpose must be one of {}", PURPOSES.join(", ")),
-        )
-        .into());
-    }
-    // imgproxy keeps images only: that is what a file id is used for here.
-    let Some(mime) = sniff_mime(&bytes) else {
-        return Err(Error::invalid_param(
-            "file",
-            "the file is not an image (PNG, JPEG, WebP, GIF or SVG); imgproxy stores images only",
-        )
-        .into());
-    };
-    let (Some(store), Some(records)) = (state.gateway.store(), state.gateway.records()) else {
-        return Err(Error::Internal("files need an image store and a database".into()).into());
-    };
-    let size = i64::try_from(bytes.len()).unwrap_or(i64::MAX);
-    let key = store.put(bytes, mime).await?;
-    let record = records
-        .create_file(caller.tenant(), &filename, &purpose, size, &key)
+    let record = state
+        .service
+        .create_file(caller.tenant(), &filename, &purpose, bytes)
         .await?;
-    Ok((StatusCode::OK, Json(file_object(&record))))
+    Ok((StatusCode::OK, Json(json!(FileObject::from(&record)))))
 }
 
 /// The query of `GET /v1/files`, as OpenAI's SDKs send it.
@@ -132,10 +105,11 @@ pub async fn list(
             Error::invalid_param("limit", format!("limit must be 1 to {LIST_LIMIT}")).into(),
         );
     }
-    let mut files = match state.gateway.records() {
-        Some(records) => records.files(caller.tenant(), LIST_LIMIT).await?,
-        None => Vec::new(),
-    };
+    let mut files = state
+        .service
+        .db()
+        .files(caller.tenant(), LIST_LIMIT)
+        .await?;
     match query.order.as_deref() {
         None | Some("desc") => {}
         Some("asc") => files.reverse(),
@@ -154,7 +128,7 @@ pub async fn list(
     }
     let has_more = files.len() > limit as usize;
     files.truncate(limit as usize);
-    let data: Vec<Value> = files.iter().map(file_object).collect();
+    let data: Vec<FileObject> = files.iter().map(FileObject::from).collect();
     Ok(Json(json!({
         "object": "list",
         "data": data,
@@ -170,8 +144,7 @@ pub async fn retrieve(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let record = find(&state, &caller, &id).await?;
-    Ok(Json(file_object(&record)))
+    Ok(Json(json!(find(&state, &caller, &id).await?)))
 }
 
 /// `GET /v1/files/{id}/content`.
@@ -180,11 +153,7 @@ pub async fn content(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let record = find(&state, &caller, &id).await?;
-    let stored = match state.gateway.store() {
-        Some(store) => store.get(&record.image_key).await?,
-        None => None,
-    };
+    let stored = state.service.file_content(caller.tenant(), &id).await?;
     let Some((bytes, mime)) = stored else {
         return Err(not_found(&id));
     };
@@ -198,41 +167,23 @@ pub async fn delete(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let deleted = match state.gateway.records() {
-        Some(records) => records.delete_file(caller.tenant(), &id).await?,
-        None => false,
-    };
+    let deleted = state.service.db().delete_file(caller.tenant(), &id).await?;
     if !deleted {
         return Err(not_found(&id));
     }
     Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
 }
 
-async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<FileRecord, ApiError> {
-    let record = match state.gateway.records() {
-        Some(records) => records.file(caller.tenant(), id).await?,
-        None => None,
-    };
-    record.ok_or_else(|| not_found(id))
+async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<FileObject, ApiError> {
+    let record = state.service.db().file(caller.tenant(), id).await?;
+    record
+        .as_ref()
+        .map(FileObject::from)
+        .ok_or_else(|| not_found(id))
 }
 
 fn not_found(id: &str) -> ApiError {
     ApiError::NotFound {
         message: format!("no file `{id}`"),
     }
-}
-
-/// OpenAI's file object.
-fn file_object(record: &FileRecord) -> Value {
-    json!({
-        "id": record.id,
-        "object": "file",
-        "bytes": record.bytes,
-        "created_at": record.created_at,
-        "filename": record.filename,
-        "purpose": record.purpose,
-        "status": "processed",
-        "status_details": null,
-        "expires_at": null,
-    })
 }

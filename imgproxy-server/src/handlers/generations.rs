@@ -8,7 +8,10 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use imgproxy_core::{cache::CacheMode, tasks::TaskKind, ImageRequest};
+use imgproxy_core::{
+    service::{cache::CacheMode, tasks::TaskKind},
+    ImageRequest,
+};
 
 use crate::{
     auth::Caller,
@@ -58,14 +61,14 @@ pub async fn serve(
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
     if request.stream == Some(true) {
         // Refuse a bad request with its status before the stream says 200.
-        state.gateway.validate(request.clone())?;
+        state.service.gateway().validate(request.clone())?;
         return Ok(stream::respond(
             state, caller, admitted, cache, request, surface,
         ));
     }
     let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
-    let served = state.gateway.serve(call, request).await?;
-    let mut response = Json(state.gateway.response(&served)).into_response();
+    let served = state.service.serve(call, request).await?;
+    let mut response = Json(state.service.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);
     Ok(response)
 }

@@ -6,7 +6,7 @@ use axum::{
     http::header,
     response::IntoResponse,
 };
-use imgproxy_core::{gateway::IMAGE_PATH, signing::SignatureError};
+use imgproxy_core::{gateway::IMAGE_PATH, service::signing::SignatureError};
 
 use crate::{error::ApiError, state::AppState};
 
@@ -20,23 +20,20 @@ pub async fn get(
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let Some((signer, _)) = state.gateway.signer() else {
+    let Some((signer, _)) = state.service.signer() else {
         return Err(ApiError::Signature(SignatureError::Missing));
     };
     signer
         .verify(
             &format!("{IMAGE_PATH}{key}"),
             &params,
-            imgproxy_core::accounts::now_secs(),
+            imgproxy_core::clock::now_secs(),
         )
         .map_err(ApiError::Signature)?;
     let not_found = || ApiError::NotFound {
         message: format!("no image `{key}`"),
     };
-    let Some(store) = state.gateway.store() else {
-        return Err(not_found());
-    };
-    let Some((bytes, mime)) = store.get(&key).await? else {
+    let Some((bytes, mime)) = state.service.store().get(&key).await? else {
         return Err(not_found());
     };
     Ok((

@@ -28,7 +28,8 @@ pub async fn list(
         return Ok(Json(json!({"object": "list", "data": []})));
     }
     let data: Vec<Value> = state
-        .gateway
+        .service
+        .gateway()
         .served_models()
         .filter(|m| filters.provider.as_deref().is_none_or(|p| m.provider == p))
         .filter(|m| {
@@ -49,10 +50,11 @@ pub async fn retrieve(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state
-        .gateway
+        .service
+        .gateway()
         .catalog()
         .get(&id)
-        .filter(|m| state.gateway.serves(m))
+        .filter(|m| state.service.gateway().answers(m))
     {
         Some(model) => Ok(Json(describe::model_object(model))),
         None => Err(imgproxy_core::Error::ModelNotFound {

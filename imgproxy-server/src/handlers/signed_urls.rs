@@ -2,7 +2,10 @@
 //! signed for the calling key (`kid`), which it bills, and checked before it is signed.
 
 use axum::{extract::State, Extension, Json};
-use imgproxy_core::{signing, url_api, Error};
+use imgproxy_core::{
+    service::{signing, url_api},
+    Error,
+};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -61,7 +64,7 @@ pub async fn create(
     }
     let expires_in = body
         .expires_in
-        .unwrap_or_else(|| state.gateway.signer().map_or(0, |(_, ttl)| ttl.as_secs()));
+        .unwrap_or_else(|| state.service.signer().map_or(0, |(_, ttl)| ttl.as_secs()));
     if !(1..=MAX_EXPIRES_IN).contains(&expires_in) {
         return Err(Error::invalid_param(
             "expires_in",
@@ -70,7 +73,7 @@ pub async fn create(
         .into());
     }
     // What cannot be served is not signed: parse and validate now.
-    let gateway = &state.gateway;
+    let gateway = state.service.gateway();
     let parsed = url_api::parse(
         &pairs,
         url_api::PathForm::default(),
@@ -91,10 +94,10 @@ pub async fn create(
             .into())
         }
     }
-    let Some((signer, _)) = gateway.signer() else {
+    let Some((signer, _)) = state.service.signer() else {
         return Err(Error::Internal("no URL signer is configured".into()).into());
     };
-    let expires_at = imgproxy_core::accounts::now_secs()
+    let expires_at = imgproxy_core::clock::now_secs()
         .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
     let query = signer.sign(GENERATE_PATH, &pairs, expires_at);
     Ok(Json(json!({

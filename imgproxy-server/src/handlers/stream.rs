@@ -19,7 +19,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures_util::{future::BoxFuture, stream};
-use imgproxy_core::{cache::CacheMode, provider::PartialImage, Error, ImageRequest, Served};
+use imgproxy_core::{
+    provider::PartialImage,
+    service::{cache::CacheMode, Served},
+    Error, ImageRequest,
+};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
@@ -84,7 +88,7 @@ pub fn respond(
             Some(&sender),
             Some(&marker),
         );
-        let served = state.gateway.serve(call, request).await?;
+        let served = state.service.serve(call, request).await?;
         Ok(completed_events(&state, &served, surface))
     });
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
@@ -170,7 +174,7 @@ fn partial_event(partial: &PartialImage, surface: Surface) -> Value {
     event.insert("partial_image_index".into(), Value::from(partial.index));
     event.insert(
         "created_at".into(),
-        Value::from(imgproxy_core::accounts::now_secs()),
+        Value::from(imgproxy_core::clock::now_secs()),
     );
     for (name, value) in [
         ("background", &partial.meta.background),
@@ -188,7 +192,7 @@ fn partial_event(partial: &PartialImage, surface: Surface) -> Value {
 /// One completed event per image, with the answer's metadata; usage on the last.
 fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<Value> {
     use base64::Engine as _;
-    let response = state.gateway.response(served);
+    let response = state.service.response(served);
     let count = served.images.len();
     served
         .images

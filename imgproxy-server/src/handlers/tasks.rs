@@ -9,8 +9,10 @@ use axum::{
     Extension, Json,
 };
 use imgproxy_core::{
-    accounts::{TaskRecord, TaskStatus},
-    tasks::{Submitter, TaskKind, Tasks},
+    service::{
+        db::{TaskRecord, TaskStatus},
+        tasks::{Submitter, TaskKind, Tasks},
+    },
     Error, ImageRequest,
 };
 use serde::Deserialize;
@@ -128,7 +130,7 @@ pub async fn webhook_secret(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
-    let secret = state.accounts.webhook_secret(caller.tenant()).await?;
+    let secret = state.service.db().webhook_secret(caller.tenant()).await?;
     Ok(Json(json!({
         "object": "webhook_secret",
         "secret": secret,
@@ -144,7 +146,8 @@ fn service(state: &AppState) -> Result<&Tasks, ApiError> {
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<TaskRecord, ApiError> {
     state
-        .accounts
+        .service
+        .db()
         .task(caller.tenant(), id)
         .await?
         .ok_or_else(|| not_found(id))

@@ -9,11 +9,14 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use imgproxy_core::{
-    cache::CacheStatus,
     convert::RasterFormat,
     provider::extension_of,
-    url_api::{self, PathForm},
-    Error, StoredImage,
+    service::{
+        cache::CacheStatus,
+        url_api::{self, PathForm},
+        StoredImage,
+    },
+    Error,
 };
 
 use crate::{
@@ -102,7 +105,7 @@ async fn serve(
             .into_owned()
             .collect();
     let caller = auth::url_caller(state, headers, uri.path(), &pairs).await?;
-    let gateway = &state.gateway;
+    let gateway = state.service.gateway();
     let parsed = url_api::parse(
         &pairs,
         path,
@@ -119,7 +122,7 @@ async fn serve(
             )
             .into());
         };
-        let Some((named, image)) = gateway.recall(caller.tenant(), &name).await? else {
+        let Some((named, image)) = state.service.recall(caller.tenant(), &name).await? else {
             return Err(ApiError::UnknownName { name });
         };
         let answer = Answer {
@@ -145,7 +148,9 @@ async fn serve(
     // which browsers send on a hard reload. `reroll` in the (signed) query still works.
     let by_url = matches!(caller, Caller::Public { .. })
         || (!headers.contains_key(header::AUTHORIZATION)
-            && pairs.iter().any(|(k, _)| k == imgproxy_core::signing::SIG));
+            && pairs
+                .iter()
+                .any(|(k, _)| k == imgproxy_core::service::signing::SIG));
     let unsigned = HeaderMap::new();
     let cache = calls::cache_mode(if by_url { &unsigned } else { headers }, parsed.reroll);
     let call = calls::call(
@@ -157,7 +162,7 @@ async fn serve(
         None,
         None,
     );
-    let served = gateway.serve(call, parsed.request).await?;
+    let served = state.service.serve(call, parsed.request).await?;
     let Some(image) = served.images.into_iter().next() else {
         return Err(Error::Internal("a generation returned no image".into()).into());
     };
@@ -185,9 +190,7 @@ async fn respond(
     ext: Option<RasterFormat>,
     answer: Answer<'_>,
 ) -> Result<Response, ApiError> {
-    let Some(store) = state.gateway.store() else {
-        return Err(Error::Internal("the URL API needs an image store".into()).into());
-    };
+    let store = state.service.store();
     let (bytes, mime, location) = match ext.filter(|format| format.mime() != image.mime) {
         Some(format) => {
             let Some((bytes, location)) = store.converted(&image.key, format).await? else {

@@ -2,15 +2,16 @@
 //! Everything that changes a balance is in `ledger.rs` and `keys.rs`.
 
 use super::{
-    db::{read_pool, DbExt},
-    key_not_found, Accounts, LedgerEntry,
+    key_not_found,
+    pool::{read_pool, DbExt},
+    Database, LedgerEntry,
 };
 use crate::Result;
 
-/// Most rows [`Accounts::recent_charges`] returns.
+/// Most rows [`Database::recent_charges`] returns.
 const MAX_RECENT: u32 = 1000;
 
-impl Accounts {
+impl Database {
     /// The key's balance; [`Error::NotFound`](crate::Error::NotFound) for an unknown key.
     pub async fn balance(&self, key_id: &str) -> Result<i64> {
         let balance: Option<i64> = read_pool!(&self.db, pool => {

@@ -2,8 +2,9 @@
 //! revocation, credits and authentication. Reservations and the ledger are in `ledger.rs`.
 
 use super::{
-    db::{now_secs, read_pool, write_tx, DbExt},
-    key_not_found, secret, Accounts, ApiKey, CreatedKey, NewKey, MAX_BALANCE,
+    key_not_found,
+    pool::{now_secs, read_pool, write_tx, DbExt},
+    secret, ApiKey, CreatedKey, Database, NewKey, MAX_BALANCE,
 };
 use crate::{Error, Result};
 
@@ -45,7 +46,7 @@ type AuthRow = (
 /// Keys' names are shown in lists and logs: keep them to a line.
 const MAX_NAME_CHARS: usize = 200;
 
-impl Accounts {
+impl Database {
     /// Creates a key. The secret is in the answer and nowhere else.
     pub async fn create_key(&self, new: NewKey) -> Result<CreatedKey> {
         let name = new.name.trim();

@@ -6,8 +6,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{
-    db::{now_ms, now_secs, read_pool, write_tx, DbExt},
-    key_not_found, Accounts, Charge, Reservation,
+    key_not_found,
+    pool::{now_ms, now_secs, read_pool, write_tx, DbExt},
+    Charge, Database, Reservation,
 };
 use crate::{Error, Result};
 
@@ -30,7 +31,7 @@ enum Close {
     Release,
 }
 
-impl Accounts {
+impl Database {
     /// Atomically takes `amount` credits from the key's balance, or fails with
     /// [`Error::InsufficientCredits`] leaving the balance untouched.
     ///
@@ -182,7 +183,7 @@ impl Accounts {
     /// id, stable across restarts) and any open reservation older than `older_than` whoever
     /// owns it. Each exactly once, even with several callers at once. Returns how many this
     /// call released. Call it at start-up, before serving: later it would also free this
-    /// instance's requests in flight (see [`Accounts::release_expired`] for periodic sweeps).
+    /// instance's requests in flight (see [`Database::release_expired`] for periodic sweeps).
     pub async fn release_stale(&self, owner: &str, older_than: Duration) -> Result<u64> {
         self.release(Some(owner), older_than).await
     }

@@ -28,34 +28,34 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "accounts",
-        include_str!("../../migrations/sqlite/0001_accounts.sql"),
+        include_str!("../../../migrations/sqlite/0001_accounts.sql"),
     ),
     (
         2,
         "records",
-        include_str!("../../migrations/sqlite/0002_records.sql"),
+        include_str!("../../../migrations/sqlite/0002_records.sql"),
     ),
     (
         3,
         "tasks",
-        include_str!("../../migrations/sqlite/0003_tasks.sql"),
+        include_str!("../../../migrations/sqlite/0003_tasks.sql"),
     ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "accounts",
-        include_str!("../../migrations/postgres/0001_accounts.sql"),
+        include_str!("../../../migrations/postgres/0001_accounts.sql"),
     ),
     (
         2,
         "records",
-        include_str!("../../migrations/postgres/0002_records.sql"),
+        include_str!("../../../migrations/postgres/0002_records.sql"),
     ),
     (
         3,
         "tasks",
-        include_str!("../../migrations/postgres/0003_tasks.sql"),
+        include_str!("../../../migrations/postgres/0003_tasks.sql"),
     ),
 ];
 
@@ -88,15 +88,16 @@ impl<T, E: Display> DbExt<T> for Result<T, E> {
 macro_rules! write_tx {
     ($db:expr, $tx:ident => $body:expr) => {
         match $db {
-            $crate::accounts::db::Db::Sqlite { writer, .. } => {
+            $crate::service::db::pool::Db::Sqlite { writer, .. } => {
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
                 // then writes can fail with SQLITE_BUSY without waiting for another process.
-                let mut $tx =
-                    $crate::accounts::db::DbExt::db(writer.begin_with("BEGIN IMMEDIATE").await)?;
+                let mut $tx = $crate::service::db::pool::DbExt::db(
+                    writer.begin_with("BEGIN IMMEDIATE").await,
+                )?;
                 $body
             }
-            $crate::accounts::db::Db::Postgres(pool) => {
-                let mut $tx = $crate::accounts::db::DbExt::db(pool.begin().await)?;
+            $crate::service::db::pool::Db::Postgres(pool) => {
+                let mut $tx = $crate::service::db::pool::DbExt::db(pool.begin().await)?;
                 $body
             }
         }
@@ -107,8 +108,8 @@ macro_rules! write_tx {
 macro_rules! read_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::accounts::db::Db::Sqlite { reader: $pool, .. } => $body,
-            $crate::accounts::db::Db::Postgres($pool) => $body,
+            $crate::service::db::pool::Db::Sqlite { reader: $pool, .. } => $body,
+            $crate::service::db::pool::Db::Postgres($pool) => $body,
         }
     };
 }
@@ -256,32 +257,4 @@ fn schema_ident(schema: &str) -> Result<String> {
     }
     Ok(format!("\"{schema}\""))
 }
-
-/// Unix seconds now: the clock of every record, task and signature.
-pub fn now_secs() -> i64 {
-    now().as_secs().try_into().unwrap_or(i64::MAX)
-}
-
-/// Unix milliseconds now.
-pub(crate) fn now_ms() -> i64 {
-    now().as_millis().try_into().unwrap_or(i64::MAX)
-}
-
-fn now() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn schema_names_are_plain_identifiers() {
-        assert_eq!(schema_ident("t_1").unwrap(), "\"t_1\"");
-        for bad in ["", "1a", "A", "a\"b", "a;b", "a b", &"a".repeat(64)] {
-            assert!(schema_ident(bad).is_err(), "{bad}");
-        }
-    }
-}
+pub(crate) use crate::clock::{now_ms, now_secs};

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    db::{now_ms, now_secs, read_pool, write_tx, DbExt},
-    secret, Accounts,
+    pool::{now_ms, now_secs, read_pool, write_tx, DbExt},
+    secret, Database,
 };
 use crate::{Error, Result};
 
@@ -67,7 +67,7 @@ pub struct FileRecord {
 /// Longest name a generation may be stored under.
 pub const MAX_NAME_CHARS: usize = 200;
 
-impl Accounts {
+impl Database {
     /// The cached result of `cache_key` for `tenant`, if any.
     pub async fn cached(&self, tenant: &str, cache_key: &str) -> Result<Option<CachedResult>> {
         let row: Option<String> = read_pool!(&self.db, pool => {

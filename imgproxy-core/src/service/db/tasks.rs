@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    db::{now_ms, read_pool, write_tx, Db, DbExt},
-    secret, Accounts,
+    pool::{now_ms, read_pool, write_tx, Db, DbExt},
+    secret, Database,
 };
 use crate::{Error, Result};
 
@@ -184,7 +184,7 @@ type DeliveryRow = (
     Option<i64>,
 );
 
-impl Accounts {
+impl Database {
     /// Stores a queued task.
     pub async fn create_task(&self, task: NewTask) -> Result<TaskRecord> {
         let id = format!("task_{}", secret::new_token(24)?);
@@ -413,7 +413,7 @@ impl Accounts {
         Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
     }
 
-    /// [`Accounts::end_tasks`], returning the id and paying key of each task it ended.
+    /// [`Database::end_tasks`], returning the id and paying key of each task it ended.
     async fn end_tasks_listed(
         &self,
         filter: &str,

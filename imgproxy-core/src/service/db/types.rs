@@ -1,4 +1,4 @@
-//! The plain data that goes in and out of [`super::Accounts`]: keys, charges, reservations and
+//! The plain data that goes in and out of [`super::Database`]: keys, charges, reservations and
 //! ledger rows. No storage logic lives here.
 
 use std::fmt;
@@ -76,7 +76,7 @@ pub struct Charge {
     /// The catalog model.
     pub model: String,
     /// The id of the instance that reserved, stable across its restarts, so that the instance
-    /// can release what it left open when it died (see [`super::Accounts::release_stale`]).
+    /// can release what it left open when it died (see [`super::Database::release_stale`]).
     pub owner: String,
     /// The pricing inputs (n, quality, tier, references, per-image price).
     pub inputs: serde_json::Value,

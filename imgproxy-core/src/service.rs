@@ -1,0 +1,96 @@
+//! The service layer (cargo feature `service`): what a server keeps around the kernel's
+//! [`Gateway`]. A [`Service`] owns a gateway, the image store, the database (keys, ledger,
+//! cache entries, names, files, tasks, webhook deliveries) and the URL signer, and adds the
+//! cache with single-flight, metering, named images and stored-image URLs. The kernel never
+//! imports anything from here.
+
+pub mod cache;
+pub mod db;
+pub mod files;
+pub mod metering;
+pub mod serving;
+pub mod signing;
+pub mod store;
+pub mod tasks;
+pub mod url_api;
+
+use std::{sync::Arc, time::Duration};
+
+pub use db::Database;
+pub use serving::{Call, Served, StoredImage};
+pub use store::ImageStore;
+
+use crate::{gateway::IMAGE_PATH, Gateway};
+
+/// A gateway with everything a served request needs around it. Cheap to share behind an
+/// `Arc`; the store and the database are handles to shared pools.
+#[derive(Debug)]
+pub struct Service {
+    gateway: Arc<Gateway>,
+    store: ImageStore,
+    /// Where stored images are served: ends with [`IMAGE_PATH`].
+    url_prefix: String,
+    signer: Option<(signing::UrlSigner, Duration)>,
+    db: Database,
+    flights: cache::SingleFlight<serving::Shared>,
+}
+
+impl Service {
+    /// A service over `gateway` that stores images in `store`, serves them under `url_prefix`
+    /// (which ends with [`IMAGE_PATH`]) and keeps its records in `db`.
+    pub fn new(
+        gateway: impl Into<Arc<Gateway>>,
+        store: ImageStore,
+        url_prefix: impl Into<String>,
+        db: Database,
+    ) -> Self {
+        Self {
+            gateway: gateway.into(),
+            store,
+            url_prefix: url_prefix.into(),
+            signer: None,
+            db,
+            flights: cache::SingleFlight::default(),
+        }
+    }
+
+    /// Signs image URLs with `signer`, each valid for `ttl`: `{url_prefix}{key}?exp=..&sig=..`.
+    #[must_use]
+    pub fn with_url_signer(mut self, signer: signing::UrlSigner, ttl: Duration) -> Self {
+        self.signer = Some((signer, ttl));
+        self
+    }
+
+    /// The kernel: catalog, providers, validation and generation.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// The image store.
+    pub fn store(&self) -> &ImageStore {
+        &self.store
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The URL signer and the lifetime of the URLs it signs, if configured.
+    pub fn signer(&self) -> Option<&(signing::UrlSigner, Duration)> {
+        self.signer.as_ref()
+    }
+
+    /// The URL of stored image `key`, signed when a signer is configured.
+    pub fn image_url(&self, key: &str) -> String {
+        match &self.signer {
+            Some((signer, ttl)) => {
+                let expires = crate::clock::now_secs()
+                    .saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+                let query = signer.sign(&format!("{IMAGE_PATH}{key}"), &[], expires);
+                format!("{}{key}?{query}", self.url_prefix)
+            }
+            None => format!("{}{key}", self.url_prefix),
+        }
+    }
+}
