@@ -184,6 +184,56 @@ impl Error {
     }
 }
 
+/// OpenAI's error object: the one body of every error imgproxy reports, in HTTP answers
+/// (inside [`ErrorEnvelope`]), streamed error events, failed tasks and webhook payloads.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, safe to show the client.
+    pub message: String,
+    /// OpenAI's error `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The parameter at fault, if any.
+    pub param: Option<String>,
+    /// A machine-readable code.
+    pub code: Option<String>,
+}
+
+impl ErrorBody {
+    /// A body from its parts.
+    pub fn new(
+        message: impl Into<String>,
+        kind: &str,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Self {
+        Self {
+            message: message.into(),
+            kind: kind.to_owned(),
+            param: param.map(str::to_owned),
+            code: code.map(str::to_owned),
+        }
+    }
+}
+
+impl From<&Error> for ErrorBody {
+    fn from(error: &Error) -> Self {
+        Self::new(
+            error.public_message(),
+            error.error_type(),
+            error.param(),
+            error.code(),
+        )
+    }
+}
+
+/// `{"error": {...}}`: how OpenAI wraps the error object in HTTP answers and stream events.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ErrorEnvelope {
+    /// The error.
+    pub error: ErrorBody,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub mod upstream;
 pub mod validate;
 
 pub use catalog::{Capability, Catalog, ModelSpec};
-pub use error::Error;
+pub use error::{Error, ErrorBody, ErrorEnvelope};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use provider::{
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest, ReferenceImage,

@@ -71,6 +71,31 @@ impl ImageData {
     }
 }
 
+/// One Server-Sent Event of a streamed image answer: OpenAI's `image_generation.*` and
+/// `image_edit.*` events (`partial_image`, then `completed` per image).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageStreamEvent {
+    /// `image_generation.partial_image`, `image_edit.completed`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The image, base64.
+    pub b64_json: String,
+    /// Which partial image this is (partial events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_image_index: Option<u32>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Background, format, quality and size, where known.
+    #[serde(flatten)]
+    pub meta: ImageMeta,
+    /// Token usage (on the last completed event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Credits charged (on the last completed event, metered keys only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credits_used: Option<u64>,
+}
+
 /// One image: inline base64 or a URL served by imgproxy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageData {

@@ -10,7 +10,10 @@ mod harness;
 use std::{collections::HashSet, sync::Arc};
 
 use harness::Ctx;
-use imgproxy_core::service::db::{NewTask, TaskOutcome, TaskStatus};
+use imgproxy_core::{
+    service::db::{NewTask, TaskOutcome, TaskStatus},
+    ErrorBody,
+};
 use serde_json::json;
 
 fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {
@@ -158,8 +161,10 @@ async fn lifecycle_and_cancel(ctx: &Ctx) {
 
 async fn abandoned_and_interrupted(ctx: &Ctx) {
     let accounts = &ctx.accounts;
-    let error =
-        json!({"message": "gone", "type": "server_error", "param": null, "code": "interrupted"});
+    let error: ErrorBody = serde_json::from_value(
+        json!({"message": "gone", "type": "server_error", "param": null, "code": "interrupted"}),
+    )
+    .unwrap();
     let mine = accounts.create_task(new_task("t", None)).await.unwrap();
     accounts.claim_task("me").await.unwrap().unwrap();
     let theirs = accounts.create_task(new_task("t", None)).await.unwrap();
@@ -196,7 +201,7 @@ async fn abandoned_and_interrupted(ctx: &Ctx) {
         .unwrap());
     let failed = accounts.task_by_id(&mine.id).await.unwrap().unwrap();
     assert_eq!(failed.status, TaskStatus::Failed);
-    assert_eq!(failed.error.unwrap()["code"], "interrupted");
+    assert_eq!(failed.error.unwrap().code.as_deref(), Some("interrupted"));
     assert!(accounts.running_tasks("me").await.unwrap().is_empty());
     // `them` beat a moment ago: not abandoned within a minute, abandoned after no silence.
     assert_eq!(

@@ -6,7 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use imgproxy_core::{ErrorBody, ErrorEnvelope};
 
 /// A failure answered to a client.
 #[derive(Debug)]
@@ -133,8 +133,14 @@ impl IntoResponse for ApiError {
                 None,
             ),
         };
-        let body =
-            json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+        let body = ErrorEnvelope {
+            error: ErrorBody {
+                message,
+                kind: kind.to_owned(),
+                param,
+                code,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if let Some(wait) = retry_after {
             // Round up: telling a client to retry sooner than the upstream allows is useless.

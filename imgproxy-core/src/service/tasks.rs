@@ -8,7 +8,8 @@ use std::{sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::Notify;
 
@@ -22,7 +23,8 @@ use super::{
     Call, Service,
 };
 use crate::{
-    clock::now_secs, fetch::ReferenceFetcher, Error, ImageRequest, ResponseFormat, Result,
+    clock::now_secs, fetch::ReferenceFetcher, Error, ErrorBody, ImageRequest, ImageResponse,
+    ResponseFormat, Result,
 };
 
 /// How tasks run and webhooks are delivered.
@@ -178,10 +180,7 @@ impl Tasks {
     /// are resumed (waited for, and charged anew), the others failed. Call at start, before
     /// [`Tasks::start`].
     pub async fn recover(self: &Arc<Self>) -> Result<u64> {
-        let error = json!({
-            "message": "the task was interrupted by a restart of the server; it was not charged",
-            "type": "server_error", "param": null, "code": "interrupted",
-        });
+        let error = interrupted("the task was interrupted by a restart of the server");
         let mut failed = 0;
         for task in self.db().running_tasks(&self.owner).await? {
             if task.upstream_jobs.is_empty() {
@@ -366,10 +365,7 @@ impl Tasks {
 
     /// Fails running tasks of instances that went silent.
     async fn sweep(&self) {
-        let error = json!({
-            "message": "the server running the task stopped; it was not charged",
-            "type": "server_error", "param": null, "code": "interrupted",
-        });
+        let error = interrupted("the server running the task stopped");
         let silent = i64::try_from(self.settings.abandoned_after.as_millis()).unwrap_or(i64::MAX);
         loop {
             tokio::time::sleep(self.settings.abandoned_after / 2).await;
@@ -438,13 +434,12 @@ impl Tasks {
             Ok(None) => return Err("the task is gone".into()),
             Err(error) => return Err(error.to_string()),
         };
-        let object = self.object(&task).await.map_err(|e| e.to_string())?;
-        let body = json!({
-            "type": format!("image.task.{}", task.status.as_str()),
-            "timestamp": now_secs(),
-            "data": object,
-        })
-        .to_string();
+        let event = WebhookEvent {
+            kind: format!("image.task.{}", task.status.as_str()),
+            timestamp: now_secs(),
+            data: self.object(&task).await.map_err(|e| e.to_string())?,
+        };
+        let body = serde_json::to_string(&event).map_err(|e| e.to_string())?;
         let secret = self
             .db()
             .webhook_secret(&delivery.tenant)
@@ -490,7 +485,7 @@ impl Tasks {
     /// The task as clients see it (`GET /v1/tasks/{id}`, webhook payloads): status, times,
     /// credits, the result in the request's `response_format` (URLs by default, freshly
     /// signed), the error, and the webhook's delivery.
-    pub async fn object(&self, task: &TaskRecord) -> Result<Value> {
+    pub async fn object(&self, task: &TaskRecord) -> Result<TaskObject> {
         let result = match &task.result {
             Some(stored) => {
                 let images: CachedResult = serde_json::from_value(stored["images"].clone())
@@ -506,37 +501,91 @@ impl Tasks {
                 // When the images were made, not when they are read (the URLs are signed anew).
                 response.created = task.finished_at_ms.map_or(response.created, |ms| ms / 1000);
                 response.credits_used = task.credits_used.and_then(|c| u64::try_from(c).ok());
-                Some(serde_json::to_value(response).map_err(|e| Error::Internal(e.to_string()))?)
+                Some(response)
             }
             None => None,
         };
         let webhook = match &task.callback_url {
-            Some(_) => self.db().delivery(&task.id).await?.map(|d| {
-                json!({
-                    "status": d.status,
-                    "attempts": d.attempts,
-                    "last_error": d.last_error,
-                    "finished_at": d.finished_at_ms.map(|ms| ms / 1000),
-                })
+            Some(_) => self.db().delivery(&task.id).await?.map(|d| WebhookState {
+                status: d.status,
+                attempts: d.attempts,
+                last_error: d.last_error,
+                finished_at: d.finished_at_ms.map(|ms| ms / 1000),
             }),
             None => None,
         };
-        Ok(json!({
-            "id": task.id,
-            "object": "image.task",
-            "kind": task.kind,
-            "status": task.status,
-            "model": task.model,
-            "created_at": task.created_at_ms / 1000,
-            "started_at": task.started_at_ms.map(|ms| ms / 1000),
-            "finished_at": task.finished_at_ms.map(|ms| ms / 1000),
-            "credits_used": task.credits_used,
-            "result": result,
-            "error": task.error,
-            "callback_url": task.callback_url,
-            "webhook": webhook,
-        }))
+        Ok(TaskObject {
+            id: task.id.clone(),
+            object: "image.task",
+            kind: task.kind.clone(),
+            status: task.status,
+            model: task.model.clone(),
+            created_at: task.created_at_ms / 1000,
+            started_at: task.started_at_ms.map(|ms| ms / 1000),
+            finished_at: task.finished_at_ms.map(|ms| ms / 1000),
+            credits_used: task.credits_used,
+            result,
+            error: task.error.clone(),
+            callback_url: task.callback_url.clone(),
+            webhook,
+        })
     }
+}
+
+/// A task as clients see it: `GET /v1/tasks/{id}` and the `data` of a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskObject {
+    /// `task_...`.
+    pub id: String,
+    /// Always `image.task`.
+    pub object: &'static str,
+    /// `generation` or `edit`.
+    pub kind: String,
+    /// Where it is.
+    pub status: TaskStatus,
+    /// The model asked for.
+    pub model: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When a worker took it.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub finished_at: Option<i64>,
+    /// Credits charged.
+    pub credits_used: Option<i64>,
+    /// The images, on success.
+    pub result: Option<ImageResponse>,
+    /// OpenAI's error object, on failure.
+    pub error: Option<ErrorBody>,
+    /// Where the terminal state is POSTed.
+    pub callback_url: Option<String>,
+    /// How that delivery went.
+    pub webhook: Option<WebhookState>,
+}
+
+/// The state of a task's webhook delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookState {
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts so far.
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was delivered or given up, Unix seconds.
+    pub finished_at: Option<i64>,
+}
+
+/// The body of a webhook: the task in its terminal state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct WebhookEvent {
+    /// `image.task.succeeded`, `image.task.failed` or `image.task.canceled`.
+    #[serde(rename = "type")]
+    kind: String,
+    /// Unix seconds.
+    timestamp: i64,
+    /// The task.
+    data: TaskObject,
 }
 
 /// A failed task's outcome: the error as OpenAI's error object, nothing charged.
@@ -544,14 +593,19 @@ fn failure(error: &Error) -> TaskOutcome {
     TaskOutcome {
         status: TaskStatus::Failed,
         result: None,
-        error: Some(json!({
-            "message": error.public_message(),
-            "type": error.error_type(),
-            "param": error.param(),
-            "code": error.code(),
-        })),
+        error: Some(ErrorBody::from(error)),
         credits_used: Some(0),
     }
+}
+
+/// The error of a task cut off by a stopped server (`why`), which is never charged.
+fn interrupted(why: &str) -> ErrorBody {
+    ErrorBody::new(
+        format!("{why}; it was not charged"),
+        "server_error",
+        None,
+        Some("interrupted"),
+    )
 }
 
 /// The wait after attempt `attempts` (1-based): 1 s, 2 s, 4 s, then doubling to 5 minutes.

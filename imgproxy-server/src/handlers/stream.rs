@@ -20,11 +20,11 @@ use axum::{
 };
 use futures_util::{future::BoxFuture, stream};
 use imgproxy_core::{
-    provider::PartialImage,
+    provider::{ImageMeta, PartialImage},
+    response::ImageStreamEvent,
     service::{cache::CacheMode, Served},
-    Error, ImageRequest,
+    Error, ErrorBody, ErrorEnvelope, ImageRequest,
 };
-use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -57,7 +57,7 @@ impl Surface {
 
 /// What the stream still has to do.
 struct Streaming {
-    work: Option<BoxFuture<'static, Result<Vec<Value>, Error>>>,
+    work: Option<BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>>>,
     partials: mpsc::UnboundedReceiver<PartialImage>,
     keep_alive: tokio::time::Interval,
     pending: VecDeque<Bytes>,
@@ -78,7 +78,7 @@ pub fn respond(
     let (sender, partials) = mpsc::unbounded_channel();
     let delivered = Arc::new(AtomicBool::new(false));
     let marker = Arc::clone(&delivered);
-    let work: BoxFuture<'static, Result<Vec<Value>, Error>> = Box::pin(async move {
+    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(async move {
         let call = calls::call(
             &state,
             &caller,
@@ -149,7 +149,8 @@ impl Streaming {
 }
 
 /// One `event:` + `data:` block.
-fn sse(event: &str, data: &Value) -> Bytes {
+fn sse(event: &str, data: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
@@ -158,76 +159,56 @@ fn error_event(error: &Error) -> Bytes {
     if error.status() >= 500 {
         tracing::error!(%error, "streamed request failed");
     }
-    let data = json!({"error": {
-        "message": error.public_message(),
-        "type": error.error_type(),
-        "param": error.param(),
-        "code": error.code(),
-    }});
-    Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    let envelope = ErrorEnvelope {
+        error: ErrorBody::from(error),
+    };
+    sse("error", &envelope)
 }
 
-fn partial_event(partial: &PartialImage, surface: Surface) -> Value {
-    let mut event = Map::new();
-    event.insert("type".into(), Value::String(surface.event("partial_image")));
-    event.insert("b64_json".into(), Value::String(partial.b64_json.clone()));
-    event.insert("partial_image_index".into(), Value::from(partial.index));
-    event.insert(
-        "created_at".into(),
-        Value::from(imgproxy_core::clock::now_secs()),
-    );
-    for (name, value) in [
-        ("background", &partial.meta.background),
-        ("output_format", &partial.meta.output_format),
-        ("quality", &partial.meta.quality),
-        ("size", &partial.meta.size),
-    ] {
-        if let Some(value) = value {
-            event.insert(name.into(), Value::String(value.clone()));
-        }
+fn partial_event(partial: &PartialImage, surface: Surface) -> ImageStreamEvent {
+    ImageStreamEvent {
+        kind: surface.event("partial_image"),
+        b64_json: partial.b64_json.clone(),
+        partial_image_index: Some(partial.index),
+        created_at: imgproxy_core::clock::now_secs(),
+        meta: partial.meta.clone(),
+        usage: None,
+        credits_used: None,
     }
-    Value::Object(event)
 }
 
 /// One completed event per image, with the answer's metadata; usage on the last.
-fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<Value> {
+fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<ImageStreamEvent> {
     use base64::Engine as _;
     let response = state.service.response(served);
+    let meta = ImageMeta {
+        background: response.background.clone(),
+        output_format: response.output_format.clone(),
+        quality: response.quality.clone(),
+        size: response.size.clone(),
+    };
     let count = served.images.len();
     served
         .images
         .iter()
         .enumerate()
         .map(|(index, image)| {
-            let mut event = Map::new();
-            event.insert("type".into(), Value::String(surface.event("completed")));
+            let last = index + 1 == count;
             // The answer is already base64 unless the client asked for URLs.
-            let b64 = response
+            let b64_json = response
                 .data
                 .get(index)
                 .and_then(|d| d.b64_json.clone())
                 .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
-            event.insert("b64_json".into(), Value::String(b64));
-            event.insert("created_at".into(), Value::from(response.created));
-            for (name, value) in [
-                ("background", &response.background),
-                ("output_format", &response.output_format),
-                ("quality", &response.quality),
-                ("size", &response.size),
-            ] {
-                if let Some(value) = value {
-                    event.insert(name.into(), Value::String(value.clone()));
-                }
+            ImageStreamEvent {
+                kind: surface.event("completed"),
+                b64_json,
+                partial_image_index: None,
+                created_at: response.created,
+                meta: meta.clone(),
+                usage: response.usage.clone().filter(|_| last),
+                credits_used: response.credits_used.filter(|_| last),
             }
-            if index + 1 == count {
-                if let Some(usage) = &response.usage {
-                    event.insert("usage".into(), json!(usage));
-                }
-                if let Some(credits) = response.credits_used {
-                    event.insert("credits_used".into(), Value::from(credits));
-                }
-            }
-            Value::Object(event)
         })
         .collect()
 }

@@ -61,7 +61,7 @@ pub async fn retrieve(
 ) -> Result<Json<Value>, ApiError> {
     let tasks = service(&state)?;
     let task = find(&state, &caller, &id).await?;
-    Ok(Json(tasks.object(&task).await?))
+    Ok(Json(json!(tasks.object(&task).await?)))
 }
 
 /// `POST /v1/tasks/{id}/cancel`: the task as it is after the request (a queued task is
@@ -75,7 +75,7 @@ pub async fn cancel(
     let Some(task) = tasks.cancel(caller.tenant(), &id).await? else {
         return Err(not_found(&id));
     };
-    Ok(Json(tasks.object(&task).await?))
+    Ok(Json(json!(tasks.object(&task).await?)))
 }
 
 /// The query of seed 004's poll.
@@ -104,9 +104,9 @@ pub async fn seed_poll(
         TaskStatus::Failed => "failed",
         TaskStatus::Canceled => "canceled",
     };
-    let urls: Vec<Value> = object["result"]["data"]
-        .as_array()
-        .map(|data| data.iter().filter_map(|d| d.get("url").cloned()).collect())
+    let urls: Vec<String> = object
+        .result
+        .map(|result| result.data.into_iter().filter_map(|d| d.url).collect())
         .unwrap_or_default();
     Ok(Json(json!({
         "code": 200,
@@ -116,8 +116,8 @@ pub async fn seed_poll(
             "model": task.model,
             "state": state_name,
             "resultUrls": urls,
-            "failCode": task.error.as_ref().and_then(|e| e.get("code").cloned()),
-            "failMsg": task.error.as_ref().and_then(|e| e.get("message").cloned()),
+            "failCode": task.error.as_ref().and_then(|e| e.code.clone()),
+            "failMsg": task.error.as_ref().map(|e| e.message.clone()),
             "createTime": task.created_at_ms,
             "completeTime": task.finished_at_ms,
             "costTime": task.finished_at_ms.zip(task.started_at_ms).map(|(end, start)| end - start),

@@ -12,7 +12,7 @@ use super::{
     pool::{now_ms, read_pool, write_tx, Db, DbExt},
     secret, Database,
 };
-use crate::{Error, Result};
+use crate::{Error, ErrorBody, Result};
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,8 +95,8 @@ pub struct TaskRecord {
     pub request: Value,
     /// The stored result, on success.
     pub result: Option<Value>,
-    /// `{"message", "type", "param", "code"}`, on failure.
-    pub error: Option<Value>,
+    /// OpenAI's error object, on failure.
+    pub error: Option<ErrorBody>,
     /// Credits charged.
     pub credits_used: Option<i64>,
     /// Where the terminal state is POSTed.
@@ -120,8 +120,8 @@ pub struct TaskOutcome {
     pub status: TaskStatus,
     /// The stored result, on success.
     pub result: Option<Value>,
-    /// The error object, on failure.
-    pub error: Option<Value>,
+    /// OpenAI's error object, on failure.
+    pub error: Option<ErrorBody>,
     /// Credits charged.
     pub credits_used: Option<i64>,
 }
@@ -385,7 +385,7 @@ impl Database {
 
     /// Fails running tasks whose worker has not beaten for `silent_ms` (its instance died) and
     /// refunds what they had reserved.
-    pub async fn fail_abandoned_tasks(&self, silent_ms: i64, error: &Value) -> Result<u64> {
+    pub async fn fail_abandoned_tasks(&self, silent_ms: i64, error: &ErrorBody) -> Result<u64> {
         let outcome = TaskOutcome {
             status: TaskStatus::Failed,
             result: None,
@@ -427,7 +427,12 @@ impl Database {
             now = now_ms()
         );
         let result = outcome.result.as_ref().map(Value::to_string);
-        let error = outcome.error.as_ref().map(Value::to_string);
+        let error = outcome
+            .error
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .db()?;
         write_tx!(&self.db, tx => {
             let mut query = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
                 .bind(outcome.status.as_str())
@@ -596,7 +601,7 @@ fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
         status: TaskStatus::parse(&status)?,
         request: serde_json::from_str(&request).db()?,
         result: json(result)?,
-        error: json(error)?,
+        error: error.map(|t| serde_json::from_str(&t)).transpose().db()?,
         credits_used,
         callback_url,
         cancel_requested,
