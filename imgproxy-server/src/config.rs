@@ -310,6 +310,20 @@ pub struct FetchConfig {
     pub timeout_secs: Option<u64>,
 }
 
+/// What the command line set (each flag already merged with its environment variable by
+/// `clap`); every one beats the environment and the file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// The config file to read, if any.
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Data folder.
+    pub data_dir: Option<PathBuf>,
+    /// Database URL.
+    pub database_url: Option<String>,
+}
+
 /// The configuration after layering, with defaults applied.
 #[derive(Debug)]
 pub struct Settings {
@@ -392,6 +406,17 @@ impl Env for ProcessEnv {
     }
 }
 
+impl Settings {
+    /// The settings the flags, the environment and the config file they name give.
+    pub fn load(flags: Flags, env: &dyn Env) -> anyhow::Result<Self> {
+        let config = match &flags.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        config.into_settings(flags, env)
+    }
+}
+
 impl Config {
     /// Parses a TOML config; errors name the offending field.
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
@@ -409,13 +434,8 @@ impl Config {
     }
 
     /// Layers flags (already merged with their env vars by clap) and env over this file.
-    pub fn into_settings(
-        mut self,
-        listen: Option<SocketAddr>,
-        state: &crate::cli::StateArgs,
-        env: &dyn Env,
-    ) -> anyhow::Result<Settings> {
-        let listen = match listen.or(self.listen) {
+    pub fn into_settings(mut self, flags: Flags, env: &dyn Env) -> anyhow::Result<Settings> {
+        let listen = match flags.listen.or(self.listen) {
             Some(addr) => addr,
             None => DEFAULT_LISTEN.parse().context("default listen address")?,
         };
@@ -474,14 +494,12 @@ impl Config {
             });
         }
 
-        let data_dir = state
+        let data_dir = flags
             .data_dir
-            .clone()
             .or(self.data_dir)
             .unwrap_or_else(|| PathBuf::from("data"));
-        let database_url = state
+        let database_url = flags
             .database_url
-            .clone()
             .or(self.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("imgproxy.db").display()));
 
@@ -625,12 +643,8 @@ mod tests {
         }
     }
 
-    fn no_state() -> crate::cli::StateArgs {
-        crate::cli::StateArgs {
-            config: None,
-            data_dir: None,
-            database_url: None,
-        }
+    fn no_state() -> Flags {
+        Flags::default()
     }
 
     fn env(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
@@ -640,7 +654,7 @@ mod tests {
     #[test]
     fn defaults_without_config_or_env() {
         let settings = Config::default()
-            .into_settings(None, &no_state(), &env(&[]))
+            .into_settings(no_state(), &env(&[]))
             .unwrap();
         assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
         assert!(settings.providers.is_empty());
@@ -656,7 +670,7 @@ mod tests {
             ("GOOGLE_GENERATIVE_AI_API_KEY", "g-1"),
             ("FAL_KEY", "f-1"),
         ]);
-        let settings = config.into_settings(None, &no_state(), &vars).unwrap();
+        let settings = config.into_settings(no_state(), &vars).unwrap();
         let names: Vec<_> = settings.providers.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["openai", "gemini", "fal"]);
         let openai = &settings.providers[0];
@@ -700,7 +714,7 @@ mod tests {
         let vars = env(&[("GW_KEY", "k"), (ENV_FETCH_MAX_BYTES, "1000")]);
         let settings = Config::from_toml(text)
             .unwrap()
-            .into_settings(None, &no_state(), &vars)
+            .into_settings(no_state(), &vars)
             .unwrap();
         assert_eq!(settings.listen.port(), 9000);
         assert_eq!(settings.providers[0].name, "gw");
@@ -718,9 +732,7 @@ mod tests {
     #[test]
     fn fetch_allow_list_comes_from_the_environment() {
         let vars = env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]);
-        let settings = Config::default()
-            .into_settings(None, &no_state(), &vars)
-            .unwrap();
+        let settings = Config::default().into_settings(no_state(), &vars).unwrap();
         assert_eq!(settings.fetch.allow_hosts, ["127.0.0.1:9999", "localhost"]);
     }
 
@@ -750,7 +762,7 @@ mod tests {
         ]);
         let settings = Config::from_toml(text)
             .unwrap()
-            .into_settings(None, &no_state(), &vars)
+            .into_settings(no_state(), &vars)
             .unwrap();
         let s3 = settings.s3.unwrap();
         assert_eq!(
@@ -773,14 +785,14 @@ mod tests {
         assert_eq!((public.key_id.as_str(), public.rpm), ("key_env", Some(5)));
 
         let defaults = Config::default()
-            .into_settings(None, &no_state(), &env(&[]))
+            .into_settings(no_state(), &env(&[]))
             .unwrap();
         assert!(defaults.s3.is_none() && defaults.public.is_none());
         assert!(defaults.cache_enabled && defaults.path_form);
         assert_eq!(defaults.url_ttl, Duration::from_secs(7 * 24 * 60 * 60));
         let err = Config::from_toml("[public]\nrpm = 1\n")
             .unwrap()
-            .into_settings(None, &no_state(), &env(&[]))
+            .into_settings(no_state(), &env(&[]))
             .unwrap_err();
         assert!(err.to_string().contains("key_id"), "{err}");
     }
@@ -791,7 +803,7 @@ mod tests {
         let vars = env(&[(ENV_TASK_WORKERS, "3"), (ENV_WEBHOOK_WINDOW_SECS, "5")]);
         let tasks = Config::from_toml(text)
             .unwrap()
-            .into_settings(None, &no_state(), &vars)
+            .into_settings(no_state(), &vars)
             .unwrap()
             .tasks;
         assert_eq!(tasks.workers, 3);
@@ -800,11 +812,7 @@ mod tests {
         assert_eq!(tasks.webhook_timeout, Duration::from_secs(3));
         assert_eq!(tasks.webhook_window, Duration::from_secs(5));
         let err = Config::default()
-            .into_settings(
-                None,
-                &no_state(),
-                &env(&[(ENV_TASK_ABANDONED_SECS, "soon")]),
-            )
+            .into_settings(no_state(), &env(&[(ENV_TASK_ABANDONED_SECS, "soon")]))
             .unwrap_err();
         assert!(err.to_string().contains(ENV_TASK_ABANDONED_SECS), "{err}");
     }

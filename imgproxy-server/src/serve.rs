@@ -18,9 +18,7 @@ use tokio::net::TcpListener;
 use crate::{
     build_app,
     cli::ServeArgs,
-    config::{
-        Config, Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY, ENV_URL_SECRET,
-    },
+    config::{Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     state::UrlApi,
     AppState,
 };
@@ -36,11 +34,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
-    let config = match &args.state.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let settings = config.into_settings(args.listen, &args.state, env)?;
+    let settings = Settings::load(args.state.flags(args.listen), env)?;
     if settings.master_key.is_none() && !settings.listen.ip().is_loopback() {
         anyhow::bail!(
             "refusing to listen on {} without {ENV_MASTER_KEY}: set a master key, or listen on 127.0.0.1",
