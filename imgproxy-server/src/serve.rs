@@ -9,7 +9,7 @@ use imgproxy_core::{
     gateway::IMAGE_PATH,
     signing::UrlSigner,
     tasks::Tasks,
-    Catalog, Gateway, GatewayBuilder, ImageProvider, ImageStore, ModelSpec,
+    Gateway, GatewayBuilder, ImageProvider, ImageStore,
 };
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -35,12 +35,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     let settings = Settings::load(args.state.flags(args.listen), env)?;
-    if settings.master_key.is_none() && !settings.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {} without {ENV_MASTER_KEY}: set a master key, or listen on 127.0.0.1",
-            settings.listen
-        );
-    }
+    settings.check_serve()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let instance_id = instance_id(&settings.data_dir)?;
@@ -228,45 +223,7 @@ fn url_api_default_model(settings: &Settings, gateway: &Gateway) -> String {
 /// the placeholder, every provider with a key, the reference fetcher and the image store
 /// (the data dir, or S3). The caller adds the records database and the URL signer.
 pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<GatewayBuilder> {
-    let mut catalog = Catalog::embedded()?;
-    for model in &settings.models {
-        catalog
-            .upsert(model.clone())
-            .with_context(|| format!("config model `{}`", model.id))?;
-    }
-    for (id, seconds) in &settings.deadlines {
-        let variants: Vec<ModelSpec> = catalog
-            .variants(id)
-            .into_iter()
-            .map(|m| (**m).clone())
-            .collect();
-        anyhow::ensure!(
-            !variants.is_empty(),
-            "[deadlines] names `{id}`, which is not in the catalog"
-        );
-        for mut model in variants {
-            model.deadline_secs = Some(*seconds);
-            catalog.upsert(model)?;
-        }
-    }
-    for (id, providers) in &settings.routing {
-        catalog.prefer(id, providers.clone())?;
-    }
-    for (from, to) in &settings.remap {
-        catalog.remap(from, to)?;
-    }
-    // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
-    for (model, shutdown) in catalog.stale_models()? {
-        tracing::warn!(
-            model = %model.id,
-            provider = %model.provider,
-            upstream = %model.upstream,
-            shutdown_date = %shutdown.date,
-            source = %shutdown.source,
-            "this model calls an upstream id that its provider has shut down: its requests will fail upstream"
-        );
-    }
-
+    let catalog = settings.catalog()?;
     let store = match &settings.s3 {
         Some(location) => ImageStore::s3(location)?,
         None => ImageStore::local(&settings.data_dir)?,
