@@ -9,16 +9,15 @@ use imgproxy_core::{
     gateway::IMAGE_PATH,
     signing::UrlSigner,
     tasks::Tasks,
-    Gateway, GatewayBuilder, ImageProvider, ImageStore,
+    Gateway, GatewayBuilder, ImageStore,
 };
-use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use tokio::net::TcpListener;
 
 use crate::{
     build_app,
     cli::ServeArgs,
-    config::{Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
+    config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     state::UrlApi,
     AppState,
 };
@@ -237,8 +236,9 @@ pub fn build_gateway(settings: &Settings, public_url: &str) -> anyhow::Result<Ga
         builder = builder.default_model(model);
     }
     for provider in &settings.providers {
-        let client =
-            start_provider(provider).with_context(|| format!("provider `{}`", provider.name))?;
+        let client = provider
+            .start()
+            .with_context(|| format!("provider `{}`", provider.name))?;
         tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), "upstream enabled");
         builder = builder.provider(client);
         if let Some(max_concurrent) = provider.max_concurrent {
@@ -261,44 +261,6 @@ pub fn fetcher(settings: &Settings) -> anyhow::Result<ReferenceFetcher> {
         policy.timeout = Duration::from_secs(seconds);
     }
     Ok(ReferenceFetcher::new(policy)?)
-}
-
-/// Builds one provider client from its settings.
-fn start_provider(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn ImageProvider>> {
-    // Every provider crate has the same config shape: key, base URL, timeout.
-    macro_rules! start {
-        ($provider:path, $config:path) => {{
-            let mut config = <$config>::new(settings.api_key.clone());
-            if let Some(base_url) = &settings.base_url {
-                config.base_url.clone_from(base_url);
-            }
-            config.timeout = settings.timeout;
-            Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>
-        }};
-    }
-    use imgproxy_provider_bfl::{BflConfig, BflProvider};
-    use imgproxy_provider_fal::{FalConfig, FalProvider};
-    use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-    use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
-    use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-    use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-    Ok(match settings.kind {
-        ProviderKind::OpenAI => {
-            let mut config = OpenAIConfig::new(settings.api_key.clone());
-            config.name.clone_from(&settings.name);
-            if let Some(base_url) = &settings.base_url {
-                config.base_url.clone_from(base_url);
-            }
-            config.timeout = settings.timeout;
-            Arc::new(OpenAIProvider::new(config)?)
-        }
-        ProviderKind::Gemini => start!(GeminiProvider, GeminiConfig),
-        ProviderKind::Replicate => start!(ReplicateProvider, ReplicateConfig),
-        ProviderKind::Xai => start!(XaiProvider, XaiConfig),
-        ProviderKind::Bfl => start!(BflProvider, BflConfig),
-        ProviderKind::Fal => start!(FalProvider, FalConfig),
-        ProviderKind::Together => start!(TogetherProvider, TogetherConfig),
-    })
 }
 
 async fn shutdown_signal() {

@@ -26,13 +26,14 @@ use serde::Deserialize;
 pub use self::{
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
-    providers::{ProviderKind, ProviderSettings, ProvidersConfig},
+    providers::ProvidersConfig,
     public::ENV_PUBLIC_KEY_ID,
     server::{ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_PUBLIC_URL},
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
     tasks::{ENV_TASK_ABANDONED_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS},
     urls::{ENV_URL_API_DEFAULT_MODEL, ENV_URL_SECRET, ENV_URL_TTL_SECS},
 };
+use crate::providers::ProviderSettings;
 
 /// Config file path.
 pub const ENV_CONFIG: &str = "IMGPROXY_CONFIG";
