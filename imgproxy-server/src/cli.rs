@@ -1,8 +1,11 @@
-//! Command-line arguments. Only definitions live here; `main.rs` acts on them.
+//! Command-line arguments. Only definitions live here, and the [`Flags`] they give the config;
+//! `main.rs` acts on them.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
+
+use crate::config::{Flags, ENV_CONFIG, ENV_DATABASE_URL, ENV_DATA_DIR, ENV_LISTEN};
 
 /// imgproxy: one OpenAI-compatible front door for every image model.
 #[derive(Debug, Parser)]
@@ -49,21 +52,34 @@ pub struct SignUrlArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
     /// TOML config file.
-    #[arg(long, env = crate::config::ENV_CONFIG)]
+    #[arg(long, env = ENV_CONFIG)]
     pub config: Option<PathBuf>,
     /// Folder for the database and images [default: ./data].
-    #[arg(long, env = crate::config::ENV_DATA_DIR)]
+    #[arg(long, env = ENV_DATA_DIR)]
     pub data_dir: Option<PathBuf>,
     /// Database: `sqlite://PATH` or `postgres://...` [default: sqlite in the data dir].
-    #[arg(long, env = crate::config::ENV_DATABASE_URL)]
+    #[arg(long, env = ENV_DATABASE_URL)]
     pub database_url: Option<String>,
+}
+
+impl StateArgs {
+    /// The flags the config layers over the environment and the file, with `serve`'s
+    /// `--listen` where there is one.
+    pub fn flags(&self, listen: Option<SocketAddr>) -> Flags {
+        Flags {
+            config: self.config.clone(),
+            listen,
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+        }
+    }
 }
 
 /// Arguments of `imgproxy serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, env = crate::config::ENV_LISTEN)]
+    #[arg(long, env = ENV_LISTEN)]
     pub listen: Option<SocketAddr>,
     /// Config file, data dir and database.
     #[command(flatten)]

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     cli::{KeysCommand, StateArgs},
-    config::{Config, Env, Settings},
+    config::{Env, Settings},
 };
 
 /// Runs one `keys` subcommand and prints its result.
@@ -53,11 +53,7 @@ async fn connect(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Database> {
 
 /// The settings the server would run with, for the same flags and environment.
 pub fn settings(state: &StateArgs, env: &dyn Env) -> anyhow::Result<Settings> {
-    let config = match &state.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    config.into_settings(None, state, env)
+    Settings::load(state.flags(None), env)
 }
 
 /// The server's database.

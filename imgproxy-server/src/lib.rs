@@ -1,5 +1,6 @@
 //! `imgproxy-server`: the thin HTTP layer over `imgproxy-core`. Handlers extract, call the
-//! gateway and map results; no provider-specific code lives here.
+//! gateway and map results; no provider-specific code lives here beyond each provider's one
+//! entry in the `providers` registry.
 
 pub mod app;
 pub mod auth;
@@ -11,6 +12,7 @@ pub mod extract;
 pub mod handlers;
 pub mod keys;
 pub mod limits;
+pub mod providers;
 pub mod serve;
 pub mod sign_url;
 pub mod state;

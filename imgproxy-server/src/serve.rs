@@ -7,18 +7,15 @@ use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     gateway::IMAGE_PATH,
     service::{signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service},
-    Catalog, Gateway, GatewayBuilder, ImageProvider, ModelSpec,
+    Gateway, GatewayBuilder,
 };
-use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use tokio::net::TcpListener;
 
 use crate::{
     build_app,
     cli::ServeArgs,
-    config::{
-        Config, Env, ProviderKind, ProviderSettings, Settings, ENV_MASTER_KEY, ENV_URL_SECRET,
-    },
+    config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     state::UrlApi,
     AppState,
 };
@@ -34,17 +31,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
-    let config = match &args.state.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
-    let settings = config.into_settings(args.listen, &args.state, env)?;
-    if settings.master_key.is_none() && !settings.listen.ip().is_loopback() {
-        anyhow::bail!(
-            "refusing to listen on {} without {ENV_MASTER_KEY}: set a master key, or listen on 127.0.0.1",
-            settings.listen
-        );
-    }
+    let settings = Settings::load(args.state.flags(args.listen), env)?;
+    settings.check_serve()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let instance_id = instance_id(&settings.data_dir)?;
@@ -243,33 +231,7 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
 /// the placeholder, every provider with a key and the reference fetcher.
 pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
-    let mut catalog = Catalog::embedded()?;
-    for model in &settings.models {
-        catalog
-            .upsert(model.clone())
-            .with_context(|| format!("config model `{}`", model.id))?;
-    }
-    for (id, seconds) in &settings.deadlines {
-        let variants: Vec<ModelSpec> = catalog
-            .variants(id)
-            .into_iter()
-            .map(|m| (**m).clone())
-            .collect();
-        anyhow::ensure!(
-            !variants.is_empty(),
-            "[deadlines] names `{id}`, which is not in the catalog"
-        );
-        for mut model in variants {
-            model.deadline_secs = Some(*seconds);
-            catalog.upsert(model)?;
-        }
-    }
-    for (id, providers) in &settings.routing {
-        catalog.prefer(id, providers.clone())?;
-    }
-    for (from, to) in &settings.remap {
-        catalog.remap(from, to)?;
-    }
+    let catalog = settings.catalog()?;
     // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
     for (model, shutdown) in catalog.stale_models()? {
         tracing::warn!(
@@ -281,7 +243,6 @@ pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
             "this model calls an upstream id that its provider has shut down: its requests will fail upstream"
         );
     }
-
     let mut builder = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(fetcher(settings)?);
@@ -289,8 +250,9 @@ pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
         builder = builder.default_model(model);
     }
     for provider in &settings.providers {
-        let client =
-            start_provider(provider).with_context(|| format!("provider `{}`", provider.name))?;
+        let client = provider
+            .start()
+            .with_context(|| format!("provider `{}`", provider.name))?;
         tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), "upstream enabled");
         builder = builder.provider(client);
         if let Some(max_concurrent) = provider.max_concurrent {
@@ -313,44 +275,6 @@ pub fn fetcher(settings: &Settings) -> anyhow::Result<ReferenceFetcher> {
         policy.timeout = Duration::from_secs(seconds);
     }
     Ok(ReferenceFetcher::new(policy)?)
-}
-
-/// Builds one provider client from its settings.
-fn start_provider(settings: &ProviderSettings) -> anyhow::Result<Arc<dyn ImageProvider>> {
-    // Every provider crate has the same config shape: key, base URL, timeout.
-    macro_rules! start {
-        ($provider:path, $config:path) => {{
-            let mut config = <$config>::new(settings.api_key.clone());
-            if let Some(base_url) = &settings.base_url {
-                config.base_url.clone_from(base_url);
-            }
-            config.timeout = settings.timeout;
-            Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>
-        }};
-    }
-    use imgproxy_provider_bfl::{BflConfig, BflProvider};
-    use imgproxy_provider_fal::{FalConfig, FalProvider};
-    use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-    use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
-    use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-    use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-    Ok(match settings.kind {
-        ProviderKind::OpenAI => {
-            let mut config = OpenAIConfig::new(settings.api_key.clone());
-            config.name.clone_from(&settings.name);
-            if let Some(base_url) = &settings.base_url {
-                config.base_url.clone_from(base_url);
-            }
-            config.timeout = settings.timeout;
-            Arc::new(OpenAIProvider::new(config)?)
-        }
-        ProviderKind::Gemini => start!(GeminiProvider, GeminiConfig),
-        ProviderKind::Replicate => start!(ReplicateProvider, ReplicateConfig),
-        ProviderKind::Xai => start!(XaiProvider, XaiConfig),
-        ProviderKind::Bfl => start!(BflProvider, BflConfig),
-        ProviderKind::Fal => start!(FalProvider, FalConfig),
-        ProviderKind::Together => start!(TogetherProvider, TogetherConfig),
-    })
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,333 @@
+//! The server's configuration: one typed, strict struct read from an optional TOML file,
+//! overlaid with environment variables and command-line flags (flags > env > file > default).
+//! This file holds the file's shape (the strict [`Config`] and its tables), the result
+//! ([`Settings`]) and the layering that joins them. Each section's environment variables,
+//! defaults and resolution live in a file of their own; checks that span sections live in
+//! `validate`.
+
+mod catalog;
+mod env;
+mod fetch;
+mod providers;
+mod public;
+mod server;
+mod storage;
+mod tasks;
+mod urls;
+mod validate;
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use imgproxy_core::{
+    service::{store::S3Location, tasks::TaskSettings},
+    ModelSpec,
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+
+pub use self::{
+    env::{Env, EnvValue, ProcessEnv},
+    fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
+    providers::ProvidersConfig,
+    public::ENV_PUBLIC_KEY_ID,
+    server::{ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_PUBLIC_URL},
+    storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
+    tasks::{ENV_TASK_ABANDONED_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS},
+    urls::{ENV_URL_API_DEFAULT_MODEL, ENV_URL_SECRET, ENV_URL_TTL_SECS},
+};
+use crate::providers::ProviderSettings;
+
+/// Config file path.
+pub const ENV_CONFIG: &str = "IMGPROXY_CONFIG";
+
+/// Everything the server can be told.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Folder for images and the default SQLite database.
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (default: `sqlite://<data_dir>/imgproxy.db`).
+    pub database_url: Option<String>,
+    /// Base URL clients use to reach this server; image URLs start with it.
+    pub public_url: Option<String>,
+    /// Master key (prefer the environment variable).
+    pub master_key: Option<SecretString>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Model used when a request names none.
+    pub default_model: Option<String>,
+    /// Upstream providers.
+    pub providers: ProvidersConfig,
+    /// Fetching reference images by URL.
+    pub fetch: FetchConfig,
+    /// Model id → providers in the order they should serve it, when several can.
+    pub routing: BTreeMap<String, Vec<String>>,
+    /// Model id → total deadline in seconds of its asynchronous upstream jobs.
+    pub deadlines: BTreeMap<String, u64>,
+    /// Catalog entries to add, or to replace by id and provider.
+    pub models: Vec<ModelSpec>,
+    /// Requests for the key model go to the value model (e.g. a retired model's stand-in).
+    pub remap: BTreeMap<String, String>,
+    /// Where images are stored.
+    pub storage: StorageConfig,
+    /// Signed URLs.
+    pub urls: UrlsConfig,
+    /// The generation cache.
+    pub cache: CacheConfig,
+    /// The URL API (`GET /api/generate`).
+    pub url_api: UrlApiConfig,
+    /// Unauthenticated URL-API access, billed to one key under its own limits.
+    pub public: Option<PublicConfig>,
+    /// Asynchronous tasks and webhooks.
+    pub tasks: TasksConfig,
+}
+
+/// Image storage: the data dir unless an S3 bucket is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// S3 bucket.
+    pub s3_bucket: Option<String>,
+    /// S3-compatible endpoint.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: Option<String>,
+    /// Bytes of recently used images kept in memory (default 64 MiB; 0 turns it off).
+    pub memory_cache_bytes: Option<usize>,
+}
+
+/// Reference-image fetching.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FetchConfig {
+    /// Hosts allowed although private or loopback.
+    pub allow_hosts: Vec<String>,
+    /// Largest image in bytes.
+    pub max_bytes: Option<usize>,
+    /// Whole-fetch timeout in seconds.
+    pub timeout_secs: Option<u64>,
+}
+
+/// Asynchronous tasks and webhooks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Tasks one instance runs at once (default 4).
+    pub workers: Option<usize>,
+    /// Seconds of silence after which a running task's instance counts as dead (default 30).
+    pub abandoned_after_secs: Option<u64>,
+    /// Seconds of one webhook attempt (default 10).
+    pub webhook_timeout_secs: Option<u64>,
+    /// Seconds after a task's end during which its webhook is retried (default 1800).
+    pub webhook_window_secs: Option<u64>,
+}
+
+/// Signed URLs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlsConfig {
+    /// Signing secret (prefer the environment variable); default: generated into the data dir.
+    pub secret: Option<SecretString>,
+    /// Lifetime of image URLs in seconds (default a week).
+    pub ttl_secs: Option<u64>,
+}
+
+/// The generation cache.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Serve identical requests from the cache (default true).
+    pub enabled: Option<bool>,
+}
+
+/// The URL API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UrlApiConfig {
+    /// Model of requests that name none (default `flux-1.1-pro` when a provider serves it).
+    pub default_model: Option<String>,
+    /// Serve `/{prompt}` and `/{prompt}/{model}` (default true).
+    pub path_form: Option<bool>,
+}
+
+/// Public URL-API access.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PublicConfig {
+    /// The key billed for public requests.
+    pub key_id: String,
+    /// Public requests per minute, per instance.
+    pub rpm: Option<u32>,
+    /// Public images per minute, per instance.
+    pub images_per_minute: Option<u32>,
+    /// Public requests in flight at once, per instance.
+    pub max_concurrent: Option<u32>,
+}
+
+/// One upstream's settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderTable {
+    /// Provider name (only for `[[providers.compatible]]`).
+    pub name: Option<String>,
+    /// API base URL.
+    pub base_url: Option<String>,
+    /// API key, inline.
+    pub api_key: Option<SecretString>,
+    /// Name of an environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Per-request upstream timeout in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Most calls to this provider in flight at once, across all requests (default: no cap).
+    pub max_concurrent: Option<usize>,
+}
+
+/// What the command line set (each flag already merged with its environment variable by
+/// `clap`); every one beats the environment and the file.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// The config file to read, if any.
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    pub listen: Option<SocketAddr>,
+    /// Data folder.
+    pub data_dir: Option<PathBuf>,
+    /// Database URL.
+    pub database_url: Option<String>,
+}
+
+/// The configuration after layering, with defaults applied.
+#[derive(Debug)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data folder.
+    pub data_dir: PathBuf,
+    /// Database URL.
+    pub database_url: String,
+    /// Explicit public URL.
+    pub public_url: Option<String>,
+    /// Master key.
+    pub master_key: Option<SecretString>,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Default model.
+    pub default_model: Option<String>,
+    /// Providers to start.
+    pub providers: Vec<ProviderSettings>,
+    /// Reference-image fetching.
+    pub fetch: FetchConfig,
+    /// Routing preferences.
+    pub routing: BTreeMap<String, Vec<String>>,
+    /// Deadline overrides.
+    pub deadlines: BTreeMap<String, u64>,
+    /// Catalog additions.
+    pub models: Vec<ModelSpec>,
+    /// Model remaps.
+    pub remap: BTreeMap<String, String>,
+    /// S3 storage, if configured.
+    pub s3: Option<S3Location>,
+    /// Bytes of recently used images kept in memory.
+    pub memory_cache_bytes: usize,
+    /// URL signing secret, if configured (else the data dir's).
+    pub url_secret: Option<SecretString>,
+    /// Lifetime of image URLs.
+    pub url_ttl: Duration,
+    /// Whether the cache is on.
+    pub cache_enabled: bool,
+    /// Default model of the URL API.
+    pub url_api_default_model: Option<String>,
+    /// Whether the path form is served.
+    pub path_form: bool,
+    /// Public URL-API access.
+    pub public: Option<PublicConfig>,
+    /// Tasks and webhooks.
+    pub tasks: TaskSettings,
+}
+
+impl Settings {
+    /// The settings the flags, the environment and the config file they name give.
+    pub fn load(flags: Flags, env: &dyn Env) -> anyhow::Result<Self> {
+        let config = match &flags.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        config.into_settings(flags, env)
+    }
+}
+
+impl Config {
+    /// Parses a TOML config; errors name the offending field.
+    pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let deserializer =
+            toml::de::Deserializer::parse(text).context("config is not valid TOML")?;
+        serde_path_to_error::deserialize(deserializer)
+            .map_err(|e| anyhow::anyhow!("config field `{}`: {}", e.path(), e.inner()))
+    }
+
+    /// Reads the config file at `path`.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Layers flags and env over this file, applies the defaults, then checks the result.
+    pub fn into_settings(self, flags: Flags, env: &dyn Env) -> anyhow::Result<Settings> {
+        let Self {
+            listen,
+            data_dir,
+            database_url,
+            public_url,
+            master_key,
+            max_body_bytes,
+            default_model,
+            providers,
+            fetch,
+            routing,
+            deadlines,
+            models,
+            remap,
+            storage,
+            urls,
+            cache,
+            url_api,
+            public,
+            tasks,
+        } = self;
+        let data_dir = storage::data_dir(flags.data_dir, data_dir);
+        // Fields are evaluated as written; the order decides which of several errors shows.
+        let settings = Settings {
+            listen: server::listen(flags.listen, listen)?,
+            max_body_bytes: server::max_body_bytes(env, max_body_bytes)?,
+            providers: providers.settings(env)?,
+            database_url: storage::database_url(flags.database_url, database_url, &data_dir),
+            data_dir,
+            fetch: fetch.overlay(env)?,
+            s3: storage.s3(env)?,
+            memory_cache_bytes: storage.memory_cache_bytes(),
+            url_ttl: urls.ttl(env)?,
+            public: public::overlay(public, env)?,
+            tasks: tasks.settings(env)?,
+            url_secret: urls.secret(env)?,
+            cache_enabled: cache.enabled.unwrap_or(true),
+            url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,
+            path_form: url_api.path_form.unwrap_or(true),
+            public_url: server::public_url(env, public_url)?,
+            master_key: env.over(ENV_MASTER_KEY, master_key)?,
+            default_model,
+            routing,
+            deadlines,
+            models,
+            remap,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests;

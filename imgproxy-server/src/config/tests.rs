@@ -1,0 +1,195 @@
+//! The layering of file, environment and flags into settings, end to end.
+
+use std::collections::HashMap;
+
+use secrecy::ExposeSecret as _;
+
+use super::*;
+
+struct FakeEnv(HashMap<&'static str, &'static str>);
+
+impl Env for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(|v| (*v).to_owned())
+    }
+}
+
+fn no_state() -> Flags {
+    Flags::default()
+}
+
+fn env(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
+    FakeEnv(pairs.iter().copied().collect())
+}
+
+#[test]
+fn defaults_without_config_or_env() {
+    let settings = Config::default()
+        .into_settings(no_state(), &env(&[]))
+        .unwrap();
+    assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+    assert!(settings.providers.is_empty());
+    assert!(settings.master_key.is_none());
+}
+
+#[test]
+fn providers_are_enabled_by_their_keys_and_env_beats_file() {
+    let config = Config::from_toml("[providers.openai]\nbase_url = \"http://file\"\n").unwrap();
+    let vars = env(&[
+        ("OPENAI_API_KEY", "sk-1"),
+        ("OPENAI_BASE_URL", "http://env/v1"),
+        ("GOOGLE_GENERATIVE_AI_API_KEY", "g-1"),
+        ("FAL_KEY", "f-1"),
+    ]);
+    let settings = config.into_settings(no_state(), &vars).unwrap();
+    let names: Vec<_> = settings.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["openai", "gemini", "fal"]);
+    let openai = &settings.providers[0];
+    assert_eq!(openai.base_url.as_deref(), Some("http://env/v1"));
+    assert_eq!(openai.api_key.expose_secret(), "sk-1");
+    assert_eq!(settings.providers[1].api_key.expose_secret(), "g-1");
+    assert_eq!(settings.providers[2].base_url, None);
+}
+
+#[test]
+fn unknown_fields_are_rejected_by_name() {
+    let err = Config::from_toml("[providers.openai]\nbase_ur = \"x\"\n").unwrap_err();
+    assert!(format!("{err:#}").contains("base_ur"), "{err:#}");
+}
+
+#[test]
+fn catalog_routing_fetch_and_compatible_providers_parse() {
+    let text = r#"
+        listen = "127.0.0.1:9000"
+        [remap]
+        "dall-e-3" = "gpt-image-2"
+        [routing]
+        "flux-1.1-pro" = ["bfl", "replicate"]
+        [deadlines]
+        ultra = 90
+        [fetch]
+        allow_hosts = ["images.internal"]
+        [[providers.compatible]]
+        name = "gw"
+        base_url = "http://gw/v1"
+        api_key_env = "GW_KEY"
+        max_concurrent = 3
+        [[models]]
+        id = "gw-flux"
+        provider = "gw"
+        upstream = "flux-dev"
+        upstream_params = { response_format = "b64_json" }
+        [models.pricing]
+        per_image = 3
+    "#;
+    let vars = env(&[("GW_KEY", "k"), (ENV_FETCH_MAX_BYTES, "1000")]);
+    let settings = Config::from_toml(text)
+        .unwrap()
+        .into_settings(no_state(), &vars)
+        .unwrap();
+    assert_eq!(settings.listen.port(), 9000);
+    assert_eq!(settings.providers[0].name, "gw");
+    assert_eq!(settings.providers[0].max_concurrent, Some(3));
+    assert_eq!(settings.models[0].id, "gw-flux");
+    assert_eq!(settings.remap["dall-e-3"], "gpt-image-2");
+    assert_eq!(settings.routing["flux-1.1-pro"], ["bfl", "replicate"]);
+    assert_eq!(settings.deadlines["ultra"], 90);
+    assert_eq!(
+        (settings.fetch.allow_hosts.len(), settings.fetch.max_bytes),
+        (1, Some(1000))
+    );
+}
+
+#[test]
+fn fetch_allow_list_comes_from_the_environment() {
+    let vars = env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]);
+    let settings = Config::default().into_settings(no_state(), &vars).unwrap();
+    assert_eq!(settings.fetch.allow_hosts, ["127.0.0.1:9999", "localhost"]);
+}
+
+#[test]
+fn storage_urls_cache_url_api_and_public_mode_layer_env_over_file() {
+    let text = r#"
+        [storage]
+        s3_bucket = "file-bucket"
+        s3_region = "eu-west-1"
+        [urls]
+        secret = "0123456789abcdef0123456789abcdef"
+        ttl_secs = 60
+        [cache]
+        enabled = false
+        [url_api]
+        default_model = "ultra"
+        path_form = false
+        [public]
+        key_id = "key_file"
+        rpm = 5
+    "#;
+    let vars = env(&[
+        (ENV_S3_BUCKET, "env-bucket"),
+        (ENV_S3_ENDPOINT, "http://127.0.0.1:9000"),
+        (ENV_URL_TTL_SECS, "120"),
+        (ENV_PUBLIC_KEY_ID, "key_env"),
+    ]);
+    let settings = Config::from_toml(text)
+        .unwrap()
+        .into_settings(no_state(), &vars)
+        .unwrap();
+    let s3 = settings.s3.unwrap();
+    assert_eq!(
+        (
+            s3.bucket.as_str(),
+            s3.endpoint.as_deref(),
+            s3.region.as_deref()
+        ),
+        (
+            "env-bucket",
+            Some("http://127.0.0.1:9000"),
+            Some("eu-west-1")
+        )
+    );
+    assert_eq!(settings.url_ttl, Duration::from_secs(120));
+    assert!(settings.url_secret.is_some());
+    assert!(!settings.cache_enabled && !settings.path_form);
+    assert_eq!(settings.url_api_default_model.as_deref(), Some("ultra"));
+    let public = settings.public.unwrap();
+    assert_eq!((public.key_id.as_str(), public.rpm), ("key_env", Some(5)));
+
+    let defaults = Config::default()
+        .into_settings(no_state(), &env(&[]))
+        .unwrap();
+    assert!(defaults.s3.is_none() && defaults.public.is_none());
+    assert!(defaults.cache_enabled && defaults.path_form);
+    assert_eq!(defaults.url_ttl, Duration::from_secs(7 * 24 * 60 * 60));
+    let err = Config::from_toml("[public]\nrpm = 1\n")
+        .unwrap()
+        .into_settings(no_state(), &env(&[]))
+        .unwrap_err();
+    assert!(err.to_string().contains("key_id"), "{err}");
+}
+
+#[test]
+fn task_settings_layer_env_over_file() {
+    let text = "[tasks]\nworkers = 2\nabandoned_after_secs = 8\nwebhook_timeout_secs = 3\nwebhook_window_secs = 60\n";
+    let vars = env(&[(ENV_TASK_WORKERS, "3"), (ENV_WEBHOOK_WINDOW_SECS, "5")]);
+    let tasks = Config::from_toml(text)
+        .unwrap()
+        .into_settings(no_state(), &vars)
+        .unwrap()
+        .tasks;
+    assert_eq!(tasks.workers, 3);
+    assert_eq!(tasks.abandoned_after, Duration::from_secs(8));
+    assert_eq!(tasks.heartbeat, Duration::from_secs(2));
+    assert_eq!(tasks.webhook_timeout, Duration::from_secs(3));
+    assert_eq!(tasks.webhook_window, Duration::from_secs(5));
+    let err = Config::default()
+        .into_settings(no_state(), &env(&[(ENV_TASK_ABANDONED_SECS, "soon")]))
+        .unwrap_err();
+    assert!(err.to_string().contains(ENV_TASK_ABANDONED_SECS), "{err}");
+}
+
+#[test]
+fn secrets_do_not_show_in_debug() {
+    let config = Config::from_toml("master_key = \"super-secret\"").unwrap();
+    assert!(!format!("{config:?}").contains("super-secret"));
+}

@@ -1,0 +1,159 @@
+//! The provider registry: every built-in provider family in one table, with the environment
+//! variables that configure it and how to start its client. A new provider is its crate, one
+//! entry in [`PROVIDERS`] and its catalog file; reading its settings lives in `config`,
+//! nothing provider-specific lives anywhere else in the server.
+
+use std::{sync::Arc, time::Duration};
+
+use imgproxy_core::ImageProvider;
+use secrecy::SecretString;
+
+/// One built-in provider family.
+pub struct ProviderEntry {
+    /// The provider name catalog entries use, and the key of its `[providers.<name>]` table.
+    pub name: &'static str,
+    /// Environment variables holding the key, first match wins.
+    pub key_vars: &'static [&'static str],
+    /// The environment variable that moves the endpoint.
+    pub base_url_var: &'static str,
+    /// Builds the client.
+    pub start: fn(&ProviderSettings) -> anyhow::Result<Arc<dyn ImageProvider>>,
+}
+
+impl std::fmt::Debug for ProviderEntry {
+    /// The name says which family; the rest is fixed by it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ProviderEntry").field(&self.name).finish()
+    }
+}
+
+/// One provider to start.
+#[derive(Debug)]
+pub struct ProviderSettings {
+    /// Its family.
+    pub family: &'static ProviderEntry,
+    /// Provider name catalog entries use.
+    pub name: String,
+    /// Base URL; `None` means the family's default.
+    pub base_url: Option<String>,
+    /// API key.
+    pub api_key: SecretString,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Cap on calls in flight.
+    pub max_concurrent: Option<usize>,
+}
+
+impl ProviderSettings {
+    /// Builds the client of this provider.
+    pub fn start(&self) -> anyhow::Result<Arc<dyn ImageProvider>> {
+        (self.family.start)(self)
+    }
+}
+
+/// Every provider crate has the same config shape: key, base URL, timeout; OpenAI's also has
+/// the `name` it serves under (a compatible endpoint's own).
+macro_rules! start {
+    ($settings:expr, $provider:path, $config:path $(, $also:ident)?) => {{
+        let settings: &ProviderSettings = $settings;
+        let mut config = <$config>::new(settings.api_key.clone());
+        if let Some(base_url) = &settings.base_url {
+            config.base_url.clone_from(base_url);
+        }
+        config.timeout = settings.timeout;
+        $(config.$also.clone_from(&settings.$also);)?
+        Ok(Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>)
+    }};
+}
+
+/// OpenAI, which also serves every `[[providers.compatible]]` endpoint under its own name.
+pub const OPENAI: ProviderEntry = ProviderEntry {
+    name: imgproxy_provider_openai::PROVIDER_ID,
+    key_vars: &["OPENAI_API_KEY"],
+    base_url_var: "OPENAI_BASE_URL",
+    start: |settings| {
+        use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+        start!(settings, OpenAIProvider, OpenAIConfig, name)
+    },
+};
+
+/// The built-in families, in the order their providers are registered.
+pub const PROVIDERS: &[ProviderEntry] = &[
+    OPENAI,
+    ProviderEntry {
+        name: imgproxy_provider_gemini::PROVIDER_ID,
+        key_vars: &[
+            "GEMINI_API_KEY",
+            "GOOGLE_API_KEY",
+            "GOOGLE_GENERATIVE_AI_API_KEY",
+        ],
+        base_url_var: "GEMINI_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
+            start!(settings, GeminiProvider, GeminiConfig)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_replicate::PROVIDER_ID,
+        key_vars: &["REPLICATE_API_TOKEN"],
+        base_url_var: "REPLICATE_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
+            start!(settings, ReplicateProvider, ReplicateConfig)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_xai::PROVIDER_ID,
+        key_vars: &["XAI_API_KEY"],
+        base_url_var: "XAI_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_xai::{XaiConfig, XaiProvider};
+            start!(settings, XaiProvider, XaiConfig)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_bfl::PROVIDER_ID,
+        key_vars: &["BFL_API_KEY"],
+        base_url_var: "BFL_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_bfl::{BflConfig, BflProvider};
+            start!(settings, BflProvider, BflConfig)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_fal::PROVIDER_ID,
+        key_vars: &["FAL_KEY"],
+        base_url_var: "FAL_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_fal::{FalConfig, FalProvider};
+            start!(settings, FalProvider, FalConfig)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_together::PROVIDER_ID,
+        key_vars: &["TOGETHER_API_KEY"],
+        base_url_var: "TOGETHER_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
+            start!(settings, TogetherProvider, TogetherConfig)
+        },
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn names_and_env_vars_are_unique() {
+        let names: BTreeSet<_> = PROVIDERS.iter().map(|p| p.name).collect();
+        assert_eq!(names.len(), PROVIDERS.len());
+        let vars: Vec<_> = PROVIDERS
+            .iter()
+            .flat_map(|p| p.key_vars.iter().chain([&p.base_url_var]))
+            .collect();
+        assert_eq!(vars.iter().collect::<BTreeSet<_>>().len(), vars.len());
+    }
+}
