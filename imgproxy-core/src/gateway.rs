@@ -43,23 +43,17 @@ pub trait FileSource: Send + Sync {
 /// Upstream calls one request may run at once when it fans `n` out.
 const DEFAULT_FAN_OUT: usize = 4;
 
-/// Builds a [`Gateway`].
+/// Builds a [`Gateway`]: the gateway being assembled.
 #[derive(Debug)]
-pub struct GatewayBuilder {
-    catalog: Catalog,
-    providers: HashMap<String, Arc<dyn ImageProvider>>,
-    fetcher: Option<ReferenceFetcher>,
-    provider_limits: HashMap<String, Arc<Semaphore>>,
-    default_model: String,
-    fan_out: usize,
-}
+pub struct GatewayBuilder(Gateway);
 
 impl GatewayBuilder {
     /// Lets at most `max_concurrent` calls to provider `name` run at once across all requests;
     /// further calls wait for a slot (an operator's cap, e.g. an upstream account's limit).
     #[must_use]
     pub fn provider_limit(mut self, name: impl Into<String>, max_concurrent: usize) -> Self {
-        self.provider_limits
+        self.0
+            .provider_limits
             .insert(name.into(), Arc::new(Semaphore::new(max_concurrent.max(1))));
         self
     }
@@ -67,48 +61,44 @@ impl GatewayBuilder {
     /// Fetches reference images under `fetcher`'s policy (default: [`FetchPolicy::default`]).
     #[must_use]
     pub fn fetcher(mut self, fetcher: ReferenceFetcher) -> Self {
-        self.fetcher = Some(fetcher);
+        self.0.fetcher = Some(fetcher);
         self
     }
 
     /// Registers a provider under its [`ImageProvider::name`].
     #[must_use]
     pub fn provider(mut self, provider: Arc<dyn ImageProvider>) -> Self {
-        self.providers.insert(provider.name().to_owned(), provider);
+        self.0
+            .providers
+            .insert(provider.name().to_owned(), provider);
         self
     }
 
     /// The model used when a request names none (default `placeholder`).
     #[must_use]
     pub fn default_model(mut self, model: impl Into<String>) -> Self {
-        self.default_model = model.into();
+        self.0.default_model = model.into();
         self
     }
 
     /// How many upstream calls of one request may run at once (default 4).
     #[must_use]
     pub fn fan_out_concurrency(mut self, limit: usize) -> Self {
-        self.fan_out = limit.max(1);
+        self.0.fan_out = limit.max(1);
         self
     }
 
     /// Builds the gateway.
     pub fn build(self) -> Gateway {
+        let mut gateway = self.0;
         // Building the default fetcher only fails if no HTTP client can be made at all; the
         // gateway then still serves requests without reference images.
-        let fetcher = self.fetcher.or_else(|| {
-            ReferenceFetcher::new(FetchPolicy::default())
+        if gateway.fetcher.is_none() {
+            gateway.fetcher = ReferenceFetcher::new(FetchPolicy::default())
                 .inspect_err(|e| tracing::error!(error = %e, "reference fetching is unavailable"))
-                .ok()
-        });
-        Gateway {
-            catalog: Arc::new(self.catalog),
-            providers: self.providers,
-            fetcher,
-            provider_limits: self.provider_limits,
-            default_model: self.default_model,
-            fan_out: self.fan_out,
+                .ok();
         }
+        gateway
     }
 }
 
@@ -126,14 +116,14 @@ pub struct Gateway {
 impl Gateway {
     /// Starts building a gateway over `catalog`.
     pub fn builder(catalog: Catalog) -> GatewayBuilder {
-        GatewayBuilder {
-            catalog,
+        GatewayBuilder(Self {
+            catalog: Arc::new(catalog),
             providers: HashMap::new(),
             fetcher: None,
             provider_limits: HashMap::new(),
             default_model: "placeholder".into(),
             fan_out: DEFAULT_FAN_OUT,
-        }
+        })
     }
 
     /// The catalog.
