@@ -23,7 +23,7 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
             max_concurrent,
             models,
         } => {
-            let accounts = connect(&state, env).await?;
+            let db = connect(&state, env).await?;
             let new = NewKey {
                 name,
                 credits,
@@ -32,7 +32,7 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
                 max_concurrent,
                 models,
             };
-            let created = accounts.create_key(new).await?;
+            let created = db.create_key(new).await?;
             json!({"key": created.key, "secret": created.secret, "note": "the secret is shown once; store it now"})
         }
         KeysCommand::List { state } => json!(connect(&state, env).await?.list_keys().await?),

@@ -36,10 +36,10 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let instance_id = instance_id(&settings.data_dir)?;
-    let accounts = Database::connect(&settings.database_url)
+    let db = Database::connect(&settings.database_url)
         .await
         .context("opening the database")?;
-    let released = accounts
+    let released = db
         .release_stale(&instance_id, STALE_RESERVATION)
         .await?;
     if released > 0 {
@@ -49,7 +49,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         );
     }
     // Reservations of an instance that never comes back are refunded by whoever is running.
-    let sweeper = accounts.clone();
+    let sweeper = db.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -75,7 +75,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     let gateway = build_gateway(&settings)?.build();
     if let Some(public) = &settings.public {
         // Fail at start, not on the first public request, if the paying key is wrong.
-        let key = accounts
+        let key = db
             .get_key(&public.key_id)
             .await
             .with_context(|| format!("[public] key_id `{}`", public.key_id))?;
@@ -88,7 +88,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             gateway,
             image_store(&settings)?,
             format!("{public_url}{IMAGE_PATH}"),
-            accounts,
+            db,
         )
         .with_url_signer(url_signer(&settings)?, settings.url_ttl),
     );

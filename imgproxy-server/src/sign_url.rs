@@ -35,13 +35,13 @@ pub async fn run(args: SignUrlArgs, env: &dyn Env) -> anyhow::Result<()> {
         anyhow::bail!("`{name}` is added by the signer; leave it out of the query");
     }
     if let Some(key_id) = &args.key_id {
-        let accounts = keys::connect_with(&settings).await?;
-        let key = accounts
+        let db = keys::connect_with(&settings).await?;
+        let key = db
             .get_key(key_id)
             .await
             .with_context(|| format!("key `{key_id}`"))?;
         anyhow::ensure!(!key.revoked, "key `{key_id}` is revoked");
-        accounts.close().await;
+        db.close().await;
         pairs.push((signing::KEY_ID.to_owned(), key.id));
     }
     let expires_in = args.expires_in.unwrap_or(settings.url_ttl.as_secs());

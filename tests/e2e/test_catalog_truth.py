@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -27,12 +27,17 @@ from fake_openai import FakeOpenAI, Reply, solid_png
 from fake_upstreams import FakeBfl, FakeFiles, FakeGemini, FakeReplicate, FakeXai, data_url
 from helpers import assert_error_envelope, client, http
 from test_credits import MASTER_KEY, Backend, LedgerRow, assert_ledger_adds_up, balance, bearer, create_key
-from test_providers import (
+from test_providers import (  # noqa: F401 - the fakes' fixtures are shared, not copied
     BFL_KEY,
     GEMINI_KEY,
     REPLICATE_TOKEN,
     XAI_KEY,
     assert_bfl_flow,
+    bfl,
+    gemini,
+    refs,
+    replicate,
+    xai,
     assert_images,
     assert_no_problems,
     assert_replicate_flow,
@@ -51,36 +56,6 @@ GPT_IMAGE_2_LOW = 6
 # ------------------------------------------------------------------------------------------
 # fixtures and helpers
 # ------------------------------------------------------------------------------------------
-
-
-def _run(fake: Any) -> Iterator[Any]:
-    with fake:
-        yield fake
-
-
-@pytest.fixture
-def gemini() -> Iterator[FakeGemini]:
-    yield from _run(FakeGemini(GEMINI_KEY))
-
-
-@pytest.fixture
-def replicate() -> Iterator[FakeReplicate]:
-    yield from _run(FakeReplicate(REPLICATE_TOKEN))
-
-
-@pytest.fixture
-def xai() -> Iterator[FakeXai]:
-    yield from _run(FakeXai(XAI_KEY))
-
-
-@pytest.fixture
-def bfl() -> Iterator[FakeBfl]:
-    yield from _run(FakeBfl(BFL_KEY))
-
-
-@pytest.fixture
-def refs() -> Iterator[FakeFiles]:
-    yield from _run(FakeFiles())
 
 
 def post(server: Server, body: dict[str, Any], key: str | None = None) -> tuple[int, dict[str, str], bytes]:
