@@ -20,12 +20,7 @@ use crate::wire::{
 
 /// The model's `upstream_input`, typed. A bad table is the operator's catalog error.
 pub(crate) fn input_mapping(model: &ModelSpec) -> Result<InputMapping, ProviderError> {
-    serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-        failed(format!(
-            "catalog entry `{}` has an invalid `upstream_input`: {e}",
-            model.id
-        ))
-    })
+    upstream::upstream_input(model)
 }
 
 /// The JSON body of `POST /v1/<model>` for task number `offset` of `call`.
