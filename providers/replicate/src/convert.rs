@@ -22,12 +22,7 @@ const MODERATION_WORDS: [&str; 5] = ["safety", "nsfw", "sensitive", "flagged", "
 
 /// The model's `upstream_input` table, typed. A bad table is the operator's catalog error.
 pub(crate) fn mapping(model: &ModelSpec) -> Result<InputMapping, ProviderError> {
-    serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-        failed(format!(
-            "the catalog entry of `{}` has an invalid upstream_input: {e}",
-            model.id
-        ))
-    })
+    upstream::upstream_input(model)
 }
 
 /// The `input` object of one prediction.
@@ -122,12 +117,7 @@ fn invalid(param: &str, message: &str) -> ProviderError {
 
 /// Parses a 2xx prediction body; any other shape is a malformed answer.
 pub(crate) fn prediction(body: &[u8]) -> Result<Prediction, ProviderError> {
-    serde_json::from_slice(body).map_err(|e| {
-        failed(format!(
-            "malformed upstream response: {}",
-            short(&e.to_string())
-        ))
-    })
+    serde_json::from_slice(body).map_err(upstream::malformed)
 }
 
 /// Whether the prediction has ended (`aborted` is not in the schema, but clients see it).
