@@ -88,6 +88,14 @@ impl Rejection {
     pub fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers)
     }
+
+    /// The error an adapter's status mapping makes of this answer.
+    pub fn map(
+        &self,
+        to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
+    ) -> ProviderError {
+        to_error(self.status, self.retry_after(), &self.body)
+    }
 }
 
 impl ApiClient {
@@ -149,22 +157,22 @@ impl ApiClient {
     }
 
     /// Sends `request`: its 2xx response; a failure to reach the upstream as a
-    /// [`transport_error`]; any other status as `to_error` (the adapter's reading of its
-    /// error bodies) makes of the [`Rejection`].
+    /// [`transport_error`]; any other status as `to_error`, the adapter's mapping of a status,
+    /// `Retry-After` and error body, makes of it (see [`Rejection::map`]).
     pub async fn send(
         &self,
         request: RequestBuilder,
-        to_error: impl FnOnce(&Rejection) -> ProviderError,
+        to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
     ) -> Result<Response, ProviderError> {
         let response = request.send().await.map_err(transport_error)?;
-        self.check(response).await.map_err(|r| to_error(&r))
+        self.check(response).await.map_err(|r| r.map(to_error))
     }
 
     /// [`ApiClient::send`], and the whole body of the 2xx response.
     pub async fn send_for_body(
         &self,
         request: RequestBuilder,
-        to_error: impl FnOnce(&Rejection) -> ProviderError,
+        to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
     ) -> Result<Bytes, ProviderError> {
         let response = self.send(request, to_error).await?;
         response.bytes().await.map_err(transport_error)

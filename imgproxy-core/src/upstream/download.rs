@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::failure::{failed, transport_error};
-use crate::ProviderError;
+use crate::{provider::image_mime, GeneratedImage, ProviderError};
 
 /// Largest generated image downloaded from an upstream URL.
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 50 * 1024 * 1024;
@@ -66,4 +66,20 @@ pub async fn read_capped(
         bytes.extend_from_slice(&chunk);
     }
     Ok(Bytes::from(bytes))
+}
+
+/// A generated image that must be one: the bytes decide the MIME type, else the first
+/// `image/*` of `hints` (a declared type, a download's `Content-Type`). Anything else, an
+/// error page served with a 200 say, is a `Failed` with the message `not_an_image`.
+pub fn sniffed_image(
+    bytes: Bytes,
+    hints: &[Option<&str>],
+    not_an_image: &str,
+) -> Result<GeneratedImage, ProviderError> {
+    let mime = image_mime(&bytes, hints).ok_or_else(|| failed(not_an_image))?;
+    Ok(GeneratedImage {
+        bytes,
+        mime,
+        revised_prompt: None,
+    })
 }

@@ -6,7 +6,7 @@ use std::{task::Poll, time::Duration};
 
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, failed, ApiClient, KeyHeader, PollPolicy, Rejection},
+    upstream::{self, failed, ApiClient, KeyHeader, PollPolicy},
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
 };
 use reqwest::Url;
@@ -182,7 +182,10 @@ impl BflProvider {
             .api
             .post(format!("{}/v1/{model}", self.base_url))
             .json(body);
-        let body = self.api.send_for_body(post, error_from).await?;
+        let body = self
+            .api
+            .send_for_body(post, convert::error_from_status)
+            .await?;
         convert::read_submit(&body)
     }
 
@@ -211,18 +214,17 @@ impl BflProvider {
             );
             return Ok(Poll::Pending);
         }
-        let response = self.api.check(response).await.map_err(|r| error_from(&r))?;
+        let response = self
+            .api
+            .check(response)
+            .await
+            .map_err(|r| r.map(convert::error_from_status))?;
         let body = response.bytes().await.map_err(upstream::transport_error)?;
         match convert::read_poll(&body)? {
             TaskState::Pending => Ok(Poll::Pending),
             TaskState::Ready(sample) => Ok(Poll::Ready(sample)),
         }
     }
-}
-
-/// The error of a non-2xx answer.
-fn error_from(rejection: &Rejection) -> ProviderError {
-    convert::error_from_status(rejection.status, rejection.retry_after(), &rejection.body)
 }
 
 /// The URL to poll: the returned `polling_url` as it is (BFL routes tasks by region, so its

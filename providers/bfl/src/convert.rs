@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -246,13 +245,7 @@ pub(crate) fn generated_image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, &[content_type])
-        .ok_or_else(|| failed("the BFL sample is not an image"))?;
-    Ok(GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt: None,
-    })
+    upstream::sniffed_image(bytes, &[content_type], "the BFL sample is not an image")
 }
 
 fn malformed(detail: &str) -> ProviderError {

@@ -257,6 +257,12 @@ impl FalProvider {
     /// credentials (fal's CDN URLs need none).
     async fn fetch(&self, file: &File) -> Result<imgproxy_core::GeneratedImage, ProviderError> {
         let (bytes, header) = self.api.fetch(convert::source(file)?).await?;
-        convert::generated_image(bytes, &[file.content_type.as_deref(), header.as_deref()])
+        // The bytes decide the MIME type, else a declared `image/*` type; anything else (an
+        // error page, say) is not an image and fails the call.
+        upstream::sniffed_image(
+            bytes,
+            &[file.content_type.as_deref(), header.as_deref()],
+            "the upstream returned a file that is not an image",
+        )
     }
 }

@@ -1,5 +1,5 @@
 //! Conversions between imgproxy's types and fal's wire format: the model input built from the
-//! catalog's `upstream_input` data, job statuses, and outputs into files and images (failures
+//! catalog's `upstream_input` data, job statuses, and outputs into files and image sources (failures
 //! are `errors`' job, which reads the mapping from here). Pure functions only; every byte sent
 //! or received goes through `client`.
 
@@ -9,9 +9,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::{image_mime, ImageMeta},
+    provider::ImageMeta,
     upstream::{self, malformed, short, ImageSource},
-    GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
+    ModelSpec, ProviderError, ProviderRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -272,21 +272,6 @@ fn percent_decode(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// A fetched image. The bytes decide the MIME type, else a declared `image/*` type; anything
-/// else (an error page, say) is not an image and fails the call.
-pub(crate) fn generated_image(
-    bytes: Bytes,
-    declared: &[Option<&str>],
-) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, declared)
-        .ok_or_else(|| upstream::failed("the upstream returned a file that is not an image"))?;
-    Ok(GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt: None,
-    })
 }
 
 /// What the response reports about the images.

@@ -105,13 +105,8 @@ impl GeminiProvider {
         let post = self.api.post(url).json(&body);
         let response = self
             .api
-            .send(post, |rejection| {
-                error::error_from_status(
-                    rejection.status,
-                    rejection.retry_after(),
-                    &rejection.body,
-                    model,
-                )
+            .send(post, |status, wait, body| {
+                error::error_from_status(status, wait, body, model)
             })
             .await?;
         let body = self.api.read_body(response).await?;

@@ -130,13 +130,8 @@ impl OpenAIProvider {
         };
         let response = self
             .api
-            .send(call, |rejection| {
-                errors::error_from_status(
-                    rejection.status,
-                    rejection.retry_after(),
-                    &rejection.body,
-                    model,
-                )
+            .send(call, |status, wait, body| {
+                errors::error_from_status(status, wait, body, model)
             })
             .await?;
         let parsed = match request

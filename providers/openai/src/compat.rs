@@ -10,10 +10,32 @@ use base64::Engine as _;
 use imgproxy_core::{
     provider::image_mime,
     upstream::{malformed, ImageSource},
-    GeneratedImage, ProviderError, Usage,
+    GeneratedImage, ProviderError, ProviderRequest, Usage,
 };
 use serde::{de::DeserializeOwned, Deserialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+/// Copies the text parameters `names` that the request carries into `body`, under the same
+/// names: the parameters a dialect takes as OpenAI does.
+pub fn copy_text_params(body: &mut Map<String, Value>, call: &ProviderRequest<'_>, names: &[&str]) {
+    for name in names {
+        if let Some(value) = call.request.param_str(name) {
+            body.insert((*name).into(), Value::from(value));
+        }
+    }
+}
+
+/// Completes a request body over the parameters already mapped into `body`: the catalog's
+/// `upstream_params` come after them (they are the operator's constants for a particular
+/// gateway and win), then `model`, `prompt` and `n`, last so that nothing can change what is
+/// asked for or how many images are billed.
+pub fn finish_body(body: &mut Map<String, Value>, call: &ProviderRequest<'_>) {
+    let request = call.request;
+    body.extend(request.model.upstream_params.clone());
+    body.insert("model".into(), Value::from(request.model.upstream.as_str()));
+    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
+    body.insert("n".into(), Value::from(call.n));
+}
 
 /// The success body of `POST /images/generations` and `POST /images/edits`: `data` and
 /// `usage`, plus `R`, the fields a dialect adds at the top level, and `I`, those it adds to

@@ -29,10 +29,7 @@ pub(crate) fn generation_body(request: &ProviderRequest<'_>) -> Map<String, Valu
         .iter()
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(validated.prompt.as_str()));
-    body.insert("n".into(), Value::from(request.n));
+    compat::finish_body(&mut body, request);
     if is_gpt_image(&model.upstream) {
         body.remove("response_format");
     }

@@ -7,7 +7,7 @@ use std::{task::Poll, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection},
+    upstream::{self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy},
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
 };
 use secrecy::{ExposeSecret as _, SecretString};
@@ -198,7 +198,7 @@ impl ReplicateProvider {
             .post(url)
             .header("prefer", format!("wait={wait}"))
             .json(&body);
-        let body = self.api.send_for_body(post, error_from).await?;
+        let body = self.api.send_for_body(post, convert::status_error).await?;
         convert::prediction(&body)
     }
 
@@ -220,7 +220,11 @@ impl ReplicateProvider {
             );
             return Ok(Poll::Pending);
         }
-        let response = self.api.check(response).await.map_err(|r| error_from(&r))?;
+        let response = self
+            .api
+            .check(response)
+            .await
+            .map_err(|r| r.map(convert::status_error))?;
         let body = response.bytes().await.map_err(upstream::transport_error)?;
         let prediction = convert::prediction(&body)?;
         Ok(if convert::is_terminal(&prediction.status) {
@@ -247,11 +251,6 @@ impl ReplicateProvider {
         images.sort_by_key(|(index, _)| *index);
         Ok(images.into_iter().map(|(_, image)| image).collect())
     }
-}
-
-/// The error of a non-2xx answer.
-fn error_from(rejection: &Rejection) -> ProviderError {
-    convert::status_error(rejection.status, rejection.retry_after(), &rejection.body)
 }
 
 /// One output: a URL downloaded without credentials, or an inline `data:` URL.

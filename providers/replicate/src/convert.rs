@@ -7,7 +7,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -198,13 +197,11 @@ pub(crate) fn image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, &[content_type])
-        .ok_or_else(|| failed("the upstream output is not an image"))?;
-    Ok(GeneratedImage {
+    upstream::sniffed_image(
         bytes,
-        mime,
-        revised_prompt: None,
-    })
+        &[content_type],
+        "the upstream output is not an image",
+    )
 }
 
 /// Decodes a `data:` output (sync mode may inline small files) within `max_bytes`.

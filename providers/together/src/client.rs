@@ -92,13 +92,7 @@ impl TogetherProvider {
         let post = self.api.post(&self.generations_url).json(&body);
         let answer = self
             .api
-            .send_for_body(post, |rejection| {
-                convert::error_from_status(
-                    rejection.status,
-                    rejection.retry_after(),
-                    &rejection.body,
-                )
-            })
+            .send_for_body(post, convert::error_from_status)
             .await?;
         let sources = convert::parse_response(&answer)?;
 

@@ -42,7 +42,6 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<Value, Provider
         });
     }
     let request = call.request;
-    let model = &request.model;
     let size = pixel_size(call);
     let mut body = Map::new();
     body.insert("width".into(), Value::from(size.width));
@@ -53,15 +52,8 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<Value, Provider
     if let Some(seed) = call.seed() {
         body.insert("seed".into(), Value::from(seed));
     }
-    for name in ["negative_prompt", "output_format"] {
-        if let Some(value) = request.param_str(name) {
-            body.insert(name.into(), Value::from(value));
-        }
-    }
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
-    body.insert("n".into(), Value::from(call.n));
+    compat::copy_text_params(&mut body, call, &["negative_prompt", "output_format"]);
+    compat::finish_body(&mut body, call);
     body.insert("response_format".into(), Value::from("base64"));
     Ok(Value::Object(body))
 }

@@ -102,13 +102,7 @@ impl XaiProvider {
         );
         let answer = self
             .api
-            .send_for_body(self.api.post(url).json(&body), |rejection| {
-                convert::error_from_status(
-                    rejection.status,
-                    rejection.retry_after(),
-                    &rejection.body,
-                )
-            })
+            .send_for_body(self.api.post(url).json(&body), convert::error_from_status)
             .await?;
         let parsed = convert::parse_response(&answer)?;
 

@@ -56,15 +56,8 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Valu
         let resolution = mapped(&input.resolution_values, tier);
         body.insert("resolution".into(), Value::String(resolution));
     }
-    for name in ["quality", "user"] {
-        if let Some(value) = request.param_str(name) {
-            body.insert(name.into(), Value::from(value));
-        }
-    }
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
-    body.insert("n".into(), Value::from(call.n));
+    compat::copy_text_params(&mut body, call, &["quality", "user"]);
+    compat::finish_body(&mut body, call);
     body.insert("response_format".into(), Value::from("b64_json"));
 
     let image = |reference: &imgproxy_core::ReferenceImage| json!({"url": reference.data_url(), "type": "image_url"});
