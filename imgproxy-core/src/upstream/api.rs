@@ -290,6 +290,34 @@ mod tests {
         assert_eq!(error, failed("key [redacted]"));
     }
 
+    #[tokio::test]
+    async fn a_key_cut_in_half_by_an_excerpt_was_scrubbed_before() {
+        use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+
+        use crate::upstream::{excerpt, status_error};
+
+        let key = "sk-0123456789abcdef";
+        let server = MockServer::start().await;
+        // The key straddles the cut of a short message.
+        let body = format!("{}{key}", "x".repeat(290));
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(500).set_body_string(body))
+            .mount(&server)
+            .await;
+        let api = ApiClient::new(KeyHeader::BEARER, key, Duration::from_secs(5)).unwrap();
+        let error = api
+            .send(api.post(server.uri()), |status, wait, body| {
+                status_error(status, wait, &excerpt(body))
+            })
+            .await
+            .unwrap_err();
+        let ProviderError::Failed { message } = error else {
+            panic!("a 500 is a failure: {error:?}");
+        };
+        assert!(!message.contains("sk-0123"), "{message}");
+        assert!(message.contains("[redacted"), "{message}");
+    }
+
     #[test]
     fn the_key_goes_to_the_api_origin_and_the_upstream_domain_only() {
         let base = Url::parse("https://queue.fal.run").unwrap();
