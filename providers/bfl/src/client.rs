@@ -5,12 +5,11 @@
 use std::{task::Poll, time::Duration};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, PollPolicy},
+    upstream::{self, failed, ApiClient, KeyHeader, PollPolicy},
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::{header::HeaderValue, Response, Url};
+use reqwest::Url;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
@@ -23,8 +22,8 @@ use crate::{
 /// How long one upstream HTTP request may take (submit, one poll, the download).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The header BFL reads the key from.
-const KEY_HEADER: &str = "x-key";
+/// Where BFL reads the key from.
+const KEY_HEADER: KeyHeader = KeyHeader::Named("x-key");
 
 /// Settings of the BFL upstream.
 #[derive(Debug, Clone)]
@@ -63,12 +62,8 @@ pub struct BflProvider {
     base_url: String,
     /// The same, parsed: its origin may see the key.
     base: Url,
-    /// `x-key`, marked sensitive so that it never shows in `Debug` output.
-    key_header: HeaderValue,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_download_bytes: usize,
-    client: reqwest::Client,
+    /// `x-key`, sent to the API's hosts only.
+    api: ApiClient,
 }
 
 impl BflProvider {
@@ -83,17 +78,12 @@ impl BflProvider {
                     "the BFL base URL `{base_url}` is not an http(s) URL"
                 ))
             })?;
-        // The message must not quote the value: it is the key.
-        let mut key_header = HeaderValue::try_from(config.api_key.expose_secret())
-            .map_err(|_| failed("the BFL API key contains characters not allowed in a header"))?;
-        key_header.set_sensitive(true);
+        let api = ApiClient::new(KEY_HEADER, config.api_key.expose_secret(), config.timeout)?
+            .max_body_bytes(config.max_download_bytes);
         Ok(Self {
             base_url,
             base,
-            key_header,
-            api_key: config.api_key,
-            max_download_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
+            api,
         })
     }
 }
@@ -107,7 +97,7 @@ impl ImageProvider for BflProvider {
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(&call)
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+            .map_err(|e| self.api.scrub(e))
     }
 
     async fn resume(
@@ -120,7 +110,7 @@ impl ImageProvider for BflProvider {
         let image = self
             .wait(&call.request.model, &poll_url)
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))?;
+            .map_err(|e| self.api.scrub(e))?;
         Ok(Generation {
             images: vec![image],
             ..Generation::default()
@@ -182,30 +172,30 @@ impl BflProvider {
             .run(|| self.poll_once(poll_url, send_key))
             .await?;
         // At once: the delivery URL expires after 10 minutes. No key goes to the delivery host.
-        let (bytes, content_type) =
-            upstream::download(&self.client, &sample, self.max_download_bytes).await?;
+        let (bytes, content_type) = self.api.download(&sample).await?;
         convert::generated_image(bytes, content_type.as_deref())
     }
 
     /// `POST {base}/v1/{model}` with `x-key`.
     async fn submit(&self, model: &str, body: &Value) -> Result<SubmitResponse, ProviderError> {
-        let response = self
-            .client
+        let post = self
+            .api
             .post(format!("{}/v1/{model}", self.base_url))
-            .header(KEY_HEADER, self.key_header.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(upstream::transport_error)?;
-        convert::read_submit(&success_body(response).await?)
+            .json(body);
+        let body = self
+            .api
+            .send_for_body(post, convert::error_from_status)
+            .await?;
+        convert::read_submit(&body)
     }
 
     /// One `GET <polling_url>`: the sample URL once the task is ready.
     async fn poll_once(&self, url: &Url, send_key: bool) -> Result<Poll<String>, ProviderError> {
-        let mut request = self.client.get(url.clone());
-        if send_key {
-            request = request.header(KEY_HEADER, self.key_header.clone());
-        }
+        let request = if send_key {
+            self.api.get(url.clone())
+        } else {
+            self.api.http().get(url.clone())
+        };
         let response = match request.send().await {
             Ok(response) => response,
             // The task is paid for: a poll that could not get through is asked again.
@@ -224,27 +214,17 @@ impl BflProvider {
             );
             return Ok(Poll::Pending);
         }
-        match convert::read_poll(&success_body(response).await?)? {
+        let response = self
+            .api
+            .check(response)
+            .await
+            .map_err(|r| r.map(convert::error_from_status))?;
+        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        match convert::read_poll(&body)? {
             TaskState::Pending => Ok(Poll::Pending),
             TaskState::Ready(sample) => Ok(Poll::Ready(sample)),
         }
     }
-}
-
-/// The body of a 2xx answer, or the mapped error of any other.
-async fn success_body(response: Response) -> Result<Bytes, ProviderError> {
-    let status = response.status();
-    if status.is_success() {
-        return response.bytes().await.map_err(upstream::transport_error);
-    }
-    let retry_after = upstream::retry_after(response.headers());
-    // The status alone decides the error kind, so an unreadable body is no worse than none.
-    let body = response.bytes().await.unwrap_or_default();
-    Err(convert::error_from_status(
-        status.as_u16(),
-        retry_after,
-        &body,
-    ))
 }
 
 /// The URL to poll: the returned `polling_url` as it is (BFL routes tasks by region, so its
@@ -268,14 +248,7 @@ fn polling_url(submitted: &SubmitResponse, base_url: &str) -> Result<Url, Provid
 /// Whether `url` may see the key: the configured API origin (scheme, host and port), or an
 /// https host under `bfl.ai` (BFL's regional API hosts).
 fn may_send_key(url: &Url, base: &Url) -> bool {
-    let same_origin = url.scheme() == base.scheme()
-        && url.host_str() == base.host_str()
-        && url.port_or_known_default() == base.port_or_known_default();
-    let bfl_host = url.scheme() == "https"
-        && url
-            .host_str()
-            .is_some_and(|host| host == "bfl.ai" || host.ends_with(".bfl.ai"));
-    same_origin || bfl_host
+    upstream::key_may_go_to(url, base, "bfl.ai")
 }
 
 #[cfg(test)]

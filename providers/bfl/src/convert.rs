@@ -7,7 +7,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -20,12 +19,7 @@ use crate::wire::{
 
 /// The model's `upstream_input`, typed. A bad table is the operator's catalog error.
 pub(crate) fn input_mapping(model: &ModelSpec) -> Result<InputMapping, ProviderError> {
-    serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-        failed(format!(
-            "catalog entry `{}` has an invalid `upstream_input`: {e}",
-            model.id
-        ))
-    })
+    upstream::upstream_input(model)
 }
 
 /// The JSON body of `POST /v1/<model>` for task number `offset` of `call`.
@@ -251,13 +245,7 @@ pub(crate) fn generated_image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, &[content_type])
-        .ok_or_else(|| failed("the BFL sample is not an image"))?;
-    Ok(GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt: None,
-    })
+    upstream::sniffed_image(bytes, &[content_type], "the BFL sample is not an image")
 }
 
 fn malformed(detail: &str) -> ProviderError {

@@ -3,22 +3,19 @@
 //! `response_url`, cancel at `cancel_url`). What goes into a request and how answers are read
 //! is `convert`'s job.
 
-use std::{future::Future, task::Poll, time::Duration};
+use std::{task::Poll, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, CancelOnDrop, PollPolicy},
+    upstream::{self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection},
     Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::{
-    header::{HeaderMap, HeaderValue, AUTHORIZATION},
-    Method, StatusCode, Url,
-};
+use reqwest::{Method, Url};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
-    convert::{self, InputMapping, JobState, Source},
+    convert::{self, InputMapping, JobState},
     errors,
     wire::{File, QueuedJob},
     DEFAULT_BASE_URL, PROVIDER_ID,
@@ -58,12 +55,8 @@ impl FalConfig {
 #[derive(Debug)]
 pub struct FalProvider {
     base: Url,
-    /// `Key <key>`, marked sensitive; sent to the queue API only, never to download URLs.
-    auth: HeaderValue,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_download_bytes: usize,
-    client: reqwest::Client,
+    /// `Authorization: Key <key>`, sent to the queue API only, never to download URLs.
+    api: ApiClient,
 }
 
 impl FalProvider {
@@ -71,17 +64,13 @@ impl FalProvider {
     pub fn new(config: FalConfig) -> Result<Self, ProviderError> {
         let base = Url::parse(&format!("{}/", config.base_url.trim_end_matches('/')))
             .map_err(|e| upstream::failed(format!("the fal base URL is invalid: {e}")))?;
-        // The message must not quote the value: it is the key.
-        let mut auth = HeaderValue::try_from(format!("Key {}", config.api_key.expose_secret()))
-            .map_err(|_| upstream::failed("the fal key has characters not allowed in a header"))?;
-        auth.set_sensitive(true);
-        Ok(Self {
-            base,
-            auth,
-            api_key: config.api_key,
-            max_download_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
-        })
+        let api = ApiClient::new(
+            KeyHeader::Authorization("Key"),
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
+        Ok(Self { base, api })
     }
 }
 
@@ -92,9 +81,7 @@ impl ImageProvider for FalProvider {
     }
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call)
-            .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+        self.run(call).await.map_err(|e| self.api.scrub(e))
     }
 
     async fn resume(
@@ -114,16 +101,12 @@ impl ImageProvider for FalProvider {
         let mapping = InputMapping::of(&call.request.model)?;
         self.wait(&call, &mapping, queued)
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+            .map_err(|e| self.api.scrub(e))
     }
 }
 
-/// A whole HTTP answer of the queue API.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
+/// A whole HTTP answer of the queue API: the body of a 2xx, or the rejection.
+type Answer = Result<Bytes, Rejection>;
 
 /// A submitted job, with the URLs to follow exactly as fal returned them.
 struct Job<'a, 'b> {
@@ -147,7 +130,7 @@ impl FalProvider {
             .send(Method::POST, submit_url.as_str(), Some(&input))
             .await?;
         let body = self.success(answer, &mapping, &call)?;
-        let queued: QueuedJob = serde_json::from_slice(&body).map_err(|e| errors::malformed(&e))?;
+        let queued: QueuedJob = serde_json::from_slice(&body).map_err(upstream::malformed)?;
         tracing::debug!(request_id = ?queued.request_id, "fal job queued");
         // Armed until the job reaches a terminal status: a deadline, an error while polling or
         // the client going away (this future dropped) cancels it upstream.
@@ -172,7 +155,7 @@ impl FalProvider {
     ) -> Result<Generation, ProviderError> {
         let guard = queued
             .cancel_url
-            .map(|url| CancelOnDrop::new(self.cancel(url)));
+            .map(|url| CancelOnDrop::send(PROVIDER_ID, self.api.request(Method::PUT, url)));
         let job = Job {
             status_url: queued.status_url,
             response_url: queued.response_url,
@@ -215,7 +198,10 @@ impl FalProvider {
                     Ok(answer) => answer,
                     Err(error) => return Ok(Poll::Ready(Err(error))),
                 };
-                if !answer.status.is_success() && errors::still_in_progress(&answer.body) {
+                if answer
+                    .as_ref()
+                    .is_err_and(|rejection| errors::still_in_progress(&rejection.body))
+                {
                     return Ok(Poll::Pending);
                 }
                 Ok(Poll::Ready(self.success(answer, job.mapping, job.call)))
@@ -230,21 +216,14 @@ impl FalProvider {
         url: &str,
         json: Option<&serde_json::Value>,
     ) -> Result<Answer, ProviderError> {
-        let mut request = self
-            .client
-            .request(method, url)
-            .header(AUTHORIZATION, self.auth.clone());
+        let mut request = self.api.request(method, url);
         if let Some(json) = json {
             request = request.json(json);
         }
         let response = request.send().await.map_err(upstream::transport_error)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(upstream::transport_error)?;
-        Ok(Answer {
-            status,
-            headers,
-            body,
+        Ok(match self.api.check(response).await {
+            Ok(response) => Ok(response.bytes().await.map_err(upstream::transport_error)?),
+            Err(rejection) => Err(rejection),
         })
     }
 
@@ -255,29 +234,16 @@ impl FalProvider {
         mapping: &InputMapping,
         call: &ProviderRequest<'_>,
     ) -> Result<Bytes, ProviderError> {
-        if answer.status.is_success() {
-            return Ok(answer.body);
-        }
-        Err(errors::upstream_error(
-            answer.status.as_u16(),
-            &answer.headers,
-            &answer.body,
-            mapping,
-            &call.request.params,
-        ))
+        answer
+            .map_err(|rejection| errors::upstream_error(&rejection, mapping, &call.request.params))
     }
 
     /// `url` if the key may be sent there: the configured API's origin or fal's own https
     /// hosts. Returned URLs are followed as they are, never rebuilt, but a URL elsewhere would
     /// hand the key to a stranger.
     fn trusted(&self, url: String) -> Result<String, ProviderError> {
-        let parsed = Url::parse(&url).ok();
-        let ok = parsed.as_ref().is_some_and(|u| {
-            let fal_host = u
-                .host_str()
-                .is_some_and(|h| h == "fal.run" || h.ends_with(".fal.run"));
-            u.origin() == self.base.origin() || (u.scheme() == "https" && fal_host)
-        });
+        let ok = Url::parse(&url)
+            .is_ok_and(|parsed| upstream::key_may_go_to(&parsed, &self.base, "fal.run"));
         if ok {
             Ok(url)
         } else {
@@ -287,36 +253,16 @@ impl FalProvider {
         }
     }
 
-    /// The cancel call, detached from `self` so that it can run after the request is gone.
-    fn cancel(&self, url: String) -> impl Future<Output = ()> + Send + 'static {
-        let (client, auth) = (self.client.clone(), self.auth.clone());
-        async move {
-            match client.put(&url).header(AUTHORIZATION, auth).send().await {
-                Ok(response) if response.status().is_success() => {
-                    tracing::info!("cancelled an abandoned fal job");
-                }
-                Ok(response) => {
-                    tracing::warn!(status = response.status().as_u16(), "fal refused a cancel");
-                }
-                Err(error) => {
-                    let error = upstream::transport_error(error);
-                    tracing::warn!(%error, "cancelling a fal job failed");
-                }
-            }
-        }
-    }
-
     /// The bytes of one output file: decoded from a `data:` URI or downloaded without
     /// credentials (fal's CDN URLs need none).
     async fn fetch(&self, file: &File) -> Result<imgproxy_core::GeneratedImage, ProviderError> {
-        let declared = file.content_type.as_deref();
-        match convert::source(file)? {
-            Source::Inline(bytes) => convert::generated_image(bytes, &[declared]),
-            Source::Remote(url) => {
-                let (bytes, header) =
-                    upstream::download(&self.client, &url, self.max_download_bytes).await?;
-                convert::generated_image(bytes, &[declared, header.as_deref()])
-            }
-        }
+        let (bytes, header) = self.api.fetch(convert::source(file)?).await?;
+        // The bytes decide the MIME type, else a declared `image/*` type; anything else (an
+        // error page, say) is not an image and fails the call.
+        upstream::sniffed_image(
+            bytes,
+            &[file.content_type.as_deref(), header.as_deref()],
+            "the upstream returned a file that is not an image",
+        )
     }
 }

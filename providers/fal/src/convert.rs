@@ -1,6 +1,7 @@
 //! Conversions between imgproxy's types and fal's wire format: the model input built from the
-//! catalog's `upstream_input` data, job statuses, and outputs into files and images (failures
-//! are `errors`' job). Pure functions only; every byte sent or received goes through `client`.
+//! catalog's `upstream_input` data, job statuses, and outputs into files and image sources (failures
+//! are `errors`' job, which reads the mapping from here). Pure functions only; every byte sent
+//! or received goes through `client`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,17 +9,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    provider::{image_mime, ImageMeta},
-    upstream::{self, short},
-    GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
+    provider::ImageMeta,
+    upstream::{self, malformed, short, ImageSource},
+    ModelSpec, ProviderError, ProviderRequest,
 };
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::{
-    errors,
-    wire::{File, Output, QueueStatus},
-};
+use crate::wire::{File, Output, QueueStatus};
 
 /// How a model's validated parameters become its fal input: the `[models.upstream_input]`
 /// table of its catalog entry (documented in `catalog/fal.toml`).
@@ -58,12 +56,7 @@ const DIMENSIONS: [&str; 3] = ["size", "aspect_ratio", "image_size"];
 impl InputMapping {
     /// The mapping of `model`. A malformed table is the operator's catalog bug: 502, not 400.
     pub(crate) fn of(model: &ModelSpec) -> Result<Self, ProviderError> {
-        serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-            upstream::failed(format!(
-                "catalog entry `{}` has an unusable `upstream_input`: {e}",
-                model.id
-            ))
-        })
+        upstream::upstream_input(model)
     }
 
     /// The request parameter an upstream `field` stands for, to name it in a client's error.
@@ -185,7 +178,7 @@ pub(crate) enum JobState {
 /// Reads a 2xx status body. An unknown status is an error rather than a reason to keep
 /// polling until the deadline.
 pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
-    let status: QueueStatus = serde_json::from_slice(body).map_err(|e| errors::malformed(&e))?;
+    let status: QueueStatus = serde_json::from_slice(body).map_err(malformed)?;
     Ok(match status.status.as_str() {
         "IN_QUEUE" | "IN_PROGRESS" => JobState::Pending,
         "COMPLETED" => JobState::Completed,
@@ -196,12 +189,7 @@ pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
             };
             JobState::Failed(reason)
         }
-        other => {
-            return Err(upstream::failed(format!(
-                "malformed upstream response: unknown job status `{}`",
-                short(other)
-            )))
-        }
+        other => return Err(malformed(format!("unknown job status `{}`", short(other)))),
     })
 }
 
@@ -210,15 +198,11 @@ pub(crate) fn job_state(body: &[u8]) -> Result<JobState, ProviderError> {
 /// (Keeping the unflagged ones means a client may get fewer images than `n`, which beats
 /// failing a generation that was paid for.)
 pub(crate) fn output_files(body: &[u8]) -> Result<Vec<File>, ProviderError> {
-    let output: Output = serde_json::from_slice(body).map_err(|e| errors::malformed(&e))?;
+    let output: Output = serde_json::from_slice(body).map_err(malformed)?;
     let files = match (output.images, output.image) {
         (Some(images), _) if !images.is_empty() => images,
         (_, Some(image)) => vec![image],
-        _ => {
-            return Err(upstream::failed(
-                "malformed upstream response: no `images` or `image`",
-            ))
-        }
+        _ => return Err(malformed("no `images` or `image`")),
     };
     let flags = output.has_nsfw_concepts.or(output.nsfw_content_detected);
     let flagged = |index: usize| match &flags {
@@ -246,35 +230,26 @@ pub(crate) fn output_files(body: &[u8]) -> Result<Vec<File>, ProviderError> {
     Ok(kept)
 }
 
-/// Where the bytes of a file are.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Source {
-    Inline(Bytes),
-    Remote(String),
-}
-
 /// The source of `file`: an http(s) URL to download, or a `data:` URI decoded here.
-pub(crate) fn source(file: &File) -> Result<Source, ProviderError> {
+pub(crate) fn source(file: &File) -> Result<ImageSource, ProviderError> {
     let url = file.url.trim();
     if let Some(rest) = url.strip_prefix("data:") {
         let (header, data) = rest
             .split_once(',')
-            .ok_or_else(|| upstream::failed("malformed upstream response: a bad data URI"))?;
+            .ok_or_else(|| malformed("a bad data URI"))?;
         let bytes = if header.ends_with(";base64") {
             base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
-                .map_err(|e| upstream::failed(format!("malformed upstream response: {e}")))?
+                .map_err(malformed)?
         } else {
             percent_decode(data)
         };
-        return Ok(Source::Inline(Bytes::from(bytes)));
+        return Ok(ImageSource::Inline(Bytes::from(bytes)));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        return Ok(Source::Remote(url.to_owned()));
+        return Ok(ImageSource::Url(url.to_owned()));
     }
-    Err(upstream::failed(
-        "malformed upstream response: an image URL that is neither http(s) nor data:",
-    ))
+    Err(malformed("an image URL that is neither http(s) nor data:"))
 }
 
 fn percent_decode(text: &str) -> Vec<u8> {
@@ -297,21 +272,6 @@ fn percent_decode(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// A fetched image. The bytes decide the MIME type, else a declared `image/*` type; anything
-/// else (an error page, say) is not an image and fails the call.
-pub(crate) fn generated_image(
-    bytes: Bytes,
-    declared: &[Option<&str>],
-) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, declared)
-        .ok_or_else(|| upstream::failed("the upstream returned a file that is not an image"))?;
-    Ok(GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt: None,
-    })
 }
 
 /// What the response reports about the images.

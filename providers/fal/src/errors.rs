@@ -1,14 +1,14 @@
 //! Upstream failures into [`ProviderError`]s: fal's error bodies (validation items, `detail`
-//! texts, `message`), its statuses and headers, the result endpoint's "not ready yet", and the
-//! key scrubbed from anything a client may read. Pure functions only.
+//! texts, `message`), its statuses and headers, and the result endpoint's "not ready yet" (the
+//! key is already scrubbed from a [`Rejection`]). Pure functions only. It reads the input
+//! mapping of `convert` (to name the parameter at fault), never the other way.
 
 use std::collections::BTreeMap;
 
 use imgproxy_core::{
-    upstream::{self, short},
+    upstream::{self, short, Rejection},
     ProviderError,
 };
-use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::{
@@ -29,13 +29,16 @@ pub(crate) fn still_in_progress(body: &[u8]) -> bool {
 /// Maps a non-2xx answer: 429 with its wait; 504 from a user timeout; a content-policy item →
 /// moderation; validation items → invalid request naming our parameter; else by status.
 pub(crate) fn upstream_error(
-    status: u16,
-    headers: &HeaderMap,
-    body: &[u8],
+    rejection: &Rejection,
     mapping: &InputMapping,
     params: &BTreeMap<String, Value>,
 ) -> ProviderError {
-    let retry_after = upstream::retry_after(headers);
+    let Rejection {
+        status,
+        ref headers,
+        ref body,
+    } = *rejection;
+    let retry_after = rejection.retry_after();
     if status == 429 {
         return ProviderError::RateLimited { retry_after };
     }
@@ -93,9 +96,4 @@ pub(crate) fn upstream_error(
         };
     }
     upstream::status_error(status, retry_after, &text)
-}
-
-/// A body that is not the documented shape.
-pub(crate) fn malformed(error: &serde_json::Error) -> ProviderError {
-    upstream::failed(format!("malformed upstream response: {error}"))
 }

@@ -5,12 +5,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, transport_error},
+    upstream::{self, ApiClient, KeyHeader},
     Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{convert, error, DEFAULT_BASE_URL, PROVIDER_ID};
@@ -19,7 +17,7 @@ use crate::{convert, error, DEFAULT_BASE_URL, PROVIDER_ID};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The header that carries the API key.
-const API_KEY_HEADER: &str = "x-goog-api-key";
+const API_KEY_HEADER: KeyHeader = KeyHeader::Named("x-goog-api-key");
 
 /// Settings of the Gemini API upstream.
 #[derive(Debug, Clone)]
@@ -57,29 +55,22 @@ impl GeminiConfig {
 pub struct GeminiProvider {
     /// `{base_url}/v1beta/models/`, to which `{model}:generateContent` is appended.
     models_url: String,
-    /// The key header, marked sensitive so that it never shows in `Debug` output.
-    api_headers: HeaderMap,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_body_bytes: usize,
-    client: reqwest::Client,
+    /// The key header; every body is read within `max_download_bytes`.
+    api: ApiClient,
 }
 
 impl GeminiProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: GeminiConfig) -> Result<Self, ProviderError> {
-        // The message must not quote the value: it is the key.
-        let mut key = HeaderValue::try_from(config.api_key.expose_secret())
-            .map_err(|_| failed("the API key contains characters not allowed in a header"))?;
-        key.set_sensitive(true);
-        let mut api_headers = HeaderMap::new();
-        api_headers.insert(HeaderName::from_static(API_KEY_HEADER), key);
+        let api = ApiClient::new(
+            API_KEY_HEADER,
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
         Ok(Self {
             models_url: format!("{}/v1beta/models/", config.base_url.trim_end_matches('/')),
-            api_headers,
-            api_key: config.api_key,
-            max_body_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
+            api,
         })
     }
 }
@@ -93,7 +84,7 @@ impl ImageProvider for GeminiProvider {
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(request)
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+            .map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -111,53 +102,14 @@ impl GeminiProvider {
             "calling generateContent"
         );
         let url = format!("{}{model}:generateContent", self.models_url);
+        let post = self.api.post(url).json(&body);
         let response = self
-            .client
-            .post(url)
-            .headers(self.api_headers.clone())
-            .json(&body)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let wait = upstream::retry_after(response.headers());
-            // The status alone decides the error kind, so an unreadable body is no worse than
-            // an empty one.
-            let body = self.read_body(response).await.unwrap_or_default();
-            return Err(error::error_from_status(
-                status.as_u16(),
-                wait,
-                &body,
-                model,
-            ));
-        }
-        let body = self.read_body(response).await?;
+            .api
+            .send(post, |status, wait, body| {
+                error::error_from_status(status, wait, body, model)
+            })
+            .await?;
+        let body = self.api.read_body(response).await?;
         convert::parse_response(&body)
-    }
-
-    /// Reads a response body within `max_body_bytes`, counted as it streams since
-    /// `Content-Length` may be absent or wrong.
-    async fn read_body(&self, mut response: reqwest::Response) -> Result<Bytes, ProviderError> {
-        let limit = self.max_body_bytes;
-        let too_large = || {
-            failed(format!(
-                "the upstream response is larger than {limit} bytes"
-            ))
-        };
-        if response
-            .content_length()
-            .is_some_and(|length| length > limit as u64)
-        {
-            return Err(too_large());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if bytes.len() + chunk.len() > limit {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(bytes))
     }
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
     provider::{sniff_mime, ImageMeta},
-    upstream::{failed, short},
+    upstream::{failed, malformed, short, upstream_input},
     GeneratedImage, Generation, ModelSpec, ProviderError, ProviderRequest, Usage,
 };
 use serde::Deserialize;
@@ -61,12 +61,7 @@ fn image_only() -> Vec<String> {
 
 impl InputMapping {
     fn of(model: &ModelSpec) -> Result<Self, ProviderError> {
-        serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-            failed(format!(
-                "the catalog entry of `{}` has an invalid `upstream_input`: {e}",
-                model.id
-            ))
-        })
+        upstream_input(model)
     }
 }
 
@@ -159,8 +154,7 @@ fn merge(base: &mut Value, extra: &Value) {
 /// moderation refusal; any other answer without an image (`NO_IMAGE`, `IMAGE_OTHER`, `STOP`
 /// with text only, no candidates) is a failure naming Google's reason.
 pub(crate) fn parse_response(body: &[u8]) -> Result<Generation, ProviderError> {
-    let response: GenerateContentResponse =
-        serde_json::from_slice(body).map_err(|e| malformed(&e.to_string()))?;
+    let response: GenerateContentResponse = serde_json::from_slice(body).map_err(malformed)?;
     if let Some(feedback) = &response.prompt_feedback {
         if let Some(reason) = &feedback.block_reason {
             return Err(ProviderError::ModerationBlocked {
@@ -190,7 +184,7 @@ pub(crate) fn parse_response(body: &[u8]) -> Result<Generation, ProviderError> {
         }
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(blob.data.trim())
-            .map_err(|e| malformed(&format!("`inlineData.data` is not base64: {e}")))?;
+            .map_err(|e| malformed(format!("`inlineData.data` is not base64: {e}")))?;
         let mime = sniff_mime(&bytes).or(declared).map(str::to_owned);
         let (false, Some(mime)) = (bytes.is_empty(), mime) else {
             return Err(malformed("an inline part holds no recognisable image"));
@@ -261,10 +255,6 @@ pub(crate) fn with_detail(message: String, detail: Option<&str>) -> String {
         Some(detail) => format!("{message}: {}", short(detail)),
         None => message,
     }
-}
-
-fn malformed(detail: &str) -> ProviderError {
-    failed(format!("malformed upstream response: {}", short(detail)))
 }
 
 #[cfg(test)]

@@ -5,24 +5,20 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use imgproxy_core::{upstream, Generation, ImageProvider, ProviderError, ProviderRequest};
-use reqwest::{
-    header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION},
-    RequestBuilder,
+use imgproxy_core::{
+    upstream::{self, ApiClient, KeyHeader},
+    Generation, ImageProvider, ProviderError, ProviderRequest,
 };
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::{
-    convert::{self, ImageSource},
-    edits, errors, stream, PROVIDER_ID,
-};
+use crate::{convert, edits, errors, stream, PROVIDER_ID};
 
 /// OpenAI's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// How long one upstream call may take. GPT image models at high quality can take minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest image downloaded from a `url` item.
-pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = 50 * 1024 * 1024;
+pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = upstream::DEFAULT_MAX_DOWNLOAD_BYTES;
 
 /// Settings of one OpenAI (or OpenAI-compatible) upstream.
 #[derive(Debug, Clone)]
@@ -69,28 +65,34 @@ pub struct OpenAIProvider {
     generations_url: String,
     /// Where calls with reference images go.
     edits_url: String,
-    /// Auth and organisation headers, sent to the API only, never to download URLs.
-    api_headers: HeaderMap,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_download_bytes: usize,
-    client: reqwest::Client,
+    /// Bearer auth and the organisation and project headers go to the API only, never to
+    /// download URLs.
+    api: ApiClient,
 }
 
 impl OpenAIProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
-        let api_headers = api_headers(&config)?;
-        let client = upstream::http_client(config.timeout)?;
+        let mut api = ApiClient::new(
+            KeyHeader::BEARER,
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
+        for (name, value) in [
+            ("openai-organization", &config.organization),
+            ("openai-project", &config.project),
+        ] {
+            if let Some(value) = value {
+                api = api.with_header(name, value)?;
+            }
+        }
         let base_url = config.base_url.trim_end_matches('/');
         Ok(Self {
             generations_url: format!("{base_url}/images/generations"),
             edits_url: format!("{base_url}/images/edits"),
             name: config.name,
-            api_headers,
-            api_key: config.api_key,
-            max_download_bytes: config.max_download_bytes,
-            client,
+            api,
         })
     }
 }
@@ -104,7 +106,7 @@ impl ImageProvider for OpenAIProvider {
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.try_generate(request)
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+            .map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -118,13 +120,20 @@ impl OpenAIProvider {
         tracing::debug!(provider = %self.name, model, n = request.n, references, "calling upstream");
         // Reference images need the edits endpoint: generations would silently ignore them.
         let call = if references == 0 {
-            self.api_post(&self.generations_url)
+            self.api
+                .post(&self.generations_url)
                 .json(&convert::generation_body(&request))
         } else {
-            self.api_post(&self.edits_url)
+            self.api
+                .post(&self.edits_url)
                 .multipart(edits::form(&request)?)
         };
-        let response = self.send(call, model).await?;
+        let response = self
+            .api
+            .send(call, |status, wait, body| {
+                errors::error_from_status(status, wait, body, model)
+            })
+            .await?;
         let parsed = match request
             .partials
             .filter(|_| convert::streamed_partials(&request).is_some())
@@ -137,20 +146,15 @@ impl OpenAIProvider {
         };
 
         let output_format = parsed
-            .meta
+            .extra
             .output_format
             .as_deref()
             .or_else(|| request.request.param_str("output_format"));
         let mut images = Vec::with_capacity(parsed.images.len());
         // Sequential on purpose: URL items come from DALL·E-style gateways, typically n=1.
         for image in parsed.images {
-            let (bytes, content_type) = match image.source {
-                ImageSource::Inline(bytes) => (bytes, None),
-                // No API headers go to the download host: it must never see the key.
-                ImageSource::Url(url) => {
-                    upstream::download(&self.client, &url, self.max_download_bytes).await?
-                }
-            };
+            // No API headers go to the download host: it must never see the key.
+            let (bytes, content_type) = self.api.fetch(image.source).await?;
             images.push(convert::generated_image(
                 bytes,
                 content_type.as_deref(),
@@ -161,57 +165,7 @@ impl OpenAIProvider {
         Ok(Generation {
             images,
             usage: parsed.usage,
-            meta: parsed.meta,
+            meta: parsed.extra,
         })
     }
-
-    /// A POST to the API at `url`, carrying the API headers; the caller adds the body.
-    fn api_post(&self, url: &str) -> RequestBuilder {
-        self.client.post(url).headers(self.api_headers.clone())
-    }
-
-    /// Sends an API call and returns the 2xx response, or the mapped upstream error.
-    async fn send(
-        &self,
-        call: RequestBuilder,
-        model: &str,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let response = call.send().await.map_err(upstream::transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = upstream::retry_after(response.headers());
-            // The status alone decides the error kind, so an unreadable body is no worse than
-            // an empty one.
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(errors::error_from_status(
-                status.as_u16(),
-                retry_after,
-                &body,
-                model,
-            ));
-        }
-        Ok(response)
-    }
-}
-
-/// The headers of every API call: bearer auth (marked sensitive so that it never shows in
-/// `Debug` output) and the optional organisation and project.
-fn api_headers(config: &OpenAIConfig) -> Result<HeaderMap, ProviderError> {
-    let mut headers = HeaderMap::new();
-    // The message must not quote the value: it is the key.
-    let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
-        .map_err(|_| upstream::failed("the API key contains characters not allowed in a header"))?;
-    auth.set_sensitive(true);
-    headers.insert(AUTHORIZATION, auth);
-    for (name, value) in [
-        ("openai-organization", &config.organization),
-        ("openai-project", &config.project),
-    ] {
-        if let Some(value) = value {
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|_| upstream::failed(format!("`{name}` is not a valid header value")))?;
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
-    Ok(headers)
 }

@@ -1,16 +1,13 @@
 //! Conversions between imgproxy's types and OpenAI's wire format: the request fields and the
 //! response into images and metadata. Pure functions only; every byte sent or received goes
-//! through `client`, failures are mapped in `errors`, the edits form is built in `edits`.
+//! through `client`, failures are mapped in `errors`, the edits form is built in `edits`; the
+//! wire shared with compatible dialects is `compat`.
 
-use base64::Engine as _;
 use bytes::Bytes;
-use imgproxy_core::{
-    provider::{image_mime, ImageMeta},
-    GeneratedImage, ProviderError, ProviderRequest, Usage,
-};
+use imgproxy_core::{provider::ImageMeta, GeneratedImage, ProviderError, ProviderRequest};
 use serde_json::{Map, Value};
 
-use crate::wire::ImagesResponse;
+use crate::compat;
 
 /// Whether `upstream` is a GPT image model. These answer 400 to `response_format`.
 pub(crate) fn is_gpt_image(upstream: &str) -> bool {
@@ -32,10 +29,7 @@ pub(crate) fn generation_body(request: &ProviderRequest<'_>) -> Map<String, Valu
         .iter()
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(validated.prompt.as_str()));
-    body.insert("n".into(), Value::from(request.n));
+    compat::finish_body(&mut body, request);
     if is_gpt_image(&model.upstream) {
         body.remove("response_format");
     }
@@ -55,69 +49,13 @@ pub(crate) fn streamed_partials(request: &ProviderRequest<'_>) -> Option<u32> {
         .filter(|&k| k > 0)
 }
 
-/// Where the bytes of one returned image are.
-#[derive(Debug, PartialEq)]
-pub(crate) enum ImageSource {
-    /// Decoded from `b64_json`.
-    Inline(Bytes),
-    /// To download from `url`.
-    Url(String),
-}
-
-/// One item of a parsed response.
-#[derive(Debug, PartialEq)]
-pub(crate) struct ParsedImage {
-    pub source: ImageSource,
-    pub revised_prompt: Option<String>,
-}
-
-/// A successful response, before any URL is downloaded.
-#[derive(Debug, PartialEq)]
-pub(crate) struct ParsedResponse {
-    pub images: Vec<ParsedImage>,
-    pub usage: Option<Usage>,
-    pub meta: ImageMeta,
-}
+/// A successful response, before any URL is downloaded: OpenAI's top-level extras are the
+/// image metadata.
+pub(crate) type ParsedResponse = compat::Parsed<ImageMeta>;
 
 /// Parses a 200 body. Anything unusable is a `Failed` "malformed upstream response".
 pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderError> {
-    let response: ImagesResponse =
-        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
-    let Some(data) = response.data else {
-        return Err(malformed("no `data`".into()));
-    };
-    let images = data
-        .into_iter()
-        .enumerate()
-        .map(|(index, image)| {
-            let source = match (image.b64_json, image.url) {
-                (Some(b64), _) => base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map(|bytes| ImageSource::Inline(Bytes::from(bytes)))
-                    .map_err(|e| malformed(format!("`data[{index}].b64_json`: {e}")))?,
-                (None, Some(url)) => ImageSource::Url(url),
-                (None, None) => {
-                    return Err(malformed(format!(
-                        "`data[{index}]` has neither `b64_json` nor `url`"
-                    )))
-                }
-            };
-            Ok(ParsedImage {
-                source,
-                revised_prompt: image.revised_prompt,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(ParsedResponse {
-        images,
-        usage: response.usage.and_then(Usage::lenient),
-        meta: ImageMeta {
-            background: response.background,
-            output_format: response.output_format,
-            quality: response.quality,
-            size: response.size,
-        },
-    })
+    compat::read::<ImageMeta, ()>(body)?.parse()
 }
 
 /// A finished image. The bytes decide the MIME type; failing that, a download's
@@ -128,38 +66,14 @@ pub(crate) fn generated_image(
     output_format: Option<&str>,
     revised_prompt: Option<String>,
 ) -> GeneratedImage {
-    let mime = image_mime(
-        &bytes,
-        &[content_type, output_format.and_then(mime_of_format)],
-    )
-    .unwrap_or_else(|| "application/octet-stream".to_owned());
-    GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt,
-    }
-}
-
-/// The MIME type of an OpenAI `output_format`.
-fn mime_of_format(format: &str) -> Option<&'static str> {
-    match format {
-        "png" => Some("image/png"),
-        "jpeg" | "jpg" => Some("image/jpeg"),
-        "webp" => Some("image/webp"),
-        "gif" => Some("image/gif"),
-        "svg" => Some("image/svg+xml"),
-        _ => None,
-    }
-}
-
-fn malformed(detail: String) -> ProviderError {
-    ProviderError::Failed {
-        message: format!("malformed upstream response: {detail}"),
-    }
+    let from_format = output_format.and_then(compat::mime_of_format);
+    compat::generated_image(bytes, &[content_type, from_format], revised_prompt)
 }
 
 #[cfg(test)]
 mod tests {
+    use imgproxy_core::upstream::ImageSource;
+
     use super::*;
 
     #[test]

@@ -4,13 +4,9 @@
 
 use std::time::Duration;
 
-use imgproxy_core::ProviderError;
+use imgproxy_core::{upstream, ProviderError};
 
-use crate::wire::ErrorEnvelope;
-
-/// Longest upstream text carried into a `Failed` message, in characters: enough to diagnose,
-/// short enough that an HTML error page does not end up in a client's error.
-const MAX_MESSAGE_CHARS: usize = 300;
+use crate::compat;
 
 /// Error codes with which OpenAI refuses content (`content_policy_violation` is DALL·E's).
 const MODERATION_CODES: [&str; 2] = ["moderation_blocked", "content_policy_violation"];
@@ -23,11 +19,9 @@ pub(crate) fn error_from_status(
     body: &[u8],
     model: &str,
 ) -> ProviderError {
-    let error = serde_json::from_slice::<ErrorEnvelope>(body)
-        .map(|envelope| envelope.error)
-        .unwrap_or_default();
+    let error = compat::read_error(body);
     let code = error.code();
-    let message = error.message.filter(|m| !m.trim().is_empty());
+    let message = error.message.clone().filter(|m| !m.trim().is_empty());
     match status {
         // Never carry the upstream message: OpenAI's echoes part of the key we sent.
         401 | 403 => ProviderError::Unauthorized { status },
@@ -48,7 +42,7 @@ pub(crate) fn error_from_status(
             } else {
                 ProviderError::InvalidRequest {
                     message,
-                    param: error.param,
+                    param: error.param(),
                     code,
                 }
             }
@@ -57,7 +51,7 @@ pub(crate) fn error_from_status(
             message: format!("upstream does not know model `{model}`"),
         },
         _ => {
-            let detail = message.map_or_else(|| excerpt(body), |m| shorten(&m));
+            let detail = message.map_or_else(|| excerpt(body), |m| upstream::excerpt(m.as_bytes()));
             ProviderError::Failed {
                 message: format!("upstream answered HTTP {status}: {detail}"),
             }
@@ -65,28 +59,19 @@ pub(crate) fn error_from_status(
     }
 }
 
-/// A short excerpt of a non-JSON body.
+/// A short excerpt of a non-JSON body, on one line.
 fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    if text.trim().is_empty() {
+    let text = upstream::excerpt(body);
+    if text.is_empty() {
         "(empty body)".into()
     } else {
-        shorten(&text)
+        text
     }
-}
-
-/// `text` trimmed, on one line, cut at [`MAX_MESSAGE_CHARS`].
-fn shorten(text: &str) -> String {
-    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() <= MAX_MESSAGE_CHARS {
-        return one_line;
-    }
-    let cut: String = one_line.chars().take(MAX_MESSAGE_CHARS - 1).collect();
-    format!("{cut}…")
 }
 
 #[cfg(test)]
 mod tests {
+    use imgproxy_core::upstream::MAX_MESSAGE_CHARS;
     use serde_json::json;
 
     use super::*;

@@ -4,14 +4,15 @@
 //!
 //! `client` holds the provider and its HTTP, `convert` the request fields and response
 //! reading, `edits` the multipart form of calls with reference images, `errors` the mapping of
-//! upstream failures, `wire` OpenAI's serde types.
+//! upstream failures, `stream` streamed answers. `compat` is OpenAI's wire (the `data[]` body
+//! and the error envelope), public for the adapters of compatible dialects.
 
 mod client;
+pub mod compat;
 mod convert;
 mod edits;
 mod errors;
 mod stream;
-mod wire;
 
 pub use client::{
     OpenAIConfig, OpenAIProvider, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_TIMEOUT,

@@ -6,15 +6,13 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use imgproxy_core::{
     provider::{ImageMeta, PartialImage, PartialSender},
+    upstream::{self, ImageSource},
     ProviderError, Usage,
 };
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{
-    convert::{ImageSource, ParsedImage, ParsedResponse},
-    errors,
-};
+use crate::{compat::ParsedImage, convert::ParsedResponse, errors};
 
 /// One event's JSON, partial or completed.
 #[derive(Debug, Deserialize)]
@@ -41,14 +39,11 @@ pub(crate) async fn read(
     let mut parsed = ParsedResponse {
         images: Vec::new(),
         usage: None,
-        meta: ImageMeta::default(),
+        extra: ImageMeta::default(),
     };
     let mut buffer = BytesMut::new();
     loop {
-        let chunk = response
-            .chunk()
-            .await
-            .map_err(imgproxy_core::upstream::transport_error)?;
+        let chunk = response.chunk().await.map_err(upstream::transport_error)?;
         let ended = chunk.is_none();
         if let Some(chunk) = chunk {
             buffer.extend_from_slice(&chunk);
@@ -103,7 +98,7 @@ fn handle(
         return Ok(true);
     }
     let event: StreamEvent = serde_json::from_str(data)
-        .map_err(|e| imgproxy_core::upstream::failed(format!("malformed stream event: {e}")))?;
+        .map_err(|e| upstream::failed(format!("malformed stream event: {e}")))?;
     if let Some(error) = event.error {
         // Mapped like an error answer of the status it stands for: a refusal of the request
         // (invalid, moderated) as a 400, anything else as the upstream's own failure.
@@ -134,15 +129,16 @@ fn handle(
             });
         }
     } else if event.kind.ends_with(".completed") {
-        let b64 = event.b64_json.ok_or_else(|| {
-            imgproxy_core::upstream::failed("a completed stream event has no `b64_json`")
-        })?;
+        let b64 = event
+            .b64_json
+            .ok_or_else(|| upstream::failed("a completed stream event has no `b64_json`"))?;
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64.trim())
-            .map_err(|e| imgproxy_core::upstream::failed(format!("bad `b64_json`: {e}")))?;
+            .map_err(|e| upstream::failed(format!("bad `b64_json`: {e}")))?;
         parsed.images.push(ParsedImage {
             source: ImageSource::Inline(Bytes::from(bytes)),
             revised_prompt: None,
+            extra: (),
         });
         if let Some(usage) = event.usage.and_then(Usage::lenient) {
             parsed
@@ -150,8 +146,8 @@ fn handle(
                 .get_or_insert_with(Usage::default)
                 .accumulate(&usage);
         }
-        if parsed.meta == ImageMeta::default() {
-            parsed.meta = meta;
+        if parsed.extra == ImageMeta::default() {
+            parsed.extra = meta;
         }
     }
     Ok(false)
@@ -159,7 +155,7 @@ fn handle(
 
 fn finish(parsed: ParsedResponse) -> Result<ParsedResponse, ProviderError> {
     if parsed.images.is_empty() {
-        return Err(imgproxy_core::upstream::failed(
+        return Err(upstream::failed(
             "the upstream's stream ended without a completed image",
         ));
     }

@@ -2,15 +2,14 @@
 //! `urls.get`, cancel `urls.cancel`, download outputs) and the [`ImageProvider`] impl.
 //! What goes into a prediction and how answers are read is `convert`'s job.
 
-use std::{future::Future, task::Poll, time::Duration};
+use std::{task::Poll, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, CancelOnDrop, PollPolicy},
+    upstream::{self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy},
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Map, Value};
 
@@ -51,29 +50,26 @@ impl ReplicateConfig {
 #[derive(Debug)]
 pub struct ReplicateProvider {
     base_url: String,
-    /// `Bearer <token>`, marked sensitive so that `Debug` never shows it.
-    auth: HeaderValue,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
+    /// `Bearer <token>`, sent to the API only, never to output URLs.
+    api: ApiClient,
     timeout: Duration,
     max_download_bytes: usize,
-    client: reqwest::Client,
 }
 
 impl ReplicateProvider {
     /// Builds the provider and its HTTP client.
     pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
-        // The message must not quote the value: it is the key.
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
-            .map_err(|_| failed("the API token contains characters not allowed in a header"))?;
-        auth.set_sensitive(true);
+        let api = ApiClient::new(
+            KeyHeader::BEARER,
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
         Ok(Self {
             base_url: config.base_url.trim_end_matches('/').to_owned(),
-            auth,
-            api_key: config.api_key,
+            api,
             timeout: config.timeout,
             max_download_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
         })
     }
 }
@@ -85,9 +81,7 @@ impl ImageProvider for ReplicateProvider {
     }
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call)
-            .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+        self.run(call).await.map_err(|e| self.api.scrub(e))
     }
 
     async fn resume(
@@ -100,7 +94,7 @@ impl ImageProvider for ReplicateProvider {
         // Its URLs came from the API: the key may go to them, as it did when they were made.
         self.wait(job, PollPolicy::for_model(&call.request.model))
             .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+            .map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -158,7 +152,9 @@ impl ReplicateProvider {
     async fn wait(&self, job: Job, policy: PollPolicy) -> Result<Generation, ProviderError> {
         // Armed until the prediction ends: a deadline, an error or the client going away
         // cancels it upstream, so it stops running (and billing).
-        let guard = job.cancel.map(|url| CancelOnDrop::new(self.cancel(url)));
+        let guard = job
+            .cancel
+            .map(|url| CancelOnDrop::send(PROVIDER_ID, self.api.post(url)));
         let done = policy.run(|| self.poll(&job.get)).await?;
         if let Some(guard) = guard {
             guard.disarm();
@@ -197,23 +193,12 @@ impl ReplicateProvider {
             .min(policy.deadline.as_secs().saturating_sub(1))
             .min(self.timeout.as_secs().saturating_sub(1))
             .max(1);
-        let response = self
-            .client
+        let post = self
+            .api
             .post(url)
-            .header(AUTHORIZATION, self.auth.clone())
             .header("prefer", format!("wait={wait}"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(upstream::transport_error)?;
-        let status = response.status();
-        let retry_after = upstream::retry_after(response.headers());
-        if !status.is_success() {
-            // The status alone decides the kind, so an unreadable body is no worse than none.
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(convert::status_error(status.as_u16(), retry_after, &body));
-        }
-        let body = response.bytes().await.map_err(upstream::transport_error)?;
+            .json(&body);
+        let body = self.api.send_for_body(post, convert::status_error).await?;
         convert::prediction(&body)
     }
 
@@ -221,9 +206,8 @@ impl ReplicateProvider {
     /// and the deadline still bounds the wait.
     async fn poll(&self, url: &str) -> Result<Poll<Prediction>, ProviderError> {
         let response = self
-            .client
+            .api
             .get(url)
-            .header(AUTHORIZATION, self.auth.clone())
             .send()
             .await
             .map_err(upstream::transport_error)?;
@@ -236,11 +220,11 @@ impl ReplicateProvider {
             );
             return Ok(Poll::Pending);
         }
-        let retry_after = upstream::retry_after(response.headers());
-        if !status.is_success() {
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(convert::status_error(status.as_u16(), retry_after, &body));
-        }
+        let response = self
+            .api
+            .check(response)
+            .await
+            .map_err(|r| r.map(convert::status_error))?;
         let body = response.bytes().await.map_err(upstream::transport_error)?;
         let prediction = convert::prediction(&body)?;
         Ok(if convert::is_terminal(&prediction.status) {
@@ -250,38 +234,11 @@ impl ReplicateProvider {
         })
     }
 
-    /// The cancel call, run in the background by [`CancelOnDrop`].
-    fn cancel(&self, url: String) -> impl Future<Output = ()> + Send + 'static {
-        let (client, auth) = (self.client.clone(), self.auth.clone());
-        async move {
-            match client.post(url).header(AUTHORIZATION, auth).send().await {
-                Ok(r) if r.status().is_success() => {
-                    tracing::info!(provider = PROVIDER_ID, "cancelled an unfinished prediction");
-                }
-                Ok(r) => {
-                    tracing::warn!(
-                        provider = PROVIDER_ID,
-                        status = r.status().as_u16(),
-                        "cancelling a prediction failed"
-                    );
-                }
-                Err(e) => {
-                    let error = upstream::chain(&e.without_url());
-                    tracing::warn!(
-                        provider = PROVIDER_ID,
-                        %error,
-                        "cancelling a prediction failed"
-                    );
-                }
-            }
-        }
-    }
-
     /// Fetches every output at once, in order: the URLs expire (about an hour).
     async fn download_all(&self, urls: Vec<String>) -> Result<Vec<GeneratedImage>, ProviderError> {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, url) in urls.into_iter().enumerate() {
-            let (client, max) = (self.client.clone(), self.max_download_bytes);
+            let (client, max) = (self.api.http().clone(), self.max_download_bytes);
             tasks.spawn(async move { (index, fetch(&client, &url, max).await) });
         }
         let mut images = Vec::with_capacity(tasks.len());

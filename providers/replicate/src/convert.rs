@@ -7,7 +7,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::image_mime,
     upstream::{self, failed, short},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
@@ -22,12 +21,7 @@ const MODERATION_WORDS: [&str; 5] = ["safety", "nsfw", "sensitive", "flagged", "
 
 /// The model's `upstream_input` table, typed. A bad table is the operator's catalog error.
 pub(crate) fn mapping(model: &ModelSpec) -> Result<InputMapping, ProviderError> {
-    serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-        failed(format!(
-            "the catalog entry of `{}` has an invalid upstream_input: {e}",
-            model.id
-        ))
-    })
+    upstream::upstream_input(model)
 }
 
 /// The `input` object of one prediction.
@@ -122,12 +116,7 @@ fn invalid(param: &str, message: &str) -> ProviderError {
 
 /// Parses a 2xx prediction body; any other shape is a malformed answer.
 pub(crate) fn prediction(body: &[u8]) -> Result<Prediction, ProviderError> {
-    serde_json::from_slice(body).map_err(|e| {
-        failed(format!(
-            "malformed upstream response: {}",
-            short(&e.to_string())
-        ))
-    })
+    serde_json::from_slice(body).map_err(upstream::malformed)
 }
 
 /// Whether the prediction has ended (`aborted` is not in the schema, but clients see it).
@@ -208,13 +197,11 @@ pub(crate) fn image(
     bytes: Bytes,
     content_type: Option<&str>,
 ) -> Result<GeneratedImage, ProviderError> {
-    let mime = image_mime(&bytes, &[content_type])
-        .ok_or_else(|| failed("the upstream output is not an image"))?;
-    Ok(GeneratedImage {
+    upstream::sniffed_image(
         bytes,
-        mime,
-        revised_prompt: None,
-    })
+        &[content_type],
+        "the upstream output is not an image",
+    )
 }
 
 /// Decodes a `data:` output (sync mode may inline small files) within `max_bytes`.

@@ -5,19 +5,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, DEFAULT_MAX_DOWNLOAD_BYTES},
+    upstream::{ApiClient, KeyHeader, DEFAULT_MAX_DOWNLOAD_BYTES},
     Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::Value;
 
-use crate::{
-    convert::{self, ImageSource},
-    DEFAULT_BASE_URL, PROVIDER_ID,
-};
+use crate::{convert, DEFAULT_BASE_URL, PROVIDER_ID};
 
 /// How long one upstream call may take by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,31 +48,23 @@ impl TogetherConfig {
 #[derive(Debug)]
 pub struct TogetherProvider {
     generations_url: String,
-    /// `Bearer <key>`, marked sensitive so that it never shows in `Debug` output. Sent to the
-    /// API only, never to download URLs.
-    auth: HeaderValue,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_download_bytes: usize,
-    client: reqwest::Client,
+    /// Bearer auth, sent to the API only, never to download URLs.
+    api: ApiClient,
 }
 
 impl TogetherProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: TogetherConfig) -> Result<Self, ProviderError> {
-        // The message must not quote the value: it is the key.
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
-            .map_err(|_| {
-                upstream::failed("the API key contains characters not allowed in a header")
-            })?;
-        auth.set_sensitive(true);
+        let api = ApiClient::new(
+            KeyHeader::BEARER,
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
         let base = config.base_url.trim_end_matches('/');
         Ok(Self {
             generations_url: format!("{base}/images/generations"),
-            auth,
-            api_key: config.api_key,
-            max_download_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
+            api,
         })
     }
 }
@@ -90,9 +76,7 @@ impl ImageProvider for TogetherProvider {
     }
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.try_generate(call)
-            .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+        self.try_generate(call).await.map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -105,19 +89,18 @@ impl TogetherProvider {
             n = call.n,
             "calling Together images/generations"
         );
-        let answer = self.post_json(&self.generations_url, &body).await?;
+        let post = self.api.post(&self.generations_url).json(&body);
+        let answer = self
+            .api
+            .send_for_body(post, convert::error_from_status)
+            .await?;
         let sources = convert::parse_response(&answer)?;
 
         let output_format = call.request.param_str("output_format");
         let mut images = Vec::with_capacity(sources.len());
         // Sequential on purpose: URL items only appear if Together ignores `base64`.
         for source in sources {
-            let (bytes, content_type) = match source {
-                ImageSource::Inline(bytes) => (bytes, None),
-                ImageSource::Url(url) => {
-                    upstream::download(&self.client, &url, self.max_download_bytes).await?
-                }
-            };
+            let (bytes, content_type) = self.api.fetch(source).await?;
             images.push(convert::generated_image(
                 bytes,
                 content_type.as_deref(),
@@ -131,30 +114,5 @@ impl TogetherProvider {
         // Together renders exactly the width and height it was sent.
         generation.meta.size = Some(convert::pixel_size(&call).to_string());
         Ok(generation)
-    }
-
-    /// POSTs `body` to the API and returns the 2xx body, or the mapped upstream error.
-    async fn post_json(&self, url: &str, body: &Value) -> Result<Bytes, ProviderError> {
-        let response = self
-            .client
-            .post(url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(upstream::transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = upstream::retry_after(response.headers());
-            // The status alone decides the error kind, so an unreadable body is no worse than
-            // an empty one.
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(convert::error_from_status(
-                status.as_u16(),
-                retry_after,
-                &body,
-            ));
-        }
-        response.bytes().await.map_err(upstream::transport_error)
     }
 }

@@ -4,15 +4,16 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    dimensions::Size, provider::image_mime, upstream, GeneratedImage, ProviderError,
-    ProviderRequest,
+    dimensions::Size,
+    upstream::{self, ImageSource},
+    GeneratedImage, ProviderError, ProviderRequest,
 };
+use imgproxy_provider_openai::compat;
 use serde_json::{Map, Value};
 
-use crate::wire::{ErrorEnvelope, ImageResponse};
+use crate::wire::ImageFields;
 
 /// The size rendered when a request carries none (Together's own default).
 const DEFAULT_SIZE: Size = Size {
@@ -41,7 +42,6 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<Value, Provider
         });
     }
     let request = call.request;
-    let model = &request.model;
     let size = pixel_size(call);
     let mut body = Map::new();
     body.insert("width".into(), Value::from(size.width));
@@ -52,15 +52,8 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<Value, Provider
     if let Some(seed) = call.seed() {
         body.insert("seed".into(), Value::from(seed));
     }
-    for name in ["negative_prompt", "output_format"] {
-        if let Some(value) = request.param_str(name) {
-            body.insert(name.into(), Value::from(value));
-        }
-    }
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
-    body.insert("n".into(), Value::from(call.n));
+    compat::copy_text_params(&mut body, call, &["negative_prompt", "output_format"]);
+    compat::finish_body(&mut body, call);
     body.insert("response_format".into(), Value::from("base64"));
     Ok(Value::Object(body))
 }
@@ -70,41 +63,16 @@ pub(crate) fn pixel_size(call: &ProviderRequest<'_>) -> Size {
     call.request.pixel_size(DEFAULT_SIZE, SIZE_MULTIPLE)
 }
 
-/// Where the bytes of one returned image are.
-#[derive(Debug, PartialEq)]
-pub(crate) enum ImageSource {
-    /// Decoded from `b64_json`.
-    Inline(Bytes),
-    /// To download from `url`.
-    Url(String),
-}
-
 /// Parses a 200 body into its images, in `index` order. An answer without `data`, with no
 /// image, or with an item that carries neither `b64_json` nor `url` is a `Failed`.
 pub(crate) fn parse_response(body: &[u8]) -> Result<Vec<ImageSource>, ProviderError> {
-    let response: ImageResponse =
-        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
-    let Some(mut data) = response.data else {
-        return Err(malformed("no `data`".into()));
-    };
-    if data.is_empty() {
+    let mut images = compat::read::<(), ImageFields>(body)?.parse()?.images;
+    if images.is_empty() {
         return Err(upstream::failed("Together returned no image"));
     }
     // Stable, so items without an index keep their order.
-    data.sort_by_key(|item| item.index.unwrap_or(u32::MAX));
-    data.into_iter()
-        .enumerate()
-        .map(|(position, image)| match (image.b64_json, image.url) {
-            (Some(b64), _) => base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map(|bytes| ImageSource::Inline(Bytes::from(bytes)))
-                .map_err(|e| malformed(format!("`b64_json` of image {position}: {e}"))),
-            (None, Some(url)) => Ok(ImageSource::Url(url)),
-            (None, None) => Err(malformed(format!(
-                "image {position} has neither `b64_json` nor `url`"
-            ))),
-        })
-        .collect()
+    images.sort_by_key(|image| image.extra.index.unwrap_or(u32::MAX));
+    Ok(images.into_iter().map(|image| image.source).collect())
 }
 
 /// A finished image. The bytes decide the MIME type; failing that, a download's
@@ -114,18 +82,8 @@ pub(crate) fn generated_image(
     content_type: Option<&str>,
     output_format: Option<&str>,
 ) -> GeneratedImage {
-    let from_format = output_format.and_then(|format| match format {
-        "png" => Some("image/png"),
-        "jpeg" | "jpg" => Some("image/jpeg"),
-        _ => None,
-    });
-    let mime = image_mime(&bytes, &[content_type, from_format])
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt: None,
-    }
+    let from_format = output_format.and_then(compat::mime_of_format);
+    compat::generated_image(bytes, &[content_type, from_format], None)
 }
 
 /// The error for a non-2xx answer. A 4xx whose message mentions NSFW content or the safety
@@ -136,21 +94,12 @@ pub(crate) fn error_from_status(
     retry_after: Option<Duration>,
     body: &[u8],
 ) -> ProviderError {
-    let error = serde_json::from_slice::<ErrorEnvelope>(body)
-        .ok()
-        .and_then(|envelope| envelope.error)
-        .unwrap_or_default();
-    let code = error.code.as_ref().and_then(|code| match code {
-        Value::String(code) => Some(code.clone()),
-        Value::Number(code) => Some(code.to_string()),
-        _ => None,
-    });
+    let error = compat::read_error(body);
     let message = error
-        .message
-        .map(|m| m.trim().to_owned())
-        .filter(|m| !m.is_empty())
-        .or(code)
-        .unwrap_or_else(|| excerpt(body));
+        .message()
+        .map(str::to_owned)
+        .or_else(|| error.code())
+        .unwrap_or_else(|| upstream::excerpt(body));
     let lower = message.to_lowercase();
     let client_error = (400..500).contains(&status) && ![401, 403, 429].contains(&status);
     if client_error && MODERATION_WORDS.iter().any(|word| lower.contains(word)) {
@@ -162,19 +111,6 @@ pub(crate) fn error_from_status(
         };
     }
     upstream::status_error(status, retry_after, &message)
-}
-
-fn malformed(detail: String) -> ProviderError {
-    upstream::failed(format!(
-        "malformed upstream response: {}",
-        upstream::short(&detail)
-    ))
-}
-
-/// A short, one-line excerpt of a body that is not Together's error envelope.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    upstream::short(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

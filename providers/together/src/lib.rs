@@ -2,7 +2,8 @@
 //! JSON call per request (`n` images at once), images returned inline as base64.
 //!
 //! `client` holds the provider and its HTTP, `convert` the body building, response reading and
-//! error mapping, `wire` Together's serde types.
+//! error mapping, `wire` Together's serde types on top of the OpenAI-compatible wire
+//! (`imgproxy_provider_openai::compat`).
 
 mod client;
 mod convert;

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png};
+use imgproxy_testkit::{b64, data_url, png, reference_png, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, Request, ResponseTemplate,
+    Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -132,15 +132,6 @@ async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> T
     Ok(())
 }
 
-/// Download URLs must never see the API key.
-struct NoAuthorization;
-
-impl wiremock::Match for NoAuthorization {
-    fn matches(&self, request: &Request) -> bool {
-        !request.headers.contains_key("authorization")
-    }
-}
-
 #[tokio::test]
 async fn url_items_are_downloaded_without_the_key() -> TestResult {
     let server = MockServer::start().await;
@@ -154,7 +145,7 @@ async fn url_items_are_downloaded_without_the_key() -> TestResult {
         .await;
     Mock::given(method("GET"))
         .and(path("/shrt/abc.png"))
-        .and(NoAuthorization)
+        .and(WithoutHeader("authorization"))
         .respond_with(ResponseTemplate::new(200).set_body_bytes(png(4, 4, [1, 1, 1])))
         .expect(1)
         .mount(&server)

@@ -5,17 +5,14 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, DEFAULT_MAX_DOWNLOAD_BYTES},
+    upstream::{ApiClient, KeyHeader, DEFAULT_MAX_DOWNLOAD_BYTES},
     Generation, ImageProvider, ProviderError, ProviderRequest,
 };
-use reqwest::header::{HeaderValue, AUTHORIZATION};
 use secrecy::{ExposeSecret as _, SecretString};
-use serde_json::Value;
 
 use crate::{
-    convert::{self, Endpoint, ImageSource},
+    convert::{self, Endpoint},
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
@@ -55,32 +52,24 @@ impl XaiConfig {
 pub struct XaiProvider {
     generations_url: String,
     edits_url: String,
-    /// `Bearer <key>`, marked sensitive so that it never shows in `Debug` output. Sent to the
-    /// API only, never to download URLs.
-    auth: HeaderValue,
-    /// Kept to scrub it from upstream messages.
-    api_key: SecretString,
-    max_download_bytes: usize,
-    client: reqwest::Client,
+    /// Bearer auth, sent to the API only, never to download URLs.
+    api: ApiClient,
 }
 
 impl XaiProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: XaiConfig) -> Result<Self, ProviderError> {
-        // The message must not quote the value: it is the key.
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", config.api_key.expose_secret()))
-            .map_err(|_| {
-                upstream::failed("the API key contains characters not allowed in a header")
-            })?;
-        auth.set_sensitive(true);
+        let api = ApiClient::new(
+            KeyHeader::BEARER,
+            config.api_key.expose_secret(),
+            config.timeout,
+        )?
+        .max_body_bytes(config.max_download_bytes);
         let base = config.base_url.trim_end_matches('/');
         Ok(Self {
             generations_url: format!("{base}/images/generations"),
             edits_url: format!("{base}/images/edits"),
-            auth,
-            api_key: config.api_key,
-            max_download_bytes: config.max_download_bytes,
-            client: upstream::http_client(config.timeout)?,
+            api,
         })
     }
 }
@@ -92,9 +81,7 @@ impl ImageProvider for XaiProvider {
     }
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.try_generate(call)
-            .await
-            .map_err(|e| e.without_secret(self.api_key.expose_secret()))
+        self.try_generate(call).await.map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -113,18 +100,16 @@ impl XaiProvider {
             ?endpoint,
             "calling xAI"
         );
-        let answer = self.post_json(url, &body).await?;
+        let answer = self
+            .api
+            .send_for_body(self.api.post(url).json(&body), convert::error_from_status)
+            .await?;
         let parsed = convert::parse_response(&answer)?;
 
         let mut images = Vec::with_capacity(parsed.images.len());
         // Sequential on purpose: URL items only appear if xAI ignores `b64_json`.
         for image in parsed.images {
-            let (bytes, content_type) = match image.source {
-                ImageSource::Inline(bytes) => (bytes, None),
-                ImageSource::Url(url) => {
-                    upstream::download(&self.client, &url, self.max_download_bytes).await?
-                }
-            };
+            let (bytes, content_type) = self.api.fetch(image.source).await?;
             images.push(convert::generated_image(
                 bytes,
                 image.mime.as_deref(),
@@ -143,30 +128,5 @@ impl XaiProvider {
             .map(str::to_owned);
         generation.images = images;
         Ok(generation)
-    }
-
-    /// POSTs `body` to the API and returns the 2xx body, or the mapped upstream error.
-    async fn post_json(&self, url: &str, body: &Value) -> Result<Bytes, ProviderError> {
-        let response = self
-            .client
-            .post(url)
-            .header(AUTHORIZATION, self.auth.clone())
-            .json(body)
-            .send()
-            .await
-            .map_err(upstream::transport_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = upstream::retry_after(response.headers());
-            // The status alone decides the error kind, so an unreadable body is no worse than
-            // an empty one.
-            let body = response.bytes().await.unwrap_or_default();
-            return Err(convert::error_from_status(
-                status.as_u16(),
-                retry_after,
-                &body,
-            ));
-        }
-        response.bytes().await.map_err(upstream::transport_error)
     }
 }

@@ -4,12 +4,12 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use base64::Engine as _;
 use bytes::Bytes;
 use imgproxy_core::{
-    provider::image_mime, upstream, GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
-    Usage,
+    upstream::{self, ImageSource},
+    GeneratedImage, ProviderError, ProviderRequest, Usage,
 };
+use imgproxy_provider_openai::compat;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -24,17 +24,6 @@ struct UpstreamInput {
     /// Our `aspect_ratio` → xAI's, where xAI writes a ratio core cannot parse
     /// (`6:13` → `9:19.5`).
     aspect_ratio_values: BTreeMap<String, String>,
-}
-
-impl UpstreamInput {
-    fn of(model: &ModelSpec) -> Result<Self, ProviderError> {
-        serde_json::from_value(Value::Object(model.upstream_input.clone())).map_err(|e| {
-            upstream::failed(format!(
-                "the catalog's upstream_input of `{}` is invalid: {e}",
-                model.id
-            ))
-        })
-    }
 }
 
 /// Which xAI endpoint a body goes to.
@@ -54,7 +43,7 @@ pub(crate) enum Endpoint {
 pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Value), ProviderError> {
     let request = call.request;
     let model = &request.model;
-    let input = UpstreamInput::of(model)?;
+    let input: UpstreamInput = upstream::upstream_input(model)?;
     let mapped = |map: &BTreeMap<String, String>, value: &str| {
         map.get(value).cloned().unwrap_or_else(|| value.to_owned())
     };
@@ -67,15 +56,8 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Valu
         let resolution = mapped(&input.resolution_values, tier);
         body.insert("resolution".into(), Value::String(resolution));
     }
-    for name in ["quality", "user"] {
-        if let Some(value) = request.param_str(name) {
-            body.insert(name.into(), Value::from(value));
-        }
-    }
-    body.extend(model.upstream_params.clone());
-    body.insert("model".into(), Value::from(model.upstream.as_str()));
-    body.insert("prompt".into(), Value::from(request.prompt.as_str()));
-    body.insert("n".into(), Value::from(call.n));
+    compat::copy_text_params(&mut body, call, &["quality", "user"]);
+    compat::finish_body(&mut body, call);
     body.insert("response_format".into(), Value::from("b64_json"));
 
     let image = |reference: &imgproxy_core::ReferenceImage| json!({"url": reference.data_url(), "type": "image_url"});
@@ -93,15 +75,6 @@ pub(crate) fn request_body(call: &ProviderRequest<'_>) -> Result<(Endpoint, Valu
         }
     };
     Ok((endpoint, Value::Object(body)))
-}
-
-/// Where the bytes of one returned image are.
-#[derive(Debug, PartialEq)]
-pub(crate) enum ImageSource {
-    /// Decoded from `b64_json`.
-    Inline(Bytes),
-    /// To download from `url`.
-    Url(String),
 }
 
 /// One item of a parsed response.
@@ -125,52 +98,36 @@ pub(crate) struct ParsedResponse {
 /// is a `ModerationBlocked`. Anything else unusable is a `Failed` "malformed upstream
 /// response".
 pub(crate) fn parse_response(body: &[u8]) -> Result<ParsedResponse, ProviderError> {
-    let response: ImagesResponse =
-        serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
-    if let Some(reason) = response.block_reason.as_ref().and_then(block_reason) {
+    let response: ImagesResponse = compat::read(body)?;
+    if let Some(reason) = response.extra.block_reason.as_ref().and_then(block_reason) {
         return Err(ProviderError::ModerationBlocked {
             message: format!("xAI blocked the request: {}", upstream::short(&reason)),
         });
     }
-    let Some(data) = response.data else {
-        return Err(malformed("no `data`".into()));
-    };
+    let data = response.data()?;
     if data.is_empty()
         || data
             .iter()
-            .any(|item| item.respect_moderation == Some(false))
+            .any(|item| item.extra.respect_moderation == Some(false))
     {
         return Err(ProviderError::ModerationBlocked {
             message: "xAI's moderation withheld the image".into(),
         });
     }
-    let images = data
+    let parsed = response.parse()?;
+    let images = parsed
+        .images
         .into_iter()
-        .enumerate()
-        .map(|(index, image)| {
-            let source = match (image.b64_json, image.url) {
-                (Some(b64), _) => base64::engine::general_purpose::STANDARD
-                    .decode(b64.trim())
-                    .map(|bytes| ImageSource::Inline(Bytes::from(bytes)))
-                    .map_err(|e| malformed(format!("`data[{index}].b64_json`: {e}")))?,
-                (None, Some(url)) => ImageSource::Url(url),
-                (None, None) => {
-                    return Err(malformed(format!(
-                        "`data[{index}]` has neither `b64_json` nor `url`"
-                    )))
-                }
-            };
-            Ok(ParsedImage {
-                source,
-                mime: image.mime_type,
-                // xAI sends `""` when it kept the prompt.
-                revised_prompt: image.revised_prompt.filter(|p| !p.trim().is_empty()),
-            })
+        .map(|image| ParsedImage {
+            source: image.source,
+            mime: image.extra.mime_type,
+            // xAI sends `""` when it kept the prompt.
+            revised_prompt: image.revised_prompt.filter(|p| !p.trim().is_empty()),
         })
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(ParsedResponse {
         images,
-        usage: response.usage.and_then(Usage::lenient),
+        usage: parsed.usage,
     })
 }
 
@@ -192,13 +149,7 @@ pub(crate) fn generated_image(
     content_type: Option<&str>,
     revised_prompt: Option<String>,
 ) -> GeneratedImage {
-    let mime = image_mime(&bytes, &[reported, content_type])
-        .unwrap_or_else(|| "application/octet-stream".to_owned());
-    GeneratedImage {
-        bytes,
-        mime,
-        revised_prompt,
-    }
+    compat::generated_image(bytes, &[reported, content_type], revised_prompt)
 }
 
 /// The error for a non-2xx answer, by status (core's generic mapping, after a 400 about the
@@ -214,7 +165,7 @@ pub(crate) fn error_from_status(
         (Some(message), Some(code)) if !message.contains(&code) => format!("{message} ({code})"),
         (Some(message), _) => message.to_owned(),
         (None, Some(code)) => code,
-        (None, None) => excerpt(body),
+        (None, None) => upstream::excerpt(body),
     };
     // xAI answers a wrong key with a 400 rather than a 401 (its API reference): that is the
     // operator's problem, not a fault in the client's request.
@@ -222,19 +173,6 @@ pub(crate) fn error_from_status(
         return ProviderError::Unauthorized { status };
     }
     upstream::status_error(status, retry_after, &message)
-}
-
-fn malformed(detail: String) -> ProviderError {
-    upstream::failed(format!(
-        "malformed upstream response: {}",
-        upstream::short(&detail)
-    ))
-}
-
-/// A short, one-line excerpt of a body that is not one of xAI's error shapes.
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    upstream::short(&text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! generation into an edit.
 //!
 //! `client` holds the provider and its HTTP, `convert` the body building, response reading and
-//! error mapping, `wire` xAI's serde types.
+//! error mapping, `wire` xAI's serde types on top of the OpenAI-compatible wire
+//! (`imgproxy_provider_openai::compat`).
 
 mod client;
 mod convert;

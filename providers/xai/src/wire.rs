@@ -1,31 +1,29 @@
-//! xAI's wire types that this adapter reads: the images response and the three error shapes
-//! xAI answers with. Private to the crate. Request bodies are plain JSON objects built in
-//! `convert`, because which optional fields they carry depends on the catalog entry.
+//! xAI's wire types that this adapter reads: its own fields on the OpenAI-compatible images
+//! body (whose shape and reading are `imgproxy_provider_openai::compat`), and the three error
+//! shapes xAI answers with. Private to the crate. Request bodies are plain JSON objects built
+//! in `convert`, because which optional fields they carry depends on the catalog entry.
 
+use imgproxy_provider_openai::compat::{self, ErrorObject};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// The success body of `POST /images/generations` and `POST /images/edits`. Unknown fields
-/// are ignored so that a new upstream field never breaks a paid-for generation.
+/// The success body of `POST /images/generations` and `POST /images/edits`. `data` is empty
+/// when xAI moderated the request silently; `usage` is `{"cost_in_usd_ticks": ...}`.
+pub(crate) type ImagesResponse = compat::ImagesResponse<ResponseFields, ImageFields>;
+
+/// xAI's top-level fields.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ImagesResponse {
-    /// Empty when xAI moderated the request silently; absent only in a malformed answer.
-    pub data: Option<Vec<Image>>,
-    /// `{"cost_in_usd_ticks": ...}`; kept loose so that an odd shape costs only the usage.
-    pub usage: Option<Value>,
+pub(crate) struct ResponseFields {
     /// Non-null when xAI blocked the request (third-party API reference only).
     pub block_reason: Option<Value>,
 }
 
-/// One item of `data`: inline base64 (we ask for `b64_json`) or, failing that, a URL.
+/// xAI's fields on each item of `data`. Its `revised_prompt` is often `""`, which means "not
+/// rewritten".
 #[derive(Debug, Deserialize)]
-pub(crate) struct Image {
-    pub b64_json: Option<String>,
-    pub url: Option<String>,
+pub(crate) struct ImageFields {
     /// `image/png`, `image/jpeg`, ...
     pub mime_type: Option<String>,
-    /// Often `""`, which means "not rewritten".
-    pub revised_prompt: Option<String>,
     /// `false` when moderation withheld this image.
     pub respect_moderation: Option<bool>,
 }
@@ -39,7 +37,7 @@ pub(crate) struct ErrorBody {
     pub code: Option<Value>,
 }
 
-/// `error`: a message, or an OpenAI-style object.
+/// `error`: a message, or OpenAI's error object.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub(crate) enum ErrorField {
@@ -47,22 +45,13 @@ pub(crate) enum ErrorField {
     Object(ErrorObject),
 }
 
-/// The OpenAI-style error object.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ErrorObject {
-    pub message: Option<String>,
-    pub code: Option<Value>,
-}
-
 impl ErrorBody {
     /// The upstream's message, whichever shape carried it.
     pub fn message(&self) -> Option<&str> {
         match self.error.as_ref()? {
-            ErrorField::Text(text) => Some(text.as_str()),
-            ErrorField::Object(object) => object.message.as_deref(),
+            ErrorField::Text(text) => Some(text.trim()).filter(|m| !m.is_empty()),
+            ErrorField::Object(object) => object.message(),
         }
-        .map(str::trim)
-        .filter(|m| !m.is_empty())
     }
 
     /// The upstream's error code, as text, whichever shape carried it.
@@ -71,10 +60,11 @@ impl ErrorBody {
             Some(ErrorField::Object(object)) => object.code.as_ref(),
             _ => None,
         };
-        match self.code.as_ref().or(nested)? {
-            Value::String(code) => Some(code.clone()),
-            Value::Number(code) => Some(code.to_string()),
-            _ => None,
+        // Read as OpenAI reads a code: a string or a number.
+        ErrorObject {
+            code: self.code.as_ref().or(nested).cloned(),
+            ..ErrorObject::default()
         }
+        .code()
     }
 }

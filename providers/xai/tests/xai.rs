@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest, ImageResponse};
 use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png};
+use imgproxy_testkit::{b64, data_url, png, reference_png, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, Request, ResponseTemplate,
+    Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -247,15 +247,6 @@ async fn unsupported_dimensions_are_refused_before_any_call() -> TestResult {
     Ok(())
 }
 
-/// Download URLs must never see the API key.
-struct NoAuthorization;
-
-impl wiremock::Match for NoAuthorization {
-    fn matches(&self, request: &Request) -> bool {
-        !request.headers.contains_key("authorization")
-    }
-}
-
 #[tokio::test]
 async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_kept() -> TestResult
 {
@@ -274,7 +265,7 @@ async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_k
         .await;
     Mock::given(method("GET"))
         .and(path("/xai-tmp-imgen-1.png"))
-        .and(NoAuthorization)
+        .and(WithoutHeader("authorization"))
         .respond_with(ResponseTemplate::new(200).set_body_bytes(png(4, 4, [5, 5, 5])))
         .expect(1)
         .mount(&server)

@@ -95,6 +95,17 @@ pub fn data_url(bytes: &[u8]) -> String {
     format!("data:image/png;base64,{}", b64(bytes))
 }
 
+/// A wiremock matcher for requests without the header `.0`: download and output URLs never
+/// see the key (`WithoutHeader("authorization")`).
+#[derive(Debug, Clone, Copy)]
+pub struct WithoutHeader(pub &'static str);
+
+impl wiremock::Match for WithoutHeader {
+    fn matches(&self, request: &wiremock::Request) -> bool {
+        !request.headers.contains_key(self.0)
+    }
+}
+
 /// The cases, generic over the fixture; [`conformance_suite!`] makes one test of each.
 pub mod cases {
     use super::*;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway};
 use imgproxy_provider_fal::{FalConfig, FalProvider};
+use imgproxy_testkit::WithoutHeader;
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
-    Mock, MockServer, Request, ResponseTemplate,
+    Mock, MockServer, ResponseTemplate,
 };
 
 pub const KEY: &str = "fal-test-key-0123456789abcdef";
@@ -146,7 +147,7 @@ pub async fn cdn_file(
 ) -> String {
     Mock::given(method("GET"))
         .and(path(format!("/cdn/{name}")))
-        .and(|request: &Request| !request.headers.contains_key("authorization"))
+        .and(WithoutHeader("authorization"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(bytes, content_type))
         .expect(times)
         .mount(server)

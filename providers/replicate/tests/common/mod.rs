@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway};
 use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider, PROVIDER_ID};
-use imgproxy_testkit::{png, TEST_DEADLINE};
+use imgproxy_testkit::{png, WithoutHeader, TEST_DEADLINE};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{header, method, path},
-    Mock, MockServer, Request, ResponseTemplate,
+    Mock, MockServer, ResponseTemplate,
 };
 
 /// The prompt of every test request.
@@ -58,7 +58,7 @@ pub async fn mount_outputs(server: &MockServer, count: usize, expect: u64) -> Ve
         let shade = u8::try_from(i * 30 % 256).unwrap_or_default();
         Mock::given(method("GET"))
             .and(path(file.as_str()))
-            .and(no_credentials)
+            .and(WithoutHeader("authorization"))
             .respond_with(
                 ResponseTemplate::new(200)
                     .set_body_raw(png(16, 16, [shade, 0, 0]), "application/octet-stream"),
@@ -69,11 +69,6 @@ pub async fn mount_outputs(server: &MockServer, count: usize, expect: u64) -> Ve
         urls.push(format!("{}{file}", server.uri()));
     }
     urls
-}
-
-/// Matches requests that carry no `Authorization`: output URLs never see the token.
-fn no_credentials(request: &Request) -> bool {
-    !request.headers.contains_key("authorization")
 }
 
 /// Polls of prediction `id`: each of `pending` once, in order, then `last` once.

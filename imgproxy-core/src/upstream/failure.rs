@@ -1,0 +1,157 @@
+//! Upstream failures into [`ProviderError`]s, as far as every upstream agrees: transport
+//! errors, `Retry-After`, the usual meaning of a status, and messages cut to a size fit for a
+//! client. An adapter reads its own error bodies and special statuses before falling back here.
+
+use std::{fmt::Display, time::Duration};
+
+use reqwest::header::HeaderMap;
+
+use crate::ProviderError;
+
+/// Longest upstream text carried into an error message, in characters: enough to diagnose,
+/// short enough that an HTML error page never ends up in a client's error.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+
+/// A `Failed` error.
+pub fn failed(message: impl Into<String>) -> ProviderError {
+    ProviderError::Failed {
+        message: message.into(),
+    }
+}
+
+/// A `Failed` "malformed upstream response": a 2xx body that is not the documented shape.
+pub fn malformed(detail: impl Display) -> ProviderError {
+    failed(format!(
+        "malformed upstream response: {}",
+        short(&detail.to_string())
+    ))
+}
+
+/// `message` cut to a length fit for a client's error.
+pub fn short(message: &str) -> String {
+    let mut text: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        text.push('…');
+    }
+    text
+}
+
+/// A body that is not the upstream's error shape, as a short message: on one line, cut like
+/// [`short`]; empty if the body has no text.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    short(&text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Maps a failure to talk to the upstream at all. The URL is left out: an operator's
+/// endpoint, or a signed download URL, is none of a client's business.
+pub fn transport_error(error: reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        return ProviderError::Timeout;
+    }
+    let what = if error.is_connect() {
+        "cannot reach upstream"
+    } else if error.is_body() || error.is_decode() {
+        "reading the upstream response failed"
+    } else {
+        "upstream request failed"
+    };
+    failed(format!("{what}: {}", chain(&error.without_url())))
+}
+
+/// An error and its sources, as one line.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How long the upstream asked us to wait: `retry-after-ms`, else `Retry-After` in seconds.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    let valid = |v: f64| v.is_finite() && v >= 0.0;
+    if let Some(ms) = number("retry-after-ms").filter(|v| valid(*v)) {
+        return Some(Duration::from_secs_f64(ms / 1000.0));
+    }
+    number("retry-after")
+        .filter(|v| valid(*v))
+        .map(Duration::from_secs_f64)
+}
+
+/// The error for a non-2xx upstream status, by the usual meaning of the status:
+/// 400/409/422 → the upstream's `message` as an invalid request; 401/403 → our key was
+/// rejected (the upstream's text is dropped: it may echo the key); 429 → rate limited;
+/// anything else → failed. Providers handle their own moderation signals before this.
+pub fn status_error(status: u16, retry_after: Option<Duration>, message: &str) -> ProviderError {
+    match status {
+        400 | 409 | 422 => ProviderError::InvalidRequest {
+            message: format!("upstream rejected the request: {}", short(message)),
+            param: None,
+            code: Some("upstream_invalid_request".into()),
+        },
+        401 | 403 => ProviderError::Unauthorized { status },
+        429 => ProviderError::RateLimited { retry_after },
+        _ if message.is_empty() => failed(format!("upstream answered HTTP {status}")),
+        _ => failed(format!(
+            "upstream answered HTTP {status}: {}",
+            short(message)
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_prefers_milliseconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("20"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(20)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_millis(1500)));
+        headers.insert("retry-after-ms", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn statuses_map_by_meaning() {
+        assert!(matches!(
+            status_error(422, None, "bad"),
+            ProviderError::InvalidRequest { .. }
+        ));
+        assert_eq!(
+            status_error(401, None, "key sk-123"),
+            ProviderError::Unauthorized { status: 401 }
+        );
+        assert_eq!(
+            status_error(429, Some(Duration::from_secs(3)), ""),
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert!(
+            matches!(status_error(503, None, &"x".repeat(1000)), ProviderError::Failed { message } if message.len() < 400)
+        );
+    }
+
+    #[test]
+    fn excerpts_are_one_short_line() {
+        assert_eq!(
+            excerpt(b"<html>\n  bad   gateway</html>\n"),
+            "<html> bad gateway</html>"
+        );
+        assert_eq!(excerpt(b" \n "), "");
+        assert_eq!(
+            excerpt(&[b'x'; 1000]).chars().count(),
+            MAX_MESSAGE_CHARS + 1
+        );
+    }
+}
