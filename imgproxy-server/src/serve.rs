@@ -39,9 +39,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     let db = Database::connect(&settings.database_url)
         .await
         .context("opening the database")?;
-    let released = db
-        .release_stale(&instance_id, STALE_RESERVATION)
-        .await?;
+    let released = db.release_stale(&instance_id, STALE_RESERVATION).await?;
     if released > 0 {
         tracing::warn!(
             released,
