@@ -17,9 +17,6 @@ use crate::{
     ImageResponse, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
 };
 
-/// The path under which stored images are served and signed: `{url_prefix}` ends with it.
-pub const IMAGE_PATH: &str = "/images/";
-
 /// Where a run's upstream calls report as they go (partial images, started upstream jobs),
 /// and the jobs of an earlier run to resume instead of starting new ones.
 #[derive(Debug, Clone, Copy, Default)]

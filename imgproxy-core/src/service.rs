@@ -20,7 +20,11 @@ pub use db::Database;
 pub use serving::{Call, Served, StoredImage};
 pub use store::ImageStore;
 
-use crate::{gateway::IMAGE_PATH, Gateway};
+use crate::Gateway;
+
+/// The path under which stored images are served and signed: a service's URL prefix ends
+/// with it.
+pub const IMAGE_PATH: &str = "/images/";
 
 /// A gateway with everything a served request needs around it. Cheap to share behind an
 /// `Arc`; the store and the database are handles to shared pools.

@@ -5,8 +5,7 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
-    gateway::IMAGE_PATH,
-    service::{signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service},
+    service::{signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service, IMAGE_PATH},
     Gateway, GatewayBuilder,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;

@@ -6,7 +6,7 @@ use axum::{
     http::header,
     response::IntoResponse,
 };
-use imgproxy_core::{gateway::IMAGE_PATH, service::signing::SignatureError};
+use imgproxy_core::service::{signing::SignatureError, IMAGE_PATH};
 
 use crate::{error::ApiError, state::AppState};
 
