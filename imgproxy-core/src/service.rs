@@ -8,6 +8,7 @@ pub mod cache;
 pub mod db;
 pub mod files;
 pub mod metering;
+pub mod retention;
 pub mod serving;
 pub mod signing;
 pub mod store;

@@ -5,7 +5,10 @@ use std::{sync::Arc, time::Duration};
 use anyhow::Context as _;
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
-    service::{signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service, IMAGE_PATH},
+    service::{
+        retention::Retention, signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service,
+        IMAGE_PATH,
+    },
     Gateway, GatewayBuilder,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
@@ -97,6 +100,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     )?);
     tasks.recover().await?;
     tasks.start();
+    sweep_store(&service, settings.retention);
 
     let served: Vec<&str> = service
         .gateway()
@@ -138,6 +142,32 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .await?;
     tracing::info!("imgproxy stopped");
     Ok(())
+}
+
+/// Sweeps the image store under `retention` every `every`, when a limit is set. Instances
+/// sharing a store may all sweep: deletes of what nothing needs are idempotent.
+fn sweep_store(service: &Arc<Service>, (retention, every): (Retention, Duration)) {
+    if !retention.is_enabled() {
+        return;
+    }
+    let service = service.clone();
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            match service.sweep(&retention).await {
+                Ok(report) if report.objects > 0 || report.cache_entries > 0 => tracing::info!(
+                    cache_entries = report.cache_entries,
+                    objects = report.objects,
+                    freed_bytes = report.bytes,
+                    remaining_bytes = report.remaining_bytes,
+                    "retention sweep"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "retention sweep failed"),
+            }
+        }
+    });
 }
 
 /// This instance's id, kept in the data dir so that a restart recognises the reservations

@@ -21,6 +21,7 @@ mod keys;
 mod ledger;
 mod pool;
 mod records;
+mod retention;
 mod secret;
 mod tasks;
 mod types;

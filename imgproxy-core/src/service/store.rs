@@ -41,8 +41,13 @@ pub struct ImageStore {
     hot: Arc<Mutex<HotImages>>,
 }
 
-/// Recently read or written objects by path, within a byte budget (least recently used go
-/// first). An object larger than a quarter of the budget is not kept.
+/// What one kept object costs besides its bytes: its path, the LRU node and the `Bytes`
+/// handle, rounded up. Counted so that many small images cannot overrun the budget.
+const ENTRY_OVERHEAD: usize = 160;
+
+/// Recently read or written objects by path, within a byte budget that counts each entry's
+/// bytes, path and overhead (least recently used go first). An object larger than a quarter
+/// of the budget is not kept.
 #[derive(Debug)]
 struct HotImages {
     entries: lru::LruCache<String, Bytes>,
@@ -63,17 +68,28 @@ impl HotImages {
         self.entries.get(path).cloned()
     }
 
+    fn cost(path: &str, bytes: &Bytes) -> usize {
+        bytes.len() + path.len() + ENTRY_OVERHEAD
+    }
+
     fn insert(&mut self, path: &str, bytes: &Bytes) {
-        if bytes.len() > self.budget / 4 || self.entries.contains(path) {
+        let cost = Self::cost(path, bytes);
+        if cost > self.budget / 4 || self.entries.contains(path) {
             return;
         }
-        self.bytes += bytes.len();
+        self.bytes += cost;
         self.entries.put(path.to_owned(), bytes.clone());
         while self.bytes > self.budget {
-            let Some((_, evicted)) = self.entries.pop_lru() else {
+            let Some((path, evicted)) = self.entries.pop_lru() else {
                 break;
             };
-            self.bytes -= evicted.len();
+            self.bytes -= Self::cost(&path, &evicted);
+        }
+    }
+
+    fn remove(&mut self, path: &str) {
+        if let Some(bytes) = self.entries.pop(path) {
+            self.bytes -= Self::cost(path, &bytes);
         }
     }
 }
@@ -206,6 +222,39 @@ impl ImageStore {
             .map(|bytes| (bytes, mime)))
     }
 
+    /// Every object of the store: images and their kept conversions, with size and age.
+    pub async fn objects(&self) -> Result<Vec<StoredObject>> {
+        use futures_util::TryStreamExt as _;
+        let mut objects = Vec::new();
+        for prefix in ["images", "derived"] {
+            let prefix = ObjectPath::from(prefix);
+            let mut listing = self.inner.list(Some(&prefix));
+            while let Some(meta) = listing
+                .try_next()
+                .await
+                .map_err(|e| Error::Internal(format!("listing the image store: {e}")))?
+            {
+                let path = meta.location.to_string();
+                objects.push(StoredObject {
+                    key: image_key_of(&path),
+                    path,
+                    bytes: meta.size,
+                    modified_secs: meta.last_modified.timestamp(),
+                });
+            }
+        }
+        Ok(objects)
+    }
+
+    /// Deletes the object at `path` (from [`ImageStore::objects`]), and its copy in memory.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.hot().remove(path);
+        match self.inner.delete(&ObjectPath::from(path)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::Internal(format!("deleting {path}: {e}"))),
+        }
+    }
+
     async fn read(&self, path: &ObjectPath) -> Result<Option<Bytes>> {
         if let Some(bytes) = self.hot().get(path.as_ref()) {
             return Ok(Some(bytes));
@@ -221,6 +270,32 @@ impl ImageStore {
         self.hot().insert(path.as_ref(), &bytes);
         Ok(Some(bytes))
     }
+}
+
+/// One object of the store, as retention sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    /// Its path in the backend.
+    pub path: String,
+    /// The image key it holds or was converted from (`None` for a path this store does not
+    /// make).
+    pub key: Option<String>,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Last written, Unix seconds.
+    pub modified_secs: i64,
+}
+
+/// The image key behind an object path: `images/ab/<key>`, or `derived/ab/<key>.<ext>` for a
+/// kept conversion of it.
+fn image_key_of(path: &str) -> Option<String> {
+    let name = path.rsplit('/').next()?;
+    let key = if path.starts_with("derived/") {
+        name.rsplit_once('.')?.0
+    } else {
+        name
+    };
+    mime_of_key(key).map(|_| key.to_owned())
 }
 
 /// Images sit under `images/ab/` (the first two hex digits) to keep folders small.
@@ -317,8 +392,10 @@ mod tests {
 
     #[test]
     fn the_memory_cache_keeps_to_its_budget_and_drops_the_least_recent() {
-        let mut hot = HotImages::new(100);
         let image = |n: usize| Bytes::from(vec![0_u8; n]);
+        // Room for four 25-byte images with their one-letter paths and overhead.
+        let entry = HotImages::cost("a", &image(25));
+        let mut hot = HotImages::new(4 * entry);
         hot.insert("a", &image(25));
         hot.insert("b", &image(25));
         hot.insert("c", &image(26)); // over a quarter of the budget: not kept
@@ -327,8 +404,15 @@ mod tests {
         assert!(hot.get("a").is_some()); // `a` is now the most recent
         hot.insert("d", &image(25));
         hot.insert("e", &image(25));
-        assert_eq!(hot.bytes, 100);
+        assert_eq!(hot.bytes, 4 * entry);
         assert!(hot.get("b").is_none() && hot.get("a").is_some());
+        // Small images are counted with their overhead: a budget of 1,000 bytes holds no
+        // hundred one-byte images.
+        let mut small = HotImages::new(1000);
+        for n in 0..100 {
+            small.insert(&format!("p{n}"), &image(1));
+        }
+        assert!(small.bytes <= 1000 && small.entries.len() < 10);
         let mut off = HotImages::new(0);
         off.insert("a", &image(1));
         assert!(off.get("a").is_none());

@@ -20,7 +20,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use anyhow::Context as _;
 use imgproxy_core::{
-    service::{store::S3Location, tasks::TaskSettings},
+    service::{retention::Retention, store::S3Location, tasks::TaskSettings},
     ModelSpec,
 };
 use secrecy::SecretString;
@@ -97,6 +97,12 @@ pub struct StorageConfig {
     pub s3_region: Option<String>,
     /// Bytes of recently used images kept in memory (default 64 MiB; 0 turns it off).
     pub memory_cache_bytes: Option<usize>,
+    /// Cache entries and unneeded images older than this many seconds are swept (off).
+    pub retention_max_age_secs: Option<u64>,
+    /// Unneeded images are swept, oldest first, while the store holds more bytes (off).
+    pub retention_max_bytes: Option<u64>,
+    /// Seconds between retention sweeps (default 3600).
+    pub retention_sweep_every_secs: Option<u64>,
 }
 
 /// Reference-image fetching.
@@ -232,6 +238,8 @@ pub struct Settings {
     pub s3: Option<S3Location>,
     /// Bytes of recently used images kept in memory.
     pub memory_cache_bytes: usize,
+    /// What the image store keeps, and how often it is swept.
+    pub retention: (Retention, Duration),
     /// URL signing secret, if configured (else the data dir's).
     pub url_secret: Option<SecretString>,
     /// Lifetime of image URLs.
@@ -309,6 +317,7 @@ impl Config {
             fetch: fetch.overlay(env)?,
             s3: storage.s3(env)?,
             memory_cache_bytes: storage.memory_cache_bytes(),
+            retention: storage.retention(env)?,
             url_ttl: urls.ttl(env)?,
             public: public::overlay(public, env)?,
             tasks: tasks.settings(env)?,

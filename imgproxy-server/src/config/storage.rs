@@ -2,9 +2,12 @@
 //! bucket, with an in-memory cache in front): their environment variables, defaults and
 //! resolution. The `[storage]` table is declared with the rest of the file model in `config`.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use imgproxy_core::service::store::{S3Location, DEFAULT_MEMORY_BYTES};
+use imgproxy_core::service::{
+    retention::Retention,
+    store::{S3Location, DEFAULT_MEMORY_BYTES},
+};
 
 use super::{Env, StorageConfig};
 
@@ -18,6 +21,13 @@ pub const ENV_S3_BUCKET: &str = "IMGPROXY_S3_BUCKET";
 pub const ENV_S3_ENDPOINT: &str = "IMGPROXY_S3_ENDPOINT";
 /// S3 region (else the usual AWS variables, else `us-east-1`).
 pub const ENV_S3_REGION: &str = "IMGPROXY_S3_REGION";
+/// Retention by age, in seconds.
+pub const ENV_RETENTION_MAX_AGE_SECS: &str = "IMGPROXY_RETENTION_MAX_AGE_SECS";
+/// Retention by total size, in bytes.
+pub const ENV_RETENTION_MAX_BYTES: &str = "IMGPROXY_RETENTION_MAX_BYTES";
+
+/// Seconds between retention sweeps by default.
+const DEFAULT_SWEEP_EVERY_SECS: u64 = 3600;
 
 impl StorageConfig {
     /// The S3 location, if a bucket is set.
@@ -35,6 +45,26 @@ impl StorageConfig {
     /// Bytes of recently used images kept in memory.
     pub(super) fn memory_cache_bytes(&self) -> usize {
         self.memory_cache_bytes.unwrap_or(DEFAULT_MEMORY_BYTES)
+    }
+
+    /// What the image store keeps (nothing is swept unless a limit is set), and how often
+    /// the sweep runs.
+    pub(super) fn retention(&self, env: &dyn Env) -> anyhow::Result<(Retention, Duration)> {
+        let max_age = env.over(ENV_RETENTION_MAX_AGE_SECS, self.retention_max_age_secs)?;
+        let max_bytes = env.over(ENV_RETENTION_MAX_BYTES, self.retention_max_bytes)?;
+        let every = self
+            .retention_sweep_every_secs
+            .unwrap_or(DEFAULT_SWEEP_EVERY_SECS);
+        anyhow::ensure!(
+            max_age != Some(0) && max_bytes != Some(0) && every > 0,
+            "[storage] retention_max_age_secs, retention_max_bytes and \
+             retention_sweep_every_secs must be positive (leave a limit out to turn it off)"
+        );
+        let retention = Retention {
+            max_age: max_age.map(Duration::from_secs),
+            max_bytes,
+        };
+        Ok((retention, Duration::from_secs(every)))
     }
 }
 

@@ -193,3 +193,31 @@ fn secrets_do_not_show_in_debug() {
     let config = Config::from_toml("master_key = \"super-secret\"").unwrap();
     assert!(!format!("{config:?}").contains("super-secret"));
 }
+
+#[test]
+fn retention_is_off_by_default_and_limits_must_be_positive() {
+    let settings = Config::default()
+        .into_settings(no_state(), &env(&[]))
+        .unwrap();
+    assert!(!settings.retention.0.is_enabled());
+    let config = Config::from_toml(
+        "[storage]\nretention_max_age_secs = 86400\nretention_sweep_every_secs = 60\n",
+    )
+    .unwrap();
+    let vars = env(&[("IMGPROXY_RETENTION_MAX_BYTES", "1000000")]);
+    let (retention, every) = config.into_settings(no_state(), &vars).unwrap().retention;
+    assert_eq!(
+        retention.max_age,
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    assert_eq!(
+        (retention.max_bytes, every.as_secs()),
+        (Some(1_000_000), 60)
+    );
+    let zero = Config::from_toml("[storage]\nretention_max_bytes = 0\n").unwrap();
+    let err = zero.into_settings(no_state(), &env(&[])).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("retention_max_bytes"),
+        "{err:#}"
+    );
+}
