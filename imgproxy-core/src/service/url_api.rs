@@ -80,13 +80,11 @@ pub fn path_form(path: &str) -> Option<(String, Option<String>)> {
     if first.is_empty() || rest.is_some() || second.is_some_and(str::is_empty) {
         return None;
     }
-    let decode = |segment: &str| -> String {
-        url::form_urlencoded::parse(format!("s={segment}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+    let prompt = decode_segment(first)?;
+    let model = match second {
+        Some(segment) => Some(decode_segment(segment)?),
+        None => None,
     };
-    let (prompt, model) = (decode(first), second.map(decode));
     let reserved = RESERVED_SEGMENTS
         .iter()
         .any(|r| prompt.trim().eq_ignore_ascii_case(r));
@@ -98,6 +96,33 @@ pub fn path_form(path: &str) -> Option<(String, Option<String>)> {
         return None;
     }
     Some((prompt, model))
+}
+
+/// A path segment percent-decoded, `+` as a space; `None` when the bytes are not UTF-8
+/// (`/%ff` is no prompt: a lossy decode would generate an image of `�`).
+fn decode_segment(segment: &str) -> Option<String> {
+    let raw = segment.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let hex = |at: usize| raw.get(at).and_then(|d| (*d as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits are at most 255.
+                bytes.push(u8::try_from(high * 16 + low).ok()?);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            _ => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 /// Whether `segment` ends in a file extension (see [`path_form`]).
@@ -379,6 +404,7 @@ mod tests {
                 Some("gemini-2.5-flash-image".into())
             ))
         );
+        assert_eq!(path_form("/caf%C3%A9%2"), Some(("café%2".into(), None)));
         assert_eq!(
             path_form("/version+2.0"),
             Some(("version 2.0".into(), None))
@@ -412,6 +438,8 @@ mod tests {
             "/fox/config.yaml",
             "/wp-admin/setup",
             "/wp-login%2Ephp",
+            "/%ff",
+            "/fox/%C3",
         ] {
             assert_eq!(path_form(routed), None, "{routed}");
         }
