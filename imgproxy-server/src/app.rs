@@ -67,15 +67,17 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response))
-        // Outside the panic catcher, so that even a panic's answer carries them.
-        .layer(middleware::from_fn(edge::security_headers));
+        .layer(CatchPanicLayer::custom(panic_response));
     // Outside auth: a preflight carries no key, and a 401 must reach the page to be read.
     let app = match cors {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    app.layer(TraceLayer::new_for_http()).with_state(state)
+    // Outermost but for tracing, so that every answer carries them: a caught panic's, a
+    // preflight's.
+    app.layer(middleware::from_fn(edge::security_headers))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -282,7 +282,13 @@ impl Settings {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
-        let mut settings = config.into_settings(flags, env)?;
+        let mut settings = match (config.into_settings(flags, env), &path) {
+            (Ok(settings), _) => settings,
+            (Err(error), Some(path)) => {
+                return Err(error.context(format!("in config {}", path.display())))
+            }
+            (Err(error), None) => return Err(error),
+        };
         settings.config_path = path;
         // The catalog rules (does the default model exist? does a remap target?) need the
         // catalog: checked here, at start, for every command, instead of on the first request.
