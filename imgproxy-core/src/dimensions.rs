@@ -3,6 +3,7 @@
 
 use crate::{
     catalog::{CustomSize, ModelSpec, ParamKind},
+    validate::quote,
     Error, Result,
 };
 
@@ -16,11 +17,14 @@ pub struct Size {
 }
 
 impl Size {
-    /// Parses `WxH`.
+    /// Parses `WxH` strictly: see [`side`] for what a side may be; the separator is `x` or
+    /// `X`. Anything else (`+16x16`, ` 16x16`, `016x16`, `16x16px`) is not a size.
     pub fn parse(text: &str) -> Option<Self> {
         let (w, h) = text.split_once(['x', 'X'])?;
-        let (width, height) = (w.trim().parse().ok()?, h.trim().parse().ok()?);
-        (width > 0 && height > 0).then_some(Self { width, height })
+        Some(Self {
+            width: side(w)?,
+            height: side(h)?,
+        })
     }
 
     /// The ratio in lowest terms, for example `16:9`.
@@ -58,14 +62,14 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    /// Parses `W:H`, reduced to lowest terms.
+    /// Parses `W:H` (sides as in [`side`]), reduced to lowest terms.
     pub fn parse(text: &str) -> Option<Self> {
         let (w, h) = text.split_once(':')?;
         let size = Size {
-            width: w.trim().parse().ok()?,
-            height: h.trim().parse().ok()?,
+            width: side(w)?,
+            height: side(h)?,
         };
-        (size.width > 0 && size.height > 0).then(|| size.ratio())
+        Some(size.ratio())
     }
 
     /// The size with this ratio whose long side is `long_side`, both sides rounded to
@@ -120,6 +124,21 @@ pub fn tier_long_side(tier: &str) -> Option<u32> {
         .map(|(_, side, _)| *side)
 }
 
+/// Most digits of one side: 5 covers every real image size (up to 99,999 px) and keeps the
+/// parse far from `u32` overflow.
+const MAX_SIDE_DIGITS: usize = 5;
+
+/// One side of a size or ratio: 1 to [`MAX_SIDE_DIGITS`] ASCII digits, no sign, no
+/// whitespace, no leading zero, not zero. Strict because the text is also the cache key's and
+/// the upstream's: `016x16` and `16x16` must not be two spellings of one size.
+fn side(text: &str) -> Option<u32> {
+    let canonical = !text.is_empty()
+        && text.len() <= MAX_SIDE_DIGITS
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && !text.starts_with('0');
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a.max(1)
@@ -166,7 +185,13 @@ pub fn normalize(
     let parsed_size = match size {
         None | Some("auto") => None,
         Some(text) => Some(Size::parse(text).ok_or_else(|| {
-            Error::invalid_param("size", format!("size `{text}` is not `WxH` or `auto`"))
+            Error::invalid_param(
+                "size",
+                format!(
+                    "size `{}` is not `WxH` (digits, no sign, space or leading zero) or `auto`",
+                    quote(text)
+                ),
+            )
         })?),
     };
     let ratio = aspect_ratio
@@ -174,7 +199,7 @@ pub fn normalize(
             Ratio::parse(text).ok_or_else(|| {
                 Error::invalid_param(
                     "aspect_ratio",
-                    format!("aspect_ratio `{text}` is not `W:H`"),
+                    format!("aspect_ratio `{}` is not `W:H`", quote(text)),
                 )
             })
         })
@@ -183,7 +208,7 @@ pub fn normalize(
         if tier_long_side(tier).is_none() {
             return Err(Error::invalid_param(
                 "image_size",
-                format!("image_size `{tier}` is not one of 512, 1K, 2K, 4K"),
+                format!("image_size `{}` is not one of 512, 1K, 2K, 4K", quote(tier)),
             ));
         }
     }
@@ -438,6 +463,42 @@ mod tests {
         assert_eq!(Size::parse("2048x2048").unwrap().tier(), "2K");
         assert_eq!(Size::parse("512x512").unwrap().tier(), "512");
         assert!(Size::parse("0x10").is_none() && Size::parse("big").is_none());
+    }
+
+    #[test]
+    fn sizes_and_ratios_are_parsed_strictly() {
+        assert_eq!(
+            Size::parse("16X16"),
+            Some(Size {
+                width: 16,
+                height: 16
+            })
+        );
+        for text in [
+            "+16x16",
+            "16x+16",
+            "-16x16",
+            " 16x16",
+            "16x16 ",
+            "16 x16",
+            "016x16",
+            "16x016",
+            "0x0",
+            "16x16px",
+            "16x",
+            "x16",
+            "123456x16",
+            "16x16x16",
+            "１６x16",
+            "16.0x16",
+        ] {
+            assert_eq!(Size::parse(text), None, "{text:?}");
+        }
+        for text in ["+16:9", " 16:9", "16:09", "16 :9", "0:1", "1.5:1"] {
+            assert_eq!(Ratio::parse(text), None, "{text:?}");
+        }
+        let err = normalize(&model("placeholder"), Some("+1024x1024"), None, None).unwrap_err();
+        assert_eq!(err.param(), Some("size"));
     }
 
     #[test]

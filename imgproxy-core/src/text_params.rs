@@ -5,7 +5,10 @@
 
 use serde_json::{Map, Value};
 
-use crate::{catalog::ParamKind, Catalog, Error, ImageInput, ImageRequest, ModelSpec, Result};
+use crate::{
+    catalog::ParamKind, validate::quote, Catalog, Error, ImageInput, ImageRequest, ModelSpec,
+    Result,
+};
 
 /// OpenAI request fields whose values are integers.
 const INTEGER_FIELDS: [&str; 6] = [
@@ -26,7 +29,10 @@ const OBJECT_FIELDS: [&str; 1] = ["svg"];
 /// that validation names it as unknown.
 pub fn typed_value(model: Option<&ModelSpec>, key: &str, text: &str) -> Result<Value> {
     let invalid = |expected: &str| {
-        Error::invalid_param(key, format!("`{key}` must be {expected}, not `{text}`"))
+        Error::invalid_param(
+            key,
+            format!("`{key}` must be {expected}, not `{}`", quote(text)),
+        )
     };
     let integer = || {
         text.trim()
@@ -69,7 +75,7 @@ pub fn parse_bool(key: &str, text: &str) -> Result<bool> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err(Error::invalid_param(
             key,
-            format!("`{key}` must be true or false, not `{text}`"),
+            format!("`{key}` must be true or false, not `{}`", quote(text)),
         )),
     }
 }
@@ -106,7 +112,7 @@ pub fn form_request(
         if fields.insert(key.clone(), value).is_some() {
             return Err(Error::invalid_param(
                 key,
-                format!("`{key}` is given more than once"),
+                format!("`{}` is given more than once", quote(key)),
             ));
         }
     }

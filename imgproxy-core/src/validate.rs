@@ -2,7 +2,7 @@
 //! or a 400/404 that names the offending parameter. Providers only ever see validated
 //! requests.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
 
 use serde_json::Value;
 
@@ -27,6 +27,23 @@ const GATEWAY_FIELDS: [&str; 11] = [
     "async",
     "callback_url",
 ];
+/// Characters of a client's value that an error message quotes: enough to recognise it, and
+/// a 1 MB value does not make a 1 MB error (nor a 1 MB log line).
+pub const QUOTED_CHARS: usize = 64;
+
+/// `value` as an error message quotes it: its first [`QUOTED_CHARS`] characters, with `…`
+/// when it was cut.
+pub fn quote(value: &str) -> Cow<'_, str> {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &value[..cut])),
+        None => Cow::Borrowed(value),
+    }
+}
+
+/// Longest `user` the catalog lets through (every model's `user` has this `max_len`, checked
+/// by a test): OpenAI documents no limit, and an end-user id longer than this is not an id.
+pub const USER_MAX_CHARS: usize = 256;
+
 /// Dimension fields, reconciled by [`dimensions::normalize`].
 const DIMENSION_FIELDS: [&str; 3] = ["size", "aspect_ratio", "image_size"];
 
@@ -167,7 +184,10 @@ pub fn validate(
         Some(other) => {
             return Err(Error::invalid_param(
                 "response_format",
-                format!("response_format `{other}` is not `url` or `b64_json`"),
+                format!(
+                    "response_format `{}` is not `url` or `b64_json`",
+                    quote(other)
+                ),
             ))
         }
     };
@@ -490,7 +510,8 @@ fn check_value(model: &ModelSpec, name: &str, rule: &ParamRule, value: &Value) -
         Err(Error::invalid_param(
             name,
             format!(
-                "invalid {name} `{value}` for model `{}`: expected {expected}",
+                "invalid {name} `{}` for model `{}`: expected {expected}",
+                quote(&value.to_string()),
                 model.id
             ),
         ))
@@ -717,6 +738,53 @@ mod tests {
             param_of(json!({"prompt": "p", "callback_url": "https://example.com/h"})).as_deref(),
             Some("callback_url")
         );
+    }
+
+    #[test]
+    fn quoted_values_are_cut_to_a_short_prefix() {
+        assert_eq!(quote("short"), "short");
+        let exact = "é".repeat(QUOTED_CHARS);
+        assert_eq!(quote(&exact), exact);
+        let long = "é".repeat(QUOTED_CHARS + 1);
+        assert_eq!(quote(&long), format!("{}…", "é".repeat(QUOTED_CHARS)));
+
+        // A megabyte in is not a megabyte out, whichever parameter echoes it.
+        let huge = "q".repeat(1 << 20);
+        for body in [
+            json!({"prompt": "p", "quality": huge}),
+            json!({"prompt": "p", "response_format": huge}),
+            json!({"prompt": "p", "size": huge}),
+            json!({"prompt": "p", "aspect_ratio": huge}),
+            json!({"prompt": "p", "image_size": huge}),
+        ] {
+            let message = check(body).unwrap_err().public_message();
+            assert!(message.len() < 400, "{} bytes: {message}", message.len());
+        }
+    }
+
+    #[test]
+    fn free_strings_have_documented_length_limits() {
+        assert_eq!(
+            param_of(json!({"prompt": "p", "user": "u".repeat(USER_MAX_CHARS + 1)})).as_deref(),
+            Some("user")
+        );
+        check(json!({"prompt": "p", "user": "u".repeat(USER_MAX_CHARS)})).unwrap();
+        assert_eq!(
+            param_of(json!({"prompt": "p", "safety_identifier": "s".repeat(65)})).as_deref(),
+            Some("safety_identifier")
+        );
+        // Every string parameter of every catalog model has a limit, so none is unbounded.
+        let catalog = Catalog::embedded().unwrap();
+        for model in catalog.models() {
+            for (name, rule) in &model.params {
+                if let ParamKind::String { max_len } = rule.kind {
+                    assert!(max_len.is_some(), "{}: `{name}` has no max_len", model.id);
+                }
+            }
+            if let Some(ParamKind::String { max_len }) = model.param("user").map(|r| &r.kind) {
+                assert_eq!(*max_len, Some(USER_MAX_CHARS), "{}: `user`", model.id);
+            }
+        }
     }
 
     #[test]

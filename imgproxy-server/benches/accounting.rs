@@ -65,6 +65,7 @@ fn router(accounts: Database, images: &std::path::Path) -> Router {
             cache_enabled: false,
             ..UrlApi::default()
         }),
+        cors: Arc::default(),
     })
 }
 

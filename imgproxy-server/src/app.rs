@@ -1,5 +1,5 @@
-//! `build_app`: the router with its middleware (auth, body limit, panics, fallbacks). Tests
-//! call it directly, without a socket.
+//! `build_app`: the router with its middleware (auth, body limit, panics, fallbacks, CORS and
+//! the security headers of `edge`). Tests call it directly, without a socket.
 
 use std::any::Any;
 
@@ -13,7 +13,7 @@ use axum::{
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{
-    auth,
+    auth, edge,
     error::ApiError,
     handlers,
     state::{AppState, BodyLimit},
@@ -57,7 +57,8 @@ pub fn build_app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ));
-    Router::new()
+    let cors = state.cors.layer();
+    let app = Router::new()
         .merge(api)
         .route("/images/{key}", get(handlers::images::get))
         .route("/api/generate", get(handlers::url_api::generate))
@@ -66,7 +67,15 @@ pub fn build_app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer::custom(panic_response));
+    // Outside auth: a preflight carries no key, and a 401 must reach the page to be read.
+    let app = match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    // Outermost but for tracing, so that every answer carries them: a caught panic's, a
+    // preflight's.
+    app.layer(middleware::from_fn(edge::security_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

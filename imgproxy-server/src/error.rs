@@ -6,7 +6,14 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use imgproxy_core::{ErrorBody, ErrorEnvelope};
+use imgproxy_core::{
+    validate::{quote, QUOTED_CHARS},
+    ErrorBody, ErrorEnvelope,
+};
+
+/// Longest error message answered, in characters: the last guard, after every quoted value in
+/// it was cut, so that no path (a serde message quoting a whole field, say) answers 1 MB.
+const MAX_MESSAGE_CHARS: usize = 1024;
 
 /// A failure answered to a client.
 #[derive(Debug)]
@@ -33,6 +40,13 @@ pub enum ApiError {
     NotFound {
         /// What was not found.
         message: String,
+    },
+    /// A path parameter that names nothing (not UTF-8, or not of its type): 404.
+    BadPath {
+        /// What is wrong.
+        message: String,
+        /// The path parameter at fault, if known.
+        param: Option<String>,
     },
     /// The route exists, but not for this method (405).
     MethodNotAllowed,
@@ -108,6 +122,14 @@ impl IntoResponse for ApiError {
                 Some("not_found".to_owned()),
                 None,
             ),
+            Self::BadPath { message, param } => (
+                StatusCode::NOT_FOUND,
+                message.clone(),
+                "invalid_request_error",
+                param.clone(),
+                Some("not_found".to_owned()),
+                None,
+            ),
             Self::UnknownName { name } => (
                 StatusCode::NOT_FOUND,
                 format!("no image is stored under the name `{name}`"),
@@ -135,9 +157,9 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorEnvelope {
             error: ErrorBody {
-                message,
+                message: bounded(&message),
                 kind: kind.to_owned(),
-                param,
+                param: param.map(|p| quote(&p).into_owned()),
                 code,
             },
         };
@@ -150,5 +172,66 @@ impl IntoResponse for ApiError {
             }
         }
         response
+    }
+}
+
+/// `message` with every run between backticks or double quotes cut to [`QUOTED_CHARS`] (a run
+/// already cut by `quote` is left alone), then the whole to [`MAX_MESSAGE_CHARS`].
+fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_CHARS + 4));
+    let mut quoted: Option<(char, usize)> = None;
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quoted {
+            Some((close, _)) if c == close => quoted = None,
+            Some((close, ref mut run)) => {
+                *run += 1;
+                // `quote` leaves QUOTED_CHARS + `…`; one more than that means uncut.
+                if *run == QUOTED_CHARS + 2 {
+                    out.push('…');
+                }
+                if *run > QUOTED_CHARS + 1 {
+                    // Skip to the closing quote.
+                    while chars.peek().is_some_and(|next| *next != close) {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+            None if c == '`' || c == '"' => quoted = Some((c, 0)),
+            None => {}
+        }
+        out.push(c);
+    }
+    match out.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &out[..cut]),
+        None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_quoted_runs_are_cut_and_short_ones_kept() {
+        assert_eq!(bounded("model `x` says \"hi\""), "model `x` says \"hi\"");
+        let long = "a".repeat(10_000);
+        let cut = bounded(&format!("invalid type: string \"{long}\", expected u32"));
+        assert_eq!(
+            cut,
+            format!(
+                "invalid type: string \"{}…\", expected u32",
+                "a".repeat(QUOTED_CHARS + 1)
+            )
+        );
+        // Already cut by `quote`: unchanged.
+        let quoted = format!("size `{}` is bad", quote(&long));
+        assert_eq!(bounded(&quoted), quoted);
+        // Unbalanced quotes or long unquoted text: the total is capped.
+        let open = bounded(&format!("`{long} and {long}"));
+        assert!(open.chars().count() <= QUOTED_CHARS + 4, "{}", open.len());
+        let plain = bounded(&"b ".repeat(5_000));
+        assert_eq!(plain.chars().count(), MAX_MESSAGE_CHARS + 1);
     }
 }

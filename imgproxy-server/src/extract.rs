@@ -1,11 +1,13 @@
 //! `OpenAIJson<T>`: a JSON body extractor whose every rejection is an OpenAI error (415, 413,
-//! or 400 naming the field), never axum's plain-text 422; and the same mapping for multipart
-//! bodies.
+//! or 400 naming the field), never axum's plain-text 422; `OpenAIPath<T>`, the same for path
+//! parameters; and the same mapping for multipart bodies.
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, Request},
-    http::header,
+    extract::{
+        path::ErrorKind, rejection::PathRejection, FromRequest, FromRequestParts, Path, Request,
+    },
+    http::{header, request::Parts},
 };
 use serde::de::DeserializeOwned;
 
@@ -79,6 +81,44 @@ pub fn multipart_error(error: axum::extract::multipart::MultipartError, limit: u
         ApiError::BadBody {
             message: format!("could not read the multipart form: {}", error.body_text()),
             param: None,
+        }
+    }
+}
+
+/// Path parameters. A value axum cannot give (bytes that are not UTF-8 after percent-decoding,
+/// as in `/v1/tasks/%ff`) names no resource: a 404 in OpenAI's envelope naming the parameter,
+/// never axum's plain-text 400.
+#[derive(Debug)]
+pub struct OpenAIPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for OpenAIPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                let (message, param) = match error.kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => (
+                        format!(
+                            "the path parameter `{key}` is not valid UTF-8: nothing has that id"
+                        ),
+                        Some(key.clone()),
+                    ),
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => (
+                        format!("the path parameter `{key}` names nothing here"),
+                        Some(key.clone()),
+                    ),
+                    _ => ("the path names nothing here".to_owned(), None),
+                };
+                Err(ApiError::BadPath { message, param })
+            }
+            // A route whose handler asks for a parameter the route lacks: our bug, not theirs.
+            Err(rejection) => Err(ApiError::Core(imgproxy_core::Error::Internal(format!(
+                "path extraction: {}",
+                rejection.body_text()
+            )))),
         }
     }
 }

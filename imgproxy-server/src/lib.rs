@@ -7,6 +7,7 @@ pub mod auth;
 pub mod calls;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod handlers;

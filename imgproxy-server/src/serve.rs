@@ -18,6 +18,7 @@ use crate::{
     build_app,
     cli::ServeArgs,
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
+    edge,
     state::UrlApi,
     AppState,
 };
@@ -133,9 +134,11 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         url_api: Arc::new(UrlApi {
             default_model: url_api_model,
             path_form: settings.path_form,
+            path_form_host: settings.path_form_host.clone(),
             cache_enabled: settings.cache_enabled,
             public: settings.public.clone(),
         }),
+        cors: Arc::new(edge::Cors::from_settings(&settings.cors)),
     };
     axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown_signal())

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use imgproxy_core::service::{tasks::Tasks, Service};
 use secrecy::SecretString;
 
-use crate::{config::PublicConfig, limits::KeyLimits};
+use crate::{config::PublicConfig, edge::Cors, limits::KeyLimits};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -27,6 +27,8 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// The URL API's settings.
     pub url_api: Arc<UrlApi>,
+    /// Which browser origins may call (none by default).
+    pub cors: Arc<Cors>,
 }
 
 /// The URL API's settings.
@@ -36,6 +38,8 @@ pub struct UrlApi {
     pub default_model: String,
     /// Whether `/{prompt}` and `/{prompt}/{model}` are served.
     pub path_form: bool,
+    /// The one host (`Host` header) the path form answers on, if restricted.
+    pub path_form_host: Option<String>,
     /// Whether identical requests are answered from the cache.
     pub cache_enabled: bool,
     /// Unauthenticated access, if the operator enabled it.
@@ -48,6 +52,7 @@ impl Default for UrlApi {
         Self {
             default_model: "placeholder".into(),
             path_form: true,
+            path_form_host: None,
             cache_enabled: true,
             public: None,
         }

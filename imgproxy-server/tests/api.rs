@@ -71,6 +71,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
         max_body_bytes,
         public_url: "http://test".into(),
         url_api: Arc::default(),
+        cors: Arc::default(),
     };
     TestApp {
         router: build_app(state),

@@ -5,8 +5,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::ParamKind, convert::RasterFormat, service::signing, text_params, Catalog, Error,
-    ImageRequest, ModelSpec, Result,
+    catalog::ParamKind, convert::RasterFormat, service::signing, text_params, validate::quote,
+    Catalog, Error, ImageRequest, ModelSpec, Result,
 };
 
 /// The aspect ratio the URL API uses when a request gives no dimensions (seed 000's default),
@@ -25,6 +25,114 @@ const REFUSED_FIELDS: [&str; 5] = [
 const IMAGE_ALIASES: [&str; 4] = ["image", "image_url", "init_image", "images"];
 /// Names of the name parameter.
 const NAME_ALIASES: [&str; 3] = ["filename", "name", "slug"];
+
+/// First path segments that are never prompts of the path form (compared without case): the
+/// gateway's own routes and API prefixes, health and metrics probes, API docs, and the
+/// directories scanners probe. Names with a file extension and dot-segments are refused by
+/// rule (see [`path_form`]), so `openapi.json`, `favicon.ico`, `robots.txt`, `wp-login.php`,
+/// `.env` and `.well-known` need no entry here.
+pub const RESERVED_SEGMENTS: [&str; 26] = [
+    "v1",
+    "v2",
+    "api",
+    "images",
+    "admin",
+    "health",
+    "healthz",
+    "healthcheck",
+    "readyz",
+    "ready",
+    "livez",
+    "live",
+    "status",
+    "ping",
+    "metrics",
+    "docs",
+    "redoc",
+    "swagger",
+    "swagger-ui",
+    "openapi",
+    "graphql",
+    "cgi-bin",
+    "wp-admin",
+    "wp-content",
+    "wp-includes",
+    "phpmyadmin",
+];
+/// Longest extension of a name that counts as a file name (`.webmanifest` is 11).
+const MAX_EXTENSION_CHARS: usize = 12;
+
+/// The decoded prompt (and model) of a path-form `path`, or `None` when the path is not one:
+///
+/// - one or two non-empty segments (`/{prompt}` or `/{prompt}/{model}`);
+/// - the first segment is not one of [`RESERVED_SEGMENTS`];
+/// - no segment starts with a dot (`/.env`, `/.well-known/...`, `/.git`);
+/// - no segment is a file name: a last `.` followed by 1 to 12 ASCII letters and digits, at
+///   least one a letter (`wp-login.php`, `favicon.ico`, `openapi.json`, `apple-touch-icon.png`;
+///   image extensions too, which browsers probe). `a cat. the end` or `version 2.0` stay
+///   prompts; a prompt like `hello.world` needs the query form (`/api/generate?prompt=`).
+///
+/// Segments are checked decoded (`%2Eenv` is `.env`); `+` is a space, as in the query form.
+pub fn path_form(path: &str) -> Option<(String, Option<String>)> {
+    let trimmed = path.strip_prefix('/')?.trim_end_matches('/');
+    let mut parts = trimmed.split('/');
+    let (first, second, rest) = (parts.next()?, parts.next(), parts.next());
+    if first.is_empty() || rest.is_some() || second.is_some_and(str::is_empty) {
+        return None;
+    }
+    let prompt = decode_segment(first)?;
+    let model = match second {
+        Some(segment) => Some(decode_segment(segment)?),
+        None => None,
+    };
+    let reserved = RESERVED_SEGMENTS
+        .iter()
+        .any(|r| prompt.trim().eq_ignore_ascii_case(r));
+    let probe = |segment: &str| {
+        let segment = segment.trim();
+        segment.starts_with('.') || is_file_name(segment)
+    };
+    if reserved || probe(&prompt) || model.as_deref().is_some_and(probe) {
+        return None;
+    }
+    Some((prompt, model))
+}
+
+/// A path segment percent-decoded, `+` as a space; `None` when the bytes are not UTF-8
+/// (`/%ff` is no prompt: a lossy decode would generate an image of `�`).
+fn decode_segment(segment: &str) -> Option<String> {
+    let raw = segment.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while let Some(&b) = raw.get(i) {
+        let hex = |at: usize| raw.get(at).and_then(|d| (*d as char).to_digit(16));
+        match (b, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                // Two hex digits are at most 255.
+                bytes.push(u8::try_from(high * 16 + low).ok()?);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            _ => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
+/// Whether `segment` ends in a file extension (see [`path_form`]).
+fn is_file_name(segment: &str) -> bool {
+    segment.rsplit_once('.').is_some_and(|(_, extension)| {
+        (1..=MAX_EXTENSION_CHARS).contains(&extension.len())
+            && extension.bytes().all(|b| b.is_ascii_alphanumeric())
+            && extension.bytes().any(|b| b.is_ascii_alphabetic())
+    })
+}
 
 /// A parsed URL-API request.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,7 +175,7 @@ pub fn parse(
         if fields.insert(key.to_owned(), value).is_some() {
             return Err(Error::invalid_param(
                 key,
-                format!("`{key}` is given more than once"),
+                format!("`{}` is given more than once", quote(key)),
             ));
         }
         Ok(())
@@ -108,7 +216,10 @@ pub fn parse(
             }
             "ext" => {
                 ext = Some(RasterFormat::from_extension(value).ok_or_else(|| {
-                    Error::invalid_param("ext", format!("ext `{value}` is not png, jpg or webp"))
+                    Error::invalid_param(
+                        "ext",
+                        format!("ext `{}` is not png, jpg or webp", quote(value)),
+                    )
                 })?);
             }
             "reroll" => reroll = text_params::parse_bool("reroll", value)?,
@@ -136,7 +247,10 @@ pub fn parse(
         if let Some(extra) = extra {
             return Err(Error::invalid_param(
                 extra,
-                format!("a recall by `filename` takes no `{extra}`: add a `prompt` to generate"),
+                format!(
+                    "a recall by `filename` takes no `{}`: add a `prompt` to generate",
+                    quote(extra)
+                ),
             ));
         }
     }
@@ -274,6 +388,70 @@ mod tests {
         ] {
             assert_eq!(query(text).unwrap_err().param(), Some(param), "{text}");
         }
+    }
+
+    #[test]
+    fn the_path_form_never_answers_for_routes_probes_or_file_names() {
+        assert_eq!(path_form("/a+red%20fox"), Some(("a red fox".into(), None)));
+        assert_eq!(
+            path_form("/fox/placeholder/"),
+            Some(("fox".into(), Some("placeholder".into())))
+        );
+        assert_eq!(
+            path_form("/a+cat.+the+end/gemini-2.5-flash-image"),
+            Some((
+                "a cat. the end".into(),
+                Some("gemini-2.5-flash-image".into())
+            ))
+        );
+        assert_eq!(path_form("/caf%C3%A9%2"), Some(("café%2".into(), None)));
+        assert_eq!(
+            path_form("/version+2.0"),
+            Some(("version 2.0".into(), None))
+        );
+        for routed in [
+            "/",
+            "//x",
+            "/a/b/c",
+            "/v1/nope",
+            "/API/x",
+            "/images/k",
+            "/health",
+            "/HealthZ",
+            "/readyz",
+            "/livez",
+            "/metrics",
+            "/docs",
+            "/openapi.json",
+            "/favicon.ico",
+            "/robots.txt",
+            "/sitemap.xml",
+            "/wp-login.php",
+            "/index.html",
+            "/apple-touch-icon.png",
+            "/.env",
+            "/%2Eenv",
+            "/.git",
+            "/.well-known/security.txt",
+            "/.well-known/acme-challenge",
+            "/fox/.env",
+            "/fox/config.yaml",
+            "/wp-admin/setup",
+            "/wp-login%2Ephp",
+            "/%ff",
+            "/fox/%C3",
+        ] {
+            assert_eq!(path_form(routed), None, "{routed}");
+        }
+    }
+
+    #[test]
+    fn echoed_values_are_cut() {
+        let long = "z".repeat(100_000);
+        let err = query(&format!("prompt=x&ext={long}")).unwrap_err();
+        assert!(err.public_message().len() < 200, "{}", err.public_message());
+        let err = query(&format!("prompt=x&seed={long}")).unwrap_err();
+        assert!(err.public_message().len() < 200, "{}", err.public_message());
     }
 
     #[test]

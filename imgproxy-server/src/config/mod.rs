@@ -6,6 +6,7 @@
 //! `validate`.
 
 mod catalog;
+mod cors;
 mod env;
 mod fetch;
 mod providers;
@@ -27,6 +28,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use self::{
+    cors::{CorsSettings, ENV_CORS_ALLOWED_ORIGINS},
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
     providers::ProvidersConfig,
@@ -34,7 +36,9 @@ pub use self::{
     server::{ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_PUBLIC_URL},
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
     tasks::{ENV_TASK_ABANDONED_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS},
-    urls::{ENV_URL_API_DEFAULT_MODEL, ENV_URL_SECRET, ENV_URL_TTL_SECS},
+    urls::{
+        ENV_URL_API_DEFAULT_MODEL, ENV_URL_API_PATH_FORM_HOST, ENV_URL_SECRET, ENV_URL_TTL_SECS,
+    },
 };
 use crate::providers::ProviderSettings;
 
@@ -83,6 +87,19 @@ pub struct Config {
     pub public: Option<PublicConfig>,
     /// Asynchronous tasks and webhooks.
     pub tasks: TasksConfig,
+    /// Browser origins allowed to call (CORS).
+    pub cors: CorsConfig,
+}
+
+/// Browser access from other origins (CORS).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins (`https://app.example.com`) allowed to call the API and to read its images
+    /// (`<img crossorigin>`, canvas); `["*"]` for any; default none.
+    pub allowed_origins: Vec<String>,
+    /// Seconds a browser may keep a preflight's answer (default 600).
+    pub max_age_secs: Option<u64>,
 }
 
 /// Image storage: the data dir unless an S3 bucket is set.
@@ -157,6 +174,9 @@ pub struct UrlApiConfig {
     pub default_model: Option<String>,
     /// Serve `/{prompt}` and `/{prompt}/{model}` (default true).
     pub path_form: Option<bool>,
+    /// Serve the path form only for requests to this host (`Host` header), e.g.
+    /// `api.example.com`; default any host.
+    pub path_form_host: Option<String>,
 }
 
 /// Public URL-API access.
@@ -250,6 +270,12 @@ pub struct Settings {
     pub url_api_default_model: Option<String>,
     /// Whether the path form is served.
     pub path_form: bool,
+    /// The one host the path form answers on, if restricted.
+    pub path_form_host: Option<String>,
+    /// Browser origins allowed to call.
+    pub cors: CorsSettings,
+    /// The config file read, if any (named in errors).
+    pub config_path: Option<PathBuf>,
     /// Public URL-API access.
     pub public: Option<PublicConfig>,
     /// Tasks and webhooks.
@@ -259,11 +285,23 @@ pub struct Settings {
 impl Settings {
     /// The settings the flags, the environment and the config file they name give.
     pub fn load(flags: Flags, env: &dyn Env) -> anyhow::Result<Self> {
-        let config = match &flags.config {
+        let path = flags.config.clone();
+        let config = match &path {
             Some(path) => Config::load(path)?,
             None => Config::default(),
         };
-        config.into_settings(flags, env)
+        let mut settings = match (config.into_settings(flags, env), &path) {
+            (Ok(settings), _) => settings,
+            (Err(error), Some(path)) => {
+                return Err(error.context(format!("in config {}", path.display())))
+            }
+            (Err(error), None) => return Err(error),
+        };
+        settings.config_path = path;
+        // The catalog rules (does the default model exist? does a remap target?) need the
+        // catalog: checked here, at start, for every command, instead of on the first request.
+        settings.check_catalog()?;
+        Ok(settings)
     }
 }
 
@@ -305,6 +343,7 @@ impl Config {
             url_api,
             public,
             tasks,
+            cors,
         } = self;
         let data_dir = storage::data_dir(flags.data_dir, data_dir);
         // Fields are evaluated as written; the order decides which of several errors shows.
@@ -325,6 +364,9 @@ impl Config {
             cache_enabled: cache.enabled.unwrap_or(true),
             url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,
             path_form: url_api.path_form.unwrap_or(true),
+            path_form_host: urls::path_form_host(env, url_api.path_form_host)?,
+            cors: cors.settings(env)?,
+            config_path: None,
             public_url: server::public_url(env, public_url)?,
             master_key: env.over(ENV_MASTER_KEY, master_key)?,
             default_model,

@@ -1,16 +1,17 @@
 //! The admin API behind the master key: `POST /v1/admin/keys`, `GET /v1/admin/keys`,
 //! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    Extension, Json,
-};
+use axum::{extract::State, http::StatusCode, Extension, Json};
 use imgproxy_core::service::db::{ApiKey, NewKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{auth::Caller, error::ApiError, extract::OpenAIJson, state::AppState};
+use crate::{
+    auth::Caller,
+    error::ApiError,
+    extract::{OpenAIJson, OpenAIPath},
+    state::AppState,
+};
 
 /// Body of `POST /v1/admin/keys`.
 #[derive(Debug, Deserialize)]
@@ -78,7 +79,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     require_master(&caller)?;
     Ok(Json(state.service.db().revoke_key(&id).await?))
@@ -88,7 +89,7 @@ pub async fn revoke(
 pub async fn credit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
     OpenAIJson(body): OpenAIJson<Credit>,
 ) -> Result<Json<ApiKey>, ApiError> {
     require_master(&caller)?;

@@ -3,9 +3,7 @@
 //! database.
 
 use axum::{
-    extract::{
-        multipart::MultipartRejection, rejection::QueryRejection, Multipart, Path, Query, State,
-    },
+    extract::{multipart::MultipartRejection, rejection::QueryRejection, Multipart, Query, State},
     http::{header, StatusCode},
     response::IntoResponse,
     Extension, Json,
@@ -18,7 +16,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    auth::Caller, error::ApiError, extract::multipart_error as multipart, state::AppState,
+    auth::Caller,
+    error::ApiError,
+    extract::{multipart_error as multipart, OpenAIPath},
+    state::AppState,
 };
 
 /// Most files one list returns.
@@ -142,7 +143,7 @@ pub async fn list(
 pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(find(&state, &caller, &id).await?)))
 }
@@ -151,7 +152,7 @@ pub async fn retrieve(
 pub async fn content(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let stored = state.service.file_content(caller.tenant(), &id).await?;
     let Some((bytes, mime)) = stored else {
@@ -165,7 +166,7 @@ pub async fn content(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let deleted = state.service.db().delete_file(caller.tenant(), &id).await?;
     if !deleted {

@@ -2,14 +2,14 @@
 //! catalog data (allowed parameters, capabilities, pricing, aliases, JSON Schema).
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Query, State},
     Json,
 };
 use imgproxy_core::catalog::describe;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, extract::OpenAIPath, state::AppState};
 
 /// Filters of the list.
 #[derive(Debug, Deserialize)]
@@ -47,7 +47,7 @@ pub async fn list(
 /// Describes one model, by id or alias.
 pub async fn retrieve(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     match state
         .service

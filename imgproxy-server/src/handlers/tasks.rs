@@ -3,7 +3,7 @@
 //! signing secret for callbacks). Submitting is `generations` / `edits` with `async`.
 
 use axum::{
-    extract::{Path, Query, State},
+    extract::{Query, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Extension, Json,
@@ -18,7 +18,7 @@ use imgproxy_core::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{auth::Caller, error::ApiError, state::AppState};
+use crate::{auth::Caller, error::ApiError, extract::OpenAIPath, state::AppState};
 
 /// Whether a request asks to run as a task: `"async": true`, or `Prefer: respond-async`.
 pub fn wants_async(headers: &HeaderMap, request: &ImageRequest) -> bool {
@@ -57,7 +57,7 @@ pub async fn submit(
 pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tasks = service(&state)?;
     let task = find(&state, &caller, &id).await?;
@@ -69,7 +69,7 @@ pub async fn retrieve(
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let tasks = service(&state)?;
     let Some(task) = tasks.cancel(caller.tenant(), &id).await? else {

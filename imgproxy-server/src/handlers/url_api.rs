@@ -12,7 +12,8 @@ use imgproxy_core::{
     convert::RasterFormat,
     provider::extension_of,
     service::{
-        cache::CacheStatus,
+        cache::{CacheMode, CacheStatus},
+        signing::{EXPIRES, SIG},
         url_api::{self, PathForm},
         StoredImage,
     },
@@ -21,22 +22,10 @@ use imgproxy_core::{
 
 use crate::{
     auth::{self, Caller},
-    calls,
+    calls, edge,
     error::ApiError,
     state::AppState,
 };
-
-/// First path segments that are routes (or browser probes), never prompts of the path form.
-const RESERVED_SEGMENTS: [&str; 8] = [
-    "v1",
-    "api",
-    "images",
-    "healthz",
-    "readyz",
-    "metrics",
-    "favicon.ico",
-    "robots.txt",
-];
 
 /// `GET /api/generate`.
 pub async fn generate(
@@ -48,15 +37,23 @@ pub async fn generate(
     serve(&state, &method, &headers, &uri, PathForm::default()).await
 }
 
-/// The router's fallback: the path form when it applies, else a 404 in OpenAI's envelope.
+/// The router's fallback: the path form when it applies (a GET, on the configured host if
+/// one is set, of a path that `url_api::path_form` takes as a prompt), else a 404 in OpenAI's
+/// envelope.
 pub async fn fallback(State(state): State<AppState>, request: Request) -> Response {
     let uri = request.uri().clone();
-    let segments = (request.method() == Method::GET && state.url_api.path_form)
-        .then(|| path_form_segments(uri.path()))
-        .flatten();
+    let segments = (request.method() == Method::GET
+        && state.url_api.path_form
+        && on_path_form_host(&state, &request))
+    .then(|| url_api::path_form(uri.path()))
+    .flatten();
     let Some((prompt, model)) = segments else {
         return ApiError::NotFound {
-            message: format!("unknown route: {} {}", request.method(), uri.path()),
+            message: format!(
+                "unknown route: {} {}",
+                request.method(),
+                imgproxy_core::validate::quote(uri.path())
+            ),
         }
         .into_response();
     };
@@ -69,28 +66,27 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         .into_response()
 }
 
-/// The decoded prompt (and model) of a path-form path: one or two non-empty segments, the
-/// first not a reserved route name. `+` is a space, as in the query form.
-fn path_form_segments(path: &str) -> Option<(String, Option<String>)> {
-    let trimmed = path.strip_prefix('/')?.trim_end_matches('/');
-    let mut parts = trimmed.split('/');
-    let (first, second, rest) = (parts.next()?, parts.next(), parts.next());
-    if first.is_empty() || rest.is_some() || second.is_some_and(str::is_empty) {
-        return None;
-    }
-    if RESERVED_SEGMENTS
-        .iter()
-        .any(|r| first.eq_ignore_ascii_case(r))
-    {
-        return None;
-    }
-    let decode = |segment: &str| -> String {
-        url::form_urlencoded::parse(format!("s={segment}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+/// Whether the request is for the host the path form is restricted to (`Host`, or the URI's
+/// authority in HTTP/2), compared without case; a configured host without a port matches any
+/// port. True when no host is configured.
+fn on_path_form_host(state: &AppState, request: &Request) -> bool {
+    let Some(wanted) = state.url_api.path_form_host.as_deref() else {
+        return true;
     };
-    Some((decode(first), second.map(decode)))
+    let asked = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    if asked.eq_ignore_ascii_case(wanted) {
+        return true;
+    }
+    let without_port = asked
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(asked, |(host, _)| host);
+    !wanted.contains(':') && without_port.eq_ignore_ascii_case(wanted)
 }
 
 async fn serve(
@@ -105,6 +101,17 @@ async fn serve(
             .into_owned()
             .collect();
     let caller = auth::url_caller(state, headers, uri.path(), &pairs).await?;
+    // A header is not covered by a URL's signature: whoever holds a signed URL, or reaches
+    // the public mode, must not make it regenerate (and bill) with `Cache-Control: no-cache`,
+    // which browsers send on a hard reload. `reroll` in the (signed) query still works.
+    let signed =
+        !headers.contains_key(header::AUTHORIZATION) && pairs.iter().any(|(k, _)| k == SIG);
+    let by_url = signed || matches!(caller, Caller::Public { .. });
+    // Verified by `url_caller`, so present and not past.
+    let signed_until = signed
+        .then(|| pairs.iter().find(|(k, _)| k == EXPIRES))
+        .flatten()
+        .and_then(|(_, v)| v.parse::<i64>().ok());
     let gateway = state.service.gateway();
     let parsed = url_api::parse(
         &pairs,
@@ -130,6 +137,8 @@ async fn serve(
             model: &named.upstream_model,
             name: Some(&name),
             balance: None,
+            policy: cache_policy(false, by_url, signed_until),
+            client: headers,
         };
         return respond(state, image, parsed.ext, answer).await;
     }
@@ -143,16 +152,9 @@ async fn serve(
         );
     }
     let admitted = calls::admit(state, &caller, 1)?;
-    // A header is not covered by a URL's signature: whoever holds a signed URL, or reaches
-    // the public mode, must not make it regenerate (and bill) with `Cache-Control: no-cache`,
-    // which browsers send on a hard reload. `reroll` in the (signed) query still works.
-    let by_url = matches!(caller, Caller::Public { .. })
-        || (!headers.contains_key(header::AUTHORIZATION)
-            && pairs
-                .iter()
-                .any(|(k, _)| k == imgproxy_core::service::signing::SIG));
     let unsigned = HeaderMap::new();
     let cache = calls::cache_mode(if by_url { &unsigned } else { headers }, parsed.reroll);
+    let fresh = cache == CacheMode::Refresh;
     let call = calls::call(
         state,
         &caller,
@@ -171,6 +173,8 @@ async fn serve(
         model: &served.model.upstream,
         name: parsed.name.as_deref(),
         balance: served.balance,
+        policy: cache_policy(fresh, by_url, signed_until),
+        client: headers,
     };
     respond(state, image, parsed.ext, answer).await
 }
@@ -181,6 +185,51 @@ struct Answer<'a> {
     model: &'a str,
     name: Option<&'a str>,
     balance: Option<i64>,
+    policy: Policy,
+    /// The request's headers (`If-None-Match`).
+    client: &'a HeaderMap,
+}
+
+/// How an answer may be cached, by how it was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    /// A regeneration (`reroll=true`, or a keyed `Cache-Control: no-cache`): never stored, so
+    /// the next plain request is not answered with a copy of a one-off.
+    NoStore,
+    /// A signed URL: anyone holding it gets this answer until it expires (the same URL
+    /// answers from the server's cache meanwhile), so shared caches may keep it that long.
+    SignedUntil(i64),
+    /// Public mode: shared caches may store it but must revalidate (a name can be re-pointed,
+    /// a reroll can replace the cached image); the revalidation is a 304 when unchanged.
+    Shared,
+    /// A keyed request: the key's own; the browser revalidates.
+    Private,
+}
+
+fn cache_policy(fresh: bool, by_url: bool, signed_until: Option<i64>) -> Policy {
+    match (fresh, by_url, signed_until) {
+        (true, _, _) => Policy::NoStore,
+        (false, true, Some(until)) => Policy::SignedUntil(until),
+        (false, true, None) => Policy::Shared,
+        (false, false, _) => Policy::Private,
+    }
+}
+
+impl Policy {
+    fn header(self) -> HeaderValue {
+        match self {
+            Self::NoStore => HeaderValue::from_static("no-store"),
+            Self::SignedUntil(until) => {
+                let seconds = until
+                    .saturating_sub(imgproxy_core::clock::now_secs())
+                    .max(0);
+                HeaderValue::from_str(&format!("public, max-age={seconds}"))
+                    .unwrap_or(HeaderValue::from_static("no-cache"))
+            }
+            Self::Shared => HeaderValue::from_static("public, no-cache"),
+            Self::Private => HeaderValue::from_static("private, no-cache"),
+        }
+    }
 }
 
 /// The image bytes (converted to `ext` when asked) with the URL API's headers.
@@ -191,7 +240,22 @@ async fn respond(
     answer: Answer<'_>,
 ) -> Result<Response, ApiError> {
     let store = state.service.store();
-    let (bytes, mime, location) = match ext.filter(|format| format.mime() != image.mime) {
+    let converted = ext.filter(|format| format.mime() != image.mime);
+    // The key is a content hash; a conversion of it is as fixed as the original.
+    let tag = match converted {
+        Some(format) => edge::etag(&format!("{}.{}", image.key, extension_of(format.mime()))),
+        None => edge::etag(&image.key),
+    };
+    let cache_control = answer.policy.header();
+    if let Some(tag) = tag
+        .as_ref()
+        .filter(|t| answer.policy != Policy::NoStore && edge::not_modified(answer.client, t))
+    {
+        let mut response = edge::not_modified_response(tag.clone(), cache_control);
+        calls::annotate(&mut response, answer.cache, answer.balance);
+        return Ok(response);
+    }
+    let (bytes, mime, location) = match converted {
         Some(format) => {
             let Some((bytes, location)) = store.converted(&image.key, format).await? else {
                 return Err(Error::Internal(format!("image {} vanished", image.key)).into());
@@ -211,6 +275,10 @@ async fn respond(
         headers.insert(header::CONTENT_TYPE, value);
     }
     headers.insert("x-cache-store", HeaderValue::from_static(store.kind()));
+    headers.insert(header::CACHE_CONTROL, cache_control);
+    if let Some(tag) = tag {
+        headers.insert(header::ETAG, tag);
+    }
     if store.kind() == "s3" {
         if let Some(value) = text(&location) {
             headers.insert("x-s3-key", value);
@@ -233,31 +301,4 @@ async fn respond(
         }
     }
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::path_form_segments;
-
-    #[test]
-    fn the_path_form_never_shadows_routes() {
-        assert_eq!(
-            path_form_segments("/a+red%20fox"),
-            Some(("a red fox".into(), None))
-        );
-        assert_eq!(
-            path_form_segments("/fox/placeholder"),
-            Some(("fox".into(), Some("placeholder".into())))
-        );
-        for routed in [
-            "/",
-            "/v1/nope",
-            "/api/x",
-            "/images/k",
-            "/favicon.ico",
-            "/a/b/c",
-        ] {
-            assert_eq!(path_form_segments(routed), None, "{routed}");
-        }
-    }
 }
