@@ -1,5 +1,6 @@
 //! The admin API behind the master key: `POST /v1/admin/keys`, `GET /v1/admin/keys`,
-//! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`.
+//! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`. A new key's limits
+//! and models are checked here (400 naming the field) before anything is stored.
 
 use axum::{
     extract::{Path, State},
@@ -48,7 +49,7 @@ pub async fn create(
     OpenAIJson(body): OpenAIJson<CreateKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_master(&caller)?;
-    let new = NewKey {
+    let mut new = NewKey {
         name: body.name,
         credits: body.credits,
         rpm: body.rpm,
@@ -56,6 +57,9 @@ pub async fn create(
         max_concurrent: body.max_concurrent,
         models: body.models,
     };
+    new.check_limits()?;
+    // Against the catalog this server routes with, overrides and remaps included.
+    new.resolve_models(state.service.gateway().catalog())?;
     let created = state.service.db().create_key(new).await?;
     Ok((
         StatusCode::CREATED,

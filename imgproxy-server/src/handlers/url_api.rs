@@ -142,7 +142,7 @@ async fn serve(
             Error::invalid_param("n", "the URL API answers with one image: `n` must be 1").into(),
         );
     }
-    let admitted = calls::admit(state, &caller, 1)?;
+    let admitted = calls::admit(state, &caller, 1).await?;
     // A header is not covered by a URL's signature: whoever holds a signed URL, or reaches
     // the public mode, must not make it regenerate (and bill) with `Cache-Control: no-cache`,
     // which browsers send on a hard reload. `reroll` in the (signed) query still works.

@@ -1,5 +1,6 @@
-//! API keys: creation (the secret is returned once; only its hash is stored), listing,
-//! revocation, credits and authentication. Reservations and the ledger are in `ledger.rs`.
+//! API keys: creation (the secret is returned once; only its hash is stored, and limits that
+//! mean nothing are refused), listing, revocation, credits and authentication. Reservations
+//! and the ledger are in `ledger.rs`; shared rate and concurrency counters in `limits.rs`.
 
 use super::{
     key_not_found,
@@ -62,6 +63,9 @@ impl Database {
                 format!("credits must be between 0 and {MAX_BALANCE}"),
             ));
         }
+        // Embedders that create keys directly get the same refusals as the admin API; only
+        // the catalog check of `models` needs the caller's catalog (`NewKey::resolve_models`).
+        new.check_limits()?;
         let models = match &new.models {
             Some(models) => Some(serde_json::to_string(models).db()?),
             None => None,
