@@ -2,7 +2,7 @@
 //! counts that instances sharing one Postgres database share (`Database::admit_shared`), seen
 //! through two independent pools as two instances would.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 #[path = "accounts_harness.rs"]
 mod harness;

@@ -569,6 +569,80 @@ async fn admin_key_creation_refuses_limits_and_models_that_mean_nothing() {
 }
 
 #[tokio::test]
+async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 10, None).await;
+    let id = app
+        .accounts
+        .authenticate(&secret)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let patch = |body: &'static str| {
+        bearer(Request::patch(format!("/v1/admin/keys/{id}")), "mk-123")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    for (body, param) in [
+        (r#"{"rpm": 0}"#, "rpm"),
+        (r#"{"max_concurrent": -3}"#, "max_concurrent"),
+        (r#"{"models": ["nope"]}"#, "models"),
+        (r#"{"models": []}"#, "models"),
+    ] {
+        let (status, _, response) = send(&app, patch(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(envelope(&response)["param"], param, "{body}");
+    }
+    let (status, _, response) = send(&app, patch(r#"{"name": "x"}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "only limits and models change here"
+    );
+    envelope(&response);
+    let (status, _, response) = send(&app, patch(r#"{"rpm": 1, "models": ["placeholder"]}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let key: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(
+        (key["rpm"].clone(), key["models"].clone()),
+        (1.into(), serde_json::json!(["placeholder"]))
+    );
+    let generate = || {
+        bearer(Request::post("/v1/images/generations"), &secret)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"model": "placeholder", "prompt": "p", "size": "16x16"}"#,
+            ))
+            .unwrap()
+    };
+    assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
+    let (status, headers, _) = send(&app, generate()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // `null` removes the limit; fields left out stay.
+    let (status, _, response) = send(&app, patch(r#"{"rpm": null}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    let key: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(
+        (key["rpm"].clone(), key["models"].clone()),
+        (Value::Null, serde_json::json!(["placeholder"]))
+    );
+    assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
+    let unknown = bearer(Request::patch("/v1/admin/keys/key_nope"), "mk-123")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"rpm": 5}"#))
+        .unwrap();
+    assert_eq!(send(&app, unknown).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let create = |key: &str| {

@@ -36,8 +36,8 @@ pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage,
 pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{
-    ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation, MAX_CONCURRENT, MAX_KEY_MODELS,
-    MAX_PER_MINUTE,
+    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, MAX_CONCURRENT,
+    MAX_KEY_MODELS, MAX_PER_MINUTE,
 };
 
 use self::pool::Db;

@@ -1,13 +1,14 @@
 //! The admin API behind the master key: `POST /v1/admin/keys`, `GET /v1/admin/keys`,
-//! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`. A new key's limits
-//! and models are checked here (400 naming the field) before anything is stored.
+//! `PATCH /v1/admin/keys/{id}` (limits and models), `POST /v1/admin/keys/{id}/revoke`,
+//! `POST /v1/admin/keys/{id}/credit`. A key's limits and models are checked here (400 naming
+//! the field) before anything is stored, when it is created and when they change.
 
 use axum::{
     extract::{Path, State},
     http::StatusCode,
     Extension, Json,
 };
-use imgproxy_core::service::db::{ApiKey, NewKey};
+use imgproxy_core::service::db::{ApiKey, KeyChange, NewKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -76,6 +77,24 @@ pub async fn list(
     Ok(Json(
         json!({"object": "list", "data": state.service.db().list_keys().await?}),
     ))
+}
+
+/// Changes a key's limits or models: a field left out stays, `null` removes the limit.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    OpenAIJson(change): OpenAIJson<KeyChange>,
+) -> Result<Json<ApiKey>, ApiError> {
+    require_master(&caller)?;
+    let db = state.service.db();
+    let mut limits = change.applied_to(&db.get_key(&id).await?);
+    limits.check_limits()?;
+    if change.models.is_some() {
+        // Only names being set now are checked: a kept list was checked when it was set.
+        limits.resolve_models(state.service.gateway().catalog())?;
+    }
+    Ok(Json(db.set_key_limits(&id, &limits).await?))
 }
 
 /// Revokes a key; it is refused from the next request on.

@@ -137,6 +137,50 @@ fn short(value: &str) -> String {
     }
 }
 
+/// What `PATCH /v1/admin/keys/{id}` changes: a field left out stays as it is, `null` removes
+/// the limit (unlimited, or every model), a value replaces it under the rules of
+/// [`NewKey::check_limits`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChange {
+    /// Requests per minute.
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u32>>,
+    /// Images per minute.
+    #[serde(default, deserialize_with = "present")]
+    pub images_per_minute: Option<Option<u32>>,
+    /// Requests in flight at once.
+    #[serde(default, deserialize_with = "present")]
+    pub max_concurrent: Option<Option<u32>>,
+    /// The models the key may use.
+    #[serde(default, deserialize_with = "present")]
+    pub models: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present (`null` included) is `Some`; `default` makes an absent one `None`.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl KeyChange {
+    /// `key`'s limits with this change applied, as a [`NewKey`] to check (name and credits are
+    /// left empty: they are not changed here).
+    pub fn applied_to(&self, key: &ApiKey) -> NewKey {
+        NewKey {
+            name: key.name.clone(),
+            credits: 0,
+            rpm: self.rpm.unwrap_or(key.rpm),
+            images_per_minute: self.images_per_minute.unwrap_or(key.images_per_minute),
+            max_concurrent: self.max_concurrent.unwrap_or(key.max_concurrent),
+            models: self.models.clone().unwrap_or_else(|| key.models.clone()),
+        }
+    }
+}
+
 /// A freshly created key and its secret, which is never stored and so never shown again.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedKey {
