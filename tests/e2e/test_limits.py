@@ -132,6 +132,11 @@ def test_two_instances_give_a_key_its_rpm_once(imgproxy: ImgproxyFactory, postgr
     assert {i for i, _ in refused} == {0, 1}, "both instances refused, counting the other's requests"
     assert balance(second, secret) == 1000 - 30, "refused requests are not charged"
 
+    # A change made through one instance holds on the other from the key's next request.
+    status, _, raw = admin(second, "PATCH", f"/keys/{key['id']}", {"rpm": None})
+    assert status == 200 and json.loads(raw)["rpm"] is None, raw[:300]
+    assert generate(first, secret)[0] == 200, "the limit removed through the other instance still held"
+
 
 def test_two_instances_share_max_concurrent_and_a_crashed_ones_slots_come_back(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, postgres_url: str
