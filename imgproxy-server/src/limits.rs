@@ -94,7 +94,14 @@ impl KeyLimits {
             max_concurrent: key.max_concurrent,
         };
         check_spec(spec, images)?;
-        if db.shares_limits() && spec != KeyLimitsSpec::default() {
+        if spec == KeyLimitsSpec::default() {
+            // Unlimited: nothing to count, and no entry kept for the key.
+            return Ok(Admission {
+                _slot: None,
+                _lease: None,
+            });
+        }
+        if db.shares_limits() {
             return self.admit_shared(db, &key.id, spec, images).await;
         }
         self.admit_local(key, spec, images)
