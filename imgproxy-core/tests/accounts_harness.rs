@@ -1,9 +1,13 @@
 //! Shared by the `accounts*` tests: one store per test on SQLite (a file in a temp dir) and on
 //! Postgres (a fresh schema), and raw SQL access to check what is stored.
 //!
-//! Postgres is at `IMGPROXY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`);
-//! set it to `skip` to run the SQLite half only. An unreachable server fails the tests rather
-//! than skipping them silently.
+//! Postgres is at `IMGPROXY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
+//! Every Postgres test is named `...::postgres`; to run the SQLite half only, leave them out
+//! with libtest's filter, `cargo test -- --skip postgres`, which reports them as filtered out.
+//! Rust has no runtime skip, so a Postgres test that cannot reach its server fails: an
+//! unreachable server, or the old `IMGPROXY_TEST_POSTGRES_URL=skip`, which used to turn every
+//! Postgres test into a pass. CI (`tests/run`) starts the local cluster and leaves the
+//! variable unset, so they run against the real server.
 #![allow(
     dead_code,
     reason = "included by several test crates, each using a part"
@@ -39,10 +43,9 @@ macro_rules! on_both_backends {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn postgres() {
-                if let Some(ctx) = $crate::harness::Ctx::postgres(stringify!($name)).await {
-                    super::$name(&ctx).await;
-                    ctx.finish().await;
-                }
+                let ctx = $crate::harness::Ctx::postgres(stringify!($name)).await;
+                super::$name(&ctx).await;
+                ctx.finish().await;
             }
         }
     )*};
@@ -86,12 +89,14 @@ impl Ctx {
         }
     }
 
-    pub async fn postgres(test: &str) -> Option<Self> {
+    pub async fn postgres(test: &str) -> Self {
         let url =
             std::env::var("IMGPROXY_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES.into());
-        if url == "skip" {
-            return None;
-        }
+        assert_ne!(
+            url, "skip",
+            "IMGPROXY_TEST_POSTGRES_URL=skip no longer passes the Postgres tests; leave them out \
+             with `cargo test -- --skip postgres` (reported as filtered out)"
+        );
         let mut random = [0_u8; 4];
         getrandom::fill(&mut random).unwrap();
         let schema = format!(
@@ -102,13 +107,13 @@ impl Ctx {
         let accounts = Database::connect_postgres_schema(&url, &schema)
             .await
             .unwrap_or_else(|e| {
-                panic!("Postgres at {url}: {e} (IMGPROXY_TEST_POSTGRES_URL=skip skips these)")
+                panic!("Postgres at {url}: {e} (`cargo test -- --skip postgres` leaves these out)")
             });
         assert_eq!(accounts.backend(), "postgres");
-        Some(Self {
+        Self {
             accounts,
             place: Place::Postgres { url, schema },
-        })
+        }
     }
 
     /// A second, independent pool on the same store: another process, as far as the

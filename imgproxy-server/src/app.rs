@@ -7,7 +7,7 @@ use axum::{
     extract::DefaultBodyLimit,
     middleware,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{get, patch, post},
     Extension, Router,
 };
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -51,6 +51,7 @@ pub fn build_app(state: AppState) -> Router {
             "/v1/admin/keys",
             post(handlers::admin::create).get(handlers::admin::list),
         )
+        .route("/v1/admin/keys/{id}", patch(handlers::admin::update))
         .route("/v1/admin/keys/{id}/revoke", post(handlers::admin::revoke))
         .route("/v1/admin/keys/{id}/credit", post(handlers::admin::credit))
         .route_layer(middleware::from_fn_with_state(

@@ -21,11 +21,11 @@ pub struct Admitted {
 }
 
 /// Admits a request of `images` images under the caller's limits (429 when over).
-pub fn admit(state: &AppState, caller: &Caller, images: u32) -> Result<Admitted, ApiError> {
-    let admission = caller
-        .limited_as()
-        .map(|key| state.limits.admit(key, images))
-        .transpose()?;
+pub async fn admit(state: &AppState, caller: &Caller, images: u32) -> Result<Admitted, ApiError> {
+    let admission = match caller.limited_as() {
+        Some(key) => Some(state.limits.admit(state.service.db(), key, images).await?),
+        None => None,
+    };
     Ok(Admitted {
         _admission: admission,
         request_id: new_request_id(&state.instance_id),

@@ -23,8 +23,8 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
             max_concurrent,
             models,
         } => {
-            let db = connect(&state, env).await?;
-            let new = NewKey {
+            let settings = settings(&state, env)?;
+            let mut new = NewKey {
                 name,
                 credits,
                 rpm,
@@ -32,6 +32,11 @@ pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
                 max_concurrent,
                 models,
             };
+            // Refused before the database is opened, against the catalog the server would
+            // route with (the config's models and remaps included).
+            new.check_limits()?;
+            new.resolve_models(&settings.catalog()?)?;
+            let db = connect_with(&settings).await?;
             let created = db.create_key(new).await?;
             json!({"key": created.key, "secret": created.secret, "note": "the secret is shown once; store it now"})
         }

@@ -7,7 +7,13 @@
     reason = "test helpers fail loudly"
 )]
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use axum::{
@@ -40,9 +46,30 @@ impl ImageProvider for Panicky {
     }
 }
 
+/// A provider that counts its calls and fails them: the model it serves has no price, so a
+/// metered request must be refused before it is ever called.
+#[derive(Debug, Default)]
+struct Unpriced {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl ImageProvider for Unpriced {
+    fn name(&self) -> &str {
+        "unpriced"
+    }
+    async fn generate(&self, _: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(ProviderError::Failed {
+            message: "the unpriced fake must not be called for metered keys".into(),
+        })
+    }
+}
+
 struct TestApp {
     router: Router,
     accounts: Database,
+    unpriced: Arc<Unpriced>,
     _dir: tempfile::TempDir,
 }
 
@@ -52,12 +79,19 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     let mut panicky = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
     panicky.id = "panicky".into();
     panicky.provider = "panicky".into();
-    catalog.upsert(panicky).unwrap();
+    catalog.upsert(panicky.clone()).unwrap();
+    let mut unpriced = panicky;
+    unpriced.id = "unpriced".into();
+    unpriced.provider = "unpriced".into();
+    unpriced.pricing = None;
+    catalog.upsert(unpriced).unwrap();
+    let unpriced = Arc::new(Unpriced::default());
     let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
     let accounts = Database::connect(&database).await.unwrap();
     let gateway = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
         .provider(Arc::new(Panicky))
+        .provider(unpriced.clone())
         .build();
     let store = ImageStore::local(dir.path()).unwrap();
     let service = Service::new(gateway, store, "http://test/images/", accounts.clone())
@@ -76,6 +110,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     TestApp {
         router: build_app(state),
         accounts,
+        unpriced,
         _dir: dir,
     }
 }
@@ -394,7 +429,7 @@ async fn issued_keys_are_metered_and_refused_when_short() {
 }
 
 #[tokio::test]
-async fn a_failed_generation_is_refunded_and_unpriced_or_foreign_models_are_refused() {
+async fn a_failed_generation_is_refunded_and_an_unserved_model_is_404() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let secret = issue(&app, 10, Some(vec!["placeholder".into(), "panicky".into()])).await;
     let post = |body: &'static str| {
@@ -405,9 +440,15 @@ async fn a_failed_generation_is_refunded_and_unpriced_or_foreign_models_are_refu
     };
     let (status, _, _) = send(&app, post(r#"{"model": "panicky", "prompt": "p"}"#)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    // The panic dropped the request mid-flight; the refund runs in the background.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The panic dropped the request mid-flight; the refund runs in the background: wait for
+    // it (generously, as a loaded machine may be slow) rather than for a fixed time.
     let key = app.accounts.authenticate(&secret).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while app.accounts.balance(&key.id).await.unwrap() != 10
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(app.accounts.balance(&key.id).await.unwrap(), 10);
     let (status, _, response) =
         send(&app, post(r#"{"model": "gpt-image-2", "prompt": "p"}"#)).await;
@@ -417,6 +458,189 @@ async fn a_failed_generation_is_refunded_and_unpriced_or_foreign_models_are_refu
         "{}",
         String::from_utf8_lossy(&response)
     );
+}
+
+#[tokio::test]
+async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_call() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 10, None).await;
+    let request = bearer(Request::post("/v1/images/generations"), &secret)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"model": "unpriced", "prompt": "p"}"#))
+        .unwrap();
+    let (status, _, body) = send(&app, request).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let error = envelope(&body);
+    assert_eq!(error["code"], "permission_denied");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("`unpriced` has no price"), "{message}");
+    assert_eq!(
+        app.unpriced.calls.load(Ordering::SeqCst),
+        0,
+        "the upstream was called"
+    );
+    let key = app.accounts.authenticate(&secret).await.unwrap().unwrap();
+    assert_eq!(app.accounts.balance(&key.id).await.unwrap(), 10);
+    let ledger = app.accounts.recent_charges(&key.id, 10).await.unwrap();
+    assert!(
+        ledger.iter().all(|entry| entry.kind == "credit"),
+        "nothing may be reserved or charged: {ledger:?}"
+    );
+    // The same model is served to the master key, which is not metered: the refusal above is
+    // the price check, not an unserved model.
+    let request = bearer(Request::post("/v1/images/generations"), "mk-123")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"model": "unpriced", "prompt": "p"}"#))
+        .unwrap();
+    assert_eq!(send(&app, request).await.0, StatusCode::BAD_GATEWAY);
+    assert_eq!(app.unpriced.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_key_may_only_use_its_models() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 10, Some(vec!["placeholder".into()])).await;
+    let request = bearer(Request::post("/v1/images/generations"), &secret)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"model": "panicky", "prompt": "p"}"#))
+        .unwrap();
+    let (status, _, body) = send(&app, request).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let message = envelope(&body)["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("may not use the model `panicky`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn admin_key_creation_refuses_limits_and_models_that_mean_nothing() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let cases = [
+        (r#"{"name": "k", "rpm": 0}"#, "rpm"),
+        (
+            r#"{"name": "k", "images_per_minute": 0}"#,
+            "images_per_minute",
+        ),
+        (r#"{"name": "k", "max_concurrent": 0}"#, "max_concurrent"),
+        (r#"{"name": "k", "max_concurrent": -1}"#, "max_concurrent"),
+        (r#"{"name": "k", "rpm": 2000000}"#, "rpm"),
+        (r#"{"name": "k", "models": ["nope"]}"#, "models"),
+        (r#"{"name": "k", "models": []}"#, "models"),
+        (r#"{"name": "k", "credits": -5}"#, "credits"),
+    ];
+    for (body, param) in cases {
+        let request = bearer(Request::post("/v1/admin/keys"), "mk-123")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let (status, _, response) = send(&app, request).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{body}: {}",
+            String::from_utf8_lossy(&response)
+        );
+        assert_eq!(envelope(&response)["param"], param, "{body}");
+    }
+    assert!(app.accounts.list_keys().await.unwrap().is_empty());
+    let request = bearer(Request::post("/v1/admin/keys"), "mk-123")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(
+            r#"{"name": "k", "rpm": 1, "models": ["placeholder", "panicky"]}"#,
+        ))
+        .unwrap();
+    let (status, _, response) = send(&app, request).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let created: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(
+        created["key"]["models"],
+        serde_json::json!(["placeholder", "panicky"])
+    );
+}
+
+#[tokio::test]
+async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let secret = issue(&app, 10, None).await;
+    let id = app
+        .accounts
+        .authenticate(&secret)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let patch = |body: &'static str| {
+        bearer(Request::patch(format!("/v1/admin/keys/{id}")), "mk-123")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    for (body, param) in [
+        (r#"{"rpm": 0}"#, "rpm"),
+        (r#"{"max_concurrent": -3}"#, "max_concurrent"),
+        (r#"{"models": ["nope"]}"#, "models"),
+        (r#"{"models": []}"#, "models"),
+    ] {
+        let (status, _, response) = send(&app, patch(body)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(envelope(&response)["param"], param, "{body}");
+    }
+    let (status, _, response) = send(&app, patch(r#"{"name": "x"}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "only limits and models change here"
+    );
+    envelope(&response);
+    let (status, _, response) = send(&app, patch(r#"{"rpm": 1, "models": ["placeholder"]}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    let key: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(
+        (key["rpm"].clone(), key["models"].clone()),
+        (1.into(), serde_json::json!(["placeholder"]))
+    );
+    let generate = || {
+        bearer(Request::post("/v1/images/generations"), &secret)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                r#"{"model": "placeholder", "prompt": "p", "size": "16x16"}"#,
+            ))
+            .unwrap()
+    };
+    assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
+    let (status, headers, _) = send(&app, generate()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key(header::RETRY_AFTER));
+    // `null` removes the limit; fields left out stay.
+    let (status, _, response) = send(&app, patch(r#"{"rpm": null}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+    let key: Value = serde_json::from_slice(&response).unwrap();
+    assert_eq!(
+        (key["rpm"].clone(), key["models"].clone()),
+        (Value::Null, serde_json::json!(["placeholder"]))
+    );
+    assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
+    let unknown = bearer(Request::patch("/v1/admin/keys/key_nope"), "mk-123")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"rpm": 5}"#))
+        .unwrap();
+    assert_eq!(send(&app, unknown).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -509,7 +509,9 @@ def _assert_limited(status: int, headers: dict[str, str], raw: bytes) -> None:
     assert_error_envelope(status, headers, raw, expected_status=429)
     retry_after = headers.get("retry-after")
     assert retry_after is not None and re.fullmatch(r"\d+", retry_after), f"Retry-After is {retry_after!r}"
-    assert 1 <= int(retry_after) <= 60, f"Retry-After {retry_after} for a per-minute limit"
+    # At most 61: counts are per second, so a slot frees when its whole second has left the
+    # 60 s window, up to a second after the request.
+    assert 1 <= int(retry_after) <= 61, f"Retry-After {retry_after} for a per-minute limit"
 
 
 def test_rpm_limit_gives_429_with_retry_after(imgproxy: ImgproxyFactory) -> None:
@@ -543,14 +545,14 @@ def test_max_concurrent_limit_gives_429_while_requests_are_in_flight(
 ) -> None:
     server = start_openai_server(imgproxy, fake_openai)
     _, secret = create_key(server, credits=100, max_concurrent=2)
-    fake_openai.delay_images(2)
+    fake_openai.delay_images(8)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         slow = [pool.submit(generate, server, secret, 1, "gpt-image-2", 30, quality="low") for _ in range(2)]
         wait_for(lambda: len(fake_openai.image_requests()) == 2, 10, "two requests to reach the upstream")
-        started = time.monotonic()
         status, headers, raw = generate(server, secret, n=1, model="gpt-image-2", quality="low")
-        assert time.monotonic() - started < 1.5, "the third request must be refused at once, not queued"
+        # Refused at once, not queued: the answer came while both slots were still taken.
+        assert not any(future.done() for future in slow), "the third request waited for a slot"
         _assert_limited(status, headers, raw)
         assert len(fake_openai.image_requests()) == 2, "a refused request must not reach the upstream"
         for future in slow:

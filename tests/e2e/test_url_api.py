@@ -774,7 +774,8 @@ def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: 
     status, headers, body = get(api(server, prompt="public 6", model="placeholder", size="32x32"))
     assert_error_envelope(status, headers, body, expected_status=429)
     retry_after = headers.get("retry-after")
-    assert retry_after is not None and re.fullmatch(r"\d+", retry_after) and 1 <= int(retry_after) <= 60, retry_after
+    # Up to 61: per-minute limits count whole seconds, so a slot frees up to a second late.
+    assert retry_after is not None and re.fullmatch(r"\d+", retry_after) and 1 <= int(retry_after) <= 61, retry_after
     assert admin_balance(server, key["id"]) == 96
 
     # Public mode opens the URL API only, not /v1.

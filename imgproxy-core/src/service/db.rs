@@ -19,6 +19,7 @@
 mod history;
 mod keys;
 mod ledger;
+mod limits;
 mod pool;
 mod records;
 mod retention;
@@ -28,10 +29,17 @@ mod types;
 
 use std::time::Duration;
 
+pub use limits::{
+    window_wait, KeyLimitsSpec, MinuteWindow, Refusal, SharedAdmission, LEASE_RENEW_EVERY,
+    LEASE_TTL, WINDOW_SECS,
+};
 pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage, MAX_NAME_CHARS};
 pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
-pub use types::{ApiKey, Charge, CreatedKey, LedgerEntry, NewKey, Reservation};
+pub use types::{
+    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, MAX_CONCURRENT,
+    MAX_KEY_MODELS, MAX_PER_MINUTE,
+};
 
 use self::pool::Db;
 use crate::{Error, Result};

@@ -1,8 +1,10 @@
 //! The admin API behind the master key: `POST /v1/admin/keys`, `GET /v1/admin/keys`,
-//! `POST /v1/admin/keys/{id}/revoke`, `POST /v1/admin/keys/{id}/credit`.
+//! `PATCH /v1/admin/keys/{id}` (limits and models), `POST /v1/admin/keys/{id}/revoke`,
+//! `POST /v1/admin/keys/{id}/credit`. A key's limits and models are checked here (400 naming
+//! the field) before anything is stored, when it is created and when they change.
 
 use axum::{extract::State, http::StatusCode, Extension, Json};
-use imgproxy_core::service::db::{ApiKey, NewKey};
+use imgproxy_core::service::db::{ApiKey, KeyChange, NewKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -49,7 +51,7 @@ pub async fn create(
     OpenAIJson(body): OpenAIJson<CreateKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_master(&caller)?;
-    let new = NewKey {
+    let mut new = NewKey {
         name: body.name,
         credits: body.credits,
         rpm: body.rpm,
@@ -57,6 +59,9 @@ pub async fn create(
         max_concurrent: body.max_concurrent,
         models: body.models,
     };
+    new.check_limits()?;
+    // Against the catalog this server routes with, overrides and remaps included.
+    new.resolve_models(state.service.gateway().catalog())?;
     let created = state.service.db().create_key(new).await?;
     Ok((
         StatusCode::CREATED,
@@ -73,6 +78,24 @@ pub async fn list(
     Ok(Json(
         json!({"object": "list", "data": state.service.db().list_keys().await?}),
     ))
+}
+
+/// Changes a key's limits or models: a field left out stays, `null` removes the limit.
+pub async fn update(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    OpenAIPath(id): OpenAIPath<String>,
+    OpenAIJson(change): OpenAIJson<KeyChange>,
+) -> Result<Json<ApiKey>, ApiError> {
+    require_master(&caller)?;
+    let db = state.service.db();
+    let mut limits = change.applied_to(&db.get_key(&id).await?);
+    limits.check_limits()?;
+    if change.models.is_some() {
+        // Only names being set now are checked: a kept list was checked when it was set.
+        limits.resolve_models(state.service.gateway().catalog())?;
+    }
+    Ok(Json(db.set_key_limits(&id, &limits).await?))
 }
 
 /// Revokes a key; it is refused from the next request on.

@@ -54,10 +54,10 @@ pub async fn serve(
             request.reroll = Some(true);
         }
         // Rate limits count a submission like a request; the workers bound what runs.
-        drop(calls::admit(&state, &caller, request.n.unwrap_or(1))?);
+        drop(calls::admit(&state, &caller, request.n.unwrap_or(1)).await?);
         return tasks::submit(&state, &caller, kind, request).await;
     }
-    let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1))?;
+    let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
     if request.stream == Some(true) {
         // Refuse a bad request with its status before the stream says 200.

@@ -151,7 +151,7 @@ async fn serve(
             Error::invalid_param("n", "the URL API answers with one image: `n` must be 1").into(),
         );
     }
-    let admitted = calls::admit(state, &caller, 1)?;
+    let admitted = calls::admit(state, &caller, 1).await?;
     let unsigned = HeaderMap::new();
     let cache = calls::cache_mode(if by_url { &unsigned } else { headers }, parsed.reroll);
     let fresh = cache == CacheMode::Refresh;

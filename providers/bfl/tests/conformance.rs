@@ -238,4 +238,4 @@ impl Fixture for Bfl {
     }
 }
 
-imgproxy_testkit::conformance_suite!(super::Bfl);
+imgproxy_testkit::conformance_suite!(super::Bfl, polling);

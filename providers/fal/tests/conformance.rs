@@ -173,4 +173,4 @@ impl Fixture for Fal {
     }
 }
 
-imgproxy_testkit::conformance_suite!(crate::Fal);
+imgproxy_testkit::conformance_suite!(crate::Fal, polling);

@@ -231,4 +231,4 @@ impl Fixture for ReplicateFixture {
     }
 }
 
-imgproxy_testkit::conformance_suite!(crate::ReplicateFixture);
+imgproxy_testkit::conformance_suite!(crate::ReplicateFixture, polling);

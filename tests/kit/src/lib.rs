@@ -25,7 +25,8 @@ pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
 /// A provider under test.
 #[async_trait]
 pub trait Fixture: Send + Sync + 'static {
-    /// Whether the upstream is asynchronous (submit, then poll): enables the polling cases.
+    /// Whether the upstream is asynchronous (submit, then poll). Such fixtures are stamped out
+    /// with `conformance_suite!(F, polling)`, which adds the polling cases.
     const ASYNC: bool;
 
     /// A gateway whose provider talks to `server`, with [`TEST_DEADLINE`] as poll deadline.
@@ -217,13 +218,45 @@ pub mod cases {
 }
 
 /// Stamps out the conformance cases for a [`Fixture`] as `#[tokio::test]`s in a module
-/// `conformance`.
+/// `conformance`: `conformance_suite!(Fixture)` for a synchronous upstream,
+/// `conformance_suite!(Fixture, polling)` for an asynchronous one (submit, then poll), which
+/// adds the polling cases. Cases that do not apply to a provider are not generated, so none
+/// passes without asserting anything; `fixture_kind_matches` fails if the form used does not
+/// match [`Fixture::ASYNC`].
 #[macro_export]
 macro_rules! conformance_suite {
     ($fixture:ty) => {
+        $crate::conformance_suite!(@cases $fixture, false);
+    };
+    ($fixture:ty, polling) => {
+        $crate::conformance_suite!(@cases $fixture, true, {
+            #[tokio::test]
+            async fn slow_completion_succeeds() {
+                cases::slow_completion::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn failed_status_is_502() {
+                cases::failed_status::<$fixture>().await;
+            }
+            #[tokio::test]
+            async fn deadline_exceeded_is_504_and_cancelled() {
+                cases::deadline_exceeded::<$fixture>().await;
+            }
+        });
+    };
+    (@cases $fixture:ty, $polling:literal $(, { $($polling_cases:item)* })?) => {
         mod conformance {
             use $crate::{cases, Fixture as _};
 
+            #[test]
+            fn fixture_kind_matches() {
+                assert_eq!(
+                    <$fixture>::ASYNC,
+                    $polling,
+                    "an asynchronous fixture uses `conformance_suite!(F, polling)`, a synchronous \
+                     one `conformance_suite!(F)`"
+                );
+            }
             #[tokio::test]
             async fn success_one_image() {
                 cases::success::<$fixture>(1, 0).await;
@@ -256,24 +289,7 @@ macro_rules! conformance_suite {
             async fn truncated_body_is_502() {
                 cases::truncated::<$fixture>().await;
             }
-            #[tokio::test]
-            async fn slow_completion_succeeds() {
-                if <$fixture>::ASYNC {
-                    cases::slow_completion::<$fixture>().await;
-                }
-            }
-            #[tokio::test]
-            async fn failed_status_is_502() {
-                if <$fixture>::ASYNC {
-                    cases::failed_status::<$fixture>().await;
-                }
-            }
-            #[tokio::test]
-            async fn deadline_exceeded_is_504_and_cancelled() {
-                if <$fixture>::ASYNC {
-                    cases::deadline_exceeded::<$fixture>().await;
-                }
-            }
+            $($($polling_cases)*)?
         }
     };
 }

@@ -1,5 +1,7 @@
-//! API keys: creation (the secret is returned once; only its hash is stored), listing,
-//! revocation, credits and authentication. Reservations and the ledger are in `ledger.rs`.
+//! API keys: creation (the secret is returned once; only its hash is stored, and limits that
+//! mean nothing are refused), listing, changing limits, revocation, credits and
+//! authentication. Reservations
+//! and the ledger are in `ledger.rs`; shared rate and concurrency counters in `limits.rs`.
 
 use super::{
     key_not_found,
@@ -62,6 +64,9 @@ impl Database {
                 format!("credits must be between 0 and {MAX_BALANCE}"),
             ));
         }
+        // Embedders that create keys directly get the same refusals as the admin API; only
+        // the catalog check of `models` needs the caller's catalog (`NewKey::resolve_models`).
+        new.check_limits()?;
         let models = match &new.models {
             Some(models) => Some(serde_json::to_string(models).db()?),
             None => None,
@@ -138,6 +143,35 @@ impl Database {
                 .fetch_optional(pool)
                 .await
                 .db()?
+        });
+        key_from_row(row.ok_or_else(|| key_not_found(id))?)
+    }
+
+    /// Replaces a key's limits and models with those of `limits` (from
+    /// [`super::KeyChange::applied_to`], its models already resolved against the catalog);
+    /// they are checked first. Every instance sees the change from the key's next request.
+    pub async fn set_key_limits(&self, id: &str, limits: &NewKey) -> Result<ApiKey> {
+        limits.check_limits()?;
+        let models = match &limits.models {
+            Some(models) => Some(serde_json::to_string(models).db()?),
+            None => None,
+        };
+        let row: Option<KeyRow> = write_tx!(&self.db, tx => {
+            let row = sqlx::query_as(concat!(
+                "UPDATE api_keys SET rpm = $2, images_per_minute = $3, max_concurrent = $4, \
+                 models = $5 WHERE id = $1 RETURNING ",
+                key_columns!()
+            ))
+            .bind(id)
+            .bind(limits.rpm.map(i64::from))
+            .bind(limits.images_per_minute.map(i64::from))
+            .bind(limits.max_concurrent.map(i64::from))
+            .bind(&models)
+            .fetch_optional(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()?;
+            row
         });
         key_from_row(row.ok_or_else(|| key_not_found(id))?)
     }

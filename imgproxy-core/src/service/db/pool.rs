@@ -40,6 +40,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tasks",
         include_str!("../../../migrations/sqlite/0003_tasks.sql"),
     ),
+    (
+        5,
+        "limits",
+        include_str!("../../../migrations/sqlite/0005_limits.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -56,6 +61,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "tasks",
         include_str!("../../../migrations/postgres/0003_tasks.sql"),
+    ),
+    (
+        5,
+        "limits",
+        include_str!("../../../migrations/postgres/0005_limits.sql"),
     ),
 ];
 

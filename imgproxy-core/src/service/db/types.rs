@@ -5,6 +5,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{Catalog, Error, Result};
+
+/// The most requests or images per minute a key may be given. Above it, leave the limit out.
+pub const MAX_PER_MINUTE: u32 = 1_000_000;
+/// The most requests in flight a key may be given. Above it, leave the limit out.
+pub const MAX_CONCURRENT: u32 = 100_000;
+/// The most entries in a key's `models`.
+pub const MAX_KEY_MODELS: usize = 100;
+
 /// What `keys create` (CLI or admin API) asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +35,150 @@ pub struct NewKey {
     /// The models the key may use; `None` allows every model.
     #[serde(default)]
     pub models: Option<Vec<String>>,
+}
+
+impl NewKey {
+    /// Refuses limits that cannot mean anything, naming the field: a limit is either absent
+    /// (unlimited) or between 1 and its maximum. Zero is refused rather than read as
+    /// "unlimited" or "nothing": a key that may do nothing is a revoked key. An empty `models`
+    /// list is refused for the same reason; which names it holds is checked against the
+    /// catalog by [`NewKey::resolve_models`].
+    pub fn check_limits(&self) -> Result<()> {
+        let per_minute = [
+            ("rpm", self.rpm, MAX_PER_MINUTE),
+            ("images_per_minute", self.images_per_minute, MAX_PER_MINUTE),
+            ("max_concurrent", self.max_concurrent, MAX_CONCURRENT),
+        ];
+        for (field, value, max) in per_minute {
+            if value.is_some_and(|v| v == 0 || v > max) {
+                return Err(Error::invalid_param(
+                    field,
+                    format!(
+                        "`{field}` must be between 1 and {max}; leave it out for no limit \
+                         (0 is not accepted: revoke a key to stop it)"
+                    ),
+                ));
+            }
+        }
+        if let Some(models) = &self.models {
+            if models.is_empty() || models.len() > MAX_KEY_MODELS {
+                return Err(Error::invalid_param(
+                    "models",
+                    format!(
+                        "`models` must list 1 to {MAX_KEY_MODELS} models; leave it out to allow \
+                         every model"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks every name in `models` against `catalog` and replaces it by the id requests for
+    /// it are charged under (an alias or a remapped name becomes its model's id), so that the
+    /// list means what it says. An unknown or retired name is a 400 on `models`.
+    pub fn resolve_models(&mut self, catalog: &Catalog) -> Result<()> {
+        let Some(models) = &mut self.models else {
+            return Ok(());
+        };
+        let mut resolved: Vec<String> = Vec::with_capacity(models.len());
+        for name in models.iter() {
+            let Some(mut model) = catalog.get(name) else {
+                return Err(Error::invalid_param(
+                    "models",
+                    format!(
+                        "`models` names `{}`, which is not in the catalog; GET /v1/models lists \
+                         the models",
+                        short(name)
+                    ),
+                ));
+            };
+            // A retired name that redirects is served (and charged) as its replacement.
+            for _ in 0..MAX_REDIRECTS {
+                let next = model
+                    .retired
+                    .as_ref()
+                    .filter(|retired| retired.redirect)
+                    .and_then(|retired| catalog.get(&retired.replacement));
+                match next {
+                    Some(replacement) => model = replacement,
+                    None => break,
+                }
+            }
+            if let Some(retired) = &model.retired {
+                return Err(Error::invalid_param(
+                    "models",
+                    format!(
+                        "`models` names `{}`, which was retired on {}; use `{}` instead",
+                        short(name),
+                        retired.shutdown_date,
+                        retired.replacement
+                    ),
+                ));
+            }
+            if !resolved.contains(&model.id) {
+                resolved.push(model.id.clone());
+            }
+        }
+        *models = resolved;
+        Ok(())
+    }
+}
+
+/// How many redirecting retired names a key's model is followed through, as requests are.
+const MAX_REDIRECTS: usize = 4;
+
+/// A client's value, cut short to be quoted in an error.
+fn short(value: &str) -> String {
+    const MAX_CHARS: usize = 64;
+    match value.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}...", &value[..end]),
+        None => value.to_owned(),
+    }
+}
+
+/// What `PATCH /v1/admin/keys/{id}` changes: a field left out stays as it is, `null` removes
+/// the limit (unlimited, or every model), a value replaces it under the rules of
+/// [`NewKey::check_limits`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyChange {
+    /// Requests per minute.
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u32>>,
+    /// Images per minute.
+    #[serde(default, deserialize_with = "present")]
+    pub images_per_minute: Option<Option<u32>>,
+    /// Requests in flight at once.
+    #[serde(default, deserialize_with = "present")]
+    pub max_concurrent: Option<Option<u32>>,
+    /// The models the key may use.
+    #[serde(default, deserialize_with = "present")]
+    pub models: Option<Option<Vec<String>>>,
+}
+
+/// A field that is present (`null` included) is `Some`; `default` makes an absent one `None`.
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl KeyChange {
+    /// `key`'s limits with this change applied, as a [`NewKey`] to check (name and credits are
+    /// left empty: they are not changed here).
+    pub fn applied_to(&self, key: &ApiKey) -> NewKey {
+        NewKey {
+            name: key.name.clone(),
+            credits: 0,
+            rpm: self.rpm.unwrap_or(key.rpm),
+            images_per_minute: self.images_per_minute.unwrap_or(key.images_per_minute),
+            max_concurrent: self.max_concurrent.unwrap_or(key.max_concurrent),
+            models: self.models.clone().unwrap_or_else(|| key.models.clone()),
+        }
+    }
 }
 
 /// A freshly created key and its secret, which is never stored and so never shown again.
