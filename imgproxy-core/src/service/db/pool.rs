@@ -40,6 +40,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "tasks",
         include_str!("../../../migrations/sqlite/0003_tasks.sql"),
     ),
+    (
+        4,
+        "instances",
+        include_str!("../../../migrations/sqlite/0004_instances.sql"),
+    ),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -56,6 +61,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "tasks",
         include_str!("../../../migrations/postgres/0003_tasks.sql"),
+    ),
+    (
+        4,
+        "instances",
+        include_str!("../../../migrations/postgres/0004_instances.sql"),
     ),
 ];
 
@@ -209,6 +219,16 @@ impl Db {
         match self {
             Self::Sqlite { writer, .. } => migrator(SQLITE_MIGRATIONS).run(writer).await.db(),
             Self::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await.db(),
+        }
+    }
+
+    /// The database's clock in Unix milliseconds, as an SQL expression. Instance leases are
+    /// written and compared with it alone, so instances on hosts whose clocks differ never
+    /// disagree about which lease expired.
+    pub(super) fn now_ms_sql(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 
