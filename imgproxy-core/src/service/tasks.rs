@@ -357,16 +357,12 @@ impl Tasks {
     }
 
     /// Runs a claimed task to its end, beating while it runs; a cancel drops the generation
-    /// (the upstream job is cancelled where it can be, the reservation refunded).
+    /// (the upstream job is cancelled where it can be, the reservation refunded) unless it was
+    /// paid for already.
     async fn run(&self, task: TaskRecord) {
         let outcome = match self.execute(&task).await {
             Ok(Some(outcome)) => outcome,
-            Ok(None) => TaskOutcome {
-                status: TaskStatus::Canceled,
-                result: None,
-                error: None,
-                credits_used: Some(0),
-            },
+            Ok(None) => self.canceled(&task.id).await,
             Err(error) => failure(&error),
         };
         match self
@@ -382,6 +378,25 @@ impl Tasks {
                 tracing::error!(%error, task = %task.id, "recording a task's end failed; handing it back");
                 self.disown(&task.id).await;
             }
+        }
+    }
+
+    /// The outcome of a run stopped by a cancel: canceled, unless the cancel came after its
+    /// charge was settled (with its result, in one transaction): then it is done, as paid.
+    async fn canceled(&self, id: &str) -> TaskOutcome {
+        match self.db().task_by_id(id).await {
+            Ok(Some(task)) if task.result.is_some() => TaskOutcome {
+                status: TaskStatus::Succeeded,
+                result: task.result,
+                error: None,
+                credits_used: task.credits_used,
+            },
+            _ => TaskOutcome {
+                status: TaskStatus::Canceled,
+                result: None,
+                error: None,
+                credits_used: Some(0),
+            },
         }
     }
 
