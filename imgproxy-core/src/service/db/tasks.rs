@@ -306,8 +306,8 @@ impl Database {
     }
 
     /// Takes over, for `owner`, the running tasks of dead instances: those whose lease expired,
-    /// and (a backstop for tasks of versions before leases) those whose owner holds no lease and
-    /// that have not beaten for `silent_ms`. Each task is taken by exactly one caller, which
+    /// and those whose owner holds no lease (a task handed back, or one of a version before
+    /// leases) that have not beaten for `silent_ms`. Each task is taken by exactly one caller, which
     /// gets it as it was left: its upstream jobs, and its result if its charge was settled.
     pub async fn adopt_orphaned_tasks(
         &self,
