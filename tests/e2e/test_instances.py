@@ -12,91 +12,54 @@ expired) left is recovered.
 
 from __future__ import annotations
 
-import itertools
 import json
-import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
+from conftest import ImgproxyFactory
 from fake_openai import FakeOpenAI
-from helpers import http
 from test_credits import (  # noqa: F401 - postgres_url is a fixture
     GPT_LOW,
-    MASTER_KEY,
     Backend,
     assert_ledger_adds_up,
     balance,
-    bearer,
     create_key,
+    generate,
     postgres_url,
+    start_openai_server,
     wait_for,
 )
-
-_PROMPTS = itertools.count()
-
-
-def env(fake: FakeOpenAI, **extra: str) -> dict[str, str]:
-    return {
-        "OPENAI_API_KEY": OPENAI_TEST_KEY,
-        "OPENAI_BASE_URL": f"{fake.url}/v1",
-        "IMGPROXY_MASTER_KEY": MASTER_KEY,
-        **extra,
-    }
-
-
-def body(prompt: str | None = None, **extra: Any) -> dict[str, Any]:
-    prompt = prompt or f"a weather vane #{next(_PROMPTS)}-{secrets.token_hex(3)}"
-    return {"model": "gpt-image-2", "prompt": prompt, "quality": "low", **extra}
-
-
-def post(server: Server, secret: str, payload: dict[str, Any], timeout: float = 60) -> tuple[int, dict[str, str], bytes]:
-    return http(
-        "POST", f"{server.url}/v1/images/generations", json_body=payload, headers=bearer(secret), timeout=timeout
-    )
-
-
-def task(server: Server, secret: str, task_id: str) -> dict[str, Any]:
-    status, _, raw = http("GET", f"{server.url}/v1/tasks/{task_id}", headers=bearer(secret))
-    assert status == 200, raw[:300]
-    return json.loads(raw)
+from test_tasks import get_task, gpt_body, post, submit, wait_task
 
 
 def test_a_second_instance_on_the_same_data_dir_and_database_leaves_the_first_ones_work_alone(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, postgres_url: str
 ) -> None:
     backend = Backend("postgres", postgres_url)
-    settings = env(fake_openai, IMGPROXY_DATABASE_URL=postgres_url)
-    first = imgproxy.start(settings)
+    first = start_openai_server(imgproxy, fake_openai, backend)
     key, secret = create_key(first, credits=200)
-    fake_openai.delay_images(4)
+    fake_openai.delay_images(8)  # long enough for the second process to start meanwhile
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        requests = [pool.submit(post, first, secret, body()) for _ in range(8)]
-        tasks = []
-        for _ in range(4):
-            status, _, raw = post(first, secret, body(**{"async": True}))
-            assert status == 202, raw[:300]
-            tasks.append(json.loads(raw)["id"])
+        requests = [pool.submit(generate, first, secret, 1, "gpt-image-2", 60, quality="low") for _ in range(8)]
+        tasks = [submit(first, gpt_body(), secret)["id"] for _ in range(4)]
         wait_for(lambda: len(fake_openai.image_requests()) == 12, 10, "8 requests and 4 tasks to reach the upstream")
         assert balance(first, secret) == 200 - 12 * GPT_LOW, "each holds its reservation"
 
         # A second process on the same data dir and database, while all twelve are in flight.
-        second = imgproxy.start(settings, data_dir=first.data_dir)
+        second = start_openai_server(imgproxy, fake_openai, backend, data_dir=first.data_dir)
         assert not any(r.done() for r in requests), "the requests were to be in flight when the second started"
-        assert [task(second, secret, t)["status"] for t in tasks] == ["processing"] * 4
+        assert [get_task(second, t, secret)["status"] for t in tasks] == ["processing"] * 4
         assert balance(second, secret) == 200 - 12 * GPT_LOW, "the second's start refunded live reservations"
         answers = [r.result() for r in requests]
 
-    for status, headers, raw in answers:
+    for status, _, raw in answers:
         assert status == 200, raw[:300]
         assert json.loads(raw)["credits_used"] == GPT_LOW
-    done = {}
     for task_id in tasks:
-        done[task_id] = wait_for_task(second, secret, task_id)
-        assert done[task_id]["status"] == "succeeded" and done[task_id]["credits_used"] == GPT_LOW, done[task_id]
+        done = wait_task(second, task_id, secret, timeout=30)
+        assert done["status"] == "succeeded" and done["credits_used"] == GPT_LOW, done
     assert len(fake_openai.image_requests()) == 12, "nothing ran twice"
 
     # Charged exactly once each, nothing refunded.
@@ -108,34 +71,24 @@ def test_a_second_instance_on_the_same_data_dir_and_database_leaves_the_first_on
     for row in rows:
         if row.request_id:
             by_request.setdefault(row.request_id, []).append((row.kind, row.amount))
-    assert len(by_request) == 12, by_request
+    assert len(by_request) == 12 and set(tasks) <= set(by_request), by_request
     assert all(steps == [("reserve", -GPT_LOW), ("settle", 0)] for steps in by_request.values()), by_request
-    assert set(tasks) <= set(by_request)
     for server in (first, second):
         assert "recovered what dead instances left" not in server.log(), server.label
-
-
-def wait_for_task(server: Server, secret: str, task_id: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        current = task(server, secret, task_id)
-        if current["status"] not in ("queued", "processing") or time.monotonic() > deadline:
-            return current
-        time.sleep(0.1)
 
 
 def test_after_a_kill_9_mid_generation_a_restart_answers_the_identical_request_at_once(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI
 ) -> None:
-    settings = env(fake_openai, IMGPROXY_INSTANCE_LEASE_SECS="2")
-    server = imgproxy.start(settings)
+    lease = {"IMGPROXY_INSTANCE_LEASE_SECS": "2"}
+    server = start_openai_server(imgproxy, fake_openai, extra_env=lease)
     key, secret = create_key(server, credits=50)
-    payload = body()
+    payload = gpt_body(**{"async": False})
     fake_openai.delay_images(60)
 
     def doomed() -> None:
         try:
-            post(server, secret, payload, timeout=90)
+            post(server, payload, secret)
         except OSError:
             pass  # the server dies under it
 
@@ -147,9 +100,9 @@ def test_after_a_kill_9_mid_generation_a_restart_answers_the_identical_request_a
     server.exit_code = server.proc.returncode  # intended, not a failed shutdown
     fake_openai.delay_images(0)
 
-    restarted = imgproxy.start(settings, data_dir=server.data_dir, port=server.port)
+    restarted = start_openai_server(imgproxy, fake_openai, extra_env=lease, data_dir=server.data_dir, port=server.port)
     started = time.monotonic()
-    status, headers, raw = post(restarted, secret, payload, timeout=30)
+    status, headers, raw = post(restarted, payload, secret)
     elapsed = time.monotonic() - started
     assert status == 200, raw[:300]
     assert elapsed < 5, f"the identical request took {elapsed:.1f}s: the dead process's claim held it"
@@ -161,5 +114,5 @@ def test_after_a_kill_9_mid_generation_a_restart_answers_the_identical_request_a
     wait_for(lambda: balance(restarted, secret) == 50 - GPT_LOW, 5, "the dead request's refund")
     rows = Backend("sqlite").ledger(restarted, key["id"])
     assert_ledger_adds_up(rows, 50 - GPT_LOW)
-    kinds = [(row.kind, row.amount) for row in rows if row.request_id]
-    assert sorted(kinds) == sorted([("reserve", -GPT_LOW), ("refund", GPT_LOW), ("reserve", -GPT_LOW), ("settle", 0)]), rows
+    steps = sorted((row.kind, row.amount) for row in rows if row.request_id)
+    assert steps == sorted([("reserve", -GPT_LOW), ("refund", GPT_LOW), ("reserve", -GPT_LOW), ("settle", 0)]), rows
