@@ -37,6 +37,9 @@ pub struct Service {
     url_prefix: String,
     signer: Option<(signing::UrlSigner, Duration)>,
     db: Database,
+    /// This process's instance id: the owner of its generation claims (and, in a server, of its
+    /// reservations and tasks). Fresh per service unless set.
+    instance: String,
     flights: cache::SingleFlight<serving::Shared>,
 }
 
@@ -55,8 +58,21 @@ impl Service {
             url_prefix: url_prefix.into(),
             signer: None,
             db,
+            instance: db::new_instance_id(),
             flights: cache::SingleFlight::default(),
         }
+    }
+
+    /// Runs as instance `id` (see [`tasks::Tasks::join`], which holds its lease).
+    #[must_use]
+    pub fn with_instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = id.into();
+        self
+    }
+
+    /// This process's instance id.
+    pub fn instance_id(&self) -> &str {
+        &self.instance
     }
 
     /// Signs image URLs with `signer`, each valid for `ttl`: `{url_prefix}{key}?exp=..&sig=..`.

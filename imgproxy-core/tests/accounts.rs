@@ -1,5 +1,5 @@
 //! Credits on SQLite and Postgres: reserve/settle/refund arithmetic and the ledger,
-//! idempotency, and the crash-safe release of orphaned reservations. Keys are in
+//! idempotency, and the crash-safe release of what a dead instance (its lease expired) left. Keys are in
 //! `accounts_keys.rs`, concurrency under load in `accounts_concurrency.rs`.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -15,7 +15,7 @@ use imgproxy_core::{service::db::Reservation, Error};
 on_both_backends!(
     reserve_settle_refund_arithmetic,
     idempotent_by_request_id,
-    release_stale_exactly_once,
+    release_dead_exactly_once,
 );
 
 async fn reserve_settle_refund_arithmetic(ctx: &Ctx) {
@@ -199,9 +199,12 @@ async fn idempotent_by_request_id(ctx: &Ctx) {
     assert!(balance == 89 || balance == 96, "{balance}");
 }
 
-async fn release_stale_exactly_once(ctx: &Ctx) {
+async fn release_dead_exactly_once(ctx: &Ctx) {
     let accounts = &ctx.accounts;
     let key = ctx.key(100).await;
+    let hour = Duration::from_secs(3600);
+    accounts.join_instance("dead", hour).await.unwrap();
+    accounts.join_instance("alive", hour).await.unwrap();
     let mut orphans = Vec::new();
     for id in ["d1", "d2", "d3"] {
         orphans.push(
@@ -218,28 +221,41 @@ async fn release_stale_exactly_once(ctx: &Ctx) {
     accounts.settle(&orphans[0], 10).await.unwrap(); // finished before the crash
     assert_eq!(accounts.balance(&key).await.unwrap(), 65);
 
-    // The restarted instance and a sweep on another pool release at the same time.
-    let second = ctx.second_pool().await;
-    let hour = Duration::from_secs(3600);
-    let (a, b) = tokio::join!(
-        accounts.release_stale("dead", hour),
-        second.release_stale("dead", hour)
-    );
-    assert_eq!(a.unwrap() + b.unwrap(), 2);
-    assert_eq!(accounts.release_stale("dead", hour).await.unwrap(), 0);
-    assert_eq!(accounts.balance(&key).await.unwrap(), 85);
-    // The dead request's settle, arriving late, charges nothing.
-    assert_eq!(accounts.settle(&orphans[1], 10).await.unwrap(), 85);
+    // Nothing of an instance is released while its lease lives.
+    assert_eq!(accounts.release_dead("dead").await.unwrap(), 0);
+    assert_eq!(accounts.release_dead("alive").await.unwrap(), 0);
+    accounts.leave_instance("dead").await.unwrap();
 
-    // Another owner's fresh reservation is left alone, and still settles normally.
+    // Two instances recover the dead one at the same time: each reservation once.
+    let second = ctx.second_pool().await;
+    let (a, b) = tokio::join!(accounts.release_dead("dead"), second.release_dead("dead"));
+    assert_eq!(a.unwrap() + b.unwrap(), 2);
+    assert_eq!(accounts.release_dead("dead").await.unwrap(), 0);
+    assert_eq!(accounts.balance(&key).await.unwrap(), 85);
+    // The dead request's settle, arriving late, charges nothing, and says so.
+    let late = accounts.settle_as(&orphans[1], 10, None).await.unwrap();
+    assert_eq!((late.balance, late.kept), (85, 0));
+    // The one settled before the crash still says what it kept.
+    let before = accounts.settle_as(&orphans[0], 3, None).await.unwrap();
+    assert_eq!((before.balance, before.kept), (85, 10));
+
+    // The live instance's reservation is left alone, however old, and settles normally.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        second
+            .release_expired(Duration::from_millis(10))
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(accounts.settle(&alive, 5).await.unwrap(), 85);
-    let other = accounts
-        .reserve(&key, "o1", 5, charge("other"))
+    // The backstop: an old reservation of an owner that never held a lease is released.
+    let leaseless = accounts
+        .reserve(&key, "o1", 5, charge("old-version"))
         .await
         .unwrap();
-    assert_eq!(accounts.release_stale("dead", hour).await.unwrap(), 0);
+    assert_eq!(accounts.release_expired(hour).await.unwrap(), 0);
     assert_eq!(accounts.balance(&key).await.unwrap(), 80);
-    // Once old enough, anyone's is released, by `release_stale` or `release_expired`.
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
         second
@@ -248,7 +264,7 @@ async fn release_stale_exactly_once(ctx: &Ctx) {
             .unwrap(),
         1
     );
-    assert_eq!(accounts.refund(&other).await.unwrap(), 85);
+    assert_eq!(accounts.refund(&leaseless).await.unwrap(), 85);
 
     let released = accounts.recent_charges(&key, 100).await.unwrap();
     let released = released

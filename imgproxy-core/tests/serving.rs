@@ -1,6 +1,7 @@
 //! `Service::serve` on SQLite and Postgres: cache hits without upstream calls or charges,
-//! reroll, single-flight, tenant isolation of cache, names and files, file ids as references,
-//! and everything surviving a restart (a new service on the same database and store).
+//! reroll, single-flight (across instances too, a dead instance's claim taken over as soon as
+//! its lease expires), tenant isolation of cache, names and files, file ids as references, and
+//! everything surviving a restart (a new service on the same database and store).
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -64,7 +65,33 @@ impl ImageProvider for Counting {
     }
 }
 
-fn service(accounts: &Database, images: &Path, provider: Arc<Counting>) -> Service {
+/// Holds every call until `open` has permits, then makes an image; counts calls.
+#[derive(Debug)]
+struct Gated {
+    calls: AtomicUsize,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl ImageProvider for Gated {
+    fn name(&self) -> &str {
+        "counting"
+    }
+    async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let _permit = self.open.acquire().await;
+        Ok(Generation {
+            images: vec![GeneratedImage {
+                bytes: Bytes::from_static(b"gated"),
+                mime: "image/png".into(),
+                revised_prompt: None,
+            }],
+            ..Generation::default()
+        })
+    }
+}
+
+fn service(accounts: &Database, images: &Path, provider: Arc<dyn ImageProvider>) -> Service {
     let mut catalog = Catalog::embedded().unwrap();
     let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
     model.id = "counted".into();
@@ -96,6 +123,7 @@ on_both_backends!(
     tenants_are_isolated,
     metered_hits_are_free,
     across_instances,
+    dead_instances_claims_fall,
 );
 
 async fn hits_and_rerolls(ctx: &Ctx) {
@@ -244,6 +272,7 @@ async fn metered_hits_are_free(ctx: &Ctx) {
             request_id,
             owner: "test",
             delivered: None,
+            task: None,
         }),
         ..Call::default()
     };
@@ -298,4 +327,59 @@ async fn across_instances(ctx: &Ctx) {
         )
         .await;
     assert_eq!(open_claims, 0);
+}
+
+async fn dead_instances_claims_fall(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let hour = Duration::from_secs(3600);
+    ctx.accounts.join_instance("inst-a", hour).await.unwrap();
+    ctx.accounts.join_instance("inst-b", hour).await.unwrap();
+    let stuck = Arc::new(Gated {
+        calls: AtomicUsize::new(0),
+        open: tokio::sync::Semaphore::new(0),
+    });
+    let a = Arc::new(service(&ctx.accounts, dir.path(), stuck.clone()).with_instance("inst-a"));
+    let fresh = Arc::new(Counting::default());
+    let b = Arc::new(
+        service(&ctx.second_pool().await, dir.path(), fresh.clone()).with_instance("inst-b"),
+    );
+
+    // A generates, its upstream stuck, holding the claim.
+    let held = tokio::spawn({
+        let a = a.clone();
+        async move { a.serve(call(""), request("kite")).await }
+    });
+    while stuck.calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // B's identical request waits while A lives.
+    let waiting = tokio::spawn({
+        let b = b.clone();
+        async move { b.serve(call(""), request("kite")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a live instance's claim was taken over"
+    );
+    assert_eq!(fresh.calls.load(Ordering::SeqCst), 0);
+
+    // A dies (its lease ends): B takes the claim over at once, not after the model's deadline.
+    ctx.accounts.leave_instance("inst-a").await.unwrap();
+    let started = std::time::Instant::now();
+    // (Timing out here means the dead instance's claim still blocks.)
+    let served = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "taken over after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(served.cache, CacheStatus::Miss);
+    assert_eq!(served.images[0].bytes, Bytes::from_static(b"call-0"));
+    assert_eq!(fresh.calls.load(Ordering::SeqCst), 1);
+    held.abort();
 }

@@ -1,18 +1,38 @@
 //! Tasks and webhook deliveries in the database, on SQLite and Postgres: each task is claimed
-//! once under concurrent workers of two "instances", ends once, cancels as documented, and a
-//! delivery is leased to one attempt at a time.
+//! once under concurrent workers of two "instances", ends once, cancels as documented, is taken
+//! over only from a dead instance (its lease expired), and a delivery is leased to one attempt
+//! at a time; and the money of tasks recovered from crashes at every point (a task is charged
+//! at most once across all its runs, and its record says what it cost).
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
 #[path = "accounts_harness.rs"]
 mod harness;
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
-use harness::Ctx;
+use async_trait::async_trait;
+use bytes::Bytes;
+use harness::{charge, Ctx};
 use imgproxy_core::{
-    service::db::{NewTask, TaskOutcome, TaskStatus},
-    ErrorBody,
+    fetch::{FetchPolicy, ReferenceFetcher},
+    service::{
+        cache::CacheMode,
+        db::{ApiKey, NewTask, TaskOutcome, TaskRecord, TaskStatus},
+        metering::Meter,
+        tasks::{Recovered, TaskSettings, Tasks},
+        Call, ImageStore, Service,
+    },
+    Catalog, Gateway, GeneratedImage, Generation, ImageProvider, ImageRequest, ProviderError,
+    ProviderRequest,
 };
 use serde_json::json;
 
@@ -39,8 +59,10 @@ fn succeeded() -> TaskOutcome {
 on_both_backends!(
     claimed_once,
     lifecycle_and_cancel,
-    abandoned_and_interrupted,
-    deliveries
+    leases_and_adoption,
+    deliveries,
+    resumed_then_killed_charged_once,
+    killed_between_settle_and_finish,
 );
 
 async fn claimed_once(ctx: &Ctx) {
@@ -159,63 +181,123 @@ async fn lifecycle_and_cancel(ctx: &Ctx) {
     assert!(ended.finished_at_ms.is_some());
 }
 
-async fn abandoned_and_interrupted(ctx: &Ctx) {
+async fn leases_and_adoption(ctx: &Ctx) {
     let accounts = &ctx.accounts;
-    let error: ErrorBody = serde_json::from_value(
-        json!({"message": "gone", "type": "server_error", "param": null, "code": "interrupted"}),
-    )
-    .unwrap();
+    let hour = Duration::from_secs(3600);
+    for instance in ["me", "them", "survivor"] {
+        accounts.join_instance(instance, hour).await.unwrap();
+    }
     let mine = accounts.create_task(new_task("t", None)).await.unwrap();
     accounts.claim_task("me").await.unwrap().unwrap();
     let theirs = accounts.create_task(new_task("t", None)).await.unwrap();
     accounts.claim_task("them").await.unwrap().unwrap();
-    // A restart of `me` sees only its own running task, with the upstream jobs it recorded.
+    // Only a task's owner records its upstream jobs.
     accounts
-        .record_task_job(&mine.id, "me", 0, "job-0")
+        .record_task_job(&theirs.id, "them", 0, "job-0")
         .await
         .unwrap();
     accounts
-        .record_task_job(&mine.id, "other", 1, "job-1")
+        .record_task_job(&theirs.id, "me", 1, "job-1")
         .await
         .unwrap();
-    let running = accounts.running_tasks("me").await.unwrap();
-    assert_eq!(running.len(), 1);
-    assert_eq!(running[0].id, mine.id);
+
+    // While every lease lives nothing is taken over, however long a task has not beaten.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(accounts.dead_instances().await.unwrap().is_empty());
+    assert!(accounts
+        .adopt_orphaned_tasks("survivor", 1)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // `them` dies: two survivors on two pools race for its task, and one gets it, as it was.
+    accounts.leave_instance("them").await.unwrap();
+    assert_eq!(accounts.dead_instances().await.unwrap(), ["them"]);
+    let other = ctx.second_pool().await;
+    other.join_instance("other", hour).await.unwrap();
+    let (a, b) = tokio::join!(
+        accounts.adopt_orphaned_tasks("survivor", 60_000),
+        other.adopt_orphaned_tasks("other", 60_000)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.len() + b.len(), 1, "{a:?} {b:?}");
+    let (adopted, new_owner) = if a.is_empty() {
+        (&b[0], "other")
+    } else {
+        (&a[0], "survivor")
+    };
+    assert_eq!(adopted.id, theirs.id);
     assert_eq!(
-        running[0]
+        adopted
             .upstream_jobs
             .clone()
             .into_iter()
             .collect::<Vec<_>>(),
         [(0, "job-0".to_owned())]
     );
-    let interrupted = TaskOutcome {
-        status: TaskStatus::Failed,
-        result: None,
-        error: Some(error.clone()),
-        credits_used: Some(0),
-    };
-    assert!(accounts
-        .finish_task(&mine.id, "me", &interrupted)
-        .await
-        .unwrap());
-    let failed = accounts.task_by_id(&mine.id).await.unwrap().unwrap();
-    assert_eq!(failed.status, TaskStatus::Failed);
-    assert_eq!(failed.error.unwrap().code.as_deref(), Some("interrupted"));
-    assert!(accounts.running_tasks("me").await.unwrap().is_empty());
-    // `them` beat a moment ago: not abandoned within a minute, abandoned after no silence.
+    // The dead owner can no longer beat or end it; the new one can.
     assert_eq!(
-        accounts.fail_abandoned_tasks(60_000, &error).await.unwrap(),
-        0
+        accounts.task_heartbeat(&theirs.id, "them").await.unwrap(),
+        None
     );
-    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(accounts.fail_abandoned_tasks(1, &error).await.unwrap(), 1);
-    let task = accounts.task_by_id(&theirs.id).await.unwrap().unwrap();
-    assert_eq!(task.status, TaskStatus::Failed);
     assert!(!accounts
         .finish_task(&theirs.id, "them", &succeeded())
         .await
         .unwrap());
+    assert_eq!(
+        accounts
+            .task_heartbeat(&theirs.id, new_owner)
+            .await
+            .unwrap(),
+        Some(false)
+    );
+    // The live instance's task stays its own.
+    assert_eq!(
+        accounts.task_by_id(&mine.id).await.unwrap().unwrap().status,
+        TaskStatus::Processing
+    );
+    assert_eq!(
+        accounts.task_heartbeat(&mine.id, "me").await.unwrap(),
+        Some(false)
+    );
+
+    // Forgetting takes only the dead; a dead instance that renews is alive again (and told).
+    accounts.forget_instance("me").await.unwrap();
+    accounts.forget_instance("them").await.unwrap();
+    assert!(accounts.dead_instances().await.unwrap().is_empty());
+    assert!(accounts.renew_instance("me", hour).await.unwrap());
+    accounts.leave_instance("me").await.unwrap();
+    assert!(!accounts.renew_instance("me", hour).await.unwrap());
+    assert!(accounts.dead_instances().await.unwrap().is_empty());
+    assert!(accounts
+        .adopt_orphaned_tasks("survivor", 1)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A task handed back (its end could not be recorded), or one of an owner that never held a
+    // lease, is taken over once it has not beaten for the given silence.
+    accounts.disown_task(&mine.id, "me").await.unwrap();
+    let leaseless = accounts.create_task(new_task("t", None)).await.unwrap();
+    accounts.claim_task("old-version").await.unwrap().unwrap();
+    assert_eq!(
+        accounts
+            .adopt_orphaned_tasks("survivor", 60_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|t| t.id.as_str())
+            .collect::<Vec<_>>(),
+        [mine.id.as_str()],
+        "a leaseless owner's task that beat a moment ago is left alone"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = accounts.adopt_orphaned_tasks("survivor", 1).await.unwrap();
+    assert_eq!(
+        taken.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        [leaseless.id.as_str()]
+    );
+    other.close().await;
 }
 
 async fn deliveries(ctx: &Ctx) {
@@ -261,4 +343,345 @@ async fn deliveries(ctx: &Ctx) {
     assert!(secret.starts_with("whsec_"));
     assert_eq!(accounts.webhook_secret("t").await.unwrap(), secret);
     assert_ne!(accounts.webhook_secret("u").await.unwrap(), secret);
+}
+
+// ------------------------------------------------------------------------------------------
+// Recovery and money: each crash point is reached by doing what a run does, step by step, and
+// stopping where the process would have died; its instance's lease then ends and another
+// instance recovers.
+// ------------------------------------------------------------------------------------------
+
+/// An upstream whose jobs finish while nobody waits: `generate` answers at once and `resume`
+/// returns the job's image. Counts both.
+#[derive(Debug, Default)]
+struct Upstream {
+    generated: AtomicUsize,
+    resumed: AtomicUsize,
+}
+
+fn one_image(bytes: Vec<u8>) -> Generation {
+    Generation {
+        images: vec![GeneratedImage {
+            bytes: Bytes::from(bytes),
+            mime: "image/png".into(),
+            revised_prompt: None,
+        }],
+        ..Generation::default()
+    }
+}
+
+#[async_trait]
+impl ImageProvider for Upstream {
+    fn name(&self) -> &str {
+        "upstream"
+    }
+    async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let n = self.generated.fetch_add(1, Ordering::SeqCst);
+        Ok(one_image(format!("generated-{n}").into_bytes()))
+    }
+    async fn resume(
+        &self,
+        _call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        self.resumed.fetch_add(1, Ordering::SeqCst);
+        Ok(one_image(format!("job-{job}").into_bytes()))
+    }
+}
+
+/// One instance: a service as `id` (its lease joined) and its task runner, not started.
+async fn instance(ctx: &Ctx, images: &Path, id: &str, upstream: &Arc<Upstream>) -> Arc<Tasks> {
+    let mut catalog = Catalog::embedded().unwrap();
+    let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
+    model.id = "metered".into();
+    model.provider = "upstream".into();
+    catalog.upsert(model).unwrap();
+    let gateway = Gateway::builder(catalog).provider(upstream.clone()).build();
+    let service = Service::new(
+        gateway,
+        ImageStore::local(images).unwrap(),
+        "http://test/images/",
+        ctx.accounts.clone(),
+    )
+    .with_instance(id);
+    let settings = TaskSettings {
+        lease: Duration::from_secs(3600),
+        ..TaskSettings::default()
+    };
+    let fetcher = ReferenceFetcher::new(FetchPolicy::default()).unwrap();
+    let tasks = Arc::new(Tasks::new(Arc::new(service), fetcher, settings).unwrap());
+    tasks.join().await.unwrap();
+    tasks
+}
+
+/// A queued task of `key` (one image of the 1-credit model), taken by instance `owner`.
+async fn running_task(ctx: &Ctx, key: &ApiKey, owner: &str) -> TaskRecord {
+    let task = ctx
+        .accounts
+        .create_task(NewTask {
+            tenant: key.id.clone(),
+            key_id: Some(key.id.clone()),
+            kind: "generation".into(),
+            model: "metered".into(),
+            request: serde_json::to_value(ImageRequest::new("metered", "a lighthouse")).unwrap(),
+            callback_url: None,
+        })
+        .await
+        .unwrap();
+    let claimed = ctx.accounts.claim_task(owner).await.unwrap().unwrap();
+    assert_eq!(claimed.id, task.id);
+    claimed
+}
+
+/// What a run of `task` does on instance `owner` up to its answer: the metered serve, charged
+/// under `request_id` (resuming `resume`), which settles and records the result together.
+async fn serve_as_a_run(
+    ctx: &Ctx,
+    tasks: &Tasks,
+    key: &ApiKey,
+    task: &TaskRecord,
+    request_id: &str,
+    resume: Option<&BTreeMap<u32, String>>,
+) {
+    let call = Call {
+        tenant: &key.id,
+        meter: Some(Meter {
+            db: &ctx.accounts,
+            key,
+            request_id,
+            owner: tasks.service().instance_id(),
+            delivered: None,
+            task: Some(&task.id),
+        }),
+        cache: if resume.is_some() {
+            CacheMode::Refresh
+        } else {
+            CacheMode::Use
+        },
+        resume,
+        ..Call::default()
+    };
+    let served = tasks
+        .service()
+        .serve(call, ImageRequest::new("metered", "a lighthouse"))
+        .await
+        .unwrap();
+    assert_eq!(served.credits_used, Some(1));
+}
+
+async fn wait_ended(ctx: &Ctx, id: &str) -> TaskRecord {
+    let mut task = ctx.accounts.task_by_id(id).await.unwrap().unwrap();
+    for _ in 0..200 {
+        if task.status.is_terminal() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        task = ctx.accounts.task_by_id(id).await.unwrap().unwrap();
+    }
+    assert!(task.status.is_terminal(), "task {id} did not end: {task:?}");
+    task
+}
+
+/// `(kind, amount)` of the ledger rows of `request_id`, oldest first.
+async fn ledger_of(ctx: &Ctx, key: &str, request_id: &str) -> Vec<(String, i64)> {
+    let mut rows: Vec<_> = ctx
+        .accounts
+        .recent_charges(key, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.request_id.as_deref() == Some(request_id))
+        .map(|e| (e.kind, e.amount))
+        .collect();
+    rows.reverse();
+    rows
+}
+
+fn rows(expected: &[(&str, i64)]) -> Vec<(String, i64)> {
+    expected
+        .iter()
+        .map(|(k, a)| ((*k).to_owned(), *a))
+        .collect()
+}
+
+async fn resumed_then_killed_charged_once(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    // The resumed run's settle records the result (this version), or does not (a torn run, as
+    // an earlier version could leave): either way a third run may not charge again.
+    for records_result in [true, false] {
+        let upstream = Arc::new(Upstream::default());
+        let key = ctx.accounts.get_key(&ctx.key(100).await).await.unwrap();
+        let a = instance(ctx, dir.path(), &format!("a-{records_result}"), &upstream).await;
+        let b = instance(ctx, dir.path(), &format!("b-{records_result}"), &upstream).await;
+
+        // Run 1 on A: reserved, its upstream job started; then A dies.
+        let task = running_task(ctx, &key, a.service().instance_id()).await;
+        let first = ctx
+            .accounts
+            .reserve(&key.id, &task.id, 1, charge(a.service().instance_id()))
+            .await
+            .unwrap();
+        ctx.accounts
+            .record_task_job(&task.id, a.service().instance_id(), 0, "j1")
+            .await
+            .unwrap();
+        a.leave().await.unwrap();
+
+        // Run 2 on B: takes the task over, refunds run 1's hold, waits for the job and settles
+        // under a charge id of its own; then B dies before recording the task's end.
+        let adopted = ctx
+            .accounts
+            .adopt_orphaned_tasks(b.service().instance_id(), 60_000)
+            .await
+            .unwrap();
+        assert_eq!(adopted.len(), 1);
+        assert_eq!(
+            ctx.accounts
+                .release_task_holds(&key.id, &task.id)
+                .await
+                .unwrap(),
+            1
+        );
+        let second = format!("{}.r1", task.id);
+        if records_result {
+            serve_as_a_run(
+                ctx,
+                &b,
+                &key,
+                &task,
+                &second,
+                Some(&adopted[0].upstream_jobs),
+            )
+            .await;
+        } else {
+            let hold = ctx
+                .accounts
+                .reserve(&key.id, &second, 1, charge(b.service().instance_id()))
+                .await
+                .unwrap();
+            ctx.accounts.settle(&hold, 1).await.unwrap();
+        }
+        b.leave().await.unwrap();
+        assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 99);
+
+        // C recovers both dead instances: the task succeeds, charged once in all.
+        let c = instance(ctx, dir.path(), &format!("c-{records_result}"), &upstream).await;
+        let recovered = c.recover().await.unwrap();
+        assert_eq!(
+            (recovered.instances, recovered.tasks),
+            (2, 1),
+            "{recovered:?}"
+        );
+        let done = wait_ended(ctx, &task.id).await;
+        assert_eq!(done.status, TaskStatus::Succeeded, "{done:?}");
+        assert_eq!(done.credits_used, Some(1), "what the task cost in all");
+        assert!(done.result.is_some());
+        assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 99);
+        assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 99);
+        assert_eq!(
+            ledger_of(ctx, &key.id, &first.request_id).await,
+            rows(&[("reserve", -1), ("refund", 1)])
+        );
+        assert_eq!(
+            ledger_of(ctx, &key.id, &second).await,
+            rows(&[("reserve", -1), ("settle", 0)])
+        );
+        // No third charge was even reserved.
+        let charges = ctx.accounts.recent_charges(&key.id, 100).await.unwrap();
+        assert_eq!(
+            charges.len(),
+            5,
+            "credit, two reserves, a refund, a settle: {charges:?}"
+        );
+        // The job was waited for once: by B when it recorded its result, else by C.
+        assert_eq!(upstream.resumed.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.generated.load(Ordering::SeqCst), 0);
+        // Recovering again finds nothing.
+        assert_eq!(c.recover().await.unwrap(), Recovered::default());
+    }
+}
+
+async fn killed_between_settle_and_finish(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = Arc::new(Upstream::default());
+    let key = ctx.accounts.get_key(&ctx.key(100).await).await.unwrap();
+
+    // A synchronous upstream (no job to resume). A's run generates, stores the image, and
+    // settles (which records the result on the task); A dies before it records the end.
+    let a = instance(ctx, dir.path(), "a", &upstream).await;
+    let kept = running_task(ctx, &key, "a").await;
+    serve_as_a_run(ctx, &a, &key, &kept, &kept.id, None).await;
+    // While the task runs, its result is not shown, but what it cost is on record.
+    let running = ctx.accounts.task_by_id(&kept.id).await.unwrap().unwrap();
+    assert_eq!(
+        (running.status, running.credits_used),
+        (TaskStatus::Processing, Some(1))
+    );
+    assert!(a.object(&running).await.unwrap().result.is_none());
+
+    // A torn run of the same kind (an earlier version settled without recording the result).
+    let torn = running_task(ctx, &key, "a").await;
+    let hold = ctx
+        .accounts
+        .reserve(&key.id, &torn.id, 1, charge("a"))
+        .await
+        .unwrap();
+    ctx.accounts.settle(&hold, 1).await.unwrap();
+    a.leave().await.unwrap();
+    assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 98);
+
+    let b = instance(ctx, dir.path(), "b", &upstream).await;
+    let recovered = b.recover().await.unwrap();
+    assert_eq!(
+        (recovered.instances, recovered.tasks),
+        (1, 2),
+        "{recovered:?}"
+    );
+
+    // Kept as charged, with its result: the images were stored.
+    let done = wait_ended(ctx, &kept.id).await;
+    assert_eq!(
+        (done.status, done.credits_used),
+        (TaskStatus::Succeeded, Some(1)),
+        "{done:?}"
+    );
+    let object = b.object(&done).await.unwrap();
+    let response = object.result.unwrap();
+    assert_eq!(response.credits_used, Some(1));
+    let stored = done.result.unwrap();
+    let image_key = stored["images"]["images"][0]["key"].as_str().unwrap();
+    let (bytes, _) = b.service().store().get(image_key).await.unwrap().unwrap();
+    assert_eq!(bytes, Bytes::from_static(b"generated-0"));
+    assert_eq!(
+        ledger_of(ctx, &key.id, &kept.id).await,
+        rows(&[("reserve", -1), ("settle", 0)])
+    );
+
+    // Without a result it cannot be kept: refunded, and the record says so.
+    let done = wait_ended(ctx, &torn.id).await;
+    assert_eq!(
+        (done.status, done.credits_used),
+        (TaskStatus::Failed, Some(0)),
+        "{done:?}"
+    );
+    let error = done.error.unwrap();
+    assert_eq!(error.code.as_deref(), Some("interrupted"));
+    assert!(error.message.contains("refunded"), "{}", error.message);
+    assert_eq!(
+        ledger_of(ctx, &key.id, &torn.id).await,
+        rows(&[("reserve", -1), ("settle", 0), ("refund", 1)])
+    );
+    assert_eq!(
+        ctx.accounts.task_charges(&key.id, &torn.id).await.unwrap(),
+        None
+    );
+
+    assert_eq!(
+        upstream.generated.load(Ordering::SeqCst),
+        1,
+        "nothing ran twice"
+    );
+    assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 99);
+    assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 99);
+    assert_eq!(b.recover().await.unwrap(), Recovered::default());
 }

@@ -50,6 +50,7 @@ pub fn call<'a>(
             request_id: &admitted.request_id,
             owner: &state.instance_id,
             delivered,
+            task: None,
         }),
         cache: if state.url_api.cache_enabled {
             cache

@@ -6,8 +6,8 @@ use anyhow::Context as _;
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     service::{
-        retention::Retention, signing::UrlSigner, tasks::Tasks, Database, ImageStore, Service,
-        IMAGE_PATH,
+        db::new_instance_id, retention::Retention, signing::UrlSigner, tasks::Tasks, Database,
+        ImageStore, Service, IMAGE_PATH,
     },
     Gateway, GatewayBuilder,
 };
@@ -26,10 +26,11 @@ use crate::{
 /// The URL API's default model when a provider serves it (seed 000's default).
 const URL_API_MODEL: &str = "flux-1.1-pro";
 
-/// Reservations older than this are released whatever instance owns them: longer than any
-/// request can run (the largest upstream deadline is minutes), so only dead requests qualify.
+/// Reservations older than this whose owner holds no live lease are released (a backstop for
+/// owners that never held one): longer than any request can run (the largest upstream
+/// deadline is minutes). A dead instance's are released as soon as its lease expires.
 const STALE_RESERVATION: Duration = Duration::from_secs(60 * 60);
-/// How often expired reservations of any instance are swept.
+/// How often that backstop runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
@@ -38,18 +39,12 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     settings.check_serve()?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
-    let instance_id = instance_id(&settings.data_dir)?;
+    // Fresh at every start: processes sharing the data dir or the database are told apart,
+    // and what a dead one left is recovered once its lease expires (see `Tasks::recover`).
+    let instance_id = new_instance_id();
     let db = Database::connect(&settings.database_url)
         .await
         .context("opening the database")?;
-    let released = db.release_stale(&instance_id, STALE_RESERVATION).await?;
-    if released > 0 {
-        tracing::warn!(
-            released,
-            "refunded credit reservations of requests that died with a previous run"
-        );
-    }
-    // Reservations of an instance that never comes back are refunded by whoever is running.
     let sweeper = db.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
@@ -57,9 +52,10 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             every.tick().await;
             match sweeper.release_expired(STALE_RESERVATION).await {
                 Ok(0) => {}
-                Ok(released) => {
-                    tracing::warn!(released, "refunded credit reservations older than an hour")
-                }
+                Ok(released) => tracing::warn!(
+                    released,
+                    "refunded credit reservations older than an hour without a live owner"
+                ),
                 Err(error) => tracing::error!(%error, "sweeping stale credit reservations failed"),
             }
         }
@@ -91,14 +87,16 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             format!("{public_url}{IMAGE_PATH}"),
             db,
         )
-        .with_url_signer(url_signer(&settings)?, settings.url_ttl),
+        .with_url_signer(url_signer(&settings)?, settings.url_ttl)
+        .with_instance(instance_id.clone()),
     );
     let tasks = Arc::new(Tasks::new(
         service.clone(),
-        instance_id.clone(),
         fetcher(&settings)?,
         settings.tasks.clone(),
     )?);
+    // The lease first: from here on nothing of this instance's can be taken for dead.
+    tasks.join().await?;
     tasks.recover().await?;
     tasks.start();
     sweep_store(&service, settings.retention);
@@ -125,7 +123,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
 
     let state = AppState {
         service,
-        tasks: Some(tasks),
+        tasks: Some(tasks.clone()),
         limits: Arc::default(),
         master_key: settings.master_key.map(Arc::new),
         instance_id: instance_id.into(),
@@ -143,6 +141,10 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     axum::serve(listener, build_app(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Tasks still running stop with the process: whoever looks next recovers them at once.
+    if let Err(error) = tasks.leave().await {
+        tracing::warn!(%error, "ending the instance's lease failed; it expires by itself");
+    }
     tracing::info!("imgproxy stopped");
     Ok(())
 }
@@ -171,24 +173,6 @@ fn sweep_store(service: &Arc<Service>, (retention, every): (Retention, Duration)
             }
         }
     });
-}
-
-/// This instance's id, kept in the data dir so that a restart recognises the reservations
-/// its previous run left open.
-fn instance_id(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    let path = data_dir.join("instance-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim();
-        if !id.is_empty() {
-            return Ok(id.to_owned());
-        }
-    }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let id = format!("i{:x}{:x}", nanos, std::process::id());
-    std::fs::write(&path, &id).with_context(|| format!("writing {}", path.display()))?;
-    Ok(id)
 }
 
 /// The URL signer: the configured secret, else the one kept in the data dir (made on first

@@ -19,7 +19,7 @@ pub struct AppState {
     pub limits: Arc<KeyLimits>,
     /// When set, API requests must carry it or an issued key as a Bearer token.
     pub master_key: Option<Arc<SecretString>>,
-    /// This instance's id, stable across restarts: owner of its credit reservations.
+    /// This process's instance id (fresh at every start): owner of its credit reservations.
     pub instance_id: Arc<str>,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,

@@ -232,10 +232,15 @@ def hammer(targets: list[tuple[Server, int]], secret: str) -> list[tuple[int, in
 
 
 def start_openai_server(
-    imgproxy: ImgproxyFactory, fake: FakeOpenAI, backend: Backend | None = None, **kwargs: Any
+    imgproxy: ImgproxyFactory,
+    fake: FakeOpenAI,
+    backend: Backend | None = None,
+    extra_env: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> Server:
     env = {"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake.url}/v1", "IMGPROXY_MASTER_KEY": MASTER_KEY}
     env.update(backend.env if backend else {})
+    env.update(extra_env or {})
     return imgproxy.start(env, **kwargs)
 
 
@@ -459,7 +464,10 @@ def test_an_upstream_timeout_refunds_in_full(
 def test_kill_9_mid_request_then_restart_refunds_the_reservation_exactly_once(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, backend: Backend
 ) -> None:
-    server = start_openai_server(imgproxy, fake_openai, backend)
+    # Every process has its own id; the restarted one refunds the dead one's reservation once the
+    # dead one's lease (2 s here, 15 s by default) has expired.
+    lease = {"IMGPROXY_INSTANCE_LEASE_SECS": "2"}
+    server = start_openai_server(imgproxy, fake_openai, backend, lease)
     key, secret = create_key(server, credits=50)
     fake_openai.delay_images(15)
 
@@ -484,7 +492,7 @@ def test_kill_9_mid_request_then_restart_refunds_the_reservation_exactly_once(
     thread.join(timeout=10)
     assert backend.stored_balance(server, key["id"]) == 50 - GPT_LOW, "nothing can refund while the process is dead"
 
-    restarted = start_openai_server(imgproxy, fake_openai, backend, data_dir=server.data_dir)
+    restarted = start_openai_server(imgproxy, fake_openai, backend, lease, data_dir=server.data_dir)
     wait_for(lambda: balance(restarted, secret) == 50, 10, "the restart to release the dead request's reservation")
 
     def refunds() -> list[LedgerRow]:

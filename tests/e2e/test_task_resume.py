@@ -1,6 +1,7 @@
 """A task cut off mid-flight on an asynchronous upstream (Replicate, BFL) is resumed after a
 restart: the new run waits for the job the old one started, never submits a second one, and
-the key pays once."""
+the key pays once. The restarted process is a new instance: it takes the task over once the
+killed one's lease (3 s here) has expired."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def task(server: Server, secret: str, task_id: str) -> dict[str, Any]:
 def test_an_interrupted_task_resumes_its_upstream_job_after_a_restart(imgproxy: ImgproxyFactory, kind: str) -> None:
     upstream = Upstream(kind)
     with upstream.fake:
-        env = {"IMGPROXY_MASTER_KEY": MASTER_KEY, **upstream.env()}
+        env = {"IMGPROXY_MASTER_KEY": MASTER_KEY, "IMGPROXY_INSTANCE_LEASE_SECS": "3", **upstream.env()}
         server = imgproxy.start(env)
         _, secret = create_key(server, credits=100)
         status, _, raw = http(

@@ -10,7 +10,7 @@ real images; tasks are tenant-scoped; a failed upstream fails the task with a ty
 refunds it; cancelling a queued task is immediate, a running one drops the upstream call and
 refunds; tasks survive a restart (queued ones run, interrupted ones fail ``interrupted``, each
 exactly once, credits exact); instances sharing one Postgres run each task once, and fail a
-dead instance's task after IMGPROXY_TASK_ABANDONED_SECS; webhooks are Standard Webhooks
+dead instance's task once its lease (IMGPROXY_INSTANCE_LEASE_SECS) expired; webhooks are Standard Webhooks
 (signature checked here), retried 1 s then 2 s later with the same ``webhook-id``, given up
 after the window, refused for private addresses, and survive a restart.
 """
@@ -625,7 +625,14 @@ def test_restart_runs_queued_tasks_and_fails_interrupted_ones_once(
 ) -> None:
     receiver = WebhookReceiver().start()
     try:
-        env = metered_env(fake_openai, IMGPROXY_TASK_WORKERS="2", IMGPROXY_FETCH_ALLOW_HOSTS=receiver.host_port)
+        # After a kill -9 the restarted process (a new instance) fails the dead one's tasks once
+        # its lease (3 s here) expired; after a SIGTERM at once (the lease ends with the process).
+        env = metered_env(
+            fake_openai,
+            IMGPROXY_TASK_WORKERS="2",
+            IMGPROXY_FETCH_ALLOW_HOSTS=receiver.host_port,
+            IMGPROXY_INSTANCE_LEASE_SECS="3",
+        )
         server = imgproxy.start(env)
         key, secret = create_key(server, credits=100)
         fake_openai.delay_images(8)
@@ -745,7 +752,7 @@ def test_a_dead_instances_task_is_failed_by_another_after_the_silence(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, postgres_url: str
 ) -> None:
     backend = Backend("postgres", postgres_url)
-    env = metered_env(fake_openai, IMGPROXY_DATABASE_URL=postgres_url, IMGPROXY_TASK_ABANDONED_SECS="2")
+    env = metered_env(fake_openai, IMGPROXY_DATABASE_URL=postgres_url, IMGPROXY_INSTANCE_LEASE_SECS="2")
     doomed = imgproxy.start(env)
     key, secret = create_key(doomed, credits=50)
     fake_openai.delay_images(20)
@@ -764,9 +771,9 @@ def test_a_dead_instances_task_is_failed_by_another_after_the_silence(
     done = wait_task(survivor, task["id"], secret, timeout=16)
     elapsed = time.monotonic() - killed
     assert done["status"] == "failed" and done["error"]["code"] == "interrupted", done
-    # Not before the silence has passed; the upper bound only says "well before the upstream's
+    # Not before the lease has run out; the upper bound only says "well before the upstream's
     # 20 s answer", which a loaded machine still meets.
-    assert 1.0 <= elapsed <= 16.0, f"failed {elapsed:.1f}s after the kill (silence 2 s)"
+    assert 1.0 <= elapsed <= 16.0, f"failed {elapsed:.1f}s after the kill (lease 2 s)"
     assert done["credits_used"] == 0, done
     wait_for(lambda: balance(survivor, secret) == 50, 3, "the abandoned task's refund")
     rows = backend.ledger(survivor, key["id"])

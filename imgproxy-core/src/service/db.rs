@@ -13,10 +13,13 @@
 //! - [`Database::settle`] and [`Database::refund`] flip the reservation from `reserved` with a
 //!   conditional update, and only the caller whose update matched returns credits: each
 //!   happens once under any race.
-//! - [`Database::release_stale`] refunds what a dead process left open, through the same flip.
+//! - [`Database::release_dead`] refunds what a dead instance left open, through the same flip;
+//!   an instance is dead only once its lease expired (`instances.rs`), so instances sharing a
+//!   data dir or a database never refund each other's requests in flight.
 //! - Every balance change writes a ledger row, so a key's ledger adds up to its balance.
 
 mod history;
+mod instances;
 mod keys;
 mod ledger;
 mod limits;
@@ -27,8 +30,7 @@ mod secret;
 mod tasks;
 mod types;
 
-use std::time::Duration;
-
+pub use instances::new_instance_id;
 pub use limits::{
     window_wait, KeyLimitsSpec, MinuteWindow, Refusal, SharedAdmission, LEASE_RENEW_EVERY,
     LEASE_TTL, WINDOW_SECS,
@@ -37,8 +39,8 @@ pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage,
 pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{
-    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, MAX_CONCURRENT,
-    MAX_KEY_MODELS, MAX_PER_MINUTE,
+    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, Settled, TaskResult,
+    MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
 };
 
 use self::pool::Db;
@@ -98,13 +100,6 @@ impl Database {
     /// Closes the pools and waits for their connections to finish; later calls fail.
     pub async fn close(&self) {
         self.db.close().await;
-    }
-
-    /// Refunds every open reservation older than `older_than`, whoever owns it: the periodic
-    /// sweep for instances that died and never came back. [`Database::release_stale`] also
-    /// frees this instance's own reservations, which is only right at start-up.
-    pub async fn release_expired(&self, older_than: Duration) -> Result<u64> {
-        self.release(None, older_than).await
     }
 }
 

@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::json;
 
-use super::db::{ApiKey, Charge, Database, Reservation};
+use super::db::{ApiKey, Charge, Database, Reservation, TaskResult};
 use crate::{pricing, Error, Result, ValidatedRequest};
 
 /// Who pays for a request, and under which id.
@@ -30,6 +30,17 @@ pub struct Meter<'a> {
     /// Set once part of the answer reached the client (a streamed partial image): a request
     /// dropped after that is charged for one image instead of refunded.
     pub delivered: Option<&'a Arc<AtomicBool>>,
+    /// The task this request runs for: the settle records the task's result in the same
+    /// transaction, so that no crash leaves a task charged without its result.
+    pub task: Option<&'a str>,
+}
+
+/// What charged work delivered: the images it is billed for, and what a task records of it.
+pub(crate) trait Billed {
+    /// The images delivered.
+    fn images(&self) -> usize;
+    /// The result a task keeps (`{"images", "usage"}`).
+    fn task_result(&self) -> serde_json::Value;
 }
 
 /// A request's price, known before anything runs.
@@ -90,13 +101,12 @@ impl Meter<'_> {
         })
     }
 
-    /// Reserves `price`'s worst case, runs `work`, and settles the images it returned
-    /// (`images` counts them) or refunds everything if it failed or was dropped.
-    pub(crate) async fn charge<T>(
+    /// Reserves `price`'s worst case, runs `work`, and settles the images it returned (with
+    /// the task's result, for a task) or refunds everything if it failed or was dropped.
+    pub(crate) async fn charge<T: Billed>(
         &self,
         price: Price,
         work: impl Future<Output = Result<T>>,
-        images: impl Fn(&T) -> usize,
     ) -> Result<(T, Charged)> {
         let reservation = self
             .db
@@ -110,10 +120,23 @@ impl Meter<'_> {
         };
         let outcome = match work.await {
             Ok(value) => {
-                let count = u64::try_from(images(&value)).unwrap_or(u64::MAX);
+                let count = u64::try_from(value.images()).unwrap_or(u64::MAX);
                 let used = price.per_image.saturating_mul(count).min(price.worst);
-                let balance = self.db.settle(&reservation, used).await?;
-                Ok((value, Charged { used, balance }))
+                let result = self.task.map(|task_id| (task_id, value.task_result()));
+                let task = result.as_ref().map(|(task_id, result)| TaskResult {
+                    task_id,
+                    owner: self.owner,
+                    result,
+                });
+                // A failed settle returns early with the guard armed: the reservation is refunded.
+                let settled = self.db.settle_as(&reservation, used, task).await?;
+                // What the ledger kept, which is nothing if the reservation was refunded
+                // meanwhile (this instance was taken for dead): the answer says what it cost.
+                let charged = Charged {
+                    used: settled.kept,
+                    balance: settled.balance,
+                };
+                Ok((value, charged))
             }
             Err(error) => {
                 self.db.refund(&reservation).await?;
@@ -160,7 +183,8 @@ impl Drop for RefundOnDrop {
                     db.refund(&reservation).await
                 };
                 if let Err(error) = closed {
-                    // Still not lost: the next start (`release_stale`) or the hourly sweep (`release_expired`) refunds it.
+                    // Still not lost: once this instance is dead (its lease expired), any
+                    // instance refunds it (`release_dead`).
                     tracing::error!(%error, request_id = %reservation.request_id, "refund of an abandoned request failed");
                 }
             });

@@ -73,6 +73,11 @@ impl Served {
             .then_some(self.produced.usage.as_ref())
             .flatten()
     }
+
+    /// What a task keeps of it: the stored images and the token usage.
+    pub fn task_result(&self) -> serde_json::Value {
+        task_result(self.result(), self.usage())
+    }
 }
 
 /// An image in the store, with its bytes.
@@ -86,11 +91,15 @@ pub struct StoredImage {
     pub bytes: Bytes,
 }
 
-/// How often a request waiting on another instance's identical generation looks for it.
+/// How often a request waiting on another instance's identical generation looks whether it
+/// is done (one read): this, plus up to [`CLAIM_POLL_JITTER_MS`] drawn per wait, so that
+/// waiting instances spread their reads.
 const CLAIM_POLL: Duration = Duration::from_millis(150);
+const CLAIM_POLL_JITTER_MS: u64 = 100;
 /// Upstream deadline assumed for models that set none (the provider timeout's default).
 const DEFAULT_DEADLINE_SECS: u64 = 300;
-/// How long past its model's deadline a claim is honoured before another instance takes it.
+/// How long past its model's deadline a live instance's claim is honoured before another
+/// instance takes it (a dead instance's claim is taken as soon as its lease has expired).
 const CLAIM_MARGIN_SECS: u64 = 60;
 
 /// A generation as every request waiting on it shares it.
@@ -103,6 +112,21 @@ pub(crate) struct Produced {
     charged: Option<crate::service::metering::Charged>,
     /// Read from the cache (another instance generated it while this one waited).
     from_cache: bool,
+}
+
+impl super::metering::Billed for Produced {
+    fn images(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn task_result(&self) -> serde_json::Value {
+        task_result(&self.result, self.usage.as_ref())
+    }
+}
+
+/// What a task keeps of its generation: the stored images and the token usage.
+fn task_result(result: &CachedResult, usage: Option<&Usage>) -> serde_json::Value {
+    serde_json::json!({ "images": result, "usage": usage })
 }
 
 impl Produced {
@@ -359,13 +383,15 @@ impl Service {
             })
         };
         let produced = match (&call.meter, job.price.clone()) {
-            (Some(meter), Some(price)) => meter
-                .charge(price, work, |p: &Produced| p.bytes.len())
-                .await
-                .map(|(mut produced, charged)| {
-                    produced.charged = Some(charged);
-                    produced
-                }),
+            (Some(meter), Some(price)) => {
+                meter
+                    .charge(price, work)
+                    .await
+                    .map(|(mut produced, charged)| {
+                        produced.charged = Some(charged);
+                        produced
+                    })
+            }
             _ => work.await,
         };
         // Only once it is paid for: a refunded generation must not become a free hit.
@@ -407,9 +433,9 @@ impl Service {
         Ok(Some((named, image)))
     }
 
-    /// Claims the generation of `key` across instances, or waits for the instance that holds
-    /// it and returns its cached result. A holder that died is replaced once its claim is
-    /// older than the model's deadline.
+    /// Claims the generation of `key` across instances, or waits for the request that holds
+    /// it and returns its cached result. A holder on a dead instance (its lease expired) is
+    /// replaced at once; any holder, once its claim is older than the model's deadline.
     async fn claim(
         &self,
         records: &Database,
@@ -424,9 +450,10 @@ impl Service {
                 .unwrap_or(DEFAULT_DEADLINE_SECS)
                 .saturating_add(CLAIM_MARGIN_SECS),
         );
+        let poll = CLAIM_POLL + Duration::from_millis(random_below(CLAIM_POLL_JITTER_MS + 1)?);
         loop {
             if records
-                .claim_generation(tenant, key, &owner, stale_after)
+                .claim_generation(tenant, key, &owner, &self.instance, stale_after)
                 .await?
             {
                 let guard = ClaimGuard {
@@ -442,9 +469,17 @@ impl Service {
                 }
                 return Ok(Claim::Held(guard));
             }
-            tokio::time::sleep(CLAIM_POLL).await;
-            if let Some(produced) = self.cached_result(records, tenant, key).await? {
-                return Ok(Claim::Cached(produced));
+            // One read per poll while the claim stands; the holder caches its result before
+            // it releases the claim, so a fallen claim leaves a result or a free generation.
+            loop {
+                tokio::time::sleep(poll).await;
+                if records.generation_claimed(tenant, key, stale_after).await? {
+                    continue;
+                }
+                if let Some(produced) = self.cached_result(records, tenant, key).await? {
+                    return Ok(Claim::Cached(produced));
+                }
+                break;
             }
         }
     }
@@ -533,7 +568,8 @@ impl Drop for ClaimGuard {
 
 async fn release(records: &Database, tenant: &str, key: &str, owner: &str) {
     if let Err(error) = records.release_generation(tenant, key, owner).await {
-        // Not lost: the claim goes stale after the model's deadline.
+        // Not lost: the claim goes stale after the model's deadline, or falls with this
+        // instance's lease.
         tracing::warn!(%error, "releasing a generation claim failed");
     }
 }
@@ -543,4 +579,11 @@ fn claim_owner() -> Result<String> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(bytes))
+}
+
+/// A random number below `bound` (which is small: the modulo bias does not matter).
+fn random_below(bound: u64) -> Result<u64> {
+    let mut bytes = [0_u8; 8];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+    Ok(u64::from_le_bytes(bytes) % bound.max(1))
 }

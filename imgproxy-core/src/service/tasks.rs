@@ -1,8 +1,14 @@
 //! Asynchronous tasks: submitting a generation or an edit to run later, a bounded pool of
 //! workers per instance (the database hands each task to exactly one worker of one instance),
-//! cancelling, recovering from crashes, and the signed webhook (Standard Webhooks) sent on the
-//! terminal state: attempts after 1 s, 2 s and 4 s, 10 s each, then in the background with a
-//! growing delay until a 2xx or the end of the delivery window (30 minutes by default).
+//! cancelling, and the signed webhook (Standard Webhooks) sent on the terminal state: attempts
+//! after 1 s, 2 s and 4 s, 10 s each, then in the background with a growing delay until a 2xx
+//! or the end of the delivery window (30 minutes by default).
+//!
+//! The runner also keeps its instance alive and recovers dead ones: it holds the instance's
+//! lease in the database (renewed in the background), and recovers what instances whose lease
+//! expired left behind — their open reservations, generation claims and running tasks — at
+//! start and then every renewal. A live instance's work is never touched, whoever shares its
+//! data dir or database.
 
 use std::{sync::Arc, time::Duration};
 
@@ -34,10 +40,14 @@ pub struct TaskSettings {
     pub workers: usize,
     /// How often idle workers look for tasks other instances queued.
     pub poll: Duration,
-    /// How often a running task's worker says it is alive (and learns of a cancel).
+    /// How often a running task's worker says it runs it (and learns of a cancel).
     pub heartbeat: Duration,
-    /// A running task whose worker was silent this long is failed (its instance died).
-    pub abandoned_after: Duration,
+    /// The instance's lease: once it has not been renewed for this long, the instance counts
+    /// as dead, and any other recovers its reservations, generation claims and tasks.
+    pub lease: Duration,
+    /// How often the lease is renewed (well within [`TaskSettings::lease`]), and how often dead
+    /// instances are looked for.
+    pub renew: Duration,
     /// The timeout of one webhook attempt.
     pub webhook_timeout: Duration,
     /// How long after the terminal state a webhook is still retried.
@@ -50,7 +60,8 @@ impl Default for TaskSettings {
             workers: 4,
             poll: Duration::from_millis(500),
             heartbeat: Duration::from_secs(2),
-            abandoned_after: Duration::from_secs(30),
+            lease: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
             webhook_timeout: Duration::from_secs(10),
             webhook_window: Duration::from_secs(30 * 60),
         }
@@ -95,17 +106,31 @@ pub struct Submitter<'a> {
     pub key: Option<&'a ApiKey>,
 }
 
+/// What one recovery pass found of dead instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Dead instances.
+    pub instances: u64,
+    /// Their open reservations, refunded.
+    pub reservations: u64,
+    /// Their generation claims, dropped.
+    pub claims: u64,
+    /// Their running tasks, taken over: finished, resumed or failed.
+    pub tasks: u64,
+}
+
 /// The task service of one instance.
 #[derive(Debug)]
 pub struct Tasks {
     service: Arc<Service>,
-    /// This instance's id: owner of the tasks it runs and of their reservations.
-    owner: String,
     settings: TaskSettings,
     fetcher: ReferenceFetcher,
     webhooks: reqwest::Client,
     queued: Notify,
     finished: Notify,
+    /// Whether the lease is held (renewals stop once it is left); locked across each renewal,
+    /// so that leaving cannot be overtaken by a renewal in flight.
+    leased: tokio::sync::Mutex<bool>,
 }
 
 impl Tasks {
@@ -113,23 +138,32 @@ impl Tasks {
         self.service.db()
     }
 
-    /// The task runner of `service`, as instance `owner`. `fetcher` guards callback URLs as
-    /// it guards reference URLs.
+    /// The service its tasks run on.
+    pub fn service(&self) -> &Arc<Service> {
+        &self.service
+    }
+
+    /// This instance's id: owner of the tasks it runs and of their reservations.
+    fn owner(&self) -> &str {
+        self.service.instance_id()
+    }
+
+    /// The task runner of `service`, as its instance ([`Service::instance_id`]). `fetcher`
+    /// guards callback URLs as it guards reference URLs.
     pub fn new(
         service: Arc<Service>,
-        owner: impl Into<String>,
         fetcher: ReferenceFetcher,
         settings: TaskSettings,
     ) -> Result<Self> {
         let webhooks = fetcher.callback_client(settings.webhook_timeout)?;
         Ok(Self {
             service,
-            owner: owner.into(),
             settings,
             fetcher,
             webhooks,
             queued: Notify::new(),
             finished: Notify::new(),
+            leased: tokio::sync::Mutex::new(false),
         })
     }
 
@@ -175,66 +209,138 @@ impl Tasks {
         Ok(task)
     }
 
-    /// Deals with the tasks this instance was running when it last stopped (their
-    /// reservations were refunded by `release_stale`): those whose upstream jobs all started
-    /// are resumed (waited for, and charged anew), the others failed. Call at start, before
-    /// [`Tasks::start`].
-    pub async fn recover(self: &Arc<Self>) -> Result<u64> {
-        let error = interrupted("the task was interrupted by a restart of the server");
-        let mut failed = 0;
-        for task in self.db().running_tasks(&self.owner).await? {
-            if task.upstream_jobs.is_empty() {
-                let outcome = TaskOutcome {
-                    status: TaskStatus::Failed,
-                    result: None,
-                    error: Some(error.clone()),
-                    credits_used: Some(0),
-                };
-                if self
-                    .db()
-                    .finish_task(&task.id, &self.owner, &outcome)
-                    .await?
-                {
-                    failed += 1;
-                }
-                continue;
-            }
-            tracing::info!(task = %task.id, jobs = task.upstream_jobs.len(), "resuming an interrupted task");
-            // Alive again before anyone's sweeper sees the downtime as death.
-            if self
-                .db()
-                .task_heartbeat(&task.id, &self.owner)
-                .await?
-                .is_none()
-            {
-                continue;
-            }
-            let tasks = Arc::clone(self);
-            tokio::spawn(async move { tasks.run(task).await });
-        }
-        if failed > 0 {
-            tracing::warn!(failed, "failed the tasks a previous run left unfinished");
-            self.finished.notify_one();
-        }
-        Ok(failed)
+    /// Starts this instance's lease: while it lives, the instance's reservations, generation
+    /// claims and tasks are its own. Call once at start, before serving and before
+    /// [`Tasks::recover`]; [`Tasks::start`] keeps it renewed.
+    pub async fn join(&self) -> Result<()> {
+        let mut leased = self.leased.lock().await;
+        self.db()
+            .join_instance(self.owner(), self.settings.lease)
+            .await?;
+        *leased = true;
+        Ok(())
     }
 
-    /// Starts the workers, the sweeper of abandoned tasks and the webhook delivery loop; they
-    /// run until the runtime stops.
+    /// Ends this instance's lease at once, on a clean stop: the tasks it was running (and their
+    /// reservations) are recovered by the next instance that looks, without waiting for the
+    /// lease to expire. It is not renewed any more.
+    pub async fn leave(&self) -> Result<()> {
+        let mut leased = self.leased.lock().await;
+        *leased = false;
+        self.db().leave_instance(self.owner()).await
+    }
+
+    /// Recovers what dead instances (whose lease expired) left: refunds their open
+    /// reservations, drops their generation claims and takes over their running tasks. A task
+    /// whose run settled its charge (which records its result in the same transaction)
+    /// succeeds with that result; one whose upstream jobs had all started is resumed (waited
+    /// for, and charged once across all its runs); the others fail `interrupted`, refunded.
+    /// Call at start, after [`Tasks::join`]; [`Tasks::start`] repeats it every renewal.
+    pub async fn recover(self: &Arc<Self>) -> Result<Recovered> {
+        let db = self.db();
+        let dead = db.dead_instances().await?;
+        let mut recovered = Recovered {
+            instances: u64::try_from(dead.len()).unwrap_or(u64::MAX),
+            ..Recovered::default()
+        };
+        for instance in &dead {
+            recovered.reservations += db.release_dead(instance).await?;
+            recovered.claims += db.release_dead_claims(instance).await?;
+        }
+        let silent = i64::try_from(self.settings.lease.as_millis()).unwrap_or(i64::MAX);
+        let orphans = db.adopt_orphaned_tasks(self.owner(), silent).await?;
+        recovered.tasks = u64::try_from(orphans.len()).unwrap_or(u64::MAX);
+        for task in orphans {
+            let id = task.id.clone();
+            if let Err(error) = self.recover_task(task).await {
+                tracing::error!(%error, task = %id, "recovering a task failed; handing it back");
+                self.disown(&id).await;
+            }
+        }
+        for instance in &dead {
+            db.forget_instance(instance).await?;
+        }
+        if recovered.reservations + recovered.claims + recovered.tasks > 0 {
+            tracing::warn!(
+                instances = recovered.instances,
+                reservations = recovered.reservations,
+                claims = recovered.claims,
+                tasks = recovered.tasks,
+                "recovered what dead instances left"
+            );
+            self.finished.notify_one();
+        } else if recovered.instances > 0 {
+            tracing::info!(
+                instances = recovered.instances,
+                "forgot stopped instances that left nothing"
+            );
+        }
+        Ok(recovered)
+    }
+
+    /// Ends or resumes `task`, taken over from a dead instance.
+    async fn recover_task(self: &Arc<Self>, task: TaskRecord) -> Result<()> {
+        let db = self.db();
+        let key = task.key_id.as_deref();
+        // The holds of its runs are a dead instance's: none of them will settle any more.
+        if let Some(key) = key {
+            db.release_task_holds(key, &task.id).await?;
+        }
+        if task.result.is_some() {
+            // Its run was charged and recorded the result in one transaction, then died before
+            // finishing: it succeeded, for what its runs' charges kept.
+            let charged = match key {
+                Some(key) => Some(db.task_charges(key, &task.id).await?.unwrap_or(0)),
+                None => None,
+            };
+            tracing::info!(task = %task.id, "finishing a task whose run stored its result before it died");
+            let outcome = TaskOutcome {
+                status: TaskStatus::Succeeded,
+                result: task.result.clone(),
+                error: None,
+                credits_used: charged,
+            };
+            db.finish_task(&task.id, self.owner(), &outcome).await?;
+            return Ok(());
+        }
+        if !task.upstream_jobs.is_empty() {
+            tracing::info!(task = %task.id, jobs = task.upstream_jobs.len(), "resuming an interrupted task");
+            let tasks = Arc::clone(self);
+            tokio::spawn(async move { tasks.run(task).await });
+            return Ok(());
+        }
+        // Without its result a task is never left charged: a charge settled without one (by a
+        // version that did not record both at once) is given back.
+        let refunded = match key {
+            Some(key) => db.refund_task_charges(key, &task.id).await?,
+            None => 0,
+        };
+        let outcome = TaskOutcome {
+            status: TaskStatus::Failed,
+            result: None,
+            error: Some(interrupted(refunded > 0)),
+            credits_used: Some(0),
+        };
+        db.finish_task(&task.id, self.owner(), &outcome).await?;
+        Ok(())
+    }
+
+    /// Starts the workers, the lease's renewal with the recovery of dead instances, and the
+    /// webhook delivery loop; they run until the runtime stops.
     pub fn start(self: &Arc<Self>) {
         for _ in 0..self.settings.workers.max(1) {
             let tasks = Arc::clone(self);
             tokio::spawn(async move { tasks.work().await });
         }
         let tasks = Arc::clone(self);
-        tokio::spawn(async move { tasks.sweep().await });
+        tokio::spawn(async move { tasks.keep_alive().await });
         let tasks = Arc::clone(self);
         tokio::spawn(async move { tasks.deliver().await });
     }
 
     async fn work(&self) {
         loop {
-            match self.db().claim_task(&self.owner).await {
+            match self.db().claim_task(self.owner()).await {
                 Ok(Some(task)) => self.run(task).await,
                 Ok(None) => {
                     tokio::select! {
@@ -251,24 +357,54 @@ impl Tasks {
     }
 
     /// Runs a claimed task to its end, beating while it runs; a cancel drops the generation
-    /// (the upstream job is cancelled where it can be, the reservation refunded).
+    /// (the upstream job is cancelled where it can be, the reservation refunded) unless it was
+    /// paid for already.
     async fn run(&self, task: TaskRecord) {
         let outcome = match self.execute(&task).await {
             Ok(Some(outcome)) => outcome,
-            Ok(None) => TaskOutcome {
+            Ok(None) => self.canceled(&task.id).await,
+            Err(error) => failure(&error),
+        };
+        match self
+            .db()
+            .finish_task(&task.id, self.owner(), &outcome)
+            .await
+        {
+            Ok(true) => self.finished.notify_one(),
+            Ok(false) => {
+                tracing::warn!(task = %task.id, "a task ended elsewhere while it ran here")
+            }
+            Err(error) => {
+                tracing::error!(%error, task = %task.id, "recording a task's end failed; handing it back");
+                self.disown(&task.id).await;
+            }
+        }
+    }
+
+    /// The outcome of a run stopped by a cancel: canceled, unless the cancel came after its
+    /// charge was settled (with its result, in one transaction): then it is done, as paid.
+    async fn canceled(&self, id: &str) -> TaskOutcome {
+        match self.db().task_by_id(id).await {
+            Ok(Some(task)) if task.result.is_some() => TaskOutcome {
+                status: TaskStatus::Succeeded,
+                result: task.result,
+                error: None,
+                credits_used: task.credits_used,
+            },
+            _ => TaskOutcome {
                 status: TaskStatus::Canceled,
                 result: None,
                 error: None,
                 credits_used: Some(0),
             },
-            Err(error) => failure(&error),
-        };
-        match self.db().finish_task(&task.id, &self.owner, &outcome).await {
-            Ok(true) => self.finished.notify_one(),
-            Ok(false) => {
-                tracing::warn!(task = %task.id, "a task ended elsewhere while it ran here")
-            }
-            Err(error) => tracing::error!(%error, task = %task.id, "recording a task's end failed"),
+        }
+    }
+
+    /// Gives back a task this instance cannot end, for the next recovery (of any instance):
+    /// while this instance lives, nobody else would touch it.
+    async fn disown(&self, id: &str) {
+        if let Err(error) = self.db().disown_task(id, self.owner()).await {
+            tracing::error!(%error, task = %id, "handing a task back failed: it is recovered when this instance stops");
         }
     }
 
@@ -288,10 +424,10 @@ impl Tasks {
         };
         let request: ImageRequest = serde_json::from_value(task.request.clone())
             .map_err(|e| Error::Internal(format!("a stored task is unreadable: {e}")))?;
-        // A resumed task waits for the jobs it started, without the cache. If an earlier run
-        // already settled its charge (it died between paying and recording the end), it is not
-        // charged again; otherwise this run's charge has an id of its own (the interrupted
-        // runs' reservations were refunded at start).
+        // A resumed task waits for the jobs it started, without the cache. If any earlier run
+        // already settled a charge, it is not charged again; otherwise this run's charge has an
+        // id of its own (the interrupted runs' reservations were refunded when it was taken
+        // over).
         let resume = (!task.upstream_jobs.is_empty()).then_some(&task.upstream_jobs);
         let cache = if request.reroll == Some(true) || resume.is_some() {
             CacheMode::Refresh
@@ -302,7 +438,7 @@ impl Tasks {
         let request_id = match resume {
             Some(_) => {
                 if let Some(key) = &key {
-                    paid = self.db().settled_amount(&key.id, &task.id).await?;
+                    paid = self.db().task_charges(&key.id, &task.id).await?;
                 }
                 format!("{}.r{}", task.id, crate::clock::now_ms())
             }
@@ -317,8 +453,9 @@ impl Tasks {
                 key,
                 // Idempotent by task: a task's charge can never be taken twice.
                 request_id: &request_id,
-                owner: &self.owner,
+                owner: self.owner(),
                 delivered: None,
+                task: Some(&task.id),
             }),
             cache,
             name: None,
@@ -334,25 +471,21 @@ impl Tasks {
             tokio::select! {
                 served = &mut serve => {
                     let served = served?;
-                    let result = serde_json::json!({
-                        "images": served.result(),
-                        "usage": served.usage(),
-                    });
                     let credits = served.credits_used.and_then(|c| i64::try_from(c).ok());
                     return Ok(Some(TaskOutcome {
                         status: TaskStatus::Succeeded,
-                        result: Some(result),
+                        result: Some(served.task_result()),
                         error: None,
                         credits_used: paid.or(credits),
                     }));
                 }
                 Some((first_index, token)) = started.recv() => {
-                    if let Err(error) = self.db().record_task_job(&task.id, &self.owner, first_index, &token).await {
+                    if let Err(error) = self.db().record_task_job(&task.id, self.owner(), first_index, &token).await {
                         tracing::warn!(%error, task = %task.id, "recording an upstream job failed; the task cannot be resumed");
                     }
                 }
                 _ = beat.tick() => {
-                    match self.db().task_heartbeat(&task.id, &self.owner).await {
+                    match self.db().task_heartbeat(&task.id, self.owner()).await {
                         Ok(Some(false)) => {}
                         // Cancelled, or ended elsewhere: stop, dropping the generation.
                         Ok(Some(true) | None) => return Ok(None),
@@ -363,19 +496,32 @@ impl Tasks {
         }
     }
 
-    /// Fails running tasks of instances that went silent.
-    async fn sweep(&self) {
-        let error = interrupted("the server running the task stopped");
-        let silent = i64::try_from(self.settings.abandoned_after.as_millis()).unwrap_or(i64::MAX);
+    /// Renews this instance's lease and recovers dead instances, every renewal interval.
+    async fn keep_alive(self: Arc<Self>) {
+        let mut every = tokio::time::interval(self.settings.renew);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
         loop {
-            tokio::time::sleep(self.settings.abandoned_after / 2).await;
-            match self.db().fail_abandoned_tasks(silent, &error).await {
-                Ok(0) => {}
-                Ok(failed) => {
-                    tracing::warn!(failed, "failed tasks whose server went silent");
-                    self.finished.notify_one();
-                }
-                Err(error) => tracing::error!(%error, "sweeping abandoned tasks failed"),
+            every.tick().await;
+            let leased = self.leased.lock().await;
+            if !*leased {
+                return;
+            }
+            match self
+                .db()
+                .renew_instance(self.owner(), self.settings.lease)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => tracing::error!(
+                    "this instance's lease had expired (the database was out of reach, or the \
+                     process stalled): other instances may have recovered its work"
+                ),
+                Err(error) => tracing::warn!(%error, "renewing the instance's lease failed"),
+            }
+            drop(leased);
+            if let Err(error) = self.recover().await {
+                tracing::error!(%error, "recovering dead instances failed");
             }
         }
     }
@@ -486,7 +632,13 @@ impl Tasks {
     /// credits, the result in the request's `response_format` (URLs by default, freshly
     /// signed), the error, and the webhook's delivery.
     pub async fn object(&self, task: &TaskRecord) -> Result<TaskObject> {
-        let result = match &task.result {
+        // A running task may hold its result already (recorded with its charge): it shows once
+        // the task has succeeded.
+        let stored = task
+            .result
+            .as_ref()
+            .filter(|_| task.status == TaskStatus::Succeeded);
+        let result = match stored {
             Some(stored) => {
                 let images: CachedResult = serde_json::from_value(stored["images"].clone())
                     .map_err(|e| {
@@ -598,10 +750,16 @@ fn failure(error: &Error) -> TaskOutcome {
     }
 }
 
-/// The error of a task cut off by a stopped server (`why`), which is never charged.
-fn interrupted(why: &str) -> ErrorBody {
+/// The error of a task cut off by a stopped server, which is never left charged: it says
+/// whether a charge was given back or none was taken.
+fn interrupted(refunded: bool) -> ErrorBody {
+    let charge = if refunded {
+        "its charge was refunded"
+    } else {
+        "it was not charged"
+    };
     ErrorBody::new(
-        format!("{why}; it was not charged"),
+        format!("the server running the task stopped; {charge}"),
         "server_error",
         None,
         Some("interrupted"),

@@ -35,7 +35,9 @@ pub use self::{
     public::ENV_PUBLIC_KEY_ID,
     server::{ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_PUBLIC_URL},
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
-    tasks::{ENV_TASK_ABANDONED_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS},
+    tasks::{
+        ENV_INSTANCE_LEASE_SECS, ENV_INSTANCE_RENEW_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS,
+    },
     urls::{
         ENV_URL_API_DEFAULT_MODEL, ENV_URL_API_PATH_FORM_HOST, ENV_URL_SECRET, ENV_URL_TTL_SECS,
     },
@@ -140,8 +142,12 @@ pub struct FetchConfig {
 pub struct TasksConfig {
     /// Tasks one instance runs at once (default 4).
     pub workers: Option<usize>,
-    /// Seconds of silence after which a running task's instance counts as dead (default 30).
-    pub abandoned_after_secs: Option<u64>,
+    /// Seconds an instance's lease lasts: one that has not renewed it for this long counts as
+    /// dead, and any other recovers its tasks, reservations and generation claims (default 15).
+    pub instance_lease_secs: Option<u64>,
+    /// Seconds between renewals of the lease, and between looks for dead instances (default
+    /// 5, or a third of a shorter lease; less than the lease).
+    pub instance_renew_secs: Option<u64>,
     /// Seconds of one webhook attempt (default 10).
     pub webhook_timeout_secs: Option<u64>,
     /// Seconds after a task's end during which its webhook is retried (default 1800).

@@ -170,7 +170,7 @@ fn storage_urls_cache_url_api_and_public_mode_layer_env_over_file() {
 
 #[test]
 fn task_settings_layer_env_over_file() {
-    let text = "[tasks]\nworkers = 2\nabandoned_after_secs = 8\nwebhook_timeout_secs = 3\nwebhook_window_secs = 60\n";
+    let text = "[tasks]\nworkers = 2\ninstance_lease_secs = 9\nwebhook_timeout_secs = 3\nwebhook_window_secs = 60\n";
     let vars = env(&[(ENV_TASK_WORKERS, "3"), (ENV_WEBHOOK_WINDOW_SECS, "5")]);
     let tasks = Config::from_toml(text)
         .unwrap()
@@ -178,14 +178,49 @@ fn task_settings_layer_env_over_file() {
         .unwrap()
         .tasks;
     assert_eq!(tasks.workers, 3);
-    assert_eq!(tasks.abandoned_after, Duration::from_secs(8));
+    assert_eq!(tasks.lease, Duration::from_secs(9));
+    assert_eq!(
+        tasks.renew,
+        Duration::from_secs(3),
+        "a third of a short lease"
+    );
     assert_eq!(tasks.heartbeat, Duration::from_secs(2));
     assert_eq!(tasks.webhook_timeout, Duration::from_secs(3));
     assert_eq!(tasks.webhook_window, Duration::from_secs(5));
     let err = Config::default()
-        .into_settings(no_state(), &env(&[(ENV_TASK_ABANDONED_SECS, "soon")]))
+        .into_settings(no_state(), &env(&[(ENV_INSTANCE_LEASE_SECS, "soon")]))
         .unwrap_err();
-    assert!(err.to_string().contains(ENV_TASK_ABANDONED_SECS), "{err}");
+    assert!(err.to_string().contains(ENV_INSTANCE_LEASE_SECS), "{err}");
+
+    // The defaults: a 15 s lease renewed every 5 s; a renewal must come within the lease.
+    let defaults = Config::default()
+        .into_settings(no_state(), &env(&[]))
+        .unwrap()
+        .tasks;
+    assert_eq!(
+        (defaults.lease, defaults.renew),
+        (Duration::from_secs(15), Duration::from_secs(5))
+    );
+    let vars = env(&[
+        (ENV_INSTANCE_LEASE_SECS, "4"),
+        (ENV_INSTANCE_RENEW_SECS, "1"),
+    ]);
+    let tasks = Config::default()
+        .into_settings(no_state(), &vars)
+        .unwrap()
+        .tasks;
+    assert_eq!(
+        (tasks.lease, tasks.renew),
+        (Duration::from_secs(4), Duration::from_secs(1))
+    );
+    let vars = env(&[
+        (ENV_INSTANCE_LEASE_SECS, "4"),
+        (ENV_INSTANCE_RENEW_SECS, "4"),
+    ]);
+    let err = Config::default()
+        .into_settings(no_state(), &vars)
+        .unwrap_err();
+    assert!(err.to_string().contains(ENV_INSTANCE_RENEW_SECS), "{err}");
 }
 
 #[test]

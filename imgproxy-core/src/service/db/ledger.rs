@@ -1,5 +1,5 @@
 //! Reservations and the ledger: reserve before the upstream call, settle or refund after,
-//! release what a dead process left open, and read balances and recent charges.
+//! release what a dead instance left open, and read balances and recent charges.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use serde_json::json;
 use super::{
     key_not_found,
     pool::{now_ms, now_secs, read_pool, write_tx, DbExt},
-    Charge, Database, Reservation,
+    Charge, Database, Reservation, Settled, TaskResult,
 };
 use crate::{Error, Result};
 
@@ -19,6 +19,22 @@ const MAX_REQUEST_ID_CHARS: usize = 200;
 const INSERT_LEDGER: &str = "INSERT INTO ledger \
      (key_id, kind, request_id, amount, balance_after, model, inputs, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
+/// The reservations of every run of a task: its first run's (`$2`, the task id) and its
+/// resumed runs' (`$3`, `<task id>.r%`; the `_` of `task_` matches any character there, and
+/// no other request id has that shape).
+const TASK_RUNS: &str = "(request_id = $2 OR request_id LIKE $3)";
+
+fn resumed_runs(task_id: &str) -> String {
+    format!("{task_id}.r%")
+}
+
+/// How a reservation ended: the balance after, whether this call ended it, and what it keeps.
+struct Closed {
+    balance: i64,
+    ended: bool,
+    kept: u64,
+}
 
 /// How a reservation ends.
 #[derive(Debug, Clone, Copy)]
@@ -163,6 +179,19 @@ impl Database {
     /// charging more could overspend) and returns the rest. Exactly once: settling or refunding
     /// a closed reservation changes nothing. Returns the balance after.
     pub async fn settle(&self, reservation: &Reservation, actual: u64) -> Result<i64> {
+        Ok(self.settle_as(reservation, actual, None).await?.balance)
+    }
+
+    /// [`Database::settle`], saying what the reservation keeps in the end (nothing when it had
+    /// been refunded meanwhile, as when its instance was taken for dead). With `task`, the
+    /// task's result is recorded in the same transaction, and nothing is settled unless
+    /// `task.owner` still runs the task.
+    pub async fn settle_as(
+        &self,
+        reservation: &Reservation,
+        actual: u64,
+        task: Option<TaskResult<'_>>,
+    ) -> Result<Settled> {
         if actual > reservation.amount {
             tracing::warn!(
                 request_id = %reservation.request_id,
@@ -171,88 +200,171 @@ impl Database {
                 "settling more than was reserved; charging the reserved amount"
             );
         }
-        Ok(self.end(reservation, Close::Settle(actual)).await?.0)
+        let closed = self.end(reservation, Close::Settle(actual), task).await?;
+        Ok(Settled {
+            balance: closed.balance,
+            kept: closed.kept,
+        })
     }
 
     /// Returns everything reserved; exactly once. Returns the balance after.
     pub async fn refund(&self, reservation: &Reservation) -> Result<i64> {
-        Ok(self.end(reservation, Close::Refund).await?.0)
+        Ok(self.end(reservation, Close::Refund, None).await?.balance)
     }
 
-    /// Crash safety: refunds every still-open reservation owned by `owner` (this instance's
-    /// id, stable across restarts) and any open reservation older than `older_than` whoever
-    /// owns it. Each exactly once, even with several callers at once. Returns how many this
-    /// call released. Call it at start-up, before serving: later it would also free this
-    /// instance's requests in flight (see [`Database::release_expired`] for periodic sweeps).
-    pub async fn release_stale(&self, owner: &str, older_than: Duration) -> Result<u64> {
-        self.release(Some(owner), older_than).await
-    }
-
-    /// Refunds the open reservations of task `task_id` (its first run's, `task_id`, and its
-    /// resumed runs', `task_id.r...`) when its instance died; returns how many this call
-    /// refunded.
-    pub async fn release_task_holds(&self, key_id: &str, task_id: &str) -> Result<u64> {
-        let open: Vec<(String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT request_id, amount FROM reservations WHERE key_id = $1 \
-                 AND (request_id = $2 OR request_id LIKE $3) AND status = 'reserved'",
-            )
-            .bind(key_id)
-            .bind(task_id)
-            .bind(format!("{task_id}.r%"))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
-        let mut released = 0;
-        for (request_id, amount) in open {
-            let reservation = Reservation {
-                request_id,
-                key_id: key_id.to_owned(),
-                amount: u64::try_from(amount).db()?,
-            };
-            if self.end(&reservation, Close::Release).await?.1 {
-                released += 1;
-            }
-        }
-        Ok(released)
-    }
-
-    /// The credits kept by the settled reservation of `request_id`; `None` unless it was
-    /// settled (open, refunded or unknown).
-    pub async fn settled_amount(&self, key_id: &str, request_id: &str) -> Result<Option<i64>> {
-        let kept: Option<Option<i64>> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(
-                "SELECT kept FROM reservations WHERE key_id = $1 AND request_id = $2 \
-                 AND status = 'settled'",
-            )
-            .bind(key_id)
-            .bind(request_id)
-            .fetch_optional(pool)
-            .await
-            .db()?
-        });
-        Ok(kept.map(Option::unwrap_or_default))
-    }
-
-    pub(super) async fn release(&self, owner: Option<&str>, older_than: Duration) -> Result<u64> {
-        let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now_ms().saturating_sub(age);
-        // An owner nobody has: the cutoff alone decides.
-        let owner = owner.unwrap_or("");
+    /// Crash safety: refunds every open reservation of instance `owner` if its lease expired
+    /// (it died), each exactly once even with several callers at once; nothing while it lives,
+    /// whoever shares its data dir or database. Returns how many this call released.
+    pub async fn release_dead(&self, owner: &str) -> Result<u64> {
+        let sql = format!(
+            "SELECT key_id, request_id, amount FROM reservations \
+             WHERE status = 'reserved' AND owner = $1 AND {} ORDER BY reserved_at_ms",
+            self.instance_dead("reservations.owner")
+        );
         let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT key_id, request_id, amount FROM reservations \
-                 WHERE status = 'reserved' \
-                 AND ((owner = $1 AND owner <> '') OR reserved_at_ms < $2) \
-                 ORDER BY reserved_at_ms",
-            )
-            .bind(owner)
-            .bind(cutoff)
-            .fetch_all(pool)
-            .await
-            .db()?
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .fetch_all(pool)
+                .await
+                .db()?
         });
+        self.release_all(open).await
+    }
+
+    /// The backstop: refunds every open reservation older than `older_than` whose owner holds
+    /// no live lease (an embedder that never took one, or a version before leases); a live
+    /// instance's are left alone however old. Each exactly once.
+    pub async fn release_expired(&self, older_than: Duration) -> Result<u64> {
+        let age = i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX);
+        let sql = format!(
+            "SELECT key_id, request_id, amount FROM reservations \
+             WHERE status = 'reserved' AND reserved_at_ms < $1 AND NOT {} \
+             ORDER BY reserved_at_ms",
+            self.instance_alive("reservations.owner")
+        );
+        let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(now_ms().saturating_sub(age))
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        self.release_all(open).await
+    }
+
+    /// Refunds the open reservations of task `task_id`'s runs (their instance died); returns
+    /// how many this call refunded.
+    pub async fn release_task_holds(&self, key_id: &str, task_id: &str) -> Result<u64> {
+        let sql = format!(
+            "SELECT key_id, request_id, amount FROM reservations WHERE key_id = $1 \
+             AND {TASK_RUNS} AND status = 'reserved'"
+        );
+        let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(key_id)
+                .bind(task_id)
+                .bind(resumed_runs(task_id))
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        self.release_all(open).await
+    }
+
+    /// What the settled charges of all of task `task_id`'s runs kept together; `None` when no
+    /// run's charge was settled.
+    pub async fn task_charges(&self, key_id: &str, task_id: &str) -> Result<Option<i64>> {
+        let sql = format!(
+            "SELECT kept FROM reservations WHERE key_id = $1 AND {TASK_RUNS} \
+             AND status = 'settled'"
+        );
+        let kept: Vec<Option<i64>> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(key_id)
+                .bind(task_id)
+                .bind(resumed_runs(task_id))
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        Ok((!kept.is_empty()).then(|| kept.into_iter().flatten().sum()))
+    }
+
+    /// Gives back what the settled charges of task `task_id`'s runs kept, for a task that ends
+    /// without its result (a run that paid, then died before recording the result: possible
+    /// only for runs of versions that did not record both at once). Each charge exactly once;
+    /// returns the credits given back.
+    pub async fn refund_task_charges(&self, key_id: &str, task_id: &str) -> Result<i64> {
+        let sql = format!(
+            "SELECT request_id FROM reservations WHERE key_id = $1 AND {TASK_RUNS} \
+             AND status = 'settled'"
+        );
+        let settled: Vec<String> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(key_id)
+                .bind(task_id)
+                .bind(resumed_runs(task_id))
+                .fetch_all(pool)
+                .await
+                .db()?
+        });
+        let mut returned = 0;
+        for request_id in settled {
+            write_tx!(&self.db, tx => {
+                // Only the caller whose update matches `status = 'settled'` gives credits back.
+                let reversed: Option<(i64, Option<i64>, String)> = sqlx::query_as(
+                    "UPDATE reservations SET status = 'refunded', closed_at_ms = $3 \
+                     WHERE key_id = $1 AND request_id = $2 AND status = 'settled' \
+                     RETURNING amount, kept, model",
+                )
+                .bind(key_id)
+                .bind(&request_id)
+                .bind(now_ms())
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
+                let Some((amount, kept, model)) = reversed else {
+                    tx.rollback().await.db()?;
+                    continue;
+                };
+                let kept = kept.unwrap_or_default();
+                sqlx::query("UPDATE reservations SET kept = 0 WHERE key_id = $1 AND request_id = $2")
+                    .bind(key_id)
+                    .bind(&request_id)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                let balance: i64 = sqlx::query_scalar(
+                    "UPDATE api_keys SET balance = balance + $2 WHERE id = $1 RETURNING balance",
+                )
+                .bind(key_id)
+                .bind(kept)
+                .fetch_one(&mut *tx)
+                .await
+                .db()?;
+                let inputs = json!({ "reserved": amount, "kept": 0, "reversed": kept });
+                sqlx::query(INSERT_LEDGER)
+                    .bind(key_id)
+                    .bind("refund")
+                    .bind(&request_id)
+                    .bind(kept)
+                    .bind(balance)
+                    .bind(&model)
+                    .bind(inputs.to_string())
+                    .bind(now_secs())
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+                tx.commit().await.db()?;
+                returned += kept;
+            });
+        }
+        Ok(returned)
+    }
+
+    /// Releases each of `open` (key id, request id, amount); returns how many this call ended
+    /// (another caller may have closed one since it was listed: then its flip matches nothing).
+    async fn release_all(&self, open: Vec<(String, String, i64)>) -> Result<u64> {
         let mut released = 0;
         for (key_id, request_id, amount) in open {
             let reservation = Reservation {
@@ -260,8 +372,7 @@ impl Database {
                 key_id,
                 amount: u64::try_from(amount).db()?,
             };
-            // Another caller may have closed it since the query: then this flip matches nothing.
-            if self.end(&reservation, Close::Release).await?.1 {
+            if self.end(&reservation, Close::Release, None).await?.ended {
                 released += 1;
             }
         }
@@ -271,8 +382,14 @@ impl Database {
         Ok(released)
     }
 
-    /// Ends a reservation; returns the balance after and whether this call ended it.
-    async fn end(&self, reservation: &Reservation, how: Close) -> Result<(i64, bool)> {
+    /// Ends a reservation (recording `task`'s result with a settle, see
+    /// [`Database::settle_as`]).
+    async fn end(
+        &self,
+        reservation: &Reservation,
+        how: Close,
+        task: Option<TaskResult<'_>>,
+    ) -> Result<Closed> {
         let (status, kind, keep) = match how {
             Close::Settle(actual) => ("settled", "settle", actual),
             Close::Refund => ("refunded", "refund", 0),
@@ -297,8 +414,9 @@ impl Database {
             .await
             .db()?;
             let Some((amount, kept, model)) = closed else {
-                let exists: Option<i64> = sqlx::query_scalar(
-                    "SELECT amount FROM reservations WHERE key_id = $1 AND request_id = $2",
+                // Closed before: say how.
+                let earlier: Option<(String, Option<i64>)> = sqlx::query_as(
+                    "SELECT status, kept FROM reservations WHERE key_id = $1 AND request_id = $2",
                 )
                 .bind(key_id)
                 .bind(request_id)
@@ -306,13 +424,41 @@ impl Database {
                 .await
                 .db()?;
                 tx.rollback().await.db()?;
-                if exists.is_none() {
+                let Some((status, kept)) = earlier else {
                     return Err(Error::NotFound {
                         message: format!("no reservation `{request_id}` for key `{key_id}`"),
                     });
-                }
-                return Ok((self.balance(key_id).await?, false));
+                };
+                let kept = if status == "settled" { kept.unwrap_or_default() } else { 0 };
+                return Ok(Closed {
+                    balance: self.balance(key_id).await?,
+                    ended: false,
+                    kept: u64::try_from(kept).unwrap_or_default(),
+                });
             };
+            if let Some(task) = task {
+                let recorded = sqlx::query(
+                    "UPDATE tasks SET result = $3, credits_used = $4 \
+                     WHERE id = $1 AND owner = $2 AND status = 'processing'",
+                )
+                .bind(task.task_id)
+                .bind(task.owner)
+                .bind(task.result.to_string())
+                .bind(kept)
+                .execute(&mut *tx)
+                .await
+                .db()?
+                .rows_affected();
+                if recorded == 0 {
+                    // Ended or taken over elsewhere (this instance was taken for dead):
+                    // nothing is settled, and the caller refunds the reservation.
+                    tx.rollback().await.db()?;
+                    return Err(Error::Internal(format!(
+                        "task {} is no longer run by this instance; its charge was not settled",
+                        task.task_id
+                    )));
+                }
+            }
             let returned = amount - kept;
             let balance: i64 = sqlx::query_scalar(
                 "UPDATE api_keys SET balance = balance + $2 WHERE id = $1 RETURNING balance",
@@ -341,7 +487,11 @@ impl Database {
                 .await
                 .db()?;
             tx.commit().await.db()?;
-            Ok((balance, true))
+            Ok(Closed {
+                balance,
+                ended: true,
+                kept: u64::try_from(kept).unwrap_or_default(),
+            })
         })
     }
 }

@@ -41,6 +41,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../../migrations/sqlite/0003_tasks.sql"),
     ),
     (
+        4,
+        "instances",
+        include_str!("../../../migrations/sqlite/0004_instances.sql"),
+    ),
+    (
         5,
         "limits",
         include_str!("../../../migrations/sqlite/0005_limits.sql"),
@@ -61,6 +66,11 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "tasks",
         include_str!("../../../migrations/postgres/0003_tasks.sql"),
+    ),
+    (
+        4,
+        "instances",
+        include_str!("../../../migrations/postgres/0004_instances.sql"),
     ),
     (
         5,
@@ -219,6 +229,16 @@ impl Db {
         match self {
             Self::Sqlite { writer, .. } => migrator(SQLITE_MIGRATIONS).run(writer).await.db(),
             Self::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await.db(),
+        }
+    }
+
+    /// The database's clock in Unix milliseconds, as an SQL expression. Instance leases are
+    /// written and compared with it alone, so instances on hosts whose clocks differ never
+    /// disagree about which lease expired.
+    pub(super) fn now_ms_sql(&self) -> &'static str {
+        match self {
+            Self::Sqlite { .. } => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+            Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
     }
 

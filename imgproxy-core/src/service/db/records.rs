@@ -108,38 +108,69 @@ impl Database {
         })
     }
 
-    /// Claims the generation of `cache_key` for `owner`, across every instance on this
-    /// database: `true` if `owner` now holds it, `false` if another holder's claim is younger
-    /// than `stale_after` (a claim that old belonged to a request that died).
+    /// Claims the generation of `cache_key` for `owner` (one request of instance `instance`),
+    /// across every instance on this database: `true` if `owner` now holds it, `false` while
+    /// another holder's claim stands. A claim falls once its instance is dead (its lease
+    /// expired) or, whatever its instance, once it is older than `stale_after` (no generation
+    /// runs that long; it covers holders without a lease).
     pub async fn claim_generation(
         &self,
         tenant: &str,
         cache_key: &str,
         owner: &str,
+        instance: &str,
         stale_after: std::time::Duration,
     ) -> Result<bool> {
         let now = now_ms();
-        let stale_before =
-            now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX));
+        let sql = format!(
+            "INSERT INTO generation_claims (tenant, cache_key, owner, instance, claimed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
+             SET owner = excluded.owner, instance = excluded.instance, \
+                 claimed_at_ms = excluded.claimed_at_ms \
+             WHERE generation_claims.claimed_at_ms < $6 OR {} RETURNING owner",
+            self.instance_dead("generation_claims.instance")
+        );
         let holder: Option<String> = write_tx!(&self.db, tx => {
-            let holder = sqlx::query_scalar(
-                "INSERT INTO generation_claims (tenant, cache_key, owner, claimed_at_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, cache_key) DO UPDATE \
-                 SET owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms \
-                 WHERE generation_claims.claimed_at_ms < $5 RETURNING owner",
-            )
-            .bind(tenant)
-            .bind(cache_key)
-            .bind(owner)
-            .bind(now)
-            .bind(stale_before)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
+            let holder = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(cache_key)
+                .bind(owner)
+                .bind(instance)
+                .bind(now)
+                .bind(stale_before(now, stale_after))
+                .fetch_optional(&mut *tx)
+                .await
+                .db()?;
             tx.commit().await.db()?;
             holder
         });
         Ok(holder.as_deref() == Some(owner))
+    }
+
+    /// Whether the generation of `cache_key` is claimed by a request that may still finish it:
+    /// a claim that [`Database::claim_generation`] would not take over. One read, for requests
+    /// waiting on another instance's generation.
+    pub async fn generation_claimed(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        stale_after: std::time::Duration,
+    ) -> Result<bool> {
+        let sql = format!(
+            "SELECT CAST(1 AS BIGINT) FROM generation_claims WHERE tenant = $1 \
+             AND cache_key = $2 AND claimed_at_ms >= $3 AND NOT {}",
+            self.instance_dead("generation_claims.instance")
+        );
+        let held: Option<i64> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(tenant)
+                .bind(cache_key)
+                .bind(stale_before(now_ms(), stale_after))
+                .fetch_optional(pool)
+                .await
+                .db()?
+        });
+        Ok(held.is_some())
     }
 
     /// Releases `owner`'s claim (after its result is cached, or after it failed).
@@ -160,6 +191,25 @@ impl Database {
             .await
             .db()?;
             tx.commit().await.db()
+        })
+    }
+
+    /// Drops the generation claims of instance `instance` if it is dead; returns how many.
+    /// (Requests waiting on them take them over by themselves: this only clears the table.)
+    pub async fn release_dead_claims(&self, instance: &str) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM generation_claims WHERE instance = $1 AND {}",
+            self.instance_dead("generation_claims.instance")
+        );
+        write_tx!(&self.db, tx => {
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(instance)
+                .execute(&mut *tx)
+                .await
+                .db()?
+                .rows_affected();
+            tx.commit().await.db()?;
+            Ok(dropped)
         })
     }
 
@@ -292,6 +342,11 @@ impl Database {
         });
         Ok(deleted > 0)
     }
+}
+
+/// The claim time before which a claim is stale.
+fn stale_before(now: i64, stale_after: std::time::Duration) -> i64 {
+    now.saturating_sub(i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX))
 }
 
 type FileRow = (String, i64, i64, String, String, String);

@@ -305,20 +305,69 @@ impl Database {
         })
     }
 
-    /// The tasks `owner` is (or was, before a restart) running.
-    pub async fn running_tasks(&self, owner: &str) -> Result<Vec<TaskRecord>> {
-        let sql = format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE owner = $1 AND status = 'processing' \
-             ORDER BY created_at_ms"
+    /// Takes over, for `owner`, the running tasks of dead instances: those whose lease expired,
+    /// and those whose owner holds no lease (a task handed back, or one of a version before
+    /// leases) that have not beaten for `silent_ms`. Each task is taken by exactly one caller, which
+    /// gets it as it was left: its upstream jobs, and its result if its charge was settled.
+    pub async fn adopt_orphaned_tasks(
+        &self,
+        owner: &str,
+        silent_ms: i64,
+    ) -> Result<Vec<TaskRecord>> {
+        let orphaned = format!(
+            "status = 'processing' AND owner <> $1 AND ({dead} OR (NOT EXISTS \
+             (SELECT 1 FROM instances WHERE instances.id = tasks.owner) AND heartbeat_ms < $2))",
+            dead = self.instance_dead("tasks.owner"),
         );
-        let rows: Vec<TaskRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let silent_before = now_ms().saturating_sub(silent_ms);
+        // A read first: every instance sweeps every few seconds, and finds nothing nearly always.
+        let probe = format!("SELECT CAST(1 AS BIGINT) FROM tasks WHERE {orphaned} LIMIT 1");
+        let any: Option<i64> = read_pool!(&self.db, pool => {
+            sqlx::query_scalar(sqlx::AssertSqlSafe(probe))
                 .bind(owner)
-                .fetch_all(pool)
+                .bind(silent_before)
+                .fetch_optional(pool)
                 .await
                 .db()?
         });
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        // The owner is re-checked row by row: of two instances adopting at once, the second
+        // sees the first as the owner, alive, and takes nothing.
+        let sql = format!(
+            "UPDATE tasks SET owner = $1, heartbeat_ms = $3 WHERE {orphaned} \
+             RETURNING {TASK_COLUMNS}"
+        );
+        let rows: Vec<TaskRow> = write_tx!(&self.db, tx => {
+            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(owner)
+                .bind(silent_before)
+                .bind(now_ms())
+                .fetch_all(&mut *tx)
+                .await
+                .db()?;
+            tx.commit().await.db()?;
+            rows
+        });
         rows.into_iter().map(task_of_row).collect()
+    }
+
+    /// Gives back a task `owner` runs but cannot end (the database failed as it tried): with no
+    /// owner and no heartbeat, the next recovery of any instance takes it over and ends it.
+    pub async fn disown_task(&self, id: &str, owner: &str) -> Result<()> {
+        write_tx!(&self.db, tx => {
+            sqlx::query(
+                "UPDATE tasks SET owner = '', heartbeat_ms = 0 WHERE id = $1 AND owner = $2 \
+                 AND status = 'processing'",
+            )
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            tx.commit().await.db()
+        })
     }
 
     /// Marks a running task alive; returns whether its client asked to cancel it. `None` if
@@ -383,47 +432,13 @@ impl Database {
         self.task(tenant, id).await
     }
 
-    /// Fails running tasks whose worker has not beaten for `silent_ms` (its instance died) and
-    /// refunds what they had reserved.
-    pub async fn fail_abandoned_tasks(&self, silent_ms: i64, error: &ErrorBody) -> Result<u64> {
-        let outcome = TaskOutcome {
-            status: TaskStatus::Failed,
-            result: None,
-            error: Some(error.clone()),
-            credits_used: Some(0),
-        };
-        // An integer of ours, so it may sit in the SQL text.
-        let filter = format!(
-            "status = 'processing' AND heartbeat_ms < {}",
-            now_ms().saturating_sub(silent_ms)
-        );
-        let ended = self.end_tasks_listed(&filter, &[], &outcome).await?;
-        for (task_id, key_id) in &ended {
-            if let Some(key_id) = key_id {
-                self.release_task_holds(key_id, task_id).await?;
-            }
-        }
-        Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
-    }
-
     /// Ends every task matching `filter` (binds from `$5`) with `outcome`, and queues a
     /// webhook for each one that has a callback. Returns how many ended.
     async fn end_tasks(&self, filter: &str, binds: &[&str], outcome: &TaskOutcome) -> Result<u64> {
-        let ended = self.end_tasks_listed(filter, binds, outcome).await?;
-        Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
-    }
-
-    /// [`Database::end_tasks`], returning the id and paying key of each task it ended.
-    async fn end_tasks_listed(
-        &self,
-        filter: &str,
-        binds: &[&str],
-        outcome: &TaskOutcome,
-    ) -> Result<Vec<(String, Option<String>)>> {
         let sql = format!(
             "UPDATE tasks SET status = $1, result = $2, error = $3, credits_used = $4, \
              finished_at_ms = {now}, heartbeat_ms = NULL WHERE {filter} \
-             RETURNING id, tenant, callback_url, key_id",
+             RETURNING id, tenant, callback_url",
             now = now_ms()
         );
         let result = outcome.result.as_ref().map(Value::to_string);
@@ -434,7 +449,7 @@ impl Database {
             .transpose()
             .db()?;
         write_tx!(&self.db, tx => {
-            let mut query = sqlx::query_as::<_, (String, String, Option<String>, Option<String>)>(sqlx::AssertSqlSafe(sql))
+            let mut query = sqlx::query_as::<_, (String, String, Option<String>)>(sqlx::AssertSqlSafe(sql))
                 .bind(outcome.status.as_str())
                 .bind(&result)
                 .bind(&error)
@@ -443,7 +458,7 @@ impl Database {
                 query = query.bind(*bind);
             }
             let ended = query.fetch_all(&mut *tx).await.db()?;
-            for (task_id, tenant, url, _) in &ended {
+            for (task_id, tenant, url) in &ended {
                 let Some(url) = url else { continue };
                 sqlx::query(
                     "INSERT INTO webhook_deliveries (task_id, tenant, url, status, attempts, \
@@ -458,7 +473,7 @@ impl Database {
                 .db()?;
             }
             tx.commit().await.db()?;
-            Ok(ended.into_iter().map(|(id, _, _, key_id)| (id, key_id)).collect())
+            Ok(u64::try_from(ended.len()).unwrap_or(u64::MAX))
         })
     }
 

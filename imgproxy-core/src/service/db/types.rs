@@ -228,8 +228,8 @@ pub struct ApiKey {
 pub struct Charge {
     /// The catalog model.
     pub model: String,
-    /// The id of the instance that reserved, stable across its restarts, so that the instance
-    /// can release what it left open when it died (see [`super::Database::release_stale`]).
+    /// The id of the instance that reserved (fresh at every start): nobody else refunds the
+    /// reservation while that instance's lease lives (see [`super::Database::release_dead`]).
     pub owner: String,
     /// The pricing inputs (n, quality, tier, references, per-image price).
     pub inputs: serde_json::Value,
@@ -244,6 +244,28 @@ pub struct Reservation {
     pub key_id: String,
     /// Credits taken.
     pub amount: u64,
+}
+
+/// How a settle ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// The key's balance afterwards.
+    pub balance: i64,
+    /// Credits the reservation keeps: what was asked (capped at the reservation), or what an
+    /// earlier close decided (nothing if it had been refunded meanwhile).
+    pub kept: u64,
+}
+
+/// The task a charge pays for, and the result it records in the same transaction as the
+/// settle: a task is never left charged without its result.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskResult<'a> {
+    /// The task.
+    pub task_id: &'a str,
+    /// The instance running it; the settle fails if another instance took the task over.
+    pub owner: &'a str,
+    /// The stored result (`{"images", "usage"}`), as a finished task keeps it.
+    pub result: &'a serde_json::Value,
 }
 
 /// One change of a key's balance. The amounts of a key's rows add up to its balance.
