@@ -15,6 +15,7 @@ use crate::{
     build_app,
     cli::ServeArgs,
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
+    listener::{self, ConnectionLimits},
     state::UrlApi,
     AppState,
 };
@@ -32,6 +33,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
     let settings = Settings::load(args.state.flags(args.listen), env)?;
     settings.check_serve()?;
+    let open_files = listener::raise_open_files_limit();
+    imgproxy_core::blocking::configure(settings.server.cpu_workers);
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     let instance_id = instance_id(&settings.data_dir)?;
@@ -133,9 +136,23 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             public: settings.public.clone(),
         }),
     };
-    axum::serve(listener, build_app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = ConnectionLimits::from_settings(&settings.server, open_files);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        body_read_timeout = ?limits.body_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        cpu_workers = imgproxy_core::blocking::workers(),
+        "connection limits"
+    );
+    listener::serve(
+        listener,
+        build_app(state),
+        limits,
+        Arc::default(),
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("imgproxy stopped");
     Ok(())
 }
@@ -230,6 +247,7 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     let catalog = settings.catalog()?;
     let mut builder = Gateway::builder(catalog)
+        .generation_limits(settings.server.generations.clone())
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(fetcher(settings)?);
     if let Some(model) = &settings.default_model {
