@@ -80,7 +80,7 @@ impl ImageProvider for PlaceholderProvider {
             let prompt = basis.clone();
             let rendered = blocking::run(move |cancel| {
                 let cancelled = || cancel.is_cancelled();
-                render_until(
+                let rendered = render_until(
                     &cancelled,
                     &prompt,
                     Some(seed),
@@ -89,7 +89,18 @@ impl ImageProvider for PlaceholderProvider {
                     format,
                     background,
                     quality,
-                )
+                );
+                if let Ok(None) = rendered {
+                    // Logged here, on the pool: the future that awaited this job is gone. The
+                    // line and the counter are how an operator (and the tests) see it stop.
+                    let total = CANCELLED_RENDERS.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(
+                        index,
+                        total,
+                        "placeholder rendering cancelled: the request went away"
+                    );
+                }
+                rendered
             })
             .await
             .map_err(|e| ProviderError::Failed {
@@ -98,15 +109,8 @@ impl ImageProvider for PlaceholderProvider {
             .map_err(|e| ProviderError::Failed {
                 message: format!("encoding failed: {e}"),
             })?;
+            // Only a dropped request cancels, and then nobody awaits this any more.
             let Some(bytes) = rendered else {
-                // Only a dropped request cancels, so nobody reads this error; the log line
-                // and the counter are how an operator (and the tests) see rendering stop.
-                let total = CANCELLED_RENDERS.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::info!(
-                    index,
-                    total,
-                    "placeholder rendering cancelled: the request went away"
-                );
                 return Err(ProviderError::Failed {
                     message: "rendering was cancelled".into(),
                 });

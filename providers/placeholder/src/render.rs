@@ -1,10 +1,10 @@
 //! Drawing and encoding of placeholder images: a gradient (or transparent) background with a
 //! few discs and a band, colours and layout taken from a hash of prompt, seed and index.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
 
 use image::{
-    codecs::{jpeg::JpegEncoder, png, webp::WebPEncoder},
+    codecs::{jpeg::JpegEncoder, webp::WebPEncoder},
     ExtendedColorType, ImageEncoder, ImageError, Rgba,
 };
 use imgproxy_core::dimensions::Size;
@@ -136,12 +136,11 @@ pub fn render_until(
     let mut out = Cursor::new(Vec::new());
     let (width, height) = (size.width, size.height);
     match format {
-        Format::Png => png::PngEncoder::new_with_quality(
-            &mut out,
-            png::CompressionType::Fast,
-            png::FilterType::Adaptive,
-        )
-        .write_image(&bytes, width, height, color)?,
+        Format::Png => {
+            if !encode_png(&mut out, &bytes, size, transparent, cancelled)? {
+                return Ok(None);
+            }
+        }
         Format::Jpeg => {
             JpegEncoder::new_with_quality(&mut out, jpeg_quality.unwrap_or(90).clamp(1, 100))
                 .write_image(&bytes, width, height, color)?
@@ -151,6 +150,39 @@ pub fn render_until(
         }
     }
     Ok(Some(out.into_inner()))
+}
+
+/// Encodes `bytes` as a PNG into `out`, band by band so that a cancellation stops it between
+/// bands too (encoding takes longer than drawing); `false` if it was cancelled.
+fn encode_png(
+    out: &mut Cursor<Vec<u8>>,
+    bytes: &[u8],
+    size: Size,
+    alpha: bool,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<bool, ImageError> {
+    let failed = |e: png::EncodingError| ImageError::IoError(e.into());
+    let mut encoder = png::Encoder::new(out, size.width, size.height);
+    encoder.set_color(if alpha {
+        png::ColorType::Rgba
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::Filter::Adaptive);
+    let mut writer = encoder.write_header().map_err(failed)?;
+    let mut stream = writer.stream_writer().map_err(failed)?;
+    let row = size.width as usize * if alpha { 4 } else { 3 };
+    for band in bytes.chunks(row * ROWS_PER_CHECK as usize * 4) {
+        if cancelled() {
+            return Ok(false);
+        }
+        stream.write_all(band).map_err(ImageError::IoError)?;
+    }
+    stream.finish().map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    Ok(true)
 }
 
 /// The raw pixels, row after row, 4 bytes a pixel when `alpha` else 3; `None` if cancelled.
