@@ -474,3 +474,52 @@ impl HttpBody for Tracked {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_settings(max_connections: usize) -> ServerSettings {
+        ServerSettings {
+            header_read_timeout: Duration::from_secs(1),
+            body_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(3),
+            max_connections,
+            cpu_workers: 1,
+            generations: imgproxy_core::gateway::GenerationLimits::default(),
+        }
+    }
+
+    #[test]
+    fn connections_are_held_under_the_open_file_limit() {
+        let limits = ConnectionLimits::from_settings(&server_settings(4096), Some(1024));
+        assert_eq!(limits.max_connections, 1024 - 256);
+        let limits = ConnectionLimits::from_settings(&server_settings(512), Some(1024));
+        assert_eq!(limits.max_connections, 512);
+        let limits = ConnectionLimits::from_settings(&server_settings(512), None);
+        assert_eq!(
+            (limits.max_connections, limits.idle_timeout),
+            (512, Duration::from_secs(3))
+        );
+        // A limit lower than the reserve still lets one connection in.
+        let limits = ConnectionLimits::from_settings(&server_settings(512), Some(100));
+        assert_eq!(limits.max_connections, 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_waits_for_its_first_request_then_idles_between_requests() {
+        let limits = ConnectionLimits::from_settings(&server_settings(8), None);
+        let connection = Arc::new(Connection::new());
+        let accepted = Instant::now();
+        let first = connection.deadline(&limits).unwrap();
+        assert!(first <= accepted + limits.header_read_timeout);
+        let busy = connection.begin();
+        assert_eq!(connection.deadline(&limits), None);
+        assert!(connection.waiting_since().is_none());
+        drop(busy);
+        // Now the idle timeout (3 s) counts, from the end of the request, not the header one.
+        let next = connection.deadline(&limits).unwrap();
+        assert!(next >= accepted + limits.idle_timeout, "{next:?}");
+        assert!(connection.waiting_since().is_some());
+    }
+}

@@ -152,3 +152,83 @@ impl ServerConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Config;
+
+    struct Vars(HashMap<&'static str, &'static str>);
+
+    impl Env for Vars {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+
+    fn settings(
+        toml: &str,
+        vars: &[(&'static str, &'static str)],
+    ) -> anyhow::Result<ServerSettings> {
+        Config::from_toml(toml)?
+            .server
+            .settings(&Vars(vars.iter().copied().collect()))
+    }
+
+    #[test]
+    fn defaults_bound_every_connection_and_generation() {
+        let server = settings("", &[]).unwrap();
+        assert_eq!(server.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(server.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT);
+        assert_eq!(server.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(server.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(
+            server.cpu_workers,
+            imgproxy_core::blocking::default_workers()
+        );
+        let limits = &server.generations;
+        assert_eq!(limits.max_running, GenerationLimits::DEFAULT_MAX_RUNNING);
+        assert_eq!(
+            limits.per_provider.get(GenerationLimits::LOCAL_PROVIDER),
+            Some(&server.cpu_workers)
+        );
+        assert_eq!(limits.max_waiting, GenerationLimits::DEFAULT_MAX_WAITING);
+        assert_eq!(limits.max_wait, GenerationLimits::DEFAULT_MAX_WAIT);
+    }
+
+    #[test]
+    fn the_file_sets_them_and_the_environment_wins() {
+        let file = "[server]\nheader_read_timeout_secs = 3\nmax_connections = 100\n\
+                    cpu_workers = 3\ngeneration_queue = 0\nmax_generations = 5\n";
+        let server = settings(
+            file,
+            &[(ENV_MAX_CONNECTIONS, "7"), (ENV_IDLE_TIMEOUT_SECS, "9")],
+        )
+        .unwrap();
+        assert_eq!(server.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(server.idle_timeout, Duration::from_secs(9));
+        assert_eq!(server.max_connections, 7);
+        assert_eq!(server.cpu_workers, 3);
+        // The placeholder follows the CPU pool unless told otherwise.
+        assert_eq!(server.generations.per_provider["placeholder"], 3);
+        assert_eq!(server.generations.max_running, 5);
+        assert_eq!(server.generations.max_waiting, 0);
+    }
+
+    #[test]
+    fn zero_limits_and_unknown_keys_are_refused_by_name() {
+        let error = settings("[server]\nmax_connections = 0\n", &[]).unwrap_err();
+        assert!(error.to_string().contains(ENV_MAX_CONNECTIONS), "{error:#}");
+        let error = settings("", &[(ENV_BODY_READ_TIMEOUT_SECS, "0")]).unwrap_err();
+        assert!(
+            error.to_string().contains(ENV_BODY_READ_TIMEOUT_SECS),
+            "{error:#}"
+        );
+        let error = settings("", &[(ENV_CPU_WORKERS, "many")]).unwrap_err();
+        assert!(error.to_string().contains(ENV_CPU_WORKERS), "{error:#}");
+        let error = settings("[server]\nmax_conections = 5\n", &[]).unwrap_err();
+        assert!(format!("{error:#}").contains("max_conections"), "{error:#}");
+    }
+}
