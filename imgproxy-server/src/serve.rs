@@ -31,6 +31,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
+    // Listen for SIGINT / SIGTERM from the start, on a task of its own: a signal that came
+    // before the accept loop first looked would otherwise kill the process uncleanly.
+    let stop = tokio::spawn(shutdown_signal());
     let settings = Settings::load(args.state.flags(args.listen), env)?;
     settings.check_serve()?;
     let open_files = listener::raise_open_files_limit();
@@ -145,13 +148,12 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         cpu_workers = imgproxy_core::blocking::workers(),
         "connection limits"
     );
-    listener::serve(
-        listener,
-        build_app(state),
-        limits,
-        Arc::default(),
-        shutdown_signal(),
-    )
+    listener::serve(listener, build_app(state), limits, Arc::default(), async {
+        // A failed signal task cannot stop the server: then only a kill does.
+        if stop.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
     .await;
     tracing::info!("imgproxy stopped");
     Ok(())
