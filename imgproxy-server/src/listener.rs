@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{watch, Notify, Semaphore},
+    sync::{watch, Notify, OwnedSemaphorePermit, Semaphore},
     time::{Instant, Sleep},
 };
 use tower::ServiceExt as _;
@@ -38,6 +38,8 @@ use crate::config::ServerSettings;
 /// File descriptors kept free of client connections for the database, stored images,
 /// upstream calls and the process itself, when the open-file limit caps `max_connections`.
 const RESERVED_FILES: u64 = 256;
+/// How often a full listener, still without a free slot, closes another waiting connection.
+const RESHED_EVERY: Duration = Duration::from_millis(250);
 /// At most one warning about shed connections in this long; the counters keep every one.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -271,7 +273,7 @@ pub async fn serve(
         stats,
     });
     let (stop, stopped) = watch::channel(false);
-    let mut shutdown = pin!(shutdown);
+    let mut shutdown = Box::pin(shutdown);
     let mut next_id = 0_u64;
     loop {
         let accepted = tokio::select! {
@@ -303,12 +305,9 @@ pub async fn serve(
                     .stats
                     .warn("every connection is busy; new connections wait until one ends");
             }
-            let slot = tokio::select! {
-                slot = shared.slots.clone().acquire_owned() => slot,
-                () = &mut shutdown => break,
+            let Some(slot) = wait_for_slot(&shared, shutdown.as_mut()).await else {
+                break;
             };
-            // The semaphore is never closed.
-            let Ok(slot) = slot else { break };
             slot
         };
         next_id += 1;
@@ -334,6 +333,26 @@ pub async fn serve(
     // Every connection holds a slot until it ends: having them all back means all ended.
     let all = u32::try_from(shared.limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let _ = shared.slots.acquire_many(all).await;
+}
+
+/// A connection slot once one frees up; `None` if the server stops first. A connection told
+/// to close may have just become busy instead, so while none frees up the one waiting longest
+/// for a request is asked again, every [`RESHED_EVERY`].
+async fn wait_for_slot(
+    shared: &Shared,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        tokio::select! {
+            slot = shared.slots.clone().acquire_owned() => return slot.ok(),
+            () = tokio::time::sleep(RESHED_EVERY) => {
+                if shared.shed_one() {
+                    shared.stats.shed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            () = &mut shutdown => return None,
+        }
+    }
 }
 
 /// Serves one connection until it ends, runs out of time waiting for a request, is shed, or
