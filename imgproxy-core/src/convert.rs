@@ -161,11 +161,15 @@ pub async fn deliverable(
     }
     let (source, mime) = (image.bytes.clone(), image.mime.clone());
     let quality = request.wanted_compression();
-    let converted = tokio::task::spawn_blocking(move || {
+    // On the bounded CPU pool: a conversion holds a whole decoded image. One that has not
+    // started when its request goes away never starts; one that has is a single encode.
+    let converted = crate::blocking::run(move |cancel| {
+        if cancel.is_cancelled() {
+            return Err(Error::Internal("the request went away".into()));
+        }
         convert(&source, &mime, target, quality, "output_format")
     })
-    .await
-    .map_err(|e| Error::Internal(format!("image conversion task: {e}")))?
+    .await?
     // Bytes the upstream sent that do not decode are the upstream's fault.
     .map_err(|error| Error::Upstream {
         provider: request.model.provider.clone(),

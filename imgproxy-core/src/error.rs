@@ -84,6 +84,17 @@ pub enum Error {
         /// When a retry can succeed.
         retry_after: Option<Duration>,
     },
+    /// Too much work is waiting already: the provider's generations are all taken and its
+    /// queue is full, or the wait for a slot ran out (503, with `Retry-After`).
+    #[error(
+        "imgproxy is busy: too many `{provider}` generations are running or waiting; retry later"
+    )]
+    Overloaded {
+        /// Provider name.
+        provider: String,
+        /// When a retry may find room.
+        retry_after: Duration,
+    },
     /// A bug or an environment failure inside imgproxy (500). The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -118,6 +129,7 @@ impl Error {
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => 429,
             Self::UpstreamAuth { .. } | Self::Upstream { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
+            Self::Overloaded { .. } => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -135,7 +147,7 @@ impl Error {
             Self::UpstreamAuth { .. } | Self::Upstream { .. } | Self::UpstreamTimeout { .. } => {
                 "upstream_error"
             }
-            Self::Internal(_) => "server_error",
+            Self::Overloaded { .. } | Self::Internal(_) => "server_error",
         }
     }
 
@@ -152,6 +164,7 @@ impl Error {
             Self::UpstreamAuth { .. } => Some("upstream_auth_failed"),
             Self::Upstream { .. } => Some("upstream_error"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::Overloaded { .. } => Some("overloaded"),
             Self::Internal(_) => Some("internal_error"),
         }
     }
@@ -165,12 +178,13 @@ impl Error {
         }
     }
 
-    /// How long the client should wait before retrying, for 429s.
+    /// How long the client should wait before retrying, for 429s and 503s.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::RateLimited { retry_after, .. } | Self::LimitExceeded { retry_after, .. } => {
                 *retry_after
             }
+            Self::Overloaded { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -327,6 +341,15 @@ mod tests {
                 429,
                 "rate_limit_error",
                 Some("rate_limit_exceeded"),
+            ),
+            (
+                Error::Overloaded {
+                    provider: p(),
+                    retry_after: Duration::from_secs(2),
+                },
+                503,
+                "server_error",
+                Some("overloaded"),
             ),
             (
                 Error::Internal("secret detail".into()),

@@ -4,11 +4,18 @@
 //! OpenAI's shape with inline images. The service layer (`service`, cargo feature) adds the
 //! image store, the cache, metering and names around it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use futures_util::{stream, StreamExt as _};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     fetch::{FetchPolicy, ReferenceFetcher},
@@ -40,6 +47,101 @@ pub trait FileSource: Send + Sync {
 /// Upstream calls one request may run at once when it fans `n` out.
 const DEFAULT_FAN_OUT: usize = 4;
 
+/// How many generations of each provider run at once, and how many may wait for a slot and
+/// for how long, before a request is refused with a 503. Every provider is bounded: what
+/// waits holds nothing but its request, and what runs holds its images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationLimits {
+    /// Generations one provider runs at once unless `per_provider` says otherwise.
+    pub max_running: usize,
+    /// Generations run at once, by provider name.
+    pub per_provider: HashMap<String, usize>,
+    /// Generations that may wait for a slot, per provider; more are refused at once.
+    pub max_waiting: usize,
+    /// Longest wait for a slot before the request is refused.
+    pub max_wait: Duration,
+}
+
+impl GenerationLimits {
+    /// Generations of an upstream provider run at once by default: their work is upstream,
+    /// so this only bounds the images held in memory.
+    pub const DEFAULT_MAX_RUNNING: usize = 64;
+    /// Generations that may wait per provider by default.
+    pub const DEFAULT_MAX_WAITING: usize = 256;
+    /// Longest wait for a slot by default.
+    pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+    /// The provider that draws on this machine's CPU: its default is one generation per CPU.
+    pub const LOCAL_PROVIDER: &'static str = "placeholder";
+}
+
+impl Default for GenerationLimits {
+    fn default() -> Self {
+        Self {
+            max_running: Self::DEFAULT_MAX_RUNNING,
+            per_provider: HashMap::from([(
+                Self::LOCAL_PROVIDER.to_owned(),
+                crate::blocking::default_workers(),
+            )]),
+            max_waiting: Self::DEFAULT_MAX_WAITING,
+            max_wait: Self::DEFAULT_MAX_WAIT,
+        }
+    }
+}
+
+/// The admission of one provider's generations: slots, and a bounded line for them.
+#[derive(Debug)]
+struct Admission {
+    running: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+/// Leaves the line when the waiting request is admitted, refused or dropped.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Admission {
+    fn new(max_running: usize, limits: &GenerationLimits) -> Self {
+        Self {
+            running: Arc::new(Semaphore::new(max_running.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting: limits.max_waiting,
+            max_wait: limits.max_wait,
+        }
+    }
+
+    /// A slot for one generation of `provider`: at once if one is free, else after waiting
+    /// in line; `Overloaded` if the line is full or the wait runs out.
+    async fn admit(&self, provider: &str) -> Result<OwnedSemaphorePermit> {
+        if let Ok(slot) = self.running.clone().try_acquire_owned() {
+            return Ok(slot);
+        }
+        let overloaded = |retry_after: Duration| Error::Overloaded {
+            provider: provider.to_owned(),
+            retry_after,
+        };
+        let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _in_line = InLine(&self.waiting);
+        if ahead >= self.max_waiting {
+            // A full line drains in about one wait: come back then, at least a second later.
+            return Err(overloaded(self.max_wait.max(Duration::from_secs(1))));
+        }
+        match tokio::time::timeout(self.max_wait, self.running.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => Ok(slot),
+            // The semaphore is never closed; only the timeout can end the wait without a slot.
+            _ => Err(overloaded(Duration::from_secs(
+                (self.max_wait.as_secs() / 2).max(1),
+            ))),
+        }
+    }
+}
+
 /// Builds a [`Gateway`]: the gateway being assembled.
 #[derive(Debug)]
 pub struct GatewayBuilder(Gateway);
@@ -52,6 +154,14 @@ impl GatewayBuilder {
         self.0
             .provider_limits
             .insert(name.into(), Arc::new(Semaphore::new(max_concurrent.max(1))));
+        self
+    }
+
+    /// Bounds every provider's concurrent generations and the line waiting for them (default:
+    /// [`GenerationLimits::default`]).
+    #[must_use]
+    pub fn generation_limits(mut self, limits: GenerationLimits) -> Self {
+        self.0.generation_limits = limits;
         self
     }
 
@@ -88,6 +198,19 @@ impl GatewayBuilder {
     /// Builds the gateway.
     pub fn build(self) -> Gateway {
         let mut gateway = self.0;
+        let limits = &gateway.generation_limits;
+        gateway.admissions = gateway
+            .providers
+            .keys()
+            .map(|name| {
+                let max_running = limits
+                    .per_provider
+                    .get(name)
+                    .copied()
+                    .unwrap_or(limits.max_running);
+                (name.clone(), Admission::new(max_running, limits))
+            })
+            .collect();
         // Building the default fetcher only fails if no HTTP client can be made at all; the
         // gateway then still serves requests without reference images.
         if gateway.fetcher.is_none() {
@@ -106,6 +229,8 @@ pub struct Gateway {
     providers: HashMap<String, Arc<dyn ImageProvider>>,
     fetcher: Option<ReferenceFetcher>,
     provider_limits: HashMap<String, Arc<Semaphore>>,
+    generation_limits: GenerationLimits,
+    admissions: HashMap<String, Admission>,
     default_model: String,
     fan_out: usize,
 }
@@ -118,6 +243,8 @@ impl Gateway {
             providers: HashMap::new(),
             fetcher: None,
             provider_limits: HashMap::new(),
+            generation_limits: GenerationLimits::default(),
+            admissions: HashMap::new(),
             default_model: "placeholder".into(),
             fan_out: DEFAULT_FAN_OUT,
         })
@@ -266,7 +393,8 @@ impl Gateway {
     /// Generates the images of a validated request: one upstream call per `n_per_call`
     /// images, at most `fan_out` at once, results in order, each converted to the asked
     /// format, and the metadata read from what was made. Returns what succeeded if any call
-    /// did.
+    /// did. The generation first takes one of its provider's slots (see
+    /// [`GenerationLimits`]): a request that finds none within the wait is `Overloaded`.
     pub async fn generate_images(
         &self,
         request: &ValidatedRequest,
@@ -274,6 +402,12 @@ impl Gateway {
         mask: Option<&ReferenceImage>,
         sinks: Sinks<'_>,
     ) -> Result<Generation> {
+        let provider = &request.model.provider;
+        let _slot = match self.admissions.get(provider) {
+            Some(admission) => Some(admission.admit(provider).await?),
+            // An unknown provider fails in `call_upstream` with the right error.
+            None => None,
+        };
         let mut generation = self.call_upstream(request, references, mask, sinks).await?;
         let mut images = Vec::with_capacity(generation.images.len());
         for image in std::mem::take(&mut generation.images) {
@@ -499,6 +633,124 @@ mod tests {
         }
         assert_eq!(provider.calls.load(Ordering::SeqCst), 12);
         assert_eq!(provider.peak.load(Ordering::SeqCst), 2);
+    }
+
+    /// Holds every call until `open` is notified.
+    #[derive(Debug)]
+    struct Gated {
+        entered: tokio::sync::Notify,
+        open: tokio::sync::Semaphore,
+    }
+
+    impl Default for Gated {
+        fn default() -> Self {
+            Self {
+                entered: tokio::sync::Notify::new(),
+                open: tokio::sync::Semaphore::new(0),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl ImageProvider for Gated {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+            self.entered.notify_one();
+            let _pass = self.open.acquire().await;
+            Ok(Generation {
+                images: vec![GeneratedImage {
+                    bytes: Bytes::from_static(b"x"),
+                    mime: "image/png".into(),
+                    revised_prompt: None,
+                }],
+                ..Generation::default()
+            })
+        }
+    }
+
+    fn gated_gateway(provider: Arc<Gated>, max_wait: Duration) -> Arc<Gateway> {
+        let mut catalog = Catalog::embedded().unwrap();
+        let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
+        model.id = "counted".into();
+        model.provider = "counting".into();
+        catalog.upsert(model).unwrap();
+        Arc::new(
+            Gateway::builder(catalog)
+                .provider(provider)
+                .generation_limits(GenerationLimits {
+                    max_running: 1,
+                    per_provider: HashMap::new(),
+                    max_waiting: 1,
+                    max_wait,
+                })
+                .build(),
+        )
+    }
+
+    async fn until_waiting(gateway: &Gateway, waiting: usize) {
+        while gateway.admissions["counting"]
+            .waiting
+            .load(Ordering::SeqCst)
+            != waiting
+        {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn generations_beyond_the_slots_and_the_line_are_refused_with_a_retry_hint() {
+        let provider = Arc::new(Gated::default());
+        let gateway = gated_gateway(provider.clone(), Duration::from_secs(3600));
+        let running = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { gateway.generate(request(1)).await }
+        });
+        provider.entered.notified().await;
+        let waiting = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { gateway.generate(request(1)).await }
+        });
+        until_waiting(&gateway, 1).await;
+        // Without a bound it would hang behind the gate: the timeout makes that a failure.
+        let refused = tokio::time::timeout(Duration::from_secs(60), gateway.generate(request(1)))
+            .await
+            .expect("refused at once")
+            .unwrap_err();
+        assert_eq!(refused.status(), 503, "{refused}");
+        assert!(refused
+            .retry_after()
+            .is_some_and(|d| d >= Duration::from_secs(1)));
+        provider.open.add_permits(2);
+        assert_eq!(running.await.unwrap().unwrap().data.len(), 1);
+        assert_eq!(waiting.await.unwrap().unwrap().data.len(), 1);
+        until_waiting(&gateway, 0).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_is_refused() {
+        let provider = Arc::new(Gated::default());
+        let gateway = gated_gateway(provider.clone(), Duration::from_secs(5));
+        let running = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { gateway.generate(request(1)).await }
+        });
+        provider.entered.notified().await;
+        // The paused clock jumps to the end of the wait as soon as everything is idle.
+        let refused = tokio::time::timeout(Duration::from_secs(60), gateway.generate(request(1)))
+            .await
+            .expect("refused after the wait")
+            .unwrap_err();
+        assert_eq!(refused.code(), Some("overloaded"));
+        assert_eq!(
+            gateway.admissions["counting"]
+                .waiting
+                .load(Ordering::SeqCst),
+            0
+        );
+        provider.open.add_permits(1);
+        assert_eq!(running.await.unwrap().unwrap().data.len(), 1);
     }
 
     #[tokio::test]

@@ -247,7 +247,8 @@ impl ProviderError {
         if secret.is_empty() {
             return self;
         }
-        let scrub = |text: String| text.replace(secret, "[redacted]");
+        // Also catches a key that an adapter's cut (`upstream::short`) left half of.
+        let scrub = |text: String| crate::upstream::scrub_text(&text, secret);
         match self {
             Self::InvalidRequest {
                 message,

@@ -15,8 +15,8 @@ use serde_json::Value;
 pub use api::{http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT};
 pub use download::{download, read_capped, sniffed_image, ImageSource, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use failure::{
-    chain, excerpt, failed, malformed, retry_after, short, status_error, transport_error,
-    MAX_MESSAGE_CHARS,
+    chain, excerpt, failed, malformed, retry_after, scrub_text, short, status_error,
+    transport_error, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
 };
 pub use poll::{CancelOnDrop, PollPolicy};
 

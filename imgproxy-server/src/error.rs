@@ -69,7 +69,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message, kind, param, code, retry_after) = match &self {
             Self::Core(error) => {
-                if error.status() >= 500 {
+                if let imgproxy_core::Error::Overloaded { .. } = error {
+                    // Expected under load, and answered with a retry hint: not a fault.
+                    tracing::warn!(%error, "request shed");
+                } else if error.status() >= 500 {
                     tracing::error!(%error, "request failed");
                 }
                 (

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod handlers;
 pub mod keys;
 pub mod limits;
+pub mod listener;
 pub mod providers;
 pub mod serve;
 pub mod sign_url;

@@ -19,6 +19,7 @@ use crate::{
     cli::ServeArgs,
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     edge,
+    listener::{self, ConnectionLimits},
     state::UrlApi,
     AppState,
 };
@@ -35,8 +36,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
 pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
+    // Listen for SIGINT / SIGTERM from the start, on a task of its own: a signal that came
+    // before the accept loop first looked would otherwise kill the process uncleanly.
+    let stop = tokio::spawn(shutdown_signal());
     let settings = Settings::load(args.state.flags(args.listen), env)?;
     settings.check_serve()?;
+    let open_files = listener::raise_open_files_limit();
+    imgproxy_core::blocking::configure(settings.server.cpu_workers);
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating the data dir {}", settings.data_dir.display()))?;
     // Fresh at every start: processes sharing the data dir or the database are told apart,
@@ -138,9 +144,22 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         }),
         cors: Arc::new(edge::Cors::from_settings(&settings.cors)),
     };
-    axum::serve(listener, build_app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = ConnectionLimits::from_settings(&settings.server, open_files);
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout = ?limits.header_read_timeout,
+        body_read_timeout = ?limits.body_read_timeout,
+        idle_timeout = ?limits.idle_timeout,
+        cpu_workers = imgproxy_core::blocking::workers(),
+        "connection limits"
+    );
+    listener::serve(listener, build_app(state), limits, Arc::default(), async {
+        // A failed signal task cannot stop the server: then only a kill does.
+        if stop.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await;
     // Tasks still running stop with the process: whoever looks next recovers them at once.
     if let Err(error) = tasks.leave().await {
         tracing::warn!(%error, "ending the instance's lease failed; it expires by itself");
@@ -247,6 +266,7 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     let catalog = settings.catalog()?;
     let mut builder = Gateway::builder(catalog)
+        .generation_limits(settings.server.generations.clone())
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(fetcher(settings)?);
     if let Some(model) = &settings.default_model {

@@ -20,7 +20,7 @@ use crate::ProviderError;
 /// The `User-Agent` of upstream calls.
 pub const USER_AGENT: &str = concat!("imgproxy/", env!("CARGO_PKG_VERSION"));
 /// What the key is replaced with wherever an upstream echoed it.
-const REDACTED: &[u8] = b"[redacted]";
+const REDACTED: &[u8] = super::failure::REDACTED.as_bytes();
 
 /// An HTTP client for upstream APIs: rustls, `timeout` per request, no environment proxy
 /// surprises beyond reqwest's defaults.

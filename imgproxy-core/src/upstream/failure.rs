@@ -12,6 +12,54 @@ use crate::ProviderError;
 /// short enough that an HTML error page never ends up in a client's error.
 pub const MAX_MESSAGE_CHARS: usize = 300;
 
+/// What [`short`] puts where it cut a message.
+pub const CUT_MARK: char = '…';
+/// What a secret is replaced with wherever an upstream's text carried it.
+pub const REDACTED: &str = "[redacted]";
+/// The shortest start of a secret that is redacted where a message was cut after it: fewer
+/// characters tell nothing (they are the key's public prefix, or ordinary text).
+const MIN_PARTIAL_SECRET: usize = 4;
+
+/// `text` without `secret`: every whole occurrence replaced, and, where the text was cut
+/// ([`CUT_MARK`]) right after the first characters of the secret, those characters too. The
+/// second half is the net under adapters that cut an upstream's words before the client's
+/// scrub ran: a key straddling the cut would otherwise leak up to its last character.
+pub fn scrub_text(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        return text.to_owned();
+    }
+    let whole = text.replace(secret, REDACTED);
+    if !whole.contains(CUT_MARK) {
+        return whole;
+    }
+    let mut out = String::with_capacity(whole.len());
+    let mut pieces = whole.split(CUT_MARK).peekable();
+    while let Some(piece) = pieces.next() {
+        let mut piece = piece;
+        if pieces.peek().is_some() {
+            // The longest start of the secret this piece ends with, if long enough to matter.
+            let partial = secret
+                .char_indices()
+                .map(|(at, _)| at)
+                .chain([secret.len()])
+                .filter(|&len| len >= MIN_PARTIAL_SECRET && piece.ends_with(&secret[..len]))
+                .max();
+            if let Some(len) = partial {
+                piece = &piece[..piece.len() - len];
+                out.push_str(piece);
+                out.push_str(REDACTED);
+                out.push(CUT_MARK);
+                continue;
+            }
+            out.push_str(piece);
+            out.push(CUT_MARK);
+        } else {
+            out.push_str(piece);
+        }
+    }
+    out
+}
+
 /// A `Failed` error.
 pub fn failed(message: impl Into<String>) -> ProviderError {
     ProviderError::Failed {
@@ -31,7 +79,7 @@ pub fn malformed(detail: impl Display) -> ProviderError {
 pub fn short(message: &str) -> String {
     let mut text: String = message.chars().take(MAX_MESSAGE_CHARS).collect();
     if message.chars().count() > MAX_MESSAGE_CHARS {
-        text.push('…');
+        text.push(CUT_MARK);
     }
     text
 }
@@ -140,6 +188,31 @@ mod tests {
         assert!(
             matches!(status_error(503, None, &"x".repeat(1000)), ProviderError::Failed { message } if message.len() < 400)
         );
+    }
+
+    #[test]
+    fn a_secret_cut_anywhere_by_short_is_scrubbed() {
+        let key = "sk-0123456789abcdefghij";
+        for offset in 0..=MAX_MESSAGE_CHARS + 5 {
+            let message = format!("{}{key} and more", "x".repeat(offset));
+            let scrubbed = scrub_text(&short(&message), key);
+            for start in 0..key.len() - MIN_PARTIAL_SECRET {
+                let piece = &key[start..start + MIN_PARTIAL_SECRET + 1];
+                assert!(
+                    !scrubbed.contains(piece),
+                    "offset {offset}: `{piece}` in {scrubbed}"
+                );
+            }
+        }
+        assert_eq!(
+            scrub_text("a sk-0123456789abcdefghij b", key),
+            "a [redacted] b"
+        );
+        // Text that merely ends like the key's first characters before a cut loses them only
+        // when there are enough of them to be the key's.
+        assert_eq!(scrub_text("ask…", key), "ask…");
+        assert_eq!(scrub_text("a sk-01…", key), "a [redacted]…");
+        assert_eq!(scrub_text("no secret", ""), "no secret");
     }
 
     #[test]

@@ -33,7 +33,12 @@ pub use self::{
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
     providers::ProvidersConfig,
     public::ENV_PUBLIC_KEY_ID,
-    server::{ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_PUBLIC_URL},
+    server::{
+        ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_GENERATION_QUEUE,
+        ENV_GENERATION_QUEUE_TIMEOUT_SECS, ENV_HEADER_READ_TIMEOUT_SECS, ENV_IDLE_TIMEOUT_SECS,
+        ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_MAX_CONNECTIONS, ENV_MAX_GENERATIONS,
+        ENV_PLACEHOLDER_MAX_GENERATIONS, ENV_PUBLIC_URL,
+    },
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
     tasks::{
         ENV_INSTANCE_LEASE_SECS, ENV_INSTANCE_RENEW_SECS, ENV_TASK_WORKERS, ENV_WEBHOOK_WINDOW_SECS,
@@ -91,6 +96,8 @@ pub struct Config {
     pub tasks: TasksConfig,
     /// Browser origins allowed to call (CORS).
     pub cors: CorsConfig,
+    /// Connection hygiene and bounds on concurrent work.
+    pub server: ServerConfig,
 }
 
 /// Browser access from other origins (CORS).
@@ -102,6 +109,30 @@ pub struct CorsConfig {
     pub allowed_origins: Vec<String>,
     /// Seconds a browser may keep a preflight's answer (default 600).
     pub max_age_secs: Option<u64>,
+}
+
+/// How connections are served and how much work runs at once.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Seconds a new connection has to send its request headers (default 10).
+    pub header_read_timeout_secs: Option<u64>,
+    /// Seconds a request has to send its whole body after its headers (default 60).
+    pub body_read_timeout_secs: Option<u64>,
+    /// Seconds a kept-alive connection may wait for its next request (default 60).
+    pub idle_timeout_secs: Option<u64>,
+    /// Client connections open at once (default 4096).
+    pub max_connections: Option<usize>,
+    /// Image jobs (drawing, encoding, converting) run at once (default: one per CPU).
+    pub cpu_workers: Option<usize>,
+    /// Generations of one upstream provider run at once (default 64).
+    pub max_generations: Option<usize>,
+    /// Placeholder generations run at once (default `cpu_workers`).
+    pub placeholder_max_generations: Option<usize>,
+    /// Generations that may wait for a slot, per provider (default 256; 0: none wait).
+    pub generation_queue: Option<usize>,
+    /// Seconds a generation may wait for a slot before a 503 (default 30).
+    pub generation_queue_timeout_secs: Option<u64>,
 }
 
 /// Image storage: the data dir unless an S3 bucket is set.
@@ -286,6 +317,8 @@ pub struct Settings {
     pub public: Option<PublicConfig>,
     /// Tasks and webhooks.
     pub tasks: TaskSettings,
+    /// Connection hygiene and bounds on concurrent work.
+    pub server: ServerSettings,
 }
 
 impl Settings {
@@ -350,6 +383,7 @@ impl Config {
             public,
             tasks,
             cors,
+            server,
         } = self;
         let data_dir = storage::data_dir(flags.data_dir, data_dir);
         // Fields are evaluated as written; the order decides which of several errors shows.
@@ -366,6 +400,7 @@ impl Config {
             url_ttl: urls.ttl(env)?,
             public: public::overlay(public, env)?,
             tasks: tasks.settings(env)?,
+            server: server.settings(env)?,
             url_secret: urls.secret(env)?,
             cache_enabled: cache.enabled.unwrap_or(true),
             url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,

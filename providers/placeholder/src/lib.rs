@@ -5,14 +5,16 @@
 
 mod render;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    dimensions::Size, provider::ImageMeta, GeneratedImage, Generation, ImageProvider,
+    blocking, dimensions::Size, provider::ImageMeta, GeneratedImage, Generation, ImageProvider,
     ProviderError, ProviderRequest,
 };
 
-pub use render::{render, Background, Format};
+pub use render::{render, render_until, Background, Format};
 
 /// The provider name catalog entries use.
 pub const PROVIDER_ID: &str = "placeholder";
@@ -22,6 +24,14 @@ const DEFAULT_SIZE: Size = Size {
     width: 1024,
     height: 1024,
 };
+
+/// Renders given up because their request went away, since the process started.
+static CANCELLED_RENDERS: AtomicU64 = AtomicU64::new(0);
+
+/// How many renders were given up because their request went away, since the process started.
+pub fn cancelled_renders() -> u64 {
+    CANCELLED_RENDERS.load(Ordering::Relaxed)
+}
 
 /// The placeholder provider.
 #[derive(Debug, Clone, Default)]
@@ -62,32 +72,49 @@ impl ImageProvider for PlaceholderProvider {
             basis.push('\0');
             basis.push_str(&hex_digest(&reference.bytes));
         }
-        let jobs: Vec<_> = (call.first_index..call.first_index + call.n)
-            .map(|index| {
-                let prompt = basis.clone();
-                tokio::task::spawn_blocking(move || {
-                    render(
-                        &prompt,
-                        Some(seed),
+        // One image at a time on the bounded CPU pool (which runs one job per CPU across all
+        // requests): each holds a whole raw image while it is drawn and encoded. Dropping this
+        // future (the client left) cancels the image being drawn and never starts the rest.
+        let mut images = Vec::with_capacity(call.n as usize);
+        for index in call.first_index..call.first_index + call.n {
+            let prompt = basis.clone();
+            let rendered = blocking::run(move |cancel| {
+                let cancelled = || cancel.is_cancelled();
+                let rendered = render_until(
+                    &cancelled,
+                    &prompt,
+                    Some(seed),
+                    index,
+                    size,
+                    format,
+                    background,
+                    quality,
+                );
+                if let Ok(None) = rendered {
+                    // Logged here, on the pool: the future that awaited this job is gone. The
+                    // line and the counter are how an operator (and the tests) see it stop.
+                    let total = CANCELLED_RENDERS.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::info!(
                         index,
-                        size,
-                        format,
-                        background,
-                        quality,
-                    )
-                })
+                        total,
+                        "placeholder rendering cancelled: the request went away"
+                    );
+                }
+                rendered
             })
-            .collect();
-        let mut images = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let bytes = job
-                .await
-                .map_err(|e| ProviderError::Failed {
-                    message: format!("render task failed: {e}"),
-                })?
-                .map_err(|e| ProviderError::Failed {
-                    message: format!("encoding failed: {e}"),
-                })?;
+            .await
+            .map_err(|e| ProviderError::Failed {
+                message: format!("render task failed: {e}"),
+            })?
+            .map_err(|e| ProviderError::Failed {
+                message: format!("encoding failed: {e}"),
+            })?;
+            // Only a dropped request cancels, and then nobody awaits this any more.
+            let Some(bytes) = rendered else {
+                return Err(ProviderError::Failed {
+                    message: "rendering was cancelled".into(),
+                });
+            };
             images.push(GeneratedImage {
                 bytes: Bytes::from(bytes),
                 mime: format.mime().to_owned(),

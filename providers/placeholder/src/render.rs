@@ -1,11 +1,11 @@
 //! Drawing and encoding of placeholder images: a gradient (or transparent) background with a
 //! few discs and a band, colours and layout taken from a hash of prompt, seed and index.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write as _};
 
 use image::{
-    codecs::{jpeg::JpegEncoder, png, webp::WebPEncoder},
-    ExtendedColorType, ImageEncoder, ImageError, Rgba, RgbaImage,
+    codecs::{jpeg::JpegEncoder, webp::WebPEncoder},
+    ExtendedColorType, ImageEncoder, ImageError, Rgba,
 };
 use imgproxy_core::dimensions::Size;
 use sha2::{Digest, Sha256};
@@ -81,28 +81,66 @@ pub fn render(
     background: Background,
     jpeg_quality: Option<u8>,
 ) -> Result<Vec<u8>, ImageError> {
+    let never = || false;
+    let rendered = render_until(
+        &never,
+        prompt,
+        seed,
+        index,
+        size,
+        format,
+        background,
+        jpeg_quality,
+    )?;
+    Ok(rendered.unwrap_or_default())
+}
+
+/// Rows drawn between two looks at the cancellation flag: a few milliseconds of work even for
+/// the widest image, so a cancelled render stops well within a second.
+const ROWS_PER_CHECK: u32 = 16;
+
+/// [`render`], giving up (`Ok(None)`) as soon as `cancelled` says so, between rows and
+/// before encoding. The pixels are drawn straight into the encoder's layout (RGB, or RGBA
+/// when transparent), so a render holds one copy of the raw image and its encoding.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "render's arguments plus the cancellation check"
+)]
+pub fn render_until(
+    cancelled: &dyn Fn() -> bool,
+    prompt: &str,
+    seed: Option<i64>,
+    index: u32,
+    size: Size,
+    format: Format,
+    background: Background,
+    jpeg_quality: Option<u8>,
+) -> Result<Option<Vec<u8>>, ImageError> {
     let mut hasher = Sha256::new();
     hasher.update(prompt.as_bytes());
     hasher.update(seed.map_or([0xFF; 8], i64::to_le_bytes));
     hasher.update(index.to_le_bytes());
     let hash: [u8; 32] = hasher.finalize().into();
-    let pixels = draw(&hash, size, background);
     let transparent = background == Background::Transparent && format != Format::Jpeg;
+    let color = if transparent {
+        ExtendedColorType::Rgba8
+    } else {
+        ExtendedColorType::Rgb8
+    };
+    let Some(bytes) = draw(&hash, size, background, transparent, cancelled) else {
+        return Ok(None);
+    };
+    if cancelled() {
+        return Ok(None);
+    }
     let mut out = Cursor::new(Vec::new());
     let (width, height) = (size.width, size.height);
-    let (bytes, color) = if transparent {
-        (pixels.into_raw(), ExtendedColorType::Rgba8)
-    } else {
-        let rgb: Vec<u8> = pixels.pixels().flat_map(|p| [p[0], p[1], p[2]]).collect();
-        (rgb, ExtendedColorType::Rgb8)
-    };
     match format {
-        Format::Png => png::PngEncoder::new_with_quality(
-            &mut out,
-            png::CompressionType::Fast,
-            png::FilterType::Adaptive,
-        )
-        .write_image(&bytes, width, height, color)?,
+        Format::Png => {
+            if !encode_png(&mut out, &bytes, size, transparent, cancelled)? {
+                return Ok(None);
+            }
+        }
         Format::Jpeg => {
             JpegEncoder::new_with_quality(&mut out, jpeg_quality.unwrap_or(90).clamp(1, 100))
                 .write_image(&bytes, width, height, color)?
@@ -111,10 +149,50 @@ pub fn render(
             WebPEncoder::new_lossless(&mut out).write_image(&bytes, width, height, color)?
         }
     }
-    Ok(out.into_inner())
+    Ok(Some(out.into_inner()))
 }
 
-fn draw(hash: &[u8; 32], size: Size, background: Background) -> RgbaImage {
+/// Encodes `bytes` as a PNG into `out`, band by band so that a cancellation stops it between
+/// bands too (encoding takes longer than drawing); `false` if it was cancelled.
+fn encode_png(
+    out: &mut Cursor<Vec<u8>>,
+    bytes: &[u8],
+    size: Size,
+    alpha: bool,
+    cancelled: &dyn Fn() -> bool,
+) -> Result<bool, ImageError> {
+    let failed = |e: png::EncodingError| ImageError::IoError(e.into());
+    let mut encoder = png::Encoder::new(out, size.width, size.height);
+    encoder.set_color(if alpha {
+        png::ColorType::Rgba
+    } else {
+        png::ColorType::Rgb
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::Filter::Adaptive);
+    let mut writer = encoder.write_header().map_err(failed)?;
+    let mut stream = writer.stream_writer().map_err(failed)?;
+    let row = size.width as usize * if alpha { 4 } else { 3 };
+    for band in bytes.chunks(row * ROWS_PER_CHECK as usize * 4) {
+        if cancelled() {
+            return Ok(false);
+        }
+        stream.write_all(band).map_err(ImageError::IoError)?;
+    }
+    stream.finish().map_err(failed)?;
+    writer.finish().map_err(failed)?;
+    Ok(true)
+}
+
+/// The raw pixels, row after row, 4 bytes a pixel when `alpha` else 3; `None` if cancelled.
+fn draw(
+    hash: &[u8; 32],
+    size: Size,
+    background: Background,
+    alpha: bool,
+    cancelled: &dyn Fn() -> bool,
+) -> Option<Vec<u8>> {
     let color = |i: usize| Rgba([hash[i], hash[i + 1], hash[i + 2], 255]);
     let (from, to, band) = (color(0), color(3), color(6));
     let (w, h) = (size.width, size.height);
@@ -131,7 +209,7 @@ fn draw(hash: &[u8; 32], size: Size, background: Background) -> RgbaImage {
         .collect();
     let band_at = u32::from(hash[30]) * h / 255;
     let band_half = (scale / 32).max(1);
-    RgbaImage::from_fn(w, h, |x, y| {
+    let pixel = |x: u32, y: u32| -> Rgba<u8> {
         for &(cx, cy, r2, c) in &discs {
             let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
             if dx * dx + dy * dy <= r2 {
@@ -157,5 +235,53 @@ fn draw(hash: &[u8; 32], size: Size, background: Background) -> RgbaImage {
                 ])
             }
         }
-    })
+    };
+    let channels = if alpha { 4 } else { 3 };
+    let mut bytes = Vec::with_capacity(w as usize * h as usize * channels);
+    for y in 0..h {
+        if y % ROWS_PER_CHECK == 0 && cancelled() {
+            return None;
+        }
+        for x in 0..w {
+            bytes.extend_from_slice(&pixel(x, y).0[..channels]);
+        }
+    }
+    Some(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_cancelled_render_stops_between_rows() {
+        let size = Size {
+            width: 256,
+            height: 256,
+        };
+        let checks = Cell::new(0);
+        // Cancelled at the third look: well before the last row.
+        let cancelled = || {
+            checks.set(checks.get() + 1);
+            checks.get() >= 3
+        };
+        let rendered = render_until(
+            &cancelled,
+            "p",
+            Some(1),
+            0,
+            size,
+            Format::Png,
+            Background::Opaque,
+            None,
+        )
+        .unwrap();
+        assert!(rendered.is_none());
+        assert_eq!(checks.get(), 3);
+        let whole = render("p", Some(1), 0, size, Format::Png, Background::Opaque, None).unwrap();
+        let decoded = image::load_from_memory(&whole).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (256, 256));
+    }
 }
