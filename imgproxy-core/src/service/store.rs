@@ -201,11 +201,14 @@ impl ImageStore {
         let Some((source, _)) = self.get(key).await? else {
             return Ok(None);
         };
-        let bytes = tokio::task::spawn_blocking(move || {
+        // On the bounded CPU pool, like every conversion: it holds a whole decoded image.
+        let bytes = crate::blocking::run(move |cancel| {
+            if cancel.is_cancelled() {
+                return Err(Error::Internal("the request went away".into()));
+            }
             convert::convert(&source, mime, format, None, "ext")
         })
-        .await
-        .map_err(|e| Error::Internal(format!("image conversion task: {e}")))??;
+        .await??;
         self.put_once(&path, bytes.clone()).await?;
         Ok(Some((bytes, path.to_string())))
     }
