@@ -265,6 +265,17 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 /// the placeholder, every provider with a key and the reference fetcher.
 pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     let catalog = settings.catalog()?;
+    // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
+    for (model, shutdown) in catalog.stale_models()? {
+        tracing::warn!(
+            model = %model.id,
+            provider = %model.provider,
+            upstream = %model.upstream,
+            shutdown_date = %shutdown.date,
+            source = %shutdown.source,
+            "this model calls an upstream id that its provider has shut down: its requests will fail upstream"
+        );
+    }
     let mut builder = Gateway::builder(catalog)
         .generation_limits(settings.server.generations.clone())
         .provider(Arc::new(PlaceholderProvider::new()))

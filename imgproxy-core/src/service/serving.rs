@@ -519,18 +519,6 @@ impl Service {
             tenant,
         }
     }
-
-    /// Resolves the request's reference images for `tenant` (its uploaded files by id, the
-    /// rest fetched), as a task does before it runs.
-    pub async fn fetch_references(
-        &self,
-        request: &ValidatedRequest,
-        tenant: &str,
-    ) -> Result<Vec<ReferenceImage>> {
-        self.gateway
-            .fetch_references(request, Some(&self.files(tenant)))
-            .await
-    }
 }
 
 /// A held generation claim; released when the generation ends, or in the background if the

@@ -74,17 +74,6 @@ impl Settings {
             );
             catalog.remap(from, to)?;
         }
-        // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
-        for (model, shutdown) in catalog.stale_models()? {
-            tracing::warn!(
-                model = %model.id,
-                provider = %model.provider,
-                upstream = %model.upstream,
-                shutdown_date = %shutdown.date,
-                source = %shutdown.source,
-                "this model calls an upstream id that its provider has shut down: its requests will fail upstream"
-            );
-        }
         Ok(catalog)
     }
 }
@@ -163,12 +152,7 @@ fn list<'a>(items: impl Iterator<Item = &'a str>) -> String {
 
 /// Model ids of the catalog that are not retired.
 fn model_choices(catalog: &Catalog) -> String {
-    let ids: BTreeSet<&str> = catalog
-        .models()
-        .filter(|m| m.retired.is_none())
-        .map(|m| m.id.as_str())
-        .collect();
-    list(ids.into_iter())
+    served_choices(catalog, &|_| true)
 }
 
 /// Model ids that `serves` serves and that are not retired.

@@ -182,23 +182,22 @@ fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<
     use base64::Engine as _;
     let response = state.service.response(served);
     let meta = ImageMeta {
-        background: response.background.clone(),
-        output_format: response.output_format.clone(),
-        quality: response.quality.clone(),
-        size: response.size.clone(),
+        background: response.background,
+        output_format: response.output_format,
+        quality: response.quality,
+        size: response.size,
     };
     let count = served.images.len();
     served
         .images
         .iter()
+        .zip(response.data)
         .enumerate()
-        .map(|(index, image)| {
+        .map(|(index, (image, data))| {
             let last = index + 1 == count;
-            // The answer is already base64 unless the client asked for URLs.
-            let b64_json = response
-                .data
-                .get(index)
-                .and_then(|d| d.b64_json.clone())
+            // The answer is already base64 (moved, not copied) unless the client asked for URLs.
+            let b64_json = data
+                .b64_json
                 .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
             ImageStreamEvent {
                 kind: surface.event("completed"),
