@@ -100,6 +100,31 @@ pub enum Error {
     Internal(String),
 }
 
+/// Whose fault a failure is, so that an operator can alert on the gateway's own faults alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was wrong: bad input, unknown model or route, missing key.
+    Caller,
+    /// A rule refused it: credits, key limits, model access, moderation.
+    Policy,
+    /// The upstream failed, timed out, rate-limited the gateway or refused its credentials.
+    Provider,
+    /// imgproxy itself: a bug, a broken database or store, shed load.
+    Gateway,
+}
+
+impl Fault {
+    /// Its label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Policy => "policy",
+            Self::Provider => "provider",
+            Self::Gateway => "gateway",
+        }
+    }
+}
+
 impl Error {
     /// A 400 naming `param`, with code `invalid_value`.
     pub fn invalid_param(param: impl Into<String>, message: impl Into<String>) -> Self {
@@ -148,6 +173,26 @@ impl Error {
                 "upstream_error"
             }
             Self::Overloaded { .. } | Self::Internal(_) => "server_error",
+        }
+    }
+
+    /// Whose fault it is, and a label per variant from a closed vocabulary (for metrics and
+    /// alerts; never free text).
+    pub fn fault(&self) -> (Fault, &'static str) {
+        match self {
+            Self::InvalidRequest { .. } => (Fault::Caller, "invalid_request"),
+            Self::ModelNotFound { .. } => (Fault::Caller, "model_not_found"),
+            Self::NotFound { .. } => (Fault::Caller, "not_found"),
+            Self::ModerationBlocked { .. } => (Fault::Policy, "moderation_blocked"),
+            Self::InsufficientCredits { .. } => (Fault::Policy, "insufficient_credits"),
+            Self::Forbidden { .. } => (Fault::Policy, "permission_denied"),
+            Self::LimitExceeded { .. } => (Fault::Policy, "key_limit_exceeded"),
+            Self::RateLimited { .. } => (Fault::Provider, "upstream_rate_limited"),
+            Self::UpstreamAuth { .. } => (Fault::Provider, "upstream_auth_failed"),
+            Self::Upstream { .. } => (Fault::Provider, "upstream_error"),
+            Self::UpstreamTimeout { .. } => (Fault::Provider, "upstream_timeout"),
+            Self::Overloaded { .. } => (Fault::Gateway, "overloaded"),
+            Self::Internal(_) => (Fault::Gateway, "internal_error"),
         }
     }
 

@@ -92,6 +92,7 @@ impl Default for GenerationLimits {
 #[derive(Debug)]
 struct Admission {
     running: Arc<Semaphore>,
+    slots: usize,
     waiting: AtomicUsize,
     max_waiting: usize,
     max_wait: Duration,
@@ -110,15 +111,31 @@ impl Admission {
     fn new(max_running: usize, limits: &GenerationLimits) -> Self {
         Self {
             running: Arc::new(Semaphore::new(max_running.max(1))),
+            slots: max_running.max(1),
             waiting: AtomicUsize::new(0),
             max_waiting: limits.max_waiting,
             max_wait: limits.max_wait,
         }
     }
 
+    /// Reports the generations of `provider` running and waiting now.
+    fn report(&self, provider: &str) {
+        crate::telemetry::generations(
+            provider,
+            self.slots - self.running.available_permits().min(self.slots),
+            self.waiting.load(Ordering::SeqCst),
+        );
+    }
+
     /// A slot for one generation of `provider`: at once if one is free, else after waiting
     /// in line; `Overloaded` if the line is full or the wait runs out.
     async fn admit(&self, provider: &str) -> Result<OwnedSemaphorePermit> {
+        let admitted = self.wait_for_slot(provider).await;
+        self.report(provider);
+        admitted
+    }
+
+    async fn wait_for_slot(&self, provider: &str) -> Result<OwnedSemaphorePermit> {
         if let Ok(slot) = self.running.clone().try_acquire_owned() {
             return Ok(slot);
         }
@@ -128,6 +145,7 @@ impl Admission {
         };
         let ahead = self.waiting.fetch_add(1, Ordering::SeqCst);
         let _in_line = InLine(&self.waiting);
+        self.report(provider);
         if ahead >= self.max_waiting {
             // A full line drains in about one wait: come back then, at least a second later.
             return Err(overloaded(self.max_wait.max(Duration::from_secs(1))));
@@ -403,16 +421,28 @@ impl Gateway {
         sinks: Sinks<'_>,
     ) -> Result<Generation> {
         let provider = &request.model.provider;
-        let _slot = match self.admissions.get(provider) {
+        let admission = self.admissions.get(provider);
+        let slot = match admission {
             Some(admission) => Some(admission.admit(provider).await?),
             // An unknown provider fails in `call_upstream` with the right error.
             None => None,
         };
-        let mut generation = self.call_upstream(request, references, mask, sinks).await?;
-        let mut images = Vec::with_capacity(generation.images.len());
-        for image in std::mem::take(&mut generation.images) {
-            images.push(crate::convert::deliverable(request, image).await?);
+        let called = self.call_upstream(request, references, mask, sinks).await;
+        drop(slot);
+        if let Some(admission) = admission {
+            admission.report(provider);
         }
+        let mut generation = called?;
+        let mut images = Vec::with_capacity(generation.images.len());
+        let mut pixels = 0_u64;
+        for image in std::mem::take(&mut generation.images) {
+            let image = crate::convert::deliverable(request, image).await?;
+            if let Some((width, height)) = crate::convert::dimensions(&image.bytes) {
+                pixels += u64::from(width) * u64::from(height);
+            }
+            images.push(image);
+        }
+        crate::telemetry::images_generated(&request.model.id, images.len() as u64, pixels);
         generation.images = images;
         if let Some(first) = generation.images.first() {
             generation.meta.report_actual(&first.mime, &first.bytes);
@@ -464,7 +494,13 @@ impl Gateway {
 
         let mut total = Generation::default();
         let mut first_error = None;
-        for (asked, result) in results {
+        for (asked, elapsed, result) in results {
+            let outcome = match &result {
+                Ok(generation) if generation.images.is_empty() => "empty",
+                Ok(_) => "ok",
+                Err(error) => error.kind(),
+            };
+            crate::telemetry::upstream_call(&model.provider, &model.id, outcome, elapsed);
             match result {
                 Ok(mut generation) if !generation.images.is_empty() => {
                     generation.images.truncate(asked as usize);
@@ -504,12 +540,13 @@ async fn call_provider(
     limit: Option<&Arc<Semaphore>>,
     call: ProviderRequest<'_>,
     resume: Option<&std::collections::BTreeMap<u32, String>>,
-) -> (u32, Result<Generation, crate::ProviderError>) {
+) -> (u32, Duration, Result<Generation, crate::ProviderError>) {
     // The semaphore is never closed, so acquiring only waits; an error cannot happen.
     let _slot = match limit {
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
+    let start = std::time::Instant::now();
     let result = match resume.map(|jobs| jobs.get(&call.first_index)) {
         None => provider.generate(call).await,
         Some(Some(job)) => provider.resume(call, job).await,
@@ -518,7 +555,7 @@ async fn call_provider(
             message: "this part of the interrupted task had not started upstream".into(),
         }),
     };
-    (call.n, result)
+    (call.n, start.elapsed(), result)
 }
 
 #[cfg(test)]

@@ -26,12 +26,13 @@ pub mod response;
 pub mod schema;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod telemetry;
 pub mod text_params;
 pub mod upstream;
 pub mod validate;
 
 pub use catalog::{Capability, Catalog, ModelSpec};
-pub use error::{Error, ErrorBody, ErrorEnvelope};
+pub use error::{Error, ErrorBody, ErrorEnvelope, Fault};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use provider::{
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest, ReferenceImage,

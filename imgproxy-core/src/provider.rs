@@ -269,6 +269,19 @@ impl ProviderError {
         }
     }
 
+    /// A label from a closed vocabulary, for the upstream-call metric's `outcome`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::ModerationBlocked { .. } => "moderation_blocked",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Failed { .. } => "failed",
+            Self::Timeout => "timeout",
+            Self::Unsupported { .. } => "unsupported",
+        }
+    }
+
     /// The gateway error for a failure of provider `provider` serving `model`.
     pub fn into_error(self, provider: &str, model: &str) -> Error {
         let provider = provider.to_owned();

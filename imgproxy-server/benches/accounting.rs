@@ -66,6 +66,8 @@ fn router(accounts: Database, images: &std::path::Path) -> Router {
             ..UrlApi::default()
         }),
         cors: Arc::default(),
+        metrics: None,
+        key_labels: false,
     })
 }
 

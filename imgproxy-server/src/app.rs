@@ -10,13 +10,14 @@ use axum::{
     routing::{get, patch, post},
     Extension, Router,
 };
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::{
     auth, edge,
     error::ApiError,
     handlers,
     state::{AppState, BodyLimit},
+    telemetry::{self, metrics},
 };
 
 /// The application: every route and layer.
@@ -64,6 +65,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/images/{key}", get(handlers::images::get))
         .route("/api/generate", get(handlers::url_api::generate))
         .route("/healthz", get(handlers::health::healthz))
+        .route("/readyz", get(handlers::health::readyz))
         .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))
@@ -74,11 +76,27 @@ pub fn build_app(state: AppState) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    // Outermost but for tracing, so that every answer carries them: a caught panic's, a
-    // preflight's.
+    let app = match state.metrics.clone() {
+        Some(exposition) => app.merge(metrics_router(exposition)),
+        None => app,
+    };
+    // Outermost but for the observer, so that every answer carries them: a caught panic's, a
+    // preflight's. The observer is outermost of all: it sees every answer, ids every one.
     app.layer(middleware::from_fn(edge::security_headers))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::observe,
+        ))
         .with_state(state)
+}
+
+/// `GET /metrics` alone, for the main listener or a listener of its own.
+pub fn metrics_router<S: Clone + Send + Sync + 'static>(
+    exposition: metrics::Exposition,
+) -> Router<S> {
+    Router::new()
+        .route("/metrics", get(metrics::scrape))
+        .with_state(exposition)
 }
 
 async fn method_not_allowed() -> ApiError {

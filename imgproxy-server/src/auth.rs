@@ -12,7 +12,7 @@ use axum::{
 use imgproxy_core::service::{db::ApiKey, signing};
 use secrecy::ExposeSecret as _;
 
-use crate::{error::ApiError, state::AppState};
+use crate::{error::ApiError, state::AppState, telemetry::RequestNote};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -75,6 +75,12 @@ pub async fn authenticate(
         Ok(None) => return ApiError::Unauthorized.into_response(),
         Err(error) => return error.into_response(),
     };
+    if let (Some(key), Some(note)) = (
+        caller.paying_key(),
+        request.extensions().get::<RequestNote>(),
+    ) {
+        note.key(&key.id);
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }

@@ -1,34 +1,58 @@
 //! How a handler turns its caller into a core [`Call`]: the tenant, the per-key limits, the
 //! meter (with a request id unique across instances) and the cache mode.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use axum::http::{header, HeaderMap, HeaderValue, Response};
-use imgproxy_core::service::{cache::CacheMode, metering::Meter, Call};
+use imgproxy_core::service::{cache::CacheMode, metering::Meter, serving::Served, Call};
 
-use crate::{auth::Caller, error::ApiError, limits::Admission, state::AppState};
+use crate::{
+    auth::Caller, error::ApiError, limits::Admission, state::AppState, telemetry::RequestNote,
+};
 
 /// Header with the paying key's balance after the request.
 pub const CREDITS_REMAINING: &str = "x-credits-remaining";
 /// Header saying whether the answer came from the cache.
 pub const CACHE_STATUS: &str = "x-cache-status";
 
-/// What a call needs to outlive the handler's borrow: the admission and the request id.
+/// What a call needs to outlive the handler's borrow: the admission, the charge's id and the
+/// request's note (which the access log reads).
 #[derive(Debug)]
 pub struct Admitted {
     _admission: Option<Admission>,
-    request_id: String,
+    charge_id: String,
+    note: RequestNote,
+}
+
+impl Admitted {
+    /// Notes what served the request and what it cost, for the access log.
+    pub fn served(&self, served: &Served) {
+        self.note
+            .served(&served.model.id, served.credits_used, served.upstream_time);
+    }
+
+    /// The request's note.
+    pub fn note(&self) -> &RequestNote {
+        &self.note
+    }
 }
 
 /// Admits a request of `images` images under the caller's limits (429 when over).
-pub async fn admit(state: &AppState, caller: &Caller, images: u32) -> Result<Admitted, ApiError> {
+pub async fn admit(
+    state: &AppState,
+    caller: &Caller,
+    note: &RequestNote,
+    images: u32,
+) -> Result<Admitted, ApiError> {
+    if let Some(key) = caller.paying_key() {
+        note.key(&key.id);
+    }
     let admission = match caller.limited_as() {
         Some(key) => Some(state.limits.admit(state.service.db(), key, images).await?),
         None => None,
     };
     Ok(Admitted {
         _admission: admission,
-        request_id: new_request_id(&state.instance_id),
+        charge_id: note.id().charge_id(),
+        note: note.clone(),
     })
 }
 
@@ -47,7 +71,7 @@ pub fn call<'a>(
         meter: caller.paying_key().map(|key| Meter {
             db: state.service.db(),
             key,
-            request_id: &admitted.request_id,
+            request_id: &admitted.charge_id,
             owner: &state.instance_id,
             delivered,
             task: None,
@@ -95,16 +119,4 @@ pub fn annotate<B>(
     if let Some(balance) = balance {
         headers.insert(CREDITS_REMAINING, HeaderValue::from(balance));
     }
-}
-
-/// A request id unique across instances and restarts: instance id, start time, counter.
-fn new_request_id(instance_id: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "req_{instance_id}_{nanos:x}_{:x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }

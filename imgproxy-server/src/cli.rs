@@ -5,16 +5,25 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
 
+use crate::telemetry::logs::LogFormat;
+
 use crate::config::{Flags, ENV_CONFIG, ENV_DATABASE_URL, ENV_DATA_DIR, ENV_LISTEN};
 
 /// imgproxy: one OpenAI-compatible front door for every image model.
 #[derive(Debug, Parser)]
 #[command(name = "imgproxy", version, about)]
 pub struct Cli {
+    /// How log lines are written (to stderr): `text`, coloured only on a terminal, or `json`,
+    /// one object per line.
+    #[arg(long, global = true, value_enum, env = ENV_LOG_FORMAT, default_value = "text")]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// The log format's environment variable.
+pub const ENV_LOG_FORMAT: &str = "IMGPROXY_LOG_FORMAT";
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]

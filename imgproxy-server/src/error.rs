@@ -8,7 +8,7 @@ use axum::{
 };
 use imgproxy_core::{
     validate::{quote, QUOTED_CHARS},
-    ErrorBody, ErrorEnvelope,
+    ErrorBody, ErrorEnvelope, Fault,
 };
 
 /// Longest error message answered, in characters: the last guard, after every quoted value in
@@ -65,9 +65,54 @@ impl From<imgproxy_core::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message, kind, param, code, retry_after) = match &self {
+/// An error answer before it is written: status, envelope fields and retry hint.
+struct Answer {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    param: Option<String>,
+    code: Option<String>,
+    retry_after: Option<std::time::Duration>,
+}
+
+impl Answer {
+    /// A caller's mistake: `invalid_request_error` with `code`.
+    fn invalid(status: StatusCode, message: impl Into<String>, code: &str) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some(code.to_owned()),
+            retry_after: None,
+        }
+    }
+
+    fn param(mut self, param: Option<&str>) -> Self {
+        self.param = param.map(str::to_owned);
+        self
+    }
+}
+
+impl ApiError {
+    /// Whose fault it is, and a label from a closed vocabulary (never free text).
+    pub fn classify(&self) -> (Fault, &'static str) {
+        match self {
+            Self::Core(error) => error.fault(),
+            Self::Unauthorized => (Fault::Caller, "unauthorized"),
+            Self::UnsupportedMediaType => (Fault::Caller, "unsupported_media_type"),
+            Self::PayloadTooLarge { .. } => (Fault::Caller, "payload_too_large"),
+            Self::BadBody { .. } => (Fault::Caller, "invalid_body"),
+            Self::NotFound { .. } | Self::BadPath { .. } | Self::UnknownName { .. } => {
+                (Fault::Caller, "not_found")
+            }
+            Self::MethodNotAllowed => (Fault::Caller, "method_not_allowed"),
+            Self::Signature(_) => (Fault::Caller, "invalid_signature"),
+        }
+    }
+
+    fn answer(&self) -> Answer {
+        match self {
             Self::Core(error) => {
                 if let imgproxy_core::Error::Overloaded { .. } = error {
                     // Expected under load, and answered with a retry hint: not a fault.
@@ -75,89 +120,74 @@ impl IntoResponse for ApiError {
                 } else if error.status() >= 500 {
                     tracing::error!(%error, "request failed");
                 }
-                (
-                    StatusCode::from_u16(error.status())
+                Answer {
+                    status: StatusCode::from_u16(error.status())
                         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                    error.public_message(),
-                    error.error_type(),
-                    error.param().map(str::to_owned),
-                    error.code().map(str::to_owned),
-                    error.retry_after(),
-                )
+                    message: error.public_message(),
+                    kind: error.error_type(),
+                    param: error.param().map(str::to_owned),
+                    code: error.code().map(str::to_owned),
+                    retry_after: error.retry_after(),
+                }
             }
-            Self::Unauthorized => (
+            Self::Unauthorized => Answer::invalid(
                 StatusCode::UNAUTHORIZED,
-                "missing or invalid API key: send `Authorization: Bearer <key>`".to_owned(),
-                "invalid_request_error",
-                None,
-                Some("invalid_api_key".to_owned()),
-                None,
+                "missing or invalid API key: send `Authorization: Bearer <key>`",
+                "invalid_api_key",
             ),
-            Self::UnsupportedMediaType => (
+            Self::UnsupportedMediaType => Answer::invalid(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "expected `Content-Type: application/json`".to_owned(),
-                "invalid_request_error",
-                None,
-                Some("unsupported_media_type".to_owned()),
-                None,
+                "expected `Content-Type: application/json`",
+                "unsupported_media_type",
             ),
-            Self::PayloadTooLarge { limit } => (
+            Self::PayloadTooLarge { limit } => Answer::invalid(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than the limit of {limit} bytes"),
-                "invalid_request_error",
-                None,
-                Some("payload_too_large".to_owned()),
-                None,
+                "payload_too_large",
             ),
-            Self::BadBody { message, param } => (
-                StatusCode::BAD_REQUEST,
-                message.clone(),
-                "invalid_request_error",
-                param.clone(),
-                Some("invalid_json".to_owned()),
-                None,
-            ),
-            Self::NotFound { message } => (
-                StatusCode::NOT_FOUND,
-                message.clone(),
-                "invalid_request_error",
-                None,
-                Some("not_found".to_owned()),
-                None,
-            ),
-            Self::BadPath { message, param } => (
-                StatusCode::NOT_FOUND,
-                message.clone(),
-                "invalid_request_error",
-                param.clone(),
-                Some("not_found".to_owned()),
-                None,
-            ),
-            Self::UnknownName { name } => (
+            Self::BadBody { message, param } => {
+                Answer::invalid(StatusCode::BAD_REQUEST, message, "invalid_json")
+                    .param(param.as_deref())
+            }
+            Self::NotFound { message } => {
+                Answer::invalid(StatusCode::NOT_FOUND, message, "not_found")
+            }
+            Self::BadPath { message, param } => {
+                Answer::invalid(StatusCode::NOT_FOUND, message, "not_found").param(param.as_deref())
+            }
+            Self::UnknownName { name } => Answer::invalid(
                 StatusCode::NOT_FOUND,
                 format!("no image is stored under the name `{name}`"),
-                "invalid_request_error",
-                Some("filename".to_owned()),
-                Some("not_found".to_owned()),
-                None,
-            ),
-            Self::Signature(error) => (
+                "not_found",
+            )
+            .param(Some("filename")),
+            Self::Signature(error) => Answer::invalid(
                 StatusCode::FORBIDDEN,
                 error.to_string(),
-                "invalid_request_error",
-                Some("sig".to_owned()),
-                Some("invalid_signature".to_owned()),
-                None,
-            ),
-            Self::MethodNotAllowed => (
+                "invalid_signature",
+            )
+            .param(Some("sig")),
+            Self::MethodNotAllowed => Answer::invalid(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this route".to_owned(),
-                "invalid_request_error",
-                None,
-                Some("method_not_allowed".to_owned()),
-                None,
+                "method not allowed on this route",
+                "method_not_allowed",
             ),
-        };
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (fault, kind) = self.classify();
+        crate::telemetry::metrics::error(fault, kind);
+        let Answer {
+            status,
+            message,
+            kind,
+            param,
+            code,
+            retry_after,
+        } = self.answer();
         let body = ErrorEnvelope {
             error: ErrorBody {
                 message: bounded(&message),

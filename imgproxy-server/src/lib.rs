@@ -18,6 +18,7 @@ pub mod providers;
 pub mod serve;
 pub mod sign_url;
 pub mod state;
+pub mod telemetry;
 
 pub use app::build_app;
 pub use state::AppState;

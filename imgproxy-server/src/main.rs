@@ -6,18 +6,13 @@ use clap::Parser as _;
 use imgproxy_server::{
     cli::{Cli, Command},
     config::ProcessEnv,
-    keys, serve, sign_url,
+    keys, serve, sign_url, telemetry,
 };
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    telemetry::logs::init(cli.log_format);
     let result = match cli.command {
         Command::Serve(args) => serve::run(args, &ProcessEnv).await,
         Command::Keys(command) => keys::run(command, &ProcessEnv).await,

@@ -21,6 +21,7 @@ use crate::{
     edge,
     listener::{self, ConnectionLimits},
     state::UrlApi,
+    telemetry::metrics,
     AppState,
 };
 
@@ -127,6 +128,16 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         );
     }
 
+    let exposition = match settings.metrics.enabled {
+        true => Some(metrics::Exposition {
+            handle: metrics::install()?,
+            token: settings.metrics.token.clone().map(Arc::new),
+        }),
+        false => None,
+    };
+    if let (Some(exposition), Some(address)) = (&exposition, settings.metrics.listen) {
+        serve_metrics(address, exposition.clone()).await?;
+    }
     let state = AppState {
         service,
         tasks: Some(tasks.clone()),
@@ -143,6 +154,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             public: settings.public.clone(),
         }),
         cors: Arc::new(edge::Cors::from_settings(&settings.cors)),
+        metrics: exposition.filter(|_| settings.metrics.listen.is_none()),
+        key_labels: settings.metrics.key_labels,
     };
     let limits = ConnectionLimits::from_settings(&settings.server, open_files);
     tracing::info!(
@@ -165,6 +178,24 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         tracing::warn!(%error, "ending the instance's lease failed; it expires by itself");
     }
     tracing::info!("imgproxy stopped");
+    Ok(())
+}
+
+/// Serves `/metrics` alone on `address`, apart from the API (for a scrape network only).
+async fn serve_metrics(
+    address: std::net::SocketAddr,
+    exposition: metrics::Exposition,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for metrics"))?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    let app = crate::app::metrics_router::<()>(exposition);
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics listener failed");
+        }
+    });
     Ok(())
 }
 

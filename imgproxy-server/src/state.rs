@@ -5,7 +5,7 @@ use std::sync::Arc;
 use imgproxy_core::service::{tasks::Tasks, Service};
 use secrecy::SecretString;
 
-use crate::{config::PublicConfig, edge::Cors, limits::KeyLimits};
+use crate::{config::PublicConfig, edge::Cors, limits::KeyLimits, telemetry::metrics::Exposition};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -29,6 +29,10 @@ pub struct AppState {
     pub url_api: Arc<UrlApi>,
     /// Which browser origins may call (none by default).
     pub cors: Arc<Cors>,
+    /// `/metrics` on the main listener, when served there.
+    pub metrics: Option<Exposition>,
+    /// Whether credits charged are also counted per key id (`[metrics] key_labels`).
+    pub key_labels: bool,
 }
 
 /// The URL API's settings.

@@ -106,6 +106,8 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
         public_url: "http://test".into(),
         url_api: Arc::default(),
         cors: Arc::default(),
+        metrics: None,
+        key_labels: false,
     };
     TestApp {
         router: build_app(state),

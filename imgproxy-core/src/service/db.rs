@@ -43,7 +43,7 @@ pub use types::{
     MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
 };
 
-use self::pool::Db;
+use self::pool::{read_pool, Db, DbExt as _};
 use crate::{Error, Result};
 
 /// The largest balance a key may hold: 2^53, so balances stay exact as JSON numbers in any
@@ -95,6 +95,14 @@ impl Database {
             Db::Sqlite { .. } => "sqlite",
             Db::Postgres(_) => "postgres",
         }
+    }
+
+    /// Runs one trivial query on a read connection: is the database reachable?
+    pub async fn ping(&self) -> Result<()> {
+        read_pool!(&self.db, pool => {
+            sqlx::query("SELECT 1").execute(pool).await.db()?;
+        });
+        Ok(())
     }
 
     /// Closes the pools and waits for their connections to finish; later calls fail.

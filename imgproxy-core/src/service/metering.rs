@@ -108,6 +108,7 @@ impl Meter<'_> {
         price: Price,
         work: impl Future<Output = Result<T>>,
     ) -> Result<(T, Charged)> {
+        let model = price.charge.model.clone();
         let reservation = self
             .db
             .reserve(&self.key.id, self.request_id, price.worst, price.charge)
@@ -130,6 +131,7 @@ impl Meter<'_> {
                 });
                 // A failed settle returns early with the guard armed: the reservation is refunded.
                 let settled = self.db.settle_as(&reservation, used, task).await?;
+                crate::telemetry::credits_charged(&model, settled.kept);
                 // What the ledger kept, which is nothing if the reservation was refunded
                 // meanwhile (this instance was taken for dead): the answer says what it cost.
                 let charged = Charged {

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::{
     gateway::{FileSource, Sinks},
-    Error, ImageData, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result, Usage,
-    ValidatedRequest,
+    telemetry, Error, ImageData, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result,
+    Usage, ValidatedRequest,
 };
 
 /// Who asks, and how: the tenant that scopes cache entries, names and files (an API key's id,
@@ -57,6 +57,9 @@ pub struct Served {
     pub balance: Option<i64>,
     /// Credits this request cost, for metered callers (0 for a hit).
     pub credits_used: Option<u64>,
+    /// How long this request waited on the upstream: its own generation, or the equal one in
+    /// flight that it waited for; zero for a cache hit.
+    pub upstream_time: Duration,
     request: ValidatedRequest,
     produced: Arc<Produced>,
 }
@@ -112,6 +115,8 @@ pub(crate) struct Produced {
     charged: Option<crate::service::metering::Charged>,
     /// Read from the cache (another instance generated it while this one waited).
     from_cache: bool,
+    /// How long the generation took upstream (zero when read from the cache).
+    upstream_time: Duration,
 }
 
 impl super::metering::Billed for Produced {
@@ -137,6 +142,7 @@ impl Produced {
             usage: None,
             charged: None,
             from_cache: true,
+            upstream_time: Duration::ZERO,
         }
     }
 }
@@ -208,12 +214,16 @@ impl Service {
             records: Some(&self.db).filter(|_| call.cache != CacheMode::Off),
         };
         let (produced, status) = match self.lookup(&job).await? {
-            Some(hit) => (hit, CacheStatus::Hit),
+            Some(hit) => {
+                telemetry::cache_lookup("hit");
+                (hit, CacheStatus::Hit)
+            }
             None if call.cache == CacheMode::Use => {
                 let (shared, led) = self
                     .flights
                     .run(&key, || self.generate_and_store(&job))
                     .await;
+                telemetry::cache_lookup(if led { "miss" } else { "coalesced" });
                 let produced = shared?;
                 // A request that waited on another (here or on another instance) is a hit.
                 let status = if led && !produced.from_cache {
@@ -223,7 +233,10 @@ impl Service {
                 };
                 (produced, status)
             }
-            None => (self.generate_and_store(&job).await?, CacheStatus::Miss),
+            None => {
+                telemetry::cache_lookup("bypass");
+                (self.generate_and_store(&job).await?, CacheStatus::Miss)
+            }
         };
         let validated = &request;
 
@@ -259,6 +272,7 @@ impl Service {
             model: validated.model.clone(),
             balance,
             credits_used,
+            upstream_time: produced.upstream_time,
             request,
             produced,
         })
@@ -347,6 +361,7 @@ impl Service {
             None => None,
         };
         let work = async {
+            let start = std::time::Instant::now();
             let generation = self
                 .gateway
                 .generate_images(
@@ -360,6 +375,7 @@ impl Service {
                     },
                 )
                 .await?;
+            let upstream_time = start.elapsed();
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),
                 meta: generation.meta,
@@ -380,6 +396,7 @@ impl Service {
                 usage: generation.usage,
                 charged: None,
                 from_cache: false,
+                upstream_time,
             })
         };
         let produced = match (&call.meter, job.price.clone()) {

@@ -33,6 +33,9 @@ pub struct S3Location {
 /// Bytes of recently used images kept in memory by default.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
+/// The object [`ImageStore::probe`] writes and deletes: no image key has this name.
+const PROBE_OBJECT: &str = "readiness-probe";
+
 /// Content-addressed image storage.
 #[derive(Debug, Clone)]
 pub struct ImageStore {
@@ -247,6 +250,29 @@ impl ImageStore {
             }
         }
         Ok(objects)
+    }
+
+    /// Writes, reads back and deletes a small object of its own (outside the image keys'
+    /// names): can the store take images now?
+    pub async fn probe(&self) -> Result<()> {
+        let path = ObjectPath::from(PROBE_OBJECT);
+        let written = Bytes::from_static(b"imgproxy readiness probe");
+        self.inner
+            .put(&path, PutPayload::from_bytes(written.clone()))
+            .await
+            .map_err(|e| Error::Internal(format!("writing {path}: {e}")))?;
+        let read = self
+            .inner
+            .get(&path)
+            .await
+            .map_err(|e| Error::Internal(format!("reading {path}: {e}")))?
+            .bytes()
+            .await
+            .map_err(|e| Error::Internal(format!("reading {path}: {e}")))?;
+        if read != written {
+            return Err(Error::Internal(format!("{path} read back other bytes")));
+        }
+        self.delete(PROBE_OBJECT).await
     }
 
     /// Deletes the object at `path` (from [`ImageStore::objects`]), and its copy in memory.

@@ -197,6 +197,7 @@ impl Tasks {
             callback_url,
         };
         let task = self.db().create_task(task).await?;
+        crate::telemetry::task("queued");
         self.queued.notify_one();
         Ok(task)
     }
@@ -370,7 +371,10 @@ impl Tasks {
             .finish_task(&task.id, self.owner(), &outcome)
             .await
         {
-            Ok(true) => self.finished.notify_one(),
+            Ok(true) => {
+                crate::telemetry::task(outcome.status.as_str());
+                self.finished.notify_one();
+            }
             Ok(false) => {
                 tracing::warn!(task = %task.id, "a task ended elsewhere while it ran here")
             }
@@ -560,6 +564,11 @@ impl Tasks {
                 (at <= delivery.created_at_ms.saturating_add(window)).then_some(at)
             }
         };
+        crate::telemetry::webhook(match (&outcome, retry_at) {
+            (Ok(()), _) => "delivered",
+            (Err(_), Some(_)) => "failed",
+            (Err(_), None) => "gave_up",
+        });
         let error = outcome.as_ref().err().map(String::as_str);
         if let Some(error) = error {
             tracing::warn!(task = %delivery.task_id, attempts = delivery.attempts, error, "webhook attempt failed");

@@ -53,6 +53,13 @@ macro_rules! numbers {
 }
 numbers!(u64, usize);
 
+impl EnvValue for std::net::SocketAddr {
+    const EXPECTED: &'static str = "an address such as 127.0.0.1:9464";
+    fn parse(text: String) -> anyhow::Result<Self> {
+        Ok(text.parse()?)
+    }
+}
+
 impl EnvValue for String {
     const EXPECTED: &'static str = "text";
     fn parse(text: String) -> anyhow::Result<Self> {

@@ -9,6 +9,7 @@ mod catalog;
 mod cors;
 mod env;
 mod fetch;
+mod metrics;
 mod providers;
 mod public;
 mod server;
@@ -31,6 +32,7 @@ pub use self::{
     cors::{CorsSettings, ENV_CORS_ALLOWED_ORIGINS},
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
+    metrics::{MetricsSettings, ENV_METRICS_LISTEN, ENV_METRICS_TOKEN},
     providers::ProvidersConfig,
     public::ENV_PUBLIC_KEY_ID,
     server::{
@@ -98,6 +100,22 @@ pub struct Config {
     pub cors: CorsConfig,
     /// Connection hygiene and bounds on concurrent work.
     pub server: ServerConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus endpoint `/metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` (default true).
+    pub enabled: Option<bool>,
+    /// Serve it only on this address (e.g. `127.0.0.1:9464`), not on the main one.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token scrapes must send (prefer the environment variable); default none.
+    pub token: Option<SecretString>,
+    /// Label credits charged by the paying key's id: one series per key (default false).
+    pub key_labels: Option<bool>,
 }
 
 /// Browser access from other origins (CORS).
@@ -319,6 +337,8 @@ pub struct Settings {
     pub tasks: TaskSettings,
     /// Connection hygiene and bounds on concurrent work.
     pub server: ServerSettings,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsSettings,
 }
 
 impl Settings {
@@ -384,6 +404,7 @@ impl Config {
             tasks,
             cors,
             server,
+            metrics,
         } = self;
         let data_dir = storage::data_dir(flags.data_dir, data_dir);
         // Fields are evaluated as written; the order decides which of several errors shows.
@@ -401,6 +422,7 @@ impl Config {
             public: public::overlay(public, env)?,
             tasks: tasks.settings(env)?,
             server: server.settings(env)?,
+            metrics: metrics.settings(env)?,
             url_secret: urls.secret(env)?,
             cache_enabled: cache.enabled.unwrap_or(true),
             url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,

@@ -19,6 +19,7 @@ use crate::{
     extract::{multipart_error, OpenAIJson},
     handlers::{generations, stream::Surface},
     state::AppState,
+    telemetry::RequestNote,
 };
 
 /// Longest text part (a prompt is at most 32000 characters).
@@ -28,6 +29,7 @@ const MAX_TEXT_PART_BYTES: usize = 256 * 1024;
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(note): Extension<RequestNote>,
     request: Request,
 ) -> Result<Response, ApiError> {
     let headers = request.headers().clone();
@@ -51,7 +53,7 @@ pub async fn create(
     if edit.images.as_ref().is_none_or(Vec::is_empty) {
         return Err(Error::invalid_param("image", "an edit needs at least one `image`").into());
     }
-    generations::serve(state, caller, &headers, edit, Surface::Edit).await
+    generations::serve(state, caller, &note, &headers, edit, Surface::Edit).await
 }
 
 /// Reads the form: image and mask files become data URLs (checked like any reference image

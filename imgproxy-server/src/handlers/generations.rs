@@ -23,16 +23,18 @@ use crate::{
         tasks,
     },
     state::AppState,
+    telemetry::RequestNote,
 };
 
 /// Generates images.
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(note): Extension<RequestNote>,
     headers: HeaderMap,
     OpenAIJson(request): OpenAIJson<ImageRequest>,
 ) -> Result<Response, ApiError> {
-    serve(state, caller, &headers, request, Surface::Generation).await
+    serve(state, caller, &note, &headers, request, Surface::Generation).await
 }
 
 /// Serves a generation or an edit for `caller` and answers in OpenAI's shape: JSON, or
@@ -40,10 +42,14 @@ pub async fn create(
 pub async fn serve(
     state: AppState,
     caller: Caller,
+    note: &RequestNote,
     headers: &HeaderMap,
     request: ImageRequest,
     surface: Surface,
 ) -> Result<Response, ApiError> {
+    if let Some(model) = &request.model {
+        note.model(model);
+    }
     if tasks::wants_async(headers, &request) {
         let kind = match surface {
             Surface::Generation => TaskKind::Generation,
@@ -54,10 +60,10 @@ pub async fn serve(
             request.reroll = Some(true);
         }
         // Rate limits count a submission like a request; the workers bound what runs.
-        drop(calls::admit(&state, &caller, request.n.unwrap_or(1)).await?);
+        drop(calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?);
         return tasks::submit(&state, &caller, kind, request).await;
     }
-    let admitted = calls::admit(&state, &caller, request.n.unwrap_or(1)).await?;
+    let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
     if request.stream == Some(true) {
         // Refuse a bad request with its status before the stream says 200.
@@ -68,6 +74,7 @@ pub async fn serve(
     }
     let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
     let served = state.service.serve(call, request).await?;
+    admitted.served(&served);
     let mut response = Json(state.service.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);
     Ok(response)

@@ -89,6 +89,7 @@ pub fn respond(
             Some(&marker),
         );
         let served = state.service.serve(call, request).await?;
+        admitted.served(&served);
         Ok(completed_events(&state, &served, surface))
     });
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
@@ -139,7 +140,11 @@ impl Streaming {
                         Ok(events) => self.pending.extend(
                             events.iter().map(|event| sse(&self.surface.event("completed"), event)),
                         ),
-                        Err(error) => self.pending.push_back(error_event(&error)),
+                        Err(error) => {
+                            let (fault, kind) = error.fault();
+                            crate::telemetry::metrics::error(fault, kind);
+                            self.pending.push_back(error_event(&error));
+                        }
                     }
                 }
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),

@@ -7,6 +7,7 @@ use axum::{
     extract::{Request, State},
     http::{header, HeaderMap, HeaderValue, Method, Uri},
     response::{IntoResponse, Response},
+    Extension,
 };
 use imgproxy_core::{
     convert::RasterFormat,
@@ -25,16 +26,21 @@ use crate::{
     calls, edge,
     error::ApiError,
     state::AppState,
+    telemetry::RequestNote,
 };
+
+/// The route label of the path form (`/{prompt}`, `/{prompt}/{model}`) in logs and metrics.
+const PATH_FORM_ROUTE: &str = "/{prompt}";
 
 /// `GET /api/generate`.
 pub async fn generate(
     State(state): State<AppState>,
+    Extension(note): Extension<RequestNote>,
     method: Method,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    serve(&state, &method, &headers, &uri, PathForm::default()).await
+    serve(&state, &note, &method, &headers, &uri, PathForm::default()).await
 }
 
 /// The router's fallback: the path form when it applies (a GET, on the configured host if
@@ -61,9 +67,21 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
         prompt: Some(&prompt),
         model: model.as_deref(),
     };
-    serve(&state, request.method(), request.headers(), &uri, path)
-        .await
-        .into_response()
+    let Some(note) = request.extensions().get::<RequestNote>() else {
+        return ApiError::Core(Error::Internal("a request without its note".into()))
+            .into_response();
+    };
+    note.route(PATH_FORM_ROUTE);
+    serve(
+        &state,
+        note,
+        request.method(),
+        request.headers(),
+        &uri,
+        path,
+    )
+    .await
+    .into_response()
 }
 
 /// Whether the request is for the host the path form is restricted to (`Host`, or the URI's
@@ -91,6 +109,7 @@ fn on_path_form_host(state: &AppState, request: &Request) -> bool {
 
 async fn serve(
     state: &AppState,
+    note: &RequestNote,
     method: &Method,
     headers: &HeaderMap,
     uri: &Uri,
@@ -151,7 +170,7 @@ async fn serve(
             Error::invalid_param("n", "the URL API answers with one image: `n` must be 1").into(),
         );
     }
-    let admitted = calls::admit(state, &caller, 1).await?;
+    let admitted = calls::admit(state, &caller, note, 1).await?;
     let unsigned = HeaderMap::new();
     let cache = calls::cache_mode(if by_url { &unsigned } else { headers }, parsed.reroll);
     let fresh = cache == CacheMode::Refresh;
@@ -165,6 +184,7 @@ async fn serve(
         None,
     );
     let served = state.service.serve(call, parsed.request).await?;
+    admitted.served(&served);
     let Some(image) = served.images.into_iter().next() else {
         return Err(Error::Internal("a generation returned no image".into()).into());
     };

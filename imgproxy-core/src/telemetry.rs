@@ -1,0 +1,113 @@
+//! The gateway's metrics: every name, its meaning and the few functions that record them,
+//! through the `metrics` facade. Without an installed recorder (an embedder that installs
+//! none) they cost next to nothing; the server installs a Prometheus one. Labels are bounded:
+//! provider names, catalog model ids, closed outcome words; never keys, prompts or paths.
+
+use std::time::Duration;
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+
+/// Upstream calls, by `provider`, `model` and `outcome` (`ok` or an error kind).
+pub const UPSTREAM_REQUESTS: &str = "imgproxy_upstream_requests_total";
+/// Latency of upstream calls, by `provider` and `model`.
+pub const UPSTREAM_DURATION: &str = "imgproxy_upstream_duration_seconds";
+/// Images generated upstream, by `model`.
+pub const IMAGES_GENERATED: &str = "imgproxy_images_generated_total";
+/// Pixels of the images generated upstream, by `model` (divide by 1e6 for megapixels; an
+/// integer counter stays exact).
+pub const OUTPUT_PIXELS: &str = "imgproxy_output_pixels_total";
+/// Credits charged (settled), by `model`.
+pub const CREDITS_CHARGED: &str = "imgproxy_credits_charged_total";
+/// Cached-generation lookups, by `result`: `hit`, `miss`, `coalesced` (waited for an equal
+/// request in flight), `bypass` (a reroll or a cache turned off).
+pub const CACHE_LOOKUPS: &str = "imgproxy_cache_lookups_total";
+/// Generations running now, by `provider`.
+pub const GENERATIONS_IN_FLIGHT: &str = "imgproxy_generations_in_flight";
+/// Generations waiting for a slot now, by `provider`.
+pub const GENERATIONS_QUEUED: &str = "imgproxy_generations_queued";
+/// Tasks by `state` reached: `queued` when submitted; `succeeded`, `failed`, `canceled` when a
+/// worker ends one (a task cancelled while still queued never reaches a worker).
+pub const TASKS: &str = "imgproxy_tasks_total";
+/// Webhook delivery attempts, by `outcome`: `delivered`, `failed` (to be retried), `gave_up`
+/// (failed, and its retry window is over).
+pub const WEBHOOK_DELIVERIES: &str = "imgproxy_webhook_deliveries_total";
+
+/// Describes the metrics above to the installed recorder (help text and units).
+pub fn describe() {
+    describe_counter!(
+        UPSTREAM_REQUESTS,
+        "Upstream calls by provider, model and outcome."
+    );
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        Unit::Seconds,
+        "Latency of upstream calls."
+    );
+    describe_counter!(IMAGES_GENERATED, "Images generated upstream.");
+    describe_counter!(OUTPUT_PIXELS, "Pixels of the images generated upstream.");
+    describe_counter!(CREDITS_CHARGED, "Credits charged (settled).");
+    describe_counter!(
+        CACHE_LOOKUPS,
+        "Generation cache lookups: hit, miss, coalesced, bypass."
+    );
+    describe_gauge!(GENERATIONS_IN_FLIGHT, "Generations running, per provider.");
+    describe_gauge!(
+        GENERATIONS_QUEUED,
+        "Generations waiting for a slot, per provider."
+    );
+    describe_counter!(TASKS, "Tasks that reached each state.");
+    describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
+}
+
+/// One upstream call of `provider` for `model`, ended with `outcome` after `elapsed`.
+pub fn upstream_call(provider: &str, model: &str, outcome: &'static str, elapsed: Duration) {
+    let labels = [
+        ("provider", provider.to_owned()),
+        ("model", model.to_owned()),
+    ];
+    histogram!(UPSTREAM_DURATION, &labels).record(elapsed);
+    counter!(
+        UPSTREAM_REQUESTS,
+        &[
+            labels[0].clone(),
+            labels[1].clone(),
+            ("outcome", outcome.to_owned())
+        ]
+    )
+    .increment(1);
+}
+
+/// `count` images of `model`, `pixels` in all, made upstream.
+pub fn images_generated(model: &str, count: u64, pixels: u64) {
+    let labels = [("model", model.to_owned())];
+    counter!(IMAGES_GENERATED, &labels).increment(count);
+    counter!(OUTPUT_PIXELS, &labels).increment(pixels);
+}
+
+/// `credits` settled for `model`.
+pub fn credits_charged(model: &str, credits: u64) {
+    counter!(CREDITS_CHARGED, "model" => model.to_owned()).increment(credits);
+}
+
+/// A cache lookup's result.
+pub fn cache_lookup(result: &'static str) {
+    counter!(CACHE_LOOKUPS, "result" => result).increment(1);
+}
+
+/// The generations of `provider` running and waiting now.
+pub fn generations(provider: &str, in_flight: usize, queued: usize) {
+    gauge!(GENERATIONS_IN_FLIGHT, "provider" => provider.to_owned()).set(in_flight as f64);
+    gauge!(GENERATIONS_QUEUED, "provider" => provider.to_owned()).set(queued as f64);
+}
+
+/// A task reached `state`.
+pub fn task(state: &'static str) {
+    counter!(TASKS, "state" => state).increment(1);
+}
+
+/// A webhook delivery attempt ended with `outcome`.
+pub fn webhook(outcome: &'static str) {
+    counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
