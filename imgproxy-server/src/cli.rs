@@ -35,6 +35,23 @@ pub enum Command {
     Keys(KeysCommand),
     /// Print a signed URL-API URL (no API key in it) for public HTML.
     SignUrl(SignUrlArgs),
+    /// Check a configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `imgproxy config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (file, environment and flags layered, defaults
+    /// applied; secrets shown only as set or not), or its mistakes with their file and key.
+    Check {
+        /// The config file [default: --config / IMGPROXY_CONFIG, else none].
+        file: Option<PathBuf>,
+        /// Config file, data dir and database.
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 /// Arguments of `imgproxy sign-url`.

@@ -54,6 +54,8 @@ pub struct ConnectionLimits {
     pub idle_timeout: Duration,
     /// Most connections open at once.
     pub max_connections: usize,
+    /// Longest wait, once shutting down, for busy connections to finish.
+    pub drain_timeout: Duration,
 }
 
 impl ConnectionLimits {
@@ -77,6 +79,7 @@ impl ConnectionLimits {
             body_read_timeout: settings.body_read_timeout,
             idle_timeout: settings.idle_timeout,
             max_connections,
+            drain_timeout: settings.shutdown_drain,
         }
     }
 }
@@ -332,7 +335,19 @@ pub async fn serve(
     let _ = stop.send(true);
     // Every connection holds a slot until it ends: having them all back means all ended.
     let all = u32::try_from(shared.limits.max_connections.max(1)).unwrap_or(u32::MAX);
-    let _ = shared.slots.acquire_many(all).await;
+    let drained = tokio::time::timeout(shared.limits.drain_timeout, shared.slots.acquire_many(all));
+    if drained.await.is_err() {
+        let busy = shared
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        tracing::warn!(
+            busy,
+            drain_timeout = ?shared.limits.drain_timeout,
+            "requests still in flight when the drain timed out are abandoned"
+        );
+    }
 }
 
 /// A connection slot once one frees up; `None` if the server stops first. A connection told
@@ -506,6 +521,7 @@ mod tests {
             max_connections,
             cpu_workers: 1,
             generations: imgproxy_core::gateway::GenerationLimits::default(),
+            shutdown_drain: Duration::from_secs(4),
         }
     }
 

@@ -15,8 +15,11 @@ no secret (master key, upstream key, issued key) is in any log line.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -240,3 +243,104 @@ def test_json_logs_are_one_object_per_line_and_hold_no_secret(imgproxy: Imgproxy
         assert leaked not in log, "a secret reached the log"
     access = access_lines(server)
     assert any(r["status"] == 401 for r in access) and all(prompt not in json.dumps(r) for r in access)
+
+
+def test_config_check_prints_the_effective_configuration_without_secrets(tmp_path) -> None:
+    from conftest import clean_env, imgproxy_bin
+
+    config = tmp_path / "imgproxy.toml"
+    config.write_text(
+        'master_key = "mk-never-printed-1234"\n'
+        'database_url = "postgres://app:pw-never-printed@127.0.0.1:5432/x"\n'
+        "[server]\nshutdown_drain_secs = 7\n"
+        '[metrics]\ntoken = "token-never-printed-1234"\n'
+    )
+    env = clean_env({"OPENAI_API_KEY": "sk-never-printed-5678"})
+    done = subprocess.run([str(imgproxy_bin()), "config", "check", str(config)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["config_file"] == str(config)
+    assert report["master_key"] == "(set)" and report["metrics"]["token"] == "(set)"
+    assert report["database_url"] == "postgres://app:***@127.0.0.1:5432/x"
+    assert report["server"]["shutdown_drain_secs"] == 7
+    assert [p["name"] for p in report["providers"]] == ["openai"] and report["providers"][0]["api_key"] == "(set)"
+    for leaked in ("mk-never-printed", "pw-never-printed", "token-never-printed", "sk-never-printed"):
+        assert leaked not in done.stdout + done.stderr
+    # A mistake names its file and its key, and the command fails.
+    config.write_text("[server]\nmax_conections = 5\n")
+    done = subprocess.run([str(imgproxy_bin()), "config", "check", str(config)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and done.stdout == ""
+    assert str(config) in done.stderr and "server.max_conections" in done.stderr, done.stderr
+
+
+def test_shutdown_waits_for_requests_in_flight_up_to_the_drain_timeout(imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI) -> None:
+    import threading
+
+    server = imgproxy.start({"OPENAI_API_KEY": "sk-drain", "OPENAI_BASE_URL": f"{fake_openai.url}/v1",
+                             "IMGPROXY_SHUTDOWN_DRAIN_SECS": "1"})
+    fake_openai.delay_images(30)
+    outcome: list[Any] = []
+    slow = threading.Thread(target=lambda: outcome.append(
+        http("POST", f"{server.url}{GENERATIONS}", json_body=body(f"slow {secrets.token_hex(3)}"), timeout=60)))
+    slow.start()
+    deadline = time.monotonic() + 10
+    while not fake_openai.image_requests():
+        assert time.monotonic() < deadline, "the slow request never reached the upstream"
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert server.stop(timeout=5) == 0
+    took = time.monotonic() - started
+    assert 0.9 <= took < 4, f"a 1 s drain took {took:.2f} s"
+    slow.join(10)
+    assert "requests still in flight when the drain timed out are abandoned" in server.log()
+
+
+def installed_readme_commands() -> list[str]:
+    """The `imgproxy ...` lines of the README's shell blocks, in order (comments cut)."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    commands, in_sh = [], False
+    for line in readme.splitlines():
+        if line.startswith("```"):
+            in_sh = line.strip() == "```sh"
+            continue
+        if in_sh and line.startswith("imgproxy "):
+            commands.append(line.split("  #", 1)[0].strip())
+    return commands
+
+
+def test_the_readme_install_step_puts_imgproxy_on_the_path(tmp_path) -> None:
+    """`cargo install --locked --path imgproxy-server`, as the README says (in debug mode and with
+    the build's own target dir, so that it reuses what `tests/run` built), then every
+    `imgproxy ...` example of the README but `serve` runs as written from the PATH."""
+    import shutil
+
+    from conftest import REPO, clean_env, imgproxy_bin
+
+    commands = installed_readme_commands()
+    assert "cargo install --locked --path imgproxy-server" in (REPO / "README.md").read_text()
+    assert any(c.startswith("imgproxy keys create") for c in commands) and any(c.startswith("imgproxy sign-url") for c in commands)
+    root = tmp_path / "root"
+    target = imgproxy_bin().parent.parent
+    env = clean_env({"CARGO_TARGET_DIR": str(target)})
+    done = subprocess.run(["cargo", "install", "--locked", "--debug", "--path", "imgproxy-server", "--root", str(root)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    env = clean_env({"PATH": f"{root / 'bin'}:{os.environ['PATH']}"})
+    assert shutil.which("imgproxy", path=env["PATH"]) == str(root / "bin" / "imgproxy")
+    work = tmp_path / "work"
+    work.mkdir()
+    key_id = None
+    for command in commands:
+        if command.startswith("imgproxy serve"):
+            continue
+        if "<id>" in command:
+            assert key_id, f"{command!r} needs a key made by an earlier example"
+            command = command.replace("<id>", key_id)
+        done = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{command!r} failed: {done.stderr[-2000:]}"
+        if command.startswith("imgproxy keys create"):
+            key_id = json.loads(done.stdout)["key"]["id"]
+        if command.startswith("imgproxy sign-url"):
+            assert "sig=" in done.stdout and f"kid={key_id}" in done.stdout, done.stdout

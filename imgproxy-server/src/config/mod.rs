@@ -12,6 +12,7 @@ mod fetch;
 mod metrics;
 mod providers;
 mod public;
+mod report;
 mod server;
 mod storage;
 mod tasks;
@@ -39,7 +40,7 @@ pub use self::{
         ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_GENERATION_QUEUE,
         ENV_GENERATION_QUEUE_TIMEOUT_SECS, ENV_HEADER_READ_TIMEOUT_SECS, ENV_IDLE_TIMEOUT_SECS,
         ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_MAX_CONNECTIONS, ENV_MAX_GENERATIONS,
-        ENV_PLACEHOLDER_MAX_GENERATIONS, ENV_PUBLIC_URL,
+        ENV_PLACEHOLDER_MAX_GENERATIONS, ENV_PUBLIC_URL, ENV_SHUTDOWN_DRAIN_SECS,
     },
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
     tasks::{
@@ -151,6 +152,8 @@ pub struct ServerConfig {
     pub generation_queue: Option<usize>,
     /// Seconds a generation may wait for a slot before a 503 (default 30).
     pub generation_queue_timeout_secs: Option<u64>,
+    /// Seconds a shutdown waits for requests in flight before abandoning them (default 30).
+    pub shutdown_drain_secs: Option<u64>,
 }
 
 /// Image storage: the data dir unless an S3 bucket is set.

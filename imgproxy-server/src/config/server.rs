@@ -66,11 +66,16 @@ pub const ENV_PLACEHOLDER_MAX_GENERATIONS: &str = "IMGPROXY_PLACEHOLDER_MAX_GENE
 pub const ENV_GENERATION_QUEUE: &str = "IMGPROXY_GENERATION_QUEUE";
 /// Longest wait for a generation slot.
 pub const ENV_GENERATION_QUEUE_TIMEOUT_SECS: &str = "IMGPROXY_GENERATION_QUEUE_TIMEOUT_SECS";
+/// Longest a shutdown waits for requests in flight before it abandons them.
+pub const ENV_SHUTDOWN_DRAIN_SECS: &str = "IMGPROXY_SHUTDOWN_DRAIN_SECS";
 
 const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Long enough for a typical synchronous generation to finish; a longer one is abandoned (its
+/// reservation is recovered by the next instance, see `Tasks::recover`).
+const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(30);
 
 /// How connections are served and how much work runs at once, resolved from `[server]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +92,8 @@ pub struct ServerSettings {
     pub cpu_workers: usize,
     /// Bounds on concurrent generations per provider, and their queue.
     pub generations: GenerationLimits,
+    /// Longest a shutdown waits for requests in flight.
+    pub shutdown_drain: Duration,
 }
 
 impl ServerConfig {
@@ -149,6 +156,11 @@ impl ServerConfig {
                 .unwrap_or(DEFAULT_MAX_CONNECTIONS),
             cpu_workers,
             generations,
+            shutdown_drain: secs(
+                ENV_SHUTDOWN_DRAIN_SECS,
+                self.shutdown_drain_secs,
+                DEFAULT_SHUTDOWN_DRAIN,
+            )?,
         })
     }
 }
