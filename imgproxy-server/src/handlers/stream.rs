@@ -26,6 +26,7 @@ use imgproxy_core::{
     Error, ErrorBody, ErrorEnvelope, ImageRequest,
 };
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::{
     auth::Caller,
@@ -78,20 +79,26 @@ pub fn respond(
     let (sender, partials) = mpsc::unbounded_channel();
     let delivered = Arc::new(AtomicBool::new(false));
     let marker = Arc::clone(&delivered);
-    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(async move {
-        let call = calls::call(
-            &state,
-            &caller,
-            &admitted,
-            cache,
-            None,
-            Some(&sender),
-            Some(&marker),
-        );
-        let served = state.service.serve(call, request).await?;
-        admitted.served(&served);
-        Ok(completed_events(&state, &served, surface))
-    });
+    // The body is polled by the connection, outside the handler: the work keeps the request's
+    // span, so that its log lines (and trace) stay the request's.
+    let span = tracing::Span::current();
+    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(
+        async move {
+            let call = calls::call(
+                &state,
+                &caller,
+                &admitted,
+                cache,
+                None,
+                Some(&sender),
+                Some(&marker),
+            );
+            let served = state.service.serve(call, request).await?;
+            admitted.served(&served);
+            Ok(completed_events(&state, &served, surface))
+        }
+        .instrument(span),
+    );
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
     keep_alive.reset();
     let streaming = Streaming {
