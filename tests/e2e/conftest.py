@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI  # noqa: E402
-from helpers import http  # noqa: E402
+from helpers import free_port, http  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0  # seconds for /healthz to answer after spawn
@@ -62,12 +61,6 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("NO_COLOR", "1")
     env.update(extra or {})
     return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,10 +1,12 @@
 """Helpers shared by the end-to-end tests: raw HTTP without proxies, the OpenAI error envelope
-check, SDK clients."""
+check, SDK clients, free ports and multipart bodies."""
 
 from __future__ import annotations
 
 import http.client as http_client
 import json
+import secrets
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -109,3 +111,32 @@ def client(base_url: str, api_key: str = "sk-anything", **kwargs: Any) -> openai
     kwargs.setdefault("max_retries", 0)
     kwargs.setdefault("timeout", 60.0)
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FormValue = str | tuple[str, bytes, str]
+
+
+def multipart(fields: list[tuple[str, FormValue]]) -> tuple[bytes, str]:
+    """A multipart/form-data body as the SDKs build it: text parts, and file parts given as
+    (filename, bytes, content type). Returns (body, Content-Type header)."""
+    boundary = f"----e2e-{secrets.token_hex(8)}"
+    out = bytearray()
+    for name, value in fields:
+        out += f"--{boundary}\r\n".encode()
+        if isinstance(value, tuple):
+            filename, data, content_type = value
+            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
+            out += f"Content-Type: {content_type}\r\n\r\n".encode()
+            out += data
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            out += value.encode()
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
