@@ -22,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI  # noqa: E402
-from helpers import free_port, http  # noqa: E402
+from helpers import LocalProcess, free_port, http  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0  # seconds for /healthz to answer after spawn
@@ -64,7 +64,7 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @dataclass
-class Server:
+class Server(LocalProcess):
     """One running imgproxy process."""
 
     port: int
@@ -75,16 +75,6 @@ class Server:
     label: str
     proc: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -10,6 +10,7 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -111,6 +112,23 @@ def client(base_url: str, api_key: str = "sk-anything", **kwargs: Any) -> openai
     kwargs.setdefault("max_retries", 0)
     kwargs.setdefault("timeout", 60.0)
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, **kwargs)
+
+
+class LocalProcess:
+    """A process of the tests' own on a loopback ``port``, writing to ``log_path``."""
+
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
 
 
 def free_port() -> int:
