@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fake_openai import encode_png, solid_png
+from fake_openai import RecordedRequest, encode_png, solid_png
 
 # --------------------------------------------------------------------------------------------
 # Images
@@ -79,17 +79,11 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
 
 
 @dataclass
-class Recorded:
-    listener: str
-    method: str
-    path: str  # without the query string
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
+class Recorded(RecordedRequest):
+    """A request a fake upstream got on ``listener``; its ``path`` is without the query string."""
 
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
+    listener: str
+    query: dict[str, list[str]]
 
     @property
     def target(self) -> str:
