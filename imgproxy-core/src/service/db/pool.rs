@@ -280,17 +280,6 @@ impl Db {
         }
     }
 
-    /// Runs one read, `sql` with `args` bound, and decodes the row it finds, if any.
-    pub(super) async fn read_optional<T: Decoded>(
-        &self,
-        sql: impl SqlSafeStr,
-        args: &[Arg<'_>],
-    ) -> Result<Option<T>> {
-        read_pool!(self, pool => {
-            bind_args!(sqlx::query_as(sql), args).fetch_optional(pool).await.db()
-        })
-    }
-
     /// Runs one read, `sql` with `args` bound, and decodes every row.
     pub(super) async fn read_all<T: Decoded>(
         &self,
@@ -300,6 +289,16 @@ impl Db {
         read_pool!(self, pool => {
             bind_args!(sqlx::query_as(sql), args).fetch_all(pool).await.db()
         })
+    }
+
+    /// Runs one read that finds at most one row (by key, or `LIMIT 1`), `sql` with `args`
+    /// bound, and decodes it.
+    pub(super) async fn read_optional<T: Decoded>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>> {
+        Ok(self.read_all(sql, args).await?.into_iter().next())
     }
 
     /// Runs one statement, `sql` with `args` bound, in a write transaction of its own; returns
