@@ -726,6 +726,12 @@ mod tests {
         )
     }
 
+    /// One single-image generation on `gateway`, running on its own task.
+    fn spawn_generation(gateway: &Arc<Gateway>) -> tokio::task::JoinHandle<Result<ImageResponse>> {
+        let gateway = gateway.clone();
+        tokio::spawn(async move { gateway.generate(request(1)).await })
+    }
+
     async fn until_waiting(gateway: &Gateway, waiting: usize) {
         while gateway.admissions["counting"]
             .waiting
@@ -740,15 +746,9 @@ mod tests {
     async fn generations_beyond_the_slots_and_the_line_are_refused_with_a_retry_hint() {
         let provider = Arc::new(Gated::default());
         let gateway = gated_gateway(provider.clone(), Duration::from_secs(3600));
-        let running = tokio::spawn({
-            let gateway = gateway.clone();
-            async move { gateway.generate(request(1)).await }
-        });
+        let running = spawn_generation(&gateway);
         provider.entered.notified().await;
-        let waiting = tokio::spawn({
-            let gateway = gateway.clone();
-            async move { gateway.generate(request(1)).await }
-        });
+        let waiting = spawn_generation(&gateway);
         until_waiting(&gateway, 1).await;
         // Without a bound it would hang behind the gate: the timeout makes that a failure.
         let refused = tokio::time::timeout(Duration::from_secs(60), gateway.generate(request(1)))
@@ -769,10 +769,7 @@ mod tests {
     async fn a_wait_that_runs_out_is_refused() {
         let provider = Arc::new(Gated::default());
         let gateway = gated_gateway(provider.clone(), Duration::from_secs(5));
-        let running = tokio::spawn({
-            let gateway = gateway.clone();
-            async move { gateway.generate(request(1)).await }
-        });
+        let running = spawn_generation(&gateway);
         provider.entered.notified().await;
         // The paused clock jumps to the end of the wait as soon as everything is idle.
         let refused = tokio::time::timeout(Duration::from_secs(60), gateway.generate(request(1)))

@@ -145,32 +145,19 @@ impl Ctx {
 
     /// `SELECT COUNT(*) ...` with one text bind, on a connection of its own.
     pub async fn count(&self, sql: &'static str, bind: &str) -> i64 {
+        /// The query on a connection made from `$options`, of either backend.
+        macro_rules! count_on {
+            ($options:expr) => {{
+                let mut conn = $options.connect().await.unwrap();
+                let query = sqlx::query_scalar(sql).bind(bind);
+                query.fetch_one(&mut conn).await.unwrap()
+            }};
+        }
         match &self.place {
-            Place::Sqlite { url, .. } => {
-                let mut conn = SqliteConnectOptions::from_str(url)
-                    .unwrap()
-                    .connect()
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql)
-                    .bind(bind)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap()
-            }
-            Place::Postgres { url, schema } => {
-                let mut conn = PgConnectOptions::from_str(url)
-                    .unwrap()
-                    .options([("search_path", schema)])
-                    .connect()
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql)
-                    .bind(bind)
-                    .fetch_one(&mut conn)
-                    .await
-                    .unwrap()
-            }
+            Place::Sqlite { url, .. } => count_on!(SqliteConnectOptions::from_str(url).unwrap()),
+            Place::Postgres { url, schema } => count_on!(PgConnectOptions::from_str(url)
+                .unwrap()
+                .options([("search_path", schema)])),
         }
     }
 

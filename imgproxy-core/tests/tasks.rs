@@ -56,6 +56,13 @@ fn succeeded() -> TaskOutcome {
     }
 }
 
+/// `owner` does not run task `id`: it can neither beat nor end it.
+async fn assert_not_running_for(ctx: &Ctx, id: &str, owner: &str) {
+    let accounts = &ctx.accounts;
+    assert_eq!(accounts.task_heartbeat(id, owner).await.unwrap(), None);
+    assert!(!accounts.finish_task(id, owner, &succeeded()).await.unwrap());
+}
+
 on_both_backends!(
     claimed_once,
     lifecycle_and_cancel,
@@ -154,14 +161,7 @@ async fn lifecycle_and_cancel(ctx: &Ctx) {
         Some(true)
     );
     // Another owner cannot beat or end it; the owner ends it once.
-    assert_eq!(
-        accounts.task_heartbeat(&running.id, "x").await.unwrap(),
-        None
-    );
-    assert!(!accounts
-        .finish_task(&running.id, "x", &succeeded())
-        .await
-        .unwrap());
+    assert_not_running_for(ctx, &running.id, "x").await;
     let canceled = TaskOutcome {
         status: TaskStatus::Canceled,
         result: None,
@@ -236,14 +236,7 @@ async fn leases_and_adoption(ctx: &Ctx) {
         [(0, "job-0".to_owned())]
     );
     // The dead owner can no longer beat or end it; the new one can.
-    assert_eq!(
-        accounts.task_heartbeat(&theirs.id, "them").await.unwrap(),
-        None
-    );
-    assert!(!accounts
-        .finish_task(&theirs.id, "them", &succeeded())
-        .await
-        .unwrap());
+    assert_not_running_for(ctx, &theirs.id, "them").await;
     assert_eq!(
         accounts
             .task_heartbeat(&theirs.id, new_owner)
@@ -469,6 +462,16 @@ async fn serve_as_a_run(
     assert_eq!(served.credits_used, Some(1));
 }
 
+/// Runs `runner`'s recovery, which must take over `instances` dead instances and `tasks` tasks.
+async fn assert_recovers(runner: &Arc<Tasks>, instances: u64, tasks: u64) {
+    let recovered = runner.recover().await.unwrap();
+    assert_eq!(
+        (recovered.instances, recovered.tasks),
+        (instances, tasks),
+        "{recovered:?}"
+    );
+}
+
 async fn wait_ended(ctx: &Ctx, id: &str) -> TaskRecord {
     let mut task = ctx.accounts.task_by_id(id).await.unwrap().unwrap();
     for _ in 0..200 {
@@ -566,12 +569,7 @@ async fn resumed_then_killed_charged_once(ctx: &Ctx) {
 
         // C recovers both dead instances: the task succeeds, charged once in all.
         let c = instance(ctx, dir.path(), &format!("c-{records_result}"), &upstream).await;
-        let recovered = c.recover().await.unwrap();
-        assert_eq!(
-            (recovered.instances, recovered.tasks),
-            (2, 1),
-            "{recovered:?}"
-        );
+        assert_recovers(&c, 2, 1).await;
         let done = wait_ended(ctx, &task.id).await;
         assert_eq!(done.status, TaskStatus::Succeeded, "{done:?}");
         assert_eq!(done.credits_used, Some(1), "what the task cost in all");
@@ -631,12 +629,7 @@ async fn killed_between_settle_and_finish(ctx: &Ctx) {
     assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 98);
 
     let b = instance(ctx, dir.path(), "b", &upstream).await;
-    let recovered = b.recover().await.unwrap();
-    assert_eq!(
-        (recovered.instances, recovered.tasks),
-        (1, 2),
-        "{recovered:?}"
-    );
+    assert_recovers(&b, 1, 2).await;
 
     // Kept as charged, with its result: the images were stored.
     let done = wait_ended(ctx, &kept.id).await;

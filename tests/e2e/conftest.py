@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_openai import FakeOpenAI  # noqa: E402
-from helpers import http  # noqa: E402
+from helpers import LocalProcess, free_port, http  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 30.0  # seconds for /healthz to answer after spawn
@@ -64,14 +63,8 @@ def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
-class Server:
+class Server(LocalProcess):
     """One running imgproxy process."""
 
     port: int
@@ -82,16 +75,6 @@ class Server:
     label: str
     proc: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -653,28 +653,22 @@ class FakeOpenAI:
             value = request.field("partial_images")
             partials = int(value) if value not in (None, "") else 0
         common = {"size": "1024x1024", "quality": "medium", "background": "opaque", "output_format": "png"}
+
+        def event(name: str, png: bytes, **last: Any) -> tuple[str, dict[str, Any]]:
+            event_type = f"{kind}.{name}"
+            body = {"type": event_type, "b64_json": base64.b64encode(png).decode(), "created_at": int(time.time())}
+            return event_type, {**body, **common, **last}
+
         for _ in range(n):
             for index in range(partials):
                 with self._lock:
                     png = partial_png(len(self.partial_images))
                     self.partial_images.append(png)
-                yield f"{kind}.partial_image", {
-                    "type": f"{kind}.partial_image",
-                    "b64_json": base64.b64encode(png).decode(),
-                    "created_at": int(time.time()),
-                    **common,
-                    "partial_image_index": index,
-                }
+                yield event("partial_image", png, partial_image_index=index)
             with self._lock:
                 png = solid_png(len(self.images))
                 self.images.append(png)
-            yield f"{kind}.completed", {
-                "type": f"{kind}.completed",
-                "b64_json": base64.b64encode(png).decode(),
-                "created_at": int(time.time()),
-                **common,
-                "usage": self.usage,
-            }
+            yield event("completed", png, usage=self.usage)
 
     def _peer_closed(self, sock: socket.socket, seconds: float) -> bool:
         """Waits up to ``seconds``; True as soon as the client has closed the connection (or the

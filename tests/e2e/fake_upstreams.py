@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from fake_openai import encode_png, solid_png
+from fake_openai import RecordedRequest, encode_png, solid_png
 
 # --------------------------------------------------------------------------------------------
 # Images
@@ -79,17 +79,11 @@ def decode_data_url(url: str) -> tuple[str, bytes]:
 
 
 @dataclass
-class Recorded:
-    listener: str
-    method: str
-    path: str  # without the query string
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
+class Recorded(RecordedRequest):
+    """A request a fake upstream got on ``listener``; its ``path`` is without the query string."""
 
-    @property
-    def json(self) -> Any:
-        return json.loads(self.body)
+    listener: str
+    query: dict[str, list[str]]
 
     @property
     def target(self) -> str:
@@ -586,29 +580,23 @@ class FakeReplicate(FakeServer):
                 self.predictions[p.id] = p
                 self.outputs.extend(data for _, data, _ in p.files)
             return Response(201, self._prediction_json(p), headers={"Location": f"{self.url}/v1/predictions/{p.id}"})
-        if request.method == "GET" and poll:
+        polled = poll if request.method == "GET" else None
+        canceled = cancel if request.method == "POST" else None
+        if polled or canceled:
             if not self._authorized(request):
                 return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
             with self.lock:
-                p = self.predictions.get(poll.group(1))
+                p = self.predictions.get((polled or canceled).group(1))
                 if p is None:
                     return replicate_problem(404, "Not found", "The requested resource could not be found.")
                 if p.status in ("starting", "processing"):
-                    if p.polls_left > 0:
+                    if canceled:
+                        p.status = "canceled"
+                    elif p.polls_left > 0:
                         p.polls_left -= 1
                         p.status = "processing"
                     else:
                         p.status = "succeeded"
-                return Response(200, self._prediction_json(p))
-        if request.method == "POST" and cancel:
-            if not self._authorized(request):
-                return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
-            with self.lock:
-                p = self.predictions.get(cancel.group(1))
-                if p is None:
-                    return replicate_problem(404, "Not found", "The requested resource could not be found.")
-                if p.status in ("starting", "processing"):
-                    p.status = "canceled"
                 return Response(200, self._prediction_json(p))
         self.problem(f"replicate: unexpected {request.target}")
         return replicate_problem(404, "Not found", "The requested resource could not be found.")

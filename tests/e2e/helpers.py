@@ -1,13 +1,16 @@
 """Helpers shared by the end-to-end tests: raw HTTP without proxies, the OpenAI error envelope
-check, SDK clients."""
+check, SDK clients, free ports and multipart bodies."""
 
 from __future__ import annotations
 
 import http.client as http_client
 import json
+import secrets
+import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -109,3 +112,49 @@ def client(base_url: str, api_key: str = "sk-anything", **kwargs: Any) -> openai
     kwargs.setdefault("max_retries", 0)
     kwargs.setdefault("timeout", 60.0)
     return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, **kwargs)
+
+
+class LocalProcess:
+    """A process of the tests' own on a loopback ``port``, writing to ``log_path``."""
+
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FormValue = str | tuple[str, bytes, str]
+
+
+def multipart(fields: list[tuple[str, FormValue]]) -> tuple[bytes, str]:
+    """A multipart/form-data body as the SDKs build it: text parts, and file parts given as
+    (filename, bytes, content type). Returns (body, Content-Type header)."""
+    boundary = f"----e2e-{secrets.token_hex(8)}"
+    out = bytearray()
+    for name, value in fields:
+        out += f"--{boundary}\r\n".encode()
+        if isinstance(value, tuple):
+            filename, data, content_type = value
+            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
+            out += f"Content-Type: {content_type}\r\n\r\n".encode()
+            out += data
+        else:
+            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            out += value.encode()
+        out += b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"

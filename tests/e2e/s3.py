@@ -18,7 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import http
+from helpers import LocalProcess, http
 
 START_TIMEOUT = 30.0  # seconds for moto to answer after spawn
 STOP_TIMEOUT = 5.0
@@ -91,7 +91,7 @@ class Bucket:
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
 
-class MotoS3:
+class MotoS3(LocalProcess):
     """A moto server process on a free loopback port."""
 
     def __init__(self, workdir: Path, port: int) -> None:
@@ -100,18 +100,8 @@ class MotoS3:
         self.log_path = workdir / "moto.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def object_url(self, bucket: str, key: str) -> str:
         return f"{self.url}/{bucket}/{urllib.parse.quote(key)}"
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
 
     def start(self) -> "MotoS3":
         self.workdir.mkdir(parents=True, exist_ok=True)

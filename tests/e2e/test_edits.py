@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import json
-import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,7 +21,7 @@ import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
 from fake_openai import DEFAULT_USAGE, FakeOpenAI, RecordedRequest, encode_png, solid_png
 from fake_upstreams import FakeBfl, FakeGemini, FakeServer, data_url, noise_png
-from helpers import assert_error_envelope, client, http, raw_post
+from helpers import FormValue, assert_error_envelope, client, http, multipart, raw_post
 from imaging import PNG_SIGNATURE, jpeg_size, parse_png, parse_webp
 
 BFL_KEY = "bfl-e2e-key-0123456789"
@@ -52,29 +51,6 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
 def mask_png(size: int) -> bytes:
     """An RGBA mask: the left half fully transparent (the area to edit), the right opaque."""
     return encode_png(size, size, lambda x, y: (0, 0, 0, 0) if x < size // 2 else (255, 255, 255, 255), alpha=True)
-
-
-FormValue = str | tuple[str, bytes, str]
-
-
-def multipart(fields: list[tuple[str, FormValue]]) -> tuple[bytes, str]:
-    """A multipart/form-data body as the SDKs build it: text parts, and file parts given as
-    (filename, bytes, content type). Returns (body, Content-Type header)."""
-    boundary = f"----e2e-{secrets.token_hex(8)}"
-    out = bytearray()
-    for name, value in fields:
-        out += f"--{boundary}\r\n".encode()
-        if isinstance(value, tuple):
-            filename, data, content_type = value
-            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
-            out += f"Content-Type: {content_type}\r\n\r\n".encode()
-            out += data
-        else:
-            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
-            out += value.encode()
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 def post_form(server: Server, fields: list[tuple[str, FormValue]]) -> tuple[int, dict[str, str], bytes]:

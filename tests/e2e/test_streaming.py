@@ -22,7 +22,7 @@ import secrets
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import openai
 import pytest
@@ -31,10 +31,9 @@ from fake_openai import DEFAULT_USAGE, FakeOpenAI, StreamPlan
 from fake_upstreams import noise_png
 from helpers import assert_error_envelope, client, http
 from imaging import parse_png
+# GPT_LOW: gpt-image-2 at quality=low costs 6 credits per image (imgproxy-core/catalog/openai.toml).
+from test_credits import GPT_LOW, balance, bearer, create_key, start_openai_server, wait_for
 
-MASTER_KEY = "mk-streaming-e2e-master"
-# gpt-image-2 at quality=low costs 6 credits per image (imgproxy-core/catalog/openai.toml).
-GPT_LOW = 6
 IMAGE = noise_png(24, seed=3)
 
 _PROMPTS = itertools.count()
@@ -146,6 +145,15 @@ def assert_event_stream(stream: RawStream) -> None:
     assert stream.status == 200, f"expected 200, got {stream.status}: {stream.body()[:500]!r}"
     content_type = stream.headers.get("content-type", "")
     assert content_type.split(";")[0].strip() == "text/event-stream", f"Content-Type {content_type!r}"
+
+
+def read_all(stream: RawStream) -> list[Sse]:
+    """Checks that ``stream`` is an event stream and reads it to the end; closes it either way."""
+    try:
+        assert_event_stream(stream)
+        return list(stream.events())
+    finally:
+        stream.close()
 
 
 def assert_well_formed(events: list[Sse]) -> None:
@@ -343,11 +351,7 @@ def test_placeholder_refuses_partial_images(server: Server) -> None:
 def test_raw_stream_is_text_event_stream_with_event_and_data_lines(openai_server: Server, fake_openai: FakeOpenAI) -> None:
     fake_openai.stream_plan(delay=0.05)
     stream = RawStream(openai_server, stream_body(partial_images=1))
-    try:
-        assert_event_stream(stream)
-        events = list(stream.events())
-    finally:
-        stream.close()
+    events = read_all(stream)
     assert stream.ended
     assert_well_formed(events)
     typed = [e for e in events if e.data != "[DONE]"]
@@ -368,11 +372,7 @@ def test_raw_stream_sends_keep_alive_comments_while_the_upstream_is_slow(
     fake_openai.stream_plan(first_delay=11.5)
     started = time.monotonic()
     stream = RawStream(openai_server, stream_body(partial_images=1), timeout=30)
-    try:
-        assert_event_stream(stream)
-        events = list(stream.events())
-    finally:
-        stream.close()
+    events = read_all(stream)
     assert time.monotonic() - started >= 11.0, "the fake did not delay the first event"
     assert_well_formed(events)
     assert [e.event for e in events] == ["image_generation.partial_image", "image_generation.completed"], [
@@ -387,11 +387,7 @@ def test_raw_mid_stream_failure_is_a_data_line_with_an_error_object_then_the_end
 ) -> None:
     fake_openai.then(StreamPlan(delay=0.05, fail_after=1))
     stream = RawStream(openai_server, stream_body(partial_images=2))
-    try:
-        assert_event_stream(stream)
-        events = list(stream.events())
-    finally:
-        stream.close()
+    events = read_all(stream)
     assert stream.ended, "the stream must end after the error"
     assert_well_formed(events)
     assert events and events[0].event == "image_generation.partial_image", [(e.event, e.data[:80]) for e in events]
@@ -410,44 +406,10 @@ def test_raw_mid_stream_failure_is_a_data_line_with_an_error_object_then_the_end
 # ------------------------------------------------------------------------------------------
 
 
-def bearer(secret: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {secret}"}
-
-
-def metered_server(imgproxy: ImgproxyFactory, fake: FakeOpenAI) -> Server:
-    return imgproxy.start(
-        {"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake.url}/v1", "IMGPROXY_MASTER_KEY": MASTER_KEY}
-    )
-
-
-def create_key(server: Server, credits: int) -> tuple[dict[str, Any], str]:
-    body = {"name": f"stream-{secrets.token_hex(3)}", "credits": credits}
-    status, _, raw = http("POST", f"{server.url}/v1/admin/keys", json_body=body, headers=bearer(MASTER_KEY))
-    assert status == 201, f"POST /v1/admin/keys {body} -> {status}: {raw[:500]!r}"
-    created = json.loads(raw)
-    return created["key"], created["secret"]
-
-
-def balance(server: Server, secret: str) -> int:
-    status, _, raw = http("GET", f"{server.url}/v1/credits", headers=bearer(secret))
-    assert status == 200, f"GET /v1/credits -> {status}: {raw[:500]!r}"
-    value = json.loads(raw)["balance"]
-    assert isinstance(value, int), value
-    return value
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_a_streamed_generation_costs_what_a_plain_one_does_and_a_failed_stream_is_refunded(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI
 ) -> None:
-    server = metered_server(imgproxy, fake_openai)
+    server = start_openai_server(imgproxy, fake_openai)
     _, secret = create_key(server, credits=100)
     sdk = client(server.url, api_key=secret, timeout=30)
     start = balance(server, secret)
@@ -485,7 +447,7 @@ def test_a_streamed_generation_costs_what_a_plain_one_does_and_a_failed_stream_i
 def test_a_client_that_disconnects_mid_stream_pays_only_for_what_it_received(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI
 ) -> None:
-    server = metered_server(imgproxy, fake_openai)
+    server = start_openai_server(imgproxy, fake_openai)
     _, secret = create_key(server, credits=100)
     start = balance(server, secret)
 

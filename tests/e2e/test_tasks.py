@@ -31,7 +31,7 @@ import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
 from fake_openai import FakeOpenAI, moderation_blocked, server_error
 from fake_upstreams import noise_png
-from helpers import assert_error_envelope, http, raw_post
+from helpers import assert_error_envelope, http, multipart, raw_post
 from imaging import PNG_SIGNATURE, parse_png
 from test_credits import (  # noqa: F401 - postgres_url is a fixture
     MASTER_KEY,
@@ -204,25 +204,6 @@ def fake_side_states(port: int) -> list[str]:
             if local_port == port and fields[3] != "0A":  # not the listening socket
                 states.append(fields[3])
     return states
-
-
-FormValue = str | tuple[str, bytes, str]
-
-
-def multipart(fields: list[tuple[str, FormValue]]) -> tuple[bytes, str]:
-    boundary = f"----e2e-{secrets.token_hex(8)}"
-    out = bytearray()
-    for name, value in fields:
-        out += f"--{boundary}\r\n".encode()
-        if isinstance(value, tuple):
-            filename, data, content_type = value
-            out += f'Content-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'.encode()
-            out += f"Content-Type: {content_type}\r\n\r\n".encode() + data
-        else:
-            out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode() + value.encode()
-        out += b"\r\n"
-    out += f"--{boundary}--\r\n".encode()
-    return bytes(out), f"multipart/form-data; boundary={boundary}"
 
 
 def openai_env(fake: FakeOpenAI, **extra: str) -> dict[str, str]:

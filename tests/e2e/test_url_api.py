@@ -753,13 +753,20 @@ def test_explicit_url_secret_is_shared_with_the_cli_and_a_short_one_is_refused(i
     assert code != 0 and "32" in short.log(), short.log()[-1000:]
 
 
-def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+def start_public(imgproxy: ImgproxyFactory, tmp_path: Path, limits: str = "") -> tuple[Server, dict[str, Any], str]:
+    """A server in public mode billing a fresh key of 100 credits (made by a first run on the same
+    data dir), with ``limits`` added to its ``[public]`` section: (server, key, secret)."""
     setup = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY})
-    key, _ = create_key(setup, credits=100)
+    key, secret = create_key(setup, credits=100)
     setup.stop()
     config = tmp_path / "public.toml"
-    config.write_text(f'[public]\nkey_id = "{key["id"]}"\nrpm = 5\nimages_per_minute = 10\n')
+    config.write_text(f'[public]\nkey_id = "{key["id"]}"\n{limits}')
     server = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY}, data_dir=setup.data_dir, args=["--config", str(config)])
+    return server, key, secret
+
+
+def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
+    server, key, _ = start_public(imgproxy, tmp_path, limits="rpm = 5\nimages_per_minute = 10\n")
 
     first = b""
     for i in range(4):
@@ -788,12 +795,7 @@ def test_public_mode_serves_without_auth_and_bills_and_limits_its_key(imgproxy: 
 def test_visitors_cannot_regenerate_signed_urls_or_touch_the_keys_names(imgproxy: ImgproxyFactory, tmp_path: Path) -> None:
     """What reaches a page's visitors (a signed URL, public mode) cannot spend the key by a
     hard reload's `Cache-Control: no-cache`, nor read or re-point the key's own names."""
-    setup = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY})
-    key, secret = create_key(setup, credits=100)
-    setup.stop()
-    config = tmp_path / "public.toml"
-    config.write_text(f'[public]\nkey_id = "{key["id"]}"\n')
-    server = imgproxy.start({"IMGPROXY_MASTER_KEY": MASTER_KEY}, data_dir=setup.data_dir, args=["--config", str(config)])
+    server, key, secret = start_public(imgproxy, tmp_path)
 
     signed = signed_url_via_api(server, secret, {"prompt": "a signed owl", "model": "placeholder", "size": "32x32"})
     first = assert_image(get(signed["url"]), cache=MISS, what="signed URL")

@@ -5,7 +5,7 @@
 
 use super::{
     key_not_found,
-    pool::{now_secs, read_pool, write_tx, DbExt},
+    pool::{bind_args, now_secs, write_tx, Arg, DbExt},
     secret, ApiKey, CreatedKey, Database, NewKey, MAX_BALANCE,
 };
 use crate::{Error, Result};
@@ -13,26 +13,15 @@ use crate::{Error, Result};
 /// The columns of [`KeyRow`], in its order.
 macro_rules! key_columns {
     () => {
-        "id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at"
+        "id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at, \
+         secret_hash"
     };
 }
 
 /// `id, name, balance, rpm, images_per_minute, max_concurrent, models (JSON), revoked,
-/// created_at`, as both backends decode them.
+/// created_at, secret_hash`, as both backends decode them. The hash is only compared by
+/// [`Database::authenticate`]; [`ApiKey`] never holds it.
 type KeyRow = (
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-    bool,
-    i64,
-);
-
-/// A [`KeyRow`] followed by `secret_hash`.
-type AuthRow = (
     String,
     String,
     i64,
@@ -74,32 +63,36 @@ impl Database {
         let (id, secret) = (secret::new_key_id()?, secret::new_secret()?);
         let hash = secret::hash_secret(&secret);
         let created_at = now_secs();
+        let prefix = secret::lookup_prefix(&hash);
+        let [rpm, images_per_minute, max_concurrent] = limit_args(&new);
+        let key_args = [
+            (&id).into(),
+            name.into(),
+            prefix.into(),
+            (&hash).into(),
+            new.credits.into(),
+            rpm,
+            images_per_minute,
+            max_concurrent,
+            (&models).into(),
+            created_at.into(),
+        ];
         write_tx!(&self.db, tx => {
-            sqlx::query(
-                "INSERT INTO api_keys (id, name, hash_prefix, secret_hash, balance, rpm, \
-                 images_per_minute, max_concurrent, models, revoked, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10)",
+            bind_args!(
+                sqlx::query(
+                    "INSERT INTO api_keys (id, name, hash_prefix, secret_hash, balance, rpm, \
+                     images_per_minute, max_concurrent, models, revoked, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10)",
+                ),
+                &key_args
             )
-            .bind(&id)
-            .bind(name)
-            .bind(secret::lookup_prefix(&hash))
-            .bind(&hash)
-            .bind(new.credits)
-            .bind(new.rpm.map(i64::from))
-            .bind(new.images_per_minute.map(i64::from))
-            .bind(new.max_concurrent.map(i64::from))
-            .bind(&models)
-            .bind(created_at)
             .execute(&mut *tx)
             .await
             .db()?;
             if new.credits != 0 {
                 // The opening balance is a credit like any other, so the ledger adds up.
-                sqlx::query(INSERT_CREDIT)
-                    .bind(&id)
-                    .bind(new.credits)
-                    .bind(new.credits)
-                    .bind(created_at)
+                let credit = credit_args(&id, new.credits, new.credits, created_at);
+                bind_args!(sqlx::query(INSERT_CREDIT), &credit)
                     .execute(&mut *tx)
                     .await
                     .db()?;
@@ -122,28 +115,19 @@ impl Database {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        let rows: Vec<KeyRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                key_columns!(),
-                " FROM api_keys ORDER BY created_at, id"
-            ))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys ORDER BY created_at, id"
+        );
+        let rows: Vec<KeyRow> = self.db.read_all(sql, &[]).await?;
         rows.into_iter().map(key_from_row).collect()
     }
 
     /// One key; [`Error::NotFound`] if there is none with this id.
     pub async fn get_key(&self, id: &str) -> Result<ApiKey> {
-        let row: Option<KeyRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let sql = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = $1");
+        let row: Option<KeyRow> = self.db.read_optional(sql, &[id.into()]).await?;
         key_from_row(row.ok_or_else(|| key_not_found(id))?)
     }
 
@@ -156,43 +140,34 @@ impl Database {
             Some(models) => Some(serde_json::to_string(models).db()?),
             None => None,
         };
-        let row: Option<KeyRow> = write_tx!(&self.db, tx => {
-            let row = sqlx::query_as(concat!(
-                "UPDATE api_keys SET rpm = $2, images_per_minute = $3, max_concurrent = $4, \
-                 models = $5 WHERE id = $1 RETURNING ",
-                key_columns!()
-            ))
-            .bind(id)
-            .bind(limits.rpm.map(i64::from))
-            .bind(limits.images_per_minute.map(i64::from))
-            .bind(limits.max_concurrent.map(i64::from))
-            .bind(&models)
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-            row
-        });
-        key_from_row(row.ok_or_else(|| key_not_found(id))?)
+        let [rpm, images_per_minute, max_concurrent] = limit_args(limits);
+        let sql = concat!(
+            "UPDATE api_keys SET rpm = $2, images_per_minute = $3, max_concurrent = $4, \
+             models = $5 WHERE id = $1 RETURNING ",
+            key_columns!()
+        );
+        let args = [
+            id.into(),
+            rpm,
+            images_per_minute,
+            max_concurrent,
+            (&models).into(),
+        ];
+        one_key(id, self.db.write_returning(sql, &args).await?)
     }
 
     /// Revokes a key at once; revoking twice changes nothing.
     pub async fn revoke_key(&self, id: &str) -> Result<ApiKey> {
-        let row: Option<KeyRow> = write_tx!(&self.db, tx => {
-            let row = sqlx::query_as(concat!(
-                "UPDATE api_keys SET revoked = TRUE, revoked_at = COALESCE(revoked_at, $2) \
-                 WHERE id = $1 RETURNING ",
-                key_columns!()
-            ))
-            .bind(id)
-            .bind(now_secs())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-            row
-        });
-        key_from_row(row.ok_or_else(|| key_not_found(id))?)
+        let sql = concat!(
+            "UPDATE api_keys SET revoked = TRUE, revoked_at = COALESCE(revoked_at, $2) \
+             WHERE id = $1 RETURNING ",
+            key_columns!()
+        );
+        let rows = self
+            .db
+            .write_returning(sql, &[id.into(), now_secs().into()])
+            .await?;
+        one_key(id, rows)
     }
 
     /// Adds `amount` credits (negative to take some away) with a `credit` ledger row. The
@@ -206,23 +181,19 @@ impl Database {
             ));
         }
         let row: Option<KeyRow> = write_tx!(&self.db, tx => {
-            let row: Option<KeyRow> = sqlx::query_as(concat!(
-                "UPDATE api_keys SET balance = balance + $2 \
-                 WHERE id = $1 AND balance + $2 BETWEEN 0 AND $3 RETURNING ",
-                key_columns!()
-            ))
-            .bind(id)
-            .bind(amount)
-            .bind(MAX_BALANCE)
+            let row: Option<KeyRow> = bind_args!(
+                sqlx::query_as(concat!(
+                    "UPDATE api_keys SET balance = balance + $2 \
+                     WHERE id = $1 AND balance + $2 BETWEEN 0 AND $3 RETURNING ",
+                    key_columns!()
+                )),
+                &[id.into(), amount.into(), MAX_BALANCE.into()]
+            )
             .fetch_optional(&mut *tx)
             .await
             .db()?;
             if let Some(row) = &row {
-                sqlx::query(INSERT_CREDIT)
-                    .bind(id)
-                    .bind(amount)
-                    .bind(row.2)
-                    .bind(now_secs())
+                bind_args!(sqlx::query(INSERT_CREDIT), &credit_args(id, amount, row.2, now_secs()))
                     .execute(&mut *tx)
                     .await
                     .db()?;
@@ -255,22 +226,16 @@ impl Database {
         let hash = secret::hash_secret(secret);
         // Rows are found by a prefix of the hash and the full hash is compared in constant
         // time, so response times say nothing about how close a guess came.
-        let rows: Vec<AuthRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                key_columns!(),
-                ", secret_hash FROM api_keys WHERE hash_prefix = $1"
-            ))
-            .bind(secret::lookup_prefix(&hash))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
-        for (id, name, balance, rpm, ipm, conc, models, revoked, created_at, stored) in rows {
-            if secret::hashes_match(&stored, &hash) {
-                let key = key_from_row((
-                    id, name, balance, rpm, ipm, conc, models, revoked, created_at,
-                ))?;
+        let sql = concat!(
+            "SELECT ",
+            key_columns!(),
+            " FROM api_keys WHERE hash_prefix = $1"
+        );
+        let prefix = secret::lookup_prefix(&hash);
+        let rows: Vec<KeyRow> = self.db.read_all(sql, &[prefix.into()]).await?;
+        for row in rows {
+            if secret::hashes_match(&row.9, &hash) {
+                let key = key_from_row(row)?;
                 return Ok((!key.revoked).then_some(key));
             }
         }
@@ -278,12 +243,32 @@ impl Database {
     }
 }
 
+/// The one key a statement returned; [`Error::NotFound`] if it matched none.
+fn one_key(id: &str, rows: Vec<KeyRow>) -> Result<ApiKey> {
+    key_from_row(rows.into_iter().next().ok_or_else(|| key_not_found(id))?)
+}
+
 /// A `credit` ledger row: key id, amount, balance after, created at.
 const INSERT_CREDIT: &str = "INSERT INTO ledger (key_id, kind, amount, balance_after, created_at) \
                              VALUES ($1, 'credit', $2, $3, $4)";
 
+/// The binds of [`INSERT_CREDIT`].
+fn credit_args(key_id: &str, amount: i64, balance_after: i64, created_at: i64) -> [Arg<'_>; 4] {
+    [
+        key_id.into(),
+        amount.into(),
+        balance_after.into(),
+        created_at.into(),
+    ]
+}
+
+/// `rpm`, `images_per_minute` and `max_concurrent` of `key`, as bound.
+fn limit_args(key: &NewKey) -> [Arg<'static>; 3] {
+    [key.rpm, key.images_per_minute, key.max_concurrent].map(|limit| limit.map(i64::from).into())
+}
+
 fn key_from_row(row: KeyRow) -> Result<ApiKey> {
-    let (id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at) =
+    let (id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at, _) =
         row;
     let limit = |value: Option<i64>| -> Result<Option<u32>> {
         value

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sqlx::AssertSqlSafe;
 
 use super::{
     key_not_found,
-    pool::{now_ms, now_secs, read_pool, write_tx, DbExt},
+    pool::{bind_args, now_ms, now_secs, write_tx, Arg, DbExt},
     Charge, Database, Reservation, Settled, TaskResult,
 };
 use crate::{Error, Result};
@@ -27,6 +28,39 @@ const TASK_RUNS: &str = "(request_id = $2 OR request_id LIKE $3)";
 
 fn resumed_runs(task_id: &str) -> String {
     format!("{task_id}.r%")
+}
+
+/// What a ledger row of a reservation says besides its amounts and inputs.
+struct LedgerRow<'a> {
+    key_id: &'a str,
+    kind: &'a str,
+    request_id: &'a str,
+    model: &'a str,
+}
+
+impl<'a> LedgerRow<'a> {
+    fn new(key_id: &'a str, kind: &'a str, request_id: &'a str, model: &'a str) -> Self {
+        Self {
+            key_id,
+            kind,
+            request_id,
+            model,
+        }
+    }
+
+    /// The binds of [`INSERT_LEDGER`] for a change of `amount` that left `balance`, now.
+    fn args(&self, amount: i64, balance: i64, inputs: &'a str) -> [Arg<'a>; 8] {
+        [
+            self.key_id.into(),
+            self.kind.into(),
+            self.request_id.into(),
+            amount.into(),
+            balance.into(),
+            self.model.into(),
+            inputs.into(),
+            now_secs().into(),
+        ]
+    }
 }
 
 /// How a reservation ended: the balance after, whether this call ended it, and what it keeps.
@@ -158,15 +192,8 @@ impl Database {
                     }
                 });
             };
-            sqlx::query(INSERT_LEDGER)
-                .bind(key_id)
-                .bind("reserve")
-                .bind(request_id)
-                .bind(-needed)
-                .bind(balance)
-                .bind(&charge.model)
-                .bind(&inputs)
-                .bind(now_secs())
+            let entry = LedgerRow::new(key_id, "reserve", request_id, &charge.model);
+            bind_args!(sqlx::query(INSERT_LEDGER), &entry.args(-needed, balance, &inputs))
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -221,13 +248,10 @@ impl Database {
              WHERE status = 'reserved' AND owner = $1 AND {} ORDER BY reserved_at_ms",
             self.instance_dead("reservations.owner")
         );
-        let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .fetch_all(pool)
-                .await
-                .db()?
-        });
+        let open = self
+            .db
+            .read_all(AssertSqlSafe(sql), &[owner.into()])
+            .await?;
         self.release_all(open).await
     }
 
@@ -242,13 +266,11 @@ impl Database {
              ORDER BY reserved_at_ms",
             self.instance_alive("reservations.owner")
         );
-        let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(now_ms().saturating_sub(age))
-                .fetch_all(pool)
-                .await
-                .db()?
-        });
+        let before = now_ms().saturating_sub(age);
+        let open = self
+            .db
+            .read_all(AssertSqlSafe(sql), &[before.into()])
+            .await?;
         self.release_all(open).await
     }
 
@@ -259,15 +281,9 @@ impl Database {
             "SELECT key_id, request_id, amount FROM reservations WHERE key_id = $1 \
              AND {TASK_RUNS} AND status = 'reserved'"
         );
-        let open: Vec<(String, String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(key_id)
-                .bind(task_id)
-                .bind(resumed_runs(task_id))
-                .fetch_all(pool)
-                .await
-                .db()?
-        });
+        let runs = resumed_runs(task_id);
+        let args = [key_id.into(), task_id.into(), (&runs).into()];
+        let open = self.db.read_all(AssertSqlSafe(sql), &args).await?;
         self.release_all(open).await
     }
 
@@ -278,16 +294,10 @@ impl Database {
             "SELECT kept FROM reservations WHERE key_id = $1 AND {TASK_RUNS} \
              AND status = 'settled'"
         );
-        let kept: Vec<Option<i64>> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(key_id)
-                .bind(task_id)
-                .bind(resumed_runs(task_id))
-                .fetch_all(pool)
-                .await
-                .db()?
-        });
-        Ok((!kept.is_empty()).then(|| kept.into_iter().flatten().sum()))
+        let runs = resumed_runs(task_id);
+        let args = [key_id.into(), task_id.into(), (&runs).into()];
+        let kept: Vec<(Option<i64>,)> = self.db.read_all(AssertSqlSafe(sql), &args).await?;
+        Ok((!kept.is_empty()).then(|| kept.into_iter().filter_map(|(kept,)| kept).sum()))
     }
 
     /// Gives back what the settled charges of task `task_id`'s runs kept, for a task that ends
@@ -299,17 +309,11 @@ impl Database {
             "SELECT request_id FROM reservations WHERE key_id = $1 AND {TASK_RUNS} \
              AND status = 'settled'"
         );
-        let settled: Vec<String> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(key_id)
-                .bind(task_id)
-                .bind(resumed_runs(task_id))
-                .fetch_all(pool)
-                .await
-                .db()?
-        });
+        let runs = resumed_runs(task_id);
+        let args = [key_id.into(), task_id.into(), (&runs).into()];
+        let settled: Vec<(String,)> = self.db.read_all(AssertSqlSafe(sql), &args).await?;
         let mut returned = 0;
-        for request_id in settled {
+        for (request_id,) in settled {
             write_tx!(&self.db, tx => {
                 // Only the caller whose update matches `status = 'settled'` gives credits back.
                 let reversed: Option<(i64, Option<i64>, String)> = sqlx::query_as(
@@ -342,16 +346,9 @@ impl Database {
                 .fetch_one(&mut *tx)
                 .await
                 .db()?;
-                let inputs = json!({ "reserved": amount, "kept": 0, "reversed": kept });
-                sqlx::query(INSERT_LEDGER)
-                    .bind(key_id)
-                    .bind("refund")
-                    .bind(&request_id)
-                    .bind(kept)
-                    .bind(balance)
-                    .bind(&model)
-                    .bind(inputs.to_string())
-                    .bind(now_secs())
+                let inputs = json!({ "reserved": amount, "kept": 0, "reversed": kept }).to_string();
+                let entry = LedgerRow::new(key_id, "refund", &request_id, &model);
+                bind_args!(sqlx::query(INSERT_LEDGER), &entry.args(kept, balance, &inputs))
                     .execute(&mut *tx)
                     .await
                     .db()?;
@@ -474,15 +471,8 @@ impl Database {
             }
             // A settle that keeps everything still gets its (zero) row: the audit shows how
             // every reservation ended.
-            sqlx::query(INSERT_LEDGER)
-                .bind(key_id)
-                .bind(kind)
-                .bind(request_id)
-                .bind(returned)
-                .bind(balance)
-                .bind(&model)
-                .bind(inputs.to_string())
-                .bind(now_secs())
+            let (entry, inputs) = (LedgerRow::new(key_id, kind, request_id, &model), inputs.to_string());
+            bind_args!(sqlx::query(INSERT_LEDGER), &entry.args(returned, balance, &inputs))
                 .execute(&mut *tx)
                 .await
                 .db()?;

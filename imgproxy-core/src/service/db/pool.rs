@@ -6,11 +6,12 @@ use std::{borrow::Cow, fmt::Display, str::FromStr, time::Duration};
 
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions},
+    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
     },
-    AssertSqlSafe, ConnectOptions, Connection, SqlSafeStr,
+    AssertSqlSafe, ConnectOptions, Connection, FromRow, SqlSafeStr,
 };
 
 use crate::{Error, Result};
@@ -24,60 +25,41 @@ const SQLITE_READERS: u32 = 4;
 /// Postgres connections per instance; several instances share one server's limit (100).
 const POSTGRES_CONNECTIONS: u32 = 8;
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "accounts",
-        include_str!("../../../migrations/sqlite/0001_accounts.sql"),
-    ),
-    (
-        2,
-        "records",
-        include_str!("../../../migrations/sqlite/0002_records.sql"),
-    ),
-    (
-        3,
-        "tasks",
-        include_str!("../../../migrations/sqlite/0003_tasks.sql"),
-    ),
-    (
-        4,
-        "instances",
-        include_str!("../../../migrations/sqlite/0004_instances.sql"),
-    ),
-    (
-        5,
-        "limits",
-        include_str!("../../../migrations/sqlite/0005_limits.sql"),
-    ),
-];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "accounts",
-        include_str!("../../../migrations/postgres/0001_accounts.sql"),
-    ),
-    (
-        2,
-        "records",
-        include_str!("../../../migrations/postgres/0002_records.sql"),
-    ),
-    (
-        3,
-        "tasks",
-        include_str!("../../../migrations/postgres/0003_tasks.sql"),
-    ),
-    (
-        4,
-        "instances",
-        include_str!("../../../migrations/postgres/0004_instances.sql"),
-    ),
-    (
-        5,
-        "limits",
-        include_str!("../../../migrations/postgres/0005_limits.sql"),
-    ),
-];
+/// The migrations of `$dialect` (a folder of `migrations/`), in order: version, name, SQL. Both
+/// dialects have the same list; only the SQL differs.
+macro_rules! migrations {
+    ($dialect:literal) => {
+        &[
+            migration!($dialect, 1, "accounts"),
+            migration!($dialect, 2, "records"),
+            migration!($dialect, 3, "tasks"),
+            migration!($dialect, 4, "instances"),
+            migration!($dialect, 5, "limits"),
+        ]
+    };
+}
+
+/// Migration `$version` of `$dialect`, in `migrations/$dialect/000<version>_<name>.sql`.
+macro_rules! migration {
+    ($dialect:literal, $version:literal, $name:literal) => {
+        (
+            $version,
+            $name,
+            include_str!(concat!(
+                "../../../migrations/",
+                $dialect,
+                "/000",
+                $version,
+                "_",
+                $name,
+                ".sql"
+            )),
+        )
+    };
+}
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = migrations!("sqlite");
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 
 /// A connection pool of either backend.
 #[derive(Debug, Clone)]
@@ -134,7 +116,63 @@ macro_rules! read_pool {
     };
 }
 
-pub(super) use {read_pool, write_tx};
+/// `$query` with `$args` (a slice of [`Arg`]) bound to `$1`, `$2`, ... in order, for whichever
+/// backend `$query` is built for.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match *arg {
+                $crate::service::db::pool::Arg::Text(value) => query.bind(value),
+                $crate::service::db::pool::Arg::Int(value) => query.bind(value),
+                $crate::service::db::pool::Arg::Bool(value) => query.bind(value),
+            };
+        }
+        query
+    }};
+}
+
+pub(super) use {bind_args, read_pool, write_tx};
+
+/// A value bound to a `$N` placeholder: the column types the schema uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arg<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Bool(bool),
+}
+
+/// `From` conversions into [`Arg`], each `type => |value| arg`.
+macro_rules! arg_from {
+    ($($ty:ty => |$value:ident| $arg:expr),* $(,)?) => {
+        $(impl<'a> From<$ty> for Arg<'a> {
+            fn from($value: $ty) -> Self {
+                $arg
+            }
+        })*
+    };
+}
+
+arg_from! {
+    &'a str => |value| Self::Text(Some(value)),
+    &'a String => |value| Self::Text(Some(value)),
+    Option<&'a str> => |value| Self::Text(value),
+    &'a Option<String> => |value| Self::Text(value.as_deref()),
+    i64 => |value| Self::Int(Some(value)),
+    Option<i64> => |value| Self::Int(value),
+    bool => |value| Self::Bool(value),
+}
+
+/// A row type both backends decode (a tuple of column types).
+pub(super) trait Decoded:
+    for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+impl<T> Decoded for T where
+    T: for<'r> FromRow<'r, SqliteRow> + for<'r> FromRow<'r, PgRow> + Send + Unpin
+{
+}
 
 impl Db {
     /// `sqlite://PATH` or `sqlite::memory:`.
@@ -240,6 +278,51 @@ impl Db {
             Self::Sqlite { .. } => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
+    }
+
+    /// Runs one read, `sql` with `args` bound, and decodes every row.
+    pub(super) async fn read_all<T: Decoded>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>> {
+        read_pool!(self, pool => {
+            bind_args!(sqlx::query_as(sql), args).fetch_all(pool).await.db()
+        })
+    }
+
+    /// Runs one read that finds at most one row (by key, or `LIMIT 1`), `sql` with `args`
+    /// bound, and decodes it.
+    pub(super) async fn read_optional<T: Decoded>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>> {
+        Ok(self.read_all(sql, args).await?.into_iter().next())
+    }
+
+    /// Runs one statement, `sql` with `args` bound, in a write transaction of its own; returns
+    /// how many rows it changed.
+    pub(super) async fn write(&self, sql: impl SqlSafeStr, args: &[Arg<'_>]) -> Result<u64> {
+        write_tx!(self, tx => {
+            let done = bind_args!(sqlx::query(sql), args).execute(&mut *tx).await.db()?;
+            tx.commit().await.db()?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Runs one statement with `RETURNING`, `sql` with `args` bound, in a write transaction of
+    /// its own; returns the rows it returned.
+    pub(super) async fn write_returning<T: Decoded>(
+        &self,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>> {
+        write_tx!(self, tx => {
+            let rows = bind_args!(sqlx::query_as(sql), args).fetch_all(&mut *tx).await.db()?;
+            tx.commit().await.db()?;
+            Ok(rows)
+        })
     }
 
     pub(super) async fn close(&self) {

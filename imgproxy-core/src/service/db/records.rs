@@ -3,9 +3,10 @@
 //! Bytes never live here; rows hold image-store keys.
 
 use serde::{Deserialize, Serialize};
+use sqlx::AssertSqlSafe;
 
 use super::{
-    pool::{now_ms, now_secs, read_pool, write_tx, DbExt},
+    pool::{now_ms, now_secs, DbExt},
     secret, Database,
 };
 use crate::{Error, Result};
@@ -64,21 +65,29 @@ pub struct FileRecord {
     pub image_key: String,
 }
 
+/// The columns of [`FileRow`], in its order.
+macro_rules! file_columns {
+    () => {
+        "id, bytes, created_at, filename, purpose, image_key"
+    };
+}
+
 /// Longest name a generation may be stored under.
 pub const MAX_NAME_CHARS: usize = 200;
 
 impl Database {
     /// The cached result of `cache_key` for `tenant`, if any.
     pub async fn cached(&self, tenant: &str, cache_key: &str) -> Result<Option<CachedResult>> {
-        let row: Option<String> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar("SELECT result FROM cache_entries WHERE tenant = $1 AND cache_key = $2")
-                .bind(tenant)
-                .bind(cache_key)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
-        row.map(|text| serde_json::from_str(&text)).transpose().db()
+        let row: Option<(String,)> = self
+            .db
+            .read_optional(
+                "SELECT result FROM cache_entries WHERE tenant = $1 AND cache_key = $2",
+                &[tenant.into(), cache_key.into()],
+            )
+            .await?;
+        row.map(|(text,)| serde_json::from_str(&text))
+            .transpose()
+            .db()
     }
 
     /// Records (or, after a reroll, replaces) the result of `cache_key` for `tenant`.
@@ -90,22 +99,22 @@ impl Database {
         result: &CachedResult,
     ) -> Result<()> {
         let text = serde_json::to_string(result).db()?;
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        let args = [
+            tenant.into(),
+            cache_key.into(),
+            model.into(),
+            (&text).into(),
+            now_secs().into(),
+        ];
+        self.db
+            .write(
                 "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
                  SET model = excluded.model, result = excluded.result, created_at = excluded.created_at",
+                &args,
             )
-            .bind(tenant)
-            .bind(cache_key)
-            .bind(model)
-            .bind(&text)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()
-        })
+            .await?;
+        Ok(())
     }
 
     /// Claims the generation of `cache_key` for `owner` (one request of instance `instance`),
@@ -130,21 +139,16 @@ impl Database {
              WHERE generation_claims.claimed_at_ms < $6 OR {} RETURNING owner",
             self.instance_dead("generation_claims.instance")
         );
-        let holder: Option<String> = write_tx!(&self.db, tx => {
-            let holder = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(tenant)
-                .bind(cache_key)
-                .bind(owner)
-                .bind(instance)
-                .bind(now)
-                .bind(stale_before(now, stale_after))
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            holder
-        });
-        Ok(holder.as_deref() == Some(owner))
+        let args = [
+            tenant.into(),
+            cache_key.into(),
+            owner.into(),
+            instance.into(),
+            now.into(),
+            stale_before(now, stale_after).into(),
+        ];
+        let holder: Vec<(String,)> = self.db.write_returning(AssertSqlSafe(sql), &args).await?;
+        Ok(holder.first().is_some_and(|(holder,)| holder == owner))
     }
 
     /// Whether the generation of `cache_key` is claimed by a request that may still finish it:
@@ -161,15 +165,12 @@ impl Database {
              AND cache_key = $2 AND claimed_at_ms >= $3 AND NOT {}",
             self.instance_dead("generation_claims.instance")
         );
-        let held: Option<i64> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .bind(tenant)
-                .bind(cache_key)
-                .bind(stale_before(now_ms(), stale_after))
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let args = [
+            tenant.into(),
+            cache_key.into(),
+            stale_before(now_ms(), stale_after).into(),
+        ];
+        let held: Option<(i64,)> = self.db.read_optional(AssertSqlSafe(sql), &args).await?;
         Ok(held.is_some())
     }
 
@@ -180,18 +181,13 @@ impl Database {
         cache_key: &str,
         owner: &str,
     ) -> Result<()> {
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        self.db
+            .write(
                 "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3",
+                &[tenant.into(), cache_key.into(), owner.into()],
             )
-            .bind(tenant)
-            .bind(cache_key)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()
-        })
+            .await?;
+        Ok(())
     }
 
     /// Drops the generation claims of instance `instance` if it is dead; returns how many.
@@ -201,54 +197,42 @@ impl Database {
             "DELETE FROM generation_claims WHERE instance = $1 AND {}",
             self.instance_dead("generation_claims.instance")
         );
-        write_tx!(&self.db, tx => {
-            let dropped = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(instance)
-                .execute(&mut *tx)
-                .await
-                .db()?
-                .rows_affected();
-            tx.commit().await.db()?;
-            Ok(dropped)
-        })
+        self.db.write(AssertSqlSafe(sql), &[instance.into()]).await
     }
 
     /// Points `name` of `tenant` at an image (replacing what it named before).
     pub async fn name_image(&self, tenant: &str, name: &str, image: &NamedImage) -> Result<()> {
         check_name(name)?;
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        let args = [
+            tenant.into(),
+            name.into(),
+            (&image.image_key).into(),
+            (&image.model).into(),
+            (&image.upstream_model).into(),
+            image.updated_at.into(),
+        ];
+        self.db
+            .write(
                 "INSERT INTO named_images (tenant, name, image_key, model, upstream_model, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, name) DO UPDATE \
                  SET image_key = excluded.image_key, model = excluded.model, \
                      upstream_model = excluded.upstream_model, updated_at = excluded.updated_at",
+                &args,
             )
-            .bind(tenant)
-            .bind(name)
-            .bind(&image.image_key)
-            .bind(&image.model)
-            .bind(&image.upstream_model)
-            .bind(image.updated_at)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()
-        })
+            .await?;
+        Ok(())
     }
 
     /// The image `name` of `tenant` points at, if any.
     pub async fn named_image(&self, tenant: &str, name: &str) -> Result<Option<NamedImage>> {
-        let row: Option<(String, String, String, i64)> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
+        let row: Option<(String, String, String, i64)> = self
+            .db
+            .read_optional(
                 "SELECT image_key, model, upstream_model, updated_at FROM named_images \
                  WHERE tenant = $1 AND name = $2",
+                &[tenant.into(), name.into()],
             )
-            .bind(tenant)
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-            .db()?
-        });
+            .await?;
         Ok(row.map(
             |(image_key, model, upstream_model, updated_at)| NamedImage {
                 image_key,
@@ -276,70 +260,60 @@ impl Database {
             purpose: purpose.to_owned(),
             image_key: image_key.to_owned(),
         };
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        let args = [
+            (&file.id).into(),
+            tenant.into(),
+            (&file.filename).into(),
+            (&file.purpose).into(),
+            file.bytes.into(),
+            (&file.image_key).into(),
+            file.created_at.into(),
+        ];
+        self.db
+            .write(
                 "INSERT INTO files (id, tenant, filename, purpose, bytes, image_key, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &args,
             )
-            .bind(&file.id)
-            .bind(tenant)
-            .bind(&file.filename)
-            .bind(&file.purpose)
-            .bind(file.bytes)
-            .bind(&file.image_key)
-            .bind(file.created_at)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-        });
+            .await?;
         Ok(file)
     }
 
     /// The file `id` of `tenant`; another tenant's file is as absent as a missing one.
     pub async fn file(&self, tenant: &str, id: &str) -> Result<Option<FileRecord>> {
-        let row: Option<FileRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, bytes, created_at, filename, purpose, image_key FROM files \
-                 WHERE tenant = $1 AND id = $2",
-            )
-            .bind(tenant)
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-            .db()?
-        });
+        let sql = concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE tenant = $1 AND id = $2"
+        );
+        let row: Option<FileRow> = self
+            .db
+            .read_optional(sql, &[tenant.into(), id.into()])
+            .await?;
         Ok(row.map(file_of_row))
     }
 
     /// The files of `tenant`, newest first, at most `limit`.
     pub async fn files(&self, tenant: &str, limit: u32) -> Result<Vec<FileRecord>> {
-        let rows: Vec<FileRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, bytes, created_at, filename, purpose, image_key FROM files \
-                 WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
-            )
-            .bind(tenant)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
+        let sql = concat!(
+            "SELECT ",
+            file_columns!(),
+            " FROM files WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+        );
+        let args = [tenant.into(), i64::from(limit).into()];
+        let rows: Vec<FileRow> = self.db.read_all(sql, &args).await?;
         Ok(rows.into_iter().map(file_of_row).collect())
     }
 
     /// Deletes the file `id` of `tenant`; `false` if there was none.
     pub async fn delete_file(&self, tenant: &str, id: &str) -> Result<bool> {
-        let deleted = write_tx!(&self.db, tx => {
-            let done = sqlx::query("DELETE FROM files WHERE tenant = $1 AND id = $2")
-                .bind(tenant)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            done.rows_affected()
-        });
+        let deleted = self
+            .db
+            .write(
+                "DELETE FROM files WHERE tenant = $1 AND id = $2",
+                &[tenant.into(), id.into()],
+            )
+            .await?;
         Ok(deleted > 0)
     }
 }

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::AssertSqlSafe;
 
 use super::{
-    pool::{now_ms, read_pool, write_tx, Db, DbExt},
+    pool::{bind_args, now_ms, write_tx, Arg, Db, DbExt},
     secret, Database,
 };
 use crate::{Error, ErrorBody, Result};
@@ -189,24 +190,22 @@ impl Database {
     pub async fn create_task(&self, task: NewTask) -> Result<TaskRecord> {
         let id = format!("task_{}", secret::new_token(24)?);
         let request = task.request.to_string();
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        self.db
+            .write(
                 "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms) \
                  VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
+                &[
+                    (&id).into(),
+                    (&task.tenant).into(),
+                    (&task.key_id).into(),
+                    (&task.kind).into(),
+                    (&task.model).into(),
+                    (&request).into(),
+                    (&task.callback_url).into(),
+                    now_ms().into(),
+                ],
             )
-            .bind(&id)
-            .bind(&task.tenant)
-            .bind(&task.key_id)
-            .bind(&task.kind)
-            .bind(&task.model)
-            .bind(&request)
-            .bind(&task.callback_url)
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-        });
+            .await?;
         self.task_by_id(&id)
             .await?
             .ok_or_else(|| Error::Internal("a stored task vanished".into()))
@@ -220,13 +219,10 @@ impl Database {
     /// The task `id`, whoever's.
     pub async fn task_by_id(&self, id: &str) -> Result<Option<TaskRecord>> {
         let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        let row: Option<TaskRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let row: Option<TaskRow> = self
+            .db
+            .read_optional(AssertSqlSafe(sql), &[id.into()])
+            .await?;
         row.map(task_of_row).transpose()
     }
 
@@ -234,12 +230,13 @@ impl Database {
     /// never take the same task: the update re-checks `status = 'queued'`.
     pub async fn claim_task(&self, owner: &str) -> Result<Option<TaskRecord>> {
         // A read first: idle workers poll, and a write per poll would cost a sync each.
-        let queued: Option<i64> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar("SELECT CAST(1 AS BIGINT) FROM tasks WHERE status = 'queued' LIMIT 1")
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let queued: Option<(i64,)> = self
+            .db
+            .read_optional(
+                "SELECT CAST(1 AS BIGINT) FROM tasks WHERE status = 'queued' LIMIT 1",
+                &[],
+            )
+            .await?;
         if queued.is_none() {
             return Ok(None);
         }
@@ -254,17 +251,11 @@ impl Database {
                          ORDER BY created_at_ms, id LIMIT 1{lock}) \
              AND status = 'queued' RETURNING {TASK_COLUMNS}"
         );
-        let row: Option<TaskRow> = write_tx!(&self.db, tx => {
-            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .bind(now_ms())
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            row
-        });
-        row.map(task_of_row).transpose()
+        let rows: Vec<TaskRow> = self
+            .db
+            .write_returning(AssertSqlSafe(sql), &[owner.into(), now_ms().into()])
+            .await?;
+        rows.into_iter().next().map(task_of_row).transpose()
     }
 
     /// Records an upstream job a running task of `owner` started (call `first_index`).
@@ -294,13 +285,13 @@ impl Database {
                 .unwrap_or_default();
             jobs.insert(first_index, token.to_owned());
             let text = serde_json::to_string(&jobs).db()?;
-            sqlx::query("UPDATE tasks SET upstream_jobs = $3 WHERE id = $1 AND owner = $2")
-                .bind(id)
-                .bind(owner)
-                .bind(&text)
-                .execute(&mut *tx)
-                .await
-                .db()?;
+            bind_args!(
+                sqlx::query("UPDATE tasks SET upstream_jobs = $3 WHERE id = $1 AND owner = $2"),
+                &[id.into(), owner.into(), (&text).into()]
+            )
+            .execute(&mut *tx)
+            .await
+            .db()?;
             tx.commit().await.db()
         })
     }
@@ -322,14 +313,10 @@ impl Database {
         let silent_before = now_ms().saturating_sub(silent_ms);
         // A read first: every instance sweeps every few seconds, and finds nothing nearly always.
         let probe = format!("SELECT CAST(1 AS BIGINT) FROM tasks WHERE {orphaned} LIMIT 1");
-        let any: Option<i64> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(probe))
-                .bind(owner)
-                .bind(silent_before)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let any: Option<(i64,)> = self
+            .db
+            .read_optional(AssertSqlSafe(probe), &[owner.into(), silent_before.into()])
+            .await?;
         if any.is_none() {
             return Ok(Vec::new());
         }
@@ -339,54 +326,36 @@ impl Database {
             "UPDATE tasks SET owner = $1, heartbeat_ms = $3 WHERE {orphaned} \
              RETURNING {TASK_COLUMNS}"
         );
-        let rows: Vec<TaskRow> = write_tx!(&self.db, tx => {
-            let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(owner)
-                .bind(silent_before)
-                .bind(now_ms())
-                .fetch_all(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            rows
-        });
+        let args = [owner.into(), silent_before.into(), now_ms().into()];
+        let rows: Vec<TaskRow> = self.db.write_returning(AssertSqlSafe(sql), &args).await?;
         rows.into_iter().map(task_of_row).collect()
     }
 
     /// Gives back a task `owner` runs but cannot end (the database failed as it tried): with no
     /// owner and no heartbeat, the next recovery of any instance takes it over and ends it.
     pub async fn disown_task(&self, id: &str, owner: &str) -> Result<()> {
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        self.db
+            .write(
                 "UPDATE tasks SET owner = '', heartbeat_ms = 0 WHERE id = $1 AND owner = $2 \
                  AND status = 'processing'",
+                &[id.into(), owner.into()],
             )
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()
-        })
+            .await?;
+        Ok(())
     }
 
     /// Marks a running task alive; returns whether its client asked to cancel it. `None` if
     /// `owner` no longer runs it.
     pub async fn task_heartbeat(&self, id: &str, owner: &str) -> Result<Option<bool>> {
-        write_tx!(&self.db, tx => {
-            let cancel: Option<bool> = sqlx::query_scalar(
+        let cancel: Vec<(bool,)> = self
+            .db
+            .write_returning(
                 "UPDATE tasks SET heartbeat_ms = $3 WHERE id = $1 AND owner = $2 \
                  AND status = 'processing' RETURNING cancel_requested",
+                &[id.into(), owner.into(), now_ms().into()],
             )
-            .bind(id)
-            .bind(owner)
-            .bind(now_ms())
-            .fetch_optional(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-            Ok(cancel)
-        })
+            .await?;
+        Ok(cancel.first().map(|&(cancel,)| cancel))
     }
 
     /// Ends a task `owner` runs, and queues its webhook; `false` if it had ended already
@@ -417,18 +386,13 @@ impl Database {
             &canceled,
         )
         .await?;
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        self.db
+            .write(
                 "UPDATE tasks SET cancel_requested = TRUE WHERE id = $1 AND tenant = $2 \
                  AND status = 'processing'",
+                &[id.into(), tenant.into()],
             )
-            .bind(id)
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()?;
-        });
+            .await?;
         self.task(tenant, id).await
     }
 
@@ -448,26 +412,28 @@ impl Database {
             .map(serde_json::to_string)
             .transpose()
             .db()?;
+        let mut args: Vec<Arg<'_>> = vec![
+            outcome.status.as_str().into(),
+            result.as_deref().into(),
+            error.as_deref().into(),
+            outcome.credits_used.into(),
+        ];
+        args.extend(binds.iter().map(|&bind| Arg::from(bind)));
         write_tx!(&self.db, tx => {
-            let mut query = sqlx::query_as::<_, (String, String, Option<String>)>(sqlx::AssertSqlSafe(sql))
-                .bind(outcome.status.as_str())
-                .bind(&result)
-                .bind(&error)
-                .bind(outcome.credits_used);
-            for bind in binds {
-                query = query.bind(*bind);
-            }
-            let ended = query.fetch_all(&mut *tx).await.db()?;
+            let ended: Vec<(String, String, Option<String>)> =
+                bind_args!(sqlx::query_as(AssertSqlSafe(sql)), &args)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .db()?;
             for (task_id, tenant, url) in &ended {
                 let Some(url) = url else { continue };
-                sqlx::query(
-                    "INSERT INTO webhook_deliveries (task_id, tenant, url, status, attempts, \
-                     next_attempt_ms, created_at_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+                bind_args!(
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (task_id, tenant, url, status, attempts, \
+                         next_attempt_ms, created_at_ms) VALUES ($1, $2, $3, 'pending', 0, $4, $4)",
+                    ),
+                    &[task_id.into(), tenant.into(), url.into(), now_ms().into()]
                 )
-                .bind(task_id)
-                .bind(tenant)
-                .bind(url)
-                .bind(now_ms())
                 .execute(&mut *tx)
                 .await
                 .db()?;
@@ -485,15 +451,13 @@ impl Database {
             Db::Sqlite { .. } => "",
         };
         let now = now_ms();
-        let due: Option<i64> = read_pool!(&self.db, pool => {
-            sqlx::query_scalar(
+        let due: Option<(i64,)> = self
+            .db
+            .read_optional(
                 "SELECT CAST(1 AS BIGINT) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_ms <= $1 LIMIT 1",
+                &[now.into()],
             )
-            .bind(now)
-            .fetch_optional(pool)
-            .await
-            .db()?
-        });
+            .await?;
         if due.is_none() {
             return Ok(None);
         }
@@ -503,17 +467,14 @@ impl Database {
                               AND next_attempt_ms <= $1 ORDER BY next_attempt_ms LIMIT 1{lock}) \
              AND status = 'pending' AND next_attempt_ms <= $1 RETURNING {DELIVERY_COLUMNS}"
         );
-        let row: Option<DeliveryRow> = write_tx!(&self.db, tx => {
-            let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .bind(now.saturating_add(lease_ms))
-                .fetch_optional(&mut *tx)
-                .await
-                .db()?;
-            tx.commit().await.db()?;
-            row
-        });
-        Ok(row.map(delivery_of_row))
+        let rows: Vec<DeliveryRow> = self
+            .db
+            .write_returning(
+                AssertSqlSafe(sql),
+                &[now.into(), now.saturating_add(lease_ms).into()],
+            )
+            .await?;
+        Ok(rows.into_iter().next().map(delivery_of_row))
     }
 
     /// Records an attempt: delivered, retried at `retry_at_ms`, or (neither) given up.
@@ -529,33 +490,29 @@ impl Database {
             (false, Some(at)) => ("pending", at, None),
             (false, None) => ("failed", now_ms(), Some(now_ms())),
         };
-        write_tx!(&self.db, tx => {
-            sqlx::query(
+        self.db
+            .write(
                 "UPDATE webhook_deliveries SET status = $2, next_attempt_ms = $3, last_error = $4, \
                  finished_at_ms = $5 WHERE task_id = $1 AND status = 'pending'",
+                &[
+                    task_id.into(),
+                    status.into(),
+                    next.into(),
+                    error.into(),
+                    finished.into(),
+                ],
             )
-            .bind(task_id)
-            .bind(status)
-            .bind(next)
-            .bind(error)
-            .bind(finished)
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            tx.commit().await.db()
-        })
+            .await?;
+        Ok(())
     }
 
     /// The webhook delivery of a task, if it has one.
     pub async fn delivery(&self, task_id: &str) -> Result<Option<DeliveryRecord>> {
         let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE task_id = $1");
-        let row: Option<DeliveryRow> = read_pool!(&self.db, pool => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(task_id)
-                .fetch_optional(pool)
-                .await
-                .db()?
-        });
+        let row: Option<DeliveryRow> = self
+            .db
+            .read_optional(AssertSqlSafe(sql), &[task_id.into()])
+            .await?;
         Ok(row.map(delivery_of_row))
     }
 
@@ -563,13 +520,13 @@ impl Database {
     pub async fn webhook_secret(&self, tenant: &str) -> Result<String> {
         let candidate = secret::new_webhook_secret()?;
         write_tx!(&self.db, tx => {
-            sqlx::query(
-                "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (tenant) DO NOTHING",
+            bind_args!(
+                sqlx::query(
+                    "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO NOTHING",
+                ),
+                &[tenant.into(), (&candidate).into(), (now_ms() / 1000).into()]
             )
-            .bind(tenant)
-            .bind(&candidate)
-            .bind(now_ms() / 1000)
             .execute(&mut *tx)
             .await
             .db()?;
