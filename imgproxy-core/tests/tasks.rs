@@ -44,6 +44,7 @@ fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {
         model: "placeholder".into(),
         request: json!({"prompt": "p"}),
         callback_url: callback.map(str::to_owned),
+        request_id: Some("req_test".into()),
     }
 }
 
@@ -418,6 +419,7 @@ async fn running_task(ctx: &Ctx, key: &ApiKey, owner: &str) -> TaskRecord {
             model: "metered".into(),
             request: serde_json::to_value(ImageRequest::new("metered", "a lighthouse")).unwrap(),
             callback_url: None,
+            request_id: None,
         })
         .await
         .unwrap();

@@ -85,7 +85,10 @@ def test_metrics_move_by_exactly_what_was_done(imgproxy: ImgproxyFactory, fake_o
         assert submitted[0] == 202, submitted
         task = wait_task(server, json.loads(submitted[2])["id"], secret)
         assert task["status"] == "succeeded", task
-        receiver.wait_accepted(1, 20, "/done")
+        (delivery,) = receiver.wait_accepted(1, 20, "/done")
+        # The task and its webhook name the request that submitted it.
+        assert task["request_id"] == submitted[1]["x-request-id"], task
+        assert delivery.json["data"]["request_id"] == submitted[1]["x-request-id"], delivery.json
         # The delivery is counted right after the receiver answered: give it a moment.
         deadline = time.monotonic() + 5
         while delta(before, scrape(server), "imgproxy_webhook_deliveries_total", outcome="delivered") < 1:

@@ -50,7 +50,7 @@ GPT_LOW = 6
 TERMINAL = ("succeeded", "failed", "canceled")
 TASK_KEYS = {
     "id", "object", "kind", "status", "model", "created_at", "started_at", "finished_at",
-    "credits_used", "result", "error", "callback_url", "webhook",
+    "credits_used", "result", "error", "callback_url", "webhook", "request_id",
 }
 IMAGE = noise_png(24, seed=5)
 

@@ -104,6 +104,8 @@ pub struct Submitter<'a> {
     pub tenant: &'a str,
     /// The paying key.
     pub key: Option<&'a ApiKey>,
+    /// The id of the HTTP request that submits the task.
+    pub request_id: Option<&'a str>,
 }
 
 /// What one recovery pass found of dead instances.
@@ -195,6 +197,7 @@ impl Tasks {
             request: serde_json::to_value(&request)
                 .map_err(|e| Error::Internal(format!("storing a task: {e}")))?,
             callback_url,
+            request_id: submitter.request_id.map(str::to_owned),
         };
         let task = self.db().create_task(task).await?;
         crate::telemetry::task("queued");
@@ -689,6 +692,7 @@ impl Tasks {
             error: task.error.clone(),
             callback_url: task.callback_url.clone(),
             webhook,
+            request_id: task.request_id.clone(),
         })
     }
 }
@@ -722,6 +726,8 @@ pub struct TaskObject {
     pub callback_url: Option<String>,
     /// How that delivery went.
     pub webhook: Option<WebhookState>,
+    /// The id of the HTTP request that submitted it (its `x-request-id`).
+    pub request_id: Option<String>,
 }
 
 /// The state of a task's webhook delivery.

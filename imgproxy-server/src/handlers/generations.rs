@@ -61,7 +61,7 @@ pub async fn serve(
         }
         // Rate limits count a submission like a request; the workers bound what runs.
         drop(calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?);
-        return tasks::submit(&state, &caller, kind, request).await;
+        return tasks::submit(&state, &caller, note, kind, request).await;
     }
     let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));

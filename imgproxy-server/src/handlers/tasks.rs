@@ -18,7 +18,9 @@ use imgproxy_core::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::{auth::Caller, error::ApiError, extract::OpenAIPath, state::AppState};
+use crate::{
+    auth::Caller, error::ApiError, extract::OpenAIPath, state::AppState, telemetry::RequestNote,
+};
 
 /// Whether a request asks to run as a task: `"async": true`, or `Prefer: respond-async`.
 pub fn wants_async(headers: &HeaderMap, request: &ImageRequest) -> bool {
@@ -35,6 +37,7 @@ pub fn wants_async(headers: &HeaderMap, request: &ImageRequest) -> bool {
 pub async fn submit(
     state: &AppState,
     caller: &Caller,
+    note: &RequestNote,
     kind: TaskKind,
     request: ImageRequest,
 ) -> Result<Response, ApiError> {
@@ -42,6 +45,7 @@ pub async fn submit(
     let submitter = Submitter {
         tenant: caller.tenant(),
         key: caller.paying_key(),
+        request_id: Some(note.id().as_str()),
     };
     let task = tasks.submit(submitter, kind, request).await?;
     let location = format!("/v1/tasks/{}", task.id);

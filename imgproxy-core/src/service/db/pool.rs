@@ -35,6 +35,7 @@ macro_rules! migrations {
             migration!($dialect, 3, "tasks"),
             migration!($dialect, 4, "instances"),
             migration!($dialect, 5, "limits"),
+            migration!($dialect, 6, "request_ids"),
         ]
     };
 }

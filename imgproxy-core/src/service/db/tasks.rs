@@ -75,6 +75,8 @@ pub struct NewTask {
     pub request: Value,
     /// Where to POST the terminal state.
     pub callback_url: Option<String>,
+    /// The id of the HTTP request that submitted it.
+    pub request_id: Option<String>,
 }
 
 /// A stored task.
@@ -112,6 +114,8 @@ pub struct TaskRecord {
     pub finished_at_ms: Option<i64>,
     /// The upstream jobs its calls started, by `first_index`, to resume after a restart.
     pub upstream_jobs: BTreeMap<u32, String>,
+    /// The id of the HTTP request that submitted it.
+    pub request_id: Option<String>,
 }
 
 /// How a task ended.
@@ -150,26 +154,48 @@ pub struct DeliveryRecord {
 
 const TASK_COLUMNS: &str = "id, tenant, key_id, kind, model, status, request, result, error, \
      credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
-     upstream_jobs";
+     upstream_jobs, request_id";
 
-type TaskRow = (
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-    Option<String>,
-    bool,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<String>,
-);
+/// A row of [`TASK_COLUMNS`], read by position on either backend (more columns than sqlx's
+/// tuples take).
+struct TaskRow(TaskRecord);
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for TaskRow
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        fn json<T: serde::de::DeserializeOwned>(text: Option<String>) -> sqlx::Result<Option<T>> {
+            text.map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        }
+        let status: String = row.try_get(5)?;
+        Ok(Self(TaskRecord {
+            id: row.try_get(0)?,
+            tenant: row.try_get(1)?,
+            key_id: row.try_get(2)?,
+            kind: row.try_get(3)?,
+            model: row.try_get(4)?,
+            status: TaskStatus::parse(&status)
+                .map_err(|e| sqlx::Error::Decode(e.to_string().into()))?,
+            request: json(Some(row.try_get(6)?))?.unwrap_or_default(),
+            result: json(row.try_get(7)?)?,
+            error: json(row.try_get(8)?)?,
+            credits_used: row.try_get(9)?,
+            callback_url: row.try_get(10)?,
+            cancel_requested: row.try_get(11)?,
+            created_at_ms: row.try_get(12)?,
+            started_at_ms: row.try_get(13)?,
+            finished_at_ms: row.try_get(14)?,
+            upstream_jobs: json(row.try_get(15)?)?.unwrap_or_default(),
+            request_id: row.try_get(16)?,
+        }))
+    }
+}
 
 const DELIVERY_COLUMNS: &str =
     "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms";
@@ -192,8 +218,8 @@ impl Database {
         let request = task.request.to_string();
         self.db
             .write(
-                "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8)",
+                "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms, request_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)",
                 &[
                     (&id).into(),
                     (&task.tenant).into(),
@@ -203,6 +229,7 @@ impl Database {
                     (&request).into(),
                     (&task.callback_url).into(),
                     now_ms().into(),
+                    (&task.request_id).into(),
                 ],
             )
             .await?;
@@ -543,49 +570,7 @@ impl Database {
 }
 
 fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
-    let (
-        id,
-        tenant,
-        key_id,
-        kind,
-        model,
-        status,
-        request,
-        result,
-        error,
-        credits_used,
-        callback_url,
-        cancel_requested,
-        created_at_ms,
-        started_at_ms,
-        finished_at_ms,
-        upstream_jobs,
-    ) = row;
-    let json = |text: Option<String>| -> Result<Option<Value>> {
-        text.map(|t| serde_json::from_str(&t)).transpose().db()
-    };
-    Ok(TaskRecord {
-        id,
-        tenant,
-        key_id,
-        kind,
-        model,
-        status: TaskStatus::parse(&status)?,
-        request: serde_json::from_str(&request).db()?,
-        result: json(result)?,
-        error: error.map(|t| serde_json::from_str(&t)).transpose().db()?,
-        credits_used,
-        callback_url,
-        cancel_requested,
-        created_at_ms,
-        started_at_ms,
-        finished_at_ms,
-        upstream_jobs: upstream_jobs
-            .map(|text| serde_json::from_str(&text))
-            .transpose()
-            .db()?
-            .unwrap_or_default(),
-    })
+    Ok(row.0)
 }
 
 fn delivery_of_row(row: DeliveryRow) -> DeliveryRecord {
