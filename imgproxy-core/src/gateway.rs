@@ -16,6 +16,7 @@ use std::{
 use async_trait::async_trait;
 use futures_util::{stream, StreamExt as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{field::Empty, Instrument as _};
 
 use crate::{
     fetch::{FetchPolicy, ReferenceFetcher},
@@ -315,9 +316,11 @@ impl Gateway {
 
     /// Validates `request` against its model, and checks that the model can be served.
     pub fn validate(&self, request: ImageRequest) -> Result<ValidatedRequest> {
+        let span = tracing::info_span!("validate", imgproxy.model = Empty).entered();
         let validated = validate::validate(&self.catalog, request, &self.default_model, &|m| {
             self.serves(m)
         })?;
+        span.record("imgproxy.model", validated.model.id.as_str());
         Ok(validated)
     }
 
@@ -384,8 +387,33 @@ impl Gateway {
         })
     }
 
-    /// One reference image: a file of `files`, or fetched by URL or data URL.
+    /// One reference image, in a span of its own (never its URL: it may hold a token).
     async fn fetch_input(
+        &self,
+        input: &ImageInput,
+        files: Option<&dyn FileSource>,
+    ) -> Result<ReferenceImage> {
+        let source = match crate::fetch::file_id_of(input) {
+            Some(_) => "file",
+            None => "url",
+        };
+        let span = tracing::info_span!(
+            "fetch_reference",
+            imgproxy.reference.source = source,
+            imgproxy.reference.bytes = Empty,
+        );
+        let fetched = self
+            .resolve_input(input, files)
+            .instrument(span.clone())
+            .await;
+        if let Ok(image) = &fetched {
+            span.record("imgproxy.reference.bytes", image.bytes.len() as i64);
+        }
+        fetched
+    }
+
+    /// One reference image: a file of `files`, or fetched by URL or data URL.
+    async fn resolve_input(
         &self,
         input: &ImageInput,
         files: Option<&dyn FileSource>,
@@ -546,16 +574,65 @@ async fn call_provider(
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
+    let span = upstream_span(&call);
     let start = std::time::Instant::now();
     let result = match resume.map(|jobs| jobs.get(&call.first_index)) {
-        None => provider.generate(call).await,
-        Some(Some(job)) => provider.resume(call, job).await,
+        None => provider.generate(call).instrument(span.clone()).await,
+        Some(Some(job)) => provider.resume(call, job).instrument(span.clone()).await,
         // Starting it now would make the images twice as fast as they are paid for: no.
         Some(None) => Err(crate::ProviderError::Failed {
             message: "this part of the interrupted task had not started upstream".into(),
         }),
     };
+    match &result {
+        Ok(generation) => {
+            if let Some(usage) = &generation.usage {
+                span.record(
+                    "gen_ai.usage.input_tokens",
+                    usage.input_tokens.map(|t| t as i64),
+                );
+                span.record(
+                    "gen_ai.usage.output_tokens",
+                    usage.output_tokens.map(|t| t as i64),
+                );
+            }
+        }
+        Err(error) => {
+            span.record("error.type", error.kind());
+        }
+    }
     (call.n, start.elapsed(), result)
+}
+
+/// The span of one upstream call, in the OpenTelemetry GenAI conventions' words where they
+/// have them (they name no image operation: `generate_image` is ours) and `imgproxy.*` ones
+/// where they do not (README, "Traces"). Never the prompt, a key or a URL. Numbers are `i64`:
+/// OpenTelemetry has no unsigned integers (an unsigned one would be exported as text).
+fn upstream_span(call: &ProviderRequest<'_>) -> tracing::Span {
+    let model = &call.request.model;
+    tracing::info_span!(
+        "upstream",
+        gen_ai.operation.name = "generate_image",
+        gen_ai.provider.name = genai_provider_name(&model.provider),
+        gen_ai.request.model = model.upstream.as_str(),
+        "gen_ai.output.type" = "image",
+        gen_ai.request.choice.count = i64::from(call.n),
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        imgproxy.model = model.id.as_str(),
+        imgproxy.call.first_index = i64::from(call.first_index),
+        "error.type" = Empty,
+    )
+}
+
+/// A provider's `gen_ai.provider.name`: the conventions' well-known value where one names the
+/// same upstream, else the provider's own name.
+fn genai_provider_name(provider: &str) -> &str {
+    match provider {
+        "gemini" => "gcp.gemini",
+        "xai" => "x_ai",
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 """Fixtures that run the real imgproxy binary.
 
 Every server runs on its own free loopback port, with its own data directory, in a clean
-environment (no inherited OPENAI_* / IMGPROXY_* / proxy variables), its stdout and stderr in a
+environment (no inherited OPENAI_* / IMGPROXY_* / OTEL_* / proxy variables), its stdout and stderr in a
 log file that is attached to the report of a failing test. Servers are stopped with SIGTERM and
 must exit with status 0 within a few seconds: every test therefore also checks graceful shutdown.
 """
@@ -50,11 +50,11 @@ def imgproxy_bin() -> Path:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test process's environment without OPENAI_*, IMGPROXY_* or proxy variables."""
+    """The test process's environment without OPENAI_*, IMGPROXY_*, OTEL_* or proxy variables."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("OPENAI_", "IMGPROXY_")) and k.lower() not in _PROXY_VARS
+        if not k.startswith(("OPENAI_", "IMGPROXY_", "OTEL_")) and k.lower() not in _PROXY_VARS
     }
     env.setdefault("RUST_BACKTRACE", "1")
     env.setdefault("RUST_LOG", "info")

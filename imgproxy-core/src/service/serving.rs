@@ -9,6 +9,7 @@ use std::{sync::Arc, time::Duration};
 use bytes::Bytes;
 
 use async_trait::async_trait;
+use tracing::Instrument as _;
 
 use super::{
     cache::{cache_key, CacheMode, CacheStatus},
@@ -381,8 +382,14 @@ impl Service {
                 meta: generation.meta,
             };
             let mut bytes = Vec::with_capacity(generation.images.len());
+            let store = tracing::info_span!(
+                "store_images",
+                imgproxy.images = generation.images.len() as i64,
+                imgproxy.store = self.store.kind(),
+            );
             for image in generation.images {
-                let key = self.store.put(image.bytes.clone(), &image.mime).await?;
+                let put = self.store.put(image.bytes.clone(), &image.mime);
+                let key = put.instrument(store.clone()).await?;
                 result.images.push(CachedImage {
                     key,
                     mime: image.mime,
@@ -390,6 +397,7 @@ impl Service {
                 });
                 bytes.push(image.bytes);
             }
+            drop(store);
             Ok(Produced {
                 result,
                 bytes,

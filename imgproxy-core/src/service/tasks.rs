@@ -18,6 +18,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use super::{
     cache::CacheMode,
@@ -364,7 +365,9 @@ impl Tasks {
     /// (the upstream job is cancelled where it can be, the reservation refunded) unless it was
     /// paid for already.
     async fn run(&self, task: TaskRecord) {
-        let outcome = match self.execute(&task).await {
+        // The span roots a task's trace: it runs apart from the request that submitted it.
+        let span = tracing::info_span!("task", imgproxy.task_id = task.id.as_str());
+        let outcome = match self.execute(&task).instrument(span).await {
             Ok(Some(outcome)) => outcome,
             Ok(None) => self.canceled(&task.id).await,
             Err(error) => failure(&error),

@@ -179,6 +179,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         method = %method,
         route = route.as_deref().unwrap_or(UNMATCHED),
     );
+    super::traces::continue_trace(&span, request.headers());
     request.extensions_mut().insert(note.clone());
     let response = next.run(request).instrument(span.clone()).await;
     let (mut parts, body) = response.into_parts();
@@ -196,7 +197,6 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         note,
-        span,
         key_labels,
     };
     Response::from_parts(
@@ -204,6 +204,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         Body::new(Observed {
             inner: body,
             bytes: 0,
+            span,
             report: Some(report),
         }),
     )
@@ -218,12 +219,11 @@ struct Report {
     status: StatusCode,
     cache: Option<String>,
     note: RequestNote,
-    span: tracing::Span,
     key_labels: bool,
 }
 
 impl Report {
-    fn finish(self, bytes: u64, complete: bool) {
+    fn finish(self, span: &tracing::Span, bytes: u64, complete: bool) {
         let elapsed = self.start.elapsed();
         let noted = self.note.with(std::mem::take);
         let route = self.route.as_deref().or(noted.route).unwrap_or(UNMATCHED);
@@ -239,7 +239,8 @@ impl Report {
         {
             metrics::key_credits(key_id, credits);
         }
-        self.span.in_scope(|| {
+        super::traces::answered(span, route, self.status);
+        span.in_scope(|| {
             tracing::info!(
                 target: "imgproxy::access",
                 method = %self.method,
@@ -264,10 +265,12 @@ fn millis(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// The answer's body, counted; the report goes out when it ends or is dropped unfinished.
+/// The answer's body, counted, polled in the request's span (a stream's work runs in it); the
+/// report goes out when it ends or is dropped unfinished.
 struct Observed {
     inner: Body,
     bytes: u64,
+    span: tracing::Span,
     report: Option<Report>,
 }
 
@@ -279,7 +282,10 @@ impl http_body::Body for Observed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let polled = this
+            .span
+            .in_scope(|| Pin::new(&mut this.inner).poll_frame(cx));
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -305,7 +311,7 @@ impl http_body::Body for Observed {
 impl Observed {
     fn finish(&mut self, complete: bool) {
         if let Some(report) = self.report.take() {
-            report.finish(self.bytes, complete);
+            report.finish(&self.span, self.bytes, complete);
         }
     }
 }
