@@ -24,7 +24,7 @@ const PROMPT: &str = "a lighthouse at dusk";
 
 fn provider(server: &MockServer) -> BflProvider {
     let mut config = BflConfig::new(KEY);
-    config.base_url = server.uri();
+    config.base_url = Some(server.uri());
     BflProvider::new(config).unwrap()
 }
 

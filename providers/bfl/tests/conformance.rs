@@ -95,7 +95,7 @@ impl Fixture for Bfl {
             catalog.upsert(model).unwrap();
         }
         let mut config = BflConfig::new(KEY);
-        config.base_url = format!("{}/", server.uri());
+        config.base_url = Some(format!("{}/", server.uri()));
         Gateway::builder(catalog)
             .provider(Arc::new(BflProvider::new(config).unwrap()))
             .build()

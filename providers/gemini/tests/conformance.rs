@@ -58,7 +58,7 @@ impl Fixture for Gemini {
 
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = GeminiConfig::new(KEY);
-        config.base_url = server.uri();
+        config.base_url = Some(server.uri());
         let provider = GeminiProvider::new(config).unwrap_or_else(|e| panic!("{e}"));
         let catalog = Catalog::embedded().unwrap_or_else(|e| panic!("{e}"));
         Gateway::builder(catalog)

@@ -24,7 +24,7 @@ fn gateway_with(
     catalog: Catalog,
 ) -> Result<Gateway, Box<dyn std::error::Error>> {
     let mut config = GeminiConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
+    config.base_url = Some(format!("{}/", server.uri()));
     let provider = GeminiProvider::new(config)?;
     Ok(Gateway::builder(catalog)
         .provider(Arc::new(provider))

@@ -67,7 +67,7 @@ impl Fixture for OpenAI {
 
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = OpenAIConfig::new(KEY);
-        config.base_url = server.uri();
+        config.upstream.base_url = Some(server.uri());
         let provider = OpenAIProvider::new(config).expect("provider");
         Gateway::builder(Catalog::embedded().expect("catalog"))
             .provider(Arc::new(provider))

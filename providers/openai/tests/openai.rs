@@ -86,7 +86,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
 
 fn config(server: &MockServer) -> OpenAIConfig {
     let mut config = OpenAIConfig::new(KEY);
-    config.base_url = server.uri();
+    config.upstream.base_url = Some(server.uri());
     config
 }
 
@@ -379,7 +379,7 @@ async fn slow_upstream_is_504() -> TestResult {
         )
         .await;
         let mut config = config(&server);
-        config.timeout = Duration::from_millis(500);
+        config.upstream.timeout = Some(Duration::from_millis(500));
         let gateway = gateway(Catalog::embedded()?, vec![config])?;
 
         let error = gateway
@@ -439,7 +439,7 @@ fn compat_catalog() -> Result<Catalog, Box<dyn std::error::Error>> {
 fn compat_config(server: &MockServer) -> OpenAIConfig {
     let mut config = OpenAIConfig::new(COMPAT_KEY);
     config.name = "compat".into();
-    config.base_url = format!("{}/v1/", server.uri());
+    config.upstream.base_url = Some(format!("{}/v1/", server.uri()));
     config
 }
 
@@ -528,7 +528,7 @@ async fn failed_or_oversized_downloads_are_502() -> TestResult {
             .mount(&compat)
             .await;
         let mut config = compat_config(&compat);
-        config.max_download_bytes = limit;
+        config.upstream.max_download_bytes = limit;
         let gateway = gateway(compat_catalog()?, vec![config])?;
 
         let error = gateway

@@ -26,7 +26,7 @@ const PNG_DONE: &[u8] = b"\x89PNG\r\n\x1a\n-final";
 
 fn provider(server: &MockServer) -> Result<OpenAIProvider, ProviderError> {
     let mut config = OpenAIConfig::new("sk-stream-test");
-    config.base_url = server.uri();
+    config.upstream.base_url = Some(server.uri());
     OpenAIProvider::new(config)
 }
 

@@ -1,5 +1,5 @@
 //! The provider: its configuration, the HTTP calls (create with `Prefer: wait`, poll
-//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`ImageProvider`] impl.
+//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`UpstreamAdapter`] impl.
 //! What goes into a prediction and how answers are read is `convert`'s job.
 
 use std::{task::Poll, time::Duration};
@@ -7,10 +7,13 @@ use std::{task::Poll, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy},
-    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
+    upstream::{
+        self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Upstream, UpstreamAdapter,
+        UpstreamSettings,
+    },
+    GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
-use secrecy::{ExposeSecret as _, SecretString};
+use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
@@ -20,38 +23,27 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `Prefer: wait` Replicate honours, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
 
-/// Settings of the Replicate upstream.
-#[derive(Debug, Clone)]
-pub struct ReplicateConfig {
-    /// Sent as `Authorization: Bearer <token>` to the API (never to output URLs).
-    pub api_key: SecretString,
-    /// API root, default [`DEFAULT_BASE_URL`]; a trailing slash is fine.
-    pub base_url: String,
-    /// Limit on each HTTP request, including reading its body (default 120 s).
-    pub timeout: Duration,
-    /// Largest output downloaded (default [`upstream::DEFAULT_MAX_DOWNLOAD_BYTES`]).
-    pub max_download_bytes: usize,
-}
+/// Replicate's API: where the token goes, the default root and timeout.
+const UPSTREAM: Upstream = Upstream {
+    name: "Replicate",
+    base_url: DEFAULT_BASE_URL,
+    timeout: DEFAULT_TIMEOUT,
+    key_header: KeyHeader::BEARER,
+};
 
-impl ReplicateConfig {
-    /// The settings for Replicate itself with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<SecretString>) -> Self {
-        Self {
-            api_key: api_key.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
-        }
-    }
-}
+/// Settings of the Replicate upstream: the token goes as `Authorization: Bearer <token>` to
+/// the API, never to output URLs; `max_download_bytes` bounds each output.
+pub type ReplicateConfig = UpstreamSettings;
 
-/// An [`ImageProvider`] running Replicate predictions. It never retries a create: a failure
+/// An [`UpstreamAdapter`] running Replicate predictions. It never retries a create: a failure
 /// after the prediction started is ambiguous, and a retry could bill twice.
 #[derive(Debug)]
 pub struct ReplicateProvider {
-    base_url: String,
+    /// The API root, ending with `/`.
+    root: Url,
     /// `Bearer <token>`, sent to the API only, never to output URLs.
     api: ApiClient,
+    /// The limit on each request, which `Prefer: wait` stays under.
     timeout: Duration,
     max_download_bytes: usize,
 }
@@ -59,32 +51,30 @@ pub struct ReplicateProvider {
 impl ReplicateProvider {
     /// Builds the provider and its HTTP client.
     pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
-        let api = ApiClient::new(
-            KeyHeader::BEARER,
-            config.api_key.expose_secret(),
-            config.timeout,
-        )?
-        .max_body_bytes(config.max_download_bytes);
         Ok(Self {
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api,
-            timeout: config.timeout,
+            root: config.api_root(&UPSTREAM)?,
+            api: config.api_client(&UPSTREAM)?,
+            timeout: config.timeout.unwrap_or(UPSTREAM.timeout),
             max_download_bytes: config.max_download_bytes,
         })
     }
 }
 
 #[async_trait]
-impl ImageProvider for ReplicateProvider {
+impl UpstreamAdapter for ReplicateProvider {
     fn name(&self) -> &str {
         PROVIDER_ID
     }
 
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call).await.map_err(|e| self.api.scrub(e))
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
-    async fn resume(
+    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        self.run(call).await
+    }
+
+    async fn try_resume(
         &self,
         call: ProviderRequest<'_>,
         job: &str,
@@ -94,7 +84,6 @@ impl ImageProvider for ReplicateProvider {
         // Its URLs came from the API: the key may go to them, as it did when they were made.
         self.wait(job, PollPolicy::for_model(&call.request.model))
             .await
-            .map_err(|e| self.api.scrub(e))
     }
 }
 
@@ -184,9 +173,9 @@ impl ReplicateProvider {
         let url = match upstream_model.split_once(':') {
             Some((_, version)) => {
                 body.insert("version".into(), Value::from(version));
-                format!("{}/v1/predictions", self.base_url)
+                format!("{}v1/predictions", self.root)
             }
-            None => format!("{}/v1/models/{upstream_model}/predictions", self.base_url),
+            None => format!("{}v1/models/{upstream_model}/predictions", self.root),
         };
         body.insert("input".into(), Value::Object(input));
         let wait = MAX_WAIT_SECS

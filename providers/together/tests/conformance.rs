@@ -40,7 +40,7 @@ impl Fixture for Together {
 
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = TogetherConfig::new(KEY);
-        config.base_url = server.uri();
+        config.base_url = Some(server.uri());
         let provider = TogetherProvider::new(config).expect("provider");
         Gateway::builder(Catalog::embedded().expect("catalog"))
             .provider(Arc::new(provider))

@@ -20,7 +20,7 @@ const UPSTREAM: &str = "black-forest-labs/FLUX.1-schnell";
 
 fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
     let mut config = TogetherConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
+    config.base_url = Some(format!("{}/", server.uri()));
     Ok(Gateway::builder(Catalog::embedded()?)
         .provider(Arc::new(TogetherProvider::new(config)?))
         .build())

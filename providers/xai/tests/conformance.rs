@@ -40,7 +40,7 @@ impl Fixture for Xai {
 
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = XaiConfig::new(KEY);
-        config.base_url = server.uri();
+        config.base_url = Some(server.uri());
         let provider = XaiProvider::new(config).expect("provider");
         Gateway::builder(Catalog::embedded().expect("catalog"))
             .provider(Arc::new(provider))

@@ -19,7 +19,7 @@ const KEY: &str = "xai-extra-key-fedcba9876543210";
 
 fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
     let mut config = XaiConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
+    config.base_url = Some(format!("{}/", server.uri()));
     Ok(Gateway::builder(Catalog::embedded()?)
         .provider(Arc::new(XaiProvider::new(config)?))
         .build())

@@ -22,7 +22,7 @@ pub const FAL_MODELS: [&str; 3] = ["z-image", "birefnet-bg-removal", "vectorize"
 /// The provider, pointed at `server`.
 pub fn provider(server: &MockServer) -> FalProvider {
     let mut config = FalConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
+    config.base_url = Some(format!("{}/", server.uri()));
     FalProvider::new(config).unwrap()
 }
 

@@ -123,7 +123,7 @@ pub fn gateway(server: &MockServer) -> Gateway {
         catalog.upsert(model).expect("upsert");
     }
     let mut config = ReplicateConfig::new(TOKEN.to_owned());
-    config.base_url = format!("{}/", server.uri());
+    config.base_url = Some(format!("{}/", server.uri()));
     let provider = ReplicateProvider::new(config).expect("provider");
     Gateway::builder(catalog)
         .provider(Arc::new(provider))
