@@ -4,15 +4,21 @@
 
 use async_trait::async_trait;
 
-use super::api::ApiClient;
+use super::{api::ApiClient, settings::Upstream};
 use crate::{Generation, ImageProvider, ProviderError, ProviderRequest};
 
 /// An adapter of an upstream API, reached through an [`ApiClient`]. It is an [`ImageProvider`]
 /// whose errors never carry the key.
 #[async_trait]
 pub trait UpstreamAdapter: Send + Sync + std::fmt::Debug {
-    /// The provider instance name that catalog entries refer to.
-    fn name(&self) -> &str;
+    /// The upstream this adapter speaks to.
+    const UPSTREAM: Upstream;
+
+    /// The provider instance name that catalog entries refer to: the upstream's, unless the
+    /// adapter serves under a name of its own (an OpenAI-compatible endpoint).
+    fn name(&self) -> &str {
+        Self::UPSTREAM.name()
+    }
 
     /// The client of the upstream API, whose key is scrubbed from every error.
     fn api(&self) -> &ApiClient;

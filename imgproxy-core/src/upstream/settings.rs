@@ -43,17 +43,50 @@ impl From<&str> for ApiKey {
     }
 }
 
-/// What an adapter knows of its upstream before any settings.
+/// The limit on each upstream request where neither the adapter nor its settings say
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What an adapter knows of its upstream before any settings: its provider name, its default
+/// API root and timeout, and where it takes the key.
 #[derive(Debug, Clone, Copy)]
 pub struct Upstream {
-    /// How messages name the upstream (`BFL`, `fal`).
-    pub name: &'static str,
-    /// The API root when the settings name none.
-    pub base_url: &'static str,
-    /// The limit on each request when the settings give none.
-    pub timeout: Duration,
-    /// Where the API takes the key.
-    pub key_header: KeyHeader,
+    name: &'static str,
+    base_url: &'static str,
+    timeout: Duration,
+    key_header: KeyHeader,
+}
+
+impl Upstream {
+    /// The provider `name`'s API at `base_url`, taking the key as `Authorization: Bearer`,
+    /// each request limited to [`DEFAULT_TIMEOUT`].
+    pub const fn new(name: &'static str, base_url: &'static str) -> Self {
+        Self {
+            name,
+            base_url,
+            timeout: DEFAULT_TIMEOUT,
+            key_header: KeyHeader::BEARER,
+        }
+    }
+
+    /// The same upstream taking the key in `key_header`.
+    #[must_use]
+    pub const fn key_header(mut self, key_header: KeyHeader) -> Self {
+        self.key_header = key_header;
+        self
+    }
+
+    /// The same upstream with another default limit on each request.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The provider name catalog entries use for this upstream.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
 }
 
 /// Settings of one upstream API, the same for every adapter (OpenAI's adds its own around
@@ -116,7 +149,7 @@ impl UpstreamSettings {
             .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
             .ok_or_else(|| {
                 failed(format!(
-                    "the {} base URL `{text}` is not an http(s) URL",
+                    "the `{}` base URL `{text}` is not an http(s) URL",
                     upstream.name
                 ))
             })
@@ -137,12 +170,9 @@ impl UpstreamSettings {
 mod tests {
     use super::*;
 
-    const EXAMPLE: Upstream = Upstream {
-        name: "Example",
-        base_url: "https://api.example.com/v1",
-        timeout: Duration::from_secs(5),
-        key_header: KeyHeader::BEARER,
-    };
+    const EXAMPLE: Upstream = Upstream::new("example", "https://api.example.com/v1")
+        .timeout(Duration::from_secs(5))
+        .key_header(KeyHeader::Named("x-key"));
 
     #[test]
     fn the_root_ends_with_a_slash_and_must_be_http() {
@@ -154,7 +184,7 @@ mod tests {
         for bad in ["ftp://example.com", "not a url", "unix:/run/x"] {
             let error = root(&settings.clone().with_base_url(bad)).unwrap_err();
             assert!(
-                error.to_string().contains("the Example base URL"),
+                error.to_string().contains("the `example` base URL"),
                 "{error}"
             );
         }

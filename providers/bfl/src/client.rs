@@ -2,7 +2,7 @@
 //! (submit, poll, download), plus the rule of which hosts may see the key. What goes into a
 //! request and how answers are read is `convert`'s job.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use imgproxy_core::{
@@ -18,17 +18,6 @@ use crate::{
     convert::{self, TaskState},
     wire::{InputMapping, SubmitResponse},
     DEFAULT_BASE_URL, PROVIDER_ID,
-};
-
-/// How long one upstream HTTP request may take (submit, one poll, the download).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// BFL's API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "BFL",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::Named("x-key"),
 };
 
 /// Settings of the BFL upstream: the key goes as `x-key` to the API's hosts only; the API root
@@ -51,17 +40,16 @@ impl BflProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: BflConfig) -> Result<Self, ProviderError> {
         Ok(Self {
-            root: config.api_root(&UPSTREAM)?,
-            api: config.api_client(&UPSTREAM)?,
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
 impl UpstreamAdapter for BflProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-key"));
 
     fn api(&self) -> &ApiClient {
         &self.api

@@ -3,7 +3,7 @@
 //! `response_url`, cancel at `cancel_url`). What goes into a request and how answers are read
 //! is `convert`'s job.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,17 +21,6 @@ use crate::{
     errors,
     wire::{File, QueuedJob},
     DEFAULT_BASE_URL, PROVIDER_ID,
-};
-
-/// How long one upstream HTTP request may take (each poll is one request).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// fal's queue API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "fal",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::Authorization("Key"),
 };
 
 /// Settings of the fal upstream: the key goes as `Authorization: Key <key>` to the queue API
@@ -53,17 +42,16 @@ impl FalProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: FalConfig) -> Result<Self, ProviderError> {
         Ok(Self {
-            root: config.api_root(&UPSTREAM)?,
-            api: config.api_client(&UPSTREAM)?,
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
 impl UpstreamAdapter for FalProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Authorization("Key"));
 
     fn api(&self) -> &ApiClient {
         &self.api

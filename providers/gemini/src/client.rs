@@ -2,8 +2,6 @@
 //! Everything that touches the network lives here; what goes into a request and how answers
 //! are read is `convert`'s job.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use imgproxy_core::{
     upstream::{ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamSettings},
@@ -11,17 +9,6 @@ use imgproxy_core::{
 };
 
 use crate::{convert, error, DEFAULT_BASE_URL, PROVIDER_ID};
-
-/// How long one upstream call may take by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The Gemini API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "Gemini",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::Named("x-goog-api-key"),
-};
 
 /// Settings of the Gemini API upstream: the key goes as `x-goog-api-key`; the adapter appends
 /// `v1beta/models/{model}:generateContent` to the API root. Gemini returns images inline as
@@ -45,17 +32,16 @@ impl GeminiProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: GeminiConfig) -> Result<Self, ProviderError> {
         Ok(Self {
-            models_url: format!("{}v1beta/models/", config.api_root(&UPSTREAM)?),
-            api: config.api_client(&UPSTREAM)?,
+            models_url: format!("{}v1beta/models/", config.api_root(&Self::UPSTREAM)?),
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
 impl UpstreamAdapter for GeminiProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-goog-api-key"));
 
     fn api(&self) -> &ApiClient {
         &self.api

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, ApiClient, ApiKey, KeyHeader, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{self, ApiClient, ApiKey, Upstream, UpstreamAdapter, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -18,14 +18,6 @@ pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// The largest image downloaded from a `url` item.
 pub const DEFAULT_MAX_DOWNLOAD_BYTES: usize = upstream::DEFAULT_MAX_DOWNLOAD_BYTES;
-
-/// OpenAI's API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "OpenAI",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::BEARER,
-};
 
 /// Settings of one OpenAI (or OpenAI-compatible) upstream.
 #[derive(Debug, Clone)]
@@ -81,7 +73,7 @@ pub struct OpenAIProvider {
 impl OpenAIProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
-        let mut api = config.upstream.api_client(&UPSTREAM)?;
+        let mut api = config.upstream.api_client(&Self::UPSTREAM)?;
         for (name, value) in [
             ("openai-organization", &config.organization),
             ("openai-project", &config.project),
@@ -90,7 +82,7 @@ impl OpenAIProvider {
                 api = api.with_header(name, value)?;
             }
         }
-        let root = config.upstream.api_root(&UPSTREAM)?;
+        let root = config.upstream.api_root(&Self::UPSTREAM)?;
         Ok(Self {
             generations_url: format!("{root}images/generations"),
             edits_url: format!("{root}images/edits"),
@@ -102,6 +94,9 @@ impl OpenAIProvider {
 
 #[async_trait]
 impl UpstreamAdapter for OpenAIProvider {
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).timeout(DEFAULT_TIMEOUT);
+
     fn name(&self) -> &str {
         &self.name
     }

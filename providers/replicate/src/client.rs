@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
-        self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Upstream, UpstreamAdapter,
+        self, failed, ApiClient, CancelOnDrop, PollPolicy, Upstream, UpstreamAdapter,
         UpstreamSettings,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
@@ -18,18 +18,8 @@ use serde_json::{Map, Value};
 
 use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
 
-/// How long one HTTP request may take. Create holds the connection up to `Prefer: wait`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `Prefer: wait` Replicate honours, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
-
-/// Replicate's API: where the token goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "Replicate",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::BEARER,
-};
 
 /// Settings of the Replicate upstream: the token goes as `Authorization: Bearer <token>` to
 /// the API, never to output URLs; `max_download_bytes` bounds each output.
@@ -52,9 +42,9 @@ impl ReplicateProvider {
     /// Builds the provider and its HTTP client.
     pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
         Ok(Self {
-            root: config.api_root(&UPSTREAM)?,
-            api: config.api_client(&UPSTREAM)?,
-            timeout: config.timeout.unwrap_or(UPSTREAM.timeout),
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
+            timeout: config.timeout.unwrap_or(upstream::DEFAULT_TIMEOUT),
             max_download_bytes: config.max_download_bytes,
         })
     }
@@ -62,9 +52,7 @@ impl ReplicateProvider {
 
 #[async_trait]
 impl UpstreamAdapter for ReplicateProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
     fn api(&self) -> &ApiClient {
         &self.api

@@ -2,26 +2,13 @@
 //! Everything that touches the network lives here; what goes into a request and how answers
 //! are read is `convert`'s job.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
 use crate::{convert, DEFAULT_BASE_URL, PROVIDER_ID};
-
-/// How long one upstream call may take by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Together's API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "Together",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::BEARER,
-};
 
 /// Settings of the Together upstream: the key goes as `Authorization: Bearer <key>` to the API
 /// only; `max_download_bytes` bounds an image downloaded from a `url` item.
@@ -41,19 +28,17 @@ pub struct TogetherProvider {
 impl TogetherProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: TogetherConfig) -> Result<Self, ProviderError> {
-        let root = config.api_root(&UPSTREAM)?;
+        let root = config.api_root(&Self::UPSTREAM)?;
         Ok(Self {
             generations_url: format!("{root}images/generations"),
-            api: config.api_client(&UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
 impl UpstreamAdapter for TogetherProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
     fn api(&self) -> &ApiClient {
         &self.api

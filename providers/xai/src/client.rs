@@ -2,28 +2,15 @@
 //! Everything that touches the network lives here; what goes into a request and how answers
 //! are read is `convert`'s job.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
 use crate::{
     convert::{self, Endpoint},
     DEFAULT_BASE_URL, PROVIDER_ID,
-};
-
-/// How long one upstream call may take by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// xAI's API: where the key goes, the default root and timeout.
-const UPSTREAM: Upstream = Upstream {
-    name: "xAI",
-    base_url: DEFAULT_BASE_URL,
-    timeout: DEFAULT_TIMEOUT,
-    key_header: KeyHeader::BEARER,
 };
 
 /// Settings of the xAI upstream: the key goes as `Authorization: Bearer <key>` to the API
@@ -45,20 +32,18 @@ pub struct XaiProvider {
 impl XaiProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: XaiConfig) -> Result<Self, ProviderError> {
-        let root = config.api_root(&UPSTREAM)?;
+        let root = config.api_root(&Self::UPSTREAM)?;
         Ok(Self {
             generations_url: format!("{root}images/generations"),
             edits_url: format!("{root}images/edits"),
-            api: config.api_client(&UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
 impl UpstreamAdapter for XaiProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
-    }
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
     fn api(&self) -> &ApiClient {
         &self.api
