@@ -12,12 +12,12 @@
     reason = "test support code fails loudly"
 )]
 
-use std::{io::Cursor, time::Duration};
+use std::{io::Cursor, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
-use wiremock::MockServer;
+use imgproxy_core::{Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse};
+use wiremock::{MockBuilder, MockServer, ResponseTemplate};
 
 /// Poll deadline fixtures should give async providers, so that deadline cases finish fast.
 pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -94,6 +94,25 @@ pub fn b64(bytes: &[u8]) -> String {
 /// `bytes` as a `data:image/png;base64,...` URL.
 pub fn data_url(bytes: &[u8]) -> String {
     format!("data:image/png;base64,{}", b64(bytes))
+}
+
+/// A gateway over the embedded catalog whose one provider is `provider`.
+pub fn gateway_of(provider: impl ImageProvider + 'static) -> Gateway {
+    Gateway::builder(Catalog::embedded().unwrap())
+        .provider(Arc::new(provider))
+        .build()
+}
+
+/// Mounts `request` on `server`, answered with `response` and expected exactly once.
+pub async fn mount_once(server: &MockServer, request: MockBuilder, response: ResponseTemplate) {
+    request.respond_with(response).expect(1).mount(server).await;
+}
+
+/// A 200 labelled `application/json` whose body is `cut_off`, JSON cut off midway.
+pub fn cut_off_json(cut_off: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/json")
+        .set_body_string(cut_off)
 }
 
 /// A wiremock matcher for requests without the header `.0`: download and output URLs never
@@ -226,25 +245,16 @@ pub mod cases {
 #[macro_export]
 macro_rules! conformance_suite {
     ($fixture:ty) => {
-        $crate::conformance_suite!(@cases $fixture, false);
+        $crate::conformance_suite!(@suite $fixture, false, {});
     };
     ($fixture:ty, polling) => {
-        $crate::conformance_suite!(@cases $fixture, true, {
-            #[tokio::test]
-            async fn slow_completion_succeeds() {
-                cases::slow_completion::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn failed_status_is_502() {
-                cases::failed_status::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn deadline_exceeded_is_504_and_cancelled() {
-                cases::deadline_exceeded::<$fixture>().await;
-            }
+        $crate::conformance_suite!(@suite $fixture, true, {
+            slow_completion_succeeds => slow_completion(),
+            failed_status_is_502 => failed_status(),
+            deadline_exceeded_is_504_and_cancelled => deadline_exceeded(),
         });
     };
-    (@cases $fixture:ty, $polling:literal $(, { $($polling_cases:item)* })?) => {
+    (@suite $fixture:ty, $polling:literal, { $($name:ident => $case:ident($($arg:expr),*),)* }) => {
         mod conformance {
             use $crate::{cases, Fixture as _};
 
@@ -257,39 +267,26 @@ macro_rules! conformance_suite {
                      one `conformance_suite!(F)`"
                 );
             }
-            #[tokio::test]
-            async fn success_one_image() {
-                cases::success::<$fixture>(1, 0).await;
-            }
-            #[tokio::test]
-            async fn success_several_images() {
-                cases::success::<$fixture>(2, 0).await;
-            }
-            #[tokio::test]
-            async fn reference_images_reach_the_upstream() {
-                cases::success::<$fixture>(1, 2).await;
-            }
-            #[tokio::test]
-            async fn moderation_block_is_400_moderation_blocked() {
-                cases::moderation::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn rate_limit_is_429_with_retry_after() {
-                cases::rate_limited::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn server_error_is_502() {
-                cases::server_error::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn malformed_body_is_502() {
-                cases::malformed::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn truncated_body_is_502() {
-                cases::truncated::<$fixture>().await;
-            }
-            $($($polling_cases)*)?
+
+            $crate::conformance_suite!(@tests $fixture,
+                success_one_image => success(1, 0),
+                success_several_images => success(2, 0),
+                reference_images_reach_the_upstream => success(1, 2),
+                moderation_block_is_400_moderation_blocked => moderation(),
+                rate_limit_is_429_with_retry_after => rate_limited(),
+                server_error_is_502 => server_error(),
+                malformed_body_is_502 => malformed(),
+                truncated_body_is_502 => truncated(),
+                $($name => $case($($arg),*),)*
+            );
         }
+    };
+    (@tests $fixture:ty, $($name:ident => $case:ident($($arg:expr),*),)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                cases::$case::<$fixture>($($arg),*).await;
+            }
+        )*
     };
 }
