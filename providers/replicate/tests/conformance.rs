@@ -7,7 +7,7 @@
 mod common;
 
 use async_trait::async_trait;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest};
+use imgproxy_core::Gateway;
 use imgproxy_testkit::{data_url, mount_once, reference_png, Fixture};
 use serde_json::{json, Value};
 use wiremock::{
@@ -44,22 +44,8 @@ impl Fixture for ReplicateFixture {
         "flux-1.1-pro"
     }
 
-    fn request(n: u32, references: usize) -> ImageRequest {
-        let model = if references > 0 {
-            "seedream-4"
-        } else {
-            Self::model()
-        };
-        let mut request = ImageRequest::new(model, PROMPT);
-        request.n = Some(n);
-        if references > 0 {
-            request.images = Some(
-                (0..references)
-                    .map(|i| ImageInput::Text(data_url(&reference_png(i))))
-                    .collect(),
-            );
-        }
-        request
+    fn reference_model() -> &'static str {
+        "seedream-4"
     }
 
     async fn success(server: &MockServer, n: u32, references: usize) {

@@ -32,10 +32,16 @@ pub trait Fixture: Send + Sync + 'static {
     /// A gateway whose provider talks to `server`, with [`TEST_DEADLINE`] as poll deadline.
     fn gateway(server: &MockServer) -> Gateway;
 
-    /// The request of the success cases: `n` images with `references` reference images
-    /// (made by [`reference_png`], as data URLs). Override for models that need other fields.
+    /// The request of the success cases: `n` images of [`Fixture::model`] with `references`
+    /// reference images (made by [`reference_png`], as data URLs) of
+    /// [`Fixture::reference_model`]. Override for models that need other fields.
     fn request(n: u32, references: usize) -> ImageRequest {
-        let mut request = ImageRequest::new(Self::model(), "a red fox in the snow");
+        let model = if references > 0 {
+            Self::reference_model()
+        } else {
+            Self::model()
+        };
+        let mut request = ImageRequest::new(model, "a red fox in the snow");
         request.n = Some(n);
         if references > 0 {
             request.images = Some(
@@ -49,6 +55,11 @@ pub trait Fixture: Send + Sync + 'static {
 
     /// The model the cases request.
     fn model() -> &'static str;
+
+    /// The model the reference-image case requests, where [`Fixture::model`] takes none.
+    fn reference_model() -> &'static str {
+        Self::model()
+    }
 
     /// Mounts a successful exchange for [`Fixture::request`]`(n, references)`, asserting the
     /// exact outgoing requests (including where the reference images go).
@@ -110,9 +121,7 @@ pub async fn mount_once(server: &MockServer, request: MockBuilder, response: Res
 
 /// A 200 labelled `application/json` whose body is `cut_off`, JSON cut off midway.
 pub fn cut_off_json(cut_off: &str) -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .insert_header("content-type", "application/json")
-        .set_body_string(cut_off)
+    ResponseTemplate::new(200).set_body_raw(cut_off, "application/json")
 }
 
 /// A wiremock matcher for requests without the header `.0`: download and output URLs never
@@ -157,56 +166,79 @@ pub mod cases {
         }
     }
 
-    /// Asserts `request` fails with `status` (and `code`, when given).
-    async fn fails<F: Fixture>(
-        server: &MockServer,
-        status: u16,
-        code: Option<&str>,
-    ) -> imgproxy_core::Error {
-        let error = run::<F>(server, F::request(1, 0))
+    /// How long the rate-limited upstream asks to wait.
+    const RETRY_AFTER_SECS: u64 = 17;
+
+    /// An upstream failure a case mounts with its [`Fixture`] method.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Failure {
+        /// [`Fixture::moderation`].
+        Moderation,
+        /// [`Fixture::rate_limited`].
+        RateLimited,
+        /// [`Fixture::server_error`].
+        ServerError,
+        /// [`Fixture::malformed`].
+        Malformed,
+        /// [`Fixture::truncated`].
+        Truncated,
+        /// [`Fixture::failed_status`].
+        FailedStatus,
+        /// [`Fixture::never_completes`].
+        NeverCompletes,
+    }
+
+    impl Failure {
+        async fn mount<F: Fixture>(self, server: &MockServer) {
+            match self {
+                Self::Moderation => F::moderation(server).await,
+                Self::RateLimited => F::rate_limited(server, RETRY_AFTER_SECS).await,
+                Self::ServerError => F::server_error(server).await,
+                Self::Malformed => F::malformed(server).await,
+                Self::Truncated => F::truncated(server).await,
+                Self::FailedStatus => F::failed_status(server).await,
+                Self::NeverCompletes => F::never_completes(server).await,
+            }
+        }
+
+        /// The status the gateway answers with, and the code where one is fixed: a content
+        /// refusal is 400 `moderation_blocked`, an upstream 429 a 429, a job past its deadline
+        /// a 504; any other failure of the upstream is a 502.
+        fn answer(self) -> (u16, Option<&'static str>) {
+            match self {
+                Self::Moderation => (400, Some("moderation_blocked")),
+                Self::RateLimited => (429, None),
+                Self::NeverCompletes => (504, Some("upstream_timeout")),
+                Self::ServerError | Self::Malformed | Self::Truncated | Self::FailedStatus => {
+                    (502, None)
+                }
+            }
+        }
+    }
+
+    /// The upstream fails as `failure` says, and the request fails with its answer. A 429
+    /// carries the upstream's wait; a job past its deadline is cancelled upstream.
+    pub async fn fails<F: Fixture>(failure: Failure) {
+        let server = MockServer::start().await;
+        failure.mount::<F>(&server).await;
+        let error = run::<F>(&server, F::request(1, 0))
             .await
             .expect_err("the request should fail");
+        let (status, code) = failure.answer();
         assert_eq!(error.status(), status, "{error:?}");
         if let Some(code) = code {
             assert_eq!(error.code(), Some(code), "{error:?}");
         }
-        error
-    }
-
-    /// A content refusal is 400 `moderation_blocked`.
-    pub async fn moderation<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::moderation(&server).await;
-        fails::<F>(&server, 400, Some("moderation_blocked")).await;
-    }
-
-    /// An upstream 429 is a 429 carrying the upstream's wait.
-    pub async fn rate_limited<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::rate_limited(&server, 17).await;
-        let error = fails::<F>(&server, 429, None).await;
-        assert_eq!(error.retry_after(), Some(Duration::from_secs(17)));
-    }
-
-    /// An upstream 5xx is a 502.
-    pub async fn server_error<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::server_error(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A body of the wrong shape is a 502.
-    pub async fn malformed<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::malformed(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A cut-off body is a 502.
-    pub async fn truncated<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::truncated(&server).await;
-        fails::<F>(&server, 502, None).await;
+        match failure {
+            Failure::RateLimited => assert_eq!(
+                error.retry_after(),
+                Some(Duration::from_secs(RETRY_AFTER_SECS))
+            ),
+            // The cancel is sent in the background; give it a moment before the fake
+            // verifies.
+            Failure::NeverCompletes => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => {}
+        }
     }
 
     /// A job that needs several polls still succeeds.
@@ -217,22 +249,6 @@ pub mod cases {
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(response.data.len(), 1);
-    }
-
-    /// A job in the upstream's failure status is a 502.
-    pub async fn failed_status<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::failed_status(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A job past its deadline is a 504, and is cancelled upstream.
-    pub async fn deadline_exceeded<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::never_completes(&server).await;
-        fails::<F>(&server, 504, Some("upstream_timeout")).await;
-        // The cancel is sent in the background; give it a moment before the fake verifies.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -250,8 +266,8 @@ macro_rules! conformance_suite {
     ($fixture:ty, polling) => {
         $crate::conformance_suite!(@suite $fixture, true, {
             slow_completion_succeeds => slow_completion(),
-            failed_status_is_502 => failed_status(),
-            deadline_exceeded_is_504_and_cancelled => deadline_exceeded(),
+            failed_status_is_502 => fails(cases::Failure::FailedStatus),
+            deadline_exceeded_is_504_and_cancelled => fails(cases::Failure::NeverCompletes),
         });
     };
     (@suite $fixture:ty, $polling:literal, { $($name:ident => $case:ident($($arg:expr),*),)* }) => {
@@ -272,11 +288,11 @@ macro_rules! conformance_suite {
                 success_one_image => success(1, 0),
                 success_several_images => success(2, 0),
                 reference_images_reach_the_upstream => success(1, 2),
-                moderation_block_is_400_moderation_blocked => moderation(),
-                rate_limit_is_429_with_retry_after => rate_limited(),
-                server_error_is_502 => server_error(),
-                malformed_body_is_502 => malformed(),
-                truncated_body_is_502 => truncated(),
+                moderation_block_is_400_moderation_blocked => fails(cases::Failure::Moderation),
+                rate_limit_is_429_with_retry_after => fails(cases::Failure::RateLimited),
+                server_error_is_502 => fails(cases::Failure::ServerError),
+                malformed_body_is_502 => fails(cases::Failure::Malformed),
+                truncated_body_is_502 => fails(cases::Failure::Truncated),
                 $($name => $case($($arg),*),)*
             );
         }
