@@ -56,7 +56,7 @@ impl Fixture for Gemini {
 
     fn gateway(server: &MockServer) -> Gateway {
         let config = GeminiConfig::new(KEY).with_base_url(server.uri());
-        gateway_of(GeminiProvider::new(config).expect("provider"))
+        gateway_of(GeminiProvider::new(config).unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn model() -> &'static str {
