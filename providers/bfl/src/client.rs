@@ -56,7 +56,17 @@ impl UpstreamAdapter for BflProvider {
     }
 
     async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(&call).await
+        let mapping = convert::input_mapping(&call.request.model)?;
+        // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
+        // entry asking for more simply gets one task per image, in turn.
+        let mut images = Vec::with_capacity(call.n as usize);
+        for offset in 0..call.n.max(1) {
+            images.push(self.run_task(&call, offset, &mapping).await?);
+        }
+        Ok(Generation {
+            images,
+            ..Generation::default()
+        })
     }
 
     async fn try_resume(
@@ -75,20 +85,6 @@ impl UpstreamAdapter for BflProvider {
 }
 
 impl BflProvider {
-    async fn run(&self, call: &ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let mapping = convert::input_mapping(&call.request.model)?;
-        // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
-        // entry asking for more simply gets one task per image, in turn.
-        let mut images = Vec::with_capacity(call.n as usize);
-        for offset in 0..call.n.max(1) {
-            images.push(self.run_task(call, offset, &mapping).await?);
-        }
-        Ok(Generation {
-            images,
-            ..Generation::default()
-        })
-    }
-
     /// Submits one task, polls it to the end and downloads its sample.
     async fn run_task(
         &self,

@@ -58,7 +58,32 @@ impl UpstreamAdapter for FalProvider {
     }
 
     async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call).await
+        let model = &call.request.model;
+        let mapping = InputMapping::of(model)?;
+        let input = convert::model_input(&call, &mapping)?;
+        let submit_url = self
+            .root
+            .join(model.upstream.trim_start_matches('/'))
+            .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
+        tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
+        let answer = self
+            .send(Method::POST, submit_url.as_str(), Some(&input))
+            .await?;
+        let body = self.success(answer, &mapping, &call)?;
+        let queued: QueuedJob = serde_json::from_slice(&body).map_err(upstream::malformed)?;
+        tracing::debug!(request_id = ?queued.request_id, "fal job queued");
+        // Armed until the job reaches a terminal status: a deadline, an error while polling or
+        // the client going away (this future dropped) cancels it upstream.
+        let queued = QueuedJob {
+            request_id: queued.request_id,
+            status_url: self.trusted(queued.status_url)?,
+            response_url: self.trusted(queued.response_url)?,
+            cancel_url: queued.cancel_url.map(|url| self.trusted(url)).transpose()?,
+        };
+        if let Ok(token) = serde_json::to_string(&queued) {
+            call.report_job(token);
+        }
+        self.wait(&call, &mapping, queued).await
     }
 
     async fn try_resume(
@@ -92,35 +117,6 @@ struct Job<'a, 'b> {
 }
 
 impl FalProvider {
-    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let model = &call.request.model;
-        let mapping = InputMapping::of(model)?;
-        let input = convert::model_input(&call, &mapping)?;
-        let submit_url = self
-            .root
-            .join(model.upstream.trim_start_matches('/'))
-            .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
-        tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
-        let answer = self
-            .send(Method::POST, submit_url.as_str(), Some(&input))
-            .await?;
-        let body = self.success(answer, &mapping, &call)?;
-        let queued: QueuedJob = serde_json::from_slice(&body).map_err(upstream::malformed)?;
-        tracing::debug!(request_id = ?queued.request_id, "fal job queued");
-        // Armed until the job reaches a terminal status: a deadline, an error while polling or
-        // the client going away (this future dropped) cancels it upstream.
-        let queued = QueuedJob {
-            request_id: queued.request_id,
-            status_url: self.trusted(queued.status_url)?,
-            response_url: self.trusted(queued.response_url)?,
-            cancel_url: queued.cancel_url.map(|url| self.trusted(url)).transpose()?,
-        };
-        if let Ok(token) = serde_json::to_string(&queued) {
-            call.report_job(token);
-        }
-        self.wait(&call, &mapping, queued).await
-    }
-
     /// Follows a queued job to its end and fetches its images.
     async fn wait(
         &self,

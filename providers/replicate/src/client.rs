@@ -59,31 +59,6 @@ impl UpstreamAdapter for ReplicateProvider {
     }
 
     async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call).await
-    }
-
-    async fn try_resume(
-        &self,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
-        let job: Job = serde_json::from_str(job)
-            .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
-        // Its URLs came from the API: the key may go to them, as it did when they were made.
-        self.wait(job, PollPolicy::for_model(&call.request.model))
-            .await
-    }
-}
-
-/// A running prediction, as a task records it to resume it: its `urls.get` and `urls.cancel`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Job {
-    get: String,
-    cancel: Option<String>,
-}
-
-impl ReplicateProvider {
-    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         let model = &call.request.model;
         let input = convert::input(&call, &convert::mapping(model)?)?;
         let policy = PollPolicy::for_model(model);
@@ -125,6 +100,27 @@ impl ReplicateProvider {
         self.wait(job, left).await
     }
 
+    async fn try_resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let job: Job = serde_json::from_str(job)
+            .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
+        // Its URLs came from the API: the key may go to them, as it did when they were made.
+        self.wait(job, PollPolicy::for_model(&call.request.model))
+            .await
+    }
+}
+
+/// A running prediction, as a task records it to resume it: its `urls.get` and `urls.cancel`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Job {
+    get: String,
+    cancel: Option<String>,
+}
+
+impl ReplicateProvider {
     /// Polls a running prediction to its end and fetches its outputs.
     async fn wait(&self, job: Job, policy: PollPolicy) -> Result<Generation, ProviderError> {
         // Armed until the prediction ends: a deadline, an error or the client going away
