@@ -10,10 +10,12 @@ use async_trait::async_trait;
 use common::{exact_form, FormPart};
 use imgproxy_core::Gateway;
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
-use imgproxy_testkit::{b64, cut_off_json, gateway_of, mount_once, png, reference_png, Fixture};
+use imgproxy_testkit::{
+    b64, bearer_post, cut_off_json, gateway_of, mount_once, png, reference_png, Fixture,
+};
 use serde_json::{json, Value};
 use wiremock::{
-    matchers::{any, body_json, header, header_regex, method, path},
+    matchers::{any, body_json, header, header_regex, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
@@ -24,9 +26,7 @@ struct OpenAI;
 
 /// A POST to `endpoint` carrying our key.
 fn call(endpoint: &str) -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post(endpoint, KEY)
 }
 
 /// The JSON body of `/images/generations` the cases' request becomes: the catalog's defaults

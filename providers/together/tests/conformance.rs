@@ -7,12 +7,9 @@
 use async_trait::async_trait;
 use imgproxy_core::{Gateway, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, cut_off_json, gateway_of, mount_once, png, Fixture};
+use imgproxy_testkit::{b64, bearer_post, cut_off_json, gateway_of, mount_once, png, Fixture};
 use serde_json::{json, Value};
-use wiremock::{
-    matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, ResponseTemplate,
-};
+use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
 
 const KEY: &str = "tgp_v1_test-key-0123456789abcdef";
 
@@ -20,9 +17,7 @@ struct Together;
 
 /// A POST to `/images/generations` carrying our key.
 fn call() -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/generations", KEY)
 }
 
 /// The body the cases' request becomes, the catalog's defaults (`1024x1024`, `jpeg`) included.

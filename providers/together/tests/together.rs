@@ -4,10 +4,10 @@
 
 use imgproxy_core::{Gateway, ImageInput, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, data_url, gateway_of, png, reference_png, WithoutHeader};
+use imgproxy_testkit::{b64, bearer_post, data_url, gateway_of, png, reference_png, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
-    matchers::{body_json, header, method, path},
+    matchers::{body_json, method, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
@@ -22,9 +22,7 @@ fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
 }
 
 fn call() -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/generations", KEY)
 }
 
 fn request(extra: Value) -> Result<ImageRequest, serde_json::Error> {

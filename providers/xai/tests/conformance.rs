@@ -8,13 +8,10 @@ use async_trait::async_trait;
 use imgproxy_core::Gateway;
 use imgproxy_provider_xai::{XaiConfig, XaiProvider};
 use imgproxy_testkit::{
-    b64, cut_off_json, data_url, gateway_of, mount_once, png, reference_png, Fixture,
+    b64, bearer_post, cut_off_json, data_url, gateway_of, mount_once, png, reference_png, Fixture,
 };
 use serde_json::{json, Value};
-use wiremock::{
-    matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, ResponseTemplate,
-};
+use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
 
 const KEY: &str = "xai-test-key-0123456789abcdef";
 
@@ -22,9 +19,7 @@ struct Xai;
 
 /// A POST to `endpoint` carrying our key.
 fn call(endpoint: &str) -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post(endpoint, KEY)
 }
 
 /// The body the cases' request becomes: defaults only, since the catalog gives `grok-imagine`

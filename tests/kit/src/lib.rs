@@ -17,7 +17,10 @@ use std::{io::Cursor, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use base64::Engine as _;
 use imgproxy_core::{Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse};
-use wiremock::{MockBuilder, MockServer, ResponseTemplate};
+use wiremock::{
+    matchers::{header, method, path},
+    Mock, MockBuilder, MockServer, ResponseTemplate,
+};
 
 /// Poll deadline fixtures should give async providers, so that deadline cases finish fast.
 pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -112,6 +115,13 @@ pub fn gateway_of(provider: impl ImageProvider + 'static) -> Gateway {
     Gateway::builder(Catalog::embedded().unwrap())
         .provider(Arc::new(provider))
         .build()
+}
+
+/// A POST to `endpoint` carrying `Authorization: Bearer {key}`.
+pub fn bearer_post(endpoint: &str, key: &str) -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(endpoint))
+        .and(header("authorization", format!("Bearer {key}").as_str()))
 }
 
 /// Mounts `request` on `server`, answered with `response` and expected exactly once.
