@@ -1,17 +1,22 @@
 //! Helpers every provider crate shares for talking to upstream HTTP APIs, written once so that
-//! no adapter repeats them: the keyed API client and its status check (`api`), reading failures
-//! into [`ProviderError`]s (`failure`), capped downloads (`download`), and polling with a
-//! deadline, backoff and an upstream cancel (`poll`). What an upstream's bodies mean, and
-//! which of its statuses are special, stays in its adapter crate.
+//! no adapter repeats them: the `ImageProvider` impl of every adapter, which scrubs the key
+//! from its errors (`adapter`), the keyed API client and its status check (`api`), reading
+//! failures into [`ProviderError`]s (`failure`), capped downloads (`download`), polling with a
+//! deadline, backoff and an upstream cancel (`poll`), and the settings every adapter takes
+//! (`settings`). What an upstream's bodies mean, and which of its statuses are special, stays
+//! in its adapter crate.
 
+mod adapter;
 mod api;
 mod download;
 mod failure;
 mod poll;
+mod settings;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+pub use adapter::UpstreamAdapter;
 pub use api::{http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT};
 pub use download::{download, read_capped, sniffed_image, ImageSource, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use failure::{
@@ -19,6 +24,7 @@ pub use failure::{
     transport_error, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
 };
 pub use poll::{CancelOnDrop, PollPolicy};
+pub use settings::{ApiKey, Upstream, UpstreamSettings, DEFAULT_TIMEOUT};
 
 use crate::{ModelSpec, ProviderError};
 

@@ -5,8 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use imgproxy_core::ImageProvider;
-use secrecy::SecretString;
+use imgproxy_core::{upstream::UpstreamSettings, ImageProvider};
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// One built-in provider family.
 pub struct ProviderEntry {
@@ -51,17 +51,16 @@ impl ProviderSettings {
     }
 }
 
-/// Every provider crate has the same config shape: key, base URL, timeout; OpenAI's also has
-/// the `name` it serves under (a compatible endpoint's own).
+/// Every provider crate takes the same settings (`UpstreamSettings`: key, base URL, timeout);
+/// OpenAI's adds the `name` it serves under (a compatible endpoint's own).
 macro_rules! start {
-    ($settings:expr, $provider:path, $config:path $(, $also:ident)?) => {{
+    ($settings:expr, $provider:ident, $config:ident $(, $also:ident)?) => {{
         let settings: &ProviderSettings = $settings;
-        let mut config = <$config>::new(settings.api_key.clone());
-        if let Some(base_url) = &settings.base_url {
-            config.base_url.clone_from(base_url);
-        }
-        config.timeout = settings.timeout;
-        $(config.$also.clone_from(&settings.$also);)?
+        let mut upstream = UpstreamSettings::new(settings.api_key.expose_secret())
+            .with_timeout(settings.timeout);
+        upstream.base_url.clone_from(&settings.base_url);
+        let config = <$config>::from(upstream);
+        $(let config = $config { $also: settings.$also.clone(), ..config };)?
         Ok(Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>)
     }};
 }

@@ -1,16 +1,17 @@
-//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl
+//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl
 //! (submit, poll, download), plus the rule of which hosts may see the key. What goes into a
 //! request and how answers are read is `convert`'s job.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, failed, ApiClient, KeyHeader, PollPolicy},
-    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
+    upstream::{
+        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter, UpstreamSettings,
+    },
+    GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
 use reqwest::Url;
-use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
 
 use crate::{
@@ -19,49 +20,18 @@ use crate::{
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
-/// How long one upstream HTTP request may take (submit, one poll, the download).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Settings of the BFL upstream: the key goes as `x-key` to the API's hosts only; the API root
+/// may be a regional one such as `https://api.eu.bfl.ai`.
+pub type BflConfig = UpstreamSettings;
 
-/// Where BFL reads the key from.
-const KEY_HEADER: KeyHeader = KeyHeader::Named("x-key");
-
-/// Settings of the BFL upstream.
-#[derive(Debug, Clone)]
-pub struct BflConfig {
-    /// Sent as `x-key`, to the API's hosts only.
-    pub api_key: SecretString,
-    /// API root, for example `https://api.bfl.ai` or a regional `https://api.eu.bfl.ai`; a
-    /// trailing slash is fine.
-    pub base_url: String,
-    /// Limit on each upstream HTTP request (default 120 s); the whole task is bounded by the
-    /// model's `deadline_secs`.
-    pub timeout: Duration,
-    /// Largest sample downloaded (default [`upstream::DEFAULT_MAX_DOWNLOAD_BYTES`]).
-    pub max_download_bytes: usize,
-}
-
-impl BflConfig {
-    /// The settings for BFL's global endpoint with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<SecretString>) -> Self {
-        Self {
-            api_key: api_key.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
-        }
-    }
-}
-
-/// An [`ImageProvider`] speaking BFL's direct API: one task per image, polled until ready.
+/// An [`UpstreamAdapter`] speaking BFL's direct API: one task per image, polled until ready.
 ///
 /// It never retries a submit: a failure after BFL accepted the task is ambiguous, and a retry
 /// could bill the image twice.
 #[derive(Debug)]
 pub struct BflProvider {
-    /// The base URL without its trailing slash.
-    base_url: String,
-    /// The same, parsed: its origin may see the key.
-    base: Url,
+    /// The API root (ending with `/`): its origin may see the key.
+    root: Url,
     /// `x-key`, sent to the API's hosts only.
     api: ApiClient,
 }
@@ -69,48 +39,44 @@ pub struct BflProvider {
 impl BflProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: BflConfig) -> Result<Self, ProviderError> {
-        let base_url = config.base_url.trim_end_matches('/').to_owned();
-        let base = Url::parse(&base_url)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
-            .ok_or_else(|| {
-                failed(format!(
-                    "the BFL base URL `{base_url}` is not an http(s) URL"
-                ))
-            })?;
-        let api = ApiClient::new(KEY_HEADER, config.api_key.expose_secret(), config.timeout)?
-            .max_body_bytes(config.max_download_bytes);
         Ok(Self {
-            base_url,
-            base,
-            api,
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
         })
     }
 }
 
 #[async_trait]
-impl ImageProvider for BflProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
+impl UpstreamAdapter for BflProvider {
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-key"));
+
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.try_generate(&call)
-            .await
-            .map_err(|e| self.api.scrub(e))
+    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+        let mapping = convert::input_mapping(&call.request.model)?;
+        // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
+        // entry asking for more simply gets one task per image, in turn.
+        let mut images = Vec::with_capacity(call.n as usize);
+        for offset in 0..call.n.max(1) {
+            images.push(self.run_task(&call, offset, &mapping).await?);
+        }
+        Ok(Generation {
+            images,
+            ..Generation::default()
+        })
     }
 
-    async fn resume(
+    async fn try_resume(
         &self,
         call: ProviderRequest<'_>,
         job: &str,
     ) -> Result<Generation, ProviderError> {
         let poll_url =
             Url::parse(job).map_err(|_| failed("the job to resume is not a BFL task"))?;
-        let image = self
-            .wait(&call.request.model, &poll_url)
-            .await
-            .map_err(|e| self.api.scrub(e))?;
+        let image = self.wait(&call.request.model, &poll_url).await?;
         Ok(Generation {
             images: vec![image],
             ..Generation::default()
@@ -119,20 +85,6 @@ impl ImageProvider for BflProvider {
 }
 
 impl BflProvider {
-    async fn try_generate(&self, call: &ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let mapping = convert::input_mapping(&call.request.model)?;
-        // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
-        // entry asking for more simply gets one task per image, in turn.
-        let mut images = Vec::with_capacity(call.n as usize);
-        for offset in 0..call.n.max(1) {
-            images.push(self.run_task(call, offset, &mapping).await?);
-        }
-        Ok(Generation {
-            images,
-            ..Generation::default()
-        })
-    }
-
     /// Submits one task, polls it to the end and downloads its sample.
     async fn run_task(
         &self,
@@ -145,7 +97,7 @@ impl BflProvider {
         tracing::debug!(provider = PROVIDER_ID, model, "submitting a BFL task");
         let submitted = self.submit(model, &body).await?;
         tracing::debug!(provider = PROVIDER_ID, model, task = %submitted.id, cost = ?submitted.cost, "BFL task submitted");
-        let poll_url = polling_url(&submitted, &self.base_url)?;
+        let poll_url = polling_url(&submitted, &self.root)?;
         // One task per call is what a task can resume by its polling URL.
         if call.n == 1 {
             call.report_job(poll_url.to_string());
@@ -159,7 +111,7 @@ impl BflProvider {
         model: &imgproxy_core::ModelSpec,
         poll_url: &Url,
     ) -> Result<GeneratedImage, ProviderError> {
-        let send_key = may_send_key(poll_url, &self.base);
+        let send_key = may_send_key(poll_url, &self.root);
         if !send_key {
             tracing::warn!(
                 provider = PROVIDER_ID,
@@ -178,10 +130,7 @@ impl BflProvider {
 
     /// `POST {base}/v1/{model}` with `x-key`.
     async fn submit(&self, model: &str, body: &Value) -> Result<SubmitResponse, ProviderError> {
-        let post = self
-            .api
-            .post(format!("{}/v1/{model}", self.base_url))
-            .json(body);
+        let post = self.api.post(format!("{}v1/{model}", self.root)).json(body);
         let body = self
             .api
             .send_for_body(post, convert::error_from_status)
@@ -230,11 +179,11 @@ impl BflProvider {
 /// The URL to poll: the returned `polling_url` as it is (BFL routes tasks by region, so its
 /// host is never rebuilt), with `?id=` added only if it has none; without one, the legacy
 /// `{base}/v1/get_result?id=`.
-fn polling_url(submitted: &SubmitResponse, base_url: &str) -> Result<Url, ProviderError> {
+fn polling_url(submitted: &SubmitResponse, root: &Url) -> Result<Url, ProviderError> {
     let text = submitted
         .polling_url
         .clone()
-        .unwrap_or_else(|| format!("{base_url}/v1/get_result"));
+        .unwrap_or_else(|| format!("{root}v1/get_result"));
     let mut url = Url::parse(&text)
         .ok()
         .filter(|url| matches!(url.scheme(), "http" | "https"))
@@ -265,8 +214,8 @@ mod tests {
 
     #[test]
     fn polling_url_is_kept_as_returned_and_gets_an_id_only_if_missing() {
-        let base = "https://api.bfl.ai";
-        let url = |p| polling_url(&submitted(p), base).unwrap().to_string();
+        let root = Url::parse("https://api.bfl.ai/").unwrap();
+        let url = |p| polling_url(&submitted(p), &root).unwrap().to_string();
         assert_eq!(
             url(Some("https://api.us1.bfl.ai/v1/get_result?id=task-1")),
             "https://api.us1.bfl.ai/v1/get_result?id=task-1"
@@ -276,8 +225,8 @@ mod tests {
             "https://api.eu.bfl.ai/v2/results?region=eu&id=task-1"
         );
         assert_eq!(url(None), "https://api.bfl.ai/v1/get_result?id=task-1");
-        assert!(polling_url(&submitted(Some("ftp://x/y")), base).is_err());
-        assert!(polling_url(&submitted(Some("not a url")), base).is_err());
+        assert!(polling_url(&submitted(Some("ftp://x/y")), &root).is_err());
+        assert!(polling_url(&submitted(Some("not a url")), &root).is_err());
     }
 
     #[test]

@@ -14,69 +14,56 @@ pub(crate) struct SubmitResponse {
     pub id: String,
     /// Where to poll. Absent only in old answers, which are polled at the legacy
     /// `/v1/get_result?id=` of the base URL.
-    #[serde(default)]
     pub polling_url: Option<String>,
     /// What BFL bills for the task, in its own credits (nullable, newer field); logged only.
-    #[serde(default)]
     pub cost: Option<f64>,
 }
 
 /// The answer of `GET <polling_url>`. Loose on purpose: `result` is an object only once the
 /// task is `Ready`, and non-`Ready` answers must not fail on whatever it holds before.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct PollResponse {
-    #[serde(default)]
     pub status: Option<String>,
     /// Some answers carry the status as `state` (vercel's adapter accepts both).
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub result: Option<Value>,
     /// Moderation reasons or error details; format undocumented.
-    #[serde(default)]
     pub details: Option<Value>,
     /// What went wrong, on an `Error` status.
-    #[serde(default)]
     pub error: Option<Value>,
 }
 
 /// A non-2xx body: FastAPI's `{"detail": [{"loc", "msg"}] | "text"}`, or `{"message"}`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ErrorBody {
-    #[serde(default)]
     pub detail: Option<Value>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
 /// One item of FastAPI's validation `detail`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ValidationItem {
-    #[serde(default)]
     pub loc: Vec<Value>,
-    #[serde(default)]
     pub msg: Option<String>,
 }
 
 /// A BFL model's `upstream_input` table in the catalog: how validated parameters and
 /// reference images become fields of the submit body.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct InputMapping {
     /// Where a `WxH` size goes; unset: `size` is sent as it is.
-    #[serde(default)]
     pub size: Option<SizeField>,
     /// The field of each reference image, in request order.
-    #[serde(default)]
     pub reference_fields: Vec<String>,
     /// How reference images are encoded.
-    #[serde(default)]
     pub reference_encoding: ReferenceEncoding,
     /// Upstream field names of parameters whose name differs.
-    #[serde(default)]
     pub rename: BTreeMap<String, String>,
     /// Per parameter, upstream values of string values that differ.
-    #[serde(default)]
     pub values: BTreeMap<String, BTreeMap<String, Value>>,
 }
 

@@ -4,15 +4,13 @@
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use imgproxy_core::{
     validate::validate, Catalog, Gateway, ImageProvider as _, ImageRequest, ProviderRequest,
     ReferenceImage,
 };
 use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
-use imgproxy_testkit::{b64, png, reference_png};
+use imgproxy_testkit::{b64, gateway_of, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, header_exists, method, path, query_param},
@@ -23,16 +21,12 @@ const KEY: &str = "bfl-test-key-0123456789";
 const PROMPT: &str = "a lighthouse at dusk";
 
 fn provider(server: &MockServer) -> BflProvider {
-    let mut config = BflConfig::new(KEY);
-    config.base_url = server.uri();
-    BflProvider::new(config).unwrap()
+    BflProvider::new(BflConfig::new(KEY).with_base_url(server.uri())).unwrap()
 }
 
 /// A gateway whose only provider is BFL, so that Replicate-first ids resolve to BFL.
 fn gateway(server: &MockServer) -> Gateway {
-    Gateway::builder(Catalog::embedded().unwrap())
-        .provider(Arc::new(provider(server)))
-        .build()
+    gateway_of(provider(server))
 }
 
 fn request(body: Value) -> ImageRequest {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use imgproxy_core::{Catalog, Gateway, ImageRequest};
 use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
-use imgproxy_testkit::{b64, png, reference_png, Fixture, TEST_DEADLINE};
+use imgproxy_testkit::{b64, cut_off_json, png, reference_png, Fixture, TEST_DEADLINE};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path, query_param},
@@ -95,7 +95,7 @@ impl Fixture for Bfl {
             catalog.upsert(model).unwrap();
         }
         let mut config = BflConfig::new(KEY);
-        config.base_url = format!("{}/", server.uri());
+        config.base_url = Some(format!("{}/", server.uri()));
         Gateway::builder(catalog)
             .provider(Arc::new(BflProvider::new(config).unwrap()))
             .build()
@@ -183,10 +183,7 @@ impl Fixture for Bfl {
     }
 
     async fn truncated(server: &MockServer) {
-        let answer = ResponseTemplate::new(200).set_body_raw(
-            r#"{"id":"task-1","polling_url":"http://127.0"#,
-            "application/json",
-        );
+        let answer = cut_off_json(r#"{"id":"task-1","polling_url":"http://127.0"#);
         mount_submit(server, answer, 1).await;
     }
 

@@ -1,18 +1,20 @@
-//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl, and
+//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl, and
 //! the queue protocol (submit, poll the returned `status_url`, fetch the returned
 //! `response_url`, cancel at `cancel_url`). What goes into a request and how answers are read
 //! is `convert`'s job.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection},
-    Generation, ImageProvider, ProviderError, ProviderRequest,
+    upstream::{
+        self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection, Upstream, UpstreamAdapter,
+        UpstreamSettings,
+    },
+    Generation, ProviderError, ProviderRequest,
 };
 use reqwest::{Method, Url};
-use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{
     convert::{self, InputMapping, JobState},
@@ -21,40 +23,17 @@ use crate::{
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
-/// How long one upstream HTTP request may take (each poll is one request).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Settings of the fal upstream: the key goes as `Authorization: Key <key>` to the queue API
+/// only; `max_download_bytes` bounds each generated image downloaded from a result URL.
+pub type FalConfig = UpstreamSettings;
 
-/// Settings of the fal upstream.
-#[derive(Debug, Clone)]
-pub struct FalConfig {
-    /// Sent as `Authorization: Key <key>`.
-    pub api_key: SecretString,
-    /// Queue API root, for example `https://queue.fal.run`; a trailing slash is fine.
-    pub base_url: String,
-    /// Limit on each upstream request, including reading its body (default 120 s).
-    pub timeout: Duration,
-    /// Largest generated image downloaded from a result URL.
-    pub max_download_bytes: usize,
-}
-
-impl FalConfig {
-    /// The settings for fal itself with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<SecretString>) -> Self {
-        Self {
-            api_key: api_key.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
-        }
-    }
-}
-
-/// An [`ImageProvider`] speaking fal's queue API.
+/// An [`UpstreamAdapter`] speaking fal's queue API.
 ///
 /// It never retries: a job that may have started could bill twice.
 #[derive(Debug)]
 pub struct FalProvider {
-    base: Url,
+    /// The queue API root (ending with `/`), below which model ids go.
+    root: Url,
     /// `Authorization: Key <key>`, sent to the queue API only, never to download URLs.
     api: ApiClient,
 }
@@ -62,67 +41,28 @@ pub struct FalProvider {
 impl FalProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: FalConfig) -> Result<Self, ProviderError> {
-        let base = Url::parse(&format!("{}/", config.base_url.trim_end_matches('/')))
-            .map_err(|e| upstream::failed(format!("the fal base URL is invalid: {e}")))?;
-        let api = ApiClient::new(
-            KeyHeader::Authorization("Key"),
-            config.api_key.expose_secret(),
-            config.timeout,
-        )?
-        .max_body_bytes(config.max_download_bytes);
-        Ok(Self { base, api })
+        Ok(Self {
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
+        })
     }
 }
 
 #[async_trait]
-impl ImageProvider for FalProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
+impl UpstreamAdapter for FalProvider {
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Authorization("Key"));
+
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call).await.map_err(|e| self.api.scrub(e))
-    }
-
-    async fn resume(
-        &self,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
-        let stored: QueuedJob = serde_json::from_str(job)
-            .map_err(|_| upstream::failed("the job to resume is not a fal queue job"))?;
-        // Checked again: the key goes to these URLs.
-        let queued = QueuedJob {
-            request_id: stored.request_id,
-            status_url: self.trusted(stored.status_url)?,
-            response_url: self.trusted(stored.response_url)?,
-            cancel_url: stored.cancel_url.map(|url| self.trusted(url)).transpose()?,
-        };
-        let mapping = InputMapping::of(&call.request.model)?;
-        self.wait(&call, &mapping, queued)
-            .await
-            .map_err(|e| self.api.scrub(e))
-    }
-}
-
-/// A whole HTTP answer of the queue API: the body of a 2xx, or the rejection.
-type Answer = Result<Bytes, Rejection>;
-
-/// A submitted job, with the URLs to follow exactly as fal returned them.
-struct Job<'a, 'b> {
-    status_url: String,
-    response_url: String,
-    mapping: &'a InputMapping,
-    call: &'a ProviderRequest<'b>,
-}
-
-impl FalProvider {
-    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         let model = &call.request.model;
         let mapping = InputMapping::of(model)?;
         let input = convert::model_input(&call, &mapping)?;
         let submit_url = self
-            .base
+            .root
             .join(model.upstream.trim_start_matches('/'))
             .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
         tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
@@ -146,6 +86,37 @@ impl FalProvider {
         self.wait(&call, &mapping, queued).await
     }
 
+    async fn try_resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let stored: QueuedJob = serde_json::from_str(job)
+            .map_err(|_| upstream::failed("the job to resume is not a fal queue job"))?;
+        // Checked again: the key goes to these URLs.
+        let queued = QueuedJob {
+            request_id: stored.request_id,
+            status_url: self.trusted(stored.status_url)?,
+            response_url: self.trusted(stored.response_url)?,
+            cancel_url: stored.cancel_url.map(|url| self.trusted(url)).transpose()?,
+        };
+        let mapping = InputMapping::of(&call.request.model)?;
+        self.wait(&call, &mapping, queued).await
+    }
+}
+
+/// A whole HTTP answer of the queue API: the body of a 2xx, or the rejection.
+type Answer = Result<Bytes, Rejection>;
+
+/// A submitted job, with the URLs to follow exactly as fal returned them.
+struct Job<'a, 'b> {
+    status_url: String,
+    response_url: String,
+    mapping: &'a InputMapping,
+    call: &'a ProviderRequest<'b>,
+}
+
+impl FalProvider {
     /// Follows a queued job to its end and fetches its images.
     async fn wait(
         &self,
@@ -243,7 +214,7 @@ impl FalProvider {
     /// hand the key to a stranger.
     fn trusted(&self, url: String) -> Result<String, ProviderError> {
         let ok = Url::parse(&url)
-            .is_ok_and(|parsed| upstream::key_may_go_to(&parsed, &self.base, "fal.run"));
+            .is_ok_and(|parsed| upstream::key_may_go_to(&parsed, &self.root, "fal.run"));
         if ok {
             Ok(url)
         } else {

@@ -21,23 +21,15 @@ use crate::wire::{File, Output, QueueStatus};
 /// How a model's validated parameters become its fal input: the `[models.upstream_input]`
 /// table of its catalog entry (documented in `catalog/fal.toml`).
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct InputMapping {
-    #[serde(default)]
     prompt_field: Option<String>,
-    #[serde(default)]
     n_field: Option<String>,
-    #[serde(default)]
     size: Option<SizeMapping>,
-    #[serde(default)]
     image_field: Option<String>,
-    #[serde(default)]
     rename: BTreeMap<String, String>,
-    #[serde(default)]
     values: BTreeMap<String, BTreeMap<String, Value>>,
-    #[serde(default)]
     drop: BTreeSet<String>,
-    #[serde(default)]
     background: Option<String>,
 }
 

@@ -10,7 +10,7 @@ mod convert;
 mod errors;
 mod wire;
 
-pub use client::{FalConfig, FalProvider, DEFAULT_TIMEOUT};
+pub use client::{FalConfig, FalProvider};
 
 /// The provider instance name the embedded catalog's fal models use.
 pub const PROVIDER_ID: &str = "fal";

@@ -8,12 +8,10 @@ use serde_json::Value;
 #[derive(Debug, Deserialize, serde::Serialize)]
 pub(crate) struct QueuedJob {
     /// Kept for logs only.
-    #[serde(default)]
     pub request_id: Option<String>,
     pub status_url: String,
     pub response_url: String,
     /// Absent from some answers; without it a job cannot be cancelled.
-    #[serde(default)]
     pub cancel_url: Option<String>,
 }
 
@@ -23,22 +21,18 @@ pub(crate) struct QueuedJob {
 pub(crate) struct QueueStatus {
     pub status: String,
     /// An error text some answers carry.
-    #[serde(default)]
     pub error: Option<Value>,
 }
 
 /// A model's output: a list of files (`images`) or a single one (`image`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct Output {
-    #[serde(default)]
     pub images: Option<Vec<File>>,
-    #[serde(default)]
     pub image: Option<File>,
     /// Per image (or, on some models, one flag for all): the safety checker flagged it.
-    #[serde(default)]
     pub has_nsfw_concepts: Option<Value>,
     /// The same flag under the name other models use.
-    #[serde(default)]
     pub nsfw_content_detected: Option<Value>,
 }
 
@@ -47,20 +41,16 @@ pub(crate) struct Output {
 pub(crate) struct File {
     /// `https://...` on fal's CDN, or a `data:` URI.
     pub url: String,
-    #[serde(default)]
     pub content_type: Option<String>,
-    #[serde(default)]
     pub width: Option<u32>,
-    #[serde(default)]
     pub height: Option<u32>,
 }
 
 /// An error body: `{"detail": [...]}` (validation), `{"detail": "..."}` or `{"message": "..."}`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct ErrorBody {
-    #[serde(default)]
     pub detail: Option<Detail>,
-    #[serde(default)]
     pub message: Option<String>,
 }
 
@@ -75,12 +65,11 @@ pub(crate) enum Detail {
 }
 
 /// One validation item. `input` (which may echo a whole base64 image) is never read.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct DetailItem {
-    #[serde(default)]
     pub loc: Vec<Value>,
-    #[serde(default)]
     pub msg: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
 }

@@ -11,7 +11,9 @@ mod common;
 use async_trait::async_trait;
 use common::{cancel, cdn_file, images_output, result, status, status_forever, submit, AUTH};
 use imgproxy_core::{Gateway, ImageInput, ImageRequest};
-use imgproxy_testkit::{data_url, png, reference_png, Fixture, TEST_DEADLINE};
+use imgproxy_testkit::{
+    cut_off_json, data_url, mount_once, png, reference_png, Fixture, TEST_DEADLINE,
+};
 use serde_json::json;
 use wiremock::{
     matchers::{header, method, path},
@@ -84,50 +86,43 @@ impl Fixture for Fal {
     }
 
     async fn rate_limited(server: &MockServer, seconds: u64) {
-        Mock::given(method("POST"))
-            .and(path(format!("/{UPSTREAM}")))
-            .and(header("authorization", AUTH))
-            .respond_with(
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", seconds.to_string().as_str())
-                    .set_body_json(json!({"detail": "Too many concurrent requests"})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            Mock::given(method("POST"))
+                .and(path(format!("/{UPSTREAM}")))
+                .and(header("authorization", AUTH)),
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", seconds.to_string().as_str())
+                .set_body_json(json!({"detail": "Too many concurrent requests"})),
+        )
+        .await;
     }
 
     async fn server_error(server: &MockServer) {
-        Mock::given(method("POST"))
-            .and(path(format!("/{UPSTREAM}")))
-            .respond_with(
-                ResponseTemplate::new(500)
-                    .set_body_json(json!({"detail": "Internal Server Error"})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
+            ResponseTemplate::new(500).set_body_json(json!({"detail": "Internal Server Error"})),
+        )
+        .await;
     }
 
     async fn malformed(server: &MockServer) {
-        Mock::given(method("POST"))
-            .and(path(format!("/{UPSTREAM}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"queued": true})))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
+            ResponseTemplate::new(200).set_body_json(json!({"queued": true})),
+        )
+        .await;
     }
 
     async fn truncated(server: &MockServer) {
-        Mock::given(method("POST"))
-            .and(path(format!("/{UPSTREAM}")))
-            .respond_with(ResponseTemplate::new(200).set_body_raw(
-                r#"{"request_id":"job-cut","status_url":"http://127.0.0.1/jo"#,
-                "application/json",
-            ))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
+            cut_off_json(r#"{"request_id":"job-cut","status_url":"http://127.0.0.1/jo"#),
+        )
+        .await;
     }
 
     async fn slow_completion(server: &MockServer) {
@@ -149,14 +144,14 @@ impl Fixture for Fal {
                            "output_format": "png"});
         submit(server, UPSTREAM, input, id).await;
         status(server, id, "IN_PROGRESS", 1).await;
-        Mock::given(method("GET"))
-            .and(path(format!("/jobs/{id}/state")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
+        mount_once(
+            server,
+            Mock::given(method("GET")).and(path(format!("/jobs/{id}/state"))),
+            ResponseTemplate::new(200).set_body_json(
                 json!({"status": "FAILED", "error": "runner crashed", "request_id": id}),
-            ))
-            .expect(1)
-            .mount(server)
-            .await;
+            ),
+        )
+        .await;
         result(server, id, 200, json!({}), 0).await;
         // A terminal status: nothing left to cancel.
         cancel(server, id, 0).await;

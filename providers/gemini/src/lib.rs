@@ -9,7 +9,7 @@ mod convert;
 mod error;
 mod wire;
 
-pub use client::{GeminiConfig, GeminiProvider, DEFAULT_TIMEOUT};
+pub use client::{GeminiConfig, GeminiProvider};
 
 /// The provider instance name that the embedded catalog's Gemini models use.
 pub const PROVIDER_ID: &str = "gemini";

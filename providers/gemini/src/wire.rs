@@ -37,8 +37,8 @@ pub(crate) struct Candidate {
 
 /// The parts of a candidate.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct Content {
-    #[serde(default)]
     pub parts: Vec<Part>,
 }
 

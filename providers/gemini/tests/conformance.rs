@@ -4,12 +4,10 @@
 
 #![expect(clippy::panic, reason = "tests fail loudly")]
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use imgproxy_core::{Catalog, Gateway};
+use imgproxy_core::Gateway;
 use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-use imgproxy_testkit::{b64, png, reference_png, Fixture};
+use imgproxy_testkit::{b64, cut_off_json, gateway_of, png, reference_png, Fixture};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -57,13 +55,8 @@ impl Fixture for Gemini {
     const ASYNC: bool = false;
 
     fn gateway(server: &MockServer) -> Gateway {
-        let mut config = GeminiConfig::new(KEY);
-        config.base_url = server.uri();
-        let provider = GeminiProvider::new(config).unwrap_or_else(|e| panic!("{e}"));
-        let catalog = Catalog::embedded().unwrap_or_else(|e| panic!("{e}"));
-        Gateway::builder(catalog)
-            .provider(Arc::new(provider))
-            .build()
+        let config = GeminiConfig::new(KEY).with_base_url(server.uri());
+        gateway_of(GeminiProvider::new(config).unwrap_or_else(|e| panic!("{e}")))
     }
 
     fn model() -> &'static str {
@@ -154,13 +147,7 @@ impl Fixture for Gemini {
 
     async fn truncated(server: &MockServer) {
         let answer = r#"{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgoAAAANSU"#;
-        expect(
-            server,
-            0,
-            1,
-            ResponseTemplate::new(200).set_body_raw(answer, "application/json"),
-        )
-        .await;
+        expect(server, 0, 1, cut_off_json(answer)).await;
     }
 }
 

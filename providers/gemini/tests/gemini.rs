@@ -23,8 +23,7 @@ fn gateway_with(
     server: &MockServer,
     catalog: Catalog,
 ) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let mut config = GeminiConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
+    let config = GeminiConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
     let provider = GeminiProvider::new(config)?;
     Ok(Gateway::builder(catalog)
         .provider(Arc::new(provider))

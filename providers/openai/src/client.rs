@@ -1,4 +1,4 @@
-//! The provider itself: its configuration, the HTTP client and the [`ImageProvider`] impl.
+//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl.
 //! Everything that touches the network lives here; building requests and reading answers is
 //! the job of `convert` and `edits`, mapping failures that of `errors`.
 
@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, ApiClient, KeyHeader},
-    Generation, ImageProvider, ProviderError, ProviderRequest,
+    upstream::{self, ApiClient, ApiKey, Upstream, UpstreamAdapter, UpstreamSettings},
+    Generation, ProviderError, ProviderRequest,
 };
-use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{convert, edits, errors, stream, PROVIDER_ID};
 
@@ -26,36 +25,37 @@ pub struct OpenAIConfig {
     /// Provider instance name that catalog entries refer to (default `openai`). Another name
     /// with another base URL and key serves an OpenAI-compatible gateway.
     pub name: String,
-    /// API root, for example `https://api.openai.com/v1`; a trailing slash is fine.
-    pub base_url: String,
-    /// Sent as `Authorization: Bearer <key>`.
-    pub api_key: SecretString,
-    /// Limit on each upstream request, including reading its body (default 300 s).
-    pub timeout: Duration,
+    /// The key (sent as `Authorization: Bearer <key>`), the API root (for example
+    /// `https://api.openai.com/v1`), the timeout (default 300 s) and the largest image
+    /// downloaded from a `url` item.
+    pub upstream: UpstreamSettings,
     /// Sent as `OpenAI-Organization` when set.
     pub organization: Option<String>,
     /// Sent as `OpenAI-Project` when set.
     pub project: Option<String>,
-    /// Largest image downloaded from a `url` item (default 50 MiB).
-    pub max_download_bytes: usize,
 }
 
 impl OpenAIConfig {
     /// The settings for OpenAI itself with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<SecretString>) -> Self {
+    pub fn new(api_key: impl Into<ApiKey>) -> Self {
+        Self::from(UpstreamSettings::new(api_key))
+    }
+}
+
+impl From<UpstreamSettings> for OpenAIConfig {
+    /// OpenAI itself, or a compatible endpoint, reached as `upstream` says; no organisation or
+    /// project.
+    fn from(upstream: UpstreamSettings) -> Self {
         Self {
             name: PROVIDER_ID.to_owned(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            api_key: api_key.into(),
-            timeout: DEFAULT_TIMEOUT,
+            upstream,
             organization: None,
             project: None,
-            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
         }
     }
 }
 
-/// An [`ImageProvider`] speaking OpenAI's Images API.
+/// An [`UpstreamAdapter`] speaking OpenAI's Images API.
 ///
 /// It never retries: an upstream failure after the image was made (a timeout, a dropped
 /// connection) is ambiguous, and a retry could bill the generation twice.
@@ -73,12 +73,7 @@ pub struct OpenAIProvider {
 impl OpenAIProvider {
     /// Builds the provider and its HTTP client (rustls, `config.timeout`).
     pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
-        let mut api = ApiClient::new(
-            KeyHeader::BEARER,
-            config.api_key.expose_secret(),
-            config.timeout,
-        )?
-        .max_body_bytes(config.max_download_bytes);
+        let mut api = config.upstream.api_client(&Self::UPSTREAM)?;
         for (name, value) in [
             ("openai-organization", &config.organization),
             ("openai-project", &config.project),
@@ -87,10 +82,10 @@ impl OpenAIProvider {
                 api = api.with_header(name, value)?;
             }
         }
-        let base_url = config.base_url.trim_end_matches('/');
+        let root = config.upstream.api_root(&Self::UPSTREAM)?;
         Ok(Self {
-            generations_url: format!("{base_url}/images/generations"),
-            edits_url: format!("{base_url}/images/edits"),
+            generations_url: format!("{root}images/generations"),
+            edits_url: format!("{root}images/edits"),
             name: config.name,
             api,
         })
@@ -98,19 +93,18 @@ impl OpenAIProvider {
 }
 
 #[async_trait]
-impl ImageProvider for OpenAIProvider {
+impl UpstreamAdapter for OpenAIProvider {
+    const UPSTREAM: Upstream =
+        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).timeout(DEFAULT_TIMEOUT);
+
     fn name(&self) -> &str {
         &self.name
     }
 
-    async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.try_generate(request)
-            .await
-            .map_err(|e| self.api.scrub(e))
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
-}
 
-impl OpenAIProvider {
     async fn try_generate(
         &self,
         request: ProviderRequest<'_>,

@@ -6,16 +6,16 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use common::{exact_form, FormPart};
-use imgproxy_core::{Catalog, Gateway};
+use imgproxy_core::Gateway;
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
-use imgproxy_testkit::{b64, png, reference_png, Fixture};
+use imgproxy_testkit::{
+    b64, bearer_post, cut_off_json, gateway_of, mount_once, png, reference_png, Fixture,
+};
 use serde_json::{json, Value};
 use wiremock::{
-    matchers::{any, body_json, header, header_regex, method, path},
+    matchers::{any, body_json, header, header_regex, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
@@ -26,9 +26,7 @@ struct OpenAI;
 
 /// A POST to `endpoint` carrying our key.
 fn call(endpoint: &str) -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post(endpoint, KEY)
 }
 
 /// The JSON body of `/images/generations` the cases' request becomes: the catalog's defaults
@@ -67,11 +65,8 @@ impl Fixture for OpenAI {
 
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = OpenAIConfig::new(KEY);
-        config.base_url = server.uri();
-        let provider = OpenAIProvider::new(config).expect("provider");
-        Gateway::builder(Catalog::embedded().expect("catalog"))
-            .provider(Arc::new(provider))
-            .build()
+        config.upstream.base_url = Some(server.uri());
+        gateway_of(OpenAIProvider::new(config).expect("provider"))
     }
 
     fn model() -> &'static str {
@@ -92,13 +87,14 @@ impl Fixture for OpenAI {
                       "input_tokens_details": {"text_tokens": 10, "image_tokens": 40}}
         }));
         if references == 0 {
-            call("/images/generations")
-                .and(header("content-type", "application/json"))
-                .and(body_json(generation_body(n)))
-                .respond_with(answer)
-                .expect(1)
-                .mount(server)
-                .await;
+            mount_once(
+                server,
+                call("/images/generations")
+                    .and(header("content-type", "application/json"))
+                    .and(body_json(generation_body(n))),
+                answer,
+            )
+            .await;
             return;
         }
         // Reference images go to the edits endpoint as multipart: the same fields as text
@@ -111,16 +107,17 @@ impl Fixture for OpenAI {
                 FormPart::file("image[]", &name, "image/png", &reference_png(i))
             })
             .collect();
-        call("/images/edits")
-            .and(header_regex(
-                "content-type",
-                "^multipart/form-data; boundary=.+$",
-            ))
-            .and(exact_form(&text, files))
-            .respond_with(answer)
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call("/images/edits")
+                .and(header_regex(
+                    "content-type",
+                    "^multipart/form-data; boundary=.+$",
+                ))
+                .and(exact_form(&text, files)),
+            answer,
+        )
+        .await;
         Mock::given(any())
             .and(path("/images/generations"))
             .respond_with(ResponseTemplate::new(500))
@@ -130,63 +127,62 @@ impl Fixture for OpenAI {
     }
 
     async fn moderation(server: &MockServer) {
-        generation()
-            .respond_with(ResponseTemplate::new(400).set_body_json(error(
+        mount_once(
+            server,
+            generation(),
+            ResponseTemplate::new(400).set_body_json(error(
                 "Your request was rejected by the safety system.",
                 "image_generation_user_error",
                 Some("moderation_blocked"),
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
     }
 
     async fn rate_limited(server: &MockServer, seconds: u64) {
-        generation()
-            .respond_with(
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", seconds.to_string().as_str())
-                    .set_body_json(error(
-                        "Rate limit reached for gpt-image-2 on images per minute.",
-                        "requests",
-                        Some("rate_limit_exceeded"),
-                    )),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            generation(),
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", seconds.to_string().as_str())
+                .set_body_json(error(
+                    "Rate limit reached for gpt-image-2 on images per minute.",
+                    "requests",
+                    Some("rate_limit_exceeded"),
+                )),
+        )
+        .await;
     }
 
     async fn server_error(server: &MockServer) {
-        generation()
-            .respond_with(ResponseTemplate::new(500).set_body_json(error(
+        mount_once(
+            server,
+            generation(),
+            ResponseTemplate::new(500).set_body_json(error(
                 "The server had an error while processing your request.",
                 "server_error",
                 None,
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
     }
 
     async fn malformed(server: &MockServer) {
-        generation()
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            generation(),
+            ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})),
+        )
+        .await;
     }
 
     async fn truncated(server: &MockServer) {
-        generation()
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "application/json")
-                    .set_body_string(r#"{"created": 1, "data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            generation(),
+            cut_off_json(r#"{"created": 1, "data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
+        )
+        .await;
     }
 }
 

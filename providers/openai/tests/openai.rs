@@ -10,7 +10,7 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use common::{count, exact_form, find, FormPart};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
-use imgproxy_testkit::{data_url, reference_png};
+use imgproxy_testkit::{bearer_post, data_url, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, method, path},
@@ -86,7 +86,7 @@ fn merge(mut base: Value, extra: Value) -> Value {
 
 fn config(server: &MockServer) -> OpenAIConfig {
     let mut config = OpenAIConfig::new(KEY);
-    config.base_url = server.uri();
+    config.upstream.base_url = Some(server.uri());
     config
 }
 
@@ -111,9 +111,7 @@ async fn generate(
 
 /// Mounts the one expected call of `case`, answering `response`.
 async fn expect_call(server: &MockServer, case: &Case, n: u32, response: ResponseTemplate) {
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/generations", KEY)
         .and(body_json(case.body(n)))
         .respond_with(response)
         .expect(1)
@@ -138,9 +136,7 @@ async fn failure(
 async fn success_sends_the_exact_body_and_headers() -> TestResult {
     for case in &CASES {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/images/generations"))
-            .and(header("authorization", format!("Bearer {KEY}").as_str()))
+        bearer_post("/images/generations", KEY)
             .and(header("content-type", "application/json"))
             .and(header("openai-organization", "org-1"))
             .and(header("openai-project", "proj-1"))
@@ -379,7 +375,7 @@ async fn slow_upstream_is_504() -> TestResult {
         )
         .await;
         let mut config = config(&server);
-        config.timeout = Duration::from_millis(500);
+        config.upstream.timeout = Some(Duration::from_millis(500));
         let gateway = gateway(Catalog::embedded()?, vec![config])?;
 
         let error = gateway
@@ -439,7 +435,7 @@ fn compat_catalog() -> Result<Catalog, Box<dyn std::error::Error>> {
 fn compat_config(server: &MockServer) -> OpenAIConfig {
     let mut config = OpenAIConfig::new(COMPAT_KEY);
     config.name = "compat".into();
-    config.base_url = format!("{}/v1/", server.uri());
+    config.upstream.base_url = Some(format!("{}/v1/", server.uri()));
     config
 }
 
@@ -528,7 +524,7 @@ async fn failed_or_oversized_downloads_are_502() -> TestResult {
             .mount(&compat)
             .await;
         let mut config = compat_config(&compat);
-        config.max_download_bytes = limit;
+        config.upstream.max_download_bytes = limit;
         let gateway = gateway(compat_catalog()?, vec![config])?;
 
         let error = gateway
@@ -568,9 +564,7 @@ async fn reference_images_go_to_images_edits_as_multipart() -> TestResult {
         .expect(0)
         .mount(&server)
         .await;
-    Mock::given(method("POST"))
-        .and(path("/images/edits"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/edits", KEY)
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "created": 1, "data": CASES[0].images(1), "output_format": "png"
         })))

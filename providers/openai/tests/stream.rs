@@ -26,7 +26,7 @@ const PNG_DONE: &[u8] = b"\x89PNG\r\n\x1a\n-final";
 
 fn provider(server: &MockServer) -> Result<OpenAIProvider, ProviderError> {
     let mut config = OpenAIConfig::new("sk-stream-test");
-    config.base_url = server.uri();
+    config.upstream.base_url = Some(server.uri());
     OpenAIProvider::new(config)
 }
 
@@ -66,6 +66,29 @@ fn sse(events: &[(&str, Value)], done: bool) -> String {
         body.push_str("data: [DONE]\n\n");
     }
     body
+}
+
+/// Mounts a plain JSON answer (not a stream) carrying the final image at `endpoint`, expected
+/// once.
+async fn mount_plain_answer(server: &MockServer, endpoint: &str) {
+    Mock::given(method("POST"))
+        .and(path(endpoint))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"data": [{"b64_json": STANDARD.encode(PNG_DONE)}]})),
+        )
+        .expect(1)
+        .mount(server)
+        .await;
+}
+
+/// Mounts `body`, a stream of events, as the answer to generations.
+async fn mount_stream(server: &MockServer, body: String) {
+    Mock::given(method("POST"))
+        .and(path("/images/generations"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(body))
+        .mount(server)
+        .await;
 }
 
 fn partial(index: u32, bytes: &[u8]) -> (&'static str, Value) {
@@ -129,15 +152,7 @@ async fn partials_are_relayed_and_the_completed_image_returned() -> TestResult {
 #[tokio::test]
 async fn without_asked_partials_the_call_is_not_streamed() -> TestResult {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"data": [{"b64_json": STANDARD.encode(PNG_DONE)}]})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_plain_answer(&server, "/images/generations").await;
     let request = validated(json!({"model": "gpt-image-2", "prompt": "p", "stream": true}))?;
     let (sender, _receiver) = mpsc::unbounded_channel::<PartialImage>();
     let call = streamed(&request, &sender);
@@ -164,14 +179,8 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
         ),
     ] {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/images/generations"))
-            .respond_with(ResponseTemplate::new(200).set_body_string(sse(
-                &[partial(0, PNG_A), ("error", json!({"error": error}))],
-                false,
-            )))
-            .mount(&server)
-            .await;
+        let events = [partial(0, PNG_A), ("error", json!({"error": error}))];
+        mount_stream(&server, sse(&events, false)).await;
         let request = validated(
             json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 1}),
         )?;
@@ -186,11 +195,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
     }
     // A stream that ends without a completed image is a failure too.
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(sse(&[partial(0, PNG_A)], true)))
-        .mount(&server)
-        .await;
+    mount_stream(&server, sse(&[partial(0, PNG_A)], true)).await;
     let request = validated(
         json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 1}),
     )?;
@@ -206,15 +211,7 @@ async fn an_error_inside_the_stream_is_the_upstreams_failure() -> TestResult {
 #[tokio::test]
 async fn a_mask_goes_as_its_own_part_after_the_images() -> TestResult {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/images/edits"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"data": [{"b64_json": STANDARD.encode(PNG_DONE)}]})),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
+    mount_plain_answer(&server, "/images/edits").await;
     const DATA: &str = "data:image/png;base64,iVBORw0KGgo=";
     let request =
         validated(json!({"model": "gpt-image-2", "prompt": "hat", "image": DATA, "mask": DATA}))?;

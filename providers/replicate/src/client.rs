@@ -1,5 +1,5 @@
 //! The provider: its configuration, the HTTP calls (create with `Prefer: wait`, poll
-//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`ImageProvider`] impl.
+//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`UpstreamAdapter`] impl.
 //! What goes into a prediction and how answers are read is `convert`'s job.
 
 use std::{task::Poll, time::Duration};
@@ -7,51 +7,33 @@ use std::{task::Poll, time::Duration};
 use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
-    upstream::{self, failed, ApiClient, CancelOnDrop, KeyHeader, PollPolicy},
-    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest,
+    upstream::{
+        self, failed, ApiClient, CancelOnDrop, PollPolicy, Upstream, UpstreamAdapter,
+        UpstreamSettings,
+    },
+    GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
-use secrecy::{ExposeSecret as _, SecretString};
+use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
 
-/// How long one HTTP request may take. Create holds the connection up to `Prefer: wait`.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `Prefer: wait` Replicate honours, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
 
-/// Settings of the Replicate upstream.
-#[derive(Debug, Clone)]
-pub struct ReplicateConfig {
-    /// Sent as `Authorization: Bearer <token>` to the API (never to output URLs).
-    pub api_key: SecretString,
-    /// API root, default [`DEFAULT_BASE_URL`]; a trailing slash is fine.
-    pub base_url: String,
-    /// Limit on each HTTP request, including reading its body (default 120 s).
-    pub timeout: Duration,
-    /// Largest output downloaded (default [`upstream::DEFAULT_MAX_DOWNLOAD_BYTES`]).
-    pub max_download_bytes: usize,
-}
+/// Settings of the Replicate upstream: the token goes as `Authorization: Bearer <token>` to
+/// the API, never to output URLs; `max_download_bytes` bounds each output.
+pub type ReplicateConfig = UpstreamSettings;
 
-impl ReplicateConfig {
-    /// The settings for Replicate itself with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<SecretString>) -> Self {
-        Self {
-            api_key: api_key.into(),
-            base_url: DEFAULT_BASE_URL.to_owned(),
-            timeout: DEFAULT_TIMEOUT,
-            max_download_bytes: upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
-        }
-    }
-}
-
-/// An [`ImageProvider`] running Replicate predictions. It never retries a create: a failure
+/// An [`UpstreamAdapter`] running Replicate predictions. It never retries a create: a failure
 /// after the prediction started is ambiguous, and a retry could bill twice.
 #[derive(Debug)]
 pub struct ReplicateProvider {
-    base_url: String,
+    /// The API root, ending with `/`.
+    root: Url,
     /// `Bearer <token>`, sent to the API only, never to output URLs.
     api: ApiClient,
+    /// The limit on each request, which `Prefer: wait` stays under.
     timeout: Duration,
     max_download_bytes: usize,
 }
@@ -59,54 +41,24 @@ pub struct ReplicateProvider {
 impl ReplicateProvider {
     /// Builds the provider and its HTTP client.
     pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
-        let api = ApiClient::new(
-            KeyHeader::BEARER,
-            config.api_key.expose_secret(),
-            config.timeout,
-        )?
-        .max_body_bytes(config.max_download_bytes);
         Ok(Self {
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api,
-            timeout: config.timeout,
+            root: config.api_root(&Self::UPSTREAM)?,
+            api: config.api_client(&Self::UPSTREAM)?,
+            timeout: config.timeout.unwrap_or(upstream::DEFAULT_TIMEOUT),
             max_download_bytes: config.max_download_bytes,
         })
     }
 }
 
 #[async_trait]
-impl ImageProvider for ReplicateProvider {
-    fn name(&self) -> &str {
-        PROVIDER_ID
+impl UpstreamAdapter for ReplicateProvider {
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
+
+    fn api(&self) -> &ApiClient {
+        &self.api
     }
 
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.run(call).await.map_err(|e| self.api.scrub(e))
-    }
-
-    async fn resume(
-        &self,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
-        let job: Job = serde_json::from_str(job)
-            .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
-        // Its URLs came from the API: the key may go to them, as it did when they were made.
-        self.wait(job, PollPolicy::for_model(&call.request.model))
-            .await
-            .map_err(|e| self.api.scrub(e))
-    }
-}
-
-/// A running prediction, as a task records it to resume it: its `urls.get` and `urls.cancel`.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Job {
-    get: String,
-    cancel: Option<String>,
-}
-
-impl ReplicateProvider {
-    async fn run(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         let model = &call.request.model;
         let input = convert::input(&call, &convert::mapping(model)?)?;
         let policy = PollPolicy::for_model(model);
@@ -148,6 +100,27 @@ impl ReplicateProvider {
         self.wait(job, left).await
     }
 
+    async fn try_resume(
+        &self,
+        call: ProviderRequest<'_>,
+        job: &str,
+    ) -> Result<Generation, ProviderError> {
+        let job: Job = serde_json::from_str(job)
+            .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
+        // Its URLs came from the API: the key may go to them, as it did when they were made.
+        self.wait(job, PollPolicy::for_model(&call.request.model))
+            .await
+    }
+}
+
+/// A running prediction, as a task records it to resume it: its `urls.get` and `urls.cancel`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Job {
+    get: String,
+    cancel: Option<String>,
+}
+
+impl ReplicateProvider {
     /// Polls a running prediction to its end and fetches its outputs.
     async fn wait(&self, job: Job, policy: PollPolicy) -> Result<Generation, ProviderError> {
         // Armed until the prediction ends: a deadline, an error or the client going away
@@ -184,9 +157,9 @@ impl ReplicateProvider {
         let url = match upstream_model.split_once(':') {
             Some((_, version)) => {
                 body.insert("version".into(), Value::from(version));
-                format!("{}/v1/predictions", self.base_url)
+                format!("{}v1/predictions", self.root)
             }
-            None => format!("{}/v1/models/{upstream_model}/predictions", self.base_url),
+            None => format!("{}v1/models/{upstream_model}/predictions", self.root),
         };
         body.insert("input".into(), Value::Object(input));
         let wait = MAX_WAIT_SECS

@@ -13,33 +13,27 @@ pub(crate) struct Prediction {
     /// `starting`, `processing`, `succeeded`, `failed`, `canceled` (or `aborted`).
     pub status: String,
     /// A URL or an array of URLs once succeeded; `null` before.
-    #[serde(default)]
     pub output: Option<Value>,
     /// The model's error text when failed.
-    #[serde(default)]
     pub error: Option<Value>,
     /// Where to poll and cancel; absent on some terminal answers.
-    #[serde(default)]
     pub urls: Option<PredictionUrls>,
 }
 
 /// `urls` of a prediction: absolute URLs to use as given, never rebuilt.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct PredictionUrls {
-    #[serde(default)]
     pub get: Option<String>,
-    #[serde(default)]
     pub cancel: Option<String>,
 }
 
 /// An error body: RFC 7807 problem details, or the older `{"error": ...}`.
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 pub(crate) struct Problem {
-    #[serde(default)]
     pub detail: Option<String>,
-    #[serde(default)]
     pub error: Option<String>,
-    #[serde(default)]
     pub title: Option<String>,
 }
 
@@ -49,25 +43,19 @@ pub(crate) struct Problem {
 /// renames it; `values` maps single values (`jpeg` → `jpg`). The other fields place what has
 /// no one-to-one counterpart: a `WxH` size, reference images and the image count.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub(crate) struct InputMapping {
     /// Parameter → upstream field name.
-    #[serde(default)]
     pub rename: BTreeMap<String, String>,
     /// Parameter → (value → upstream value).
-    #[serde(default)]
     pub values: BTreeMap<String, BTreeMap<String, Value>>,
     /// Parameters validated but not sent (for example a fixed `output_format`).
-    #[serde(default)]
     pub omit: Vec<String>,
     /// Where a `WxH` size goes; without it `size` is sent as it is.
-    #[serde(default)]
     pub custom_size: Option<CustomSizeField>,
     /// Where reference images go, as data URLs.
-    #[serde(default)]
     pub references: Option<ReferenceField>,
     /// How a call asks for several images (models with `n_per_call` above 1).
-    #[serde(default)]
     pub n: Option<CountField>,
 }
 
@@ -116,6 +104,5 @@ pub(crate) struct CountField {
     #[serde(default)]
     pub when_several: Map<String, Value>,
     /// Most reference plus generated images of one call, where the upstream caps the sum.
-    #[serde(default)]
     pub max_with_references: Option<u32>,
 }

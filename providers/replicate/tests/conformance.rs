@@ -7,8 +7,8 @@
 mod common;
 
 use async_trait::async_trait;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest};
-use imgproxy_testkit::{data_url, reference_png, Fixture};
+use imgproxy_core::Gateway;
+use imgproxy_testkit::{data_url, mount_once, reference_png, Fixture};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -44,22 +44,8 @@ impl Fixture for ReplicateFixture {
         "flux-1.1-pro"
     }
 
-    fn request(n: u32, references: usize) -> ImageRequest {
-        let model = if references > 0 {
-            "seedream-4"
-        } else {
-            Self::model()
-        };
-        let mut request = ImageRequest::new(model, PROMPT);
-        request.n = Some(n);
-        if references > 0 {
-            request.images = Some(
-                (0..references)
-                    .map(|i| ImageInput::Text(data_url(&reference_png(i))))
-                    .collect(),
-            );
-        }
-        request
+    fn reference_model() -> &'static str {
+        "seedream-4"
     }
 
     async fn success(server: &MockServer, n: u32, references: usize) {
@@ -86,19 +72,20 @@ impl Fixture for ReplicateFixture {
             input["sequential_image_generation"] = json!("auto");
         }
         let urls = mount_outputs(server, n as usize, 1).await;
-        Mock::given(method("POST"))
-            .and(path(create_path("bytedance/seedream-4")))
-            .and(header("authorization", "Bearer r8_test_token"))
-            .and(body_json(json!({ "input": input })))
-            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+        mount_once(
+            server,
+            Mock::given(method("POST"))
+                .and(path(create_path("bytedance/seedream-4")))
+                .and(header("authorization", "Bearer r8_test_token"))
+                .and(body_json(json!({ "input": input }))),
+            ResponseTemplate::new(201).set_body_json(prediction(
                 server,
                 "s1",
                 "succeeded",
                 json!(urls),
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
     }
 
     async fn moderation(server: &MockServer) {
@@ -107,73 +94,73 @@ impl Fixture for ReplicateFixture {
             "The input or output was flagged as sensitive. ",
             "Please try again with different inputs. (E005)"
         ));
-        flux_create()
-            .respond_with(ResponseTemplate::new(201).set_body_json(failed))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201).set_body_json(failed),
+        )
+        .await;
     }
 
     async fn rate_limited(server: &MockServer, seconds: u64) {
-        flux_create()
-            .respond_with(
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", seconds.to_string().as_str())
-                    .set_body_json(json!({
-                        "title": "Request was throttled",
-                        "status": 429,
-                        "detail": "Request was throttled. Expected available in 17 seconds."
-                    })),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", seconds.to_string().as_str())
+                .set_body_json(json!({
+                    "title": "Request was throttled",
+                    "status": 429,
+                    "detail": "Request was throttled. Expected available in 17 seconds."
+                })),
+        )
+        .await;
     }
 
     async fn server_error(server: &MockServer) {
-        flux_create()
-            .respond_with(ResponseTemplate::new(500).set_body_json(json!({
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(500).set_body_json(json!({
                 "title": "Internal Server Error", "status": 500, "detail": "something broke"
-            })))
-            .expect(1)
-            .mount(server)
-            .await;
+            })),
+        )
+        .await;
     }
 
     async fn malformed(server: &MockServer) {
-        flux_create()
-            .respond_with(
-                ResponseTemplate::new(201).set_body_json(json!({"id": 42, "state": "done"})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201).set_body_json(json!({"id": 42, "state": "done"})),
+        )
+        .await;
     }
 
     async fn truncated(server: &MockServer) {
         let body = prediction(server, "p1", "succeeded", json!("https://x/out.png")).to_string();
-        flux_create()
-            .respond_with(
-                ResponseTemplate::new(201)
-                    .set_body_raw(&body.as_bytes()[..body.len() / 2], "application/json"),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201)
+                .set_body_raw(&body.as_bytes()[..body.len() / 2], "application/json"),
+        )
+        .await;
     }
 
     async fn slow_completion(server: &MockServer) {
         let urls = mount_outputs(server, 1, 1).await;
-        flux_create()
-            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201).set_body_json(prediction(
                 server,
                 "p1",
                 "starting",
                 Value::Null,
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
         common::mount_polls(
             server,
             "p1",
@@ -188,16 +175,17 @@ impl Fixture for ReplicateFixture {
     }
 
     async fn failed_status(server: &MockServer) {
-        flux_create()
-            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201).set_body_json(prediction(
                 server,
                 "p1",
                 "processing",
                 Value::Null,
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
         let mut failed = prediction(server, "p1", "failed", Value::Null);
         failed["error"] = json!("CUDA error: out of memory");
         common::mount_polls(server, "p1", &[], failed).await;
@@ -205,16 +193,17 @@ impl Fixture for ReplicateFixture {
     }
 
     async fn never_completes(server: &MockServer) {
-        flux_create()
-            .respond_with(ResponseTemplate::new(201).set_body_json(prediction(
+        mount_once(
+            server,
+            flux_create(),
+            ResponseTemplate::new(201).set_body_json(prediction(
                 server,
                 "p1",
                 "starting",
                 Value::Null,
-            )))
-            .expect(1)
-            .mount(server)
-            .await;
+            )),
+        )
+        .await;
         Mock::given(method("GET"))
             .and(path("/v1/predictions/p1"))
             .and(header("authorization", "Bearer r8_test_token"))

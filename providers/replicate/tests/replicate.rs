@@ -452,9 +452,7 @@ async fn versioned_community_model_runs_by_version() {
 }
 
 fn provider(server: &MockServer) -> ReplicateProvider {
-    let mut config = ReplicateConfig::new(common::TOKEN.to_owned());
-    config.base_url = server.uri();
-    ReplicateProvider::new(config).unwrap()
+    ReplicateProvider::new(ReplicateConfig::new(common::TOKEN).with_base_url(server.uri())).unwrap()
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{TogetherConfig, TogetherProvider, DEFAULT_TIMEOUT};
+pub use client::{TogetherConfig, TogetherProvider};
 
 /// The provider name catalog entries use in `provider = ...`.
 pub const PROVIDER_ID: &str = "together";

@@ -4,17 +4,12 @@
 
 #![expect(clippy::expect_used, reason = "tests fail loudly")]
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use imgproxy_core::{Catalog, Gateway, ImageRequest};
+use imgproxy_core::{Gateway, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, png, Fixture};
+use imgproxy_testkit::{b64, bearer_post, cut_off_json, gateway_of, mount_once, png, Fixture};
 use serde_json::{json, Value};
-use wiremock::{
-    matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, ResponseTemplate,
-};
+use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
 
 const KEY: &str = "tgp_v1_test-key-0123456789abcdef";
 
@@ -22,9 +17,7 @@ struct Together;
 
 /// A POST to `/images/generations` carrying our key.
 fn call() -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/generations", KEY)
 }
 
 /// The body the cases' request becomes, the catalog's defaults (`1024x1024`, `jpeg`) included.
@@ -39,12 +32,8 @@ impl Fixture for Together {
     const ASYNC: bool = false;
 
     fn gateway(server: &MockServer) -> Gateway {
-        let mut config = TogetherConfig::new(KEY);
-        config.base_url = server.uri();
-        let provider = TogetherProvider::new(config).expect("provider");
-        Gateway::builder(Catalog::embedded().expect("catalog"))
-            .provider(Arc::new(provider))
-            .build()
+        let config = TogetherConfig::new(KEY).with_base_url(server.uri());
+        gateway_of(TogetherProvider::new(config).expect("provider"))
     }
 
     /// FLUX.1 [schnell] takes no reference images (`max_reference_images = 0`: the gateway
@@ -69,74 +58,72 @@ impl Fixture for Together {
                        "type": "b64_json"})
             })
             .collect();
-        call()
-            .and(body_json(generation_body(n)))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        mount_once(
+            server,
+            call().and(body_json(generation_body(n))),
+            ResponseTemplate::new(200).set_body_json(json!({
                 "id": "oFuwv7Y-2kFHot-99170ebf9e84e0ce-SJC",
                 "model": "black-forest-labs/FLUX.1-schnell", "object": "list", "data": data
-            })))
-            .expect(1)
-            .mount(server)
-            .await;
+            })),
+        )
+        .await;
     }
 
     async fn moderation(server: &MockServer) {
         // Unverified shape: Together documents no moderation signal; a 4xx naming NSFW
         // content is what the adapter takes for one.
-        call()
-            .and(body_json(generation_body(1)))
-            .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {
+        mount_once(
+            server,
+            call().and(body_json(generation_body(1))),
+            ResponseTemplate::new(400).set_body_json(json!({"error": {
                 "message": "NSFW content detected. Try a different prompt.",
                 "type": "invalid_request_error", "param": null, "code": null
-            }})))
-            .expect(1)
-            .mount(server)
-            .await;
+            }})),
+        )
+        .await;
     }
 
     async fn rate_limited(server: &MockServer, seconds: u64) {
-        call()
-            .respond_with(
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", seconds.to_string().as_str())
-                    .set_body_json(json!({"error": {
-                        "message": "You have exceeded the rate limit",
-                        "type": "rate_limit_exceeded", "param": null, "code": null
-                    }})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call(),
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", seconds.to_string().as_str())
+                .set_body_json(json!({"error": {
+                    "message": "You have exceeded the rate limit",
+                    "type": "rate_limit_exceeded", "param": null, "code": null
+                }})),
+        )
+        .await;
     }
 
     async fn server_error(server: &MockServer) {
-        call()
-            .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error": {
+        mount_once(
+            server,
+            call(),
+            ResponseTemplate::new(503).set_body_json(json!({"error": {
                 "message": "The server is overloaded", "type": "server_error"
-            }})))
-            .expect(1)
-            .mount(server)
-            .await;
+            }})),
+        )
+        .await;
     }
 
     async fn malformed(server: &MockServer) {
-        call()
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"object": "list"})))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call(),
+            ResponseTemplate::new(200).set_body_json(json!({"object": "list"})),
+        )
+        .await;
     }
 
     async fn truncated(server: &MockServer) {
-        call()
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "application/json")
-                    .set_body_string(r#"{"id": "x", "data": [{"index": 0, "b64_json": "/9j/4AA"#),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call(),
+            cut_off_json(r#"{"id": "x", "data": [{"index": 0, "b64_json": "/9j/4AA"#),
+        )
+        .await;
     }
 }
 

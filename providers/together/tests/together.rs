@@ -2,14 +2,12 @@
 //! (`response_format: "base64"`, width and height from `size` or an aspect ratio, the
 //! optional fields), URL items, the NSFW assumption and refused inputs.
 
-use std::sync::Arc;
-
-use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest};
+use imgproxy_core::{Gateway, ImageInput, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png, WithoutHeader};
+use imgproxy_testkit::{b64, bearer_post, data_url, gateway_of, png, reference_png, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
-    matchers::{body_json, header, method, path},
+    matchers::{body_json, method, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
@@ -19,17 +17,12 @@ const KEY: &str = "tgp_v1_extra-key-fedcba9876543210";
 const UPSTREAM: &str = "black-forest-labs/FLUX.1-schnell";
 
 fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let mut config = TogetherConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
-    Ok(Gateway::builder(Catalog::embedded()?)
-        .provider(Arc::new(TogetherProvider::new(config)?))
-        .build())
+    let config = TogetherConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
+    Ok(gateway_of(TogetherProvider::new(config)?))
 }
 
 fn call() -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path("/images/generations"))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post("/images/generations", KEY)
 }
 
 fn request(extra: Value) -> Result<ImageRequest, serde_json::Error> {

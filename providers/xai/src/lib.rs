@@ -10,7 +10,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{XaiConfig, XaiProvider, DEFAULT_TIMEOUT};
+pub use client::{XaiConfig, XaiProvider};
 
 /// The provider name catalog entries use in `provider = ...`.
 pub const PROVIDER_ID: &str = "xai";

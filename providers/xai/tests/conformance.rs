@@ -4,17 +4,14 @@
 
 #![expect(clippy::expect_used, reason = "tests fail loudly")]
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use imgproxy_core::{Catalog, Gateway};
+use imgproxy_core::Gateway;
 use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png, Fixture};
-use serde_json::{json, Value};
-use wiremock::{
-    matchers::{body_json, header, method, path},
-    Mock, MockBuilder, MockServer, ResponseTemplate,
+use imgproxy_testkit::{
+    b64, bearer_post, cut_off_json, data_url, gateway_of, mount_once, png, reference_png, Fixture,
 };
+use serde_json::{json, Value};
+use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
 
 const KEY: &str = "xai-test-key-0123456789abcdef";
 
@@ -22,9 +19,7 @@ struct Xai;
 
 /// A POST to `endpoint` carrying our key.
 fn call(endpoint: &str) -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post(endpoint, KEY)
 }
 
 /// The body the cases' request becomes: defaults only, since the catalog gives `grok-imagine`
@@ -39,12 +34,8 @@ impl Fixture for Xai {
     const ASYNC: bool = false;
 
     fn gateway(server: &MockServer) -> Gateway {
-        let mut config = XaiConfig::new(KEY);
-        config.base_url = server.uri();
-        let provider = XaiProvider::new(config).expect("provider");
-        Gateway::builder(Catalog::embedded().expect("catalog"))
-            .provider(Arc::new(provider))
-            .build()
+        let config = XaiConfig::new(KEY).with_base_url(server.uri());
+        gateway_of(XaiProvider::new(config).expect("provider"))
     }
 
     fn model() -> &'static str {
@@ -69,67 +60,63 @@ impl Fixture for Xai {
                        "mime_type": "image/png", "revised_prompt": ""})
             })
             .collect();
-        call(endpoint)
-            .and(body_json(body))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+        mount_once(
+            server,
+            call(endpoint).and(body_json(body)),
+            ResponseTemplate::new(200).set_body_json(json!({
                 "data": data, "usage": {"cost_in_usd_ticks": 200_000_000}, "block_reason": null
-            })))
-            .expect(1)
-            .mount(server)
-            .await;
+            })),
+        )
+        .await;
     }
 
     async fn moderation(server: &MockServer) {
         // xAI moderates silently: a 200 with no image.
-        call("/images/generations")
-            .and(body_json(generation_body(1)))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": []})))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call("/images/generations").and(body_json(generation_body(1))),
+            ResponseTemplate::new(200).set_body_json(json!({"data": []})),
+        )
+        .await;
     }
 
     async fn rate_limited(server: &MockServer, seconds: u64) {
-        call("/images/generations")
-            .respond_with(
-                ResponseTemplate::new(429)
-                    .insert_header("retry-after", seconds.to_string().as_str())
-                    .set_body_json(json!({"code": "Too many requests",
+        mount_once(
+            server,
+            call("/images/generations"),
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", seconds.to_string().as_str())
+                .set_body_json(json!({"code": "Too many requests",
                                           "error": "rate limit exceeded for this team"})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        )
+        .await;
     }
 
     async fn server_error(server: &MockServer) {
-        call("/images/generations")
-            .respond_with(
-                ResponseTemplate::new(500).set_body_json(json!({"error": "internal error"})),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call("/images/generations"),
+            ResponseTemplate::new(500).set_body_json(json!({"error": "internal error"})),
+        )
+        .await;
     }
 
     async fn malformed(server: &MockServer) {
-        call("/images/generations")
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})))
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call("/images/generations"),
+            ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})),
+        )
+        .await;
     }
 
     async fn truncated(server: &MockServer) {
-        call("/images/generations")
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "application/json")
-                    .set_body_string(r#"{"data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
-            )
-            .expect(1)
-            .mount(server)
-            .await;
+        mount_once(
+            server,
+            call("/images/generations"),
+            cut_off_json(r#"{"data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
+        )
+        .await;
     }
 }
 

@@ -2,14 +2,12 @@
 //! flag, a single reference image as `image`, `resolution` and ratio values, URL items,
 //! `usage` pass-through and key hygiene. Every fake asserts the exact outgoing body.
 
-use std::sync::Arc;
-
-use imgproxy_core::{Catalog, Gateway, ImageInput, ImageRequest, ImageResponse};
+use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
 use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png, WithoutHeader};
+use imgproxy_testkit::{b64, bearer_post, data_url, gateway_of, png, reference_png, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
-    matchers::{body_json, header, method, path},
+    matchers::{body_json, method, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
 };
 
@@ -18,17 +16,12 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const KEY: &str = "xai-extra-key-fedcba9876543210";
 
 fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let mut config = XaiConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
-    Ok(Gateway::builder(Catalog::embedded()?)
-        .provider(Arc::new(XaiProvider::new(config)?))
-        .build())
+    let config = XaiConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
+    Ok(gateway_of(XaiProvider::new(config)?))
 }
 
 fn call(endpoint: &str) -> MockBuilder {
-    Mock::given(method("POST"))
-        .and(path(endpoint))
-        .and(header("authorization", format!("Bearer {KEY}").as_str()))
+    bearer_post(endpoint, KEY)
 }
 
 fn request(model: &str, extra: Value) -> Result<ImageRequest, serde_json::Error> {

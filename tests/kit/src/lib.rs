@@ -12,12 +12,15 @@
     reason = "test support code fails loudly"
 )]
 
-use std::{io::Cursor, time::Duration};
+use std::{io::Cursor, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
-use wiremock::MockServer;
+use imgproxy_core::{Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse};
+use wiremock::{
+    matchers::{header, method, path},
+    Mock, MockBuilder, MockServer, ResponseTemplate,
+};
 
 /// Poll deadline fixtures should give async providers, so that deadline cases finish fast.
 pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
@@ -32,10 +35,16 @@ pub trait Fixture: Send + Sync + 'static {
     /// A gateway whose provider talks to `server`, with [`TEST_DEADLINE`] as poll deadline.
     fn gateway(server: &MockServer) -> Gateway;
 
-    /// The request of the success cases: `n` images with `references` reference images
-    /// (made by [`reference_png`], as data URLs). Override for models that need other fields.
+    /// The request of the success cases: `n` images of [`Fixture::model`] with `references`
+    /// reference images (made by [`reference_png`], as data URLs) of
+    /// [`Fixture::reference_model`]. Override for models that need other fields.
     fn request(n: u32, references: usize) -> ImageRequest {
-        let mut request = ImageRequest::new(Self::model(), "a red fox in the snow");
+        let model = if references > 0 {
+            Self::reference_model()
+        } else {
+            Self::model()
+        };
+        let mut request = ImageRequest::new(model, "a red fox in the snow");
         request.n = Some(n);
         if references > 0 {
             request.images = Some(
@@ -49,6 +58,11 @@ pub trait Fixture: Send + Sync + 'static {
 
     /// The model the cases request.
     fn model() -> &'static str;
+
+    /// The model the reference-image case requests, where [`Fixture::model`] takes none.
+    fn reference_model() -> &'static str {
+        Self::model()
+    }
 
     /// Mounts a successful exchange for [`Fixture::request`]`(n, references)`, asserting the
     /// exact outgoing requests (including where the reference images go).
@@ -96,6 +110,30 @@ pub fn data_url(bytes: &[u8]) -> String {
     format!("data:image/png;base64,{}", b64(bytes))
 }
 
+/// A gateway over the embedded catalog whose one provider is `provider`.
+pub fn gateway_of(provider: impl ImageProvider + 'static) -> Gateway {
+    Gateway::builder(Catalog::embedded().unwrap())
+        .provider(Arc::new(provider))
+        .build()
+}
+
+/// A POST to `endpoint` carrying `Authorization: Bearer {key}`.
+pub fn bearer_post(endpoint: &str, key: &str) -> MockBuilder {
+    Mock::given(method("POST"))
+        .and(path(endpoint))
+        .and(header("authorization", format!("Bearer {key}").as_str()))
+}
+
+/// Mounts `request` on `server`, answered with `response` and expected exactly once.
+pub async fn mount_once(server: &MockServer, request: MockBuilder, response: ResponseTemplate) {
+    request.respond_with(response).expect(1).mount(server).await;
+}
+
+/// A 200 labelled `application/json` whose body is `cut_off`, JSON cut off midway.
+pub fn cut_off_json(cut_off: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(cut_off, "application/json")
+}
+
 /// A wiremock matcher for requests without the header `.0`: download and output URLs never
 /// see the key (`WithoutHeader("authorization")`).
 #[derive(Debug, Clone, Copy)]
@@ -138,56 +176,79 @@ pub mod cases {
         }
     }
 
-    /// Asserts `request` fails with `status` (and `code`, when given).
-    async fn fails<F: Fixture>(
-        server: &MockServer,
-        status: u16,
-        code: Option<&str>,
-    ) -> imgproxy_core::Error {
-        let error = run::<F>(server, F::request(1, 0))
+    /// How long the rate-limited upstream asks to wait.
+    const RETRY_AFTER_SECS: u64 = 17;
+
+    /// An upstream failure a case mounts with its [`Fixture`] method.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Failure {
+        /// [`Fixture::moderation`].
+        Moderation,
+        /// [`Fixture::rate_limited`].
+        RateLimited,
+        /// [`Fixture::server_error`].
+        ServerError,
+        /// [`Fixture::malformed`].
+        Malformed,
+        /// [`Fixture::truncated`].
+        Truncated,
+        /// [`Fixture::failed_status`].
+        FailedStatus,
+        /// [`Fixture::never_completes`].
+        NeverCompletes,
+    }
+
+    impl Failure {
+        async fn mount<F: Fixture>(self, server: &MockServer) {
+            match self {
+                Self::Moderation => F::moderation(server).await,
+                Self::RateLimited => F::rate_limited(server, RETRY_AFTER_SECS).await,
+                Self::ServerError => F::server_error(server).await,
+                Self::Malformed => F::malformed(server).await,
+                Self::Truncated => F::truncated(server).await,
+                Self::FailedStatus => F::failed_status(server).await,
+                Self::NeverCompletes => F::never_completes(server).await,
+            }
+        }
+
+        /// The status the gateway answers with, and the code where one is fixed: a content
+        /// refusal is 400 `moderation_blocked`, an upstream 429 a 429, a job past its deadline
+        /// a 504; any other failure of the upstream is a 502.
+        fn answer(self) -> (u16, Option<&'static str>) {
+            match self {
+                Self::Moderation => (400, Some("moderation_blocked")),
+                Self::RateLimited => (429, None),
+                Self::NeverCompletes => (504, Some("upstream_timeout")),
+                Self::ServerError | Self::Malformed | Self::Truncated | Self::FailedStatus => {
+                    (502, None)
+                }
+            }
+        }
+    }
+
+    /// The upstream fails as `failure` says, and the request fails with its answer. A 429
+    /// carries the upstream's wait; a job past its deadline is cancelled upstream.
+    pub async fn fails<F: Fixture>(failure: Failure) {
+        let server = MockServer::start().await;
+        failure.mount::<F>(&server).await;
+        let error = run::<F>(&server, F::request(1, 0))
             .await
             .expect_err("the request should fail");
+        let (status, code) = failure.answer();
         assert_eq!(error.status(), status, "{error:?}");
         if let Some(code) = code {
             assert_eq!(error.code(), Some(code), "{error:?}");
         }
-        error
-    }
-
-    /// A content refusal is 400 `moderation_blocked`.
-    pub async fn moderation<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::moderation(&server).await;
-        fails::<F>(&server, 400, Some("moderation_blocked")).await;
-    }
-
-    /// An upstream 429 is a 429 carrying the upstream's wait.
-    pub async fn rate_limited<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::rate_limited(&server, 17).await;
-        let error = fails::<F>(&server, 429, None).await;
-        assert_eq!(error.retry_after(), Some(Duration::from_secs(17)));
-    }
-
-    /// An upstream 5xx is a 502.
-    pub async fn server_error<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::server_error(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A body of the wrong shape is a 502.
-    pub async fn malformed<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::malformed(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A cut-off body is a 502.
-    pub async fn truncated<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::truncated(&server).await;
-        fails::<F>(&server, 502, None).await;
+        match failure {
+            Failure::RateLimited => assert_eq!(
+                error.retry_after(),
+                Some(Duration::from_secs(RETRY_AFTER_SECS))
+            ),
+            // The cancel is sent in the background; give it a moment before the fake
+            // verifies.
+            Failure::NeverCompletes => tokio::time::sleep(Duration::from_millis(300)).await,
+            _ => {}
+        }
     }
 
     /// A job that needs several polls still succeeds.
@@ -198,22 +259,6 @@ pub mod cases {
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(response.data.len(), 1);
-    }
-
-    /// A job in the upstream's failure status is a 502.
-    pub async fn failed_status<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::failed_status(&server).await;
-        fails::<F>(&server, 502, None).await;
-    }
-
-    /// A job past its deadline is a 504, and is cancelled upstream.
-    pub async fn deadline_exceeded<F: Fixture>() {
-        let server = MockServer::start().await;
-        F::never_completes(&server).await;
-        fails::<F>(&server, 504, Some("upstream_timeout")).await;
-        // The cancel is sent in the background; give it a moment before the fake verifies.
-        tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
@@ -226,25 +271,16 @@ pub mod cases {
 #[macro_export]
 macro_rules! conformance_suite {
     ($fixture:ty) => {
-        $crate::conformance_suite!(@cases $fixture, false);
+        $crate::conformance_suite!(@suite $fixture, false, {});
     };
     ($fixture:ty, polling) => {
-        $crate::conformance_suite!(@cases $fixture, true, {
-            #[tokio::test]
-            async fn slow_completion_succeeds() {
-                cases::slow_completion::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn failed_status_is_502() {
-                cases::failed_status::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn deadline_exceeded_is_504_and_cancelled() {
-                cases::deadline_exceeded::<$fixture>().await;
-            }
+        $crate::conformance_suite!(@suite $fixture, true, {
+            slow_completion_succeeds => slow_completion(),
+            failed_status_is_502 => fails(cases::Failure::FailedStatus),
+            deadline_exceeded_is_504_and_cancelled => fails(cases::Failure::NeverCompletes),
         });
     };
-    (@cases $fixture:ty, $polling:literal $(, { $($polling_cases:item)* })?) => {
+    (@suite $fixture:ty, $polling:literal, { $($name:ident => $case:ident($($arg:expr),*),)* }) => {
         mod conformance {
             use $crate::{cases, Fixture as _};
 
@@ -257,39 +293,26 @@ macro_rules! conformance_suite {
                      one `conformance_suite!(F)`"
                 );
             }
-            #[tokio::test]
-            async fn success_one_image() {
-                cases::success::<$fixture>(1, 0).await;
-            }
-            #[tokio::test]
-            async fn success_several_images() {
-                cases::success::<$fixture>(2, 0).await;
-            }
-            #[tokio::test]
-            async fn reference_images_reach_the_upstream() {
-                cases::success::<$fixture>(1, 2).await;
-            }
-            #[tokio::test]
-            async fn moderation_block_is_400_moderation_blocked() {
-                cases::moderation::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn rate_limit_is_429_with_retry_after() {
-                cases::rate_limited::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn server_error_is_502() {
-                cases::server_error::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn malformed_body_is_502() {
-                cases::malformed::<$fixture>().await;
-            }
-            #[tokio::test]
-            async fn truncated_body_is_502() {
-                cases::truncated::<$fixture>().await;
-            }
-            $($($polling_cases)*)?
+
+            $crate::conformance_suite!(@tests $fixture,
+                success_one_image => success(1, 0),
+                success_several_images => success(2, 0),
+                reference_images_reach_the_upstream => success(1, 2),
+                moderation_block_is_400_moderation_blocked => fails(cases::Failure::Moderation),
+                rate_limit_is_429_with_retry_after => fails(cases::Failure::RateLimited),
+                server_error_is_502 => fails(cases::Failure::ServerError),
+                malformed_body_is_502 => fails(cases::Failure::Malformed),
+                truncated_body_is_502 => fails(cases::Failure::Truncated),
+                $($name => $case($($arg),*),)*
+            );
         }
+    };
+    (@tests $fixture:ty, $($name:ident => $case:ident($($arg:expr),*),)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                cases::$case::<$fixture>($($arg),*).await;
+            }
+        )*
     };
 }

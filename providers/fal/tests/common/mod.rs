@@ -21,9 +21,7 @@ pub const FAL_MODELS: [&str; 3] = ["z-image", "birefnet-bg-removal", "vectorize"
 
 /// The provider, pointed at `server`.
 pub fn provider(server: &MockServer) -> FalProvider {
-    let mut config = FalConfig::new(KEY);
-    config.base_url = format!("{}/", server.uri());
-    FalProvider::new(config).unwrap()
+    FalProvider::new(FalConfig::new(KEY).with_base_url(format!("{}/", server.uri()))).unwrap()
 }
 
 /// The embedded catalog with the fal models' deadline cut to `deadline_secs`.

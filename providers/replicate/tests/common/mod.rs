@@ -122,8 +122,7 @@ pub fn gateway(server: &MockServer) -> Gateway {
         model.deadline_secs = Some(TEST_DEADLINE.as_secs());
         catalog.upsert(model).expect("upsert");
     }
-    let mut config = ReplicateConfig::new(TOKEN.to_owned());
-    config.base_url = format!("{}/", server.uri());
+    let config = ReplicateConfig::new(TOKEN).with_base_url(format!("{}/", server.uri()));
     let provider = ReplicateProvider::new(config).expect("provider");
     Gateway::builder(catalog)
         .provider(Arc::new(provider))

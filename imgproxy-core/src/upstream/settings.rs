@@ -1,0 +1,199 @@
+//! The settings every adapter takes (key, API root, timeout, largest body read), and what an
+//! adapter makes of them at start, written once: the validated API root and the keyed client.
+//! What differs between upstreams (default root and timeout, the key's header) is an
+//! adapter's [`Upstream`].
+
+use std::{fmt, time::Duration};
+
+use reqwest::Url;
+
+use super::{
+    api::{ApiClient, KeyHeader},
+    download::DEFAULT_MAX_DOWNLOAD_BYTES,
+    failure::failed,
+};
+use crate::ProviderError;
+
+/// An upstream API key. `Debug` never shows it; [`ApiKey::expose`] is the one way to read it.
+#[derive(Clone)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key itself, for the client that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey([redacted])")
+    }
+}
+
+impl From<String> for ApiKey {
+    fn from(key: String) -> Self {
+        Self(key)
+    }
+}
+
+impl From<&str> for ApiKey {
+    fn from(key: &str) -> Self {
+        Self(key.to_owned())
+    }
+}
+
+/// The limit on each upstream request where neither the adapter nor its settings say
+/// otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What an adapter knows of its upstream before any settings: its provider name, its default
+/// API root and timeout, and where it takes the key.
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream {
+    name: &'static str,
+    base_url: &'static str,
+    timeout: Duration,
+    key_header: KeyHeader,
+}
+
+impl Upstream {
+    /// The provider `name`'s API at `base_url`, taking the key as `Authorization: Bearer`,
+    /// each request limited to [`DEFAULT_TIMEOUT`].
+    pub const fn new(name: &'static str, base_url: &'static str) -> Self {
+        Self {
+            name,
+            base_url,
+            timeout: DEFAULT_TIMEOUT,
+            key_header: KeyHeader::BEARER,
+        }
+    }
+
+    /// The same upstream taking the key in `key_header`.
+    #[must_use]
+    pub const fn key_header(mut self, key_header: KeyHeader) -> Self {
+        self.key_header = key_header;
+        self
+    }
+
+    /// The same upstream with another default limit on each request.
+    #[must_use]
+    pub const fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The provider name catalog entries use for this upstream.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+/// Settings of one upstream API, the same for every adapter (OpenAI's adds its own around
+/// them). What is left `None` is the adapter's default (its crate's `DEFAULT_BASE_URL` and
+/// `DEFAULT_TIMEOUT`).
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Sent to the API's hosts only, in the header the adapter's upstream takes it in.
+    pub api_key: ApiKey,
+    /// The API root; a trailing slash is fine.
+    pub base_url: Option<String>,
+    /// Limit on each upstream request, including reading its body. A polled job as a whole is
+    /// bounded by its model's `deadline_secs` instead.
+    pub timeout: Option<Duration>,
+    /// Largest body read from the upstream: a downloaded image, an answer carrying images
+    /// inline, an error (default [`DEFAULT_MAX_DOWNLOAD_BYTES`]).
+    pub max_download_bytes: usize,
+}
+
+impl UpstreamSettings {
+    /// The settings for the upstream's own endpoint with `api_key`, everything else at its
+    /// default.
+    pub fn new(api_key: impl Into<ApiKey>) -> Self {
+        Self {
+            api_key: api_key.into(),
+            base_url: None,
+            timeout: None,
+            max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+        }
+    }
+
+    /// The same settings with another API root.
+    #[must_use]
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.base_url = Some(base_url.into());
+        self
+    }
+
+    /// The same settings with another limit on each request.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The same settings with another largest body.
+    #[must_use]
+    pub fn with_max_download_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_download_bytes = max_bytes;
+        self
+    }
+
+    /// The API root of `upstream` as these settings say, parsed and checked (http or https,
+    /// with a host). Its path always ends with `/`, so `format!("{root}v1/x")` and
+    /// `root.join("v1/x")` both append below it.
+    pub fn api_root(&self, upstream: &Upstream) -> Result<Url, ProviderError> {
+        let text = self.base_url.as_deref().unwrap_or(upstream.base_url);
+        Url::parse(&format!("{}/", text.trim_end_matches('/')))
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+            .ok_or_else(|| {
+                failed(format!(
+                    "the `{}` base URL `{text}` is not an http(s) URL",
+                    upstream.name
+                ))
+            })
+    }
+
+    /// The client of `upstream`'s API: the key in its header, the settings' timeout and
+    /// largest body.
+    pub fn api_client(&self, upstream: &Upstream) -> Result<ApiClient, ProviderError> {
+        let timeout = self.timeout.unwrap_or(upstream.timeout);
+        Ok(
+            ApiClient::new(upstream.key_header, self.api_key.expose(), timeout)?
+                .max_body_bytes(self.max_download_bytes),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: Upstream = Upstream::new("example", "https://api.example.com/v1")
+        .timeout(Duration::from_secs(5))
+        .key_header(KeyHeader::Named("x-key"));
+
+    #[test]
+    fn the_root_ends_with_a_slash_and_must_be_http() {
+        let settings = UpstreamSettings::new("k");
+        let root = |settings: &UpstreamSettings| settings.api_root(&EXAMPLE).map(String::from);
+        assert_eq!(root(&settings).unwrap(), "https://api.example.com/v1/");
+        let local = settings.clone().with_base_url("http://127.0.0.1:9/");
+        assert_eq!(root(&local).unwrap(), "http://127.0.0.1:9/");
+        for bad in ["ftp://example.com", "not a url", "unix:/run/x"] {
+            let error = root(&settings.clone().with_base_url(bad)).unwrap_err();
+            assert!(
+                error.to_string().contains("the `example` base URL"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_key_is_never_printed() {
+        let settings = UpstreamSettings::new("sk-123").with_timeout(Duration::from_secs(1));
+        assert!(!format!("{settings:?}").contains("sk-123"));
+        assert!(settings.api_client(&EXAMPLE).is_ok());
+    }
+}
