@@ -24,7 +24,7 @@ pub use failure::{
     transport_error, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
 };
 pub use poll::{CancelOnDrop, PollPolicy};
-pub use settings::{ApiKey, Upstream, UpstreamSettings, DEFAULT_TIMEOUT};
+pub use settings::{Upstream, UpstreamSettings, DEFAULT_TIMEOUT};
 
 use crate::{ModelSpec, ProviderError};
 

@@ -3,9 +3,10 @@
 //! What differs between upstreams (default root and timeout, the key's header) is an
 //! adapter's [`Upstream`].
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
 use reqwest::Url;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{
     api::{ApiClient, KeyHeader},
@@ -13,35 +14,6 @@ use super::{
     failure::failed,
 };
 use crate::ProviderError;
-
-/// An upstream API key. `Debug` never shows it; [`ApiKey::expose`] is the one way to read it.
-#[derive(Clone)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    /// The key itself, for the client that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ApiKey([redacted])")
-    }
-}
-
-impl From<String> for ApiKey {
-    fn from(key: String) -> Self {
-        Self(key)
-    }
-}
-
-impl From<&str> for ApiKey {
-    fn from(key: &str) -> Self {
-        Self(key.to_owned())
-    }
-}
 
 /// The limit on each upstream request where neither the adapter nor its settings say
 /// otherwise.
@@ -95,7 +67,7 @@ impl Upstream {
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
     /// Sent to the API's hosts only, in the header the adapter's upstream takes it in.
-    pub api_key: ApiKey,
+    pub api_key: SecretString,
     /// The API root; a trailing slash is fine.
     pub base_url: Option<String>,
     /// Limit on each upstream request, including reading its body. A polled job as a whole is
@@ -109,7 +81,7 @@ pub struct UpstreamSettings {
 impl UpstreamSettings {
     /// The settings for the upstream's own endpoint with `api_key`, everything else at its
     /// default.
-    pub fn new(api_key: impl Into<ApiKey>) -> Self {
+    pub fn new(api_key: impl Into<SecretString>) -> Self {
         Self {
             api_key: api_key.into(),
             base_url: None,
@@ -160,7 +132,7 @@ impl UpstreamSettings {
     pub fn api_client(&self, upstream: &Upstream) -> Result<ApiClient, ProviderError> {
         let timeout = self.timeout.unwrap_or(upstream.timeout);
         Ok(
-            ApiClient::new(upstream.key_header, self.api_key.expose(), timeout)?
+            ApiClient::new(upstream.key_header, self.api_key.expose_secret(), timeout)?
                 .max_body_bytes(self.max_download_bytes),
         )
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, ApiClient, ApiKey, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{self, ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -37,7 +37,7 @@ pub struct OpenAIConfig {
 
 impl OpenAIConfig {
     /// The settings for OpenAI itself with `api_key`, everything else at its default.
-    pub fn new(api_key: impl Into<ApiKey>) -> Self {
+    pub fn new(api_key: impl Into<secrecy::SecretString>) -> Self {
         Self::from(UpstreamSettings::new(api_key))
     }
 }
