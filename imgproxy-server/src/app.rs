@@ -64,6 +64,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/images/{key}", get(handlers::images::get))
         .route("/api/generate", get(handlers::url_api::generate))
         .route("/healthz", get(handlers::health::healthz))
+        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))

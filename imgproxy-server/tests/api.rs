@@ -675,3 +675,71 @@ async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(envelope(&body)["code"], "invalid_api_key");
 }
+
+/// `/openapi.json` is OpenAPI 3.1 and documents exactly what the router serves: the paths of
+/// `app.rs`'s `.route(...)` calls plus the URL API's path form (the fallback's), and on each
+/// path every method the router answers other than 405 (or the fallback's unknown route).
+#[tokio::test]
+async fn openapi_documents_every_route_the_router_serves() {
+    use std::collections::BTreeSet;
+
+    let app = app(Some("master"), 1 << 20).await;
+    let (status, headers, body) = send(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let document: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().unwrap();
+
+    // Each `.route(` of the router is followed by its path literal.
+    let routed: BTreeSet<&str> = include_str!("../src/app.rs")
+        .split(".route(")
+        .skip(1)
+        .map(|call| call.split('"').nth(1).unwrap())
+        .collect();
+    let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routed, not in /openapi.json: {undocumented:?}"
+    );
+    let unrouted: BTreeSet<&str> = documented.difference(&routed).copied().collect();
+    assert_eq!(unrouted, BTreeSet::from(["/{prompt}", "/{prompt}/{model}"]));
+
+    for (path, item) in paths {
+        let concrete: Vec<&str> = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect();
+        let concrete = concrete.join("/");
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let request = bearer(Request::builder().method(method).uri(&concrete), "master");
+            let (status, _, body) = send(&app, request.body(Body::empty()).unwrap()).await;
+            let unknown_route = status == StatusCode::NOT_FOUND
+                && envelope(&body)["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unknown route");
+            let served = status != StatusCode::METHOD_NOT_ALLOWED && !unknown_route;
+            assert_eq!(
+                item.get(method.to_ascii_lowercase()).is_some(),
+                served,
+                "{method} {path} answered {status}: documented and served must agree"
+            );
+        }
+    }
+}
