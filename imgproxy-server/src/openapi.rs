@@ -150,9 +150,9 @@ fn url_api_query(_: &mut SchemaGenerator) -> Schema {
                       "description": "Reference images (URLs, data URLs or file ids); also `image_url`, `init_image`, or `images=a,b`."},
             "filename": {"type": "string", "description": "Store the result under this name, or recall it (also `name`, `slug`)."},
             "ext": {"type": "string", "enum": ["png", "jpg", "jpeg", "webp"]},
-            "reroll": {"type": "boolean", "description": "Generate anew, replacing the cached image."},
+            "reroll": {"type": "string", "description": "Generate anew, replacing the cached image: `true`, `1`, `yes`, `on` or empty (a bare `reroll`); `false`, `0`, `no`, `off`."},
             "kid": {"type": "string", "description": "Signed URLs: the paying key."},
-            "exp": {"type": "integer", "description": "Signed URLs: expiry, Unix seconds."},
+            "exp": {"type": "string", "description": "Signed URLs: expiry, Unix seconds (checked with `sig`; a Bearer request is not a signed one)."},
             "sig": {"type": "string", "description": "Signed URLs: the signature."}
         }
     })
