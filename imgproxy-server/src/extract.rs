@@ -144,20 +144,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for OpenAIQuery<T>
         if let Some((name, _)) =
             url::form_urlencoded::parse(query).find(|(name, _)| !seen.insert(name.clone()))
         {
-            return Err(ApiError::BadBody {
-                message: format!("`{name}` is given more than once"),
-                param: Some(name.into_owned()),
-            });
+            let message = format!("`{name}` is given more than once");
+            return Err(imgproxy_core::Error::invalid_param(name, message).into());
         }
         let deserializer = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query));
         serde_path_to_error::deserialize(deserializer)
             .map(Self)
             .map_err(|error| {
                 let path = error.path().to_string();
-                ApiError::BadBody {
-                    message: format!("invalid query: {}", error.into_inner()),
+                let message = format!("invalid query: {}", error.into_inner());
+                ApiError::Core(imgproxy_core::Error::InvalidRequest {
+                    message,
                     param: (path != ".").then_some(path),
-                }
+                    code: Some("invalid_value".to_owned()),
+                })
             })
     }
 }

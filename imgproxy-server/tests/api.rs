@@ -743,3 +743,33 @@ async fn openapi_documents_every_route_the_router_serves() {
         }
     }
 }
+
+/// Found by fuzzing `/openapi.json`: a repeated or mistyped query parameter was axum's plain-text
+/// 400, and a JSON array was read as a struct (`[null, null]` set a key's first two limits).
+#[tokio::test]
+async fn bad_queries_and_non_object_bodies_are_400_envelopes_naming_the_param() {
+    let app = app(Some("master"), 1 << 20).await;
+    for (uri, param) in [
+        ("/v1/models?provider=a&provider=b", Some("provider")),
+        ("/v1/files?limit=ten", Some("limit")),
+        (
+            "/api/v1/images/generations?task_id=a&task_id=b",
+            Some("task_id"),
+        ),
+    ] {
+        let request = bearer(Request::get(uri), "master");
+        let (status, _, body) = send(&app, request.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(envelope(&body)["param"].as_str(), param, "{uri}");
+    }
+    for body in ["[null, null]", "\"text\"", "7"] {
+        let request = bearer(Request::post("/v1/admin/keys"), "master")
+            .header(header::CONTENT_TYPE, "application/json");
+        let (status, _, answer) = send(&app, request.body(Body::from(body)).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            envelope(&answer)["message"],
+            "the request body must be a JSON object"
+        );
+    }
+}
