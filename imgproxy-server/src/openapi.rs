@@ -552,13 +552,7 @@ pub async fn serve() -> impl IntoResponse {
 
 /// The OpenAPI 3.1 document of [`ROUTES`].
 pub fn document() -> Value {
-    let settings = SchemaSettings::draft2020_12().with(|s| {
-        s.definitions_path = "/components/schemas".into();
-        s.meta_schema = None;
-    });
-    // What clients send is described as it is read, what they get as it is written.
-    let mut requests = settings.clone().for_deserialize().into_generator();
-    let mut answers = settings.for_serialize().into_generator();
+    let (mut requests, mut answers) = generators();
     let error = answers.subschema_for::<ErrorEnvelope>().to_value();
 
     let mut paths = Map::new();
@@ -597,6 +591,19 @@ pub fn document() -> Value {
             },
         },
     })
+}
+
+/// Schema generators whose named types go to `components.schemas`: what clients send is
+/// described as it is read, what they get as it is written.
+fn generators() -> (SchemaGenerator, SchemaGenerator) {
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+    });
+    (
+        settings.clone().for_deserialize().into_generator(),
+        settings.for_serialize().into_generator(),
+    )
 }
 
 fn operation(
@@ -724,13 +731,7 @@ mod tests {
 
     #[test]
     fn no_schema_name_means_two_things() {
-        let settings = SchemaSettings::draft2020_12().with(|s| {
-            s.definitions_path = "/components/schemas".into();
-        });
-        let (mut requests, mut answers) = (
-            settings.clone().for_deserialize().into_generator(),
-            settings.for_serialize().into_generator(),
-        );
+        let (mut requests, mut answers) = generators();
         for route in ROUTES {
             for (_, schema) in route.body {
                 schema(&mut requests);
