@@ -245,7 +245,9 @@ impl Error {
 
 /// OpenAI's error object: the one body of every error imgproxy reports, in HTTP answers
 /// (inside [`ErrorEnvelope`]), streamed error events, failed tasks and webhook payloads.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ErrorBody {
     /// What went wrong, safe to show the client.
     pub message: String,
@@ -287,7 +289,9 @@ impl From<&Error> for ErrorBody {
 }
 
 /// `{"error": {...}}`: how OpenAI wraps the error object in HTTP answers and stream events.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorBody,

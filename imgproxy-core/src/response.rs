@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::provider::ImageMeta;
 
 /// The result of a generation, as OpenAI's `ImagesResponse`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageResponse {
     /// Unix seconds.
     pub created: i64,
@@ -97,7 +97,7 @@ pub struct ImageStreamEvent {
 }
 
 /// One image: inline base64 or a URL served by imgproxy.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ImageData {
     /// Base64 of the image bytes.
@@ -112,7 +112,7 @@ pub struct ImageData {
 }
 
 /// Token usage as OpenAI reports it; fields imgproxy does not know pass through in `extra`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Usage {
     /// Input tokens (text and image).

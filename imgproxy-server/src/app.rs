@@ -66,6 +66,7 @@ pub fn build_app(state: AppState) -> Router {
         .route("/api/generate", get(handlers::url_api::generate))
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))
+        .route("/openapi.json", get(crate::openapi::serve))
         .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))

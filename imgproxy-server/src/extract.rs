@@ -1,6 +1,6 @@
 //! `OpenAIJson<T>`: a JSON body extractor whose every rejection is an OpenAI error (415, 413,
-//! or 400 naming the field), never axum's plain-text 422; `OpenAIPath<T>`, the same for path
-//! parameters; and the same mapping for multipart bodies.
+//! or 400 naming the field), never axum's plain-text 422; `OpenAIPath<T>` and `OpenAIQuery<T>`,
+//! the same for path and query parameters; and the same mapping for multipart bodies.
 
 use axum::{
     body::Bytes,
@@ -53,6 +53,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OpenAIJson<T> {
                     }
                 }
             })?;
+        // serde reads a struct from an array too (`[null, null]` would set the first fields).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadBody {
+                message: "the request body must be a JSON object".to_owned(),
+                param: None,
+            });
+        }
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
             let path = error.path().to_string();
@@ -120,5 +127,37 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for OpenAIP
                 rejection.body_text()
             )))),
         }
+    }
+}
+
+/// Query parameters, each at most once. A rejection is OpenAI's 400 naming the parameter,
+/// never axum's plain-text one.
+#[derive(Debug)]
+pub struct OpenAIQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for OpenAIQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        let mut seen = std::collections::HashSet::new();
+        if let Some((name, _)) =
+            url::form_urlencoded::parse(query).find(|(name, _)| !seen.insert(name.clone()))
+        {
+            let message = format!("`{name}` is given more than once");
+            return Err(imgproxy_core::Error::invalid_param(name, message).into());
+        }
+        let deserializer = serde_urlencoded::Deserializer::new(url::form_urlencoded::parse(query));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = format!("invalid query: {}", error.into_inner());
+                ApiError::Core(imgproxy_core::Error::InvalidRequest {
+                    message,
+                    param: (path != ".").then_some(path),
+                    code: Some("invalid_value".to_owned()),
+                })
+            })
     }
 }

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod keys;
 pub mod limits;
 pub mod listener;
+pub mod openapi;
 pub mod providers;
 pub mod serve;
 pub mod sign_url;

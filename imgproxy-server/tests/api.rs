@@ -106,7 +106,13 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
         public_url: "http://test".into(),
         url_api: Arc::default(),
         cors: Arc::default(),
-        metrics: None,
+        // A recorder of its own, not installed: the route is served, the facade untouched.
+        metrics: Some(imgproxy_server::telemetry::metrics::Exposition {
+            handle: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            token: None,
+        }),
         key_labels: false,
     };
     TestApp {
@@ -676,4 +682,102 @@ async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
     let (status, _, body) = send(&app, models()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(envelope(&body)["code"], "invalid_api_key");
+}
+
+/// `/openapi.json` is OpenAPI 3.1 and documents exactly what the router serves: the paths of
+/// `app.rs`'s `.route(...)` calls plus the URL API's path form (the fallback's), and on each
+/// path every method the router answers other than 405 (or the fallback's unknown route).
+#[tokio::test]
+async fn openapi_documents_every_route_the_router_serves() {
+    use std::collections::BTreeSet;
+
+    let app = app(Some("master"), 1 << 20).await;
+    let (status, headers, body) = send(
+        &app,
+        Request::get("/openapi.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let document: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3.1."),
+        "{}",
+        document["openapi"]
+    );
+    let paths = document["paths"].as_object().unwrap();
+
+    // Each `.route(` of the router is followed by its path literal.
+    let routed: BTreeSet<&str> = include_str!("../src/app.rs")
+        .split(".route(")
+        .skip(1)
+        .map(|call| call.split('"').nth(1).unwrap())
+        .collect();
+    let documented: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+    let undocumented: Vec<_> = routed.difference(&documented).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routed, not in /openapi.json: {undocumented:?}"
+    );
+    let unrouted: BTreeSet<&str> = documented.difference(&routed).copied().collect();
+    assert_eq!(unrouted, BTreeSet::from(["/{prompt}", "/{prompt}/{model}"]));
+
+    for (path, item) in paths {
+        let concrete: Vec<&str> = path
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    "x"
+                } else {
+                    segment
+                }
+            })
+            .collect();
+        let concrete = concrete.join("/");
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let request = bearer(Request::builder().method(method).uri(&concrete), "master");
+            let (status, _, body) = send(&app, request.body(Body::empty()).unwrap()).await;
+            let unknown_route = status == StatusCode::NOT_FOUND
+                && envelope(&body)["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("unknown route");
+            let served = status != StatusCode::METHOD_NOT_ALLOWED && !unknown_route;
+            assert_eq!(
+                item.get(method.to_ascii_lowercase()).is_some(),
+                served,
+                "{method} {path} answered {status}: documented and served must agree"
+            );
+        }
+    }
+}
+
+/// Found by fuzzing `/openapi.json`: a repeated or mistyped query parameter was axum's plain-text
+/// 400, and a JSON array was read as a struct (`[null, null]` set a key's first two limits).
+#[tokio::test]
+async fn bad_queries_and_non_object_bodies_are_400_envelopes_naming_the_param() {
+    let app = app(Some("master"), 1 << 20).await;
+    for (uri, param) in [
+        ("/v1/models?provider=a&provider=b", Some("provider")),
+        ("/v1/files?limit=ten", Some("limit")),
+        (
+            "/api/v1/images/generations?task_id=a&task_id=b",
+            Some("task_id"),
+        ),
+    ] {
+        let request = bearer(Request::get(uri), "master");
+        let (status, _, body) = send(&app, request.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(envelope(&body)["param"].as_str(), param, "{uri}");
+    }
+    for body in ["[null, null]", "\"text\"", "7"] {
+        let request = bearer(Request::post("/v1/admin/keys"), "master")
+            .header(header::CONTENT_TYPE, "application/json");
+        let (status, _, answer) = send(&app, request.body(Body::from(body)).unwrap()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(
+            envelope(&answer)["message"],
+            "the request body must be a JSON object"
+        );
+    }
 }

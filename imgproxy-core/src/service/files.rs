@@ -21,7 +21,7 @@ pub const PURPOSES: [&str; 6] = [
 pub const MAX_FILENAME_CHARS: usize = 255;
 
 /// OpenAI's file object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct FileObject {
     /// `file-...`.
     pub id: String,

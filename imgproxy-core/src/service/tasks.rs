@@ -701,7 +701,7 @@ impl Tasks {
 }
 
 /// A task as clients see it: `GET /v1/tasks/{id}` and the `data` of a webhook.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct TaskObject {
     /// `task_...`.
     pub id: String,
@@ -734,7 +734,7 @@ pub struct TaskObject {
 }
 
 /// The state of a task's webhook delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct WebhookState {
     /// `pending`, `delivered` or `failed`.
     pub status: String,

@@ -4,19 +4,20 @@
 //! the field) before anything is stored, when it is created and when they change.
 
 use axum::{extract::State, http::StatusCode, Extension, Json};
-use imgproxy_core::service::db::{ApiKey, KeyChange, NewKey};
+use imgproxy_core::service::db::{ApiKey, CreatedKey, KeyChange, NewKey};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use crate::{
     auth::Caller,
     error::ApiError,
     extract::{OpenAIJson, OpenAIPath},
+    handlers::List,
     state::AppState,
 };
 
 /// Body of `POST /v1/admin/keys`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
@@ -29,7 +30,7 @@ pub struct CreateKey {
 }
 
 /// Body of `POST /v1/admin/keys/{id}/credit`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credit {
     amount: i64,
@@ -49,7 +50,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIJson(body): OpenAIJson<CreateKey>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     require_master(&caller)?;
     let mut new = NewKey {
         name: body.name,
@@ -63,21 +64,16 @@ pub async fn create(
     // Against the catalog this server routes with, overrides and remaps included.
     new.resolve_models(state.service.gateway().catalog())?;
     let created = state.service.db().create_key(new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"key": created.key, "secret": created.secret})),
-    ))
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// Lists keys, never their secrets.
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<ApiKey>>, ApiError> {
     require_master(&caller)?;
-    Ok(Json(
-        json!({"object": "list", "data": state.service.db().list_keys().await?}),
-    ))
+    Ok(Json(List::new(state.service.db().list_keys().await?)))
 }
 
 /// Changes a key's limits or models: a field left out stays, `null` removes the limit.

@@ -3,7 +3,7 @@
 //! database.
 
 use axum::{
-    extract::{multipart::MultipartRejection, rejection::QueryRejection, Multipart, Query, State},
+    extract::{multipart::MultipartRejection, Multipart, State},
     http::{header, StatusCode},
     response::IntoResponse,
     Extension, Json,
@@ -12,13 +12,13 @@ use imgproxy_core::{
     service::files::{FileObject, MAX_FILENAME_CHARS},
     Error,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Caller,
     error::ApiError,
-    extract::{multipart_error as multipart, OpenAIPath},
+    extract::{multipart_error as multipart, OpenAIPath, OpenAIQuery},
     state::AppState,
 };
 
@@ -30,7 +30,7 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     form: Result<Multipart, MultipartRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<FileObject>), ApiError> {
     let limit = state.max_body_bytes;
     let mut form = form.map_err(|rejection| ApiError::BadBody {
         message: format!(
@@ -73,33 +73,57 @@ pub async fn create(
         .service
         .create_file(caller.tenant(), &filename, &purpose, bytes)
         .await?;
-    Ok((StatusCode::OK, Json(json!(FileObject::from(&record)))))
+    Ok((StatusCode::OK, Json(FileObject::from(&record))))
 }
 
 /// The query of `GET /v1/files`, as OpenAI's SDKs send it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only files of this purpose.
     purpose: Option<String>,
-    /// Most files to return (1 to 10000, default 10000).
+    /// Most files to return (default 10000).
+    #[schemars(range(min = 1, max = LIST_LIMIT))]
     limit: Option<u32>,
     /// `desc` (newest first, the default) or `asc`.
+    #[schemars(extend("enum" = ["asc", "desc"]))]
     order: Option<String>,
     /// The id of the last file of the previous page.
     after: Option<String>,
+}
+
+/// The answer of `GET /v1/files`: OpenAI's cursor page.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FilePage {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The files of this page.
+    pub data: Vec<FileObject>,
+    /// The id of the first file of the page.
+    pub first_id: Option<String>,
+    /// The id of the last file of the page: the next page's `after`.
+    pub last_id: Option<String>,
+    /// Whether more files follow.
+    pub has_more: bool,
+}
+
+/// The answer of `DELETE /v1/files/{id}`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeletedFile {
+    /// The file's id.
+    pub id: String,
+    /// Always `file`.
+    pub object: &'static str,
+    /// Always true.
+    pub deleted: bool,
 }
 
 /// `GET /v1/files`.
 pub async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::BadBody {
-        message: format!("invalid query: {}", rejection.body_text()),
-        param: None,
-    })?;
+    OpenAIQuery(query): OpenAIQuery<ListQuery>,
+) -> Result<Json<FilePage>, ApiError> {
     let limit = query.limit.unwrap_or(LIST_LIMIT);
     if !(1..=LIST_LIMIT).contains(&limit) {
         return Err(
@@ -130,13 +154,13 @@ pub async fn list(
     let has_more = files.len() > limit as usize;
     files.truncate(limit as usize);
     let data: Vec<FileObject> = files.iter().map(FileObject::from).collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "first_id": files.first().map(|f| &f.id),
-        "last_id": files.last().map(|f| &f.id),
-        "has_more": has_more,
-    })))
+    Ok(Json(FilePage {
+        object: "list",
+        first_id: data.first().map(|f| f.id.clone()),
+        last_id: data.last().map(|f| f.id.clone()),
+        data,
+        has_more,
+    }))
 }
 
 /// `GET /v1/files/{id}`.
@@ -144,8 +168,8 @@ pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(find(&state, &caller, &id).await?)))
+) -> Result<Json<FileObject>, ApiError> {
+    Ok(Json(find(&state, &caller, &id).await?))
 }
 
 /// `GET /v1/files/{id}/content`.
@@ -167,12 +191,16 @@ pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeletedFile>, ApiError> {
     let deleted = state.service.db().delete_file(caller.tenant(), &id).await?;
     if !deleted {
         return Err(not_found(&id));
     }
-    Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
+    Ok(Json(DeletedFile {
+        id,
+        object: "file",
+        deleted: true,
+    }))
 }
 
 async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<FileObject, ApiError> {

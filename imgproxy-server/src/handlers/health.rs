@@ -1,56 +1,78 @@
 //! `GET /healthz` (the process is up: cheap, touches nothing) and `GET /readyz` (it can serve
 //! now: database reachable, image store writable, models served), for orchestrators.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use axum::{extract::State, http::StatusCode, Json};
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::state::AppState;
 
 /// How long one readiness check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// The answer of `GET /readyz`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Readiness {
+    /// `ready` (200) or `unready` (503).
+    pub status: &'static str,
+    /// Each check (`database`, `store`, `models`): `ok` or `failed`.
+    pub checks: BTreeMap<&'static str, &'static str>,
+    /// The checks that failed.
+    pub failed: Vec<&'static str>,
+    /// Models served.
+    pub models: usize,
+}
+
 /// Liveness.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: 200 when every check passes, else 503 naming the failed ones. Details of a
 /// failure go to the log, not to the (unauthenticated) caller.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let service = &state.service;
     let (database, store) = tokio::join!(
         bounded("database", service.db().ping()),
         bounded("store", service.store().probe()),
     );
-    let served = service.gateway().served_models().count();
-    let checks = [
+    let models = service.gateway().served_models().count();
+    let results = [
         ("database", database),
         ("store", store),
-        ("models", served > 0),
+        ("models", models > 0),
     ];
-    let failed: Vec<&str> = checks
+    let failed: Vec<&'static str> = results
         .iter()
         .filter(|(_, ok)| !ok)
         .map(|(name, _)| *name)
         .collect();
-    let report: Map<String, Value> = checks
+    let checks = results
         .iter()
-        .map(|(name, ok)| ((*name).to_owned(), json!(if *ok { "ok" } else { "failed" })))
+        .map(|(name, ok)| (*name, if *ok { "ok" } else { "failed" }))
         .collect();
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let (code, status) = match failed.is_empty() {
+        true => (StatusCode::OK, "ready"),
+        false => (StatusCode::SERVICE_UNAVAILABLE, "unready"),
     };
-    let body = json!({
-        "status": if failed.is_empty() { "ready" } else { "unready" },
-        "checks": report,
-        "failed": failed,
-        "models": served,
-    });
-    (status, Json(body))
+    (
+        code,
+        Json(Readiness {
+            status,
+            checks,
+            failed,
+            models,
+        }),
+    )
 }
 
 /// Whether `check` passed within [`CHECK_TIMEOUT`]; a failure is logged with its detail.

@@ -12,3 +12,26 @@ pub mod signed_urls;
 pub mod stream;
 pub mod tasks;
 pub mod url_api;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// OpenAI's list object: `{"object": "list", "data": [...]}`.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "{T}List")]
+pub struct List<T> {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The items.
+    pub data: Vec<T>,
+}
+
+impl<T> List<T> {
+    /// A list of `data`.
+    pub fn new(data: Vec<T>) -> Self {
+        Self {
+            object: "list",
+            data,
+        }
+    }
+}

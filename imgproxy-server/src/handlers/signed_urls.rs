@@ -6,8 +6,9 @@ use imgproxy_core::{
     service::{signing, url_api},
     Error,
 };
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::{auth::Caller, error::ApiError, extract::OpenAIJson, state::AppState};
 
@@ -15,7 +16,7 @@ use crate::{auth::Caller, error::ApiError, extract::OpenAIJson, state::AppState}
 pub const MAX_EXPIRES_IN: u64 = 366 * 24 * 60 * 60;
 
 /// The request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignRequest {
     /// URL-API parameters (`prompt`, `model`, `filename`, `image`: a string or a list, ...).
@@ -25,12 +26,23 @@ pub struct SignRequest {
     pub expires_in: Option<u64>,
 }
 
+/// The answer: the signed URL.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SignedUrl {
+    /// Always `signed_url`.
+    pub object: &'static str,
+    /// The URL-API URL with `kid`, `exp` and `sig`.
+    pub url: String,
+    /// When it stops working, Unix seconds.
+    pub expires_at: i64,
+}
+
 /// Signs a URL-API URL for the caller.
 pub async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIJson(body): OpenAIJson<SignRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SignedUrl>, ApiError> {
     let mut pairs = Vec::new();
     for (name, value) in body.params {
         if [signing::SIG, signing::EXPIRES, signing::KEY_ID].contains(&name.as_str()) {
@@ -100,11 +112,11 @@ pub async fn create(
     let expires_at = imgproxy_core::clock::now_secs()
         .saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
     let query = signer.sign(GENERATE_PATH, &pairs, expires_at);
-    Ok(Json(json!({
-        "object": "signed_url",
-        "url": format!("{}{GENERATE_PATH}?{query}", state.public_url),
-        "expires_at": expires_at,
-    })))
+    Ok(Json(SignedUrl {
+        object: "signed_url",
+        url: format!("{}{GENERATE_PATH}?{query}", state.public_url),
+        expires_at,
+    }))
 }
 
 /// The URL API's path.

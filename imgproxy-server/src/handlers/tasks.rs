@@ -3,7 +3,7 @@
 //! signing secret for callbacks). Submitting is `generations` / `edits` with `async`.
 
 use axum::{
-    extract::{Query, State},
+    extract::State,
     http::{header, HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Extension, Json,
@@ -11,15 +11,19 @@ use axum::{
 use imgproxy_core::{
     service::{
         db::{TaskRecord, TaskStatus},
-        tasks::{Submitter, TaskKind, Tasks},
+        tasks::{Submitter, TaskKind, TaskObject, Tasks},
     },
     Error, ImageRequest,
 };
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::Caller, error::ApiError, extract::OpenAIPath, state::AppState, telemetry::RequestNote,
+    auth::Caller,
+    error::ApiError,
+    extract::{OpenAIPath, OpenAIQuery},
+    state::AppState,
+    telemetry::RequestNote,
 };
 
 /// Whether a request asks to run as a task: `"async": true`, or `Prefer: respond-async`.
@@ -62,10 +66,10 @@ pub async fn retrieve(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskObject>, ApiError> {
     let tasks = service(&state)?;
     let task = find(&state, &caller, &id).await?;
-    Ok(Json(json!(tasks.object(&task).await?)))
+    Ok(Json(tasks.object(&task).await?))
 }
 
 /// `POST /v1/tasks/{id}/cancel`: the task as it is after the request (a queued task is
@@ -74,18 +78,66 @@ pub async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TaskObject>, ApiError> {
     let tasks = service(&state)?;
     let Some(task) = tasks.cancel(caller.tenant(), &id).await? else {
         return Err(not_found(&id));
     };
-    Ok(Json(json!(tasks.object(&task).await?)))
+    Ok(Json(tasks.object(&task).await?))
 }
 
 /// The query of seed 004's poll.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub struct TaskQuery {
-    task_id: String,
+    /// The task's id.
+    #[schemars(required)]
+    task_id: Option<String>,
+}
+
+/// Seed 004's envelope of a task.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SeedPoll {
+    /// Always 200.
+    pub code: u16,
+    /// Always `success`.
+    pub msg: &'static str,
+    /// The task.
+    pub data: SeedTask,
+}
+
+/// A task as seed 004 shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedTask {
+    /// `task_...`.
+    pub task_id: String,
+    /// The model asked for.
+    pub model: String,
+    /// `pending`, `processing`, `completed`, `failed` or `canceled`.
+    pub state: &'static str,
+    /// The signed URLs of the images, once completed.
+    pub result_urls: Vec<String>,
+    /// The error's code, on failure.
+    pub fail_code: Option<String>,
+    /// The error's message, on failure.
+    pub fail_msg: Option<String>,
+    /// Unix milliseconds.
+    pub create_time: i64,
+    /// When it ended, Unix milliseconds.
+    pub complete_time: Option<i64>,
+    /// How long it ran, in milliseconds.
+    pub cost_time: Option<i64>,
+}
+
+/// The answer of `GET /v1/webhooks/secret`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WebhookSecret {
+    /// Always `webhook_secret`.
+    pub object: &'static str,
+    /// `whsec_...`: the key of the callbacks' signatures.
+    pub secret: String,
+    /// How callbacks are signed.
+    pub scheme: &'static str,
 }
 
 /// `GET /api/v1/images/generations?task_id=`: seed 004's envelope (`pending`, `processing`,
@@ -93,13 +145,13 @@ pub struct TaskQuery {
 pub async fn seed_poll(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    query: Result<Query<TaskQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Ok(Query(query)) = query else {
+    OpenAIQuery(query): OpenAIQuery<TaskQuery>,
+) -> Result<Json<SeedPoll>, ApiError> {
+    let Some(task_id) = query.task_id else {
         return Err(Error::invalid_param("task_id", "`task_id` is required").into());
     };
     let tasks = service(&state)?;
-    let task = find(&state, &caller, &query.task_id).await?;
+    let task = find(&state, &caller, &task_id).await?;
     let object = tasks.object(&task).await?;
     let state_name = match task.status {
         TaskStatus::Queued => "pending",
@@ -112,34 +164,37 @@ pub async fn seed_poll(
         .result
         .map(|result| result.data.into_iter().filter_map(|d| d.url).collect())
         .unwrap_or_default();
-    Ok(Json(json!({
-        "code": 200,
-        "msg": "success",
-        "data": {
-            "taskId": task.id,
-            "model": task.model,
-            "state": state_name,
-            "resultUrls": urls,
-            "failCode": task.error.as_ref().and_then(|e| e.code.clone()),
-            "failMsg": task.error.as_ref().map(|e| e.message.clone()),
-            "createTime": task.created_at_ms,
-            "completeTime": task.finished_at_ms,
-            "costTime": task.finished_at_ms.zip(task.started_at_ms).map(|(end, start)| end - start),
-        }
-    })))
+    Ok(Json(SeedPoll {
+        code: 200,
+        msg: "success",
+        data: SeedTask {
+            fail_code: task.error.as_ref().and_then(|e| e.code.clone()),
+            fail_msg: task.error.as_ref().map(|e| e.message.clone()),
+            cost_time: task
+                .finished_at_ms
+                .zip(task.started_at_ms)
+                .map(|(end, start)| end - start),
+            task_id: task.id,
+            model: task.model,
+            state: state_name,
+            result_urls: urls,
+            create_time: task.created_at_ms,
+            complete_time: task.finished_at_ms,
+        },
+    }))
 }
 
 /// `GET /v1/webhooks/secret`: the secret that signs this caller's callbacks.
 pub async fn webhook_secret(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WebhookSecret>, ApiError> {
     let secret = state.service.db().webhook_secret(caller.tenant()).await?;
-    Ok(Json(json!({
-        "object": "webhook_secret",
-        "secret": secret,
-        "scheme": "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature (v1, HMAC-SHA256 of `id.timestamp.body`)",
-    })))
+    Ok(Json(WebhookSecret {
+        object: "webhook_secret",
+        secret,
+        scheme: "Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature (v1, HMAC-SHA256 of `id.timestamp.body`)",
+    }))
 }
 
 fn service(state: &AppState) -> Result<&Tasks, ApiError> {

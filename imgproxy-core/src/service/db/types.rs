@@ -140,7 +140,7 @@ fn short(value: &str) -> String {
 /// What `PATCH /v1/admin/keys/{id}` changes: a field left out stays as it is, `null` removes
 /// the limit (unlimited, or every model), a value replaces it under the rules of
 /// [`NewKey::check_limits`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyChange {
     /// Requests per minute.
@@ -182,7 +182,7 @@ impl KeyChange {
 }
 
 /// A freshly created key and its secret, which is never stored and so never shown again.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreatedKey {
     /// The stored key.
     pub key: ApiKey,
@@ -201,7 +201,7 @@ impl fmt::Debug for CreatedKey {
 }
 
 /// A stored API key. Holds neither the secret nor its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApiKey {
     /// Stable id, `key_` followed by 16 base62 characters.
     pub id: String,
@@ -269,7 +269,7 @@ pub struct TaskResult<'a> {
 }
 
 /// One change of a key's balance. The amounts of a key's rows add up to its balance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LedgerEntry {
     /// `reserve`, `settle`, `refund` or `credit`.
     pub kind: String,
