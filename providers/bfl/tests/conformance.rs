@@ -9,7 +9,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use imgproxy_core::{Catalog, Gateway, ImageRequest};
 use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
-use imgproxy_testkit::{b64, cut_off_json, png, reference_png, Fixture, TEST_DEADLINE};
+use imgproxy_testkit::{
+    b64, cut_off_json, png, reference_png, too_many_requests, Fixture, TEST_DEADLINE,
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path, query_param},
@@ -53,6 +55,12 @@ async fn mount_submit(server: &MockServer, response: ResponseTemplate, times: u6
         .named("submit")
         .mount(server)
         .await;
+}
+
+/// Mounts the submit of the default request, accepted once.
+async fn mount_accepted(server: &MockServer) {
+    let answer = ResponseTemplate::new(200).set_body_json(submitted(server));
+    mount_submit(server, answer, 1).await;
 }
 
 async fn mount_poll(server: &MockServer, answer: Value, times: impl Into<wiremock::Times>) {
@@ -154,46 +162,33 @@ impl Fixture for Bfl {
     }
 
     async fn moderation(server: &MockServer) {
-        mount_submit(
-            server,
-            ResponseTemplate::new(200).set_body_json(submitted(server)),
-            1,
-        )
-        .await;
+        mount_accepted(server).await;
         mount_poll(server, status("Request Moderated"), 1).await;
         mount_sample(server, 0).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        let answer = ResponseTemplate::new(429)
-            .insert_header("retry-after", seconds.to_string().as_str())
-            .set_body_json(json!({"detail": "Rate limit exceeded"}));
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
         mount_submit(server, answer, 1).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        let answer =
-            ResponseTemplate::new(500).set_body_json(json!({"detail": "Internal Server Error"}));
-        mount_submit(server, answer, 1).await;
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(seconds, json!({"detail": "Rate limit exceeded"}))
     }
 
-    async fn malformed(server: &MockServer) {
-        let answer = ResponseTemplate::new(200).set_body_json(json!({"status": "queued"}));
-        mount_submit(server, answer, 1).await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(500).set_body_json(json!({"detail": "Internal Server Error"}))
     }
 
-    async fn truncated(server: &MockServer) {
-        let answer = cut_off_json(r#"{"id":"task-1","polling_url":"http://127.0"#);
-        mount_submit(server, answer, 1).await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"status": "queued"}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(r#"{"id":"task-1","polling_url":"http://127.0"#)
     }
 
     async fn slow_completion(server: &MockServer) {
-        mount_submit(
-            server,
-            ResponseTemplate::new(200).set_body_json(submitted(server)),
-            1,
-        )
-        .await;
+        mount_accepted(server).await;
         // Three `Pending` polls, then `Ready`: the first matching mock wins until it is used up.
         Mock::given(method("GET"))
             .and(path("/v1/get_result"))
@@ -210,12 +205,7 @@ impl Fixture for Bfl {
     }
 
     async fn failed_status(server: &MockServer) {
-        mount_submit(
-            server,
-            ResponseTemplate::new(200).set_body_json(submitted(server)),
-            1,
-        )
-        .await;
+        mount_accepted(server).await;
         let mut answer = status("Error");
         answer["details"] = json!("internal generation failure");
         mount_poll(server, answer, 1).await;
@@ -224,12 +214,7 @@ impl Fixture for Bfl {
 
     /// BFL has no cancel endpoint: the task is only polled until the deadline.
     async fn never_completes(server: &MockServer) {
-        mount_submit(
-            server,
-            ResponseTemplate::new(200).set_body_json(submitted(server)),
-            1,
-        )
-        .await;
+        mount_accepted(server).await;
         mount_poll(server, status("Pending"), 2..).await;
         mount_sample(server, 0).await;
     }

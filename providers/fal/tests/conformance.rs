@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use common::{cancel, cdn_file, images_output, result, status, status_forever, submit, AUTH};
 use imgproxy_core::{Gateway, ImageInput, ImageRequest};
 use imgproxy_testkit::{
-    cut_off_json, data_url, mount_once, png, reference_png, Fixture, TEST_DEADLINE,
+    cut_off_json, data_url, mount_once, png, reference_png, too_many_requests, Fixture,
+    TEST_DEADLINE,
 };
 use serde_json::json;
 use wiremock::{
@@ -25,11 +26,16 @@ const UPSTREAM: &str = "fal-ai/z-image/turbo";
 
 struct Fal;
 
-/// Mounts submit → `COMPLETED` → result for a z-image job of `n` images.
-async fn z_image_job(server: &MockServer, n: u32, id: &str, nsfw: &[bool], downloads: u64) {
+/// Mounts the submit of job `id`, a z-image request of `n` images with the defaults.
+async fn submit_z_image(server: &MockServer, n: u32, id: &str) {
     let input = json!({"prompt": PROMPT, "num_images": n, "image_size": "square_hd",
                        "output_format": "png"});
     submit(server, UPSTREAM, input, id).await;
+}
+
+/// Mounts submit → `COMPLETED` → result for a z-image job of `n` images.
+async fn z_image_job(server: &MockServer, n: u32, id: &str, nsfw: &[bool], downloads: u64) {
+    submit_z_image(server, n, id).await;
     status(server, id, "COMPLETED", 1).await;
     let mut urls = Vec::new();
     for i in 0..n {
@@ -85,51 +91,32 @@ impl Fixture for Fal {
         z_image_job(server, 1, "job-nsfw", &[true], 0).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        mount_once(
-            server,
-            Mock::given(method("POST"))
-                .and(path(format!("/{UPSTREAM}")))
-                .and(header("authorization", AUTH)),
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", seconds.to_string().as_str())
-                .set_body_json(json!({"detail": "Too many concurrent requests"})),
-        )
-        .await;
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        let submit = Mock::given(method("POST"))
+            .and(path(format!("/{UPSTREAM}")))
+            .and(header("authorization", AUTH));
+        mount_once(server, submit, answer).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        mount_once(
-            server,
-            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
-            ResponseTemplate::new(500).set_body_json(json!({"detail": "Internal Server Error"})),
-        )
-        .await;
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(seconds, json!({"detail": "Too many concurrent requests"}))
     }
 
-    async fn malformed(server: &MockServer) {
-        mount_once(
-            server,
-            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
-            ResponseTemplate::new(200).set_body_json(json!({"queued": true})),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(500).set_body_json(json!({"detail": "Internal Server Error"}))
     }
 
-    async fn truncated(server: &MockServer) {
-        mount_once(
-            server,
-            Mock::given(method("POST")).and(path(format!("/{UPSTREAM}"))),
-            cut_off_json(r#"{"request_id":"job-cut","status_url":"http://127.0.0.1/jo"#),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"queued": true}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(r#"{"request_id":"job-cut","status_url":"http://127.0.0.1/jo"#)
     }
 
     async fn slow_completion(server: &MockServer) {
         let id = "job-slow";
-        let input = json!({"prompt": PROMPT, "num_images": 1, "image_size": "square_hd",
-                           "output_format": "png"});
-        submit(server, UPSTREAM, input, id).await;
+        submit_z_image(server, 1, id).await;
         status(server, id, "IN_QUEUE", 1).await;
         status(server, id, "IN_PROGRESS", 1).await;
         status(server, id, "COMPLETED", 1).await;
@@ -140,9 +127,7 @@ impl Fixture for Fal {
 
     async fn failed_status(server: &MockServer) {
         let id = "job-failed";
-        let input = json!({"prompt": PROMPT, "num_images": 1, "image_size": "square_hd",
-                           "output_format": "png"});
-        submit(server, UPSTREAM, input, id).await;
+        submit_z_image(server, 1, id).await;
         status(server, id, "IN_PROGRESS", 1).await;
         mount_once(
             server,
@@ -159,9 +144,7 @@ impl Fixture for Fal {
 
     async fn never_completes(server: &MockServer) {
         let id = "job-stuck";
-        let input = json!({"prompt": PROMPT, "num_images": 1, "image_size": "square_hd",
-                           "output_format": "png"});
-        submit(server, UPSTREAM, input, id).await;
+        submit_z_image(server, 1, id).await;
         status_forever(server, id).await;
         result(server, id, 200, json!({}), 0).await;
         cancel(server, id, 1).await;

@@ -93,17 +93,16 @@ impl Fixture for Gemini {
             "promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},
             "usageMetadata": {"promptTokenCount": 10, "totalTokenCount": 10}
         });
-        expect(
-            server,
-            0,
-            1,
-            ResponseTemplate::new(200).set_body_json(answer),
-        )
-        .await;
+        Self::answer_first_call(server, ResponseTemplate::new(200).set_body_json(answer)).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        let answer = json!({"error": {
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        expect(server, 0, 1, answer).await;
+    }
+
+    /// Google says how long to wait in `RetryInfo`, not in a header.
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        ResponseTemplate::new(429).set_body_json(json!({"error": {
             "code": 429,
             "message": "You exceeded your current quota, please check your plan.",
             "status": "RESOURCE_EXHAUSTED",
@@ -113,41 +112,25 @@ impl Fixture for Gemini {
                 {"@type": "type.googleapis.com/google.rpc.RetryInfo",
                  "retryDelay": format!("{seconds}s")}
             ]
-        }});
-        expect(
-            server,
-            0,
-            1,
-            ResponseTemplate::new(429).set_body_json(answer),
-        )
-        .await;
+        }}))
     }
 
-    async fn server_error(server: &MockServer) {
-        let answer = error(503, "UNAVAILABLE", "The model is overloaded.");
-        expect(
-            server,
-            0,
-            1,
-            ResponseTemplate::new(503).set_body_json(answer),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(503).set_body_json(error(
+            503,
+            "UNAVAILABLE",
+            "The model is overloaded.",
+        ))
     }
 
-    async fn malformed(server: &MockServer) {
-        let answer = json!({"candidates": {"content": "not a list"}});
-        expect(
-            server,
-            0,
-            1,
-            ResponseTemplate::new(200).set_body_json(answer),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"candidates": {"content": "not a list"}}))
     }
 
-    async fn truncated(server: &MockServer) {
-        let answer = r#"{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgoAAAANSU"#;
-        expect(server, 0, 1, cut_off_json(answer)).await;
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(
+            r#"{"candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "image/png", "data": "iVBORw0KGgoAAAANSU"#,
+        )
     }
 }
 

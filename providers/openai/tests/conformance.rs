@@ -11,7 +11,8 @@ use common::{exact_form, FormPart};
 use imgproxy_core::Gateway;
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
 use imgproxy_testkit::{
-    b64, bearer_post, cut_off_json, gateway_of, mount_once, png, reference_png, Fixture,
+    b64, bearer_post, cut_off_json, forbid, gateway_of, mount_once, output_png, reference_png,
+    too_many_requests, Fixture,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -74,11 +75,8 @@ impl Fixture for OpenAI {
     }
 
     async fn success(server: &MockServer, n: u32, references: usize) {
-        let data: Vec<Value> = (0..n)
-            .map(|i| {
-                let shade = u8::try_from(i * 50).unwrap_or(0);
-                json!({"b64_json": b64(&png(16, 16, [shade, 0, 0]))})
-            })
+        let data: Vec<Value> = (0..n as usize)
+            .map(|i| json!({"b64_json": b64(&output_png(i))}))
             .collect();
         let answer = ResponseTemplate::new(200).set_body_json(json!({
             "created": 1776729600, "data": data, "background": "opaque",
@@ -118,71 +116,47 @@ impl Fixture for OpenAI {
             answer,
         )
         .await;
-        Mock::given(any())
-            .and(path("/images/generations"))
-            .respond_with(ResponseTemplate::new(500))
-            .expect(0)
-            .mount(server)
-            .await;
+        forbid(server, Mock::given(any()).and(path("/images/generations"))).await;
     }
 
     async fn moderation(server: &MockServer) {
-        mount_once(
-            server,
-            generation(),
-            ResponseTemplate::new(400).set_body_json(error(
-                "Your request was rejected by the safety system.",
-                "image_generation_user_error",
-                Some("moderation_blocked"),
-            )),
-        )
-        .await;
+        let refusal = error(
+            "Your request was rejected by the safety system.",
+            "image_generation_user_error",
+            Some("moderation_blocked"),
+        );
+        Self::answer_first_call(server, ResponseTemplate::new(400).set_body_json(refusal)).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        mount_once(
-            server,
-            generation(),
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", seconds.to_string().as_str())
-                .set_body_json(error(
-                    "Rate limit reached for gpt-image-2 on images per minute.",
-                    "requests",
-                    Some("rate_limit_exceeded"),
-                )),
-        )
-        .await;
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        mount_once(server, generation(), answer).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        mount_once(
-            server,
-            generation(),
-            ResponseTemplate::new(500).set_body_json(error(
-                "The server had an error while processing your request.",
-                "server_error",
-                None,
-            )),
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(
+            seconds,
+            error(
+                "Rate limit reached for gpt-image-2 on images per minute.",
+                "requests",
+                Some("rate_limit_exceeded"),
+            ),
         )
-        .await;
     }
 
-    async fn malformed(server: &MockServer) {
-        mount_once(
-            server,
-            generation(),
-            ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(500).set_body_json(error(
+            "The server had an error while processing your request.",
+            "server_error",
+            None,
+        ))
     }
 
-    async fn truncated(server: &MockServer) {
-        mount_once(
-            server,
-            generation(),
-            cut_off_json(r#"{"created": 1, "data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"images": "soon"}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(r#"{"created": 1, "data": [{"b64_json": "iVBORw0KGgoAAAANSU"#)
     }
 }
 

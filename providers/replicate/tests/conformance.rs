@@ -8,7 +8,7 @@ mod common;
 
 use async_trait::async_trait;
 use imgproxy_core::Gateway;
-use imgproxy_testkit::{data_url, mount_once, reference_png, Fixture};
+use imgproxy_testkit::{data_url, mount_once, reference_png, too_many_requests, Fixture};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -20,6 +20,11 @@ use common::{create_path, gateway, mount_outputs, prediction, PROMPT};
 struct ReplicateFixture;
 
 const FLUX: &str = "black-forest-labs/flux-1.1-pro";
+
+/// A 201 carrying prediction `p1` in `status`, without output yet.
+fn created(server: &MockServer, status: &str) -> ResponseTemplate {
+    ResponseTemplate::new(201).set_body_json(prediction(server, "p1", status, Value::Null))
+}
 
 /// The create of the cases' flux request: defaults only.
 fn flux_create() -> wiremock::MockBuilder {
@@ -94,80 +99,48 @@ impl Fixture for ReplicateFixture {
             "The input or output was flagged as sensitive. ",
             "Please try again with different inputs. (E005)"
         ));
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201).set_body_json(failed),
-        )
-        .await;
+        Self::answer_first_call(server, ResponseTemplate::new(201).set_body_json(failed)).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", seconds.to_string().as_str())
-                .set_body_json(json!({
-                    "title": "Request was throttled",
-                    "status": 429,
-                    "detail": "Request was throttled. Expected available in 17 seconds."
-                })),
-        )
-        .await;
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        mount_once(server, flux_create(), answer).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(500).set_body_json(json!({
-                "title": "Internal Server Error", "status": 500, "detail": "something broke"
-            })),
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(
+            seconds,
+            json!({
+                "title": "Request was throttled",
+                "status": 429,
+                "detail": "Request was throttled. Expected available in 17 seconds."
+            }),
         )
-        .await;
     }
 
-    async fn malformed(server: &MockServer) {
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201).set_body_json(json!({"id": 42, "state": "done"})),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(500).set_body_json(json!({
+            "title": "Internal Server Error", "status": 500, "detail": "something broke"
+        }))
     }
 
-    async fn truncated(server: &MockServer) {
-        let body = prediction(server, "p1", "succeeded", json!("https://x/out.png")).to_string();
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201)
-                .set_body_raw(&body.as_bytes()[..body.len() / 2], "application/json"),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(201).set_body_json(json!({"id": 42, "state": "done"}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        let cut_off =
+            r#"{"id": "p1", "status": "succeeded", "output": "https://x/out.png", "urls": {"#;
+        ResponseTemplate::new(201).set_body_raw(cut_off, "application/json")
     }
 
     async fn slow_completion(server: &MockServer) {
         let urls = mount_outputs(server, 1, 1).await;
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201).set_body_json(prediction(
-                server,
-                "p1",
-                "starting",
-                Value::Null,
-            )),
-        )
-        .await;
+        Self::answer_first_call(server, created(server, "starting")).await;
+        let processing = prediction(server, "p1", "processing", Value::Null);
         common::mount_polls(
             server,
             "p1",
-            &[
-                prediction(server, "p1", "processing", Value::Null),
-                prediction(server, "p1", "processing", Value::Null),
-            ],
+            &[processing.clone(), processing],
             prediction(server, "p1", "succeeded", json!(urls[0])),
         )
         .await;
@@ -175,17 +148,7 @@ impl Fixture for ReplicateFixture {
     }
 
     async fn failed_status(server: &MockServer) {
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201).set_body_json(prediction(
-                server,
-                "p1",
-                "processing",
-                Value::Null,
-            )),
-        )
-        .await;
+        Self::answer_first_call(server, created(server, "processing")).await;
         let mut failed = prediction(server, "p1", "failed", Value::Null);
         failed["error"] = json!("CUDA error: out of memory");
         common::mount_polls(server, "p1", &[], failed).await;
@@ -193,17 +156,7 @@ impl Fixture for ReplicateFixture {
     }
 
     async fn never_completes(server: &MockServer) {
-        mount_once(
-            server,
-            flux_create(),
-            ResponseTemplate::new(201).set_body_json(prediction(
-                server,
-                "p1",
-                "starting",
-                Value::Null,
-            )),
-        )
-        .await;
+        Self::answer_first_call(server, created(server, "starting")).await;
         Mock::given(method("GET"))
             .and(path("/v1/predictions/p1"))
             .and(header("authorization", "Bearer r8_test_token"))

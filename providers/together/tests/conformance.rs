@@ -7,7 +7,9 @@
 use async_trait::async_trait;
 use imgproxy_core::{Gateway, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-use imgproxy_testkit::{b64, bearer_post, cut_off_json, gateway_of, mount_once, png, Fixture};
+use imgproxy_testkit::{
+    b64, bearer_post, cut_off_json, gateway_of, mount_once, output_png, too_many_requests, Fixture,
+};
 use serde_json::{json, Value};
 use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
 
@@ -51,12 +53,8 @@ impl Fixture for Together {
     }
 
     async fn success(server: &MockServer, n: u32, _references: usize) {
-        let data: Vec<Value> = (0..n)
-            .map(|i| {
-                let shade = u8::try_from(i * 50).unwrap_or(0);
-                json!({"index": i, "b64_json": b64(&png(16, 16, [0, shade, 0])),
-                       "type": "b64_json"})
-            })
+        let data: Vec<Value> = (0..n as usize)
+            .map(|i| json!({"index": i, "b64_json": b64(&output_png(i)), "type": "b64_json"}))
             .collect();
         mount_once(
             server,
@@ -72,58 +70,39 @@ impl Fixture for Together {
     async fn moderation(server: &MockServer) {
         // Unverified shape: Together documents no moderation signal; a 4xx naming NSFW
         // content is what the adapter takes for one.
-        mount_once(
-            server,
-            call().and(body_json(generation_body(1))),
-            ResponseTemplate::new(400).set_body_json(json!({"error": {
-                "message": "NSFW content detected. Try a different prompt.",
-                "type": "invalid_request_error", "param": null, "code": null
-            }})),
-        )
-        .await;
+        let refusal = json!({"error": {
+            "message": "NSFW content detected. Try a different prompt.",
+            "type": "invalid_request_error", "param": null, "code": null
+        }});
+        Self::answer_first_call(server, ResponseTemplate::new(400).set_body_json(refusal)).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        mount_once(
-            server,
-            call(),
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", seconds.to_string().as_str())
-                .set_body_json(json!({"error": {
-                    "message": "You have exceeded the rate limit",
-                    "type": "rate_limit_exceeded", "param": null, "code": null
-                }})),
-        )
-        .await;
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        mount_once(server, call().and(body_json(generation_body(1))), answer).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        mount_once(
-            server,
-            call(),
-            ResponseTemplate::new(503).set_body_json(json!({"error": {
-                "message": "The server is overloaded", "type": "server_error"
-            }})),
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(
+            seconds,
+            json!({"error": {
+                "message": "You have exceeded the rate limit",
+                "type": "rate_limit_exceeded", "param": null, "code": null
+            }}),
         )
-        .await;
     }
 
-    async fn malformed(server: &MockServer) {
-        mount_once(
-            server,
-            call(),
-            ResponseTemplate::new(200).set_body_json(json!({"object": "list"})),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(503).set_body_json(json!({"error": {
+            "message": "The server is overloaded", "type": "server_error"
+        }}))
     }
 
-    async fn truncated(server: &MockServer) {
-        mount_once(
-            server,
-            call(),
-            cut_off_json(r#"{"id": "x", "data": [{"index": 0, "b64_json": "/9j/4AA"#),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"object": "list"}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(r#"{"id": "x", "data": [{"index": 0, "b64_json": "/9j/4AA"#)
     }
 }
 

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use imgproxy_core::Gateway;
 use imgproxy_provider_xai::{XaiConfig, XaiProvider};
 use imgproxy_testkit::{
-    b64, bearer_post, cut_off_json, data_url, gateway_of, mount_once, png, reference_png, Fixture,
+    b64, bearer_post, cut_off_json, data_url, gateway_of, mount_once, output_png, reference_png,
+    too_many_requests, Fixture,
 };
 use serde_json::{json, Value};
 use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
@@ -53,10 +54,9 @@ impl Fixture for Xai {
                 .collect();
             "/images/edits"
         };
-        let data: Vec<Value> = (0..n)
+        let data: Vec<Value> = (0..n as usize)
             .map(|i| {
-                let shade = u8::try_from(i * 50).unwrap_or(0);
-                json!({"b64_json": b64(&png(16, 16, [shade, 0, 0])), "url": null,
+                json!({"b64_json": b64(&output_png(i)), "url": null,
                        "mime_type": "image/png", "revised_prompt": ""})
             })
             .collect();
@@ -72,51 +72,32 @@ impl Fixture for Xai {
 
     async fn moderation(server: &MockServer) {
         // xAI moderates silently: a 200 with no image.
-        mount_once(
-            server,
-            call("/images/generations").and(body_json(generation_body(1))),
-            ResponseTemplate::new(200).set_body_json(json!({"data": []})),
-        )
-        .await;
+        let answer = ResponseTemplate::new(200).set_body_json(json!({"data": []}));
+        Self::answer_first_call(server, answer).await;
     }
 
-    async fn rate_limited(server: &MockServer, seconds: u64) {
-        mount_once(
-            server,
-            call("/images/generations"),
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", seconds.to_string().as_str())
-                .set_body_json(json!({"code": "Too many requests",
-                                          "error": "rate limit exceeded for this team"})),
-        )
-        .await;
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate) {
+        let generation = call("/images/generations").and(body_json(generation_body(1)));
+        mount_once(server, generation, answer).await;
     }
 
-    async fn server_error(server: &MockServer) {
-        mount_once(
-            server,
-            call("/images/generations"),
-            ResponseTemplate::new(500).set_body_json(json!({"error": "internal error"})),
+    fn rate_limited(seconds: u64) -> ResponseTemplate {
+        too_many_requests(
+            seconds,
+            json!({"code": "Too many requests", "error": "rate limit exceeded for this team"}),
         )
-        .await;
     }
 
-    async fn malformed(server: &MockServer) {
-        mount_once(
-            server,
-            call("/images/generations"),
-            ResponseTemplate::new(200).set_body_json(json!({"images": "soon"})),
-        )
-        .await;
+    fn server_error() -> ResponseTemplate {
+        ResponseTemplate::new(500).set_body_json(json!({"error": "internal error"}))
     }
 
-    async fn truncated(server: &MockServer) {
-        mount_once(
-            server,
-            call("/images/generations"),
-            cut_off_json(r#"{"data": [{"b64_json": "iVBORw0KGgoAAAANSU"#),
-        )
-        .await;
+    fn malformed() -> ResponseTemplate {
+        ResponseTemplate::new(200).set_body_json(json!({"images": "soon"}))
+    }
+
+    fn truncated() -> ResponseTemplate {
+        cut_off_json(r#"{"data": [{"b64_json": "iVBORw0KGgoAAAANSU"#)
     }
 }
 

@@ -17,6 +17,7 @@ use std::{io::Cursor, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use base64::Engine as _;
 use imgproxy_core::{Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse};
+use serde_json::Value;
 use wiremock::{
     matchers::{header, method, path},
     Mock, MockBuilder, MockServer, ResponseTemplate,
@@ -69,14 +70,18 @@ pub trait Fixture: Send + Sync + 'static {
     async fn success(server: &MockServer, n: u32, references: usize);
     /// Mounts the upstream's content-moderation refusal.
     async fn moderation(server: &MockServer);
-    /// Mounts a 429 saying to retry after `seconds`.
-    async fn rate_limited(server: &MockServer, seconds: u64);
-    /// Mounts a 5xx.
-    async fn server_error(server: &MockServer);
-    /// Mounts a 200 whose body is not the documented shape.
-    async fn malformed(server: &MockServer);
-    /// Mounts a 200 whose body is cut off mid-JSON.
-    async fn truncated(server: &MockServer);
+    /// Mounts `answer` as the upstream's answer to the first call of
+    /// [`Fixture::request`]`(1, 0)`, asserting that call exactly and expecting it once: the
+    /// failure cases that are one bad answer use it.
+    async fn answer_first_call(server: &MockServer, answer: ResponseTemplate);
+    /// A 429 saying to retry after `seconds` (see [`too_many_requests`]).
+    fn rate_limited(seconds: u64) -> ResponseTemplate;
+    /// A 5xx.
+    fn server_error() -> ResponseTemplate;
+    /// A 200 whose body is not the documented shape.
+    fn malformed() -> ResponseTemplate;
+    /// A 200 whose body is cut off mid-JSON (see [`cut_off_json`]).
+    fn truncated() -> ResponseTemplate;
     /// Async only: a job that completes after several polls.
     async fn slow_completion(_server: &MockServer) {}
     /// Async only: a job that ends in the upstream's failure status (not a moderation).
@@ -98,6 +103,12 @@ pub fn png(width: u32, height: u32, rgb: [u8; 3]) -> Vec<u8> {
     let mut out = Cursor::new(Vec::new());
     image.write_to(&mut out, image::ImageFormat::Png).unwrap();
     out.into_inner()
+}
+
+/// A real 16×16 PNG, distinct per `index`: image number `index` a fake upstream answers with.
+pub fn output_png(index: usize) -> Vec<u8> {
+    let shade = u8::try_from(index * 50 % 256).unwrap();
+    png(16, 16, [shade, 0, 0])
 }
 
 /// Base64 of `bytes`.
@@ -127,6 +138,55 @@ pub fn bearer_post(endpoint: &str, key: &str) -> MockBuilder {
 /// Mounts `request` on `server`, answered with `response` and expected exactly once.
 pub async fn mount_once(server: &MockServer, request: MockBuilder, response: ResponseTemplate) {
     request.respond_with(response).expect(1).mount(server).await;
+}
+
+/// `base` with the fields of `extra` added (both JSON objects; `extra` wins).
+pub fn merged(mut base: Value, extra: Value) -> Value {
+    if let (Value::Object(base), Value::Object(extra)) = (&mut base, extra) {
+        base.extend(extra);
+    }
+    base
+}
+
+/// The request a client sends as the JSON `body`.
+pub fn request_of(body: Value) -> ImageRequest {
+    serde_json::from_value(body).unwrap()
+}
+
+/// Mounts `request` as a call that must never come (answered 500, expected 0 times).
+pub async fn forbid(server: &MockServer, request: MockBuilder) {
+    request
+        .respond_with(ResponseTemplate::new(500))
+        .expect(0)
+        .mount(server)
+        .await;
+}
+
+/// Asserts that `gateway` refuses each request of `cases` with a 400 naming its parameter,
+/// and that none of them reached `server`.
+pub async fn assert_refused_before_any_call(
+    gateway: &Gateway,
+    server: &MockServer,
+    cases: impl IntoIterator<Item = (ImageRequest, &str)>,
+) {
+    for (request, param) in cases {
+        let sent = format!("{request:?}");
+        let error = gateway.generate(request).await.expect_err(&sent);
+        assert_eq!(
+            (error.status(), error.param()),
+            (400, Some(param)),
+            "{sent}: {error}"
+        );
+    }
+    let received = server.received_requests().await.unwrap_or_default();
+    assert!(received.is_empty(), "{received:?}");
+}
+
+/// A 429 asking to retry after `seconds`, with the JSON `body`.
+pub fn too_many_requests(seconds: u64, body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(429)
+        .insert_header("retry-after", seconds.to_string().as_str())
+        .set_body_json(body)
 }
 
 /// A 200 labelled `application/json` whose body is `cut_off`, JSON cut off midway.
@@ -202,10 +262,12 @@ pub mod cases {
         async fn mount<F: Fixture>(self, server: &MockServer) {
             match self {
                 Self::Moderation => F::moderation(server).await,
-                Self::RateLimited => F::rate_limited(server, RETRY_AFTER_SECS).await,
-                Self::ServerError => F::server_error(server).await,
-                Self::Malformed => F::malformed(server).await,
-                Self::Truncated => F::truncated(server).await,
+                Self::RateLimited => {
+                    F::answer_first_call(server, F::rate_limited(RETRY_AFTER_SECS)).await;
+                }
+                Self::ServerError => F::answer_first_call(server, F::server_error()).await,
+                Self::Malformed => F::answer_first_call(server, F::malformed()).await,
+                Self::Truncated => F::answer_first_call(server, F::truncated()).await,
                 Self::FailedStatus => F::failed_status(server).await,
                 Self::NeverCompletes => F::never_completes(server).await,
             }
