@@ -10,7 +10,7 @@ use imgproxy_core::{
     ReferenceImage,
 };
 use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
-use imgproxy_testkit::{b64, gateway_of, png, reference_png};
+use imgproxy_testkit::{b64, gateway_of, one_image, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, header_exists, method, path, query_param},
@@ -201,13 +201,9 @@ async fn kontext_reference_images_go_to_numbered_input_images() {
     // The second fanned-out image of a request: its seed is offset by one.
     let generation = provider(&server)
         .generate(ProviderRequest {
-            request: &validated,
-            n: 1,
             first_index: 1,
             references: &references,
-            mask: None,
-            partials: None,
-            jobs: None,
+            ..one_image(&validated)
         })
         .await
         .unwrap();

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use common::{cancel, cdn_file, images_output, job_urls, result, status, submit, AUTH, KEY};
 use imgproxy_core::{
-    ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderError, ProviderRequest,
-    ResponseFormat, ValidatedRequest,
+    ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderError, ResponseFormat,
+    ValidatedRequest,
 };
-use imgproxy_testkit::{data_url, png, reference_png};
+use imgproxy_testkit::{data_url, one_image, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{method, path},
@@ -178,15 +178,7 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         stream: false,
         partial_images: None,
     };
-    let call = ProviderRequest {
-        request: &validated,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
-        partials: None,
-        jobs: None,
-    };
+    let call = one_image(&validated);
     let error = common::provider(&server).generate(call).await.unwrap_err();
     assert!(
         matches!(&error, ProviderError::InvalidRequest { param: Some(p), .. } if p == "image"),

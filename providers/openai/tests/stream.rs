@@ -11,6 +11,7 @@ use imgproxy_core::{
     ProviderRequest, ReferenceImage, ValidatedRequest,
 };
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+use imgproxy_testkit::one_image;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use wiremock::{
@@ -47,13 +48,8 @@ fn streamed<'a>(
     sender: &'a mpsc::UnboundedSender<PartialImage>,
 ) -> ProviderRequest<'a> {
     ProviderRequest {
-        request,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
         partials: Some(sender),
-        jobs: None,
+        ..one_image(request)
     }
 }
 
@@ -224,13 +220,9 @@ async fn a_mask_goes_as_its_own_part_after_the_images() -> TestResult {
         mime: "image/png".into(),
     };
     let call = ProviderRequest {
-        request: &request,
-        n: 1,
-        first_index: 0,
         references: std::slice::from_ref(&image),
         mask: Some(&mask),
-        partials: None,
-        jobs: None,
+        ..one_image(&request)
     };
     provider(&server)?.generate(call).await?;
     let received = server.received_requests().await.unwrap_or_default();

@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use imgproxy_core::{
-    Catalog, Gateway, ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderRequest,
+    Catalog, Gateway, ImageProvider as _, ImageRequest, ImageResponse, ProviderRequest,
 };
 use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
-use imgproxy_testkit::{data_url, reference_png};
+use imgproxy_testkit::{
+    assert_refused_before_any_call, data_url, merged, mount_once, one_image, reference_png,
+    request_of,
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -21,13 +24,18 @@ use wiremock::{
 
 use common::{create_path, gateway, mount_outputs, prediction, PROMPT};
 
+const FLUX: &str = "black-forest-labs/flux-1.1-pro";
+
 /// A request for `model` with extra fields, as a client's JSON body.
 fn request(model: &str, extra: Value) -> ImageRequest {
-    let mut body = json!({"model": model, "prompt": PROMPT});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().cloned().unwrap_or_default());
-    serde_json::from_value(body).unwrap()
+    request_of(merged(json!({"model": model, "prompt": PROMPT}), extra))
+}
+
+/// The gateway's answer to a default `flux-1.1-pro` request.
+async fn generate_flux(server: &MockServer) -> imgproxy_core::Result<ImageResponse> {
+    gateway(server)
+        .generate(request("flux-1.1-pro", json!({})))
+        .await
 }
 
 /// Mounts a create of `model` that must carry exactly `input`, answering `answer`.
@@ -56,31 +64,110 @@ async fn generate_one(
     gateway(server).generate(request).await.unwrap()
 }
 
+/// What the client sends → what the create of the upstream model must carry exactly.
 #[tokio::test]
-async fn flux_custom_size_is_aspect_ratio_custom_with_width_and_height() {
+async fn each_model_maps_its_parameters_exactly() {
+    let reference = |i| data_url(&reference_png(i));
+    let cases = [
+        (
+            "flux-1.1-pro",
+            json!({"size": "1024x768", "output_format": "jpeg", "output_compression": 90,
+                   "safety_tolerance": 5, "seed": 7, "prompt_upsampling": true}),
+            FLUX,
+            json!({"aspect_ratio": "custom", "width": 1024, "height": 768,
+                   "output_format": "jpg", "output_quality": 90, "safety_tolerance": 5,
+                   "seed": 7, "prompt_upsampling": true}),
+        ),
+        // Ultra takes only ratios: a size becomes its ratio.
+        (
+            "ultra",
+            json!({"raw": true, "size": "1536x1024", "image_prompt_strength": 0.3}),
+            "black-forest-labs/flux-1.1-pro-ultra",
+            json!({"raw": true, "aspect_ratio": "3:2", "image_prompt_strength": 0.3,
+                   "output_format": "png"}),
+        ),
+        // One reference image is Ultra's image prompt, a data URL.
+        (
+            "ultra",
+            json!({"images": [reference(0)], "output_format": "jpeg"}),
+            "black-forest-labs/flux-1.1-pro-ultra",
+            json!({"image_prompt": reference(0), "output_format": "jpg"}),
+        ),
+        (
+            "ultra",
+            json!({"aspect_ratio": "21:9"}),
+            "black-forest-labs/flux-1.1-pro-ultra",
+            json!({"aspect_ratio": "21:9", "output_format": "png"}),
+        ),
+        (
+            "seedream-4",
+            json!({"images": [reference(0), reference(1)], "image_size": "2K",
+                   "aspect_ratio": "16:9"}),
+            "bytedance/seedream-4",
+            json!({"image_input": [reference(0), reference(1)], "size": "2K",
+                   "aspect_ratio": "16:9"}),
+        ),
+        (
+            "nano-banana-pro",
+            json!({"images": [reference(3)], "aspect_ratio": "21:9", "image_size": "4K",
+                   "safety_filter_level": "block_only_high"}),
+            "google/nano-banana-pro",
+            json!({"image_input": [reference(3)], "aspect_ratio": "21:9", "resolution": "4K",
+                   "output_format": "png", "safety_filter_level": "block_only_high"}),
+        ),
+        // Replicate's `google/imagen-4` and `google/nano-banana` run on models Google shut
+        // down: their seed names are served by `nano-banana-2`, on Replicate when Gemini is
+        // not configured.
+        (
+            "imagen4",
+            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
+            "google/nano-banana-2",
+            json!({"aspect_ratio": "9:16", "output_format": "jpg"}),
+        ),
+        (
+            "gemini",
+            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
+            "google/nano-banana-2",
+            json!({"aspect_ratio": "9:16", "output_format": "jpg"}),
+        ),
+    ];
+    for (model, sent, upstream, input) in cases {
+        let server = MockServer::start().await;
+        let asked = sent["output_format"].as_str().unwrap_or("png").to_owned();
+        let input = merged(json!({"prompt": PROMPT}), input);
+        let response = generate_one(&server, upstream, input, request(model, sent)).await;
+        assert_eq!(response.data.len(), 1, "{model}");
+        // The fake's output is a 16x16 PNG: the answer reports the image it carries,
+        // converted to the format that was asked for.
+        assert_eq!(response.size.as_deref(), Some("16x16"), "{model}");
+        assert_eq!(
+            response.output_format.as_deref(),
+            Some(asked.as_str()),
+            "{model}"
+        );
+    }
+}
+
+/// Parameters a model does not take, or values outside its limits, never reach Replicate.
+#[tokio::test]
+async fn out_of_range_parameters_are_refused_before_any_call() {
     let server = MockServer::start().await;
-    let input = json!({
-        "prompt": PROMPT,
-        "aspect_ratio": "custom",
-        "width": 1024,
-        "height": 768,
-        "output_format": "jpg",
-        "output_quality": 90,
-        "safety_tolerance": 5,
-        "seed": 7,
-        "prompt_upsampling": true
-    });
-    let request = request(
-        "flux-1.1-pro",
-        json!({"size": "1024x768", "output_format": "jpeg", "output_compression": 90,
-               "safety_tolerance": 5, "seed": 7, "prompt_upsampling": true}),
-    );
-    let response = generate_one(&server, "black-forest-labs/flux-1.1-pro", input, request).await;
-    assert_eq!(response.data.len(), 1);
-    // The fake's output is a 16x16 PNG: the answer reports the image it carries, converted to
-    // the JPEG that was asked for.
-    assert_eq!(response.size.as_deref(), Some("16x16"));
-    assert_eq!(response.output_format.as_deref(), Some("jpeg"));
+    let cases = [
+        ("flux-1.1-pro", json!({"size": "1536x1024"}), "size"),
+        // seedream 4.5 has no 1K tier.
+        ("seedream-4-5", json!({"image_size": "1K"}), "image_size"),
+        ("svg", json!({"output_format": "png"}), "output_format"),
+        // Imagen's own parameters are not silently dropped by its replacement.
+        (
+            "imagen4",
+            json!({"safety_filter_level": "block_only_high"}),
+            "safety_filter_level",
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .map(|(model, sent, param)| (request(model, sent), param));
+    assert_refused_before_any_call(&gateway(&server), &server, cases).await;
 }
 
 #[tokio::test]
@@ -91,7 +178,7 @@ async fn flux_fanned_out_calls_get_distinct_seeds() {
         let input =
             json!({"prompt": PROMPT, "aspect_ratio": "16:9", "output_format": "png", "seed": seed});
         let answer = prediction(&server, "p1", "succeeded", json!(urls[0]));
-        expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+        expect_create(&server, FLUX, input, answer).await;
     }
     let request = request(
         "flux-1.1-pro",
@@ -99,69 +186,6 @@ async fn flux_fanned_out_calls_get_distinct_seeds() {
     );
     let response = gateway(&server).generate(request).await.unwrap();
     assert_eq!(response.data.len(), 2);
-}
-
-#[tokio::test]
-async fn flux_size_outside_its_limits_is_a_400_naming_size() {
-    let server = MockServer::start().await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({"size": "1536x1024"})))
-        .await
-        .unwrap_err();
-    assert_eq!((error.status(), error.param()), (400, Some("size")));
-}
-
-#[tokio::test]
-async fn ultra_sends_raw_and_the_ratio_of_a_size() {
-    let server = MockServer::start().await;
-    let input = json!({"prompt": PROMPT, "raw": true, "aspect_ratio": "3:2",
-                       "image_prompt_strength": 0.3, "output_format": "png"});
-    let request = request(
-        "ultra",
-        json!({"raw": true, "size": "1536x1024", "image_prompt_strength": 0.3}),
-    );
-    let response = generate_one(
-        &server,
-        "black-forest-labs/flux-1.1-pro-ultra",
-        input,
-        request,
-    )
-    .await;
-    assert_eq!(response.data.len(), 1);
-}
-
-#[tokio::test]
-async fn ultra_one_reference_image_is_the_image_prompt_data_url() {
-    let server = MockServer::start().await;
-    let reference = data_url(&reference_png(0));
-    let input = json!({"prompt": PROMPT, "image_prompt": reference, "output_format": "jpg"});
-    let request = request(
-        "ultra",
-        json!({"images": [reference], "output_format": "jpeg"}),
-    );
-    let response = generate_one(
-        &server,
-        "black-forest-labs/flux-1.1-pro-ultra",
-        input,
-        request,
-    )
-    .await;
-    assert_eq!(response.output_format.as_deref(), Some("jpeg"));
-}
-
-#[tokio::test]
-async fn seedream_two_reference_images_go_to_image_input() {
-    let server = MockServer::start().await;
-    let references: Vec<String> = (0..2).map(|i| data_url(&reference_png(i))).collect();
-    let input = json!({"prompt": PROMPT, "image_input": references, "size": "2K",
-                       "aspect_ratio": "16:9"});
-    let mut request = request(
-        "seedream-4",
-        json!({"image_size": "2K", "aspect_ratio": "16:9"}),
-    );
-    request.images = Some(references.into_iter().map(ImageInput::Text).collect());
-    let response = generate_one(&server, "bytedance/seedream-4", input, request).await;
-    assert_eq!(response.data.len(), 1);
 }
 
 #[tokio::test]
@@ -190,16 +214,6 @@ async fn seedream_n_is_max_images_in_one_call_with_a_custom_size() {
 }
 
 #[tokio::test]
-async fn seedream_4_5_has_no_1k_tier() {
-    let server = MockServer::start().await;
-    let error = gateway(&server)
-        .generate(request("seedream-4-5", json!({"image_size": "1K"})))
-        .await
-        .unwrap_err();
-    assert_eq!((error.status(), error.param()), (400, Some("image_size")));
-}
-
-#[tokio::test]
 async fn svg_output_passes_through_as_image_svg_xml() {
     let server = MockServer::start().await;
     let svg =
@@ -224,89 +238,25 @@ async fn svg_output_passes_through_as_image_svg_xml() {
         ))
         .unwrap();
     let provider = provider(&server);
-    let generation = provider
-        .generate(ProviderRequest {
-            request: &validated,
-            n: 1,
-            first_index: 0,
-            references: &[],
-            mask: None,
-            partials: None,
-            jobs: None,
-        })
-        .await
-        .unwrap();
+    let generation = provider.generate(one_image(&validated)).await.unwrap();
     assert_eq!(generation.images[0].mime, "image/svg+xml");
     assert_eq!(&generation.images[0].bytes[..], svg.as_bytes());
 }
 
-#[tokio::test]
-async fn svg_with_a_raster_output_format_is_a_clear_400() {
-    let server = MockServer::start().await;
-    let error = gateway(&server)
-        .generate(request("svg", json!({"output_format": "png"})))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.status(), error.param()),
-        (400, Some("output_format"))
-    );
+/// Mounts the create of a default `flux-1.1-pro` request, answering the prediction `answer`.
+async fn expect_flux_create(server: &MockServer, answer: Value) {
+    let input = json!({"prompt": PROMPT, "output_format": "png"});
+    expect_create(server, FLUX, input, answer).await;
 }
 
-/// Replicate's `google/imagen-4` and `google/nano-banana` run on models Google shut down: their
-/// seed names are served by `nano-banana-2`, on Replicate when Gemini is not configured.
-#[tokio::test]
-async fn retired_imagen4_and_gemini_are_served_by_nano_banana_2() {
-    for (name, request) in [
-        (
-            "imagen4",
-            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
-        ),
-        (
-            "gemini",
-            json!({"aspect_ratio": "9:16", "output_format": "jpeg"}),
-        ),
-    ] {
-        let server = MockServer::start().await;
-        let input = json!({"prompt": PROMPT, "aspect_ratio": "9:16", "output_format": "jpg"});
-        let response = generate_one(
-            &server,
-            "google/nano-banana-2",
-            input,
-            self::request(name, request),
-        )
-        .await;
-        assert_eq!(response.data.len(), 1);
-    }
-    // Imagen's own parameters are not silently dropped.
-    let server = MockServer::start().await;
-    let error = gateway(&server)
-        .generate(request(
-            "imagen4",
-            json!({"safety_filter_level": "block_only_high"}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (error.status(), error.param()),
-        (400, Some("safety_filter_level"))
-    );
-}
-
-#[tokio::test]
-async fn nano_banana_references_go_to_image_input_and_the_tier_to_resolution() {
-    let server = MockServer::start().await;
-    let reference = data_url(&reference_png(3));
-    let input = json!({"prompt": PROMPT, "image_input": [reference], "aspect_ratio": "21:9",
-                       "resolution": "4K", "output_format": "png",
-                       "safety_filter_level": "block_only_high"});
-    let request = request(
-        "nano-banana-pro",
-        json!({"images": [reference], "aspect_ratio": "21:9", "image_size": "4K",
-               "safety_filter_level": "block_only_high"}),
-    );
-    let response = generate_one(&server, "google/nano-banana-pro", input, request).await;
-    assert_eq!(response.data.len(), 1);
+/// Mounts a create of flux answering `answer` whatever it carries.
+async fn flux_create_answers(server: &MockServer, answer: ResponseTemplate) {
+    mount_once(
+        server,
+        Mock::given(method("POST")).and(path(create_path(FLUX))),
+        answer,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -314,12 +264,8 @@ async fn nsfw_failed_prediction_is_moderation_blocked() {
     let server = MockServer::start().await;
     let mut failed = prediction(&server, "p1", "failed", Value::Null);
     failed["error"] = json!("NSFW content detected");
-    let input = json!({"prompt": PROMPT, "output_format": "png"});
-    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, failed).await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap_err();
+    expect_flux_create(&server, failed).await;
+    let error = generate_flux(&server).await.unwrap_err();
     assert_eq!(
         (error.status(), error.code()),
         (400, Some("moderation_blocked"))
@@ -333,21 +279,11 @@ async fn nsfw_failed_prediction_is_moderation_blocked() {
 #[tokio::test]
 async fn aborted_prediction_is_502() {
     let server = MockServer::start().await;
-    let input = json!({"prompt": PROMPT, "output_format": "png"});
-    let answer = prediction(&server, "p1", "starting", Value::Null);
-    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
-    common::mount_polls(
-        &server,
-        "p1",
-        &[],
-        prediction(&server, "p1", "aborted", Value::Null),
-    )
-    .await;
+    create_starting(&server).await;
+    let aborted = prediction(&server, "p1", "aborted", Value::Null);
+    common::mount_polls(&server, "p1", &[], aborted).await;
     common::mount_cancel(&server, "p1", 0).await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap_err();
+    let error = generate_flux(&server).await.unwrap_err();
     assert_eq!(error.status(), 502, "{error:?}");
     assert!(error.to_string().contains("aborted"), "{error}");
 }
@@ -355,20 +291,13 @@ async fn aborted_prediction_is_502() {
 #[tokio::test]
 async fn problem_details_422_is_a_400_with_the_detail() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(create_path("black-forest-labs/flux-1.1-pro")))
-        .respond_with(ResponseTemplate::new(422).set_body_json(json!({
-            "title": "Input validation failed",
-            "status": 422,
-            "detail": "- input.width: Must be less than or equal to 1440"
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap_err();
+    let problem = json!({
+        "title": "Input validation failed",
+        "status": 422,
+        "detail": "- input.width: Must be less than or equal to 1440"
+    });
+    flux_create_answers(&server, ResponseTemplate::new(422).set_body_json(problem)).await;
+    let error = generate_flux(&server).await.unwrap_err();
     assert_eq!(error.status(), 400);
     assert!(error.to_string().contains("input.width"), "{error}");
 }
@@ -376,17 +305,11 @@ async fn problem_details_422_is_a_400_with_the_detail() {
 #[tokio::test]
 async fn rejected_token_is_502_without_upstream_text() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({
-            "title": "Unauthenticated", "status": 401, "detail": "token r8_test_token is invalid"
-        })))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap_err();
+    let problem = json!({
+        "title": "Unauthenticated", "status": 401, "detail": "token r8_test_token is invalid"
+    });
+    flux_create_answers(&server, ResponseTemplate::new(401).set_body_json(problem)).await;
+    let error = generate_flux(&server).await.unwrap_err();
     assert_eq!(error.status(), 502);
     assert!(!format!("{error:?}").contains("r8_test_token"), "{error:?}");
 }
@@ -399,13 +322,12 @@ async fn inline_data_url_output_is_decoded() {
         "data:application/octet-stream;base64,{}",
         imgproxy_testkit::b64(&bytes)
     );
-    let input = json!({"prompt": PROMPT, "output_format": "png"});
-    let answer = prediction(&server, "p1", "succeeded", json!(output));
-    expect_create(&server, "black-forest-labs/flux-1.1-pro", input, answer).await;
-    let response = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap();
+    expect_flux_create(
+        &server,
+        prediction(&server, "p1", "succeeded", json!(output)),
+    )
+    .await;
+    let response = generate_flux(&server).await.unwrap();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(response.data[0].b64_json.as_ref().unwrap())
         .unwrap();
@@ -455,26 +377,9 @@ fn provider(server: &MockServer) -> ReplicateProvider {
     ReplicateProvider::new(ReplicateConfig::new(common::TOKEN).with_base_url(server.uri())).unwrap()
 }
 
-#[tokio::test]
-async fn ultra_takes_the_widest_ratio() {
-    let server = MockServer::start().await;
-    let input = json!({"prompt": PROMPT, "aspect_ratio": "21:9", "output_format": "png"});
-    let request = request("ultra", json!({"aspect_ratio": "21:9"}));
-    let response = generate_one(
-        &server,
-        "black-forest-labs/flux-1.1-pro-ultra",
-        input,
-        request,
-    )
-    .await;
-    assert_eq!(response.data.len(), 1);
-}
-
 /// Mounts a flux create answering `starting`, for the polling tests.
 async fn create_starting(server: &MockServer) {
-    let input = json!({"prompt": PROMPT, "output_format": "png"});
-    let answer = prediction(server, "p1", "starting", Value::Null);
-    expect_create(server, "black-forest-labs/flux-1.1-pro", input, answer).await;
+    expect_flux_create(server, prediction(server, "p1", "starting", Value::Null)).await;
 }
 
 #[tokio::test]
@@ -498,10 +403,7 @@ async fn a_poll_answering_503_is_polled_again() {
     )
     .await;
     common::mount_cancel(&server, "p1", 0).await;
-    let response = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap();
+    let response = generate_flux(&server).await.unwrap();
     assert_eq!(response.data.len(), 1);
 }
 
@@ -516,10 +418,7 @@ async fn a_malformed_poll_is_502_and_cancels_the_prediction() {
         .mount(&server)
         .await;
     common::mount_cancel(&server, "p1", 1).await;
-    let error = gateway(&server)
-        .generate(request("flux-1.1-pro", json!({})))
-        .await
-        .unwrap_err();
+    let error = generate_flux(&server).await.unwrap_err();
     assert_eq!(error.status(), 502, "{error:?}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
@@ -532,7 +431,7 @@ async fn a_started_prediction_is_reported_and_can_be_resumed_by_another_process(
     let urls = mount_outputs(&server, 1, 1).await;
     let running = prediction(&server, "p-res", "processing", Value::Null);
     Mock::given(method("POST"))
-        .and(path(create_path("black-forest-labs/flux-1.1-pro")))
+        .and(path(create_path(FLUX)))
         .respond_with(ResponseTemplate::new(201).set_body_json(&running))
         .expect(1)
         .mount(&server)
@@ -544,13 +443,8 @@ async fn a_started_prediction_is_reported_and_can_be_resumed_by_another_process(
     let (jobs, mut started) = tokio::sync::mpsc::unbounded_channel();
     let first = provider(&server);
     let call = ProviderRequest {
-        request: &validated,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
-        partials: None,
         jobs: Some(&jobs),
+        ..one_image(&validated)
     };
     // The process "dies" as soon as the job is reported: the generation future is dropped.
     let reported = tokio::select! {
@@ -570,15 +464,7 @@ async fn a_started_prediction_is_reported_and_can_be_resumed_by_another_process(
     let succeeded = prediction(&server, "p-res", "succeeded", json!(urls));
     common::mount_polls(&server, "p-res", std::slice::from_ref(&running), succeeded).await;
     let second = provider(&server);
-    let call = ProviderRequest {
-        request: &validated,
-        n: 1,
-        first_index: 0,
-        references: &[],
-        mask: None,
-        partials: None,
-        jobs: None,
-    };
+    let call = one_image(&validated);
     let generation = second.resume(call, &reported.1).await.unwrap();
     assert_eq!(generation.images.len(), 1);
     assert!(generation.images[0].bytes.starts_with(b"\x89PNG"));

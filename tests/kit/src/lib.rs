@@ -16,7 +16,10 @@ use std::{io::Cursor, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use imgproxy_core::{Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse};
+use imgproxy_core::{
+    Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse, ProviderRequest,
+    ValidatedRequest,
+};
 use serde_json::Value;
 use wiremock::{
     matchers::{header, method, path},
@@ -126,6 +129,20 @@ pub fn gateway_of(provider: impl ImageProvider + 'static) -> Gateway {
     Gateway::builder(Catalog::embedded().unwrap())
         .provider(Arc::new(provider))
         .build()
+}
+
+/// The provider call of one image of `request`: the first, with no reference images, mask,
+/// partials or job reports (set those with struct update syntax).
+pub fn one_image(request: &ValidatedRequest) -> ProviderRequest<'_> {
+    ProviderRequest {
+        request,
+        n: 1,
+        first_index: 0,
+        references: &[],
+        mask: None,
+        partials: None,
+        jobs: None,
+    }
 }
 
 /// A POST to `endpoint` carrying `Authorization: Bearer {key}`.
