@@ -6,11 +6,13 @@
 
 use bytes::Bytes;
 use imgproxy_core::{
-    validate::validate, Catalog, Gateway, ImageProvider as _, ImageRequest, ProviderRequest,
-    ReferenceImage,
+    validate::validate, Catalog, Gateway, ImageProvider as _, ImageRequest, ImageResponse,
+    ProviderRequest, ReferenceImage,
 };
 use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
-use imgproxy_testkit::{b64, gateway_of, one_image, png, reference_png};
+use imgproxy_testkit::{
+    answer_first_only, b64, forbid, gateway_of, merged, mount_once, one_image, png, reference_png,
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, header_exists, method, path, query_param},
@@ -80,6 +82,24 @@ async fn mount_sample(server: &MockServer, sample_path: &str) {
         .await;
 }
 
+/// The submit body of [`flux_pro`]: the catalog's defaults.
+fn default_body() -> Value {
+    json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
+           "prompt_upsampling": false, "output_format": "jpeg"})
+}
+
+/// The gateway's answer to a default `flux-pro-1.1` request.
+async fn flux_pro(server: &MockServer) -> imgproxy_core::Result<ImageResponse> {
+    gateway(server)
+        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
+        .await
+}
+
+/// Mounts the submit of [`flux_pro`], answering with `polling_url`.
+async fn mount_default_submit(server: &MockServer, polling_url: &str) {
+    mount_submit(server, "flux-pro-1.1", default_body(), polling_url).await;
+}
+
 /// Mounts a whole successful exchange on one server for `upstream`, expecting `body`.
 async fn mount_success(server: &MockServer, upstream: &str, body: Value) {
     let uri = server.uri();
@@ -94,71 +114,57 @@ async fn mount_success(server: &MockServer, upstream: &str, body: Value) {
     mount_sample(server, "/results/sample.jpeg").await;
 }
 
+/// What the client sends → the exact submit body of the upstream model.
 #[tokio::test]
-async fn flux_pro_custom_size_goes_as_width_and_height() {
-    let server = MockServer::start().await;
-    let body = json!({"prompt": PROMPT, "width": 1440, "height": 256, "seed": 42,
-                      "safety_tolerance": 5, "prompt_upsampling": true, "output_format": "png"});
-    mount_success(&server, "flux-pro-1.1", body).await;
-    let response = gateway(&server)
-        .generate(request(json!({
-            "model": "flux-pro-1.1", "prompt": PROMPT, "size": "1440x256", "seed": 42,
-            "safety_tolerance": 5, "prompt_upsampling": true, "output_format": "png"
-        })))
-        .await
-        .unwrap();
-    assert_eq!(response.data.len(), 1);
-}
-
-#[tokio::test]
-async fn flux_pro_aspect_ratio_becomes_a_size() {
-    let server = MockServer::start().await;
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 576, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
-    mount_success(&server, "flux-pro-1.1", body).await;
-    let response = gateway(&server)
-        .generate(request(
-            json!({"model": "flux-pro-1.1", "prompt": PROMPT, "aspect_ratio": "16:9"}),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(response.data.len(), 1);
-}
-
-#[tokio::test]
-async fn ultra_with_raw_sends_aspect_ratio_and_raw() {
-    let server = MockServer::start().await;
-    let body = json!({"prompt": PROMPT, "aspect_ratio": "21:9", "raw": true,
-                      "safety_tolerance": 2, "prompt_upsampling": false, "output_format": "jpeg"});
-    mount_success(&server, "flux-pro-1.1-ultra", body).await;
-    gateway(&server)
-        .generate(request(json!({
-            "model": "flux-pro-1.1-ultra", "prompt": PROMPT, "aspect_ratio": "21:9", "raw": true
-        })))
-        .await
-        .unwrap();
+async fn each_model_maps_its_parameters_exactly() {
+    let cases = [
+        (
+            json!({"model": "flux-pro-1.1", "size": "1440x256", "seed": 42,
+                   "safety_tolerance": 5, "prompt_upsampling": true, "output_format": "png"}),
+            "flux-pro-1.1",
+            json!({"width": 1440, "height": 256, "seed": 42, "safety_tolerance": 5,
+                   "prompt_upsampling": true, "output_format": "png"}),
+        ),
+        // An aspect ratio becomes a size.
+        (
+            json!({"model": "flux-pro-1.1", "aspect_ratio": "16:9"}),
+            "flux-pro-1.1",
+            json!({"width": 1024, "height": 576, "safety_tolerance": 2,
+                   "prompt_upsampling": false, "output_format": "jpeg"}),
+        ),
+        (
+            json!({"model": "flux-pro-1.1-ultra", "aspect_ratio": "21:9", "raw": true}),
+            "flux-pro-1.1-ultra",
+            json!({"aspect_ratio": "21:9", "raw": true, "safety_tolerance": 2,
+                   "prompt_upsampling": false, "output_format": "jpeg"}),
+        ),
+        // The Replicate-first `ultra` is served by BFL without Replicate; a client `size` is
+        // reduced to its ratio, since Ultra takes only ratios.
+        (
+            json!({"model": "ultra", "size": "1536x1024", "raw": true}),
+            "flux-pro-1.1-ultra",
+            json!({"aspect_ratio": "3:2", "raw": true, "safety_tolerance": 2,
+                   "prompt_upsampling": false, "output_format": "png"}),
+        ),
+    ];
+    for (sent, upstream, body) in cases {
+        let server = MockServer::start().await;
+        mount_success(&server, upstream, merged(json!({"prompt": PROMPT}), body)).await;
+        let response = gateway(&server)
+            .generate(request(merged(json!({"prompt": PROMPT}), sent.clone())))
+            .await
+            .unwrap_or_else(|error| panic!("{sent}: {error}"));
+        assert_eq!(response.data.len(), 1, "{sent}");
+    }
 }
 
 #[tokio::test]
 async fn replicate_first_ids_are_served_by_bfl_without_replicate() {
     let server = MockServer::start().await;
-    // `ultra` with a client `size`: reduced to its ratio, since Ultra takes only ratios.
-    let body = json!({"prompt": PROMPT, "aspect_ratio": "3:2", "raw": true,
-                      "safety_tolerance": 2, "prompt_upsampling": false, "output_format": "png"});
-    mount_success(&server, "flux-pro-1.1-ultra", body).await;
-    let gateway = gateway(&server);
-    gateway
-        .generate(request(
-            json!({"model": "ultra", "prompt": PROMPT, "size": "1536x1024", "raw": true}),
-        ))
-        .await
-        .unwrap();
-
-    let server = MockServer::start().await;
     let body = json!({"prompt": PROMPT, "width": 1024, "height": 1024, "seed": 3,
                       "safety_tolerance": 2, "prompt_upsampling": false, "output_format": "png"});
     mount_success(&server, "flux-pro-1.1", body).await;
-    let gateway = self::gateway(&server);
+    let gateway = gateway(&server);
     assert_eq!(
         gateway
             .catalog()
@@ -214,24 +220,13 @@ async fn kontext_reference_images_go_to_numbered_input_images() {
 async fn content_moderated_is_moderation_blocked_with_details() {
     let server = MockServer::start().await;
     let uri = server.uri();
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
-    mount_submit(
-        &server,
-        "flux-pro-1.1",
-        body,
-        &format!("{uri}/v1/get_result?id=task-7"),
-    )
-    .await;
+    mount_default_submit(&server, &format!("{uri}/v1/get_result?id=task-7")).await;
     let answer = ResponseTemplate::new(200).set_body_json(json!({
         "id": "task-7", "status": "Content Moderated", "result": null,
         "details": {"Moderation Reasons": ["Output flagged"]}
     }));
     mount_poll(&server, answer).await;
-    let error = gateway(&server)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap_err();
+    let error = flux_pro(&server).await.unwrap_err();
     assert_eq!(
         (error.status(), error.code()),
         (400, Some("moderation_blocked"))
@@ -241,30 +236,14 @@ async fn content_moderated_is_moderation_blocked_with_details() {
 
 /// Mounts on `server` a catch-all that fails the test if any request carries `x-key`.
 async fn refuse_the_key(server: &MockServer) {
-    Mock::given(any())
-        .and(header_exists("x-key"))
-        .respond_with(ResponseTemplate::new(418))
-        .expect(0)
-        .named("anything carrying the key")
-        .with_priority(1)
-        .mount(server)
-        .await;
+    forbid(server, Mock::given(any()).and(header_exists("x-key"))).await;
 }
 
 #[tokio::test]
 async fn the_key_is_not_sent_to_the_delivery_host() {
     let api = MockServer::start().await;
     let delivery = MockServer::start().await;
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
-    let uri = api.uri();
-    mount_submit(
-        &api,
-        "flux-pro-1.1",
-        body,
-        &format!("{uri}/v1/get_result?id=task-7"),
-    )
-    .await;
+    mount_default_submit(&api, &format!("{}/v1/get_result?id=task-7", api.uri())).await;
     mount_poll(
         &api,
         ready(&format!("{}/results/abc/sample.jpeg?sig=s", delivery.uri())),
@@ -272,129 +251,86 @@ async fn the_key_is_not_sent_to_the_delivery_host() {
     .await;
     refuse_the_key(&delivery).await;
     mount_sample(&delivery, "/results/abc/sample.jpeg").await;
-    gateway(&api)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap();
+    flux_pro(&api).await.unwrap();
 }
 
 #[tokio::test]
 async fn a_polling_url_on_a_foreign_host_is_polled_without_the_key() {
     let api = MockServer::start().await;
     let elsewhere = MockServer::start().await;
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
     let polling_url = format!("{}/v1/get_result?id=task-7", elsewhere.uri());
-    mount_submit(&api, "flux-pro-1.1", body, &polling_url).await;
+    mount_default_submit(&api, &polling_url).await;
     refuse_the_key(&elsewhere).await;
-    Mock::given(method("GET"))
+    let poll = Mock::given(method("GET"))
         .and(path("/v1/get_result"))
-        .and(query_param("id", "task-7"))
-        .respond_with(ready(&format!("{}/results/sample.jpeg", elsewhere.uri())))
-        .expect(1)
-        .mount(&elsewhere)
-        .await;
+        .and(query_param("id", "task-7"));
+    let sample = format!("{}/results/sample.jpeg", elsewhere.uri());
+    mount_once(&elsewhere, poll, ready(&sample)).await;
     mount_sample(&elsewhere, "/results/sample.jpeg").await;
-    gateway(&api)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap();
+    flux_pro(&api).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_polling_url_is_followed_as_returned() {
     let server = MockServer::start().await;
     let uri = server.uri();
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
     // Another path, an extra query parameter and no `id`: kept as is, `id` appended.
     let polling_url = format!("{uri}/v2/tasks/status?region=eu-2");
-    mount_submit(&server, "flux-pro-1.1", body, &polling_url).await;
-    Mock::given(method("GET"))
+    mount_default_submit(&server, &polling_url).await;
+    let poll = Mock::given(method("GET"))
         .and(path("/v2/tasks/status"))
         .and(query_param("region", "eu-2"))
         .and(query_param("id", "task-7"))
-        .and(header("x-key", KEY))
-        .respond_with(ready(&format!("{uri}/results/sample.jpeg")))
-        .expect(1)
-        .mount(&server)
-        .await;
+        .and(header("x-key", KEY));
+    mount_once(&server, poll, ready(&format!("{uri}/results/sample.jpeg"))).await;
     mount_sample(&server, "/results/sample.jpeg").await;
-    gateway(&server)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap();
+    flux_pro(&server).await.unwrap();
 }
 
 #[tokio::test]
 async fn out_of_credits_and_validation_errors_are_mapped() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/flux-pro-1.1"))
-        .respond_with(
+    let cases = [
+        (
+            "flux-pro-1.1",
             ResponseTemplate::new(402).set_body_json(json!({"detail": "Insufficient credits"})),
+            502,
+            "BFL account is out of credits",
+        ),
+        (
+            "flux-kontext-max",
+            ResponseTemplate::new(422).set_body_json(json!({"detail": [
+                {"loc": ["body", "prompt"], "msg": "prompt is too long", "type": "value_error"}
+            ]})),
+            400,
+            "prompt: prompt is too long",
+        ),
+    ];
+    for (model, answer, status, says) in cases {
+        let server = MockServer::start().await;
+        mount_once(
+            &server,
+            Mock::given(method("POST")).and(path(format!("/v1/{model}"))),
+            answer,
         )
-        .expect(1)
-        .mount(&server)
         .await;
-    let error = gateway(&server)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap_err();
-    assert_eq!(error.status(), 502);
-    assert!(
-        error.to_string().contains("BFL account is out of credits"),
-        "{error}"
-    );
-
-    let server = MockServer::start().await;
-    let detail = json!({"detail": [{"loc": ["body", "prompt"], "msg": "prompt is too long",
-                                    "type": "value_error"}]});
-    Mock::given(method("POST"))
-        .and(path("/v1/flux-kontext-max"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(detail))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let error = gateway(&server)
-        .generate(request(
-            json!({"model": "flux-kontext-max", "prompt": PROMPT}),
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(error.status(), 400);
-    assert!(
-        error.to_string().contains("prompt: prompt is too long"),
-        "{error}"
-    );
+        let error = gateway(&server)
+            .generate(request(json!({"model": model, "prompt": PROMPT})))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), status, "{model}");
+        assert!(error.to_string().contains(says), "{error}");
+    }
 }
 
 #[tokio::test]
 async fn a_transient_poll_error_is_polled_again() {
     let server = MockServer::start().await;
     let uri = server.uri();
-    let body = json!({"prompt": PROMPT, "width": 1024, "height": 768, "safety_tolerance": 2,
-                      "prompt_upsampling": false, "output_format": "jpeg"});
-    mount_submit(
-        &server,
-        "flux-pro-1.1",
-        body,
-        &format!("{uri}/v1/get_result?id=task-7"),
-    )
-    .await;
+    mount_default_submit(&server, &format!("{uri}/v1/get_result?id=task-7")).await;
     // The task is paid for: a 503 on a poll is not the task's failure.
-    Mock::given(method("GET"))
-        .and(path("/v1/get_result"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .expect(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
+    let poll = Mock::given(method("GET")).and(path("/v1/get_result"));
+    answer_first_only(&server, poll, ResponseTemplate::new(503)).await;
     mount_poll(&server, ready(&format!("{uri}/results/sample.jpeg"))).await;
     mount_sample(&server, "/results/sample.jpeg").await;
-    gateway(&server)
-        .generate(request(json!({"model": "flux-pro-1.1", "prompt": PROMPT})))
-        .await
-        .unwrap();
+    flux_pro(&server).await.unwrap();
 }

@@ -13,8 +13,8 @@ use imgproxy_core::{
 };
 use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
 use imgproxy_testkit::{
-    assert_refused_before_any_call, data_url, merged, mount_once, one_image, reference_png,
-    request_of,
+    answer_first_only, assert_refused_before_any_call, data_url, merged, mount_once, one_image,
+    reference_png, request_of,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -387,14 +387,8 @@ async fn a_poll_answering_503_is_polled_again() {
     let server = MockServer::start().await;
     create_starting(&server).await;
     let urls = mount_outputs(&server, 1, 1).await;
-    Mock::given(method("GET"))
-        .and(path("/v1/predictions/p1"))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+    let poll = Mock::given(method("GET")).and(path("/v1/predictions/p1"));
+    answer_first_only(&server, poll, ResponseTemplate::new(503)).await;
     common::mount_polls(
         &server,
         "p1",

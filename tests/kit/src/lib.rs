@@ -170,11 +170,29 @@ pub fn request_of(body: Value) -> ImageRequest {
     serde_json::from_value(body).unwrap()
 }
 
-/// Mounts `request` as a call that must never come (answered 500, expected 0 times).
+/// Mounts `request` as a call that must never come: answered 500, expected 0 times, and
+/// matched ahead of every other mock.
 pub async fn forbid(server: &MockServer, request: MockBuilder) {
     request
         .respond_with(ResponseTemplate::new(500))
         .expect(0)
+        .with_priority(1)
+        .mount(server)
+        .await;
+}
+
+/// Mounts `answer` to the first `request` only, ahead of every other mock: a transient
+/// failure before the mocks of the normal exchange answer.
+pub async fn answer_first_only(
+    server: &MockServer,
+    request: MockBuilder,
+    answer: ResponseTemplate,
+) {
+    request
+        .respond_with(answer)
+        .up_to_n_times(1)
+        .expect(1)
+        .with_priority(1)
         .mount(server)
         .await;
 }
