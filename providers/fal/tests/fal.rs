@@ -13,7 +13,7 @@ use imgproxy_core::{
     ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderError, ResponseFormat,
     ValidatedRequest,
 };
-use imgproxy_testkit::{data_url, one_image, png, reference_png};
+use imgproxy_testkit::{data_url, mount_once, one_image, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{method, path},
@@ -44,10 +44,30 @@ fn decoded(response: &ImageResponse, index: usize) -> Vec<u8> {
         .unwrap()
 }
 
+/// The z-image input of a request for `n` images with the defaults.
+fn default_input(n: u32) -> Value {
+    json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": n, "output_format": "png"})
+}
+
+/// Mounts the submit of job `id` to `upstream` (carrying exactly `input`) and one status
+/// answering `COMPLETED`.
+async fn submit_completed(server: &MockServer, upstream: &str, input: Value, id: &str) {
+    submit(server, upstream, input, id).await;
+    status(server, id, "COMPLETED", 1).await;
+}
+
+/// A request to the image-to-image `model` with the one `reference`.
+fn image_to_image(model: &str, reference: &[u8]) -> ImageRequest {
+    ImageRequest {
+        model: Some(model.into()),
+        images: Some(vec![ImageInput::Text(data_url(reference))]),
+        ..ImageRequest::default()
+    }
+}
+
 /// Mounts a whole z-image job whose submit must carry exactly `input`, answering `n` PNGs.
 async fn z_image_job(server: &MockServer, id: &str, input: Value, n: usize) {
-    submit(server, Z_IMAGE, input, id).await;
-    status(server, id, "COMPLETED", 1).await;
+    submit_completed(server, Z_IMAGE, input, id).await;
     let mut urls = Vec::new();
     for i in 0..n {
         let name = format!("{id}-{i}.png");
@@ -130,19 +150,14 @@ async fn birefnet_sends_one_image_as_a_data_url_and_no_prompt() {
     let server = MockServer::start().await;
     let reference = reference_png(3);
     let input = json!({"image_url": data_url(&reference), "output_format": "png"});
-    submit(&server, "fal-ai/birefnet", input, "job-cut").await;
-    status(&server, "job-cut", "COMPLETED", 1).await;
+    submit_completed(&server, "fal-ai/birefnet", input, "job-cut").await;
     let cutout = png(8, 8, [0, 0, 0]);
     let url = cdn_file(&server, "cut.png", cutout.clone(), "image/png", 1).await;
     let output = json!({"image": {"url": url, "content_type": "image/png", "width": 8,
                                   "height": 8, "file_name": null, "file_size": null}});
     result(&server, "job-cut", 200, output, 1).await;
 
-    let request = ImageRequest {
-        model: Some("birefnet-bg-removal".into()),
-        images: Some(vec![ImageInput::Text(data_url(&reference))]),
-        ..ImageRequest::default()
-    };
+    let request = image_to_image("birefnet-bg-removal", &reference);
     let response = generate(&server, request).await.unwrap();
     assert_eq!(decoded(&response, 0), cutout);
     assert_eq!(response.background.as_deref(), Some("transparent"));
@@ -187,29 +202,24 @@ async fn birefnet_without_an_image_is_a_clear_400() {
     assert!(server.received_requests().await.unwrap().is_empty());
 }
 
+/// Runs a vectorize job of reference image `index` whose result is `image`.
+async fn vectorize(server: &MockServer, index: usize, id: &str, image: Value) -> ImageResponse {
+    let reference = reference_png(index);
+    let input = json!({"image_url": data_url(&reference)});
+    submit_completed(server, "fal-ai/recraft/vectorize", input, id).await;
+    result(server, id, 200, json!({ "image": image }), 1).await;
+    generate(server, image_to_image("vectorize", &reference))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn vectorize_passes_the_svg_through() {
     let server = MockServer::start().await;
-    let reference = reference_png(1);
-    submit(
-        &server,
-        "fal-ai/recraft/vectorize",
-        json!({"image_url": data_url(&reference)}),
-        "job-svg",
-    )
-    .await;
-    status(&server, "job-svg", "COMPLETED", 1).await;
     let svg = br#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><rect width="8" height="8"/></svg>"#;
     let url = cdn_file(&server, "out.svg", svg.to_vec(), "image/svg+xml", 1).await;
-    let output = json!({"image": {"url": url, "content_type": "image/svg+xml"}});
-    result(&server, "job-svg", 200, output, 1).await;
-
-    let request = ImageRequest {
-        model: Some("vectorize".into()),
-        images: Some(vec![ImageInput::Text(data_url(&reference))]),
-        ..ImageRequest::default()
-    };
-    let response = generate(&server, request).await.unwrap();
+    let image = json!({"url": url, "content_type": "image/svg+xml"});
+    let response = vectorize(&server, 1, "job-svg", image).await;
     assert_eq!(decoded(&response, 0), svg.to_vec());
     assert_eq!(response.output_format.as_deref(), Some("svg"));
 }
@@ -217,9 +227,7 @@ async fn vectorize_passes_the_svg_through() {
 #[tokio::test]
 async fn job_urls_are_followed_as_returned_never_rebuilt() {
     let server = MockServer::start().await;
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 1,
-                       "output_format": "png"});
-    z_image_job(&server, "job-urls", input, 1).await;
+    z_image_job(&server, "job-urls", default_input(1), 1).await;
     // Where a client rebuilding fal's documented layout would go (the subpath dropped).
     for rebuilt in [
         "/fal-ai/z-image/requests/job-urls/status",
@@ -257,9 +265,7 @@ async fn job_urls_on_another_host_are_refused_without_sending_the_key() {
 async fn a_result_still_in_progress_keeps_polling() {
     let server = MockServer::start().await;
     let id = "job-lag";
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 1,
-                       "output_format": "png"});
-    submit(&server, Z_IMAGE, input, id).await;
+    submit(&server, Z_IMAGE, default_input(1), id).await;
     status(&server, id, "COMPLETED", 2).await;
     result(
         &server,
@@ -279,10 +285,7 @@ async fn a_result_still_in_progress_keeps_polling() {
 async fn a_partly_flagged_batch_keeps_the_clean_images() {
     let server = MockServer::start().await;
     let id = "job-mixed";
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 2,
-                       "output_format": "png"});
-    submit(&server, Z_IMAGE, input, id).await;
-    status(&server, id, "COMPLETED", 1).await;
+    submit_completed(&server, Z_IMAGE, default_input(2), id).await;
     let flagged = cdn_file(&server, "black.png", png(4, 4, [0, 0, 0]), "image/png", 0).await;
     let clean = cdn_file(&server, "clean.png", png(4, 4, [7, 7, 7]), "image/png", 1).await;
     result(
@@ -302,10 +305,7 @@ async fn a_partly_flagged_batch_keeps_the_clean_images() {
 async fn data_uri_outputs_are_decoded() {
     let server = MockServer::start().await;
     let id = "job-inline";
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 1,
-                       "output_format": "png"});
-    submit(&server, Z_IMAGE, input, id).await;
-    status(&server, id, "COMPLETED", 1).await;
+    submit_completed(&server, Z_IMAGE, default_input(1), id).await;
     let image = png(4, 4, [3, 2, 1]);
     let output = json!({"images": [{"url": data_url(&image), "content_type": "image/png"}],
                         "nsfw_content_detected": [false]});
@@ -314,92 +314,73 @@ async fn data_uri_outputs_are_decoded() {
     assert_eq!(decoded(&response, 0), image);
 }
 
-/// Mounts a submit of a default z-image request answering `code` with `body` and `headers`.
-async fn submit_fails(server: &MockServer, code: u16, body: Value, headers: &[(&str, &str)]) {
+/// The gateway's error for a default z-image request whose submit answers `code` with
+/// `body` and `headers`.
+async fn submit_failure(code: u16, body: Value, headers: &[(&str, &str)]) -> imgproxy_core::Error {
+    let server = MockServer::start().await;
     let mut response = ResponseTemplate::new(code).set_body_json(body);
     for (name, value) in headers {
         response = response.insert_header(*name, *value);
     }
-    Mock::given(method("POST"))
-        .and(path(format!("/{Z_IMAGE}")))
-        .respond_with(response)
-        .expect(1)
-        .mount(server)
-        .await;
+    mount_once(
+        &server,
+        Mock::given(method("POST")).and(path(format!("/{Z_IMAGE}"))),
+        response,
+    )
+    .await;
+    generate(&server, z_image(json!({}))).await.unwrap_err()
 }
 
 #[tokio::test]
 async fn validation_errors_are_400_naming_our_parameter() {
-    let server = MockServer::start().await;
     let detail = json!({"detail": [{"loc": ["body", "image_size"], "msg": "too many pixels",
                                     "type": "value_error", "input": "AAAA"}]});
-    submit_fails(&server, 422, detail, &[]).await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+    let error = submit_failure(422, detail, &[]).await;
     assert_eq!((error.status(), error.param()), (400, Some("size")));
     assert!(
         error.to_string().contains("image_size: too many pixels"),
         "{error}"
     );
 
-    let server = MockServer::start().await;
-    submit_fails(&server, 422, json!({"detail": "Unsupported image"}), &[]).await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+    let error = submit_failure(422, json!({"detail": "Unsupported image"}), &[]).await;
     assert_eq!(error.status(), 400);
     assert!(error.to_string().contains("Unsupported image"), "{error}");
 }
 
+/// A job that completed but whose result is an error: a content-policy refusal is a
+/// moderation block, anything else a 502. The job is over, so nothing is cancelled.
 #[tokio::test]
-async fn a_content_policy_refusal_of_the_result_is_moderation_blocked() {
-    let server = MockServer::start().await;
-    let id = "job-policy";
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 1,
-                       "output_format": "png"});
-    submit(&server, Z_IMAGE, input, id).await;
-    status(&server, id, "COMPLETED", 1).await;
+async fn a_failed_result_after_completion_is_mapped_and_not_cancelled() {
     let refusal = json!({"detail": [{"loc": ["body", "prompt"], "type": "content_policy_violation",
                                      "msg": "The content could not be processed"}]});
-    result(&server, id, 422, refusal, 1).await;
-    cancel(&server, id, 0).await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
-    assert_eq!(
-        (error.status(), error.code()),
-        (400, Some("moderation_blocked"))
-    );
-}
-
-#[tokio::test]
-async fn a_failed_run_after_completion_is_502_and_not_cancelled() {
-    let server = MockServer::start().await;
-    let id = "job-crash";
-    let input = json!({"prompt": PROMPT, "image_size": "square_hd", "num_images": 1,
-                       "output_format": "png"});
-    submit(&server, Z_IMAGE, input, id).await;
-    status(&server, id, "COMPLETED", 1).await;
-    result(
-        &server,
-        id,
-        500,
-        json!({"detail": "runner out of memory"}),
-        1,
-    )
-    .await;
-    cancel(&server, id, 0).await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
-    assert_eq!(error.status(), 502);
+    let cases = [
+        (
+            "job-policy",
+            422,
+            refusal,
+            (400, Some("moderation_blocked")),
+        ),
+        (
+            "job-crash",
+            500,
+            json!({"detail": "runner out of memory"}),
+            (502, Some("upstream_error")),
+        ),
+    ];
+    for (id, code, answer, expected) in cases {
+        let server = MockServer::start().await;
+        submit_completed(&server, Z_IMAGE, default_input(1), id).await;
+        result(&server, id, code, answer, 1).await;
+        cancel(&server, id, 0).await;
+        let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+        assert_eq!((error.status(), error.code()), expected, "{id}");
+    }
 }
 
 #[tokio::test]
 async fn a_user_timeout_504_is_a_timeout() {
-    let server = MockServer::start().await;
     let headers = [("x-fal-request-timeout-type", "user")];
-    submit_fails(
-        &server,
-        504,
-        json!({"detail": "Request timed out"}),
-        &headers,
-    )
-    .await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+    let error = submit_failure(504, json!({"detail": "Request timed out"}), &headers).await;
     assert_eq!(
         (error.status(), error.code()),
         (504, Some("upstream_timeout"))
@@ -408,27 +389,11 @@ async fn a_user_timeout_504_is_a_timeout() {
 
 #[tokio::test]
 async fn the_key_never_reaches_a_client() {
-    let server = MockServer::start().await;
-    submit_fails(
-        &server,
-        401,
-        json!({"detail": format!("bad key {KEY}")}),
-        &[],
-    )
-    .await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+    let error = submit_failure(401, json!({"detail": format!("bad key {KEY}")}), &[]).await;
     assert_eq!(error.status(), 502);
     assert!(!error.to_string().contains(KEY));
 
-    let server = MockServer::start().await;
-    submit_fails(
-        &server,
-        400,
-        json!({"message": format!("{AUTH} is odd")}),
-        &[],
-    )
-    .await;
-    let error = generate(&server, z_image(json!({}))).await.unwrap_err();
+    let error = submit_failure(400, json!({"message": format!("{AUTH} is odd")}), &[]).await;
     assert_eq!(error.status(), 400);
     assert!(!error.to_string().contains(KEY), "{error}");
 }
@@ -436,24 +401,9 @@ async fn the_key_never_reaches_a_client() {
 #[tokio::test]
 async fn a_percent_encoded_svg_data_uri_is_passed_through() {
     let server = MockServer::start().await;
-    let reference = reference_png(2);
-    submit(
-        &server,
-        "fal-ai/recraft/vectorize",
-        json!({"image_url": data_url(&reference)}),
-        "job-svg-inline",
-    )
-    .await;
-    status(&server, "job-svg-inline", "COMPLETED", 1).await;
     let inline = "data:image/svg+xml;utf8,%3Csvg%20xmlns%3D%22http://www.w3.org/2000/svg%22/%3E";
-    let output = json!({"image": {"url": inline, "content_type": "image/svg+xml"}});
-    result(&server, "job-svg-inline", 200, output, 1).await;
-    let request = ImageRequest {
-        model: Some("vectorize".into()),
-        images: Some(vec![ImageInput::Text(data_url(&reference))]),
-        ..ImageRequest::default()
-    };
-    let response = generate(&server, request).await.unwrap();
+    let image = json!({"url": inline, "content_type": "image/svg+xml"});
+    let response = vectorize(&server, 2, "job-svg-inline", image).await;
     assert_eq!(
         decoded(&response, 0),
         br#"<svg xmlns="http://www.w3.org/2000/svg"/>"#.to_vec()
