@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-use imgproxy_testkit::{b64, data_url, png, reference_png};
+use imgproxy_testkit::{b64, data_url, forbid, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, method, path},
@@ -198,11 +198,7 @@ async fn the_widest_common_ratio_reaches_the_upstream_as_21_9() -> TestResult {
 #[tokio::test]
 async fn each_model_enforces_its_own_limits_before_any_call() -> TestResult {
     let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&server)
-        .await;
+    forbid(&server, Mock::given(any())).await;
     let refs =
         |count: usize| -> Vec<String> { (0..count).map(|i| data_url(&reference_png(i))).collect() };
     let cases = [
@@ -586,11 +582,7 @@ async fn a_parameter_the_catalog_does_not_map_is_a_failure_not_silently_dropped(
     );
     catalog.upsert(model)?;
     let server = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&server)
-        .await;
+    forbid(&server, Mock::given(any())).await;
     let request = json!({"model": "nano-banana-2", "prompt": "p", "negative_prompt": "blur"});
     let error = gateway_with(&server, catalog)?
         .generate(serde_json::from_value(request)?)

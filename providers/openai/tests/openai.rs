@@ -10,7 +10,7 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use common::{count, exact_form, find, FormPart};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
-use imgproxy_testkit::{bearer_post, data_url, reference_png};
+use imgproxy_testkit::{bearer_post, data_url, forbid, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, method, path},
@@ -464,11 +464,7 @@ async fn expect_compat_call(server: &MockServer) {
 #[tokio::test]
 async fn compatible_upstream_uses_its_own_url_and_key_and_images_are_downloaded() -> TestResult {
     let openai = MockServer::start().await;
-    Mock::given(any())
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&openai)
-        .await;
+    forbid(&openai, Mock::given(any())).await;
     let compat = MockServer::start().await;
     expect_compat_call(&compat).await;
     Mock::given(method("GET"))
@@ -558,12 +554,7 @@ fn two_references() -> Value {
 #[tokio::test]
 async fn reference_images_go_to_images_edits_as_multipart() -> TestResult {
     let server = MockServer::start().await;
-    Mock::given(any())
-        .and(path("/images/generations"))
-        .respond_with(ResponseTemplate::new(500))
-        .expect(0)
-        .mount(&server)
-        .await;
+    forbid(&server, Mock::given(any()).and(path("/images/generations"))).await;
     bearer_post("/images/edits", KEY)
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "created": 1, "data": CASES[0].images(1), "output_format": "png"
