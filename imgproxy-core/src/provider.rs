@@ -186,9 +186,7 @@ pub trait ImageProvider: Send + Sync + std::fmt::Debug {
         _request: ProviderRequest<'_>,
         _job: &str,
     ) -> Result<Generation, ProviderError> {
-        Err(ProviderError::Unsupported {
-            feature: "resuming upstream jobs",
-        })
+        Err(ProviderError::RESUME_UNSUPPORTED)
     }
 }
 
@@ -241,6 +239,11 @@ pub enum ProviderError {
 }
 
 impl ProviderError {
+    /// What a provider whose upstream answers synchronously says when asked to resume a job.
+    pub const RESUME_UNSUPPORTED: Self = Self::Unsupported {
+        feature: "resuming upstream jobs",
+    };
+
     /// This error with every occurrence of `secret` (the upstream API key) replaced: an
     /// upstream may echo the key in its messages, and no message may carry it to a client.
     #[must_use]

@@ -47,11 +47,15 @@ impl KeyHeader {
     pub const BEARER: Self = Self::Authorization("Bearer");
 }
 
-/// The client of one upstream API: requests made with [`ApiClient::request`] carry the key,
-/// [`ApiClient::http`] and downloads never do.
+/// The client of one upstream API at its root URL: requests made with [`ApiClient::request`]
+/// carry the key, [`ApiClient::http`] and downloads never do.
 #[derive(Clone)]
 pub struct ApiClient {
+    /// The API root, its path ending with `/`.
+    root: Url,
     http: reqwest::Client,
+    /// The limit on each request.
+    timeout: Duration,
     /// Sent with every API call and nowhere else: the key, marked sensitive so that `Debug`
     /// never shows it, and any fixed headers.
     headers: HeaderMap,
@@ -64,6 +68,7 @@ pub struct ApiClient {
 impl fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiClient")
+            .field("root", &self.root.as_str())
             .field("headers", &self.headers)
             .field("key", &"[redacted]")
             .field("max_body_bytes", &self.max_body_bytes)
@@ -99,10 +104,15 @@ impl Rejection {
 }
 
 impl ApiClient {
-    /// A client whose API calls send `key` as `key_header` says, each call limited to
-    /// `timeout`. Bodies are read up to [`DEFAULT_MAX_DOWNLOAD_BYTES`] unless
-    /// [`ApiClient::max_body_bytes`] says otherwise.
-    pub fn new(key_header: KeyHeader, key: &str, timeout: Duration) -> Result<Self, ProviderError> {
+    /// A client of the API at `root` (its path ending with `/`) whose calls send `key` as
+    /// `key_header` says, each call limited to `timeout`. Bodies are read up to
+    /// [`DEFAULT_MAX_DOWNLOAD_BYTES`] unless [`ApiClient::with_max_body_bytes`] says otherwise.
+    pub fn new(
+        root: Url,
+        key_header: KeyHeader,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<Self, ProviderError> {
         let (name, value) = match key_header {
             KeyHeader::Authorization(scheme) => (AUTHORIZATION, format!("{scheme} {key}")),
             KeyHeader::Named(name) => (HeaderName::from_static(name), key.to_owned()),
@@ -114,7 +124,9 @@ impl ApiClient {
         let mut headers = HeaderMap::new();
         headers.insert(name, value);
         Ok(Self {
+            root,
             http: http_client(timeout)?,
+            timeout,
             headers,
             key: key.to_owned(),
             max_body_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
@@ -123,9 +135,29 @@ impl ApiClient {
 
     /// The same client reading bodies up to `max_bytes`.
     #[must_use]
-    pub fn max_body_bytes(mut self, max_bytes: usize) -> Self {
+    pub fn with_max_body_bytes(mut self, max_bytes: usize) -> Self {
         self.max_body_bytes = max_bytes;
         self
+    }
+
+    /// The API root, its path ending with `/`: the origin that may see the key.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// `path` below the API root.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.root)
+    }
+
+    /// The limit on each request.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The largest body read from a download, a non-2xx answer or [`ApiClient::read_body`].
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_body_bytes
     }
 
     /// The same client sending `name: value` with every API call (an organisation, a project).
@@ -266,9 +298,14 @@ pub fn key_may_go_to(url: &Url, base: &Url, domain: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn client(key_header: KeyHeader, key: &str) -> Result<ApiClient, ProviderError> {
+        let root = Url::parse("https://api.example.com/").unwrap();
+        ApiClient::new(root, key_header, key, Duration::from_secs(5))
+    }
+
     #[test]
     fn the_key_header_is_sensitive_and_never_printed() {
-        let api = ApiClient::new(KeyHeader::BEARER, "sk-123", Duration::from_secs(1))
+        let api = client(KeyHeader::BEARER, "sk-123")
             .unwrap()
             .with_header("openai-project", "p")
             .unwrap();
@@ -276,14 +313,14 @@ mod tests {
         assert!(!shown.contains("sk-123"), "{shown}");
         assert!(api.headers[AUTHORIZATION].is_sensitive());
         assert_eq!(api.headers["openai-project"], "p");
-        let named = ApiClient::new(KeyHeader::Named("x-key"), "k", Duration::from_secs(1)).unwrap();
+        let named = client(KeyHeader::Named("x-key"), "k").unwrap();
         assert_eq!(named.headers["x-key"], "k");
-        assert!(ApiClient::new(KeyHeader::BEARER, "bad\nkey", Duration::from_secs(1)).is_err());
+        assert!(client(KeyHeader::BEARER, "bad\nkey").is_err());
     }
 
     #[test]
     fn bodies_and_errors_lose_the_key() {
-        let api = ApiClient::new(KeyHeader::BEARER, "sk-123", Duration::from_secs(1)).unwrap();
+        let api = client(KeyHeader::BEARER, "sk-123").unwrap();
         let body = api.scrub_bytes(Bytes::from_static(b"sk-123 and sk-123!"));
         assert_eq!(&body[..], b"[redacted] and [redacted]!");
         let error = api.scrub(failed("key sk-123"));
@@ -304,7 +341,7 @@ mod tests {
             .respond_with(ResponseTemplate::new(500).set_body_string(body))
             .mount(&server)
             .await;
-        let api = ApiClient::new(KeyHeader::BEARER, key, Duration::from_secs(5)).unwrap();
+        let api = client(KeyHeader::BEARER, key).unwrap();
         let error = api
             .send(api.post(server.uri()), |status, wait, body| {
                 status_error(status, wait, &excerpt(body))

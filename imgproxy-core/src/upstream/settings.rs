@@ -1,5 +1,5 @@
 //! The settings every adapter takes (key, API root, timeout, largest body read), and what an
-//! adapter makes of them at start, written once: the validated API root and the keyed client.
+//! adapter makes of them at start, written once: the keyed client of the validated API root.
 //! What differs between upstreams (default root and timeout, the key's header) is an
 //! adapter's [`Upstream`].
 
@@ -114,7 +114,7 @@ impl UpstreamSettings {
     /// The API root of `upstream` as these settings say, parsed and checked (http or https,
     /// with a host). Its path always ends with `/`, so `format!("{root}v1/x")` and
     /// `root.join("v1/x")` both append below it.
-    pub fn api_root(&self, upstream: &Upstream) -> Result<Url, ProviderError> {
+    fn api_root(&self, upstream: &Upstream) -> Result<Url, ProviderError> {
         let text = self.base_url.as_deref().unwrap_or(upstream.base_url);
         Url::parse(&format!("{}/", text.trim_end_matches('/')))
             .ok()
@@ -127,13 +127,14 @@ impl UpstreamSettings {
             })
     }
 
-    /// The client of `upstream`'s API: the key in its header, the settings' timeout and
-    /// largest body.
+    /// The client of `upstream`'s API: its checked root, the key in its header, the settings'
+    /// timeout and largest body.
     pub fn api_client(&self, upstream: &Upstream) -> Result<ApiClient, ProviderError> {
         let timeout = self.timeout.unwrap_or(upstream.timeout);
+        let key = self.api_key.expose_secret();
         Ok(
-            ApiClient::new(upstream.key_header, self.api_key.expose_secret(), timeout)?
-                .max_body_bytes(self.max_download_bytes),
+            ApiClient::new(self.api_root(upstream)?, upstream.key_header, key, timeout)?
+                .with_max_body_bytes(self.max_download_bytes),
         )
     }
 }

@@ -1,13 +1,13 @@
-//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl
+//! The provider itself: its configuration, the provider type and its [`UpstreamAdapter`]
 //! (submit, poll, download), plus the rule of which hosts may see the key. What goes into a
 //! request and how answers are read is `convert`'s job.
 
 use std::task::Poll;
 
-use async_trait::async_trait;
 use imgproxy_core::{
     upstream::{
-        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter, UpstreamSettings,
+        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter,
+        UpstreamProvider, UpstreamSettings,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
@@ -24,44 +24,30 @@ use crate::{
 /// may be a regional one such as `https://api.eu.bfl.ai`.
 pub type BflConfig = UpstreamSettings;
 
-/// An [`UpstreamAdapter`] speaking BFL's direct API: one task per image, polled until ready.
+/// The BFL provider, built from a [`BflConfig`] by [`UpstreamProvider::new`].
+pub type BflProvider = UpstreamProvider<Bfl>;
+
+/// The [`UpstreamAdapter`] of BFL's direct API: one task per image, polled until ready.
 ///
 /// It never retries a submit: a failure after BFL accepted the task is ambiguous, and a retry
 /// could bill the image twice.
 #[derive(Debug)]
-pub struct BflProvider {
-    /// The API root (ending with `/`): its origin may see the key.
-    root: Url,
-    /// `x-key`, sent to the API's hosts only.
-    api: ApiClient,
-}
+pub enum Bfl {}
 
-impl BflProvider {
-    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
-    pub fn new(config: BflConfig) -> Result<Self, ProviderError> {
-        Ok(Self {
-            root: config.api_root(&Self::UPSTREAM)?,
-            api: config.api_client(&Self::UPSTREAM)?,
-        })
-    }
-}
-
-#[async_trait]
-impl UpstreamAdapter for BflProvider {
+impl UpstreamAdapter for Bfl {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-key"));
 
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(
+        api: &ApiClient,
+        call: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
         let mapping = convert::input_mapping(&call.request.model)?;
         // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
         // entry asking for more simply gets one task per image, in turn.
         let mut images = Vec::with_capacity(call.n as usize);
         for offset in 0..call.n.max(1) {
-            images.push(self.run_task(&call, offset, &mapping).await?);
+            images.push(Self::run_task(api, &call, offset, &mapping).await?);
         }
         Ok(Generation {
             images,
@@ -70,13 +56,13 @@ impl UpstreamAdapter for BflProvider {
     }
 
     async fn try_resume(
-        &self,
+        api: &ApiClient,
         call: ProviderRequest<'_>,
         job: &str,
     ) -> Result<Generation, ProviderError> {
         let poll_url =
             Url::parse(job).map_err(|_| failed("the job to resume is not a BFL task"))?;
-        let image = self.wait(&call.request.model, &poll_url).await?;
+        let image = Self::wait(api, &call.request.model, &poll_url).await?;
         Ok(Generation {
             images: vec![image],
             ..Generation::default()
@@ -84,10 +70,10 @@ impl UpstreamAdapter for BflProvider {
     }
 }
 
-impl BflProvider {
+impl Bfl {
     /// Submits one task, polls it to the end and downloads its sample.
     async fn run_task(
-        &self,
+        api: &ApiClient,
         call: &ProviderRequest<'_>,
         offset: u32,
         mapping: &InputMapping,
@@ -95,23 +81,23 @@ impl BflProvider {
         let model = call.upstream_model();
         let body = convert::submit_body(call, offset, mapping)?;
         tracing::debug!(provider = PROVIDER_ID, model, "submitting a BFL task");
-        let submitted = self.submit(model, &body).await?;
+        let submitted = Self::submit(api, model, &body).await?;
         tracing::debug!(provider = PROVIDER_ID, model, task = %submitted.id, cost = ?submitted.cost, "BFL task submitted");
-        let poll_url = polling_url(&submitted, &self.root)?;
+        let poll_url = polling_url(&submitted, api.root())?;
         // One task per call is what a task can resume by its polling URL.
         if call.n == 1 {
             call.report_job(poll_url.to_string());
         }
-        self.wait(&call.request.model, &poll_url).await
+        Self::wait(api, &call.request.model, &poll_url).await
     }
 
     /// Polls a submitted task to the end and downloads its sample.
     async fn wait(
-        &self,
+        api: &ApiClient,
         model: &imgproxy_core::ModelSpec,
         poll_url: &Url,
     ) -> Result<GeneratedImage, ProviderError> {
-        let send_key = may_send_key(poll_url, &self.root);
+        let send_key = may_send_key(poll_url, api.root());
         if !send_key {
             tracing::warn!(
                 provider = PROVIDER_ID,
@@ -121,29 +107,34 @@ impl BflProvider {
         // BFL has no cancel endpoint: a task past its deadline (or whose client went away) is
         // abandoned, so there is no `CancelOnDrop` here.
         let sample = PollPolicy::for_model(model)
-            .run(|| self.poll_once(poll_url, send_key))
+            .run(|| Self::poll_once(api, poll_url, send_key))
             .await?;
         // At once: the delivery URL expires after 10 minutes. No key goes to the delivery host.
-        let (bytes, content_type) = self.api.download(&sample).await?;
+        let (bytes, content_type) = api.download(&sample).await?;
         convert::generated_image(bytes, content_type.as_deref())
     }
 
     /// `POST {base}/v1/{model}` with `x-key`.
-    async fn submit(&self, model: &str, body: &Value) -> Result<SubmitResponse, ProviderError> {
-        let post = self.api.post(format!("{}v1/{model}", self.root)).json(body);
-        let body = self
-            .api
-            .send_for_body(post, convert::error_from_status)
-            .await?;
+    async fn submit(
+        api: &ApiClient,
+        model: &str,
+        body: &Value,
+    ) -> Result<SubmitResponse, ProviderError> {
+        let post = api.post(api.url(&format!("v1/{model}"))).json(body);
+        let body = api.send_for_body(post, convert::error_from_status).await?;
         convert::read_submit(&body)
     }
 
     /// One `GET <polling_url>`: the sample URL once the task is ready.
-    async fn poll_once(&self, url: &Url, send_key: bool) -> Result<Poll<String>, ProviderError> {
+    async fn poll_once(
+        api: &ApiClient,
+        url: &Url,
+        send_key: bool,
+    ) -> Result<Poll<String>, ProviderError> {
         let request = if send_key {
-            self.api.get(url.clone())
+            api.get(url.clone())
         } else {
-            self.api.http().get(url.clone())
+            api.http().get(url.clone())
         };
         let response = match request.send().await {
             Ok(response) => response,
@@ -163,8 +154,7 @@ impl BflProvider {
             );
             return Ok(Poll::Pending);
         }
-        let response = self
-            .api
+        let response = api
             .check(response)
             .await
             .map_err(|r| r.map(convert::error_from_status))?;

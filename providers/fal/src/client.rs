@@ -1,16 +1,15 @@
-//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl, and
+//! The provider itself: its configuration, the provider type and its [`UpstreamAdapter`], and
 //! the queue protocol (submit, poll the returned `status_url`, fetch the returned
 //! `response_url`, cancel at `cancel_url`). What goes into a request and how answers are read
 //! is `convert`'s job.
 
 use std::task::Poll;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
         self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection, Upstream, UpstreamAdapter,
-        UpstreamSettings,
+        UpstreamProvider, UpstreamSettings,
     },
     Generation, ProviderError, ProviderRequest,
 };
@@ -27,81 +26,53 @@ use crate::{
 /// only; `max_download_bytes` bounds each generated image downloaded from a result URL.
 pub type FalConfig = UpstreamSettings;
 
-/// An [`UpstreamAdapter`] speaking fal's queue API.
+/// The fal provider, built from a [`FalConfig`] by [`UpstreamProvider::new`].
+pub type FalProvider = UpstreamProvider<Fal>;
+
+/// The [`UpstreamAdapter`] of fal's queue API, below whose root (the client's) model ids go.
 ///
 /// It never retries: a job that may have started could bill twice.
 #[derive(Debug)]
-pub struct FalProvider {
-    /// The queue API root (ending with `/`), below which model ids go.
-    root: Url,
-    /// `Authorization: Key <key>`, sent to the queue API only, never to download URLs.
-    api: ApiClient,
-}
+pub enum Fal {}
 
-impl FalProvider {
-    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
-    pub fn new(config: FalConfig) -> Result<Self, ProviderError> {
-        Ok(Self {
-            root: config.api_root(&Self::UPSTREAM)?,
-            api: config.api_client(&Self::UPSTREAM)?,
-        })
-    }
-}
-
-#[async_trait]
-impl UpstreamAdapter for FalProvider {
+impl UpstreamAdapter for Fal {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Authorization("Key"));
 
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(
+        api: &ApiClient,
+        call: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
         let model = &call.request.model;
         let mapping = InputMapping::of(model)?;
         let input = convert::model_input(&call, &mapping)?;
-        let submit_url = self
-            .root
+        let submit_url = api
+            .root()
             .join(model.upstream.trim_start_matches('/'))
             .map_err(|e| upstream::failed(format!("bad upstream model id: {e}")))?;
         tracing::debug!(model = %model.upstream, n = call.n, "submitting to the fal queue");
-        let answer = self
-            .send(Method::POST, submit_url.as_str(), Some(&input))
-            .await?;
-        let body = self.success(answer, &mapping, &call)?;
+        let answer = Self::send(api, Method::POST, submit_url.as_str(), Some(&input)).await?;
+        let body = Self::success(answer, &mapping, &call)?;
         let queued: QueuedJob = serde_json::from_slice(&body).map_err(upstream::malformed)?;
         tracing::debug!(request_id = ?queued.request_id, "fal job queued");
-        // Armed until the job reaches a terminal status: a deadline, an error while polling or
-        // the client going away (this future dropped) cancels it upstream.
-        let queued = QueuedJob {
-            request_id: queued.request_id,
-            status_url: self.trusted(queued.status_url)?,
-            response_url: self.trusted(queued.response_url)?,
-            cancel_url: queued.cancel_url.map(|url| self.trusted(url)).transpose()?,
-        };
+        let queued = Self::trusted_job(api, queued)?;
         if let Ok(token) = serde_json::to_string(&queued) {
             call.report_job(token);
         }
-        self.wait(&call, &mapping, queued).await
+        Self::wait(api, &call, &mapping, queued).await
     }
 
     async fn try_resume(
-        &self,
+        api: &ApiClient,
         call: ProviderRequest<'_>,
         job: &str,
     ) -> Result<Generation, ProviderError> {
         let stored: QueuedJob = serde_json::from_str(job)
             .map_err(|_| upstream::failed("the job to resume is not a fal queue job"))?;
         // Checked again: the key goes to these URLs.
-        let queued = QueuedJob {
-            request_id: stored.request_id,
-            status_url: self.trusted(stored.status_url)?,
-            response_url: self.trusted(stored.response_url)?,
-            cancel_url: stored.cancel_url.map(|url| self.trusted(url)).transpose()?,
-        };
+        let queued = Self::trusted_job(api, stored)?;
         let mapping = InputMapping::of(&call.request.model)?;
-        self.wait(&call, &mapping, queued).await
+        Self::wait(api, &call, &mapping, queued).await
     }
 }
 
@@ -116,17 +87,32 @@ struct Job<'a, 'b> {
     call: &'a ProviderRequest<'b>,
 }
 
-impl FalProvider {
+impl Fal {
+    /// `job` if the key may be sent to each of its URLs (see [`Fal::trusted`]).
+    fn trusted_job(api: &ApiClient, job: QueuedJob) -> Result<QueuedJob, ProviderError> {
+        Ok(QueuedJob {
+            request_id: job.request_id,
+            status_url: Self::trusted(api, job.status_url)?,
+            response_url: Self::trusted(api, job.response_url)?,
+            cancel_url: job
+                .cancel_url
+                .map(|url| Self::trusted(api, url))
+                .transpose()?,
+        })
+    }
+
     /// Follows a queued job to its end and fetches its images.
     async fn wait(
-        &self,
+        api: &ApiClient,
         call: &ProviderRequest<'_>,
         mapping: &InputMapping,
         queued: QueuedJob,
     ) -> Result<Generation, ProviderError> {
+        // Armed until the job reaches a terminal status: a deadline, an error while polling or
+        // the client going away (this future dropped) cancels it upstream.
         let guard = queued
             .cancel_url
-            .map(|url| CancelOnDrop::send(PROVIDER_ID, self.api.request(Method::PUT, url)));
+            .map(|url| CancelOnDrop::send(PROVIDER_ID, api.request(Method::PUT, url)));
         let job = Job {
             status_url: queued.status_url,
             response_url: queued.response_url,
@@ -134,7 +120,7 @@ impl FalProvider {
             call,
         };
         let finished = PollPolicy::for_model(&call.request.model)
-            .run(|| self.poll(&job))
+            .run(|| Self::poll(api, &job))
             .await?;
         if let Some(guard) = guard {
             guard.disarm();
@@ -142,7 +128,7 @@ impl FalProvider {
         let files = convert::output_files(&finished?)?;
         let mut images = Vec::with_capacity(files.len());
         for file in &files {
-            images.push(self.fetch(file).await?);
+            images.push(Self::fetch(api, file).await?);
         }
         Ok(Generation {
             meta: convert::meta(call, mapping, files.first()),
@@ -154,18 +140,18 @@ impl FalProvider {
     /// One status poll; on `COMPLETED`, the result fetch too. `Ready` holds the job's terminal
     /// outcome (its output body, or why it has none); an `Err` abandons the job.
     async fn poll(
-        &self,
+        api: &ApiClient,
         job: &Job<'_, '_>,
     ) -> Result<Poll<Result<Bytes, ProviderError>>, ProviderError> {
-        let answer = self.send(Method::GET, &job.status_url, None).await?;
-        let body = self.success(answer, job.mapping, job.call)?;
+        let answer = Self::send(api, Method::GET, &job.status_url, None).await?;
+        let body = Self::success(answer, job.mapping, job.call)?;
         match convert::job_state(&body)? {
             JobState::Pending => Ok(Poll::Pending),
             JobState::Failed(reason) => Ok(Poll::Ready(Err(upstream::failed(format!(
                 "the fal job failed: {reason}"
             ))))),
             JobState::Completed => {
-                let answer = match self.send(Method::GET, &job.response_url, None).await {
+                let answer = match Self::send(api, Method::GET, &job.response_url, None).await {
                     Ok(answer) => answer,
                     Err(error) => return Ok(Poll::Ready(Err(error))),
                 };
@@ -175,24 +161,24 @@ impl FalProvider {
                 {
                     return Ok(Poll::Pending);
                 }
-                Ok(Poll::Ready(self.success(answer, job.mapping, job.call)))
+                Ok(Poll::Ready(Self::success(answer, job.mapping, job.call)))
             }
         }
     }
 
     /// Sends an authenticated API request and reads the whole answer.
     async fn send(
-        &self,
+        api: &ApiClient,
         method: Method,
         url: &str,
         json: Option<&serde_json::Value>,
     ) -> Result<Answer, ProviderError> {
-        let mut request = self.api.request(method, url);
+        let mut request = api.request(method, url);
         if let Some(json) = json {
             request = request.json(json);
         }
         let response = request.send().await.map_err(upstream::transport_error)?;
-        Ok(match self.api.check(response).await {
+        Ok(match api.check(response).await {
             Ok(response) => Ok(response.bytes().await.map_err(upstream::transport_error)?),
             Err(rejection) => Err(rejection),
         })
@@ -200,7 +186,6 @@ impl FalProvider {
 
     /// The body of a 2xx answer, or the mapped upstream error.
     fn success(
-        &self,
         answer: Answer,
         mapping: &InputMapping,
         call: &ProviderRequest<'_>,
@@ -212,9 +197,9 @@ impl FalProvider {
     /// `url` if the key may be sent there: the configured API's origin or fal's own https
     /// hosts. Returned URLs are followed as they are, never rebuilt, but a URL elsewhere would
     /// hand the key to a stranger.
-    fn trusted(&self, url: String) -> Result<String, ProviderError> {
+    fn trusted(api: &ApiClient, url: String) -> Result<String, ProviderError> {
         let ok = Url::parse(&url)
-            .is_ok_and(|parsed| upstream::key_may_go_to(&parsed, &self.root, "fal.run"));
+            .is_ok_and(|parsed| upstream::key_may_go_to(&parsed, api.root(), "fal.run"));
         if ok {
             Ok(url)
         } else {
@@ -226,8 +211,11 @@ impl FalProvider {
 
     /// The bytes of one output file: decoded from a `data:` URI or downloaded without
     /// credentials (fal's CDN URLs need none).
-    async fn fetch(&self, file: &File) -> Result<imgproxy_core::GeneratedImage, ProviderError> {
-        let (bytes, header) = self.api.fetch(convert::source(file)?).await?;
+    async fn fetch(
+        api: &ApiClient,
+        file: &File,
+    ) -> Result<imgproxy_core::GeneratedImage, ProviderError> {
+        let (bytes, header) = api.fetch(convert::source(file)?).await?;
         // The bytes decide the MIME type, else a declared `image/*` type; anything else (an
         // error page, say) is not an image and fails the call.
         upstream::sniffed_image(

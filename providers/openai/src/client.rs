@@ -1,12 +1,14 @@
-//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl.
+//! The provider itself: its configuration, the provider type and its [`UpstreamAdapter`].
 //! Everything that touches the network lives here; building requests and reading answers is
 //! the job of `convert` and `edits`, mapping failures that of `errors`.
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{self, ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{
+        self, AdapterConfig, ApiClient, Upstream, UpstreamAdapter, UpstreamProvider,
+        UpstreamSettings,
+    },
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -55,75 +57,53 @@ impl From<UpstreamSettings> for OpenAIConfig {
     }
 }
 
-/// An [`UpstreamAdapter`] speaking OpenAI's Images API.
-///
-/// It never retries: an upstream failure after the image was made (a timeout, a dropped
-/// connection) is ambiguous, and a retry could bill the generation twice.
-#[derive(Debug)]
-pub struct OpenAIProvider {
-    name: String,
-    generations_url: String,
-    /// Where calls with reference images go.
-    edits_url: String,
-    /// Bearer auth and the organisation and project headers go to the API only, never to
-    /// download URLs.
-    api: ApiClient,
-}
-
-impl OpenAIProvider {
-    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
-    pub fn new(config: OpenAIConfig) -> Result<Self, ProviderError> {
-        let mut api = config.upstream.api_client(&Self::UPSTREAM)?;
+impl AdapterConfig<OpenAI> for OpenAIConfig {
+    /// The provider under the configured name; the organisation and project headers go with
+    /// every API call, as the key does, and never to download URLs.
+    fn start(self) -> Result<OpenAIProvider, ProviderError> {
+        let mut api = self.upstream.api_client(&OpenAI::UPSTREAM)?;
         for (name, value) in [
-            ("openai-organization", &config.organization),
-            ("openai-project", &config.project),
+            ("openai-organization", &self.organization),
+            ("openai-project", &self.project),
         ] {
             if let Some(value) = value {
                 api = api.with_header(name, value)?;
             }
         }
-        let root = config.upstream.api_root(&Self::UPSTREAM)?;
-        Ok(Self {
-            generations_url: format!("{root}images/generations"),
-            edits_url: format!("{root}images/edits"),
-            name: config.name,
-            api,
-        })
+        Ok(OpenAIProvider::named(self.name, api))
     }
 }
 
-#[async_trait]
-impl UpstreamAdapter for OpenAIProvider {
+/// The OpenAI provider, built from an [`OpenAIConfig`] by [`UpstreamProvider::new`].
+pub type OpenAIProvider = UpstreamProvider<OpenAI>;
+
+/// The [`UpstreamAdapter`] of OpenAI's Images API.
+///
+/// It never retries: an upstream failure after the image was made (a timeout, a dropped
+/// connection) is ambiguous, and a retry could bill the generation twice.
+#[derive(Debug)]
+pub enum OpenAI {}
+
+impl UpstreamAdapter for OpenAI {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).timeout(DEFAULT_TIMEOUT);
 
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
     async fn try_generate(
-        &self,
+        api: &ApiClient,
         request: ProviderRequest<'_>,
     ) -> Result<Generation, ProviderError> {
         let model = request.upstream_model();
         let references = request.references.len();
-        tracing::debug!(provider = %self.name, model, n = request.n, references, "calling upstream");
+        tracing::debug!(provider = %request.request.model.provider, model, n = request.n, references, "calling upstream");
         // Reference images need the edits endpoint: generations would silently ignore them.
         let call = if references == 0 {
-            self.api
-                .post(&self.generations_url)
+            api.post(api.url("images/generations"))
                 .json(&convert::generation_body(&request))
         } else {
-            self.api
-                .post(&self.edits_url)
+            api.post(api.url("images/edits"))
                 .multipart(edits::form(&request)?)
         };
-        let response = self
-            .api
+        let response = api
             .send(call, |status, wait, body| {
                 errors::error_from_status(status, wait, body, model)
             })
@@ -148,7 +128,7 @@ impl UpstreamAdapter for OpenAIProvider {
         // Sequential on purpose: URL items come from DALL·E-style gateways, typically n=1.
         for image in parsed.images {
             // No API headers go to the download host: it must never see the key.
-            let (bytes, content_type) = self.api.fetch(image.source).await?;
+            let (bytes, content_type) = api.fetch(image.source).await?;
             images.push(convert::generated_image(
                 bytes,
                 content_type.as_deref(),

@@ -15,7 +15,8 @@ mod errors;
 mod stream;
 
 pub use client::{
-    OpenAIConfig, OpenAIProvider, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES, DEFAULT_TIMEOUT,
+    OpenAI, OpenAIConfig, OpenAIProvider, DEFAULT_BASE_URL, DEFAULT_MAX_DOWNLOAD_BYTES,
+    DEFAULT_TIMEOUT,
 };
 
 /// The default provider instance name, which the embedded catalog's OpenAI models use.

@@ -1,19 +1,17 @@
 //! The provider: its configuration, the HTTP calls (create with `Prefer: wait`, poll
-//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`UpstreamAdapter`] impl.
+//! `urls.get`, cancel `urls.cancel`, download outputs) and the [`UpstreamAdapter`].
 //! What goes into a prediction and how answers are read is `convert`'s job.
 
-use std::{task::Poll, time::Duration};
+use std::task::Poll;
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
         self, failed, ApiClient, CancelOnDrop, PollPolicy, Upstream, UpstreamAdapter,
-        UpstreamSettings,
+        UpstreamProvider, UpstreamSettings,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
-use reqwest::Url;
 use serde_json::{Map, Value};
 
 use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
@@ -25,40 +23,21 @@ const MAX_WAIT_SECS: u64 = 60;
 /// the API, never to output URLs; `max_download_bytes` bounds each output.
 pub type ReplicateConfig = UpstreamSettings;
 
-/// An [`UpstreamAdapter`] running Replicate predictions. It never retries a create: a failure
+/// The Replicate provider, built from a [`ReplicateConfig`] by [`UpstreamProvider::new`].
+pub type ReplicateProvider = UpstreamProvider<Replicate>;
+
+/// The [`UpstreamAdapter`] running Replicate predictions. It never retries a create: a failure
 /// after the prediction started is ambiguous, and a retry could bill twice.
 #[derive(Debug)]
-pub struct ReplicateProvider {
-    /// The API root, ending with `/`.
-    root: Url,
-    /// `Bearer <token>`, sent to the API only, never to output URLs.
-    api: ApiClient,
-    /// The limit on each request, which `Prefer: wait` stays under.
-    timeout: Duration,
-    max_download_bytes: usize,
-}
+pub enum Replicate {}
 
-impl ReplicateProvider {
-    /// Builds the provider and its HTTP client.
-    pub fn new(config: ReplicateConfig) -> Result<Self, ProviderError> {
-        Ok(Self {
-            root: config.api_root(&Self::UPSTREAM)?,
-            api: config.api_client(&Self::UPSTREAM)?,
-            timeout: config.timeout.unwrap_or(upstream::DEFAULT_TIMEOUT),
-            max_download_bytes: config.max_download_bytes,
-        })
-    }
-}
-
-#[async_trait]
-impl UpstreamAdapter for ReplicateProvider {
+impl UpstreamAdapter for Replicate {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(
+        api: &ApiClient,
+        call: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
         let model = &call.request.model;
         let input = convert::input(&call, &convert::mapping(model)?)?;
         let policy = PollPolicy::for_model(model);
@@ -73,12 +52,12 @@ impl UpstreamAdapter for ReplicateProvider {
         // No id yet, so nothing to cancel if the create itself outlives the deadline.
         let created = tokio::time::timeout(
             policy.deadline,
-            self.create(&model.upstream, input, &policy),
+            Self::create(api, &model.upstream, input, &policy),
         )
         .await
         .map_err(|_| ProviderError::Timeout)??;
         if convert::is_terminal(&created.status) {
-            return self.outputs(&created).await;
+            return Self::outputs(api, &created).await;
         }
         let urls = created.urls.unwrap_or_default();
         let Some(get) = urls.get else {
@@ -97,19 +76,18 @@ impl UpstreamAdapter for ReplicateProvider {
             deadline: policy.deadline.saturating_sub(started.elapsed()),
             ..policy
         };
-        self.wait(job, left).await
+        Self::wait(api, job, left).await
     }
 
     async fn try_resume(
-        &self,
+        api: &ApiClient,
         call: ProviderRequest<'_>,
         job: &str,
     ) -> Result<Generation, ProviderError> {
         let job: Job = serde_json::from_str(job)
             .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
         // Its URLs came from the API: the key may go to them, as it did when they were made.
-        self.wait(job, PollPolicy::for_model(&call.request.model))
-            .await
+        Self::wait(api, job, PollPolicy::for_model(&call.request.model)).await
     }
 }
 
@@ -120,26 +98,30 @@ struct Job {
     cancel: Option<String>,
 }
 
-impl ReplicateProvider {
+impl Replicate {
     /// Polls a running prediction to its end and fetches its outputs.
-    async fn wait(&self, job: Job, policy: PollPolicy) -> Result<Generation, ProviderError> {
+    async fn wait(
+        api: &ApiClient,
+        job: Job,
+        policy: PollPolicy,
+    ) -> Result<Generation, ProviderError> {
         // Armed until the prediction ends: a deadline, an error or the client going away
         // cancels it upstream, so it stops running (and billing).
         let guard = job
             .cancel
-            .map(|url| CancelOnDrop::send(PROVIDER_ID, self.api.post(url)));
-        let done = policy.run(|| self.poll(&job.get)).await?;
+            .map(|url| CancelOnDrop::send(PROVIDER_ID, api.post(url)));
+        let done = policy.run(|| Self::poll(api, &job.get)).await?;
         if let Some(guard) = guard {
             guard.disarm();
         }
-        self.outputs(&done).await
+        Self::outputs(api, &done).await
     }
 
     /// The images of a finished prediction.
-    async fn outputs(&self, done: &Prediction) -> Result<Generation, ProviderError> {
+    async fn outputs(api: &ApiClient, done: &Prediction) -> Result<Generation, ProviderError> {
         let urls = convert::finished(done)?;
         Ok(Generation {
-            images: self.download_all(urls).await?,
+            images: Self::download_all(api, urls).await?,
             ..Generation::default()
         })
     }
@@ -147,7 +129,7 @@ impl ReplicateProvider {
     /// POSTs the prediction, waiting for it up to `Prefer: wait=N` (below the deadline and
     /// the HTTP timeout, so that an unfinished prediction still comes back to be polled).
     async fn create(
-        &self,
+        api: &ApiClient,
         upstream_model: &str,
         input: Map<String, Value>,
         policy: &PollPolicy,
@@ -157,29 +139,27 @@ impl ReplicateProvider {
         let url = match upstream_model.split_once(':') {
             Some((_, version)) => {
                 body.insert("version".into(), Value::from(version));
-                format!("{}v1/predictions", self.root)
+                api.url("v1/predictions")
             }
-            None => format!("{}v1/models/{upstream_model}/predictions", self.root),
+            None => api.url(&format!("v1/models/{upstream_model}/predictions")),
         };
         body.insert("input".into(), Value::Object(input));
         let wait = MAX_WAIT_SECS
             .min(policy.deadline.as_secs().saturating_sub(1))
-            .min(self.timeout.as_secs().saturating_sub(1))
+            .min(api.timeout().as_secs().saturating_sub(1))
             .max(1);
-        let post = self
-            .api
+        let post = api
             .post(url)
             .header("prefer", format!("wait={wait}"))
             .json(&body);
-        let body = self.api.send_for_body(post, convert::status_error).await?;
+        let body = api.send_for_body(post, convert::status_error).await?;
         convert::prediction(&body)
     }
 
     /// One poll of `urls.get`. A 429 or 5xx only delays the next poll: a GET bills nothing,
     /// and the deadline still bounds the wait.
-    async fn poll(&self, url: &str) -> Result<Poll<Prediction>, ProviderError> {
-        let response = self
-            .api
+    async fn poll(api: &ApiClient, url: &str) -> Result<Poll<Prediction>, ProviderError> {
+        let response = api
             .get(url)
             .send()
             .await
@@ -193,8 +173,7 @@ impl ReplicateProvider {
             );
             return Ok(Poll::Pending);
         }
-        let response = self
-            .api
+        let response = api
             .check(response)
             .await
             .map_err(|r| r.map(convert::status_error))?;
@@ -208,10 +187,13 @@ impl ReplicateProvider {
     }
 
     /// Fetches every output at once, in order: the URLs expire (about an hour).
-    async fn download_all(&self, urls: Vec<String>) -> Result<Vec<GeneratedImage>, ProviderError> {
+    async fn download_all(
+        api: &ApiClient,
+        urls: Vec<String>,
+    ) -> Result<Vec<GeneratedImage>, ProviderError> {
         let mut tasks = tokio::task::JoinSet::new();
         for (index, url) in urls.into_iter().enumerate() {
-            let (client, max) = (self.api.http().clone(), self.max_download_bytes);
+            let (client, max) = (api.http().clone(), api.max_body_bytes());
             tasks.spawn(async move { (index, fetch(&client, &url, max).await) });
         }
         let mut images = Vec::with_capacity(tasks.len());

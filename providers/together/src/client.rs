@@ -1,10 +1,9 @@
-//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl.
+//! The provider itself: its configuration, the provider type and its [`UpstreamAdapter`].
 //! Everything that touches the network lives here; what goes into a request and how answers
 //! are read is `convert`'s job.
 
-use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -14,37 +13,23 @@ use crate::{convert, DEFAULT_BASE_URL, PROVIDER_ID};
 /// only; `max_download_bytes` bounds an image downloaded from a `url` item.
 pub type TogetherConfig = UpstreamSettings;
 
-/// An [`UpstreamAdapter`] speaking Together's images API.
+/// The Together provider, built from a [`TogetherConfig`] by [`UpstreamProvider::new`].
+pub type TogetherProvider = UpstreamProvider<Together>;
+
+/// The [`UpstreamAdapter`] of Together's images API.
 ///
 /// It never retries: a failure after the image was made is ambiguous, and a retry could bill
 /// the generation twice.
 #[derive(Debug)]
-pub struct TogetherProvider {
-    generations_url: String,
-    /// Bearer auth, sent to the API only, never to download URLs.
-    api: ApiClient,
-}
+pub enum Together {}
 
-impl TogetherProvider {
-    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
-    pub fn new(config: TogetherConfig) -> Result<Self, ProviderError> {
-        let root = config.api_root(&Self::UPSTREAM)?;
-        Ok(Self {
-            generations_url: format!("{root}images/generations"),
-            api: config.api_client(&Self::UPSTREAM)?,
-        })
-    }
-}
-
-#[async_trait]
-impl UpstreamAdapter for TogetherProvider {
+impl UpstreamAdapter for Together {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(
+        api: &ApiClient,
+        call: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
         let body = convert::request_body(&call)?;
         tracing::debug!(
             provider = PROVIDER_ID,
@@ -52,18 +37,15 @@ impl UpstreamAdapter for TogetherProvider {
             n = call.n,
             "calling Together images/generations"
         );
-        let post = self.api.post(&self.generations_url).json(&body);
-        let answer = self
-            .api
-            .send_for_body(post, convert::error_from_status)
-            .await?;
+        let post = api.post(api.url("images/generations")).json(&body);
+        let answer = api.send_for_body(post, convert::error_from_status).await?;
         let sources = convert::parse_response(&answer)?;
 
         let output_format = call.request.param_str("output_format");
         let mut images = Vec::with_capacity(sources.len());
         // Sequential on purpose: URL items only appear if Together ignores `base64`.
         for source in sources {
-            let (bytes, content_type) = self.api.fetch(source).await?;
+            let (bytes, content_type) = api.fetch(source).await?;
             images.push(convert::generated_image(
                 bytes,
                 content_type.as_deref(),

@@ -1,10 +1,9 @@
-//! The provider itself: its configuration, the HTTP client and the [`UpstreamAdapter`] impl.
+//! The provider itself: its configuration, the provider type and its [`UpstreamAdapter`].
 //! Everything that touches the network lives here; what goes into a request and how answers
 //! are read is `convert`'s job.
 
-use async_trait::async_trait;
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider, UpstreamSettings},
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -17,44 +16,28 @@ use crate::{
 /// only; `max_download_bytes` bounds an image downloaded from a `url` item.
 pub type XaiConfig = UpstreamSettings;
 
-/// An [`UpstreamAdapter`] speaking xAI's images API.
+/// The xAI provider, built from an [`XaiConfig`] by [`UpstreamProvider::new`].
+pub type XaiProvider = UpstreamProvider<Xai>;
+
+/// The [`UpstreamAdapter`] of xAI's images API.
 ///
 /// It never retries: a failure after the image was made is ambiguous, and a retry could bill
 /// the generation twice.
 #[derive(Debug)]
-pub struct XaiProvider {
-    generations_url: String,
-    edits_url: String,
-    /// Bearer auth, sent to the API only, never to download URLs.
-    api: ApiClient,
-}
+pub enum Xai {}
 
-impl XaiProvider {
-    /// Builds the provider and its HTTP client (rustls, `config.timeout`).
-    pub fn new(config: XaiConfig) -> Result<Self, ProviderError> {
-        let root = config.api_root(&Self::UPSTREAM)?;
-        Ok(Self {
-            generations_url: format!("{root}images/generations"),
-            edits_url: format!("{root}images/edits"),
-            api: config.api_client(&Self::UPSTREAM)?,
-        })
-    }
-}
-
-#[async_trait]
-impl UpstreamAdapter for XaiProvider {
+impl UpstreamAdapter for Xai {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
-    fn api(&self) -> &ApiClient {
-        &self.api
-    }
-
-    async fn try_generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
+    async fn try_generate(
+        api: &ApiClient,
+        call: ProviderRequest<'_>,
+    ) -> Result<Generation, ProviderError> {
         let (endpoint, body) = convert::request_body(&call)?;
-        let url = match endpoint {
-            Endpoint::Generations => &self.generations_url,
-            Endpoint::Edits => &self.edits_url,
-        };
+        let url = api.url(match endpoint {
+            Endpoint::Generations => "images/generations",
+            Endpoint::Edits => "images/edits",
+        });
         tracing::debug!(
             provider = PROVIDER_ID,
             model = call.upstream_model(),
@@ -63,16 +46,15 @@ impl UpstreamAdapter for XaiProvider {
             ?endpoint,
             "calling xAI"
         );
-        let answer = self
-            .api
-            .send_for_body(self.api.post(url).json(&body), convert::error_from_status)
+        let answer = api
+            .send_for_body(api.post(url).json(&body), convert::error_from_status)
             .await?;
         let parsed = convert::parse_response(&answer)?;
 
         let mut images = Vec::with_capacity(parsed.images.len());
         // Sequential on purpose: URL items only appear if xAI ignores `b64_json`.
         for image in parsed.images {
-            let (bytes, content_type) = self.api.fetch(image.source).await?;
+            let (bytes, content_type) = api.fetch(image.source).await?;
             images.push(convert::generated_image(
                 bytes,
                 image.mime.as_deref(),
