@@ -86,27 +86,15 @@ async fn reserve_settle_refund_arithmetic(ctx: &Ctx) {
     assert_eq!(reserve("r8", 0).await.unwrap().amount, 0);
 
     let unknown = accounts.reserve("key_nope", "r1", 1, charge("me")).await;
-    assert!(
-        matches!(unknown, Err(Error::NotFound { .. })),
-        "{unknown:?}"
-    );
-    assert!(matches!(
-        accounts.balance("key_nope").await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(matches!(
-        accounts.recent_charges("key_nope", 5).await,
-        Err(Error::NotFound { .. })
-    ));
+    harness::assert_not_found(&unknown);
+    harness::assert_not_found(&accounts.balance("key_nope").await);
+    harness::assert_not_found(&accounts.recent_charges("key_nope", 5).await);
     let ghost = Reservation {
         request_id: "ghost".into(),
         key_id: key.clone(),
         amount: 5,
     };
-    assert!(matches!(
-        accounts.refund(&ghost).await,
-        Err(Error::NotFound { .. })
-    ));
+    harness::assert_not_found(&accounts.refund(&ghost).await);
     assert_eq!(ctx.assert_ledger_adds_up(&key).await, 0);
 }
 

@@ -181,3 +181,8 @@ pub fn charge(owner: &str) -> imgproxy_core::service::db::Charge {
 pub fn is_insufficient(result: &Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(result, Err(Error::InsufficientCredits { .. }))
 }
+
+/// Asserts that `result` is the error of an unknown (or revoked) key.
+pub fn assert_not_found(result: &Result<impl std::fmt::Debug, Error>) {
+    assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}");
+}

@@ -29,7 +29,7 @@ use imgproxy_core::{
         db::{ApiKey, NewTask, TaskOutcome, TaskRecord, TaskStatus},
         metering::Meter,
         tasks::{Recovered, TaskSettings, Tasks},
-        Call, ImageStore, Service,
+        Call, Database, ImageStore, Service,
     },
     Catalog, Gateway, GeneratedImage, Generation, ImageProvider, ImageRequest, ProviderError,
     ProviderRequest,
@@ -182,6 +182,16 @@ async fn lifecycle_and_cancel(ctx: &Ctx) {
     assert!(ended.finished_at_ms.is_some());
 }
 
+/// No instance is dead and no task orphaned.
+async fn assert_nothing_to_take_over(accounts: &Database) {
+    assert!(accounts.dead_instances().await.unwrap().is_empty());
+    assert!(accounts
+        .adopt_orphaned_tasks("survivor", 1)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 async fn leases_and_adoption(ctx: &Ctx) {
     let accounts = &ctx.accounts;
     let hour = Duration::from_secs(3600);
@@ -204,12 +214,7 @@ async fn leases_and_adoption(ctx: &Ctx) {
 
     // While every lease lives nothing is taken over, however long a task has not beaten.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(accounts.dead_instances().await.unwrap().is_empty());
-    assert!(accounts
-        .adopt_orphaned_tasks("survivor", 1)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_nothing_to_take_over(accounts).await;
 
     // `them` dies: two survivors on two pools race for its task, and one gets it, as it was.
     accounts.leave_instance("them").await.unwrap();
@@ -262,12 +267,7 @@ async fn leases_and_adoption(ctx: &Ctx) {
     assert!(accounts.renew_instance("me", hour).await.unwrap());
     accounts.leave_instance("me").await.unwrap();
     assert!(!accounts.renew_instance("me", hour).await.unwrap());
-    assert!(accounts.dead_instances().await.unwrap().is_empty());
-    assert!(accounts
-        .adopt_orphaned_tasks("survivor", 1)
-        .await
-        .unwrap()
-        .is_empty());
+    assert_nothing_to_take_over(accounts).await;
 
     // A task handed back (its end could not be recorded), or one of an owner that never held a
     // lease, is taken over once it has not beaten for the given silence.

@@ -151,15 +151,12 @@ async fn main() {
     let images = dir.path().join("images");
 
     let open = measure(&router(sqlite.clone(), &images), None).await;
-    let mut rows = vec![("unmetered", open.median, open.p95, open.per_second)];
+    let baseline = open.median;
     let (router_sqlite, key) = metered(sqlite, &images).await;
-    let report = measure(&router_sqlite, Some(&key)).await;
-    rows.push((
-        "metered, SQLite",
-        report.median,
-        report.p95,
-        report.per_second,
-    ));
+    let mut rows = vec![
+        ("unmetered", open),
+        ("metered, SQLite", measure(&router_sqlite, Some(&key)).await),
+    ];
 
     let postgres_url = std::env::var("IMGPROXY_BENCH_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
@@ -167,13 +164,7 @@ async fn main() {
     match Database::connect_postgres_schema(&postgres_url, &schema).await {
         Ok(postgres) => {
             let (router_pg, key) = metered(postgres, &images).await;
-            let report = measure(&router_pg, Some(&key)).await;
-            rows.push((
-                "metered, Postgres",
-                report.median,
-                report.p95,
-                report.per_second,
-            ));
+            rows.push(("metered, Postgres", measure(&router_pg, Some(&key)).await));
         }
         Err(error) => println!("Postgres skipped: {error}"),
     }
@@ -183,8 +174,13 @@ async fn main() {
         "{:<20} {:>12} {:>12} {:>12} {:>14}",
         "configuration", "median", "p95", "req/s", "median ratio"
     );
-    for (name, median, p95, per_second) in &rows {
-        let ratio = median.as_secs_f64() / open.median.as_secs_f64();
+    for (name, report) in &rows {
+        let Report {
+            median,
+            p95,
+            per_second,
+        } = report;
+        let ratio = median.as_secs_f64() / baseline.as_secs_f64();
         println!("{name:<20} {median:>12.2?} {p95:>12.2?} {per_second:>12.0} {ratio:>13.2}x");
     }
 }

@@ -22,6 +22,15 @@ use crate::{
 
 /// The application: every route and layer.
 pub fn build_app(state: AppState) -> Router {
+    let admin = Router::new()
+        .route(
+            "/v1/admin/keys",
+            post(handlers::admin::create).get(handlers::admin::list),
+        )
+        .route("/v1/admin/keys/{id}", patch(handlers::admin::update))
+        .route("/v1/admin/keys/{id}/revoke", post(handlers::admin::revoke))
+        .route("/v1/admin/keys/{id}/credit", post(handlers::admin::credit))
+        .route_layer(middleware::from_fn(handlers::admin::require_master));
     let api = Router::new()
         .route(
             "/v1/images/generations",
@@ -48,13 +57,7 @@ pub fn build_app(state: AppState) -> Router {
             "/api/v1/images/generations",
             get(handlers::tasks::seed_poll),
         )
-        .route(
-            "/v1/admin/keys",
-            post(handlers::admin::create).get(handlers::admin::list),
-        )
-        .route("/v1/admin/keys/{id}", patch(handlers::admin::update))
-        .route("/v1/admin/keys/{id}/revoke", post(handlers::admin::revoke))
-        .route("/v1/admin/keys/{id}/credit", post(handlers::admin::credit))
+        .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

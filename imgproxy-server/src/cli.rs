@@ -1,9 +1,10 @@
-//! Command-line arguments. Only definitions live here, and the [`Flags`] they give the config;
-//! `main.rs` acts on them.
+//! Command-line arguments. Only definitions live here, with the [`Flags`] they give the config and
+//! the [`NewKey`] `keys create` issues; `main.rs` acts on them.
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
+use imgproxy_core::service::db::NewKey;
 
 use crate::telemetry::logs::LogFormat;
 
@@ -120,24 +121,9 @@ pub enum KeysCommand {
         /// Config file, data dir and database.
         #[command(flatten)]
         state: StateArgs,
-        /// A name for the key.
-        #[arg(long)]
-        name: String,
-        /// Starting balance in credits.
-        #[arg(long, default_value_t = 0)]
-        credits: i64,
-        /// Requests per minute.
-        #[arg(long)]
-        rpm: Option<u32>,
-        /// Images per minute.
-        #[arg(long)]
-        images_per_minute: Option<u32>,
-        /// Requests in flight at once.
-        #[arg(long)]
-        max_concurrent: Option<u32>,
-        /// Models the key may use, comma-separated [default: all].
-        #[arg(long, value_delimiter = ',')]
-        models: Option<Vec<String>>,
+        /// The key.
+        #[command(flatten)]
+        key: KeyArgs,
     },
     /// List keys (never their secrets).
     List {
@@ -164,4 +150,40 @@ pub enum KeysCommand {
         #[arg(allow_negative_numbers = true)]
         amount: i64,
     },
+}
+
+/// The key `keys create` issues.
+#[derive(Debug, clap::Args)]
+pub struct KeyArgs {
+    /// A name for the key.
+    #[arg(long)]
+    name: String,
+    /// Starting balance in credits.
+    #[arg(long, default_value_t = 0)]
+    credits: i64,
+    /// Requests per minute.
+    #[arg(long)]
+    rpm: Option<u32>,
+    /// Images per minute.
+    #[arg(long)]
+    images_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    max_concurrent: Option<u32>,
+    /// Models the key may use, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
+    models: Option<Vec<String>>,
+}
+
+impl From<KeyArgs> for NewKey {
+    fn from(key: KeyArgs) -> Self {
+        Self {
+            name: key.name,
+            credits: key.credits,
+            rpm: key.rpm,
+            images_per_minute: key.images_per_minute,
+            max_concurrent: key.max_concurrent,
+            models: key.models,
+        }
+    }
 }

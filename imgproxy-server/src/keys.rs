@@ -14,24 +14,9 @@ use crate::{
 #[expect(clippy::print_stdout, reason = "the command's output is its result")]
 pub async fn run(command: KeysCommand, env: &dyn Env) -> anyhow::Result<()> {
     let output = match command {
-        KeysCommand::Create {
-            state,
-            name,
-            credits,
-            rpm,
-            images_per_minute,
-            max_concurrent,
-            models,
-        } => {
+        KeysCommand::Create { state, key } => {
             let settings = settings(&state, env)?;
-            let mut new = NewKey {
-                name,
-                credits,
-                rpm,
-                images_per_minute,
-                max_concurrent,
-                models,
-            };
+            let mut new = NewKey::from(key);
             // Refused before the database is opened, against the catalog the server would
             // route with (the config's models and remaps included).
             new.check_limits()?;

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use axum::{http::header, response::IntoResponse};
 use imgproxy_core::{
     service::{
-        db::{ApiKey, CreatedKey, KeyChange},
+        db::{ApiKey, CreatedKey, KeyChange, NewKey},
         files::{FileObject, PURPOSES},
         tasks::TaskObject,
     },
@@ -18,7 +18,7 @@ use schemars::{generate::SchemaSettings, json_schema, JsonSchema, Schema, Schema
 use serde_json::{json, Map, Value};
 
 use crate::handlers::{
-    admin::{CreateKey, Credit},
+    admin::Credit,
     credits::Credits,
     files::{DeletedFile, FilePage, ListQuery},
     health::{Health, Readiness},
@@ -195,6 +195,31 @@ const JSON: &str = "application/json";
 const TINY_PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==";
 const MULTIPART: &str = "multipart/form-data";
 
+/// What a route is unless its entry says otherwise: for a bearer key, without query, body or
+/// example.
+const DEFAULT: Route = Route {
+    method: "get",
+    path: "",
+    id: "",
+    summary: "",
+    access: Access::Bearer,
+    query: None,
+    prefer: false,
+    body: &[],
+    example: None,
+    answers: &[],
+    errors: &[],
+};
+
+/// The URL API's `GET`s: the image itself, for a bearer key or a signature.
+const URL_API: Route = Route {
+    access: Access::BearerOrSigned,
+    query: Some(url_api_query),
+    answers: &[(200, IMAGE), (304, &[])],
+    errors: &[400, 401, 402, 403, 404, 429, 500, 502, 503, 504],
+    ..DEFAULT
+};
+
 /// Every route and method the router serves (the router test checks it against `app.rs`).
 pub const ROUTES: &[Route] = &[
     Route {
@@ -202,8 +227,6 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/images/generations",
         id: "createImage",
         summary: "Generate images (OpenAI's `images.generate`), from the cache when the same request was made before. `stream: true` answers Server-Sent Events; `async: true` or `Prefer: respond-async` a task. Per-model parameters are in `GET /v1/models/{id}`'s `schema`.",
-        access: Access::Bearer,
-        query: None,
         prefer: true,
         example: Some(|| {
             json!({"model": "placeholder", "prompt": "a lighthouse at dusk", "size": "256x256", "seed": 7})
@@ -211,14 +234,13 @@ pub const ROUTES: &[Route] = &[
         body: &[(JSON, of::<ImageRequest>)],
         answers: &[(200, IMAGES_ANSWER), TASK_ACCEPTED],
         errors: GENERATION_ERRORS,
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/images/edits",
         id: "createImageEdit",
         summary: "Edit images (OpenAI's `images.edit`): the multipart form the SDKs send, or JSON with `images` and `mask`.",
-        access: Access::Bearer,
-        query: None,
         prefer: true,
         example: Some(|| {
             json!({"model": "placeholder", "prompt": "add a moon", "images": [TINY_PNG]})
@@ -226,242 +248,183 @@ pub const ROUTES: &[Route] = &[
         body: &[(MULTIPART, edit_form), (JSON, of::<ImageRequest>)],
         answers: &[(200, IMAGES_ANSWER), TASK_ACCEPTED],
         errors: GENERATION_ERRORS,
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/models",
         id: "listModels",
         summary: "The models this server serves.",
-        access: Access::Bearer,
         query: Some(inline::<Filters>),
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<List<ModelObject>>)])],
         errors: &[400, 401, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/models/{id}",
         id: "retrieveModel",
         summary: "One model by id or alias, with its parameters, pricing and the JSON Schema of a request to it.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<ModelObject>)])],
         errors: &[401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/credits",
         id: "getCredits",
         summary: "The calling key's balance and recent ledger entries.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<Credits>)])],
         errors: &[401, 403, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/files",
         id: "createFile",
         summary: "Upload an image (OpenAI's Files API); its id is a reference image.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
         body: &[(MULTIPART, file_form)],
         answers: &[(200, &[(JSON, of::<FileObject>)])],
         errors: &[400, 401, 413, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/files",
         id: "listFiles",
         summary: "The caller's files, newest first.",
-        access: Access::Bearer,
         query: Some(inline::<ListQuery>),
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<FilePage>)])],
         errors: &[400, 401, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/files/{id}",
         id: "retrieveFile",
         summary: "One of the caller's files.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<FileObject>)])],
         errors: &[401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "delete",
         path: "/v1/files/{id}",
         id: "deleteFile",
         summary: "Delete one of the caller's files.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<DeletedFile>)])],
         errors: &[401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/files/{id}/content",
         id: "downloadFile",
         summary: "A file's bytes.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, IMAGE)],
         errors: &[401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/signed-urls",
         id: "createSignedUrl",
         summary: "A URL-API URL without a key in it, billed to the calling key; checked before it is signed.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
         example: Some(|| {
             json!({"params": {"prompt": "a red fox", "model": "placeholder"}, "expires_in": 3600})
         }),
         body: &[(JSON, of::<SignRequest>)],
         answers: &[(200, &[(JSON, of::<SignedUrl>)])],
         errors: &[400, 401, 403, 404, 413, 415, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/tasks/{id}",
         id: "retrieveTask",
         summary: "An asynchronous task: its status, result or error, and its webhook's delivery.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<TaskObject>)])],
         errors: &[400, 401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/tasks/{id}/cancel",
         id: "cancelTask",
         summary: "Cancel a task: a queued one at once, a running one within a heartbeat.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<TaskObject>)])],
         errors: &[400, 401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/webhooks/secret",
         id: "getWebhookSecret",
         summary: "The secret that signs the caller's webhooks (Standard Webhooks).",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<WebhookSecret>)])],
         errors: &[401, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/api/v1/images/generations",
         id: "pollTask",
         summary: "A task in seed 004's envelope.",
-        access: Access::Bearer,
         query: Some(inline::<TaskQuery>),
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<SeedPoll>)])],
         errors: &[400, 401, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/admin/keys",
         id: "createKey",
         summary: "Issue a key (master key only); the answer holds its secret, shown this once.",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
         example: Some(|| json!({"name": "ci", "credits": 1000, "rpm": 60})),
-        body: &[(JSON, of::<CreateKey>)],
+        body: &[(JSON, of::<NewKey>)],
         answers: &[(201, &[(JSON, of::<CreatedKey>)])],
         errors: &[400, 401, 403, 413, 415, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
         path: "/v1/admin/keys",
         id: "listKeys",
         summary: "Every key, never its secret (master key only).",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<List<ApiKey>>)])],
         errors: &[401, 403, 500],
+        ..DEFAULT
     },
     Route {
         method: "patch",
         path: "/v1/admin/keys/{id}",
         id: "updateKey",
         summary: "Change a key's limits or models: a field left out stays, `null` removes the limit (master key only).",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
         example: Some(|| json!({"rpm": null, "max_concurrent": 4})),
         body: &[(JSON, of::<KeyChange>)],
         answers: &[(200, &[(JSON, of::<ApiKey>)])],
         errors: &[400, 401, 403, 404, 413, 415, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/admin/keys/{id}/revoke",
         id: "revokeKey",
         summary: "Revoke a key (master key only).",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<ApiKey>)])],
         errors: &[401, 403, 404, 500],
+        ..DEFAULT
     },
     Route {
         method: "post",
         path: "/v1/admin/keys/{id}/credit",
         id: "creditKey",
         summary: "Add credits to a key (master key only).",
-        access: Access::Bearer,
-        query: None,
-        prefer: false,
         example: Some(|| json!({"amount": 100})),
         body: &[(JSON, of::<Credit>)],
         answers: &[(200, &[(JSON, of::<ApiKey>)])],
         errors: &[400, 401, 403, 404, 413, 415, 500],
+        ..DEFAULT
     },
     Route {
         method: "get",
@@ -470,50 +433,27 @@ pub const ROUTES: &[Route] = &[
         summary: "A stored image by content hash, behind the signature `response_format: url` hands out; 304 for `If-None-Match`.",
         access: Access::Public,
         query: Some(image_query),
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, IMAGE), (304, &[])],
         errors: &[403, 404, 500],
+        ..DEFAULT
     },
     Route {
-        method: "get",
         path: "/api/generate",
         id: "urlGenerate",
         summary: "The URL API: the image itself, generated or from the cache, or recalled by name.",
-        access: Access::BearerOrSigned,
-        query: Some(url_api_query),
-        prefer: false,
-        example: None,
-        body: &[],
-        answers: &[(200, IMAGE), (304, &[])],
-        errors: &[400, 401, 402, 403, 404, 429, 500, 502, 503, 504],
+        ..URL_API
     },
     Route {
-        method: "get",
         path: "/{prompt}",
         id: "urlGeneratePrompt",
         summary: "The URL API's path form (`/api/generate?prompt=`); never for reserved first segments, file names or dot-segments (404).",
-        access: Access::BearerOrSigned,
-        query: Some(url_api_query),
-        prefer: false,
-        example: None,
-        body: &[],
-        answers: &[(200, IMAGE), (304, &[])],
-        errors: &[400, 401, 402, 403, 404, 429, 500, 502, 503, 504],
+        ..URL_API
     },
     Route {
-        method: "get",
         path: "/{prompt}/{model}",
         id: "urlGeneratePromptModel",
         summary: "The URL API's path form with a model.",
-        access: Access::BearerOrSigned,
-        query: Some(url_api_query),
-        prefer: false,
-        example: None,
-        body: &[],
-        answers: &[(200, IMAGE), (304, &[])],
-        errors: &[400, 401, 402, 403, 404, 429, 500, 502, 503, 504],
+        ..URL_API
     },
     Route {
         method: "get",
@@ -521,12 +461,9 @@ pub const ROUTES: &[Route] = &[
         id: "healthz",
         summary: "Liveness.",
         access: Access::Public,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, of::<Health>)])],
         errors: &[],
+        ..DEFAULT
     },
     Route {
         method: "get",
@@ -534,15 +471,12 @@ pub const ROUTES: &[Route] = &[
         id: "readyz",
         summary: "Readiness: the database answers, the image store takes a write, models are served (503 names what failed).",
         access: Access::Public,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[
             (200, &[(JSON, of::<Readiness>)]),
             (503, &[(JSON, of::<Readiness>)]),
         ],
         errors: &[],
+        ..DEFAULT
     },
     Route {
         method: "get",
@@ -550,12 +484,9 @@ pub const ROUTES: &[Route] = &[
         id: "metrics",
         summary: "Prometheus metrics (text exposition format), when served on this address; a Bearer token when `metrics.token` is set.",
         access: Access::Public,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[("text/plain", prometheus_text)])],
         errors: &[401],
+        ..DEFAULT
     },
     Route {
         method: "get",
@@ -563,12 +494,9 @@ pub const ROUTES: &[Route] = &[
         id: "openapi",
         summary: "This document.",
         access: Access::Public,
-        query: None,
-        prefer: false,
-        example: None,
-        body: &[],
         answers: &[(200, &[(JSON, any_object)])],
         errors: &[],
+        ..DEFAULT
     },
 ];
 

@@ -140,11 +140,30 @@ async fn send(
     (status, headers, body)
 }
 
-fn post_json(path: &str, body: &str) -> Request<Body> {
-    Request::post(path)
+/// `request` with a JSON body.
+fn with_json(request: axum::http::request::Builder, body: &str) -> Request<Body> {
+    request
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap()
+}
+
+fn post_json(path: &str, body: &str) -> Request<Body> {
+    with_json(Request::post(path), body)
+}
+
+/// A `GET` without a body.
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn json(body: &[u8]) -> Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+/// Asserts the status, showing the body when it is another.
+fn assert_status(got: StatusCode, want: StatusCode, body: &[u8]) {
+    assert_eq!(got, want, "{}", String::from_utf8_lossy(body));
 }
 
 /// Asserts an OpenAI error envelope with exactly its four keys, and returns the inner error.
@@ -158,37 +177,57 @@ fn envelope(body: &[u8]) -> Value {
     error
 }
 
-#[tokio::test]
-async fn malformed_json_is_a_400_envelope() {
-    let app = app(None, 1 << 20).await;
-    let (status, _, body) = send(&app, post_json("/v1/images/generations", "{\"prompt\": ")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(envelope(&body)["type"], "invalid_request_error");
+/// Sends `request`, asserts the answer's status and OpenAI's error envelope, and returns the
+/// inner error.
+async fn refused(app: &TestApp, request: Request<Body>, status: StatusCode) -> Value {
+    let (got, _, body) = send(app, request).await;
+    assert_status(got, status, &body);
+    envelope(&body)
 }
 
+/// Requests refused before a handler sees them, or that make one panic: each its status, one
+/// field of its envelope, and never the panic's detail.
 #[tokio::test]
-async fn a_wrongly_typed_field_names_its_param() {
+async fn refusals_and_panics_are_envelopes() {
     let app = app(None, 1 << 20).await;
-    let (status, _, body) = send(
-        &app,
-        post_json("/v1/images/generations", r#"{"prompt": "p", "n": "two"}"#),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(envelope(&body)["param"], "n");
-}
-
-#[tokio::test]
-async fn wrong_or_missing_content_type_is_415() {
-    let app = app(None, 1 << 20).await;
-    for content_type in [Some("text/plain"), None] {
-        let mut request = Request::post("/v1/images/generations");
-        if let Some(ct) = content_type {
-            request = request.header(header::CONTENT_TYPE, ct);
+    let generations = "/v1/images/generations";
+    let text = Request::post(generations).header(header::CONTENT_TYPE, "text/plain");
+    let cases = [
+        (
+            post_json(generations, "{\"prompt\": "),
+            StatusCode::BAD_REQUEST,
+            Some(("type", "invalid_request_error")),
+        ),
+        (
+            post_json(generations, r#"{"prompt": "p", "n": "two"}"#),
+            StatusCode::BAD_REQUEST,
+            Some(("param", "n")),
+        ),
+        (
+            text.body(Body::from("{}")).unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some(("code", "unsupported_media_type")),
+        ),
+        (
+            Request::post(generations).body(Body::from("{}")).unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some(("code", "unsupported_media_type")),
+        ),
+        (get("/v1/nope"), StatusCode::NOT_FOUND, None),
+        (get(generations), StatusCode::METHOD_NOT_ALLOWED, None),
+        (
+            post_json(generations, r#"{"model": "panicky", "prompt": "p"}"#),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(("type", "server_error")),
+        ),
+    ];
+    for (request, status, field) in cases {
+        let what = format!("{} {}", request.method(), request.uri());
+        let error = refused(&app, request, status).await;
+        if let Some((name, value)) = field {
+            assert_eq!(error[name], value, "{what}");
         }
-        let (status, _, body) = send(&app, request.body(Body::from("{}")).unwrap()).await;
-        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        assert_eq!(envelope(&body)["code"], "unsupported_media_type");
+        assert!(!error["message"].as_str().unwrap().contains("secret"));
     }
 }
 
@@ -196,72 +235,24 @@ async fn wrong_or_missing_content_type_is_415() {
 async fn body_over_the_limit_is_413() {
     let app = app(None, 1024).await;
     let big = format!(r#"{{"prompt": "{}"}}"#, "x".repeat(4096));
-    let (status, _, body) = send(&app, post_json("/v1/images/generations", &big)).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(envelope(&body)["code"], "payload_too_large");
-}
-
-#[tokio::test]
-async fn unknown_route_and_wrong_method_are_envelopes() {
-    let app = app(None, 1 << 20).await;
-    let (status, _, body) = send(&app, Request::get("/v1/nope").body(Body::empty()).unwrap()).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    envelope(&body);
-    let (status, _, body) = send(
-        &app,
-        Request::get("/v1/images/generations")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-    envelope(&body);
-}
-
-#[tokio::test]
-async fn a_panic_is_a_500_envelope_without_detail() {
-    let app = app(None, 1 << 20).await;
-    let (status, _, body) = send(
-        &app,
-        post_json(
-            "/v1/images/generations",
-            r#"{"model": "panicky", "prompt": "p"}"#,
-        ),
-    )
-    .await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
-    let error = envelope(&body);
-    assert_eq!(error["type"], "server_error");
-    assert!(!error["message"].as_str().unwrap().contains("secret"));
+    let request = post_json("/v1/images/generations", &big);
+    let error = refused(&app, request, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(error["code"], "payload_too_large");
 }
 
 #[tokio::test]
 async fn master_key_is_required_when_set() {
     let app = app(Some("mk-123"), 1 << 20).await;
-    let (status, _, body) = send(
-        &app,
-        Request::get("/v1/models").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(envelope(&body)["code"], "invalid_api_key");
-    let wrong = Request::get("/v1/models")
-        .header(header::AUTHORIZATION, "Bearer mk-124")
-        .body(Body::empty())
-        .unwrap();
+    assert_eq!(
+        refused(&app, get("/v1/models"), StatusCode::UNAUTHORIZED).await["code"],
+        "invalid_api_key"
+    );
+    let wrong = get_as("/v1/models", "mk-124");
     assert_eq!(send(&app, wrong).await.0, StatusCode::UNAUTHORIZED);
-    let right = Request::get("/v1/models")
-        .header(header::AUTHORIZATION, "Bearer mk-123")
-        .body(Body::empty())
-        .unwrap();
+    let right = get_as("/v1/models", "mk-123");
     assert_eq!(send(&app, right).await.0, StatusCode::OK);
     // Health stays open for load balancers.
-    assert_eq!(
-        send(&app, Request::get("/healthz").body(Body::empty()).unwrap())
-            .await
-            .0,
-        StatusCode::OK
-    );
+    assert_eq!(send(&app, get("/healthz")).await.0, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -295,9 +286,8 @@ async fn validation_errors_name_their_param() {
         (r#"{"model": "placeholder"}"#, 400, Some("prompt"), None),
     ];
     for (body, status, param, code) in cases {
-        let (got, _, response) = send(&app, post_json("/v1/images/generations", body)).await;
-        assert_eq!(got.as_u16(), status, "{body}");
-        let error = envelope(&response);
+        let request = post_json("/v1/images/generations", body);
+        let error = refused(&app, request, StatusCode::from_u16(status).unwrap()).await;
         assert_eq!(error["param"].as_str(), param, "{body}");
         if let Some(code) = code {
             assert_eq!(error["code"], code);
@@ -317,34 +307,30 @@ async fn url_results_are_served_from_the_store() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let response: Value = serde_json::from_slice(&body).unwrap();
+    let response = json(&body);
     let url = response["data"][0]["url"].as_str().unwrap();
     let path = url.strip_prefix("http://test").unwrap();
-    let (status, headers, image) =
-        send(&app, Request::get(path).body(Body::empty()).unwrap()).await;
+    let (status, headers, image) = send(&app, get(path)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "image/png");
     assert!(image.starts_with(b"\x89PNG"));
     let unsigned = path.split('?').next().unwrap();
     let altered = path.replace("exp=", "exp=1");
-    for refused in [unsigned, altered.as_str(), "/images/abc.png"] {
-        let (status, _, body) =
-            send(&app, Request::get(refused).body(Body::empty()).unwrap()).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
-        assert_eq!(envelope(&body)["code"], "invalid_signature");
+    for forged in [unsigned, altered.as_str(), "/images/abc.png"] {
+        assert_eq!(
+            refused(&app, get(forged), StatusCode::FORBIDDEN).await["code"],
+            "invalid_signature",
+            "{forged}"
+        );
     }
 }
 
 #[tokio::test]
 async fn models_list_and_retrieve() {
     let app = app(None, 1 << 20).await;
-    let (status, _, body) = send(
-        &app,
-        Request::get("/v1/models").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, _, body) = send(&app, get("/v1/models")).await;
     assert_eq!(status, StatusCode::OK);
-    let list: Value = serde_json::from_slice(&body).unwrap();
+    let list = json(&body);
     assert_eq!(list["object"], "list");
     let ids: Vec<_> = list["data"]
         .as_array()
@@ -357,28 +343,29 @@ async fn models_list_and_retrieve() {
         !ids.contains(&"gpt-image-2".to_owned()),
         "openai is not configured"
     );
-    let (status, _, body) = send(
-        &app,
-        Request::get("/v1/models/placeholder")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
+    let (status, _, body) = send(&app, get("/v1/models/placeholder")).await;
     assert_eq!(status, StatusCode::OK);
-    let model: Value = serde_json::from_slice(&body).unwrap();
+    let model = json(&body);
     assert_eq!(model["allowedParams"]["max_n"], 10);
     assert_eq!(model["schema"]["properties"]["n"]["maximum"], 10);
-    let (status, _, body) = send(
-        &app,
-        Request::get("/v1/models/nope").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(envelope(&body)["code"], "model_not_found");
+    assert_eq!(
+        refused(&app, get("/v1/models/nope"), StatusCode::NOT_FOUND).await["code"],
+        "model_not_found"
+    );
 }
 
 fn bearer(request: axum::http::request::Builder, key: &str) -> axum::http::request::Builder {
     request.header(header::AUTHORIZATION, format!("Bearer {key}"))
+}
+
+/// `GET path` as the holder of `key`.
+fn get_as(path: &str, key: &str) -> Request<Body> {
+    bearer(Request::get(path), key).body(Body::empty()).unwrap()
+}
+
+/// A generation request with `body`, as the holder of `key`.
+fn generate_as(key: &str, body: &str) -> Request<Body> {
+    with_json(bearer(Request::post("/v1/images/generations"), key), body)
 }
 
 async fn issue(app: &TestApp, credits: i64, models: Option<Vec<String>>) -> String {
@@ -398,41 +385,31 @@ async fn issued_keys_are_metered_and_refused_when_short() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let secret = issue(&app, 3, None).await;
     let body = r#"{"prompt": "p", "n": 2, "size": "64x64"}"#;
-    let request = bearer(Request::post("/v1/images/generations"), &secret)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap();
+    let request = generate_as(&secret, body);
     let (status, headers, response) = send(&app, request).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-credits-remaining"], "1");
-    let response: Value = serde_json::from_slice(&response).unwrap();
+    let response = json(&response);
     assert_eq!(response["credits_used"], 2);
     assert_eq!(headers["x-cache-status"], "MISS-GENERATED");
     // The same request again is a cache hit: free.
-    let request = bearer(Request::post("/v1/images/generations"), &secret)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body))
-        .unwrap();
+    let request = generate_as(&secret, body);
     let (status, headers, response) = send(&app, request).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-cache-status"], "HIT");
     assert_eq!(headers["x-credits-remaining"], "1");
-    let response: Value = serde_json::from_slice(&response).unwrap();
+    let response = json(&response);
     assert_eq!(response["credits_used"], 0);
     let other = r#"{"prompt": "another", "n": 2, "size": "64x64"}"#;
-    let request = bearer(Request::post("/v1/images/generations"), &secret)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(other))
-        .unwrap();
-    let (status, _, response) = send(&app, request).await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(envelope(&response)["code"], "insufficient_credits");
-    let request = bearer(Request::get("/v1/credits"), &secret)
-        .body(Body::empty())
-        .unwrap();
+    let request = generate_as(&secret, other);
+    assert_eq!(
+        refused(&app, request, StatusCode::PAYMENT_REQUIRED).await["code"],
+        "insufficient_credits"
+    );
+    let request = get_as("/v1/credits", &secret);
     let (status, _, response) = send(&app, request).await;
     assert_eq!(status, StatusCode::OK);
-    let credits: Value = serde_json::from_slice(&response).unwrap();
+    let credits = json(&response);
     assert_eq!(credits["balance"], 1);
 }
 
@@ -440,12 +417,7 @@ async fn issued_keys_are_metered_and_refused_when_short() {
 async fn a_failed_generation_is_refunded_and_an_unserved_model_is_404() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let secret = issue(&app, 10, Some(vec!["placeholder".into(), "panicky".into()])).await;
-    let post = |body: &'static str| {
-        bearer(Request::post("/v1/images/generations"), &secret)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap()
-    };
+    let post = |body: &'static str| generate_as(&secret, body);
     let (status, _, _) = send(&app, post(r#"{"model": "panicky", "prompt": "p"}"#)).await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     // The panic dropped the request mid-flight; the refund runs in the background: wait for
@@ -460,30 +432,15 @@ async fn a_failed_generation_is_refunded_and_an_unserved_model_is_404() {
     assert_eq!(app.accounts.balance(&key.id).await.unwrap(), 10);
     let (status, _, response) =
         send(&app, post(r#"{"model": "gpt-image-2", "prompt": "p"}"#)).await;
-    assert_eq!(
-        status.as_u16(),
-        404,
-        "{}",
-        String::from_utf8_lossy(&response)
-    );
+    assert_status(status, StatusCode::NOT_FOUND, &response);
 }
 
 #[tokio::test]
 async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_call() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let secret = issue(&app, 10, None).await;
-    let request = bearer(Request::post("/v1/images/generations"), &secret)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"model": "unpriced", "prompt": "p"}"#))
-        .unwrap();
-    let (status, _, body) = send(&app, request).await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    let error = envelope(&body);
+    let request = generate_as(&secret, r#"{"model": "unpriced", "prompt": "p"}"#);
+    let error = refused(&app, request, StatusCode::FORBIDDEN).await;
     assert_eq!(error["code"], "permission_denied");
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("`unpriced` has no price"), "{message}");
@@ -501,10 +458,7 @@ async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_
     );
     // The same model is served to the master key, which is not metered: the refusal above is
     // the price check, not an unserved model.
-    let request = bearer(Request::post("/v1/images/generations"), "mk-123")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"model": "unpriced", "prompt": "p"}"#))
-        .unwrap();
+    let request = generate_as("mk-123", r#"{"model": "unpriced", "prompt": "p"}"#);
     assert_eq!(send(&app, request).await.0, StatusCode::BAD_GATEWAY);
     assert_eq!(app.unpriced.calls.load(Ordering::SeqCst), 1);
 }
@@ -513,13 +467,9 @@ async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_
 async fn a_key_may_only_use_its_models() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let secret = issue(&app, 10, Some(vec!["placeholder".into()])).await;
-    let request = bearer(Request::post("/v1/images/generations"), &secret)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"model": "panicky", "prompt": "p"}"#))
-        .unwrap();
-    let (status, _, body) = send(&app, request).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let message = envelope(&body)["message"].as_str().unwrap().to_owned();
+    let request = generate_as(&secret, r#"{"model": "panicky", "prompt": "p"}"#);
+    let error = refused(&app, request, StatusCode::FORBIDDEN).await;
+    let message = error["message"].as_str().unwrap();
     assert!(
         message.contains("may not use the model `panicky`"),
         "{message}"
@@ -543,34 +493,21 @@ async fn admin_key_creation_refuses_limits_and_models_that_mean_nothing() {
         (r#"{"name": "k", "credits": -5}"#, "credits"),
     ];
     for (body, param) in cases {
-        let request = bearer(Request::post("/v1/admin/keys"), "mk-123")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap();
-        let (status, _, response) = send(&app, request).await;
+        let request = with_json(bearer(Request::post("/v1/admin/keys"), "mk-123"), body);
         assert_eq!(
-            status,
-            StatusCode::BAD_REQUEST,
-            "{body}: {}",
-            String::from_utf8_lossy(&response)
+            refused(&app, request, StatusCode::BAD_REQUEST).await["param"],
+            param,
+            "{body}"
         );
-        assert_eq!(envelope(&response)["param"], param, "{body}");
     }
     assert!(app.accounts.list_keys().await.unwrap().is_empty());
-    let request = bearer(Request::post("/v1/admin/keys"), "mk-123")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(
-            r#"{"name": "k", "rpm": 1, "models": ["placeholder", "panicky"]}"#,
-        ))
-        .unwrap();
-    let (status, _, response) = send(&app, request).await;
-    assert_eq!(
-        status,
-        StatusCode::CREATED,
-        "{}",
-        String::from_utf8_lossy(&response)
+    let request = with_json(
+        bearer(Request::post("/v1/admin/keys"), "mk-123"),
+        r#"{"name": "k", "rpm": 1, "models": ["placeholder", "panicky"]}"#,
     );
-    let created: Value = serde_json::from_slice(&response).unwrap();
+    let (status, _, response) = send(&app, request).await;
+    assert_status(status, StatusCode::CREATED, &response);
+    let created = json(&response);
     assert_eq!(
         created["key"]["models"],
         serde_json::json!(["placeholder", "panicky"])
@@ -589,10 +526,10 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
         .unwrap()
         .id;
     let patch = |body: &'static str| {
-        bearer(Request::patch(format!("/v1/admin/keys/{id}")), "mk-123")
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .unwrap()
+        with_json(
+            bearer(Request::patch(format!("/v1/admin/keys/{id}")), "mk-123"),
+            body,
+        )
     };
     for (body, param) in [
         (r#"{"rpm": 0}"#, "rpm"),
@@ -600,9 +537,11 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
         (r#"{"models": ["nope"]}"#, "models"),
         (r#"{"models": []}"#, "models"),
     ] {
-        let (status, _, response) = send(&app, patch(body)).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-        assert_eq!(envelope(&response)["param"], param, "{body}");
+        assert_eq!(
+            refused(&app, patch(body), StatusCode::BAD_REQUEST).await["param"],
+            param,
+            "{body}"
+        );
     }
     let (status, _, response) = send(&app, patch(r#"{"name": "x"}"#)).await;
     assert_eq!(
@@ -612,24 +551,17 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
     );
     envelope(&response);
     let (status, _, response) = send(&app, patch(r#"{"rpm": 1, "models": ["placeholder"]}"#)).await;
-    assert_eq!(
-        status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&response)
-    );
-    let key: Value = serde_json::from_slice(&response).unwrap();
+    assert_status(status, StatusCode::OK, &response);
+    let key = json(&response);
     assert_eq!(
         (key["rpm"].clone(), key["models"].clone()),
         (1.into(), serde_json::json!(["placeholder"]))
     );
     let generate = || {
-        bearer(Request::post("/v1/images/generations"), &secret)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                r#"{"model": "placeholder", "prompt": "p", "size": "16x16"}"#,
-            ))
-            .unwrap()
+        generate_as(
+            &secret,
+            r#"{"model": "placeholder", "prompt": "p", "size": "16x16"}"#,
+        )
     };
     assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
     let (status, headers, _) = send(&app, generate()).await;
@@ -638,16 +570,16 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
     // `null` removes the limit; fields left out stay.
     let (status, _, response) = send(&app, patch(r#"{"rpm": null}"#)).await;
     assert_eq!(status, StatusCode::OK);
-    let key: Value = serde_json::from_slice(&response).unwrap();
+    let key = json(&response);
     assert_eq!(
         (key["rpm"].clone(), key["models"].clone()),
         (Value::Null, serde_json::json!(["placeholder"]))
     );
     assert_eq!(send(&app, generate()).await.0, StatusCode::OK);
-    let unknown = bearer(Request::patch("/v1/admin/keys/key_nope"), "mk-123")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"rpm": 5}"#))
-        .unwrap();
+    let unknown = with_json(
+        bearer(Request::patch("/v1/admin/keys/key_nope"), "mk-123"),
+        r#"{"rpm": 5}"#,
+    );
     assert_eq!(send(&app, unknown).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -655,22 +587,18 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
 async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
     let app = app(Some("mk-123"), 1 << 20).await;
     let create = |key: &str| {
-        bearer(Request::post("/v1/admin/keys"), key)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(r#"{"name": "ci", "credits": 5}"#))
-            .unwrap()
+        with_json(
+            bearer(Request::post("/v1/admin/keys"), key),
+            r#"{"name": "ci", "credits": 5}"#,
+        )
     };
     let (status, _, body) = send(&app, create("mk-123")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let created: Value = serde_json::from_slice(&body).unwrap();
+    let created = json(&body);
     let secret = created["secret"].as_str().unwrap().to_owned();
     let id = created["key"]["id"].as_str().unwrap().to_owned();
     assert_eq!(send(&app, create(&secret)).await.0, StatusCode::FORBIDDEN);
-    let models = || {
-        bearer(Request::get("/v1/models"), &secret)
-            .body(Body::empty())
-            .unwrap()
-    };
+    let models = || get_as("/v1/models", &secret);
     assert_eq!(send(&app, models()).await.0, StatusCode::OK);
     let revoke = bearer(
         Request::post(format!("/v1/admin/keys/{id}/revoke")),
@@ -679,9 +607,10 @@ async fn admin_api_needs_the_master_key_and_revocation_is_immediate() {
     .body(Body::empty())
     .unwrap();
     assert_eq!(send(&app, revoke).await.0, StatusCode::OK);
-    let (status, _, body) = send(&app, models()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(envelope(&body)["code"], "invalid_api_key");
+    assert_eq!(
+        refused(&app, models(), StatusCode::UNAUTHORIZED).await["code"],
+        "invalid_api_key"
+    );
 }
 
 /// `/openapi.json` is OpenAPI 3.1 and documents exactly what the router serves: the paths of
@@ -692,14 +621,10 @@ async fn openapi_documents_every_route_the_router_serves() {
     use std::collections::BTreeSet;
 
     let app = app(Some("master"), 1 << 20).await;
-    let (status, headers, body) = send(
-        &app,
-        Request::get("/openapi.json").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let (status, headers, body) = send(&app, get("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
-    let document: Value = serde_json::from_slice(&body).unwrap();
+    let document = json(&body);
     assert!(
         document["openapi"].as_str().unwrap().starts_with("3.1."),
         "{}",
@@ -765,19 +690,15 @@ async fn bad_queries_and_non_object_bodies_are_400_envelopes_naming_the_param() 
             Some("task_id"),
         ),
     ] {
-        let request = bearer(Request::get(uri), "master");
-        let (status, _, body) = send(&app, request.body(Body::empty()).unwrap()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
-        assert_eq!(envelope(&body)["param"].as_str(), param, "{uri}");
+        let error = refused(&app, get_as(uri, "master"), StatusCode::BAD_REQUEST).await;
+        assert_eq!(error["param"].as_str(), param, "{uri}");
     }
     for body in ["[null, null]", "\"text\"", "7"] {
-        let request = bearer(Request::post("/v1/admin/keys"), "master")
-            .header(header::CONTENT_TYPE, "application/json");
-        let (status, _, answer) = send(&app, request.body(Body::from(body)).unwrap()).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        let request = with_json(bearer(Request::post("/v1/admin/keys"), "master"), body);
         assert_eq!(
-            envelope(&answer)["message"],
-            "the request body must be a JSON object"
+            refused(&app, request, StatusCode::BAD_REQUEST).await["message"],
+            "the request body must be a JSON object",
+            "{body}"
         );
     }
 }

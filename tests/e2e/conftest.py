@@ -9,6 +9,8 @@ must exit with status 0 within a few seconds: every test therefore also checks g
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -231,6 +233,38 @@ OPENAI_TEST_KEY = "sk-test-e2e"
 def openai_server(imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI) -> Server:
     """A server with the OpenAI provider enabled, pointed at the fake upstream."""
     return imgproxy.start({"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake_openai.url}/v1"})
+
+
+# ------------------------------------------------------------------------------------------
+# Postgres: a fresh database per test that asks for one
+# ------------------------------------------------------------------------------------------
+
+POSTGRES_ADMIN_URL = os.environ.get("IMGPROXY_E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
+
+
+def psql(url: str, sql: str, variables: dict[str, str] | None = None) -> str:
+    """Runs ``sql`` (read from stdin, so ``:'name'`` variables are quoted by psql) and returns
+    its unaligned, tab-separated output."""
+    if shutil.which("psql") is None:
+        pytest.fail("psql is not installed: the Postgres tests need it (and a server, see the module docstring)")
+    command = ["psql", url, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
+    for name, value in (variables or {}).items():
+        command += ["-v", f"{name}={value}"]
+    done = subprocess.run(command, input=sql, capture_output=True, text=True, timeout=30, env=clean_env())
+    if done.returncode != 0:
+        pytest.fail(f"psql failed ({done.returncode}): {done.stderr.strip()}\n{sql}")
+    return done.stdout
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty Postgres database for this test; dropped at its end."""
+    name = f"imgproxy_e2e_{secrets.token_hex(6)}"
+    psql(f"{POSTGRES_ADMIN_URL}/postgres", f"CREATE DATABASE {name};\n")
+    try:
+        yield f"{POSTGRES_ADMIN_URL}/{name}"
+    finally:
+        psql(f"{POSTGRES_ADMIN_URL}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
 
 
 # ------------------------------------------------------------------------------------------

@@ -630,6 +630,29 @@ def openai_style_error(status: int, message: str, *, type: str = "invalid_reques
     return Response(status, {"error": {"message": message, "type": type, "param": param, "code": None}})
 
 
+class _ImageHost(FakeServer):
+    """A fake that serves the images it made at ``GET /files/<index>.png``, as upstreams that
+    answer with URLs do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[bytes] = []
+
+    def keep(self, png: bytes) -> str:
+        """Keeps ``png`` for download; returns its URL."""
+        with self.lock:
+            self.images.append(png)
+            index = len(self.images) - 1
+        return f"{self.url}/files/{index}.png"
+
+    def serve_kept(self, request: Recorded) -> Response | None:
+        """The kept image a ``GET /files/...`` asks for; ``None`` for any other request."""
+        if request.method == "GET" and request.path.startswith("/files/"):
+            index = int(request.path.rsplit("/", 1)[1].split(".")[0])
+            return Response(200, self.images[index], content_type="image/png")
+        return None
+
+
 # xAI image models and what each takes: `quality` values (None: not accepted) and the most
 # edit images. The retired slugs answer 404, as xAI does for a model that does not exist.
 XAI_MODELS: dict[str, tuple[set[str] | None, int]] = {
@@ -639,7 +662,7 @@ XAI_MODELS: dict[str, tuple[set[str] | None, int]] = {
 XAI_RETIRED = {"grok-imagine-image-quality", "grok-imagine-image-pro"}
 
 
-class FakeXai(FakeServer):
+class FakeXai(_ImageHost):
     """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (JSON, Bearer).
 
     A retired model (:data:`XAI_RETIRED`) is a 404, a field a model does not take a 400, both
@@ -650,12 +673,10 @@ class FakeXai(FakeServer):
         super().__init__()
         self.key = key
         self.images_cap = images_cap
-        self.images: list[bytes] = []
 
     def route(self, request: Recorded) -> Response:
-        if request.method == "GET" and request.path.startswith("/files/"):
-            index = int(request.path.rsplit("/", 1)[1].split(".")[0])
-            return Response(200, self.images[index], content_type="image/png")
+        if (kept := self.serve_kept(request)) is not None:
+            return kept
         if request.method != "POST" or request.path not in ("/v1/images/generations", "/v1/images/edits"):
             self.problem(f"xai: unexpected {request.target}")
             return Response(404, {"code": "Some requested entity was not found", "error": f"No route {request.path}"})
@@ -704,14 +725,12 @@ class FakeXai(FakeServer):
         data = []
         for _ in range(n if self.images_cap is None else min(n, self.images_cap)):
             png = self.new_png()
-            with self.lock:
-                self.images.append(png)
-                index = len(self.images) - 1
+            url = self.keep(png)
             item: dict[str, Any] = {"mime_type": "image/png", "revised_prompt": ""}
             if response_format == "b64_json":
                 item.update(b64_json=base64.b64encode(png).decode(), url=None)
             else:
-                item.update(url=f"{self.url}/files/{index}.png", b64_json=None)
+                item.update(url=url, b64_json=None)
             data.append(item)
         return Response(200, {"data": data, "usage": {"cost_in_usd_ticks": 200_000_000 * len(data)}, "block_reason": None})
 
@@ -947,7 +966,7 @@ class _FalRequest:
     completed: bool = False
 
 
-class FakeFal(FakeServer):
+class FakeFal(_ImageHost):
     """``POST /{owner}/{alias}[/{subpath}]`` (``Authorization: Key``) answers ``IN_QUEUE`` with
     ``status_url``/``response_url``/``cancel_url`` without the subpath; ``GET status_url``
     answers ``IN_QUEUE`` then ``IN_PROGRESS`` (HTTP 202), then ``COMPLETED``; ``GET
@@ -959,7 +978,6 @@ class FakeFal(FakeServer):
         self.key = key
         self.waiting = waiting
         self.jobs: dict[str, _FalRequest] = {}
-        self.images: list[bytes] = []
 
     def submit_calls(self) -> list[Recorded]:
         return [r for r in self.calls("POST") if "/requests/" not in r.path]
@@ -978,10 +996,9 @@ class FakeFal(FakeServer):
         return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
     def route(self, request: Recorded) -> Response:
+        if (kept := self.serve_kept(request)) is not None:
+            return kept
         path = request.path
-        if request.method == "GET" and path.startswith("/files/"):
-            index = int(path.rsplit("/", 1)[1].split(".")[0])
-            return Response(200, self.images[index], content_type="image/png")
         if request.headers.get("authorization") != f"Key {self.key}":
             self.problem(f"fal: {request.target} without `Authorization: Key <key>` (got {request.headers.get('authorization')!r})")
             return Response(401, {"detail": "Invalid authentication credentials"})
@@ -1061,18 +1078,16 @@ class FakeFal(FakeServer):
 # --------------------------------------------------------------------------------------------
 
 
-class FakeTogether(FakeServer):
+class FakeTogether(_ImageHost):
     """``POST /v1/images/generations`` (Bearer), ``response_format`` ``base64`` or ``url``."""
 
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
-        self.images: list[bytes] = []
 
     def route(self, request: Recorded) -> Response:
-        if request.method == "GET" and request.path.startswith("/files/"):
-            index = int(request.path.rsplit("/", 1)[1].split(".")[0])
-            return Response(200, self.images[index], content_type="image/png")
+        if (kept := self.serve_kept(request)) is not None:
+            return kept
         if request.method != "POST" or request.path != "/v1/images/generations":
             self.problem(f"together: unexpected {request.target}")
             return openai_style_error(404, f"Unknown path {request.path}")
@@ -1096,13 +1111,11 @@ class FakeTogether(FakeServer):
         data = []
         for index in range(n):
             png = self.new_png()
-            with self.lock:
-                self.images.append(png)
-                stored = len(self.images) - 1
+            url = self.keep(png)
             if response_format == "base64":
                 data.append({"index": index, "b64_json": base64.b64encode(png).decode(), "type": "b64_json"})
             else:
-                data.append({"index": index, "url": f"{self.url}/files/{stored}.png", "type": "url"})
+                data.append({"index": index, "url": url, "type": "url"})
         return Response(
             200,
             {"id": f"oFuwv7Y-{self.next_id('')}-SJC", "model": body["model"], "object": "list", "data": data},

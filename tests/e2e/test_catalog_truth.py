@@ -433,20 +433,13 @@ def test_a_failed_bfl_task_shows_its_error_text(imgproxy: ImgproxyFactory) -> No
 # ------------------------------------------------------------------------------------------
 
 
-def charged_for(
-    server: Server,
-    key: dict[str, Any],
-    secret: str,
-    body: dict[str, Any],
-    *,
-    initial: int,
-    reserved: int,
-    charged: int,
-    returned: int,
-) -> None:
-    """Sends ``body`` with ``secret`` and checks: ``returned`` images, ``credits_used`` ==
-    ``charged``, the balance (API, header, stored) down by ``charged``, and a ledger whose
-    reserve (``reserved``) and settle rows add up to it."""
+def charged_for_two_of_four(server: Server, body: dict[str, Any], *, initial: int, price: int) -> None:
+    """Sends ``body`` (asking for 4 images, of which the upstream returns 2) with a new key of
+    ``initial`` credits and checks: 2 images, ``credits_used`` == 2 * ``price``, the balance (API,
+    header, stored) down by as much, and a ledger whose reserve (4 * ``price``) and settle rows
+    add up to it."""
+    key, secret = create_key(server, credits=initial)
+    reserved, charged, returned = 4 * price, 2 * price, 2
     status, headers, raw = post(server, body, secret)
     assert status == 200, raw[:500]
     answer = json.loads(raw)
@@ -468,9 +461,8 @@ def charged_for(
 def test_a_metered_seedream_4_request_for_4_that_gets_2_back_is_charged_for_2(imgproxy: ImgproxyFactory) -> None:
     with FakeReplicate(REPLICATE_TOKEN, images_cap=2) as replicate:
         server = start(imgproxy, replicate=replicate, extra={"IMGPROXY_MASTER_KEY": MASTER_KEY})
-        key, secret = create_key(server, credits=1000)
         body = {"model": "seedream-4", "prompt": "four postcards of Lisbon", "n": 4}
-        charged_for(server, key, secret, body, initial=1000, reserved=4 * SEEDREAM_4, charged=2 * SEEDREAM_4, returned=2)
+        charged_for_two_of_four(server, body, initial=1000, price=SEEDREAM_4)
         (create,) = replicate.create_calls()
         model_input = create.json["input"]
         assert model_input.get("max_images") == 4 and model_input.get("sequential_image_generation") == "auto", model_input
@@ -481,9 +473,8 @@ def test_a_metered_seedream_4_request_for_4_that_gets_2_back_is_charged_for_2(im
 def test_a_metered_grok_imagine_request_for_4_that_gets_2_back_is_charged_for_2(imgproxy: ImgproxyFactory) -> None:
     with FakeXai(XAI_KEY, images_cap=2) as xai:
         server = start(imgproxy, xai=xai, extra={"IMGPROXY_MASTER_KEY": MASTER_KEY})
-        key, secret = create_key(server, credits=500)
         body = {"model": "grok-imagine", "prompt": "four neon koi", "n": 4}
-        charged_for(server, key, secret, body, initial=500, reserved=4 * GROK_IMAGINE, charged=2 * GROK_IMAGINE, returned=2)
+        charged_for_two_of_four(server, body, initial=500, price=GROK_IMAGINE)
         (call,) = xai.calls("POST")
         assert call.json.get("n") == 4, call.json
         assert_no_problems(xai)
@@ -495,13 +486,12 @@ def test_a_metered_gpt_image_2_request_for_4_that_gets_2_back_is_charged_for_2(
     server = imgproxy.start(
         {"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake_openai.url}/v1", "IMGPROXY_MASTER_KEY": MASTER_KEY}
     )
-    key, secret = create_key(server, credits=100)
     two = [solid_png(900), solid_png(901)]
     fake_openai.then(
         Reply(200, {"created": 1, "data": [{"b64_json": base64.b64encode(p).decode()} for p in two], "output_format": "png"})
     )
     body = {"model": "gpt-image-2", "prompt": "four ledgers", "n": 4, "quality": "low"}
-    charged_for(server, key, secret, body, initial=100, reserved=4 * GPT_IMAGE_2_LOW, charged=2 * GPT_IMAGE_2_LOW, returned=2)
+    charged_for_two_of_four(server, body, initial=100, price=GPT_IMAGE_2_LOW)
     (request,) = fake_openai.image_requests()
     assert request.json["n"] == 4, request.json
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import secrets
-import shutil
 import sqlite3
 import subprocess
 import threading
@@ -28,12 +26,11 @@ from typing import Any, Callable, Iterator
 
 import openai
 import pytest
-from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server, clean_env, imgproxy_bin
+from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server, clean_env, imgproxy_bin, psql
 from fake_openai import FakeOpenAI, server_error
 from helpers import assert_error_envelope, client, http
 
 MASTER_KEY = "mk-credits-e2e-master"
-POSTGRES_ADMIN_URL = os.environ.get("IMGPROXY_E2E_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 KEY_ID = re.compile(r"^[A-Za-z0-9_\-]+$")
 
 # gpt-image-2 at quality=low costs 6 credits per image (imgproxy-core/catalog/openai.toml);
@@ -53,20 +50,6 @@ class LedgerRow:
     request_id: str | None
     amount: int
     balance_after: int
-
-
-def _psql(url: str, sql: str, variables: dict[str, str] | None = None) -> str:
-    """Runs ``sql`` (read from stdin, so ``:'name'`` variables are quoted by psql) and returns
-    its unaligned, tab-separated output."""
-    if shutil.which("psql") is None:
-        pytest.fail("psql is not installed: the Postgres tests need it (and a server, see the module docstring)")
-    command = ["psql", url, "-X", "-q", "-A", "-t", "-F", "\t", "-v", "ON_ERROR_STOP=1"]
-    for name, value in (variables or {}).items():
-        command += ["-v", f"{name}={value}"]
-    done = subprocess.run(command, input=sql, capture_output=True, text=True, timeout=30, env=clean_env())
-    if done.returncode != 0:
-        pytest.fail(f"psql failed ({done.returncode}): {done.stderr.strip()}\n{sql}")
-    return done.stdout
 
 
 @dataclass
@@ -96,7 +79,7 @@ class Backend:
             with sqlite3.connect(f"file:{path}", uri=True, timeout=30) as db:
                 rows = db.execute(query.format("?"), (key_id,)).fetchall()
             return [LedgerRow(int(i), k, r, int(a), int(b)) for i, k, r, a, b in rows]
-        out = _psql(self.url or "", query.format(":'key'") + ";\n", {"key": key_id})
+        out = psql(self.url or "", query.format(":'key'") + ";\n", {"key": key_id})
         result = []
         for line in out.splitlines():
             if line.strip():
@@ -110,18 +93,7 @@ class Backend:
             with sqlite3.connect(f"file:{server.data_dir / 'imgproxy.db'}", uri=True, timeout=30) as db:
                 (balance,) = db.execute("SELECT balance FROM api_keys WHERE id = ?", (key_id,)).fetchone()
             return int(balance)
-        return int(_psql(self.url or "", "SELECT balance FROM api_keys WHERE id = :'key';\n", {"key": key_id}).strip())
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty Postgres database for this test; dropped at its end."""
-    name = f"imgproxy_e2e_{secrets.token_hex(6)}"
-    _psql(f"{POSTGRES_ADMIN_URL}/postgres", f"CREATE DATABASE {name};\n")
-    try:
-        yield f"{POSTGRES_ADMIN_URL}/{name}"
-    finally:
-        _psql(f"{POSTGRES_ADMIN_URL}/postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE);\n")
+        return int(psql(self.url or "", "SELECT balance FROM api_keys WHERE id = :'key';\n", {"key": key_id}).strip())
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -42,12 +42,6 @@ def decode(image: openai.types.Image) -> bytes:
     return base64.b64decode(image.b64_json, validate=True)
 
 
-def write(tmp_path: Path, name: str, data: bytes) -> Path:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return path
-
-
 def mask_png(size: int) -> bytes:
     """An RGBA mask: the left half fully transparent (the area to edit), the right opaque."""
     return encode_png(size, size, lambda x, y: (0, 0, 0, 0) if x < size // 2 else (255, 255, 255, 255), alpha=True)
@@ -127,7 +121,8 @@ MASK = mask_png(32)
 def test_sdk_edit_sends_one_multipart_edit_with_the_image_intact(
     openai_server: Server, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
-    path = write(tmp_path, "photo.png", IMAGE_A)
+    path = tmp_path / "photo.png"
+    path.write_bytes(IMAGE_A)
     prompt = "put a small red boat on the lake"
     with open(path, "rb") as image:
         raw = client(openai_server.url).images.with_raw_response.edit(model="gpt-image-2", image=image, prompt=prompt)
@@ -151,27 +146,24 @@ def test_sdk_edit_sends_one_multipart_edit_with_the_image_intact(
     assert response.usage is not None and response.usage.to_dict() == DEFAULT_USAGE
 
 
-def test_two_images_reach_the_upstream_as_two_image_parts_in_order(
-    openai_server: Server, fake_openai: FakeOpenAI, tmp_path: Path
-) -> None:
-    first, second = write(tmp_path, "first.png", IMAGE_A), write(tmp_path, "second.png", IMAGE_B)
-    with open(first, "rb") as f1, open(second, "rb") as f2:
-        response = client(openai_server.url).images.edit(
-            model="gpt-image-2", image=[f1, f2], prompt="combine the two scenes"
-        )
+def test_two_images_reach_the_upstream_as_two_image_parts_in_order(openai_server: Server, fake_openai: FakeOpenAI) -> None:
+    response = client(openai_server.url).images.edit(
+        model="gpt-image-2",
+        image=[png_file(IMAGE_A, "first.png"), png_file(IMAGE_B, "second.png")],
+        prompt="combine the two scenes",
+    )
     upstream = one_edit(fake_openai)
     assert images_sent(upstream) == [IMAGE_A, IMAGE_B], f"images out of order or altered: {upstream.part_summary()}"
     assert response.data is not None and [decode(i) for i in response.data] == fake_openai.images[:1]
 
 
-def test_a_mask_reaches_the_upstream_as_a_mask_part(
-    openai_server: Server, fake_openai: FakeOpenAI, tmp_path: Path
-) -> None:
-    image, mask = write(tmp_path, "room.png", IMAGE_A), write(tmp_path, "mask.png", MASK)
-    with open(image, "rb") as f, open(mask, "rb") as m:
-        response = client(openai_server.url).images.edit(
-            model="gpt-image-2", image=f, mask=m, prompt="a window in the left wall"
-        )
+def test_a_mask_reaches_the_upstream_as_a_mask_part(openai_server: Server, fake_openai: FakeOpenAI) -> None:
+    response = client(openai_server.url).images.edit(
+        model="gpt-image-2",
+        image=png_file(IMAGE_A, "room.png"),
+        mask=png_file(MASK, "mask.png"),
+        prompt="a window in the left wall",
+    )
     upstream = one_edit(fake_openai)
     assert images_sent(upstream) == [IMAGE_A]
     mask_part = upstream.part("mask")
@@ -181,22 +173,20 @@ def test_a_mask_reaches_the_upstream_as_a_mask_part(
 
 
 def test_numbers_and_enums_as_text_parts_reach_the_upstream_typed_and_n_2_gives_two_images(
-    openai_server: Server, fake_openai: FakeOpenAI, tmp_path: Path
+    openai_server: Server, fake_openai: FakeOpenAI
 ) -> None:
-    path = write(tmp_path, "shoe.png", IMAGE_A)
-    with open(path, "rb") as image:
-        response = client(openai_server.url).images.edit(
-            model="gpt-image-2",
-            image=image,
-            prompt="the shoe on a marble plinth",
-            n=2,
-            size="1024x1536",
-            quality="low",
-            background="opaque",
-            output_format="jpeg",
-            output_compression=80,
-            extra_body={"moderation": "low"},
-        )
+    response = client(openai_server.url).images.edit(
+        model="gpt-image-2",
+        image=png_file(IMAGE_A, "shoe.png"),
+        prompt="the shoe on a marble plinth",
+        n=2,
+        size="1024x1536",
+        quality="low",
+        background="opaque",
+        output_format="jpeg",
+        output_compression=80,
+        extra_body={"moderation": "low"},
+    )
     form = one_edit(fake_openai).form
     expected = {
         "model": "gpt-image-2",
@@ -232,13 +222,11 @@ def test_a_text_part_of_the_wrong_type_is_400_naming_it(openai_server: Server, f
 
 
 def test_sdk_response_format_url_is_served_by_imgproxy_and_not_sent_upstream(
-    openai_server: Server, fake_openai: FakeOpenAI, tmp_path: Path
+    openai_server: Server, fake_openai: FakeOpenAI
 ) -> None:
-    path = write(tmp_path, "a.png", IMAGE_A)
-    with open(path, "rb") as image:
-        response = client(openai_server.url).images.edit(
-            model="gpt-image-2", image=image, prompt="a hat", response_format="url"
-        )
+    response = client(openai_server.url).images.edit(
+        model="gpt-image-2", image=png_file(IMAGE_A, "a.png"), prompt="a hat", response_format="url"
+    )
     assert "response_format" not in one_edit(fake_openai).form
     assert response.data is not None and response.data[0].url, response
     status, headers, data = http("GET", response.data[0].url)
@@ -493,6 +481,16 @@ def gemini() -> Iterator[FakeGemini]:
         yield fake
 
 
+def assert_one_webp_of(response: openai.types.ImagesResponse, upstream_png: bytes) -> None:
+    """The answer is one WebP image, of the upstream's PNG's size, and says so."""
+    assert response.output_format == "webp", response
+    assert response.data is not None and len(response.data) == 1
+    webp = parse_webp(decode(response.data[0]))
+    upstream = parse_png(upstream_png)
+    assert (webp.width, webp.height) == (upstream.width, upstream.height)
+    assert response.size == f"{webp.width}x{webp.height}", f"size {response.size!r} is not the image's real size"
+
+
 def test_webp_on_flux_pro_1_1_is_converted_and_the_upstream_gets_its_default(
     imgproxy: ImgproxyFactory, bfl: FakeBfl
 ) -> None:
@@ -506,12 +504,7 @@ def test_webp_on_flux_pro_1_1_is_converted_and_the_upstream_gets_its_default(
         # with an input image BFL takes safety_tolerance up to 2 only
         extra_body={"prompt_upsampling": True, "seed": 7, "safety_tolerance": 1},
     )
-    assert response.output_format == "webp", response
-    assert response.data is not None and len(response.data) == 1
-    webp = parse_webp(decode(response.data[0]))
-    upstream = parse_png(bfl.samples[0])
-    assert (webp.width, webp.height) == (upstream.width, upstream.height)
-    assert response.size == f"{webp.width}x{webp.height}", f"size {response.size!r} is not the image's real size"
+    assert_one_webp_of(response, bfl.samples[0])
 
     submits = bfl.submit_calls()
     assert [s.path for s in submits] == ["/v1/flux-pro-1.1"], bfl.summary()
@@ -530,12 +523,7 @@ def test_webp_on_nano_banana_is_converted_and_not_sent_to_gemini(imgproxy: Imgpr
     response = client(server.url).images.edit(
         model="nano-banana", image=("ref.png", IMAGE_B, "image/png"), prompt="make it night", output_format="webp"
     )
-    assert response.output_format == "webp", response
-    assert response.data is not None and len(response.data) == 1
-    webp = parse_webp(decode(response.data[0]))
-    upstream = parse_png(gemini.final_images[0])
-    assert (webp.width, webp.height) == (upstream.width, upstream.height)
-    assert response.size == f"{webp.width}x{webp.height}", f"size {response.size!r} is not the image's real size"
+    assert_one_webp_of(response, gemini.final_images[0])
 
     (call,) = gemini.generate_calls()
     body = call.json

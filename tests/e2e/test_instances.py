@@ -19,14 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from conftest import ImgproxyFactory
 from fake_openai import FakeOpenAI
-from test_credits import (  # noqa: F401 - postgres_url is a fixture
+from test_credits import (
     GPT_LOW,
     Backend,
     assert_ledger_adds_up,
     balance,
     create_key,
     generate,
-    postgres_url,
     start_openai_server,
     wait_for,
 )

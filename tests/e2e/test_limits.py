@@ -19,14 +19,13 @@ from typing import Any
 from conftest import ImgproxyFactory, Server, clean_env, imgproxy_bin
 from fake_openai import FakeOpenAI
 from helpers import assert_error_envelope
-from test_credits import (  # noqa: F401 - postgres_url is a fixture
+from test_credits import (
     MASTER_KEY,
     Backend,
     admin,
     balance,
     create_key,
     generate,
-    postgres_url,
     start_openai_server,
     wait_for,
 )

@@ -24,11 +24,10 @@ from typing import Any
 
 import openai
 import pytest
-from conftest import ImgproxyFactory, Server, free_port
+from conftest import ImgproxyFactory, Server, free_port, psql
 from fake_openai import FakeOpenAI, server_error
 from helpers import http
 from prometheus_client.parser import text_string_to_metric_families
-from test_credits import _psql, postgres_url  # noqa: F401 - postgres_url is a fixture
 from test_tasks import MASTER_KEY, auth, metered_env, wait_task
 from webhooks import WebhookReceiver
 
@@ -153,7 +152,7 @@ def test_readyz_follows_the_database_without_a_restart(imgproxy: ImgproxyFactory
     assert ready["status"] == "ready" and ready["checks"] == {"database": "ok", "store": "ok", "models": "ok"}, ready
     admin, name = postgres_url.rsplit("/", 1)
     # Refuse new connections and end the open ones: the database is unreachable.
-    _psql(f"{admin}/postgres", f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false;\n"
+    psql(f"{admin}/postgres", f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false;\n"
           f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';\n")
     try:
         status, _, raw = http("GET", f"{server.url}/readyz", timeout=30)
@@ -163,7 +162,7 @@ def test_readyz_follows_the_database_without_a_restart(imgproxy: ImgproxyFactory
         assert down["checks"]["database"] == "failed" and down["checks"]["store"] == "ok", down
         assert http("GET", f"{server.url}/healthz")[0] == 200, "liveness does not look at the database"
     finally:
-        _psql(f"{admin}/postgres", f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true;\n")
+        psql(f"{admin}/postgres", f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true;\n")
     deadline = time.monotonic() + 15
     while True:
         status, _, raw = http("GET", f"{server.url}/readyz", timeout=30)

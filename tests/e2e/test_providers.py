@@ -18,7 +18,7 @@ import base64
 import json
 import re
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import openai
 import pytest
@@ -59,57 +59,26 @@ GUARD_SECONDS = 5.0
 # ------------------------------------------------------------------------------------------
 
 
-def _run(fake: FakeServer) -> Iterator[Any]:
-    with fake:
-        yield fake
+def _fake(make: Callable[[], FakeServer], doc: str | None = None) -> Any:
+    """A fixture running the fake that ``make`` builds for the length of one test."""
+
+    def run() -> Iterator[Any]:
+        with make() as fake:
+            yield fake
+
+    run.__doc__ = doc
+    return pytest.fixture(run)
 
 
-@pytest.fixture
-def gemini() -> Iterator[FakeGemini]:
-    yield from _run(FakeGemini(GEMINI_KEY))
-
-
-@pytest.fixture
-def replicate() -> Iterator[FakeReplicate]:
-    yield from _run(FakeReplicate(REPLICATE_TOKEN))
-
-
-@pytest.fixture
-def xai() -> Iterator[FakeXai]:
-    yield from _run(FakeXai(XAI_KEY))
-
-
-@pytest.fixture
-def bfl() -> Iterator[FakeBfl]:
-    yield from _run(FakeBfl(BFL_KEY))
-
-
-@pytest.fixture
-def fal() -> Iterator[FakeFal]:
-    yield from _run(FakeFal(FAL_KEY))
-
-
-@pytest.fixture
-def together() -> Iterator[FakeTogether]:
-    yield from _run(FakeTogether(TOGETHER_KEY))
-
-
-@pytest.fixture
-def refs() -> Iterator[FakeFiles]:
-    """The reference-image server the tests allow-list (IMGPROXY_FETCH_ALLOW_HOSTS)."""
-    yield from _run(FakeFiles())
-
-
-@pytest.fixture
-def bait() -> Iterator[FakeFiles]:
-    """A live image server on 127.0.0.1 that is NOT allow-listed: it must never be fetched."""
-    yield from _run(FakeFiles())
-
-
-@pytest.fixture
-def bait6() -> Iterator[FakeFiles]:
-    """A live image server on [::1], not allow-listed: it must never be fetched."""
-    yield from _run(FakeFiles("::1"))
+gemini = _fake(lambda: FakeGemini(GEMINI_KEY))
+replicate = _fake(lambda: FakeReplicate(REPLICATE_TOKEN))
+xai = _fake(lambda: FakeXai(XAI_KEY))
+bfl = _fake(lambda: FakeBfl(BFL_KEY))
+fal = _fake(lambda: FakeFal(FAL_KEY))
+together = _fake(lambda: FakeTogether(TOGETHER_KEY))
+refs = _fake(FakeFiles, "The reference-image server the tests allow-list (IMGPROXY_FETCH_ALLOW_HOSTS).")
+bait = _fake(FakeFiles, "A live image server on 127.0.0.1 that is NOT allow-listed: it must never be fetched.")
+bait6 = _fake(lambda: FakeFiles("::1"), "A live image server on [::1], not allow-listed: it must never be fetched.")
 
 
 def start(
@@ -128,24 +97,18 @@ def start(
     """A server with the given providers enabled by their keys and pointed at the fakes; the
     reference server ``refs`` (if any) is allow-listed by host:port."""
     env: dict[str, str] = {}
-    if gemini:
-        env[gemini_key_var] = GEMINI_KEY
-        env["GEMINI_BASE_URL"] = gemini.url
-    if replicate:
-        env["REPLICATE_API_TOKEN"] = REPLICATE_TOKEN
-        env["REPLICATE_BASE_URL"] = replicate.url
-    if xai:
-        env["XAI_API_KEY"] = XAI_KEY
-        env["XAI_BASE_URL"] = f"{xai.url}/v1"
-    if bfl:
-        env["BFL_API_KEY"] = BFL_KEY
-        env["BFL_BASE_URL"] = bfl.api_url
-    if fal:
-        env["FAL_KEY"] = FAL_KEY
-        env["FAL_BASE_URL"] = fal.url
-    if together:
-        env["TOGETHER_API_KEY"] = TOGETHER_KEY
-        env["TOGETHER_BASE_URL"] = f"{together.url}/v1"
+    enabled = [
+        (gemini, gemini_key_var, GEMINI_KEY, "GEMINI", ""),
+        (replicate, "REPLICATE_API_TOKEN", REPLICATE_TOKEN, "REPLICATE", ""),
+        (xai, "XAI_API_KEY", XAI_KEY, "XAI", "/v1"),
+        (bfl, "BFL_API_KEY", BFL_KEY, "BFL", ""),
+        (fal, "FAL_KEY", FAL_KEY, "FAL", ""),
+        (together, "TOGETHER_API_KEY", TOGETHER_KEY, "TOGETHER", "/v1"),
+    ]
+    for fake, key_var, key, name, api_path in enabled:
+        if fake:
+            env[key_var] = key
+            env[f"{name}_BASE_URL"] = f"{fake.url}{api_path}"
     if refs:
         env["IMGPROXY_FETCH_ALLOW_HOSTS"] = f"127.0.0.1:{refs.port}"
     env.update(extra or {})

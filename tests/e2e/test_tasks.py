@@ -33,14 +33,13 @@ from fake_openai import FakeOpenAI, moderation_blocked, server_error
 from fake_upstreams import noise_png
 from helpers import assert_error_envelope, http, multipart, raw_post
 from imaging import PNG_SIGNATURE, parse_png
-from test_credits import (  # noqa: F401 - postgres_url is a fixture
+from test_credits import (
     MASTER_KEY,
     Backend,
     LedgerRow,
     assert_ledger_adds_up,
     balance,
     create_key,
-    postgres_url,
 )
 from webhooks import WebhookReceiver, verify
 

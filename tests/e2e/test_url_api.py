@@ -28,7 +28,6 @@ from fake_upstreams import FakeBfl, FakeFiles, FakeReplicate, Response
 from helpers import assert_error_envelope, http
 from imaging import PNG_SIGNATURE, jpeg_size, parse_png, parse_webp
 from s3 import Bucket
-from test_credits import postgres_url  # noqa: F401 - the fixture: a fresh Postgres database
 
 MASTER_KEY = "mk-url-api-e2e-0123456789"
 REPLICATE_TOKEN = "r8_url_api_e2e_0123456789"

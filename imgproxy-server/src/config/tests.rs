@@ -22,11 +22,14 @@ fn env(pairs: &[(&'static str, &'static str)]) -> FakeEnv {
     FakeEnv(pairs.iter().copied().collect())
 }
 
+/// The settings of no config file, no flags and these environment variables.
+fn from_env(pairs: &[(&'static str, &'static str)]) -> anyhow::Result<Settings> {
+    Config::default().into_settings(no_state(), &env(pairs))
+}
+
 #[test]
 fn defaults_without_config_or_env() {
-    let settings = Config::default()
-        .into_settings(no_state(), &env(&[]))
-        .unwrap();
+    let settings = from_env(&[]).unwrap();
     assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
     assert!(settings.providers.is_empty());
     assert!(settings.master_key.is_none());
@@ -102,8 +105,7 @@ fn catalog_routing_fetch_and_compatible_providers_parse() {
 
 #[test]
 fn fetch_allow_list_comes_from_the_environment() {
-    let vars = env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]);
-    let settings = Config::default().into_settings(no_state(), &vars).unwrap();
+    let settings = from_env(&[(ENV_FETCH_ALLOW_HOSTS, "127.0.0.1:9999, localhost")]).unwrap();
     assert_eq!(settings.fetch.allow_hosts, ["127.0.0.1:9999", "localhost"]);
 }
 
@@ -155,9 +157,7 @@ fn storage_urls_cache_url_api_and_public_mode_layer_env_over_file() {
     let public = settings.public.unwrap();
     assert_eq!((public.key_id.as_str(), public.rpm), ("key_env", Some(5)));
 
-    let defaults = Config::default()
-        .into_settings(no_state(), &env(&[]))
-        .unwrap();
+    let defaults = from_env(&[]).unwrap();
     assert!(defaults.s3.is_none() && defaults.public.is_none());
     assert!(defaults.cache_enabled && defaults.path_form);
     assert_eq!(defaults.url_ttl, Duration::from_secs(7 * 24 * 60 * 60));
@@ -187,39 +187,23 @@ fn task_settings_layer_env_over_file() {
     assert_eq!(tasks.heartbeat, Duration::from_secs(2));
     assert_eq!(tasks.webhook_timeout, Duration::from_secs(3));
     assert_eq!(tasks.webhook_window, Duration::from_secs(5));
-    let err = Config::default()
-        .into_settings(no_state(), &env(&[(ENV_INSTANCE_LEASE_SECS, "soon")]))
-        .unwrap_err();
+    let err = from_env(&[(ENV_INSTANCE_LEASE_SECS, "soon")]).unwrap_err();
     assert!(err.to_string().contains(ENV_INSTANCE_LEASE_SECS), "{err}");
 
     // The defaults: a 15 s lease renewed every 5 s; a renewal must come within the lease.
-    let defaults = Config::default()
-        .into_settings(no_state(), &env(&[]))
-        .unwrap()
-        .tasks;
-    assert_eq!(
-        (defaults.lease, defaults.renew),
-        (Duration::from_secs(15), Duration::from_secs(5))
-    );
-    let vars = env(&[
+    let lease_and_renew = |vars| from_env(vars).map(|s| (s.tasks.lease, s.tasks.renew));
+    let secs = Duration::from_secs;
+    assert_eq!(lease_and_renew(&[]).unwrap(), (secs(15), secs(5)));
+    let shorter = [
         (ENV_INSTANCE_LEASE_SECS, "4"),
         (ENV_INSTANCE_RENEW_SECS, "1"),
-    ]);
-    let tasks = Config::default()
-        .into_settings(no_state(), &vars)
-        .unwrap()
-        .tasks;
-    assert_eq!(
-        (tasks.lease, tasks.renew),
-        (Duration::from_secs(4), Duration::from_secs(1))
-    );
-    let vars = env(&[
+    ];
+    assert_eq!(lease_and_renew(&shorter).unwrap(), (secs(4), secs(1)));
+    let as_long = [
         (ENV_INSTANCE_LEASE_SECS, "4"),
         (ENV_INSTANCE_RENEW_SECS, "4"),
-    ]);
-    let err = Config::default()
-        .into_settings(no_state(), &vars)
-        .unwrap_err();
+    ];
+    let err = lease_and_renew(&as_long).unwrap_err();
     assert!(err.to_string().contains(ENV_INSTANCE_RENEW_SECS), "{err}");
 }
 
@@ -231,9 +215,7 @@ fn secrets_do_not_show_in_debug() {
 
 #[test]
 fn retention_is_off_by_default_and_limits_must_be_positive() {
-    let settings = Config::default()
-        .into_settings(no_state(), &env(&[]))
-        .unwrap();
+    let settings = from_env(&[]).unwrap();
     assert!(!settings.retention.0.is_enabled());
     let config = Config::from_toml(
         "[storage]\nretention_max_age_secs = 86400\nretention_sweep_every_secs = 60\n",

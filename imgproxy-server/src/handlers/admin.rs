@@ -3,7 +3,13 @@
 //! `POST /v1/admin/keys/{id}/credit`. A key's limits and models are checked here (400 naming
 //! the field) before anything is stored, when it is created and when they change.
 
-use axum::{extract::State, http::StatusCode, Extension, Json};
+use axum::{
+    extract::{Request, State},
+    http::StatusCode,
+    middleware::Next,
+    response::Response,
+    Extension, Json,
+};
 use imgproxy_core::service::db::{ApiKey, CreatedKey, KeyChange, NewKey};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -16,19 +22,6 @@ use crate::{
     state::AppState,
 };
 
-/// Body of `POST /v1/admin/keys`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateKey {
-    name: String,
-    #[serde(default)]
-    credits: i64,
-    rpm: Option<u32>,
-    images_per_minute: Option<u32>,
-    max_concurrent: Option<u32>,
-    models: Option<Vec<String>>,
-}
-
 /// Body of `POST /v1/admin/keys/{id}/credit`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,9 +29,15 @@ pub struct Credit {
     amount: i64,
 }
 
-fn require_master(caller: &Caller) -> Result<(), ApiError> {
+/// Lets only the master key through to the admin API: `app.rs` layers it on every admin
+/// route, inside authentication.
+pub async fn require_master(
+    Extension(caller): Extension<Caller>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     match caller {
-        Caller::Master => Ok(()),
+        Caller::Master => Ok(next.run(request).await),
         _ => Err(ApiError::Core(imgproxy_core::Error::Forbidden {
             message: "the admin API needs the master key (IMGPROXY_MASTER_KEY)".into(),
         })),
@@ -48,18 +47,8 @@ fn require_master(caller: &Caller) -> Result<(), ApiError> {
 /// Issues a key; the answer holds its secret, shown this once.
 pub async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    OpenAIJson(body): OpenAIJson<CreateKey>,
+    OpenAIJson(mut new): OpenAIJson<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    require_master(&caller)?;
-    let mut new = NewKey {
-        name: body.name,
-        credits: body.credits,
-        rpm: body.rpm,
-        images_per_minute: body.images_per_minute,
-        max_concurrent: body.max_concurrent,
-        models: body.models,
-    };
     new.check_limits()?;
     // Against the catalog this server routes with, overrides and remaps included.
     new.resolve_models(state.service.gateway().catalog())?;
@@ -68,22 +57,16 @@ pub async fn create(
 }
 
 /// Lists keys, never their secrets.
-pub async fn list(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-) -> Result<Json<List<ApiKey>>, ApiError> {
-    require_master(&caller)?;
+pub async fn list(State(state): State<AppState>) -> Result<Json<List<ApiKey>>, ApiError> {
     Ok(Json(List::new(state.service.db().list_keys().await?)))
 }
 
 /// Changes a key's limits or models: a field left out stays, `null` removes the limit.
 pub async fn update(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
     OpenAIJson(change): OpenAIJson<KeyChange>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    require_master(&caller)?;
     let db = state.service.db();
     let mut limits = change.applied_to(&db.get_key(&id).await?);
     limits.check_limits()?;
@@ -97,20 +80,16 @@ pub async fn update(
 /// Revokes a key; it is refused from the next request on.
 pub async fn revoke(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    require_master(&caller)?;
     Ok(Json(state.service.db().revoke_key(&id).await?))
 }
 
 /// Adds credits to a key.
 pub async fn credit(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
     OpenAIJson(body): OpenAIJson<Credit>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    require_master(&caller)?;
     Ok(Json(state.service.db().credit_key(&id, body.amount).await?))
 }

@@ -67,8 +67,7 @@ pub async fn retrieve(
     Extension(caller): Extension<Caller>,
     OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<TaskObject>, ApiError> {
-    let tasks = service(&state)?;
-    let task = find(&state, &caller, &id).await?;
+    let (tasks, task) = find(&state, &caller, &id).await?;
     Ok(Json(tasks.object(&task).await?))
 }
 
@@ -150,8 +149,7 @@ pub async fn seed_poll(
     let Some(task_id) = query.task_id else {
         return Err(Error::invalid_param("task_id", "`task_id` is required").into());
     };
-    let tasks = service(&state)?;
-    let task = find(&state, &caller, &task_id).await?;
+    let (tasks, task) = find(&state, &caller, &task_id).await?;
     let object = tasks.object(&task).await?;
     let state_name = match task.status {
         TaskStatus::Queued => "pending",
@@ -203,13 +201,15 @@ fn service(state: &AppState) -> Result<&Tasks, ApiError> {
     })
 }
 
-async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<TaskRecord, ApiError> {
-    state
-        .service
-        .db()
-        .task(caller.tenant(), id)
-        .await?
-        .ok_or_else(|| not_found(id))
+/// The task runner and the caller's task `id`.
+async fn find<'a>(
+    state: &'a AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<(&'a Tasks, TaskRecord), ApiError> {
+    let tasks = service(state)?;
+    let task = state.service.db().task(caller.tenant(), id).await?;
+    Ok((tasks, task.ok_or_else(|| not_found(id))?))
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -381,47 +381,49 @@ mod tests {
         }
     }
 
+    /// The request span becomes a server span in HTTP terms, an upstream call a client span
+    /// named for its operation and model; others keep their name and kind.
     #[test]
-    fn the_request_span_becomes_a_server_span_in_http_terms() {
-        let mut request = span(
-            "request",
-            vec![
-                KeyValue::new("request_id", "req_1"),
-                KeyValue::new("method", "POST"),
-                KeyValue::new("route", "fallback"),
-                KeyValue::new("http.route", "/v1/images/generations"),
-            ],
-        );
-        follow_conventions(&mut request);
-        assert_eq!(request.name, "POST /v1/images/generations");
-        assert_eq!(request.span_kind, SpanKind::Server);
-        let keys: Vec<&str> = request
-            .attributes
-            .iter()
-            .map(|kv| kv.key.as_str())
-            .collect();
-        assert_eq!(
-            keys,
-            ["imgproxy.request_id", "http.request.method", "http.route"]
-        );
-    }
-
-    #[test]
-    fn an_upstream_call_becomes_a_client_span_named_for_its_operation_and_model() {
-        let mut call = span(
-            "upstream",
-            vec![
-                KeyValue::new("gen_ai.operation.name", "generate_image"),
-                KeyValue::new("gen_ai.request.model", "gpt-image-1"),
-            ],
-        );
-        follow_conventions(&mut call);
-        assert_eq!(call.name, "generate_image gpt-image-1");
-        assert_eq!(call.span_kind, SpanKind::Client);
-
-        let mut other = span("store_images", vec![KeyValue::new("imgproxy.images", 2)]);
-        follow_conventions(&mut other);
-        assert_eq!(other.name, "store_images");
-        assert_eq!(other.span_kind, SpanKind::Internal);
+    fn spans_follow_the_conventions_of_what_they_are() {
+        let cases = [
+            (
+                "request",
+                vec![
+                    KeyValue::new("request_id", "req_1"),
+                    KeyValue::new("method", "POST"),
+                    KeyValue::new("route", "fallback"),
+                    KeyValue::new("http.route", "/v1/images/generations"),
+                ],
+                "POST /v1/images/generations",
+                SpanKind::Server,
+            ),
+            (
+                "upstream",
+                vec![
+                    KeyValue::new("gen_ai.operation.name", "generate_image"),
+                    KeyValue::new("gen_ai.request.model", "gpt-image-1"),
+                ],
+                "generate_image gpt-image-1",
+                SpanKind::Client,
+            ),
+            (
+                "store_images",
+                vec![KeyValue::new("imgproxy.images", 2)],
+                "store_images",
+                SpanKind::Internal,
+            ),
+        ];
+        for (name, attributes, renamed, kind) in cases {
+            let mut data = span(name, attributes);
+            follow_conventions(&mut data);
+            assert_eq!((data.name.as_ref(), &data.span_kind), (renamed, &kind));
+            if name == "request" {
+                let keys: Vec<&str> = data.attributes.iter().map(|kv| kv.key.as_str()).collect();
+                assert_eq!(
+                    keys,
+                    ["imgproxy.request_id", "http.request.method", "http.route"]
+                );
+            }
+        }
     }
 }

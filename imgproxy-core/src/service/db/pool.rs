@@ -6,11 +6,9 @@ use std::{borrow::Cow, fmt::Display, str::FromStr, time::Duration};
 
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
-    postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow},
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
+    pool::PoolOptions,
+    postgres::{PgConnectOptions, PgPool, PgRow},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous},
     AssertSqlSafe, ConnectOptions, Connection, FromRow, SqlSafeStr,
 };
 
@@ -175,6 +173,14 @@ impl<T> Decoded for T where
 {
 }
 
+/// Options of a pool of at most `connections`, whose callers wait up to [`ACQUIRE_TIMEOUT`] for
+/// one.
+fn pool_options<DB: sqlx::Database>(connections: u32) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .max_connections(connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+}
+
 impl Db {
     /// `sqlite://PATH` or `sqlite::memory:`.
     pub(super) async fn sqlite(url: &str) -> Result<Self> {
@@ -188,12 +194,10 @@ impl Db {
             .foreign_keys(true);
         if url.contains(":memory:") || url.contains("mode=memory") {
             // An in-memory database lives as long as a connection to it: keep exactly one.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
+            let pool = pool_options(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
-                .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options)
                 .await
                 .db()?;
@@ -207,16 +211,9 @@ impl Db {
                 tokio::fs::create_dir_all(dir).await.db()?;
             }
         }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone())
-            .await
-            .db()?;
+        let writer = pool_options(1).connect_with(options.clone()).await.db()?;
         // The writer has created the file and switched it to WAL before any reader opens it.
-        let reader = SqlitePoolOptions::new()
-            .max_connections(SQLITE_READERS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let reader = pool_options(SQLITE_READERS)
             .connect_with(options)
             .await
             .db()?;
@@ -240,9 +237,7 @@ impl Db {
             // A startup parameter, so it holds on every connection the pool ever opens.
             options = options.options([("search_path", schema)]);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(POSTGRES_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
+        let pool = pool_options(POSTGRES_CONNECTIONS)
             .connect_with(options)
             .await
             .db()?;

@@ -14,8 +14,8 @@ pub const MAX_CONCURRENT: u32 = 100_000;
 /// The most entries in a key's `models`.
 pub const MAX_KEY_MODELS: usize = 100;
 
-/// What `keys create` (CLI or admin API) asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What `keys create` (CLI or admin API) asks for. A limit left out is no limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     /// A label for humans.
@@ -24,16 +24,12 @@ pub struct NewKey {
     #[serde(default)]
     pub credits: i64,
     /// Requests per minute, if limited.
-    #[serde(default)]
     pub rpm: Option<u32>,
     /// Images per minute, if limited.
-    #[serde(default)]
     pub images_per_minute: Option<u32>,
     /// Requests in flight at once, if limited.
-    #[serde(default)]
     pub max_concurrent: Option<u32>,
     /// The models the key may use; `None` allows every model.
-    #[serde(default)]
     pub models: Option<Vec<String>>,
 }
 
