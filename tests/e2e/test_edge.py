@@ -126,12 +126,9 @@ def test_sizes_are_parsed_strictly(server: Server) -> None:
 NEVER_PROMPTS = [
     "/health",
     "/HEALTH",
-    "/readyz",
     "/livez",
-    "/metrics",
     "/status",
     "/docs",
-    "/openapi.json",
     "/swagger.json",
     "/favicon.ico",
     "/apple-touch-icon.png",
@@ -169,8 +166,10 @@ def test_the_path_form_never_generates_for_routes_probes_or_file_names(
     for path in NEVER_PROMPTS:
         status, headers, raw = http("GET", f"{server.url}{path}")
         assert_error_envelope(status, headers, raw, expected_status=404, code="not_found")
-    status, _, _ = http("GET", f"{server.url}/healthz")
-    assert status == 200
+    # The operator's routes answer as themselves, never as a prompt.
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        status, headers, _ = http("GET", f"{server.url}{path}")
+        assert status == 200 and not headers["content-type"].startswith("image/"), (path, headers)
     assert fake_openai.image_requests() == [], [r.path for r in fake_openai.image_requests()]
 
     # The control: a prompt still generates, once, on the paid default.
