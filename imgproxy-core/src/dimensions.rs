@@ -3,8 +3,7 @@
 
 use crate::{
     catalog::{CustomSize, ModelSpec, ParamKind},
-    validate::quote,
-    Error, Result,
+    quote, Error, Result,
 };
 
 /// Pixel dimensions.

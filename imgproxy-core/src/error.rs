@@ -1,7 +1,7 @@
 //! The one error type of the core crate. Each variant knows its HTTP status and OpenAI error
 //! `type` / `code` / `param` as plain data, so the server maps it to a response in one place.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 /// Everything that can go wrong between receiving a request and answering it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -295,6 +295,19 @@ impl From<&Error> for ErrorBody {
 pub struct ErrorEnvelope {
     /// The error.
     pub error: ErrorBody,
+}
+
+/// Characters of a client's value that an error message quotes: enough to recognise it, and
+/// a 1 MB value does not make a 1 MB error (nor a 1 MB log line).
+pub const QUOTED_CHARS: usize = 64;
+
+/// `value` as an error message quotes it: its first [`QUOTED_CHARS`] characters, with `…`
+/// when it was cut.
+pub fn quote(value: &str) -> Cow<'_, str> {
+    match value.char_indices().nth(QUOTED_CHARS) {
+        Some((cut, _)) => Cow::Owned(format!("{}…", &value[..cut])),
+        None => Cow::Borrowed(value),
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub mod upstream;
 pub mod validate;
 
 pub use catalog::{Capability, Catalog, ModelSpec};
-pub use error::{Error, ErrorBody, ErrorEnvelope, Fault};
+pub use error::{quote, Error, ErrorBody, ErrorEnvelope, Fault, QUOTED_CHARS};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use provider::{
     GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest, ReferenceImage,

@@ -6,8 +6,7 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::ParamKind, validate::quote, Catalog, Error, ImageInput, ImageRequest, ModelSpec,
-    Result,
+    catalog::ParamKind, quote, Catalog, Error, ImageInput, ImageRequest, ModelSpec, Result,
 };
 
 /// OpenAI request fields whose values are integers.

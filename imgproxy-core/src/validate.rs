@@ -2,7 +2,7 @@
 //! or a 400/404 that names the offending parameter. Providers only ever see validated
 //! requests.
 
-use std::{borrow::Cow, collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::Value;
 
@@ -10,7 +10,7 @@ use crate::{
     catalog::{Condition, ModelSpec, ParamKind, ParamRule, Rule},
     convert::RasterFormat,
     dimensions::{self, Ratio, Size},
-    Catalog, Error, ImageInput, ImageRequest, Result,
+    quote, Catalog, Error, ImageInput, ImageRequest, Result,
 };
 
 /// Request fields the gateway itself handles; every other field is a model parameter.
@@ -27,19 +27,6 @@ const GATEWAY_FIELDS: [&str; 11] = [
     "async",
     "callback_url",
 ];
-/// Characters of a client's value that an error message quotes: enough to recognise it, and
-/// a 1 MB value does not make a 1 MB error (nor a 1 MB log line).
-pub const QUOTED_CHARS: usize = 64;
-
-/// `value` as an error message quotes it: its first [`QUOTED_CHARS`] characters, with `…`
-/// when it was cut.
-pub fn quote(value: &str) -> Cow<'_, str> {
-    match value.char_indices().nth(QUOTED_CHARS) {
-        Some((cut, _)) => Cow::Owned(format!("{}…", &value[..cut])),
-        None => Cow::Borrowed(value),
-    }
-}
-
 /// Longest `user` the catalog lets through (every model's `user` has this `max_len`, checked
 /// by a test): OpenAI documents no limit, and an end-user id longer than this is not an id.
 pub const USER_MAX_CHARS: usize = 256;
@@ -567,6 +554,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::QUOTED_CHARS;
 
     fn check(body: Value) -> Result<ValidatedRequest> {
         let catalog = Catalog::embedded().unwrap();

@@ -5,13 +5,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Response};
 use imgproxy_core::service::{cache::CacheMode, metering::Meter, serving::Served, Call};
 
 use crate::{
-    auth::Caller, error::ApiError, limits::Admission, state::AppState, telemetry::RequestNote,
+    auth::Caller, edge::CACHE_STATUS, error::ApiError, limits::Admission, state::AppState,
+    telemetry::RequestNote,
 };
 
 /// Header with the paying key's balance after the request.
 pub const CREDITS_REMAINING: &str = "x-credits-remaining";
-/// Header saying whether the answer came from the cache.
-pub const CACHE_STATUS: &str = "x-cache-status";
 
 /// What a call needs to outlive the handler's borrow: the admission, the charge's id and the
 /// request's note (which the access log reads).

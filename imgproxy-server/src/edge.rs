@@ -19,6 +19,9 @@ use crate::config::CorsSettings;
 /// directly runs no script, loads nothing and cannot navigate; inline styles still render.
 pub const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
 
+/// Header saying whether a generated answer came from the cache (`HIT`, `MISS-GENERATED`, ...).
+pub const CACHE_STATUS: &str = "x-cache-status";
+
 /// Answer headers a page on an allowed origin may read (besides the CORS-safelisted ones).
 const EXPOSED: [&str; 9] = [
     "etag",

@@ -6,10 +6,7 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use imgproxy_core::{
-    validate::{quote, QUOTED_CHARS},
-    ErrorBody, ErrorEnvelope, Fault,
-};
+use imgproxy_core::{quote, ErrorBody, ErrorEnvelope, Fault, QUOTED_CHARS};
 
 /// Longest error message answered, in characters: the last guard, after every quoted value in
 /// it was cut, so that no path (a serde message quoting a whole field, say) answers 1 MB.
@@ -64,6 +61,11 @@ impl From<imgproxy_core::Error> for ApiError {
         Self::Core(error)
     }
 }
+
+/// Whose fault an error answer is and its kind, carried on the answer for the metrics that
+/// `telemetry` records once the answer is sent.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorClass(pub (Fault, &'static str));
 
 /// An error answer before it is written: status, envelope fields and retry hint.
 struct Answer {
@@ -178,8 +180,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (fault, kind) = self.classify();
-        crate::telemetry::metrics::error(fault, kind);
+        let class = ErrorClass(self.classify());
         let Answer {
             status,
             message,
@@ -197,6 +198,7 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(class);
         if let Some(wait) = retry_after {
             // Round up: telling a client to retry sooner than the upstream allows is useless.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

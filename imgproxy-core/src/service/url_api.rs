@@ -5,8 +5,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    catalog::ParamKind, convert::RasterFormat, service::signing, text_params, validate::quote,
-    Catalog, Error, ImageRequest, ModelSpec, Result,
+    catalog::ParamKind, convert::RasterFormat, quote, service::signing, text_params, Catalog,
+    Error, ImageRequest, ModelSpec, Result,
 };
 
 /// The aspect ratio the URL API uses when a request gives no dimensions (seed 000's default),

@@ -49,7 +49,7 @@ pub async fn get(
     }
     let Some((bytes, mime)) = state.service.store().get(&key).await? else {
         return Err(ApiError::NotFound {
-            message: format!("no image `{}`", imgproxy_core::validate::quote(&key)),
+            message: format!("no image `{}`", imgproxy_core::quote(&key)),
         });
     };
     let mut response = ([(header::CONTENT_TYPE, mime)], bytes).into_response();

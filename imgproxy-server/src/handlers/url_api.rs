@@ -58,7 +58,7 @@ pub async fn fallback(State(state): State<AppState>, request: Request) -> Respon
             message: format!(
                 "unknown route: {} {}",
                 request.method(),
-                imgproxy_core::validate::quote(uri.path())
+                imgproxy_core::quote(uri.path())
             ),
         }
         .into_response();

@@ -23,8 +23,10 @@ use axum::{
 use http_body::{Body as _, Frame, SizeHint};
 use tracing::Instrument as _;
 
+use imgproxy_core::Fault;
+
 use super::metrics;
-use crate::state::AppState;
+use crate::{edge::CACHE_STATUS, error::ErrorClass, state::AppState};
 
 /// The header that carries the id, in both directions.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -191,9 +193,10 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         method,
         route,
         status: parts.status,
+        error: parts.extensions.get::<ErrorClass>().map(|class| class.0),
         cache: parts
             .headers
-            .get(crate::calls::CACHE_STATUS)
+            .get(CACHE_STATUS)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         note,
@@ -217,6 +220,7 @@ struct Report {
     method: Method,
     route: Option<String>,
     status: StatusCode,
+    error: Option<(Fault, &'static str)>,
     cache: Option<String>,
     note: RequestNote,
     key_labels: bool,
@@ -235,6 +239,9 @@ impl Report {
             elapsed.saturating_sub(noted.upstream),
             bytes,
         );
+        if let Some((fault, kind)) = self.error {
+            metrics::error(fault, kind);
+        }
         if let (true, Some(key_id), Some(credits)) = (self.key_labels, &noted.key_id, noted.credits)
         {
             metrics::key_credits(key_id, credits);

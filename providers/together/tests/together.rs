@@ -2,7 +2,7 @@
 //! (`response_format: "base64"`, width and height from `size` or an aspect ratio, the
 //! optional fields), URL items, the NSFW assumption and refused inputs.
 
-use imgproxy_core::{Gateway, ImageInput, ImageRequest};
+use imgproxy_core::{Gateway, ImageRequest};
 use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
 use imgproxy_testkit::{
     assert_refused_before_any_call, b64, bearer_post, data_url, gateway_of, png, reference_png,
