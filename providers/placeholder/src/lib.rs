@@ -14,7 +14,7 @@ use imgproxy_core::{
     ProviderError, ProviderRequest,
 };
 
-pub use render::{render, render_until, Background, Format};
+pub use render::{render, render_until, Background, Format, Picture};
 
 /// The provider name catalog entries use.
 pub const PROVIDER_ID: &str = "placeholder";
@@ -80,16 +80,16 @@ impl ImageProvider for PlaceholderProvider {
             let prompt = basis.clone();
             let rendered = blocking::run(move |cancel| {
                 let cancelled = || cancel.is_cancelled();
-                let rendered = render_until(
-                    &cancelled,
-                    &prompt,
-                    Some(seed),
+                let picture = Picture {
+                    prompt: &prompt,
+                    seed: Some(seed),
                     index,
                     size,
                     format,
                     background,
-                    quality,
-                );
+                    jpeg_quality: quality,
+                };
+                let rendered = render_until(&picture, &cancelled);
                 if let Ok(None) = rendered {
                     // Logged here, on the pool: the future that awaited this job is gone. The
                     // line and the counter are how an operator (and the tests) see it stop.

@@ -70,29 +70,29 @@ impl Background {
     }
 }
 
-/// Renders image `index` of the request for `prompt` and `seed`, encoded as `format`.
-/// `jpeg_quality` is the JPEG quality (1–100; default 90).
-pub fn render(
-    prompt: &str,
-    seed: Option<i64>,
-    index: u32,
-    size: Size,
-    format: Format,
-    background: Background,
-    jpeg_quality: Option<u8>,
-) -> Result<Vec<u8>, ImageError> {
-    let never = || false;
-    let rendered = render_until(
-        &never,
-        prompt,
-        seed,
-        index,
-        size,
-        format,
-        background,
-        jpeg_quality,
-    )?;
-    Ok(rendered.unwrap_or_default())
+/// One image to render: image `index` of the request for `prompt` and `seed`, `size`
+/// pixels on `background`, encoded as `format` (JPEG at `jpeg_quality`, 1–100; default 90).
+#[derive(Debug, Clone, Copy)]
+pub struct Picture<'a> {
+    /// What the image is derived from (with the seed and the index).
+    pub prompt: &'a str,
+    /// The request's seed; `None` draws the same as a fixed "no seed".
+    pub seed: Option<i64>,
+    /// The image's index in the request.
+    pub index: u32,
+    /// Its size.
+    pub size: Size,
+    /// Its encoding.
+    pub format: Format,
+    /// Opaque or transparent (JPEG is always opaque).
+    pub background: Background,
+    /// The JPEG quality.
+    pub jpeg_quality: Option<u8>,
+}
+
+/// Renders `picture`.
+pub fn render(picture: &Picture<'_>) -> Result<Vec<u8>, ImageError> {
+    Ok(render_until(picture, &|| false)?.unwrap_or_default())
 }
 
 /// Rows drawn between two looks at the cancellation flag: a few milliseconds of work even for
@@ -102,20 +102,19 @@ const ROWS_PER_CHECK: u32 = 16;
 /// [`render`], giving up (`Ok(None)`) as soon as `cancelled` says so, between rows and
 /// before encoding. The pixels are drawn straight into the encoder's layout (RGB, or RGBA
 /// when transparent), so a render holds one copy of the raw image and its encoding.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "render's arguments plus the cancellation check"
-)]
 pub fn render_until(
+    picture: &Picture<'_>,
     cancelled: &dyn Fn() -> bool,
-    prompt: &str,
-    seed: Option<i64>,
-    index: u32,
-    size: Size,
-    format: Format,
-    background: Background,
-    jpeg_quality: Option<u8>,
 ) -> Result<Option<Vec<u8>>, ImageError> {
+    let Picture {
+        prompt,
+        seed,
+        index,
+        size,
+        format,
+        background,
+        jpeg_quality,
+    } = *picture;
     let mut hasher = Sha256::new();
     hasher.update(prompt.as_bytes());
     hasher.update(seed.map_or([0xFF; 8], i64::to_le_bytes));
@@ -267,20 +266,19 @@ mod tests {
             checks.set(checks.get() + 1);
             checks.get() >= 3
         };
-        let rendered = render_until(
-            &cancelled,
-            "p",
-            Some(1),
-            0,
+        let picture = Picture {
+            prompt: "p",
+            seed: Some(1),
+            index: 0,
             size,
-            Format::Png,
-            Background::Opaque,
-            None,
-        )
-        .unwrap();
+            format: Format::Png,
+            background: Background::Opaque,
+            jpeg_quality: None,
+        };
+        let rendered = render_until(&picture, &cancelled).unwrap();
         assert!(rendered.is_none());
         assert_eq!(checks.get(), 3);
-        let whole = render("p", Some(1), 0, size, Format::Png, Background::Opaque, None).unwrap();
+        let whole = render(&picture).unwrap();
         let decoded = image::load_from_memory(&whole).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (256, 256));
     }
