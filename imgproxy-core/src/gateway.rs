@@ -574,7 +574,7 @@ async fn call_provider(
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
-    let span = upstream_span(&call);
+    let span = upstream_span(provider, &call);
     let start = std::time::Instant::now();
     let result = match resume.map(|jobs| jobs.get(&call.first_index)) {
         None => provider.generate(call).instrument(span.clone()).await,
@@ -608,12 +608,12 @@ async fn call_provider(
 /// have them (they name no image operation: `generate_image` is ours) and `imgproxy.*` ones
 /// where they do not (README, "Traces"). Never the prompt, a key or a URL. Numbers are `i64`:
 /// OpenTelemetry has no unsigned integers (an unsigned one would be exported as text).
-fn upstream_span(call: &ProviderRequest<'_>) -> tracing::Span {
+fn upstream_span(provider: &dyn ImageProvider, call: &ProviderRequest<'_>) -> tracing::Span {
     let model = &call.request.model;
     tracing::info_span!(
         "upstream",
         gen_ai.operation.name = "generate_image",
-        gen_ai.provider.name = genai_provider_name(&model.provider),
+        gen_ai.provider.name = provider.genai_name(),
         gen_ai.request.model = model.upstream.as_str(),
         "gen_ai.output.type" = "image",
         gen_ai.request.choice.count = i64::from(call.n),
@@ -623,16 +623,6 @@ fn upstream_span(call: &ProviderRequest<'_>) -> tracing::Span {
         imgproxy.call.first_index = i64::from(call.first_index),
         "error.type" = Empty,
     )
-}
-
-/// A provider's `gen_ai.provider.name`: the conventions' well-known value where one names the
-/// same upstream, else the provider's own name.
-fn genai_provider_name(provider: &str) -> &str {
-    match provider {
-        "gemini" => "gcp.gemini",
-        "xai" => "x_ai",
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,12 @@ pub trait ImageProvider: Send + Sync + std::fmt::Debug {
     /// The provider instance name that catalog entries refer to (`openai`, `placeholder`, ...).
     fn name(&self) -> &str;
 
+    /// The upstream's `gen_ai.provider.name` in the OpenTelemetry GenAI conventions, where they
+    /// have a well-known value for it (`gcp.gemini`, `x_ai`, ...); by default [`Self::name`].
+    fn genai_name(&self) -> &str {
+        self.name()
+    }
+
     /// Generates `request.n` images.
     async fn generate(&self, request: ProviderRequest<'_>) -> Result<Generation, ProviderError>;
 

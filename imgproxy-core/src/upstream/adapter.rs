@@ -89,6 +89,10 @@ impl<A: UpstreamAdapter> ImageProvider for UpstreamProvider<A> {
         &self.name
     }
 
+    fn genai_name(&self) -> &str {
+        A::UPSTREAM.genai().unwrap_or(&self.name)
+    }
+
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         A::try_generate(&self.api, call)
             .await

@@ -27,6 +27,7 @@ pub struct Upstream {
     base_url: &'static str,
     timeout: Duration,
     key_header: KeyHeader,
+    genai_name: Option<&'static str>,
 }
 
 impl Upstream {
@@ -38,7 +39,21 @@ impl Upstream {
             base_url,
             timeout: DEFAULT_TIMEOUT,
             key_header: KeyHeader::BEARER,
+            genai_name: None,
         }
+    }
+
+    /// The same upstream with the OpenTelemetry GenAI conventions' name for it
+    /// (`gen_ai.provider.name`), where they have one that differs from the provider's.
+    #[must_use]
+    pub const fn genai_name(mut self, genai_name: &'static str) -> Self {
+        self.genai_name = Some(genai_name);
+        self
+    }
+
+    /// Its `gen_ai.provider.name`, if the conventions have one of their own.
+    pub const fn genai(&self) -> Option<&'static str> {
+        self.genai_name
     }
 
     /// The same upstream taking the key in `key_header`.

@@ -28,8 +28,9 @@ pub type GeminiProvider = UpstreamProvider<Gemini>;
 pub enum Gemini {}
 
 impl UpstreamAdapter for Gemini {
-    const UPSTREAM: Upstream =
-        Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-goog-api-key"));
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL)
+        .key_header(KeyHeader::Named("x-goog-api-key"))
+        .genai_name("gcp.gemini");
 
     async fn try_generate(
         api: &ApiClient,

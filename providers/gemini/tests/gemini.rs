@@ -593,3 +593,11 @@ async fn a_parameter_the_catalog_does_not_map_is_a_failure_not_silently_dropped(
     assert!(error.to_string().contains("`negative_prompt`"), "{error}");
     Ok(())
 }
+
+#[test]
+fn traces_name_the_upstream_as_the_genai_conventions_do() {
+    use imgproxy_core::ImageProvider as _;
+    let provider = GeminiProvider::new(GeminiConfig::new("key")).unwrap();
+    assert_eq!(provider.name(), "gemini");
+    assert_eq!(provider.genai_name(), "gcp.gemini");
+}

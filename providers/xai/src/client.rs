@@ -27,7 +27,7 @@ pub type XaiProvider = UpstreamProvider<Xai>;
 pub enum Xai {}
 
 impl UpstreamAdapter for Xai {
-    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
+    const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).genai_name("x_ai");
 
     async fn try_generate(
         api: &ApiClient,

@@ -293,3 +293,11 @@ async fn key_errors_never_carry_the_key() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn traces_name_the_upstream_as_the_genai_conventions_do() {
+    use imgproxy_core::ImageProvider as _;
+    let provider = XaiProvider::new(XaiConfig::new("key")).unwrap();
+    assert_eq!(provider.name(), "xai");
+    assert_eq!(provider.genai_name(), "x_ai");
+}
