@@ -33,8 +33,8 @@ pub struct S3Location {
 /// Bytes of recently used images kept in memory by default.
 pub const DEFAULT_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
-/// The object [`ImageStore::probe`] writes and deletes: no image key has this name.
-const PROBE_OBJECT: &str = "readiness-probe";
+/// The prefix of the objects [`ImageStore::probe`] writes and deletes: no image key has it.
+const PROBE_PREFIX: &str = "readiness-probe-";
 
 /// Content-addressed image storage.
 #[derive(Debug, Clone)]
@@ -253,9 +253,13 @@ impl ImageStore {
     }
 
     /// Writes, reads back and deletes a small object of its own (outside the image keys'
-    /// names): can the store take images now?
+    /// names, and a fresh name per probe, so that instances sharing the store never read or
+    /// delete each other's): can the store take images now?
     pub async fn probe(&self) -> Result<()> {
-        let path = ObjectPath::from(PROBE_OBJECT);
+        let mut nonce = [0_u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+        let name = format!("{PROBE_PREFIX}{}", hex::encode(nonce));
+        let path = ObjectPath::from(name.as_str());
         let written = Bytes::from_static(b"imgproxy readiness probe");
         self.inner
             .put(&path, PutPayload::from_bytes(written.clone()))
@@ -272,7 +276,7 @@ impl ImageStore {
         if read != written {
             return Err(Error::Internal(format!("{path} read back other bytes")));
         }
-        self.delete(PROBE_OBJECT).await
+        self.delete(&name).await
     }
 
     /// Deletes the object at `path` (from [`ImageStore::objects`]), and its copy in memory.
