@@ -17,6 +17,7 @@ pub mod clock;
 pub mod convert;
 pub mod dimensions;
 mod error;
+pub mod failover;
 pub mod fetch;
 pub mod gateway;
 pub mod pricing;

@@ -221,11 +221,28 @@ pub enum ProviderError {
         /// How long the upstream asked us to wait.
         retry_after: Option<Duration>,
     },
+    /// The upstream turned the request away before starting any work: it could not be
+    /// reached (connection refused, DNS or TLS failure) or answered 503 with `Retry-After`.
+    /// Trying again, or elsewhere, cannot make (and bill) an image twice.
+    #[error("{message}")]
+    Unavailable {
+        /// What went wrong, without secrets.
+        message: String,
+        /// How long the upstream asked us to wait, if it said.
+        retry_after: Option<Duration>,
+    },
     /// The upstream rejected our credentials (401/403).
     #[error("credentials rejected with status {status}")]
     Unauthorized {
         /// The upstream status.
         status: u16,
+    },
+    /// The upstream account behind our key has no quota left (OpenAI's `insufficient_quota`):
+    /// waiting does not help, another key may.
+    #[error("{message}")]
+    QuotaExhausted {
+        /// What the upstream said, without secrets.
+        message: String,
     },
     /// The upstream failed or answered something unusable.
     #[error("{message}")]
@@ -275,6 +292,16 @@ impl ProviderError {
             Self::Failed { message } => Self::Failed {
                 message: scrub(message),
             },
+            Self::QuotaExhausted { message } => Self::QuotaExhausted {
+                message: scrub(message),
+            },
+            Self::Unavailable {
+                message,
+                retry_after,
+            } => Self::Unavailable {
+                message: scrub(message),
+                retry_after,
+            },
             other => other,
         }
     }
@@ -285,10 +312,44 @@ impl ProviderError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::ModerationBlocked { .. } => "moderation_blocked",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable { .. } => "unavailable",
             Self::Unauthorized { .. } => "unauthorized",
+            Self::QuotaExhausted { .. } => "quota_exhausted",
             Self::Failed { .. } => "failed",
             Self::Timeout => "timeout",
             Self::Unsupported { .. } => "unsupported",
+        }
+    }
+
+    /// Whether the upstream turned the call away before it could have started any work, so
+    /// that trying again (after a wait, with another key, or at another provider) cannot make
+    /// and bill an image twice. A timeout, a 5xx or a broken answer are ambiguous: never.
+    pub fn is_pre_start(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::RateLimited { .. }
+                | Self::Unauthorized { .. }
+                | Self::QuotaExhausted { .. }
+        )
+    }
+
+    /// Whether the key that got this answer is unusable until an operator acts (rejected, or
+    /// its account out of quota): a key pool takes it out.
+    pub fn disables_key(&self) -> bool {
+        matches!(
+            self,
+            Self::Unauthorized { .. } | Self::QuotaExhausted { .. }
+        )
+    }
+
+    /// How long the upstream asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::Unavailable { retry_after, .. } => {
+                *retry_after
+            }
+            _ => None,
         }
     }
 
@@ -311,7 +372,9 @@ impl ProviderError {
                 retry_after,
             },
             Self::Unauthorized { .. } => Error::UpstreamAuth { provider },
-            Self::Failed { message } => Error::Upstream { provider, message },
+            Self::Failed { message }
+            | Self::Unavailable { message, .. }
+            | Self::QuotaExhausted { message } => Error::Upstream { provider, message },
             Self::Timeout => Error::UpstreamTimeout { provider },
             Self::Unsupported { feature } => Error::InvalidRequest {
                 message: format!("model `{model}` does not support {feature}"),

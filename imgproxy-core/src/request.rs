@@ -111,6 +111,14 @@ pub struct ImageRequest {
     /// Run as an asynchronous task (imgproxy extension).
     #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
     pub run_async: Option<bool>,
+    /// Models to fall back to, in order, when the model's providers turn the request away
+    /// before starting work (OpenRouter's `models`); replaces the operator's fallback chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+    /// Which providers may serve the request, and in which order (OpenRouter's `provider`:
+    /// `order`, `only`, `ignore`, `allow_fallbacks`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<crate::failover::ProviderRouting>,
     /// Model-specific parameters that the catalog declares (for example `raw` on `ultra`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,

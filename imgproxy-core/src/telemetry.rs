@@ -34,6 +34,14 @@ pub const TASKS: &str = "imgproxy_tasks_total";
 /// (failed, and its retry window is over).
 pub const WEBHOOK_DELIVERIES: &str = "imgproxy_webhook_deliveries_total";
 
+/// The circuit of each `provider`: 0 closed, 1 open (skipped), 2 half-open (one probe).
+pub const CIRCUIT_STATE: &str = "imgproxy_circuit_state";
+/// Fallbacks: a request moved from `from` (provider) to another candidate, by `reason` (the
+/// failure kind, or `circuit_open`).
+pub const FALLBACKS: &str = "imgproxy_fallbacks_total";
+/// Retries of the same provider after its `Retry-After`, by `provider`.
+pub const RETRIES: &str = "imgproxy_upstream_retries_total";
+
 /// Describes the metrics above to the installed recorder (help text and units).
 pub fn describe() {
     describe_counter!(
@@ -59,6 +67,15 @@ pub fn describe() {
     );
     describe_counter!(TASKS, "Tasks that reached each state.");
     describe_counter!(WEBHOOK_DELIVERIES, "Webhook delivery attempts by outcome.");
+    describe_gauge!(
+        CIRCUIT_STATE,
+        "Circuit of each provider: 0 closed, 1 open, 2 half-open."
+    );
+    describe_counter!(
+        FALLBACKS,
+        "Requests moved on from a provider, by provider and reason."
+    );
+    describe_counter!(RETRIES, "Retries of a provider after its Retry-After.");
 }
 
 /// One upstream call of `provider` for `model`, ended with `outcome` after `elapsed`.
@@ -110,4 +127,20 @@ pub fn task(state: &'static str) {
 /// A webhook delivery attempt ended with `outcome`.
 pub fn webhook(outcome: &'static str) {
     counter!(WEBHOOK_DELIVERIES, "outcome" => outcome).increment(1);
+}
+
+/// The circuit of `provider` is now `state` (see [`CIRCUIT_STATE`]).
+pub fn circuit_state(provider: &str, state: f64) {
+    gauge!(CIRCUIT_STATE, "provider" => provider.to_owned()).set(state);
+}
+
+/// A request moved on from `provider` because of `reason`.
+pub fn fallback(provider: &str, reason: &str) {
+    counter!(FALLBACKS, "provider" => provider.to_owned(), "reason" => reason.to_owned())
+        .increment(1);
+}
+
+/// A retry of `provider` after its `Retry-After`.
+pub fn retry(provider: &str) {
+    counter!(RETRIES, "provider" => provider.to_owned()).increment(1);
 }

@@ -68,6 +68,12 @@ pub struct ValidatedRequest {
     pub stream: bool,
     /// Partial images the client wants streamed (0–3), for models that make them.
     pub partial_images: Option<u32>,
+    /// What to try, in order, when this model's provider turns the request away before
+    /// starting work: other providers of the model and fallback models, each validated for
+    /// its own model (see [`crate::failover`]). Empty for a fallback itself.
+    pub fallbacks: Vec<ValidatedRequest>,
+    /// The fallbacks that could not take this request, and why.
+    pub skipped: Vec<crate::failover::Skipped>,
 }
 
 /// The raster `output_format` and `output_compression` the client asked for. When the model
@@ -136,7 +142,13 @@ pub fn validate(
     let model = catalog
         .resolve(request.model.as_deref().unwrap_or(default_model), serves)?
         .clone();
+    validate_for(model, &request)
+}
 
+/// Validates `request` against the model variant `model`, whatever model it names: how a
+/// fallback is checked before it is tried. Sizes and ratios are normalised as the model
+/// documents; a parameter it does not take is an error, never dropped.
+pub fn validate_for(model: Arc<ModelSpec>, request: &ImageRequest) -> Result<ValidatedRequest> {
     let prompt = request.prompt.clone().unwrap_or_default();
     if model.requires_prompt && prompt.trim().is_empty() {
         return Err(Error::invalid_param("prompt", "`prompt` is required"));
@@ -259,6 +271,8 @@ pub fn validate(
         output,
         stream,
         partial_images: request.partial_images,
+        fallbacks: Vec::new(),
+        skipped: Vec::new(),
     };
     for rule in &validated.model.rules {
         check_rule(&validated, rule)?;

@@ -97,9 +97,14 @@ pub fn transport_error(error: reqwest::Error) -> ProviderError {
     if error.is_timeout() {
         return ProviderError::Timeout;
     }
-    let what = if error.is_connect() {
-        "cannot reach upstream"
-    } else if error.is_body() || error.is_decode() {
+    if error.is_connect() {
+        // Nothing was sent: DNS, TCP or TLS failed first.
+        return ProviderError::Unavailable {
+            message: format!("cannot reach upstream: {}", chain(&error.without_url())),
+            retry_after: None,
+        };
+    }
+    let what = if error.is_body() || error.is_decode() {
         "reading the upstream response failed"
     } else {
         "upstream request failed"
@@ -134,7 +139,8 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// The error for a non-2xx upstream status, by the usual meaning of the status:
 /// 400/409/422 → the upstream's `message` as an invalid request; 401/403 → our key was
 /// rejected (the upstream's text is dropped: it may echo the key); 429 → rate limited;
-/// anything else → failed. Providers handle their own moderation signals before this.
+/// 503 with `Retry-After` → unavailable (the upstream says it started nothing); anything else
+/// → failed. Providers handle their own moderation signals before this.
 pub fn status_error(status: u16, retry_after: Option<Duration>, message: &str) -> ProviderError {
     match status {
         400 | 409 | 422 => ProviderError::InvalidRequest {
@@ -144,6 +150,10 @@ pub fn status_error(status: u16, retry_after: Option<Duration>, message: &str) -
         },
         401 | 403 => ProviderError::Unauthorized { status },
         429 => ProviderError::RateLimited { retry_after },
+        503 if retry_after.is_some() => ProviderError::Unavailable {
+            message: format!("upstream answered HTTP 503: {}", short(message)),
+            retry_after,
+        },
         _ if message.is_empty() => failed(format!("upstream answered HTTP {status}")),
         _ => failed(format!(
             "upstream answered HTTP {status}: {}",

@@ -36,7 +36,9 @@ impl PollPolicy {
     }
 
     /// Calls `step` until it returns `Poll::Ready`, sleeping between calls with backoff.
-    /// Returns `Timeout` once the deadline would pass; errors from `step` end the loop.
+    /// Returns `Timeout` once the deadline would pass. A step that could not reach the
+    /// upstream, was rate limited or timed out only delays the next poll: the job is already
+    /// running (and paid for), and a poll bills nothing. Other errors from `step` end the loop.
     pub async fn run<T, F, Fut>(&self, mut step: F) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
@@ -45,8 +47,13 @@ impl PollPolicy {
         let started = tokio::time::Instant::now();
         let mut interval = self.initial_interval;
         loop {
-            if let Poll::Ready(value) = step().await? {
-                return Ok(value);
+            match step().await {
+                Ok(Poll::Ready(value)) => return Ok(value),
+                Ok(Poll::Pending) => {}
+                Err(error) if is_transient(&error) => {
+                    tracing::warn!(%error, "polling an upstream job failed; polling on");
+                }
+                Err(error) => return Err(error),
             }
             let left = self.deadline.saturating_sub(started.elapsed());
             if left.is_zero() {
@@ -56,6 +63,11 @@ impl PollPolicy {
             interval = (interval * 3 / 2).min(self.max_interval);
         }
     }
+}
+
+/// A poll failure that says nothing about the job: the next poll may well succeed.
+fn is_transient(error: &ProviderError) -> bool {
+    matches!(error, ProviderError::Timeout) || (error.is_pre_start() && !error.disables_key())
 }
 
 /// A boxed cancel action.
@@ -149,6 +161,35 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 6);
         let ready = policy.run(|| async { Ok(Poll::Ready(7)) }).await;
         assert_eq!(ready, Ok(7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_poll_failures_poll_on_and_others_end_the_wait() {
+        let policy = PollPolicy {
+            deadline: Duration::from_secs(60),
+            initial_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(1),
+        };
+        let calls = AtomicUsize::new(0);
+        let ready = policy
+            .run(|| async {
+                match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => Err(ProviderError::Timeout),
+                    1 => Err(ProviderError::RateLimited { retry_after: None }),
+                    2 => Err(ProviderError::Unavailable {
+                        message: "refused".into(),
+                        retry_after: None,
+                    }),
+                    _ => Ok(Poll::Ready("done")),
+                }
+            })
+            .await;
+        assert_eq!(ready, Ok("done"));
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let rejected: Result<(), _> = policy
+            .run(|| async { Err(ProviderError::Unauthorized { status: 401 }) })
+            .await;
+        assert_eq!(rejected, Err(ProviderError::Unauthorized { status: 401 }));
     }
 
     #[tokio::test]

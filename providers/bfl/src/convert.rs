@@ -179,7 +179,9 @@ pub(crate) fn error_from_status(
 ) -> ProviderError {
     let message = error_message(body);
     match status {
-        402 => failed("BFL account is out of credits"),
+        402 => ProviderError::QuotaExhausted {
+            message: "BFL account is out of credits".into(),
+        },
         422 => ProviderError::InvalidRequest {
             message: format!("BFL rejected the request: {message}"),
             param: None,

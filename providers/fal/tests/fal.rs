@@ -192,6 +192,8 @@ async fn birefnet_without_an_image_is_a_clear_400() {
         output: Default::default(),
         stream: false,
         partial_images: None,
+        fallbacks: Vec::new(),
+        skipped: Vec::new(),
     };
     let call = one_image(&validated);
     let error = common::provider(&server).generate(call).await.unwrap_err();

@@ -60,7 +60,7 @@ pub(crate) fn error_from_status(
                 .or(header_wait),
         },
         404 => failed(format!("upstream does not know model `{model}`")),
-        500..=599 => {
+        500..=599 if !(status == 503 && header_wait.is_some()) => {
             let status_text = if rpc_status.is_empty() {
                 status.to_string()
             } else {

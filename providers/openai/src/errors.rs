@@ -27,7 +27,7 @@ pub(crate) fn error_from_status(
         401 | 403 => ProviderError::Unauthorized { status },
         // OpenAI also answers 429 when the account's quota is spent; waiting will not help
         // there, and it is the operator's problem, not the client's.
-        429 if code.as_deref() == Some("insufficient_quota") => ProviderError::Failed {
+        429 if code.as_deref() == Some("insufficient_quota") => ProviderError::QuotaExhausted {
             message: "the upstream account has exhausted its quota".into(),
         },
         429 => ProviderError::RateLimited { retry_after },
@@ -50,6 +50,11 @@ pub(crate) fn error_from_status(
         404 => ProviderError::Failed {
             message: format!("upstream does not know model `{model}`"),
         },
+        503 if retry_after.is_some() => upstream::status_error(
+            status,
+            retry_after,
+            &message.unwrap_or_else(|| excerpt(body)),
+        ),
         _ => {
             let detail = message.map_or_else(|| excerpt(body), |m| upstream::excerpt(m.as_bytes()));
             ProviderError::Failed {
@@ -122,7 +127,11 @@ mod tests {
         );
         assert!(matches!(
             error_from_status(429, wait, &envelope("insufficient_quota", None), "m"),
-            ProviderError::Failed { .. }
+            ProviderError::QuotaExhausted { .. }
+        ));
+        assert!(matches!(
+            error_from_status(503, wait, b"busy", "m"),
+            ProviderError::Unavailable { retry_after, .. } if retry_after == wait
         ));
         let ProviderError::Failed { message } = error_from_status(404, None, b"", "flux") else {
             panic!("404 is a failure");

@@ -59,7 +59,9 @@ fn poll_statuses_map_by_meaning() {
 fn http_errors_map_by_meaning() {
     assert_eq!(
         error_from_status(402, None, br#"{"detail":"Insufficient credits"}"#),
-        failed("BFL account is out of credits")
+        ProviderError::QuotaExhausted {
+            message: "BFL account is out of credits".into()
+        }
     );
     let fastapi = br#"{"detail":[{"loc":["body","width"],"msg":"must be <= 1440","type":"x"},
                                  {"loc":["body"],"msg":"bad"}]}"#;
