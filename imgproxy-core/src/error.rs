@@ -95,6 +95,15 @@ pub enum Error {
         /// When a retry may find room.
         retry_after: Duration,
     },
+    /// Every provider that could serve the request failed repeatedly just before, and its
+    /// circuit is open: it is skipped, uncalled, for a cool-down (503, with `Retry-After`).
+    #[error("upstream `{provider}` is failing and is skipped for a cool-down; retry later")]
+    CircuitOpen {
+        /// Provider name.
+        provider: String,
+        /// When its circuit lets a probe through.
+        retry_after: Duration,
+    },
     /// A bug or an environment failure inside imgproxy (500). The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -154,7 +163,7 @@ impl Error {
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => 429,
             Self::UpstreamAuth { .. } | Self::Upstream { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
-            Self::Overloaded { .. } => 503,
+            Self::Overloaded { .. } | Self::CircuitOpen { .. } => 503,
             Self::Internal(_) => 500,
         }
     }
@@ -169,9 +178,10 @@ impl Error {
             | Self::Forbidden { .. } => "invalid_request_error",
             Self::ModerationBlocked { .. } => "image_generation_user_error",
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => "rate_limit_error",
-            Self::UpstreamAuth { .. } | Self::Upstream { .. } | Self::UpstreamTimeout { .. } => {
-                "upstream_error"
-            }
+            Self::UpstreamAuth { .. }
+            | Self::Upstream { .. }
+            | Self::UpstreamTimeout { .. }
+            | Self::CircuitOpen { .. } => "upstream_error",
             Self::Overloaded { .. } | Self::Internal(_) => "server_error",
         }
     }
@@ -191,6 +201,7 @@ impl Error {
             Self::UpstreamAuth { .. } => (Fault::Provider, "upstream_auth_failed"),
             Self::Upstream { .. } => (Fault::Provider, "upstream_error"),
             Self::UpstreamTimeout { .. } => (Fault::Provider, "upstream_timeout"),
+            Self::CircuitOpen { .. } => (Fault::Provider, "circuit_open"),
             Self::Overloaded { .. } => (Fault::Gateway, "overloaded"),
             Self::Internal(_) => (Fault::Gateway, "internal_error"),
         }
@@ -209,6 +220,7 @@ impl Error {
             Self::UpstreamAuth { .. } => Some("upstream_auth_failed"),
             Self::Upstream { .. } => Some("upstream_error"),
             Self::UpstreamTimeout { .. } => Some("upstream_timeout"),
+            Self::CircuitOpen { .. } => Some("circuit_open"),
             Self::Overloaded { .. } => Some("overloaded"),
             Self::Internal(_) => Some("internal_error"),
         }
@@ -229,7 +241,9 @@ impl Error {
             Self::RateLimited { retry_after, .. } | Self::LimitExceeded { retry_after, .. } => {
                 *retry_after
             }
-            Self::Overloaded { retry_after, .. } => Some(*retry_after),
+            Self::Overloaded { retry_after, .. } | Self::CircuitOpen { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }

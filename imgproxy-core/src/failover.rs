@@ -10,7 +10,7 @@
 //! the content or of the request ends the request where it is.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -18,7 +18,12 @@ use std::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::ProviderError;
+pub use crate::validate::Skipped;
+use crate::{
+    request::ProviderRouting, validate, Catalog, Error, ImageRequest, ModelSpec, ProviderError,
+    Result, ValidatedRequest,
+};
+use std::sync::Arc;
 
 /// How far failover goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,62 +70,6 @@ impl Default for BreakerPolicy {
     }
 }
 
-/// The request's choice of providers, as OpenRouter's `provider` object spells it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderRouting {
-    /// Providers to try first, in this order; the model's other providers follow unless
-    /// `allow_fallbacks` is false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub order: Option<Vec<String>>,
-    /// The only providers that may serve the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub only: Option<Vec<String>>,
-    /// Providers that may not serve the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore: Option<Vec<String>>,
-    /// Whether another provider of the model may serve it when the first turns it away
-    /// (default true). Fallback models in `models` are tried either way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allow_fallbacks: Option<bool>,
-}
-
-impl ProviderRouting {
-    /// Whether `provider` may serve the request.
-    pub fn allows(&self, provider: &str) -> bool {
-        let named = |list: &Option<Vec<String>>| list.iter().flatten().any(|p| p == provider);
-        (self.only.is_none() || named(&self.only)) && !named(&self.ignore)
-    }
-
-    /// Where `provider` stands in the request's order (unnamed ones after, as they were).
-    pub fn rank(&self, provider: &str) -> usize {
-        self.order
-            .iter()
-            .flatten()
-            .position(|p| p == provider)
-            .unwrap_or(usize::MAX)
-    }
-
-    /// Every provider name the routing mentions.
-    pub fn named(&self) -> impl Iterator<Item = &String> {
-        [&self.order, &self.only, &self.ignore]
-            .into_iter()
-            .flatten()
-            .flatten()
-    }
-}
-
-/// A candidate that could not take the request, and why (it is never altered to fit).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    /// The model id.
-    pub model: String,
-    /// Its provider.
-    pub provider: String,
-    /// Why it was passed over.
-    pub reason: String,
-}
-
 /// One upstream attempt of a request, as the ledger and the logs keep it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Attempt {
@@ -132,6 +81,53 @@ pub struct Attempt {
     pub outcome: String,
     /// How long it took, in milliseconds.
     pub duration_ms: u64,
+}
+
+impl Attempt {
+    /// An attempt at `model` that ended with `outcome` after `elapsed`.
+    pub fn of(model: &ModelSpec, outcome: &str, elapsed: Duration) -> Self {
+        Self {
+            provider: model.provider.clone(),
+            model: model.id.clone(),
+            outcome: outcome.to_owned(),
+            duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+/// How a job token reported by a fallback (candidate `index` > 0) starts: a resumed run must
+/// go back to the provider that started the job. The request's own model's tokens are bare.
+const FALLBACK_JOB: &str = "fallback:";
+
+/// The token a task records for a job that candidate `index` started.
+pub fn job_token(index: usize, token: &str) -> String {
+    if index == 0 {
+        token.to_owned()
+    } else {
+        format!("{FALLBACK_JOB}{index}:{token}")
+    }
+}
+
+/// The candidate that started a run's recorded jobs, and the jobs as its provider knows them.
+pub fn resumed_jobs(jobs: &BTreeMap<u32, String>) -> (usize, BTreeMap<u32, String>) {
+    let mut served = 0;
+    let bare = jobs
+        .iter()
+        .map(|(first_index, token)| {
+            let marked = token
+                .strip_prefix(FALLBACK_JOB)
+                .and_then(|rest| rest.split_once(':'))
+                .and_then(|(index, bare)| Some((index.parse::<usize>().ok()?, bare)));
+            match marked {
+                Some((index, bare)) => {
+                    served = index;
+                    (*first_index, bare.to_owned())
+                }
+                None => (*first_index, token.clone()),
+            }
+        })
+        .collect();
+    (served, bare)
 }
 
 /// What happened on the way to a request's images: every attempt, which candidate served
@@ -256,22 +252,33 @@ impl Breakers {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Leave to call `provider`, or `None` while its circuit is open (or its one probe is
-    /// under way).
-    pub fn admit(&self, provider: &str) -> Option<Admitted> {
+    /// Leave to call `provider`; while its circuit is open (or its one probe is under way),
+    /// how long until a probe may go.
+    pub fn admit(&self, provider: &str) -> Result<Admitted, Duration> {
         if self.policy.failures == 0 {
-            return Some(Admitted { probe: false });
+            return Ok(Admitted { probe: false });
         }
+        let now = Instant::now();
         let mut states = self.states();
         let state = states.entry(provider.to_owned()).or_default();
         match state.open_until {
-            None => Some(Admitted { probe: false }),
-            Some(until) if Instant::now() < until => None,
-            Some(_) if state.probing => None,
+            None => Ok(Admitted { probe: false }),
+            Some(until) if now < until => Err(until - now),
+            Some(_) if state.probing => Err(PROBE_WAIT),
             Some(_) => {
                 state.probing = true;
                 publish(provider, Circuit::HalfOpen);
-                Some(Admitted { probe: true })
+                Ok(Admitted { probe: true })
+            }
+        }
+    }
+
+    /// An admitted call that never reached the provider (no slot, no such provider): it says
+    /// nothing of the provider, but a probe's turn passes to the next call.
+    pub fn abandon(&self, provider: &str, admitted: Admitted) {
+        if admitted.probe {
+            if let Some(state) = self.states().get_mut(provider) {
+                state.probing = false;
             }
         }
     }
@@ -342,12 +349,126 @@ impl Breakers {
     }
 }
 
+/// What a caller skipped during a probe is told to wait.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
+
 fn publish(provider: &str, circuit: Circuit) {
     crate::telemetry::circuit_state(provider, circuit.gauge());
 }
 
 /// The operator's fallback chains: model id → models to try after it, in order.
 pub type FallbackChains = HashMap<String, Vec<String>>;
+
+/// Fallback models one request may name at most.
+pub const MAX_REQUEST_MODELS: usize = 8;
+
+/// Validates `request` for its model, as [`validate::validate`] does, and plans what may
+/// serve it if that model's provider turns it away: the model's other providers, then the
+/// request's `models` (or else the operator's chain for the model) with their providers, all
+/// as the request's `provider` allows and orders. Each candidate is validated for its own
+/// model; one that cannot take the request is recorded as skipped, never altered to fit.
+pub fn route(
+    catalog: &Catalog,
+    mut request: ImageRequest,
+    default_model: &str,
+    serves: &dyn Fn(&ModelSpec) -> bool,
+    chains: &FallbackChains,
+) -> Result<ValidatedRequest> {
+    let models = request.models.take();
+    let routing = request.provider.take().unwrap_or_default();
+    if models
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_REQUEST_MODELS)
+    {
+        return Err(Error::invalid_param(
+            "models",
+            format!("`models` names at most {MAX_REQUEST_MODELS} fallback models"),
+        ));
+    }
+    let resolved = catalog.resolve(request.model.as_deref().unwrap_or(default_model), serves)?;
+    let variants = allowed_variants(catalog, &resolved.id, &routing, serves);
+    let Some(first) = variants.first() else {
+        let served_by: Vec<_> = catalog
+            .variants(&resolved.id)
+            .iter()
+            .filter(|m| serves(m))
+            .map(|m| format!("`{}`", m.provider))
+            .collect();
+        return Err(Error::invalid_param(
+            "provider",
+            format!(
+                "no provider that `provider` allows serves the model `{}`; it is served by {}",
+                resolved.id,
+                served_by.join(", ")
+            ),
+        ));
+    };
+    let mut primary = validate::validate_for(first.clone(), &request)?;
+    let one_provider_each = routing.allow_fallbacks == Some(false);
+    let mut candidates: Vec<Arc<ModelSpec>> = if one_provider_each {
+        Vec::new()
+    } else {
+        variants[1..].to_vec()
+    };
+    let asked = models.is_some();
+    let chain =
+        models.unwrap_or_else(|| chains.get(&primary.model.id).cloned().unwrap_or_default());
+    for name in &chain {
+        let fallback = match catalog.resolve(name, serves) {
+            Ok(model) => model,
+            Err(error) if asked => {
+                return Err(Error::invalid_param("models", error.public_message()));
+            }
+            Err(error) => {
+                primary.skipped.push(Skipped {
+                    model: name.clone(),
+                    provider: String::new(),
+                    reason: error.public_message(),
+                });
+                continue;
+            }
+        };
+        let variants = allowed_variants(catalog, &fallback.id, &routing, serves);
+        let take = if one_provider_each { 1 } else { variants.len() };
+        candidates.extend(variants.into_iter().take(take));
+    }
+    for model in candidates {
+        let same = |m: &ModelSpec| m.id == model.id && m.provider == model.provider;
+        if same(&primary.model) || primary.fallbacks.iter().any(|f| same(&f.model)) {
+            continue;
+        }
+        match validate::validate_for(model.clone(), &request) {
+            Ok(fallback) => primary.fallbacks.push(fallback),
+            Err(error) => primary.skipped.push(Skipped {
+                model: model.id.clone(),
+                provider: model.provider.clone(),
+                reason: error.public_message(),
+            }),
+        }
+    }
+    for skipped in &primary.skipped {
+        tracing::debug!(model = %skipped.model, provider = %skipped.provider, reason = %skipped.reason, "fallback skipped");
+    }
+    Ok(primary)
+}
+
+/// The live, served variants of model `id` that `routing` allows, in its order (the
+/// catalog's preference where it names none).
+fn allowed_variants(
+    catalog: &Catalog,
+    id: &str,
+    routing: &ProviderRouting,
+    serves: &dyn Fn(&ModelSpec) -> bool,
+) -> Vec<Arc<ModelSpec>> {
+    let mut variants: Vec<Arc<ModelSpec>> = catalog
+        .variants(id)
+        .into_iter()
+        .filter(|m| m.retired.is_none() && serves(m) && routing.allows(&m.provider))
+        .cloned()
+        .collect();
+    variants.sort_by_key(|m| routing.rank(&m.provider));
+    variants
+}
 
 #[cfg(test)]
 mod tests {
@@ -399,22 +520,6 @@ mod tests {
     }
 
     #[test]
-    fn routing_filters_and_orders_providers() {
-        let routing = ProviderRouting {
-            order: Some(vec!["b".into()]),
-            ignore: Some(vec!["c".into()]),
-            ..ProviderRouting::default()
-        };
-        assert!(routing.allows("a") && routing.allows("b") && !routing.allows("c"));
-        assert!(routing.rank("b") < routing.rank("a"));
-        let only = ProviderRouting {
-            only: Some(vec!["a".into()]),
-            ..ProviderRouting::default()
-        };
-        assert!(only.allows("a") && !only.allows("b"));
-    }
-
-    #[test]
     fn a_circuit_opens_after_consecutive_failures_and_one_probe_closes_it() {
         let breakers = Breakers::new(BreakerPolicy {
             failures: 3,
@@ -425,14 +530,14 @@ mod tests {
             let admitted = breakers.admit("p").expect("closed");
             breakers.report("p", admitted, true);
         }
-        assert!(breakers.admit("p").is_none(), "open after three failures");
+        assert!(breakers.admit("p").is_err(), "open after three failures");
         assert_eq!(breakers.tripped(), vec![("p".to_owned(), Circuit::Open)]);
         std::thread::sleep(Duration::from_millis(250));
         let probe = breakers.admit("p").expect("one probe after the cool-down");
-        assert!(breakers.admit("p").is_none(), "only one probe at a time");
+        assert!(breakers.admit("p").is_err(), "only one probe at a time");
         breakers.report("p", probe, false);
         assert!(breakers.tripped().is_empty());
-        assert!(breakers.admit("p").is_some());
+        assert!(breakers.admit("p").is_ok());
         // A failed probe opens it again.
         for _ in 0..3 {
             let admitted = breakers.admit("q").expect("closed");
@@ -441,7 +546,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         let probe = breakers.admit("q").expect("probe");
         breakers.report("q", probe, true);
-        assert!(breakers.admit("q").is_none());
+        assert!(breakers.admit("q").is_err());
+    }
+
+    #[test]
+    fn fallback_job_tokens_lead_back_to_their_candidate() {
+        let jobs = BTreeMap::from([
+            (0, job_token(2, "{\"id\":\"p:1\"}")),
+            (1, job_token(2, "j")),
+        ]);
+        let (served, bare) = resumed_jobs(&jobs);
+        assert_eq!(served, 2);
+        assert_eq!(bare[&0], "{\"id\":\"p:1\"}");
+        assert_eq!(bare[&1], "j");
+        let own = BTreeMap::from([(0, job_token(0, "fallback-free"))]);
+        assert_eq!(resumed_jobs(&own), (0, own.clone()));
     }
 
     #[test]
@@ -456,6 +575,6 @@ mod tests {
         breakers.report("p", a, false);
         let a = breakers.admit("p").unwrap();
         breakers.report("p", a, true);
-        assert!(breakers.admit("p").is_some());
+        assert!(breakers.admit("p").is_ok());
     }
 }

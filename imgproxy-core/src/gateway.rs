@@ -19,10 +19,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{field::Empty, Instrument as _};
 
 use crate::{
+    failover::{self, Attempt, Attempts, Breakers, FailoverPolicy, FallbackChains, Next},
     fetch::{FetchPolicy, ReferenceFetcher},
     provider::{ImageMeta, JobSender, PartialSender, ReferenceImage},
-    validate, Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest,
-    ImageResponse, ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
+    Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest, ImageResponse,
+    ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
 };
 
 /// Where a run's upstream calls report as they go (partial images, started upstream jobs),
@@ -214,6 +215,23 @@ impl GatewayBuilder {
         self
     }
 
+    /// Tries `chains[model]`, in order, when a model's providers turn a request away before
+    /// starting work (a request's own `models` replaces its model's chain).
+    #[must_use]
+    pub fn fallbacks(mut self, chains: FallbackChains) -> Self {
+        self.0.fallbacks = chains;
+        self
+    }
+
+    /// How far failover goes: attempts, `Retry-After` waits and circuit breakers (default:
+    /// [`FailoverPolicy::default`]).
+    #[must_use]
+    pub fn failover(mut self, policy: FailoverPolicy) -> Self {
+        self.0.breakers = Breakers::new(policy.breaker);
+        self.0.failover = policy;
+        self
+    }
+
     /// Builds the gateway.
     pub fn build(self) -> Gateway {
         let mut gateway = self.0;
@@ -252,6 +270,9 @@ pub struct Gateway {
     admissions: HashMap<String, Admission>,
     default_model: String,
     fan_out: usize,
+    fallbacks: FallbackChains,
+    failover: FailoverPolicy,
+    breakers: Breakers,
 }
 
 impl Gateway {
@@ -266,6 +287,9 @@ impl Gateway {
             admissions: HashMap::new(),
             default_model: "placeholder".into(),
             fan_out: DEFAULT_FAN_OUT,
+            fallbacks: FallbackChains::new(),
+            failover: FailoverPolicy::default(),
+            breakers: Breakers::new(FailoverPolicy::default().breaker),
         })
     }
 
@@ -314,12 +338,21 @@ impl Gateway {
             })
     }
 
+    /// Every provider whose circuit is not closed, with its state.
+    pub fn circuits(&self) -> Vec<(String, failover::Circuit)> {
+        self.breakers.tripped()
+    }
+
     /// Validates `request` against its model, and checks that the model can be served.
     pub fn validate(&self, request: ImageRequest) -> Result<ValidatedRequest> {
         let span = tracing::info_span!("validate", imgproxy.model = Empty).entered();
-        let validated = validate::validate(&self.catalog, request, &self.default_model, &|m| {
-            self.serves(m)
-        })?;
+        let validated = failover::route(
+            &self.catalog,
+            request,
+            &self.default_model,
+            &|m| self.serves(m),
+            &self.fallbacks,
+        )?;
         span.record("imgproxy.model", validated.model.id.as_str());
         Ok(validated)
     }
@@ -336,7 +369,7 @@ impl Gateway {
         }
         let references = self.fetch_references(&validated, None).await?;
         let mask = self.fetch_mask(&validated, None).await?;
-        let generation = self
+        let (generation, _) = self
             .generate_images(&validated, &references, mask.as_ref(), Sinks::default())
             .await?;
         let data = generation
@@ -436,31 +469,136 @@ impl Gateway {
         fetcher.fetch(input).await
     }
 
-    /// Generates the images of a validated request: one upstream call per `n_per_call`
-    /// images, at most `fan_out` at once, results in order, each converted to the asked
-    /// format, and the metadata read from what was made. Returns what succeeded if any call
-    /// did. The generation first takes one of its provider's slots (see
-    /// [`GenerationLimits`]): a request that finds none within the wait is `Overloaded`.
+    /// Generates the images of a validated request, failing over as [`crate::failover`]
+    /// rules: the request's model first, then its fallbacks, each tried only while the ones
+    /// before turned it away before starting work (a provider whose circuit is open is skipped
+    /// uncalled), with a retry of the same provider after a short `Retry-After`. Returns the
+    /// images, converted to the asked format, and how they were come by.
     pub async fn generate_images(
         &self,
         request: &ValidatedRequest,
         references: &[ReferenceImage],
         mask: Option<&ReferenceImage>,
         sinks: Sinks<'_>,
-    ) -> Result<Generation> {
-        let provider = &request.model.provider;
+    ) -> Result<(Generation, Attempts)> {
+        let candidates: Vec<&ValidatedRequest> =
+            std::iter::once(request).chain(&request.fallbacks).collect();
+        let mut attempts = Attempts::default();
+        if let Some(resume) = sinks.resume {
+            // A resumed run waits for the jobs its first run started, where it started them.
+            let (served, jobs) = failover::resumed_jobs(resume);
+            let candidate = candidates.get(served).copied().unwrap_or(request);
+            attempts.served = served;
+            let sinks = Sinks {
+                resume: Some(&jobs),
+                ..sinks
+            };
+            let generation = self
+                .attempt(candidate, references, mask, sinks, served)
+                .await
+                .map_err(|failure| failure.error)?;
+            return Ok((self.deliver(candidate, generation).await?, attempts));
+        }
+        let mut last_error = None;
+        let mut index = 0;
+        while let Some(&candidate) = candidates.get(index) {
+            let provider = candidate.model.provider.as_str();
+            let admitted = match self.breakers.admit(provider) {
+                Ok(admitted) => admitted,
+                Err(retry_after) => {
+                    let skip =
+                        Attempt::of(&candidate.model, failover::CIRCUIT_OPEN, Duration::ZERO);
+                    attempts.log.push(skip);
+                    crate::telemetry::fallback(provider, failover::CIRCUIT_OPEN);
+                    last_error.get_or_insert(Error::CircuitOpen {
+                        provider: provider.to_owned(),
+                        retry_after,
+                    });
+                    index += 1;
+                    continue;
+                }
+            };
+            let start = std::time::Instant::now();
+            let outcome = self
+                .attempt(candidate, references, mask, sinks, index)
+                .await;
+            let elapsed = start.elapsed();
+            let failure = match outcome {
+                Ok(generation) => {
+                    self.breakers.report(provider, admitted, false);
+                    attempts
+                        .log
+                        .push(Attempt::of(&candidate.model, "ok", elapsed));
+                    attempts.served = index;
+                    return Ok((self.deliver(candidate, generation).await?, attempts));
+                }
+                Err(failure) => failure,
+            };
+            attempts
+                .log
+                .push(Attempt::of(&candidate.model, failure.kind(), elapsed));
+            let Some(upstream) = &failure.upstream else {
+                self.breakers.abandon(provider, admitted);
+                return Err(failure.error);
+            };
+            let pre_start = !failure.started && upstream.is_pre_start();
+            self.breakers.report(provider, admitted, pre_start);
+            match self
+                .failover
+                .next(upstream, failure.started, attempts.calls())
+            {
+                Next::Retry(wait) => {
+                    tracing::info!(provider, wait_ms = wait.as_millis() as u64, error = %failure.error, "retrying after the upstream's Retry-After");
+                    crate::telemetry::retry(provider);
+                    tokio::time::sleep(wait).await;
+                }
+                Next::MoveOn if index + 1 < candidates.len() => {
+                    tracing::warn!(provider, model = %candidate.model.id, error = %failure.error, "moving on to the next candidate");
+                    crate::telemetry::fallback(provider, upstream.kind());
+                    last_error = Some(failure.error);
+                    index += 1;
+                }
+                _ => return Err(failure.error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| Error::Internal("no candidate served".into())))
+    }
+
+    /// One attempt at `candidate` (the request's candidate number `index`): a slot of its
+    /// provider (see [`GenerationLimits`]: none within the wait is `Overloaded`), then its
+    /// upstream calls.
+    async fn attempt(
+        &self,
+        candidate: &ValidatedRequest,
+        references: &[ReferenceImage],
+        mask: Option<&ReferenceImage>,
+        sinks: Sinks<'_>,
+        index: usize,
+    ) -> std::result::Result<Generation, Failure> {
+        let provider = &candidate.model.provider;
         let admission = self.admissions.get(provider);
         let slot = match admission {
             Some(admission) => Some(admission.admit(provider).await?),
             // An unknown provider fails in `call_upstream` with the right error.
             None => None,
         };
-        let called = self.call_upstream(request, references, mask, sinks).await;
+        let called = self
+            .call_upstream(candidate, references, mask, sinks, index)
+            .await;
         drop(slot);
         if let Some(admission) = admission {
             admission.report(provider);
         }
-        let mut generation = called?;
+        called
+    }
+
+    /// The images of a generation converted to the asked format, with the metadata read from
+    /// what was made.
+    async fn deliver(
+        &self,
+        request: &ValidatedRequest,
+        mut generation: Generation,
+    ) -> Result<Generation> {
         let mut images = Vec::with_capacity(generation.images.len());
         let mut pixels = 0_u64;
         for image in std::mem::take(&mut generation.images) {
@@ -478,14 +616,16 @@ impl Gateway {
         Ok(generation)
     }
 
-    /// The upstream calls of a request, as they come back.
+    /// The upstream calls of one candidate: one per `n_per_call` images, at most `fan_out` at
+    /// once, results in order. Returns what succeeded if any call did.
     async fn call_upstream(
         &self,
         request: &ValidatedRequest,
         references: &[ReferenceImage],
         mask: Option<&ReferenceImage>,
         sinks: Sinks<'_>,
-    ) -> Result<Generation> {
+        index: usize,
+    ) -> std::result::Result<Generation, Failure> {
         let model = &request.model;
         let provider = self
             .providers
@@ -515,23 +655,26 @@ impl Gateway {
                     self.provider_limits.get(&model.provider),
                     call,
                     sinks.resume,
+                    index,
                 )
             })
             .collect();
-        let results: Vec<_> = stream::iter(pending).buffered(self.fan_out).collect().await;
+        let results: Vec<Called> = stream::iter(pending).buffered(self.fan_out).collect().await;
 
         let mut total = Generation::default();
-        let mut first_error = None;
-        for (asked, elapsed, result) in results {
-            let outcome = match &result {
+        let mut failed: Option<crate::ProviderError> = None;
+        let mut started = false;
+        for called in results {
+            started |= called.started;
+            let outcome = match &called.result {
                 Ok(generation) if generation.images.is_empty() => "empty",
                 Ok(_) => "ok",
                 Err(error) => error.kind(),
             };
-            crate::telemetry::upstream_call(&model.provider, &model.id, outcome, elapsed);
-            match result {
+            crate::telemetry::upstream_call(&model.provider, &model.id, outcome, called.elapsed);
+            let error = match called.result {
                 Ok(mut generation) if !generation.images.is_empty() => {
-                    generation.images.truncate(asked as usize);
+                    generation.images.truncate(called.asked as usize);
                     total.images.append(&mut generation.images);
                     if let Some(usage) = generation.usage {
                         total
@@ -542,48 +685,141 @@ impl Gateway {
                     if total.meta == ImageMeta::default() {
                         total.meta = generation.meta;
                     }
+                    continue;
                 }
-                Ok(_) => {
-                    first_error.get_or_insert_with(|| Error::Upstream {
-                        provider: model.provider.clone(),
-                        message: "the upstream returned no image".into(),
-                    });
-                }
+                Ok(_) => crate::upstream::failed("the upstream returned no image"),
                 Err(error) => {
-                    let error = error.into_error(&model.provider, &model.id);
                     tracing::warn!(model = %model.id, %error, "upstream call failed");
-                    first_error.get_or_insert(error);
+                    error
                 }
+            };
+            // The failure that speaks for the calls: the first one that could have started
+            // work upstream, if any did, so that a fan-out is only retried when none could.
+            match &failed {
+                Some(first) if !first.is_pre_start() || error.is_pre_start() => {}
+                _ => failed = Some(error),
             }
         }
-        match first_error {
-            Some(error) if total.images.is_empty() => Err(error),
+        match failed {
+            Some(error) if total.images.is_empty() => Err(Failure {
+                error: error.clone().into_error(&model.provider, &model.id),
+                upstream: Some(error),
+                started,
+            }),
             _ => Ok(total),
         }
     }
 }
 
+/// A failed attempt: the gateway's error; the upstream's own, when an upstream call failed;
+/// and whether the upstream had started work (it reported a job, or a partial image went out).
+#[derive(Debug)]
+struct Failure {
+    error: Error,
+    upstream: Option<crate::ProviderError>,
+    started: bool,
+}
+
+impl Failure {
+    /// The attempt's outcome word.
+    fn kind(&self) -> &'static str {
+        self.upstream
+            .as_ref()
+            .map_or_else(|| self.error.fault().1, crate::ProviderError::kind)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            upstream: None,
+            started: false,
+        }
+    }
+}
+
+/// One upstream call's outcome: images asked for, time taken, result, and whether the
+/// upstream started work (a job reported, a partial image forwarded).
+struct Called {
+    asked: u32,
+    elapsed: Duration,
+    result: std::result::Result<Generation, crate::ProviderError>,
+    started: bool,
+}
+
+/// One upstream call under the provider's concurrency limit, in its span. The call's job
+/// tokens and partial images pass through here on their way out, which is how the gateway
+/// knows that the upstream started work; a job token of candidate `index` > 0 is marked with
+/// it, so that a resumed run goes back to the provider that started the job.
 async fn call_provider(
     provider: &dyn ImageProvider,
     limit: Option<&Arc<Semaphore>>,
     call: ProviderRequest<'_>,
     resume: Option<&std::collections::BTreeMap<u32, String>>,
-) -> (u32, Duration, Result<Generation, crate::ProviderError>) {
+    index: usize,
+) -> Called {
     // The semaphore is never closed, so acquiring only waits; an error cannot happen.
     let _slot = match limit {
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
+    let (jobs, mut job_reports) = tokio::sync::mpsc::unbounded_channel();
+    let (partials, mut partial_images) = tokio::sync::mpsc::unbounded_channel();
+    let (outer_jobs, outer_partials) = (call.jobs, call.partials);
+    let call = ProviderRequest {
+        jobs: Some(&jobs),
+        partials: outer_partials.map(|_| &partials),
+        ..call
+    };
     let span = upstream_span(provider, &call);
     let start = std::time::Instant::now();
-    let result = match resume.map(|jobs| jobs.get(&call.first_index)) {
-        None => provider.generate(call).instrument(span.clone()).await,
-        Some(Some(job)) => provider.resume(call, job).instrument(span.clone()).await,
-        // Starting it now would make the images twice as fast as they are paid for: no.
-        Some(None) => Err(crate::ProviderError::Failed {
-            message: "this part of the interrupted task had not started upstream".into(),
-        }),
+    let work = async {
+        match resume.map(|jobs| jobs.get(&call.first_index)) {
+            None => provider.generate(call).await,
+            Some(Some(job)) => provider.resume(call, job).await,
+            // Starting it now would make the images twice as fast as they are paid for: no.
+            Some(None) => Err(crate::ProviderError::Failed {
+                message: "this part of the interrupted task had not started upstream".into(),
+            }),
+        }
+    }
+    .instrument(span.clone());
+    tokio::pin!(work);
+    let mut started = false;
+    let forward_job = |(first_index, token): (u32, String)| {
+        if let Some(outer) = outer_jobs {
+            // The task may be gone; the generation still completes.
+            let _ = outer.send((first_index, failover::job_token(index, &token)));
+        }
     };
+    let forward_partial = |partial| {
+        if let Some(outer) = outer_partials {
+            let _ = outer.send(partial);
+        }
+    };
+    let result = loop {
+        tokio::select! {
+            biased;
+            Some(job) = job_reports.recv() => {
+                started = true;
+                forward_job(job);
+            }
+            Some(partial) = partial_images.recv() => {
+                started = true;
+                forward_partial(partial);
+            }
+            result = &mut work => break result,
+        }
+    };
+    while let Ok(job) = job_reports.try_recv() {
+        started = true;
+        forward_job(job);
+    }
+    while let Ok(partial) = partial_images.try_recv() {
+        started = true;
+        forward_partial(partial);
+    }
     match &result {
         Ok(generation) => {
             if let Some(usage) = &generation.usage {
@@ -601,7 +837,12 @@ async fn call_provider(
             span.record("error.type", error.kind());
         }
     }
-    (call.n, start.elapsed(), result)
+    Called {
+        asked: call.n,
+        elapsed: start.elapsed(),
+        result,
+        started,
+    }
 }
 
 /// The span of one upstream call, in the OpenTelemetry GenAI conventions' words where they

@@ -118,10 +118,55 @@ pub struct ImageRequest {
     /// Which providers may serve the request, and in which order (OpenRouter's `provider`:
     /// `order`, `only`, `ignore`, `allow_fallbacks`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<crate::failover::ProviderRouting>,
+    pub provider: Option<ProviderRouting>,
     /// Model-specific parameters that the catalog declares (for example `raw` on `ultra`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// The request's choice of providers, as OpenRouter's `provider` object spells it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderRouting {
+    /// Providers to try first, in this order; the model's other providers follow unless
+    /// `allow_fallbacks` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Vec<String>>,
+    /// The only providers that may serve the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<Vec<String>>,
+    /// Providers that may not serve the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+    /// Whether another provider of the model may serve it when the first turns it away
+    /// (default true). Fallback models in `models` are tried either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_fallbacks: Option<bool>,
+}
+
+impl ProviderRouting {
+    /// Whether `provider` may serve the request.
+    pub fn allows(&self, provider: &str) -> bool {
+        let named = |list: &Option<Vec<String>>| list.iter().flatten().any(|p| p == provider);
+        (self.only.is_none() || named(&self.only)) && !named(&self.ignore)
+    }
+
+    /// Where `provider` stands in the request's order (unnamed ones after, as they were).
+    pub fn rank(&self, provider: &str) -> usize {
+        self.order
+            .iter()
+            .flatten()
+            .position(|p| p == provider)
+            .unwrap_or(usize::MAX)
+    }
+
+    /// Every provider name the routing mentions.
+    pub fn named(&self) -> impl Iterator<Item = &String> {
+        [&self.order, &self.only, &self.ignore]
+            .into_iter()
+            .flatten()
+            .flatten()
+    }
 }
 
 /// A reference image: a URL, a data URL or a file id, bare or in OpenAI's object forms.
@@ -176,6 +221,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn routing_filters_and_orders_providers() {
+        let routing = ProviderRouting {
+            order: Some(vec!["b".into()]),
+            ignore: Some(vec!["c".into()]),
+            ..ProviderRouting::default()
+        };
+        assert!(routing.allows("a") && routing.allows("b") && !routing.allows("c"));
+        assert!(routing.rank("b") < routing.rank("a"));
+        let only = ProviderRouting {
+            only: Some(vec!["a".into()]),
+            ..ProviderRouting::default()
+        };
+        assert!(only.allows("a") && !only.allows("b"));
+    }
 
     #[test]
     fn every_field_round_trips() {

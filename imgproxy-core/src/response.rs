@@ -32,6 +32,9 @@ pub struct ImageResponse {
     /// Credits charged for this request (metered keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits_used: Option<u64>,
+    /// The catalog model that made the images: the one asked for, or the fallback that served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl ImageResponse {
@@ -47,6 +50,7 @@ impl ImageResponse {
             size: meta.size,
             usage,
             credits_used: None,
+            model: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
@@ -14,7 +15,7 @@ use crate::{
 };
 
 /// Request fields the gateway itself handles; every other field is a model parameter.
-const GATEWAY_FIELDS: [&str; 11] = [
+const GATEWAY_FIELDS: [&str; 13] = [
     "partial_images",
     "mask",
     "reroll",
@@ -26,6 +27,8 @@ const GATEWAY_FIELDS: [&str; 11] = [
     "stream",
     "async",
     "callback_url",
+    "models",
+    "provider",
 ];
 /// Longest `user` the catalog lets through (every model's `user` has this `max_len`, checked
 /// by a test): OpenAI documents no limit, and an end-user id longer than this is not an id.
@@ -73,7 +76,18 @@ pub struct ValidatedRequest {
     /// its own model (see [`crate::failover`]). Empty for a fallback itself.
     pub fallbacks: Vec<ValidatedRequest>,
     /// The fallbacks that could not take this request, and why.
-    pub skipped: Vec<crate::failover::Skipped>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A candidate that could not take the request, and why (it is never altered to fit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    /// The model id.
+    pub model: String,
+    /// Its provider.
+    pub provider: String,
+    /// Why it was passed over.
+    pub reason: String,
 }
 
 /// The raster `output_format` and `output_compression` the client asked for. When the model
@@ -88,6 +102,15 @@ pub struct OutputConversion {
 }
 
 impl ValidatedRequest {
+    /// Candidate `index`: 0 is this request, `i` its fallback `i - 1` (this request when
+    /// there is no such fallback).
+    pub fn candidate(&self, index: usize) -> &Self {
+        index
+            .checked_sub(1)
+            .and_then(|i| self.fallbacks.get(i))
+            .unwrap_or(self)
+    }
+
     /// A string parameter.
     pub fn param_str(&self, name: &str) -> Option<&str> {
         self.params.get(name).and_then(Value::as_str)

@@ -221,10 +221,16 @@ async fn release_dead_exactly_once(ctx: &Ctx) {
     assert_eq!(accounts.release_dead("dead").await.unwrap(), 0);
     assert_eq!(accounts.balance(&key).await.unwrap(), 85);
     // The dead request's settle, arriving late, charges nothing, and says so.
-    let late = accounts.settle_as(&orphans[1], 10, None).await.unwrap();
+    let late = accounts
+        .settle_as(&orphans[1], 10, None, None)
+        .await
+        .unwrap();
     assert_eq!((late.balance, late.kept), (85, 0));
     // The one settled before the crash still says what it kept.
-    let before = accounts.settle_as(&orphans[0], 3, None).await.unwrap();
+    let before = accounts
+        .settle_as(&orphans[0], 3, None, None)
+        .await
+        .unwrap();
     assert_eq!((before.balance, before.kept), (85, 10));
 
     // The live instance's reservation is left alone, however old, and settles normally.

@@ -107,6 +107,23 @@ pub fn cache_mode(headers: &HeaderMap, reroll: bool) -> CacheMode {
     }
 }
 
+/// The model that made the images (the fallback's, when one served).
+pub const SERVED_MODEL: &str = "x-model";
+/// Upstream calls made for the request (0 for a cache hit).
+pub const ATTEMPTS: &str = "x-upstream-attempts";
+/// Times the request moved on to another provider or model.
+pub const FALLBACKS: &str = "x-fallbacks";
+
+/// Adds what failover did: the model that served, the upstream calls and the fallbacks.
+pub fn report_failover<B>(response: &mut Response<B>, served: &imgproxy_core::service::Served) {
+    let headers = response.headers_mut();
+    if let Ok(model) = HeaderValue::from_str(&served.model.id) {
+        headers.insert(SERVED_MODEL, model);
+    }
+    headers.insert(ATTEMPTS, HeaderValue::from(served.attempts.calls()));
+    headers.insert(FALLBACKS, HeaderValue::from(served.attempts.served));
+}
+
 /// Adds the cache status and, for metered callers, the balance.
 pub fn annotate<B>(
     response: &mut Response<B>,

@@ -23,7 +23,7 @@ pub const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbo
 pub const CACHE_STATUS: &str = "x-cache-status";
 
 /// Answer headers a page on an allowed origin may read (besides the CORS-safelisted ones).
-const EXPOSED: [&str; 9] = [
+const EXPOSED: [&str; 11] = [
     "etag",
     "location",
     "retry-after",
@@ -33,6 +33,8 @@ const EXPOSED: [&str; 9] = [
     "x-model",
     "x-credits-remaining",
     "x-request-id",
+    "x-upstream-attempts",
+    "x-fallbacks",
 ];
 
 /// Which browser origins may call the API and load its images with `crossorigin`.

@@ -309,6 +309,8 @@ pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     }
     let mut builder = Gateway::builder(catalog)
         .generation_limits(settings.server.generations.clone())
+        .failover(settings.failover.clone())
+        .fallbacks(settings.fallback_chains())
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(fetcher(settings)?);
     if let Some(model) = &settings.default_model {

@@ -39,8 +39,8 @@ pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage,
 pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{
-    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, Settled, TaskResult,
-    MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
+    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, ServedBy, Settled,
+    TaskResult, MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
 };
 
 use self::pool::{read_pool, Db, DbExt as _};

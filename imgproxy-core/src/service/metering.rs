@@ -13,7 +13,7 @@ use std::{
 
 use serde_json::json;
 
-use super::db::{ApiKey, Charge, Database, Reservation, TaskResult};
+use super::db::{ApiKey, Charge, Database, Reservation, ServedBy, TaskResult};
 use crate::{pricing, Error, Result, ValidatedRequest};
 
 /// Who pays for a request, and under which id.
@@ -41,12 +41,16 @@ pub(crate) trait Billed {
     fn images(&self) -> usize;
     /// The result a task keeps (`{"images", "usage"}`).
     fn task_result(&self) -> serde_json::Value;
+    /// The candidate that served (0 is the request's own model; see
+    /// [`crate::failover::Attempts`]) and every upstream attempt, for the ledger.
+    fn served(&self) -> (usize, &[crate::failover::Attempt]);
 }
 
-/// A request's price, known before anything runs.
+/// A request's price, known before anything runs: what one image of each candidate costs
+/// (the request's model, then its fallbacks), and the most the request can cost.
 #[derive(Debug, Clone)]
 pub(crate) struct Price {
-    per_image: u64,
+    per_image: Vec<(String, u64)>,
     worst: u64,
     charge: Charge,
 }
@@ -61,31 +65,33 @@ pub(crate) struct Charged {
 }
 
 impl Meter<'_> {
-    /// Checks that the key may use the request's model and that the model has a price.
-    pub(crate) fn price(&self, request: &ValidatedRequest) -> Result<Price> {
-        let model = &request.model;
-        if self
-            .key
-            .models
-            .as_ref()
-            .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
-        {
-            return Err(Error::Forbidden {
-                message: format!("this key may not use the model `{}`", model.id),
-            });
+    /// Checks that the key may use the request's model and that the model has a price, and
+    /// drops the fallbacks it may not use or that have none (they are recorded as skipped).
+    /// The reservation covers the most expensive candidate.
+    pub(crate) fn price(&self, request: &mut ValidatedRequest) -> Result<Price> {
+        let per_image = self.per_image(request)?;
+        let mut prices = vec![(request.model.id.clone(), per_image)];
+        let mut worst = per_image.saturating_mul(u64::from(request.n));
+        let mut kept = Vec::with_capacity(request.fallbacks.len());
+        for fallback in std::mem::take(&mut request.fallbacks) {
+            match self.per_image(&fallback) {
+                Ok(per_image) => {
+                    worst = worst.max(per_image.saturating_mul(u64::from(fallback.n)));
+                    prices.push((fallback.model.id.clone(), per_image));
+                    kept.push(fallback);
+                }
+                Err(error) => request.skipped.push(crate::failover::Skipped {
+                    model: fallback.model.id.clone(),
+                    provider: fallback.model.provider.clone(),
+                    reason: error.public_message(),
+                }),
+            }
         }
-        // Fail closed: a model without a price is never free by accident.
-        let Some(per_image) = pricing::credits_per_image(request) else {
-            return Err(Error::Forbidden {
-                message: format!(
-                    "the model `{}` has no price, so metered keys cannot use it",
-                    model.id
-                ),
-            });
-        };
+        request.fallbacks = kept;
+        let model = &request.model;
         Ok(Price {
-            per_image,
-            worst: per_image.saturating_mul(u64::from(request.n)),
+            per_image: prices,
+            worst,
             charge: Charge {
                 model: model.id.clone(),
                 owner: self.owner.to_owned(),
@@ -101,6 +107,28 @@ impl Meter<'_> {
         })
     }
 
+    /// What one image of `request`'s model costs this key: refused if the key may not use
+    /// the model, or the model has no price (fail closed: never free by accident).
+    fn per_image(&self, request: &ValidatedRequest) -> Result<u64> {
+        let model = &request.model;
+        if self
+            .key
+            .models
+            .as_ref()
+            .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
+        {
+            return Err(Error::Forbidden {
+                message: format!("this key may not use the model `{}`", model.id),
+            });
+        }
+        pricing::credits_per_image(request).ok_or_else(|| Error::Forbidden {
+            message: format!(
+                "the model `{}` has no price, so metered keys cannot use it",
+                model.id
+            ),
+        })
+    }
+
     /// Reserves `price`'s worst case, runs `work`, and settles the images it returned (with
     /// the task's result, for a task) or refunds everything if it failed or was dropped.
     pub(crate) async fn charge<T: Billed>(
@@ -108,7 +136,6 @@ impl Meter<'_> {
         price: Price,
         work: impl Future<Output = Result<T>>,
     ) -> Result<(T, Charged)> {
-        let model = price.charge.model.clone();
         let reservation = self
             .db
             .reserve(&self.key.id, self.request_id, price.worst, price.charge)
@@ -117,12 +144,20 @@ impl Meter<'_> {
             db: self.db.clone(),
             reservation: Some(reservation.clone()),
             delivered: self.delivered.cloned(),
-            kept_if_delivered: price.per_image.min(price.worst),
+            kept_if_delivered: price.per_image[0].1.min(price.worst),
         };
         let outcome = match work.await {
             Ok(value) => {
                 let count = u64::try_from(value.images()).unwrap_or(u64::MAX);
-                let used = price.per_image.saturating_mul(count).min(price.worst);
+                let (served, attempts) = value.served();
+                // The model that served sets the price, whatever was reserved for.
+                let (served_model, per_image) =
+                    price.per_image.get(served).unwrap_or(&price.per_image[0]);
+                let used = per_image.saturating_mul(count).min(price.worst);
+                let served_by = ServedBy {
+                    model: served_model,
+                    attempts,
+                };
                 let result = self.task.map(|task_id| (task_id, value.task_result()));
                 let task = result.as_ref().map(|(task_id, result)| TaskResult {
                     task_id,
@@ -130,8 +165,11 @@ impl Meter<'_> {
                     result,
                 });
                 // A failed settle returns early with the guard armed: the reservation is refunded.
-                let settled = self.db.settle_as(&reservation, used, task).await?;
-                crate::telemetry::credits_charged(&model, settled.kept);
+                let settled = self
+                    .db
+                    .settle_as(&reservation, used, task, Some(served_by))
+                    .await?;
+                crate::telemetry::credits_charged(served_model, settled.kept);
                 // What the ledger kept, which is nothing if the reservation was refunded
                 // meanwhile (this instance was taken for dead): the answer says what it cost.
                 let charged = Charged {

@@ -18,6 +18,7 @@ use super::{
     Service,
 };
 use crate::{
+    failover::{Attempt, Attempts},
     gateway::{FileSource, Sinks},
     telemetry, Error, ImageData, ImageRequest, ImageResponse, ModelSpec, ReferenceImage, Result,
     Usage, ValidatedRequest,
@@ -52,8 +53,11 @@ pub struct Served {
     pub images: Vec<StoredImage>,
     /// Whether it came from the cache.
     pub cache: CacheStatus,
-    /// The model variant that served it.
+    /// The model variant that served it: the request's, or the fallback that did.
     pub model: Arc<ModelSpec>,
+    /// Every upstream attempt made for it and how many times it moved on (empty for images
+    /// from the cache).
+    pub attempts: Attempts,
     /// The paying key's balance afterwards, for metered callers.
     pub balance: Option<i64>,
     /// Credits this request cost, for metered callers (0 for a hit).
@@ -118,6 +122,8 @@ pub(crate) struct Produced {
     from_cache: bool,
     /// How long the generation took upstream (zero when read from the cache).
     upstream_time: Duration,
+    /// How it was come by (empty when read from the cache).
+    attempts: Attempts,
 }
 
 impl super::metering::Billed for Produced {
@@ -127,6 +133,10 @@ impl super::metering::Billed for Produced {
 
     fn task_result(&self) -> serde_json::Value {
         task_result(&self.result, self.usage.as_ref())
+    }
+
+    fn served(&self) -> (usize, &[Attempt]) {
+        (self.attempts.served, &self.attempts.log)
     }
 }
 
@@ -144,6 +154,7 @@ impl Produced {
             charged: None,
             from_cache: true,
             upstream_time: Duration::ZERO,
+            attempts: Attempts::default(),
         }
     }
 }
@@ -196,8 +207,8 @@ impl Service {
         if let Some(name) = call.name {
             super::db::check_name(name)?;
         }
-        let request = self.gateway.validate(request)?;
-        let price = call.meter.map(|m| m.price(&request)).transpose()?;
+        let mut request = self.gateway.validate(request)?;
+        let price = call.meter.map(|m| m.price(&mut request)).transpose()?;
         let files = self.files(call.tenant);
         let references = self
             .gateway
@@ -267,10 +278,16 @@ impl Service {
             };
             self.db.name_image(call.tenant, name, &named).await?;
         }
+        let attempts = match status {
+            CacheStatus::Miss => produced.attempts.clone(),
+            _ => Attempts::default(),
+        };
+        let model = validated.candidate(attempts.served).model.clone();
         Ok(Served {
             images,
             cache: status,
-            model: validated.model.clone(),
+            model,
+            attempts,
             balance,
             credits_used,
             upstream_time: produced.upstream_time,
@@ -293,6 +310,7 @@ impl Service {
         let meta = produced.result.meta.clone().or_asked(&served.request);
         let mut response = ImageResponse::new(data, meta, served.usage().cloned());
         response.credits_used = served.credits_used;
+        response.model = Some(served.model.id.clone());
         response
     }
 
@@ -363,7 +381,7 @@ impl Service {
         };
         let work = async {
             let start = std::time::Instant::now();
-            let generation = self
+            let (generation, attempts) = self
                 .gateway
                 .generate_images(
                     job.request,
@@ -405,6 +423,7 @@ impl Service {
                 charged: None,
                 from_cache: false,
                 upstream_time,
+                attempts,
             })
         };
         let produced = match (&call.meter, job.price.clone()) {

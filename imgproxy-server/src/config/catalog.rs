@@ -101,6 +101,17 @@ impl Settings {
             if let Some(model) = &self.default_model {
                 check("`default_model`", model)?;
             }
+            // A fallback need not be served (it is skipped, with its reason, until it is), but
+            // a name that is no model is a typo.
+            for (model, chain) in &self.fallbacks {
+                for name in std::iter::once(model).chain(chain) {
+                    anyhow::ensure!(
+                        catalog.get(name).is_some(),
+                        "[fallbacks] `{model}` names `{name}`, which is not a model; models include: {}",
+                        model_choices(&catalog)
+                    );
+                }
+            }
             if let Some(model) = &self.url_api_default_model {
                 check(
                     &format!("`url_api.default_model` (or {ENV_URL_API_DEFAULT_MODEL})"),

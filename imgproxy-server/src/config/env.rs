@@ -51,7 +51,7 @@ macro_rules! numbers {
         }
     )*};
 }
-numbers!(u64, usize);
+numbers!(u32, u64, usize);
 
 impl EnvValue for std::net::SocketAddr {
     const EXPECTED: &'static str = "an address such as 127.0.0.1:9464";

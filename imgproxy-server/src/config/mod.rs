@@ -8,6 +8,7 @@
 mod catalog;
 mod cors;
 mod env;
+mod failover;
 mod fetch;
 mod metrics;
 mod providers;
@@ -23,6 +24,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 
 use anyhow::Context as _;
 use imgproxy_core::{
+    failover::FailoverPolicy,
     service::{retention::Retention, store::S3Location, tasks::TaskSettings},
     ModelSpec,
 };
@@ -103,6 +105,29 @@ pub struct Config {
     pub server: ServerConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// Retries, fallbacks and circuit breakers.
+    pub failover: FailoverConfig,
+    /// Model id → models to try, in order, when its providers turn a request away before
+    /// starting work.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+/// Retries, fallbacks and circuit breakers (`[failover]`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverConfig {
+    /// Upstream attempts per request at most, retries and fallbacks included (default 3).
+    pub max_attempts: Option<u32>,
+    /// Longest `Retry-After` waited for before retrying the same provider; a longer one moves
+    /// on to the next candidate (default 10).
+    pub max_retry_after_secs: Option<u64>,
+    /// Consecutive pre-start failures that open a provider's circuit; 0 turns breakers off
+    /// (default 5).
+    pub breaker_failures: Option<u32>,
+    /// The span those failures must fall within, in seconds (default 60).
+    pub breaker_window_secs: Option<u64>,
+    /// Seconds an open circuit skips its provider before one probe goes through (default 30).
+    pub breaker_cooldown_secs: Option<u64>,
 }
 
 /// The Prometheus endpoint `/metrics`.
@@ -342,6 +367,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// The Prometheus endpoint.
     pub metrics: MetricsSettings,
+    /// Retries, fallbacks and circuit breakers.
+    pub failover: FailoverPolicy,
+    /// Fallback chains, by model id.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 impl Settings {
@@ -408,6 +437,8 @@ impl Config {
             cors,
             server,
             metrics,
+            failover,
+            fallbacks,
         } = self;
         let data_dir = storage::data_dir(flags.data_dir, data_dir);
         // Fields are evaluated as written; the order decides which of several errors shows.
@@ -426,6 +457,7 @@ impl Config {
             tasks: tasks.settings(env)?,
             server: server.settings(env)?,
             metrics: metrics.settings(env)?,
+            failover: failover.policy(env)?,
             url_secret: urls.secret(env)?,
             cache_enabled: cache.enabled.unwrap_or(true),
             url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,
@@ -440,6 +472,7 @@ impl Config {
             deadlines,
             models,
             remap,
+            fallbacks,
         };
         settings.check()?;
         Ok(settings)

@@ -77,5 +77,6 @@ pub async fn serve(
     admitted.served(&served);
     let mut response = Json(state.service.response(&served)).into_response();
     calls::annotate(&mut response, served.cache, served.balance);
+    calls::report_failover(&mut response, &served);
     Ok(response)
 }

@@ -30,6 +30,10 @@ pub struct Readiness {
     pub failed: Vec<&'static str>,
     /// Models served.
     pub models: usize,
+    /// Providers whose circuit is not closed (`open`: skipped after repeated failures;
+    /// `half_open`: one probe under way). They do not make the instance unready: other
+    /// providers, and the probe, still serve.
+    pub circuits: BTreeMap<String, &'static str>,
 }
 
 /// Liveness.
@@ -46,6 +50,12 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         bounded("store", service.store().probe()),
     );
     let models = service.gateway().served_models().count();
+    let circuits = service
+        .gateway()
+        .circuits()
+        .into_iter()
+        .map(|(provider, circuit)| (provider, circuit.name()))
+        .collect();
     let results = [
         ("database", database),
         ("store", store),
@@ -71,6 +81,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             checks,
             failed,
             models,
+            circuits,
         }),
     )
 }

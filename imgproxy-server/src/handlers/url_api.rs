@@ -305,7 +305,7 @@ async fn respond(
         }
     }
     if let Some(value) = text(answer.model) {
-        headers.insert("x-model", value);
+        headers.insert(calls::SERVED_MODEL, value);
     }
     if let Some(name) = answer.name {
         let extension = extension_of(&mime);

@@ -25,8 +25,15 @@ fn gateway_with(
 ) -> Result<Gateway, Box<dyn std::error::Error>> {
     let config = GeminiConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
     let provider = GeminiProvider::new(config)?;
+    // One attempt: these tests read how one upstream answer maps (a 429's wait included);
+    // retries and fallbacks have tests of their own.
+    let one_attempt = imgproxy_core::failover::FailoverPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    };
     Ok(Gateway::builder(catalog)
         .provider(Arc::new(provider))
+        .failover(one_attempt)
         .build())
 }
 

@@ -9,7 +9,7 @@ use sqlx::AssertSqlSafe;
 use super::{
     key_not_found,
     pool::{bind_args, now_ms, now_secs, write_tx, Arg, DbExt},
-    Charge, Database, Reservation, Settled, TaskResult,
+    Charge, Database, Reservation, ServedBy, Settled, TaskResult,
 };
 use crate::{Error, Result};
 
@@ -206,18 +206,23 @@ impl Database {
     /// charging more could overspend) and returns the rest. Exactly once: settling or refunding
     /// a closed reservation changes nothing. Returns the balance after.
     pub async fn settle(&self, reservation: &Reservation, actual: u64) -> Result<i64> {
-        Ok(self.settle_as(reservation, actual, None).await?.balance)
+        Ok(self
+            .settle_as(reservation, actual, None, None)
+            .await?
+            .balance)
     }
 
     /// [`Database::settle`], saying what the reservation keeps in the end (nothing when it had
     /// been refunded meanwhile, as when its instance was taken for dead). With `task`, the
     /// task's result is recorded in the same transaction, and nothing is settled unless
-    /// `task.owner` still runs the task.
+    /// `task.owner` still runs the task. With `served`, the settle row names the model that
+    /// served and records every upstream attempt.
     pub async fn settle_as(
         &self,
         reservation: &Reservation,
         actual: u64,
         task: Option<TaskResult<'_>>,
+        served: Option<ServedBy<'_>>,
     ) -> Result<Settled> {
         if actual > reservation.amount {
             tracing::warn!(
@@ -227,7 +232,9 @@ impl Database {
                 "settling more than was reserved; charging the reserved amount"
             );
         }
-        let closed = self.end(reservation, Close::Settle(actual), task).await?;
+        let closed = self
+            .end(reservation, Close::Settle(actual), task, served)
+            .await?;
         Ok(Settled {
             balance: closed.balance,
             kept: closed.kept,
@@ -236,7 +243,10 @@ impl Database {
 
     /// Returns everything reserved; exactly once. Returns the balance after.
     pub async fn refund(&self, reservation: &Reservation) -> Result<i64> {
-        Ok(self.end(reservation, Close::Refund, None).await?.balance)
+        Ok(self
+            .end(reservation, Close::Refund, None, None)
+            .await?
+            .balance)
     }
 
     /// Crash safety: refunds every open reservation of instance `owner` if its lease expired
@@ -369,7 +379,11 @@ impl Database {
                 key_id,
                 amount: u64::try_from(amount).db()?,
             };
-            if self.end(&reservation, Close::Release, None).await?.ended {
+            if self
+                .end(&reservation, Close::Release, None, None)
+                .await?
+                .ended
+            {
                 released += 1;
             }
         }
@@ -386,6 +400,7 @@ impl Database {
         reservation: &Reservation,
         how: Close,
         task: Option<TaskResult<'_>>,
+        served: Option<ServedBy<'_>>,
     ) -> Result<Closed> {
         let (status, kind, keep) = match how {
             Close::Settle(actual) => ("settled", "settle", actual),
@@ -469,6 +484,13 @@ impl Database {
             if matches!(how, Close::Release) {
                 inputs["released"] = json!(true);
             }
+            let model = match served {
+                Some(served) => {
+                    inputs["attempts"] = json!(served.attempts);
+                    served.model.to_owned()
+                }
+                None => model,
+            };
             // A settle that keeps everything still gets its (zero) row: the audit shows how
             // every reservation ended.
             let (entry, inputs) = (LedgerRow::new(key_id, kind, request_id, &model), inputs.to_string());

@@ -264,6 +264,16 @@ pub struct TaskResult<'a> {
     pub result: &'a serde_json::Value,
 }
 
+/// How a settled request was served, for its ledger row: the model that served it (a
+/// fallback's, when one did) and every upstream attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct ServedBy<'a> {
+    /// The catalog model that served.
+    pub model: &'a str,
+    /// Every upstream attempt, in order.
+    pub attempts: &'a [crate::failover::Attempt],
+}
+
 /// One change of a key's balance. The amounts of a key's rows add up to its balance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LedgerEntry {
