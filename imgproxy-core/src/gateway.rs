@@ -455,7 +455,13 @@ impl Gateway {
             // An unknown provider fails in `call_upstream` with the right error.
             None => None,
         };
-        let called = self.call_upstream(request, references, mask, sinks).await;
+        let called = self
+            .call_upstream(
+                &request.model,
+                upstream_calls(request, references, mask, sinks),
+                sinks.resume,
+            )
+            .await;
         drop(slot);
         if let Some(admission) = admission {
             admission.report(provider);
@@ -478,34 +484,20 @@ impl Gateway {
         Ok(generation)
     }
 
-    /// The upstream calls of a request, as they come back.
+    /// Runs the upstream `calls` of a request for `model`, at most `fan_out` at once, and
+    /// gathers what they made in order.
     async fn call_upstream(
         &self,
-        request: &ValidatedRequest,
-        references: &[ReferenceImage],
-        mask: Option<&ReferenceImage>,
-        sinks: Sinks<'_>,
+        model: &ModelSpec,
+        calls: Vec<ProviderRequest<'_>>,
+        resume: Option<&std::collections::BTreeMap<u32, String>>,
     ) -> Result<Generation> {
-        let model = &request.model;
         let provider = self
             .providers
             .get(&model.provider)
             .ok_or_else(|| Error::ModelNotFound {
                 message: format!("provider `{}` is not configured", model.provider),
             })?;
-        let per_call = model.images_per_call();
-        let calls: Vec<ProviderRequest<'_>> = (0..request.n)
-            .step_by(per_call as usize)
-            .map(|first_index| ProviderRequest {
-                references,
-                mask,
-                partials: sinks.partials,
-                jobs: sinks.jobs,
-                request,
-                n: per_call.min(request.n - first_index),
-                first_index,
-            })
-            .collect();
         // Futures are built eagerly (not in a stream closure) so the result stays `Send`.
         let pending: Vec<_> = calls
             .into_iter()
@@ -514,7 +506,7 @@ impl Gateway {
                     provider.as_ref(),
                     self.provider_limits.get(&model.provider),
                     call,
-                    sinks.resume,
+                    resume,
                 )
             })
             .collect();
@@ -561,6 +553,28 @@ impl Gateway {
             _ => Ok(total),
         }
     }
+}
+
+/// The upstream calls of a request: one per `n_per_call` images of its model.
+fn upstream_calls<'a>(
+    request: &'a ValidatedRequest,
+    references: &'a [ReferenceImage],
+    mask: Option<&'a ReferenceImage>,
+    sinks: Sinks<'a>,
+) -> Vec<ProviderRequest<'a>> {
+    let per_call = request.model.images_per_call();
+    (0..request.n)
+        .step_by(per_call as usize)
+        .map(|first_index| ProviderRequest {
+            references,
+            mask,
+            partials: sinks.partials,
+            jobs: sinks.jobs,
+            request,
+            n: per_call.min(request.n - first_index),
+            first_index,
+        })
+        .collect()
 }
 
 async fn call_provider(
