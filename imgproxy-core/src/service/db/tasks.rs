@@ -152,9 +152,16 @@ pub struct DeliveryRecord {
     pub finished_at_ms: Option<i64>,
 }
 
-const TASK_COLUMNS: &str = "id, tenant, key_id, kind, model, status, request, result, error, \
-     credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
-     upstream_jobs, request_id";
+/// The columns of [`TaskRow`], in its order (a macro, so that fixed queries are static
+/// strings).
+macro_rules! task_columns {
+    () => {
+        "id, tenant, key_id, kind, model, status, request, result, error, credits_used, \
+         callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
+         upstream_jobs, request_id"
+    };
+}
+const TASK_COLUMNS: &str = task_columns!();
 
 /// A row of [`TASK_COLUMNS`], read by position on either backend (more columns than sqlx's
 /// tuples take).
@@ -197,8 +204,13 @@ where
     }
 }
 
-const DELIVERY_COLUMNS: &str =
-    "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms";
+/// The columns of [`DeliveryRow`], in its order.
+macro_rules! delivery_columns {
+    () => {
+        "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms"
+    };
+}
+const DELIVERY_COLUMNS: &str = delivery_columns!();
 
 type DeliveryRow = (
     String,
@@ -245,11 +257,8 @@ impl Database {
 
     /// The task `id`, whoever's.
     pub async fn task_by_id(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        let row: Option<TaskRow> = self
-            .db
-            .read_optional(AssertSqlSafe(sql), &[id.into()])
-            .await?;
+        let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> = self.db.read_optional(sql, &[id.into()]).await?;
         row.map(task_of_row).transpose()
     }
 
@@ -535,11 +544,12 @@ impl Database {
 
     /// The webhook delivery of a task, if it has one.
     pub async fn delivery(&self, task_id: &str) -> Result<Option<DeliveryRecord>> {
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE task_id = $1");
-        let row: Option<DeliveryRow> = self
-            .db
-            .read_optional(AssertSqlSafe(sql), &[task_id.into()])
-            .await?;
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE task_id = $1"
+        );
+        let row: Option<DeliveryRow> = self.db.read_optional(sql, &[task_id.into()]).await?;
         Ok(row.map(delivery_of_row))
     }
 
