@@ -643,7 +643,6 @@ fn upstream_span(provider: &dyn ImageProvider, call: &ProviderRequest<'_>) -> tr
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use base64::Engine as _;
     use bytes::Bytes;
 
     use super::*;
@@ -725,12 +724,7 @@ mod tests {
         let order: Vec<_> = response
             .data
             .iter()
-            .map(|d| {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(d.b64_json.as_ref().unwrap())
-                    .unwrap();
-                String::from_utf8(bytes).unwrap()
-            })
+            .map(|d| String::from_utf8(d.inline_bytes().unwrap()).unwrap())
             .collect();
         assert_eq!(order, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     }
