@@ -556,26 +556,20 @@ impl Database {
     /// The webhook signing secret of `tenant` (`whsec_` + base64), made on first use.
     pub async fn webhook_secret(&self, tenant: &str) -> Result<String> {
         let candidate = secret::new_webhook_secret()?;
-        write_tx!(&self.db, tx => {
-            bind_args!(
-                sqlx::query(
-                    "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant) DO NOTHING",
-                ),
-                &[tenant.into(), (&candidate).into(), (now_ms() / 1000).into()]
+        // On a conflict the no-op update keeps the stored secret and lets `RETURNING` hand it
+        // back: one statement, whoever made the secret first.
+        let rows: Vec<(String,)> = self
+            .db
+            .write_returning(
+                "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant) DO UPDATE SET tenant = excluded.tenant RETURNING secret",
+                &[tenant.into(), (&candidate).into(), (now_ms() / 1000).into()],
             )
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            let secret: String =
-                sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .db()?;
-            tx.commit().await.db()?;
-            Ok(secret)
-        })
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|(secret,)| secret)
+            .ok_or_else(|| Error::Internal("storing the webhook secret returned no row".into()))
     }
 }
 
