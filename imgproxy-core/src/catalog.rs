@@ -512,6 +512,13 @@ fn duplicate(name: &str) -> Error {
     Error::Internal(format!("catalog names `{name}` twice"))
 }
 
+/// Test support: a copy of the embedded catalog's model `name` (an alias resolves too).
+#[cfg(test)]
+pub(crate) fn embedded_model(name: &str) -> ModelSpec {
+    let catalog = Catalog::embedded().unwrap();
+    (**catalog.resolve(name, &|_| true).unwrap()).clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

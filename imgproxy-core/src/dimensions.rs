@@ -448,11 +448,7 @@ fn size_for_ratio(model: &ModelSpec, ratio: Ratio, image_size: Option<&str>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Catalog;
-
-    fn model(id: &str) -> ModelSpec {
-        (**Catalog::embedded().unwrap().resolve(id, &|_| true).unwrap()).clone()
-    }
+    use crate::{catalog::embedded_model as model, Catalog};
 
     #[test]
     fn parses_and_reduces() {

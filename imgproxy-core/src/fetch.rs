@@ -726,9 +726,23 @@ mod tests {
         forbidden_reason(ip.parse().unwrap())
     }
 
+    /// Each address is refused for its reason.
+    fn assert_refused(cases: &[(&str, &str)]) {
+        for &(ip, expected) in cases {
+            assert_eq!(reason(ip), Some(expected), "{ip}");
+        }
+    }
+
+    /// Each address is public.
+    fn assert_public(ips: &[&str]) {
+        for ip in ips {
+            assert_eq!(reason(ip), None, "{ip}");
+        }
+    }
+
     #[test]
     fn classifier_refuses_every_non_public_v4_range() {
-        let cases = [
+        assert_refused(&[
             ("127.0.0.1", "loopback"),
             ("127.255.0.2", "loopback"),
             ("10.0.0.1", "private"),
@@ -749,15 +763,12 @@ mod tests {
             ("203.0.113.9", "documentation"),
             ("198.18.0.1", "benchmarking"),
             ("192.0.0.8", "reserved"),
-        ];
-        for (ip, expected) in cases {
-            assert_eq!(reason(ip), Some(expected), "{ip}");
-        }
+        ]);
     }
 
     #[test]
     fn classifier_accepts_public_v4_next_to_the_ranges() {
-        for ip in [
+        assert_public(&[
             "8.8.8.8",
             "1.1.1.1",
             "172.15.255.255",
@@ -768,14 +779,12 @@ mod tests {
             "192.167.1.1",
             "11.0.0.1",
             "223.255.255.255",
-        ] {
-            assert_eq!(reason(ip), None, "{ip}");
-        }
+        ]);
     }
 
     #[test]
     fn classifier_refuses_non_public_v6_and_judges_embedded_v4() {
-        let cases = [
+        assert_refused(&[
             ("::1", "loopback"),
             ("::", "unspecified"),
             ("fe80::1", "link-local"),
@@ -793,19 +802,14 @@ mod tests {
             ("::127.0.0.1", "reserved"),
             ("100::1", "reserved"),
             ("fec0::1", "reserved"),
-        ];
-        for (ip, expected) in cases {
-            assert_eq!(reason(ip), Some(expected), "{ip}");
-        }
-        for ip in [
+        ]);
+        assert_public(&[
             "2606:4700:4700::1111",
             "2a00:1450:4001::200e",
             "::ffff:8.8.8.8",
             "64:ff9b::808:808",
             "2002:0808:0808::1",
-        ] {
-            assert_eq!(reason(ip), None, "{ip}");
-        }
+        ]);
     }
 
     #[test]

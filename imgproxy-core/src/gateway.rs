@@ -870,11 +870,22 @@ fn upstream_span(provider: &dyn ImageProvider, call: &ProviderRequest<'_>) -> tr
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use base64::Engine as _;
     use bytes::Bytes;
 
     use super::*;
     use crate::{GeneratedImage, ProviderError};
+
+    /// A generation of one PNG-labelled image of `bytes`.
+    fn one_image(bytes: Bytes) -> Generation {
+        Generation {
+            images: vec![GeneratedImage {
+                bytes,
+                mime: "image/png".into(),
+                revised_prompt: None,
+            }],
+            ..Generation::default()
+        }
+    }
 
     /// Counts concurrent calls; fails the call whose first index is `fail_at`.
     #[derive(Debug, Default)]
@@ -901,25 +912,22 @@ mod tests {
                     message: "boom".into(),
                 });
             }
-            let image = GeneratedImage {
-                bytes: Bytes::from(call.first_index.to_string()),
-                mime: "image/png".into(),
-                revised_prompt: None,
-            };
-            Ok(Generation {
-                images: vec![image],
-                ..Generation::default()
-            })
+            Ok(one_image(Bytes::from(call.first_index.to_string())))
         }
     }
 
-    fn gateway(provider: Arc<Counting>) -> Gateway {
+    /// The embedded catalog plus model `counted`: the placeholder's, served by `counting`.
+    fn counted_catalog() -> Catalog {
         let mut catalog = Catalog::embedded().unwrap();
         let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
         model.id = "counted".into();
         model.provider = "counting".into();
         catalog.upsert(model).unwrap();
-        Gateway::builder(catalog)
+        catalog
+    }
+
+    fn gateway(provider: Arc<Counting>) -> Gateway {
+        Gateway::builder(counted_catalog())
             .provider(provider)
             .fan_out_concurrency(3)
             .build()
@@ -943,12 +951,7 @@ mod tests {
         let order: Vec<_> = response
             .data
             .iter()
-            .map(|d| {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(d.b64_json.as_ref().unwrap())
-                    .unwrap();
-                String::from_utf8(bytes).unwrap()
-            })
+            .map(|d| String::from_utf8(d.inline_bytes().unwrap()).unwrap())
             .collect();
         assert_eq!(order, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     }
@@ -956,13 +959,8 @@ mod tests {
     #[tokio::test]
     async fn a_provider_limit_caps_calls_across_requests() {
         let provider = Arc::new(Counting::default());
-        let mut catalog = Catalog::embedded().unwrap();
-        let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
-        model.id = "counted".into();
-        model.provider = "counting".into();
-        catalog.upsert(model).unwrap();
         let gateway = Arc::new(
-            Gateway::builder(catalog)
+            Gateway::builder(counted_catalog())
                 .provider(provider.clone())
                 .provider_limit("counting", 2)
                 .build(),
@@ -1004,25 +1002,13 @@ mod tests {
         async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
             self.entered.notify_one();
             let _pass = self.open.acquire().await;
-            Ok(Generation {
-                images: vec![GeneratedImage {
-                    bytes: Bytes::from_static(b"x"),
-                    mime: "image/png".into(),
-                    revised_prompt: None,
-                }],
-                ..Generation::default()
-            })
+            Ok(one_image(Bytes::from_static(b"x")))
         }
     }
 
     fn gated_gateway(provider: Arc<Gated>, max_wait: Duration) -> Arc<Gateway> {
-        let mut catalog = Catalog::embedded().unwrap();
-        let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
-        model.id = "counted".into();
-        model.provider = "counting".into();
-        catalog.upsert(model).unwrap();
         Arc::new(
-            Gateway::builder(catalog)
+            Gateway::builder(counted_catalog())
                 .provider(provider)
                 .generation_limits(GenerationLimits {
                     max_running: 1,

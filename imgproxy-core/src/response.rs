@@ -73,6 +73,13 @@ impl ImageData {
             revised_prompt,
         }
     }
+
+    /// The bytes of an inline image (the reverse of [`ImageData::inline`]); `None` for an
+    /// image by URL, or base64 that does not decode.
+    pub fn inline_bytes(&self) -> Option<Vec<u8>> {
+        let b64 = self.b64_json.as_deref()?;
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    }
 }
 
 /// One Server-Sent Event of a streamed image answer: OpenAI's `image_generation.*` and
@@ -168,6 +175,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn inline_bytes_reverse_inline() {
+        let image = ImageData::inline(b"\x89PNG", None);
+        assert_eq!(image.inline_bytes().as_deref(), Some(&b"\x89PNG"[..]));
+        assert_eq!(
+            ImageData::link("http://x/a.png".into(), None).inline_bytes(),
+            None
+        );
+    }
 
     #[test]
     fn response_round_trips_with_usage_details() {

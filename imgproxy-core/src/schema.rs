@@ -146,12 +146,11 @@ fn with_range(mut schema: Value, min: Option<Value>, max: Option<Value>) -> Valu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Catalog;
+    use crate::catalog::embedded_model;
 
     #[test]
     fn schema_is_narrowed_to_the_model() {
-        let catalog = Catalog::embedded().unwrap();
-        let schema = request_schema(catalog.resolve("gpt-image-2", &|_| true).unwrap());
+        let schema = request_schema(&embedded_model("gpt-image-2"));
         let props = &schema["properties"];
         assert_eq!(props["n"]["maximum"], 10);
         assert_eq!(

@@ -1,5 +1,6 @@
 //! Shared by the `accounts*` tests: one store per test on SQLite (a file in a temp dir) and on
-//! Postgres (a fresh schema), and raw SQL access to check what is stored.
+//! Postgres (a fresh schema), and raw SQL access to check what is stored; and, for the tests
+//! that serve images, a service whose test model is served by a fake provider.
 //!
 //! Postgres is at `IMGPROXY_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/test`).
 //! Every Postgres test is named `...::postgres`; to run the SQLite half only, leave them out
@@ -18,11 +19,12 @@
     reason = "test helpers fail loudly; `allow` as the including crate may expect these too"
 )]
 
-use std::str::FromStr;
+use std::{path::Path, str::FromStr, sync::Arc};
 
+use bytes::Bytes;
 use imgproxy_core::{
-    service::{db::NewKey, Database},
-    Error,
+    service::{db::NewKey, Database, ImageStore, Service},
+    Catalog, Error, Gateway, GeneratedImage, Generation, ImageProvider,
 };
 use sqlx::{postgres::PgConnectOptions, sqlite::SqliteConnectOptions, ConnectOptions};
 
@@ -185,4 +187,38 @@ pub fn is_insufficient(result: &Result<impl std::fmt::Debug, Error>) -> bool {
 /// Asserts that `result` is the error of an unknown (or revoked) key.
 pub fn assert_not_found(result: &Result<impl std::fmt::Debug, Error>) {
     assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}");
+}
+
+/// A service on `accounts` and an image store in `images` whose model `model` is the
+/// placeholder's, served by `provider`.
+pub fn service_for(
+    accounts: &Database,
+    images: &Path,
+    model: &str,
+    provider: Arc<dyn ImageProvider>,
+) -> Service {
+    let mut catalog = Catalog::embedded().unwrap();
+    let mut spec = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
+    spec.id = model.into();
+    spec.provider = provider.name().into();
+    catalog.upsert(spec).unwrap();
+    let gateway = Gateway::builder(catalog).provider(provider).build();
+    Service::new(
+        gateway,
+        ImageStore::local(images).unwrap(),
+        "http://test/images/",
+        accounts.clone(),
+    )
+}
+
+/// A generation of one PNG-labelled image of `bytes`.
+pub fn one_image(bytes: impl Into<Bytes>) -> Generation {
+    Generation {
+        images: vec![GeneratedImage {
+            bytes: bytes.into(),
+            mime: "image/png".into(),
+            revised_prompt: None,
+        }],
+        ..Generation::default()
+    }
 }

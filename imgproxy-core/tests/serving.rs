@@ -19,15 +19,14 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use harness::Ctx;
+use harness::{one_image, Ctx};
 use imgproxy_core::{
     service::{
         cache::{CacheMode, CacheStatus},
         metering::Meter,
-        Call, Database, ImageStore, Service,
+        Call, Database, Service,
     },
-    Catalog, Gateway, GeneratedImage, Generation, ImageInput, ImageProvider, ImageRequest,
-    ProviderError, ProviderRequest,
+    Generation, ImageInput, ImageProvider, ImageRequest, ProviderError, ProviderRequest,
 };
 
 /// Makes a distinct image per call (`call-<n>`, plus the references it saw), slowly enough
@@ -54,14 +53,7 @@ impl ImageProvider for Counting {
         for reference in call.references {
             bytes.extend_from_slice(&reference.bytes);
         }
-        Ok(Generation {
-            images: vec![GeneratedImage {
-                bytes: Bytes::from(bytes),
-                mime: "image/png".into(),
-                revised_prompt: None,
-            }],
-            ..Generation::default()
-        })
+        Ok(one_image(bytes))
     }
 }
 
@@ -80,30 +72,13 @@ impl ImageProvider for Gated {
     async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let _permit = self.open.acquire().await;
-        Ok(Generation {
-            images: vec![GeneratedImage {
-                bytes: Bytes::from_static(b"gated"),
-                mime: "image/png".into(),
-                revised_prompt: None,
-            }],
-            ..Generation::default()
-        })
+        Ok(one_image(Bytes::from_static(b"gated")))
     }
 }
 
+/// A service whose model `counted` the fake `provider` serves.
 fn service(accounts: &Database, images: &Path, provider: Arc<dyn ImageProvider>) -> Service {
-    let mut catalog = Catalog::embedded().unwrap();
-    let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
-    model.id = "counted".into();
-    model.provider = "counting".into();
-    catalog.upsert(model).unwrap();
-    let gateway = Gateway::builder(catalog).provider(provider).build();
-    Service::new(
-        gateway,
-        ImageStore::local(images).unwrap(),
-        "http://test/images/",
-        accounts.clone(),
-    )
+    harness::service_for(accounts, images, "counted", provider)
 }
 
 fn request(prompt: &str) -> ImageRequest {

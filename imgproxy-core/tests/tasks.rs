@@ -21,7 +21,7 @@ use std::{
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use harness::{charge, Ctx};
+use harness::{charge, one_image, service_for, Ctx};
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     service::{
@@ -29,10 +29,9 @@ use imgproxy_core::{
         db::{ApiKey, NewTask, TaskOutcome, TaskRecord, TaskStatus},
         metering::Meter,
         tasks::{Recovered, TaskSettings, Tasks},
-        Call, Database, ImageStore, Service,
+        Call, Database,
     },
-    Catalog, Gateway, GeneratedImage, Generation, ImageProvider, ImageRequest, ProviderError,
-    ProviderRequest,
+    Generation, ImageProvider, ImageRequest, ProviderError, ProviderRequest,
 };
 use serde_json::json;
 
@@ -353,17 +352,6 @@ struct Upstream {
     resumed: AtomicUsize,
 }
 
-fn one_image(bytes: Vec<u8>) -> Generation {
-    Generation {
-        images: vec![GeneratedImage {
-            bytes: Bytes::from(bytes),
-            mime: "image/png".into(),
-            revised_prompt: None,
-        }],
-        ..Generation::default()
-    }
-}
-
 #[async_trait]
 impl ImageProvider for Upstream {
     fn name(&self) -> &str {
@@ -385,19 +373,7 @@ impl ImageProvider for Upstream {
 
 /// One instance: a service as `id` (its lease joined) and its task runner, not started.
 async fn instance(ctx: &Ctx, images: &Path, id: &str, upstream: &Arc<Upstream>) -> Arc<Tasks> {
-    let mut catalog = Catalog::embedded().unwrap();
-    let mut model = (**catalog.resolve("placeholder", &|_| true).unwrap()).clone();
-    model.id = "metered".into();
-    model.provider = "upstream".into();
-    catalog.upsert(model).unwrap();
-    let gateway = Gateway::builder(catalog).provider(upstream.clone()).build();
-    let service = Service::new(
-        gateway,
-        ImageStore::local(images).unwrap(),
-        "http://test/images/",
-        ctx.accounts.clone(),
-    )
-    .with_instance(id);
+    let service = service_for(&ctx.accounts, images, "metered", upstream.clone()).with_instance(id);
     let settings = TaskSettings {
         lease: Duration::from_secs(3600),
         ..TaskSettings::default()

@@ -79,12 +79,11 @@ pub fn allowed_params(model: &ModelSpec) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Catalog;
+    use crate::{catalog::embedded_model, Catalog};
 
     #[test]
     fn placeholder_object_has_openai_fields_and_catalog_data() {
-        let catalog = Catalog::embedded().unwrap();
-        let object = model_object(catalog.resolve("placeholder", &|_| true).unwrap());
+        let object = model_object(&embedded_model("placeholder"));
         assert_eq!(object["object"], "model");
         assert_eq!(object["allowedParams"]["max_n"], 10);
         assert!(object["allowedParams"]["supported_sizes"]

@@ -152,9 +152,16 @@ pub struct DeliveryRecord {
     pub finished_at_ms: Option<i64>,
 }
 
-const TASK_COLUMNS: &str = "id, tenant, key_id, kind, model, status, request, result, error, \
-     credits_used, callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
-     upstream_jobs, request_id";
+/// The columns of [`TaskRow`], in its order (a macro, so that fixed queries are static
+/// strings).
+macro_rules! task_columns {
+    () => {
+        "id, tenant, key_id, kind, model, status, request, result, error, credits_used, \
+         callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
+         upstream_jobs, request_id"
+    };
+}
+const TASK_COLUMNS: &str = task_columns!();
 
 /// A row of [`TASK_COLUMNS`], read by position on either backend (more columns than sqlx's
 /// tuples take).
@@ -197,8 +204,13 @@ where
     }
 }
 
-const DELIVERY_COLUMNS: &str =
-    "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms";
+/// The columns of [`DeliveryRow`], in its order.
+macro_rules! delivery_columns {
+    () => {
+        "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms"
+    };
+}
+const DELIVERY_COLUMNS: &str = delivery_columns!();
 
 type DeliveryRow = (
     String,
@@ -245,11 +257,8 @@ impl Database {
 
     /// The task `id`, whoever's.
     pub async fn task_by_id(&self, id: &str) -> Result<Option<TaskRecord>> {
-        let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1");
-        let row: Option<TaskRow> = self
-            .db
-            .read_optional(AssertSqlSafe(sql), &[id.into()])
-            .await?;
+        let sql = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+        let row: Option<TaskRow> = self.db.read_optional(sql, &[id.into()]).await?;
         row.map(task_of_row).transpose()
     }
 
@@ -535,37 +544,32 @@ impl Database {
 
     /// The webhook delivery of a task, if it has one.
     pub async fn delivery(&self, task_id: &str) -> Result<Option<DeliveryRecord>> {
-        let sql = format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE task_id = $1");
-        let row: Option<DeliveryRow> = self
-            .db
-            .read_optional(AssertSqlSafe(sql), &[task_id.into()])
-            .await?;
+        let sql = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE task_id = $1"
+        );
+        let row: Option<DeliveryRow> = self.db.read_optional(sql, &[task_id.into()]).await?;
         Ok(row.map(delivery_of_row))
     }
 
     /// The webhook signing secret of `tenant` (`whsec_` + base64), made on first use.
     pub async fn webhook_secret(&self, tenant: &str) -> Result<String> {
         let candidate = secret::new_webhook_secret()?;
-        write_tx!(&self.db, tx => {
-            bind_args!(
-                sqlx::query(
-                    "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tenant) DO NOTHING",
-                ),
-                &[tenant.into(), (&candidate).into(), (now_ms() / 1000).into()]
+        // On a conflict the no-op update keeps the stored secret and lets `RETURNING` hand it
+        // back: one statement, whoever made the secret first.
+        let rows: Vec<(String,)> = self
+            .db
+            .write_returning(
+                "INSERT INTO webhook_secrets (tenant, secret, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (tenant) DO UPDATE SET tenant = excluded.tenant RETURNING secret",
+                &[tenant.into(), (&candidate).into(), (now_ms() / 1000).into()],
             )
-            .execute(&mut *tx)
-            .await
-            .db()?;
-            let secret: String =
-                sqlx::query_scalar("SELECT secret FROM webhook_secrets WHERE tenant = $1")
-                    .bind(tenant)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .db()?;
-            tx.commit().await.db()?;
-            Ok(secret)
-        })
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|(secret,)| secret)
+            .ok_or_else(|| Error::Internal("storing the webhook secret returned no row".into()))
     }
 }
 
