@@ -3,8 +3,8 @@ upstreams that count what they receive.
 
 Checked: a provider refusing connections falls back to the configured chain (the response, its
 headers and the ledger name the model that served, charged at its price); a 429 with a short
-``Retry-After`` is retried on the same provider; a 500 from a synchronous upstream and a
-moderation refusal end the request with one upstream call and nothing charged; a Replicate poll
+``Retry-After`` is retried on the same provider; a 500 or a timeout from a synchronous upstream
+and a moderation refusal end the request with one upstream call and nothing charged; a Replicate poll
 that times out on our side is polled again, never resubmitted; five pre-start failures open a
 provider's circuit (skipped uncalled, visible in ``/readyz`` and ``/metrics``) until one probe
 after the cool-down closes it; a stream falls back only before any event went out; the official
@@ -34,8 +34,9 @@ REPLICATE_TOKEN = "r8_failover_e2e_token_0123456789"
 GENERATIONS = "/v1/images/generations"
 
 # imgproxy-core/catalog: nano-banana-pro on Gemini costs 134 credits per 1K image; gpt-image-2
-# at quality=low 6.
+# 211 at its default quality (auto), 6 at quality=low.
 NANO_BANANA_PRO = 134
+GPT_AUTO = 211
 GPT_LOW = 6
 
 FALLBACK_TO_GEMINI = '[fallbacks]\n"gpt-image-2" = ["nano-banana-pro"]\n'
@@ -179,7 +180,8 @@ def test_openai_refusing_connections_falls_back_to_gemini_and_is_charged_at_gemi
     # Reserved for the dearest candidate, settled at the served model's price.
     kinds = ledger_kinds(server, key["id"])
     reserves = [amount for kind, amount in kinds if kind == "reserve"]
-    assert len(reserves) == 1 and -reserves[0] >= NANO_BANANA_PRO, kinds
+    assert reserves == [-GPT_AUTO], f"the reservation is the dearest candidate's price (gpt-image-2's): {kinds}"
+    assert settle["amount"] == GPT_AUTO - NANO_BANANA_PRO, f"the settle returns the difference: {kinds}"
 
     after = scrape(server)
     moved = sum(v for (name, labels), v in after.items() if name == "imgproxy_fallbacks_total" and ("provider", "openai") in labels)
@@ -233,6 +235,23 @@ def test_500_from_a_synchronous_upstream_is_not_retried_nor_fallen_back_and_is_r
     assert_error_envelope(status, headers, raw, expected_status=502)
     assert len(fake_openai.image_requests()) == 1, "a 500 may have started work: no second call"
     assert gemini.requests == [], f"no fallback after a 500: {gemini.summary()}"
+    assert balance(server, secret) == 1000, "a failed request is refunded"
+    assert settle_rows(server, key["id"]) == []
+
+
+def test_a_timeout_of_a_synchronous_upstream_is_not_retried_nor_fallen_back_and_is_refunded(
+    imgproxy: ImgproxyFactory, tmp_path: Path, fake_openai: FakeOpenAI, gemini: FakeGemini
+) -> None:
+    config = FALLBACK_TO_GEMINI + "[providers.openai]\ntimeout_secs = 1\n"
+    server = start(imgproxy, tmp_path, openai_url=f"{fake_openai.url}/v1", gemini=gemini, config=config)
+    key, secret = create_key(server, credits=1000)
+    fake_openai.delay_images(2.5)
+
+    status, headers, raw = generate(server, secret)
+
+    assert_error_envelope(status, headers, raw, expected_status=504)
+    assert len(fake_openai.image_requests()) == 1, "a timed-out call may have started work: no second call"
+    assert gemini.requests == [], f"no fallback after a timeout: {gemini.summary()}"
     assert balance(server, secret) == 1000, "a failed request is refunded"
     assert settle_rows(server, key["id"]) == []
 
@@ -347,7 +366,9 @@ def test_a_stream_whose_upstream_fails_before_the_first_event_falls_back(
 def test_a_stream_that_fails_after_a_partial_image_does_not_fall_back(
     imgproxy: ImgproxyFactory, tmp_path: Path, fake_openai: FakeOpenAI
 ) -> None:
-    # Both models stream partial images, so the fallback could take the request.
+    # Both models stream partial images, so the fallback could take the request. The fake's
+    # mid-stream failure is an error event, which imgproxy reads as the upstream's own failure
+    # (not a pre-start one): this checks the outcome, not the "a partial went out" rule alone.
     server = start(
         imgproxy, tmp_path, openai_url=f"{fake_openai.url}/v1", config='[fallbacks]\n"gpt-image-2" = ["gpt-image-1.5"]\n'
     )
