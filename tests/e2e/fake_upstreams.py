@@ -477,7 +477,8 @@ class FakeReplicate(FakeServer):
     The shut-down ``google/imagen-4`` and ``google/nano-banana`` answer 404 (and are noted in
     :attr:`problems`); ``google/nano-banana-2`` / ``-pro`` give one URI string and have their
     inputs checked. Seedream's ``max_images`` is a cap, not a promise: with ``images_cap`` set,
-    a prediction makes at most that many images."""
+    a prediction makes at most that many images. ``poll_delays`` holds seconds to wait before
+    answering each of the next polls (a hanging ``urls.get``), one per poll, in order."""
 
     def __init__(self, token: str, processing_polls: int = 1, images_cap: int | None = None) -> None:
         super().__init__()
@@ -486,6 +487,7 @@ class FakeReplicate(FakeServer):
         self.images_cap = images_cap
         self.predictions: dict[str, _Prediction] = {}
         self.outputs: list[bytes] = []  # every output file, in creation order
+        self.poll_delays: list[float] = []
 
     def create_calls(self) -> list[Recorded]:
         return [r for r in self.calls("POST", prefix="/v1/models/") if r.path.endswith("/predictions")]
@@ -585,6 +587,10 @@ class FakeReplicate(FakeServer):
         if polled or canceled:
             if not self._authorized(request):
                 return replicate_problem(401, "Unauthenticated", "You did not pass a valid authentication token")
+            if polled:
+                with self.lock:
+                    delay = self.poll_delays.pop(0) if self.poll_delays else 0.0
+                time.sleep(delay)
             with self.lock:
                 p = self.predictions.get((polled or canceled).group(1))
                 if p is None:
