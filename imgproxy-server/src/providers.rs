@@ -88,8 +88,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         ],
         base_url_var: "GEMINI_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-            start!(settings, GeminiProvider, GeminiConfig)
+            use imgproxy_provider_gemini::GeminiProvider;
+            start!(settings, GeminiProvider, UpstreamSettings)
         },
     },
     ProviderEntry {
@@ -97,8 +97,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         key_vars: &["REPLICATE_API_TOKEN"],
         base_url_var: "REPLICATE_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
-            start!(settings, ReplicateProvider, ReplicateConfig)
+            use imgproxy_provider_replicate::ReplicateProvider;
+            start!(settings, ReplicateProvider, UpstreamSettings)
         },
     },
     ProviderEntry {
@@ -106,8 +106,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         key_vars: &["XAI_API_KEY"],
         base_url_var: "XAI_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_xai::{XaiConfig, XaiProvider};
-            start!(settings, XaiProvider, XaiConfig)
+            use imgproxy_provider_xai::XaiProvider;
+            start!(settings, XaiProvider, UpstreamSettings)
         },
     },
     ProviderEntry {
@@ -115,8 +115,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         key_vars: &["BFL_API_KEY"],
         base_url_var: "BFL_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_bfl::{BflConfig, BflProvider};
-            start!(settings, BflProvider, BflConfig)
+            use imgproxy_provider_bfl::BflProvider;
+            start!(settings, BflProvider, UpstreamSettings)
         },
     },
     ProviderEntry {
@@ -124,8 +124,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         key_vars: &["FAL_KEY"],
         base_url_var: "FAL_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_fal::{FalConfig, FalProvider};
-            start!(settings, FalProvider, FalConfig)
+            use imgproxy_provider_fal::FalProvider;
+            start!(settings, FalProvider, UpstreamSettings)
         },
     },
     ProviderEntry {
@@ -133,8 +133,8 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         key_vars: &["TOGETHER_API_KEY"],
         base_url_var: "TOGETHER_BASE_URL",
         start: |settings| {
-            use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
-            start!(settings, TogetherProvider, TogetherConfig)
+            use imgproxy_provider_together::TogetherProvider;
+            start!(settings, TogetherProvider, UpstreamSettings)
         },
     },
 ];

@@ -6,8 +6,7 @@ use std::task::Poll;
 
 use imgproxy_core::{
     upstream::{
-        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter,
-        UpstreamProvider, UpstreamSettings,
+        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter, UpstreamProvider,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
@@ -20,11 +19,12 @@ use crate::{
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
-/// Settings of the BFL upstream: the key goes as `x-key` to the API's hosts only; the API root
-/// may be a regional one such as `https://api.eu.bfl.ai`.
-pub type BflConfig = UpstreamSettings;
-
-/// The BFL provider, built from a [`BflConfig`] by [`UpstreamProvider::new`].
+/// The BFL provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The key goes as `x-key` to the API's hosts only; the API root may be a regional one such as
+/// `https://api.eu.bfl.ai`.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type BflProvider = UpstreamProvider<Bfl>;
 
 /// The [`UpstreamAdapter`] of BFL's direct API: one task per image, polled until ready.

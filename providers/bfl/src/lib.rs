@@ -9,7 +9,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{Bfl, BflConfig, BflProvider};
+pub use client::{Bfl, BflProvider};
 
 /// The provider instance name that the catalog's BFL entries use.
 pub const PROVIDER_ID: &str = "bfl";

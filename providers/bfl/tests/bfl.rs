@@ -9,9 +9,10 @@ use imgproxy_core::{
     validate::validate, Catalog, Gateway, ImageProvider as _, ImageRequest, ImageResponse,
     ProviderRequest, ReferenceImage,
 };
-use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
+use imgproxy_provider_bfl::{Bfl, BflProvider, PROVIDER_ID};
 use imgproxy_testkit::{
-    answer_first_only, b64, forbid, gateway_of, merged, mount_once, one_image, png, reference_png,
+    answer_first_only, b64, forbid, gateway_of, merged, mount_once, one_image, png, provider_at,
+    reference_png,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -23,7 +24,7 @@ const KEY: &str = "bfl-test-key-0123456789";
 const PROMPT: &str = "a lighthouse at dusk";
 
 fn provider(server: &MockServer) -> BflProvider {
-    BflProvider::new(BflConfig::new(KEY).with_base_url(server.uri())).unwrap()
+    provider_at::<Bfl>(server, KEY)
 }
 
 /// A gateway whose only provider is BFL, so that Replicate-first ids resolve to BFL.

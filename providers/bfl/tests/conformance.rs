@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use imgproxy_core::{Catalog, Gateway, ImageRequest};
-use imgproxy_provider_bfl::{BflConfig, BflProvider, PROVIDER_ID};
+use imgproxy_provider_bfl::PROVIDER_ID;
 use imgproxy_testkit::{
-    b64, cut_off_json, png, reference_png, too_many_requests, Fixture, TEST_DEADLINE,
+    b64, cut_off_json, png, provider_at, reference_png, too_many_requests, Fixture, TEST_DEADLINE,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -102,10 +102,10 @@ impl Fixture for Bfl {
             model.deadline_secs = Some(TEST_DEADLINE.as_secs());
             catalog.upsert(model).unwrap();
         }
-        let mut config = BflConfig::new(KEY);
-        config.base_url = Some(format!("{}/", server.uri()));
         Gateway::builder(catalog)
-            .provider(Arc::new(BflProvider::new(config).unwrap()))
+            .provider(Arc::new(provider_at::<imgproxy_provider_bfl::Bfl>(
+                server, KEY,
+            )))
             .build()
     }
 

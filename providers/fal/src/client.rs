@@ -9,7 +9,7 @@ use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
         self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection, Upstream, UpstreamAdapter,
-        UpstreamProvider, UpstreamSettings,
+        UpstreamProvider,
     },
     Generation, ProviderError, ProviderRequest,
 };
@@ -22,11 +22,12 @@ use crate::{
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
-/// Settings of the fal upstream: the key goes as `Authorization: Key <key>` to the queue API
-/// only; `max_download_bytes` bounds each generated image downloaded from a result URL.
-pub type FalConfig = UpstreamSettings;
-
-/// The fal provider, built from a [`FalConfig`] by [`UpstreamProvider::new`].
+/// The fal provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The key goes as `Authorization: Key <key>` to the queue API only; `max_download_bytes` bounds
+/// each generated image downloaded from a result URL.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type FalProvider = UpstreamProvider<Fal>;
 
 /// The [`UpstreamAdapter`] of fal's queue API, below whose root (the client's) model ids go.

@@ -10,7 +10,7 @@ mod convert;
 mod errors;
 mod wire;
 
-pub use client::{Fal, FalConfig, FalProvider};
+pub use client::{Fal, FalProvider};
 
 /// The provider instance name the embedded catalog's fal models use.
 pub const PROVIDER_ID: &str = "fal";

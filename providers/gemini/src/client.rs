@@ -3,20 +3,19 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{
-        ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamProvider, UpstreamSettings,
-    },
+    upstream::{ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamProvider},
     Generation, ProviderError, ProviderRequest,
 };
 
 use crate::{convert, error, DEFAULT_BASE_URL, PROVIDER_ID};
 
-/// Settings of the Gemini API upstream: the key goes as `x-goog-api-key`; the adapter appends
-/// `v1beta/models/{model}:generateContent` to the API root. Gemini returns images inline as
-/// base64, so `max_download_bytes` bounds the images too.
-pub type GeminiConfig = UpstreamSettings;
-
-/// The Gemini provider, built from a [`GeminiConfig`] by [`UpstreamProvider::new`].
+/// The Gemini provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The key goes as `x-goog-api-key`; the adapter appends `v1beta/models/{model}:generateContent` to
+/// the API root. Gemini returns images inline as base64, so `max_download_bytes` bounds the images
+/// too.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type GeminiProvider = UpstreamProvider<Gemini>;
 
 /// The [`UpstreamAdapter`] of Gemini image models through `generateContent`. One call makes

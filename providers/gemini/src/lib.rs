@@ -9,7 +9,7 @@ mod convert;
 mod error;
 mod wire;
 
-pub use client::{Gemini, GeminiConfig, GeminiProvider};
+pub use client::{Gemini, GeminiProvider};
 
 /// The provider instance name that the embedded catalog's Gemini models use.
 pub const PROVIDER_ID: &str = "gemini";

@@ -2,12 +2,9 @@
 //! documented wire format (providers.md §2): every fake asserts the exact outgoing body, the
 //! key header, the path and the call count.
 
-#![expect(clippy::panic, reason = "tests fail loudly")]
-
 use async_trait::async_trait;
 use imgproxy_core::Gateway;
-use imgproxy_provider_gemini::{GeminiConfig, GeminiProvider};
-use imgproxy_testkit::{b64, cut_off_json, gateway_of, png, reference_png, Fixture};
+use imgproxy_testkit::{b64, cut_off_json, gateway_at, png, reference_png, Fixture};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -52,11 +49,8 @@ fn error(code: u16, status: &str, message: &str) -> Value {
 
 #[async_trait]
 impl Fixture for Gemini {
-    const ASYNC: bool = false;
-
     fn gateway(server: &MockServer) -> Gateway {
-        let config = GeminiConfig::new(KEY).with_base_url(server.uri());
-        gateway_of(GeminiProvider::new(config).unwrap_or_else(|e| panic!("{e}")))
+        gateway_at::<imgproxy_provider_gemini::Gemini>(server, KEY)
     }
 
     fn model() -> &'static str {

@@ -78,13 +78,10 @@ mod tests {
 
     #[test]
     fn responses_need_data_with_an_image_in_each_item() {
-        let failed = |body: &[u8]| match parse_response(body) {
-            Err(ProviderError::Failed { message }) => message,
-            other => panic!("expected a failure, got {other:?}"),
-        };
-        assert!(failed(br#"{"created": 1}"#).starts_with("malformed upstream response: "));
-        assert!(failed(br#"{"data": [{"revised_prompt": "x"}]}"#).contains("data[0]"));
-        assert!(failed(br#"{"data": [{"b64_json": "!!"}]}"#).contains("b64_json"));
+        imgproxy_testkit::assert_data_items_required(
+            parse_response,
+            br#"{"data": [{"revised_prompt": "x"}]}"#,
+        );
         let parsed =
             parse_response(br#"{"data": [{"url": "http://x/a.png"}], "usage": 3}"#).unwrap();
         assert_eq!(

@@ -62,8 +62,6 @@ fn error(message: &str, kind: &str, code: Option<&str>) -> Value {
 
 #[async_trait]
 impl Fixture for OpenAI {
-    const ASYNC: bool = false;
-
     fn gateway(server: &MockServer) -> Gateway {
         let mut config = OpenAIConfig::new(KEY);
         config.upstream.base_url = Some(server.uri());

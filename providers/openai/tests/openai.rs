@@ -94,7 +94,7 @@ fn gateway(
     catalog: Catalog,
     configs: Vec<OpenAIConfig>,
 ) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let mut builder = Gateway::builder(catalog);
+    let mut builder = Gateway::builder(catalog).failover(imgproxy_testkit::one_attempt());
     for config in configs {
         builder = builder.provider(Arc::new(OpenAIProvider::new(config)?));
     }
@@ -225,111 +225,115 @@ async fn usage_and_revised_prompt_pass_through() -> TestResult {
     Ok(())
 }
 
-#[tokio::test]
-async fn moderation_blocked_is_a_400_moderation_error() -> TestResult {
-    for case in &CASES {
-        let error = failure(
-            case,
-            ResponseTemplate::new(400).set_body_json(json!({"error": {
-                "message": "Your request was rejected by the safety system.",
-                "type": "image_generation_user_error", "param": null, "code": "moderation_blocked"
-            }})),
-        )
-        .await?;
-        assert_eq!(
-            (error.status(), error.code()),
-            (400, Some("moderation_blocked"))
-        );
-        assert!(error.to_string().contains("safety system"), "{error}");
-    }
-    Ok(())
+/// OpenAI's error envelope, answered with `status`.
+fn error_answer(
+    status: u16,
+    message: &str,
+    kind: &str,
+    param: Value,
+    code: Value,
+) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(json!({"error": {
+        "message": message, "type": kind, "param": param, "code": code
+    }}))
 }
 
+/// Each upstream error → our status, param, code and wait, and what our message must be; no
+/// error ever shows the key.
 #[tokio::test]
-async fn rate_limit_is_429_with_retry_after() -> TestResult {
+async fn upstream_errors_keep_their_meaning_and_never_show_the_key() -> TestResult {
+    // The answer; our status, param and code; our wait; what our message must say.
+    type Row = (
+        ResponseTemplate,
+        (u16, Option<&'static str>, Option<&'static str>),
+        Option<Duration>,
+        fn(&str) -> bool,
+    );
+    let rejected_key = format!("Incorrect API key provided: {KEY}.");
+    let rows: [Row; 5] = [
+        (
+            error_answer(
+                400,
+                "Your request was rejected by the safety system.",
+                "image_generation_user_error",
+                Value::Null,
+                json!("moderation_blocked"),
+            ),
+            (400, None, Some("moderation_blocked")),
+            None,
+            |message| message.contains("safety system"),
+        ),
+        (
+            error_answer(
+                429,
+                "Rate limit reached",
+                "requests",
+                Value::Null,
+                json!("rate_limit_exceeded"),
+            )
+            .insert_header("Retry-After", "20"),
+            (429, None, Some("rate_limit_exceeded")),
+            Some(Duration::from_secs(20)),
+            |_| true,
+        ),
+        (
+            error_answer(
+                500,
+                "The server had an error processing your request.",
+                "server_error",
+                Value::Null,
+                Value::Null,
+            ),
+            (502, None, Some("upstream_error")),
+            None,
+            |message| message.contains("HTTP 500"),
+        ),
+        (
+            error_answer(
+                401,
+                &rejected_key,
+                "invalid_request_error",
+                Value::Null,
+                json!("invalid_api_key"),
+            ),
+            (502, None, Some("upstream_auth_failed")),
+            None,
+            |_| true,
+        ),
+        (
+            error_answer(
+                400,
+                "Invalid size '1024x1024' for this model.",
+                "invalid_request_error",
+                json!("size"),
+                json!("invalid_value"),
+            ),
+            (400, Some("size"), Some("invalid_value")),
+            None,
+            |message| message == "Invalid size '1024x1024' for this model.",
+        ),
+    ];
     for case in &CASES {
-        let error = failure(
-            case,
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "20")
-                .set_body_json(json!({"error": {"message": "Rate limit reached",
-                                               "type": "requests", "code": "rate_limit_exceeded"}})),
-        )
-        .await?;
-        assert_eq!(error.status(), 429);
-        assert_eq!(error.retry_after(), Some(Duration::from_secs(20)));
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn upstream_server_error_is_502() -> TestResult {
-    for case in &CASES {
-        let error = failure(
-            case,
-            ResponseTemplate::new(500).set_body_json(json!({"error": {
-                "message": "The server had an error processing your request.",
-                "type": "server_error", "param": null, "code": null
-            }})),
-        )
-        .await?;
-        assert_eq!(
-            (error.status(), error.code()),
-            (502, Some("upstream_error"))
-        );
-        assert!(error.to_string().contains("HTTP 500"), "{error}");
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn rejected_key_is_502_and_never_shows_the_key() -> TestResult {
-    for case in &CASES {
-        let error = failure(
-            case,
-            ResponseTemplate::new(401).set_body_json(json!({"error": {
-                "message": format!("Incorrect API key provided: {KEY}."),
-                "type": "invalid_request_error", "param": null, "code": "invalid_api_key"
-            }})),
-        )
-        .await?;
-        assert_eq!(
-            (error.status(), error.code()),
-            (502, Some("upstream_auth_failed"))
-        );
-        for text in [
-            error.to_string(),
-            format!("{error:?}"),
-            error.public_message(),
-        ] {
-            assert!(
-                !text.contains(KEY) && !text.contains("0123456789"),
-                "{text}"
+        for (answer, expected, wait, says) in &rows {
+            let error = failure(case, answer.clone()).await?;
+            assert_eq!(
+                (error.status(), error.param(), error.code()),
+                *expected,
+                "{error}"
             );
+            assert_eq!(error.retry_after(), *wait, "{error}");
+            assert!(says(&error.to_string()), "{error}");
+            for text in [
+                error.to_string(),
+                format!("{error:?}"),
+                error.public_message(),
+            ] {
+                assert!(
+                    !text.contains(KEY) && !text.contains("0123456789"),
+                    "{text}"
+                );
+            }
         }
-    }
-    Ok(())
-}
-
-#[tokio::test]
-async fn invalid_request_keeps_param_and_code() -> TestResult {
-    for case in &CASES {
-        let error = failure(
-            case,
-            ResponseTemplate::new(400).set_body_json(json!({"error": {
-                "message": "Invalid size '1024x1024' for this model.",
-                "type": "invalid_request_error", "param": "size", "code": "invalid_value"
-            }})),
-        )
-        .await?;
-        assert_eq!(
-            (error.status(), error.param(), error.code()),
-            (400, Some("size"), Some("invalid_value"))
-        );
-        assert_eq!(
-            error.to_string(),
-            "Invalid size '1024x1024' for this model."
-        );
     }
     Ok(())
 }

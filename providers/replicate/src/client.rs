@@ -8,7 +8,7 @@ use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
         self, failed, ApiClient, CancelOnDrop, PollPolicy, Upstream, UpstreamAdapter,
-        UpstreamProvider, UpstreamSettings,
+        UpstreamProvider,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
@@ -19,11 +19,12 @@ use crate::{convert, wire::Prediction, DEFAULT_BASE_URL, PROVIDER_ID};
 /// Longest `Prefer: wait` Replicate honours, in seconds.
 const MAX_WAIT_SECS: u64 = 60;
 
-/// Settings of the Replicate upstream: the token goes as `Authorization: Bearer <token>` to
-/// the API, never to output URLs; `max_download_bytes` bounds each output.
-pub type ReplicateConfig = UpstreamSettings;
-
-/// The Replicate provider, built from a [`ReplicateConfig`] by [`UpstreamProvider::new`].
+/// The Replicate provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The token goes as `Authorization: Bearer <token>` to the API, never to output URLs;
+/// `max_download_bytes` bounds each output.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type ReplicateProvider = UpstreamProvider<Replicate>;
 
 /// The [`UpstreamAdapter`] running Replicate predictions. It never retries a create: a failure

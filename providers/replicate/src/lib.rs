@@ -8,7 +8,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{Replicate, ReplicateConfig, ReplicateProvider};
+pub use client::{Replicate, ReplicateProvider};
 
 /// The provider name that the embedded catalog's Replicate models use.
 pub const PROVIDER_ID: &str = "replicate";

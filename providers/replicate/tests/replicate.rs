@@ -11,10 +11,10 @@ use base64::Engine as _;
 use imgproxy_core::{
     Catalog, Gateway, ImageProvider as _, ImageRequest, ImageResponse, ProviderRequest,
 };
-use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider};
+use imgproxy_provider_replicate::{Replicate, ReplicateProvider};
 use imgproxy_testkit::{
     answer_first_only, assert_refused_before_any_call, data_url, merged, mount_once, one_image,
-    reference_png, request_of,
+    provider_at, reference_png, request_of,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -374,7 +374,7 @@ async fn versioned_community_model_runs_by_version() {
 }
 
 fn provider(server: &MockServer) -> ReplicateProvider {
-    ReplicateProvider::new(ReplicateConfig::new(common::TOKEN).with_base_url(server.uri())).unwrap()
+    provider_at::<Replicate>(server, common::TOKEN)
 }
 
 /// Mounts a flux create answering `starting`, for the polling tests.

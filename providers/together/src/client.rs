@@ -3,17 +3,18 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider},
     Generation, ProviderError, ProviderRequest,
 };
 
 use crate::{convert, DEFAULT_BASE_URL, PROVIDER_ID};
 
-/// Settings of the Together upstream: the key goes as `Authorization: Bearer <key>` to the API
-/// only; `max_download_bytes` bounds an image downloaded from a `url` item.
-pub type TogetherConfig = UpstreamSettings;
-
-/// The Together provider, built from a [`TogetherConfig`] by [`UpstreamProvider::new`].
+/// The Together provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The key goes as `Authorization: Bearer <key>` to the API only; `max_download_bytes` bounds an
+/// image downloaded from a `url` item.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type TogetherProvider = UpstreamProvider<Together>;
 
 /// The [`UpstreamAdapter`] of Together's images API.

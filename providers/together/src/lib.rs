@@ -9,7 +9,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{Together, TogetherConfig, TogetherProvider};
+pub use client::{Together, TogetherProvider};
 
 /// The provider name catalog entries use in `provider = ...`.
 pub const PROVIDER_ID: &str = "together";

@@ -2,13 +2,10 @@
 //! wire format (providers.md §8): each fake asserts the exact outgoing request (path, bearer
 //! key, body) and how often it is called.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly")]
-
 use async_trait::async_trait;
 use imgproxy_core::{Gateway, ImageRequest};
-use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
 use imgproxy_testkit::{
-    b64, bearer_post, cut_off_json, gateway_of, mount_once, output_png, too_many_requests, Fixture,
+    b64, bearer_post, cut_off_json, gateway_at, mount_once, output_png, too_many_requests, Fixture,
 };
 use serde_json::{json, Value};
 use wiremock::{matchers::body_json, MockBuilder, MockServer, ResponseTemplate};
@@ -31,11 +28,8 @@ fn generation_body(n: u32) -> Value {
 
 #[async_trait]
 impl Fixture for Together {
-    const ASYNC: bool = false;
-
     fn gateway(server: &MockServer) -> Gateway {
-        let config = TogetherConfig::new(KEY).with_base_url(server.uri());
-        gateway_of(TogetherProvider::new(config).expect("provider"))
+        gateway_at::<imgproxy_provider_together::Together>(server, KEY)
     }
 
     /// FLUX.1 [schnell] takes no reference images (`max_reference_images = 0`: the gateway

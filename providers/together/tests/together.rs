@@ -3,10 +3,10 @@
 //! optional fields), URL items, the NSFW assumption and refused inputs.
 
 use imgproxy_core::{Gateway, ImageRequest};
-use imgproxy_provider_together::{TogetherConfig, TogetherProvider};
+use imgproxy_provider_together::Together;
 use imgproxy_testkit::{
-    assert_refused_before_any_call, b64, bearer_post, data_url, gateway_of, png, reference_png,
-    WithoutHeader,
+    assert_refused_before_any_call, b64, bearer_post, data_url, gateway_at, merged, mount_once,
+    png, reference_png, refusal, request_of, WithoutHeader,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -19,21 +19,19 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 const KEY: &str = "tgp_v1_extra-key-fedcba9876543210";
 const UPSTREAM: &str = "black-forest-labs/FLUX.1-schnell";
 
-fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let config = TogetherConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
-    Ok(gateway_of(TogetherProvider::new(config)?))
+fn gateway(server: &MockServer) -> Gateway {
+    gateway_at::<Together>(server, KEY)
 }
 
 fn call() -> MockBuilder {
     bearer_post("/images/generations", KEY)
 }
 
-fn request(extra: Value) -> Result<ImageRequest, serde_json::Error> {
-    let mut body = json!({"model": "flux-schnell", "prompt": "a koi pond"});
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    serde_json::from_value(body)
+fn request(extra: Value) -> ImageRequest {
+    request_of(merged(
+        json!({"model": "flux-schnell", "prompt": "a koi pond"}),
+        extra,
+    ))
 }
 
 fn images(n: u32) -> Value {
@@ -73,13 +71,9 @@ async fn the_body_is_exact_with_base64_and_width_height_from_size() -> TestResul
     for (sent, upstream, asked) in cases {
         let server = MockServer::start().await;
         let n = upstream["n"].as_u64().unwrap_or(1) as u32;
-        call()
-            .and(body_json(upstream))
-            .respond_with(ResponseTemplate::new(200).set_body_json(images(n)))
-            .expect(1)
-            .mount(&server)
-            .await;
-        let response = gateway(&server)?.generate(request(sent.clone())?).await?;
+        let answer = ResponseTemplate::new(200).set_body_json(images(n));
+        mount_once(&server, call().and(body_json(upstream)), answer).await;
+        let response = gateway(&server).generate(request(sent.clone())).await?;
         assert_eq!(response.data.len(), n as usize, "{sent}");
         // The upstream was asked for `asked` (checked in its body); the answer reports the
         // size of the images it returned, the fake's 8x8.
@@ -95,8 +89,7 @@ async fn the_body_is_exact_with_base64_and_width_height_from_size() -> TestResul
 #[tokio::test]
 async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> TestResult {
     let server = MockServer::start().await;
-    let mut cases = Vec::new();
-    for (sent, param) in [
+    let cases = [
         (json!({"size": "1000x1000"}), "size"),
         (json!({"size": "2048x2048"}), "size"),
         (json!({"size": "32x32"}), "size"),
@@ -106,10 +99,9 @@ async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> T
         // webp is converted by the gateway; a format no one converts to is refused.
         (json!({"output_format": "gif"}), "output_format"),
         (json!({"images": [data_url(&reference_png(0))]}), "image"),
-    ] {
-        cases.push((request(sent)?, param));
-    }
-    assert_refused_before_any_call(&gateway(&server)?, &server, cases).await;
+    ];
+    let cases = cases.map(|(sent, param)| (request(sent), param));
+    assert_refused_before_any_call(&gateway(&server), &server, cases).await;
     Ok(())
 }
 
@@ -117,13 +109,13 @@ async fn bad_sizes_steps_and_reference_images_are_refused_before_any_call() -> T
 async fn url_items_are_downloaded_without_the_key() -> TestResult {
     let server = MockServer::start().await;
     let url = format!("{}/shrt/abc.png", server.uri());
-    call()
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"object": "list", "data": [{"index": 0, "url": url, "type": "url"}]}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let answer = json!({"object": "list", "data": [{"index": 0, "url": url, "type": "url"}]});
+    mount_once(
+        &server,
+        call(),
+        ResponseTemplate::new(200).set_body_json(answer),
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path("/shrt/abc.png"))
         .and(WithoutHeader("authorization"))
@@ -131,7 +123,7 @@ async fn url_items_are_downloaded_without_the_key() -> TestResult {
         .expect(1)
         .mount(&server)
         .await;
-    let response = gateway(&server)?.generate(request(json!({}))?).await?;
+    let response = gateway(&server).generate(request(json!({}))).await?;
     assert_eq!(response.data.len(), 1);
     Ok(())
 }
@@ -155,19 +147,16 @@ async fn a_422_about_the_safety_checker_is_moderation_and_other_4xx_are_not() ->
     ];
     for (status, message, code, expected) in cases {
         let server = MockServer::start().await;
-        call()
-            .respond_with(
-                ResponseTemplate::new(status).set_body_json(json!({"error": {
-                    "message": message, "type": "invalid_request_error", "param": null, "code": null
-                }})),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
-        let error = gateway(&server)?
-            .generate(request(json!({}))?)
-            .await
-            .expect_err("refused");
+        let envelope = json!({"error": {
+            "message": message, "type": "invalid_request_error", "param": null, "code": null
+        }});
+        mount_once(
+            &server,
+            call(),
+            ResponseTemplate::new(status).set_body_json(envelope),
+        )
+        .await;
+        let error = refusal(&gateway(&server), request(json!({}))).await;
         assert_eq!(error.status(), expected, "{message}");
         if code.is_some() {
             assert_eq!(error.code(), code, "{message}");

@@ -3,7 +3,7 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider, UpstreamSettings},
+    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider},
     Generation, ProviderError, ProviderRequest,
 };
 
@@ -12,11 +12,12 @@ use crate::{
     DEFAULT_BASE_URL, PROVIDER_ID,
 };
 
-/// Settings of the xAI upstream: the key goes as `Authorization: Bearer <key>` to the API
-/// only; `max_download_bytes` bounds an image downloaded from a `url` item.
-pub type XaiConfig = UpstreamSettings;
-
-/// The xAI provider, built from an [`XaiConfig`] by [`UpstreamProvider::new`].
+/// The xAI provider, built from [`UpstreamSettings`] by [`UpstreamProvider::new`].
+///
+/// The key goes as `Authorization: Bearer <key>` to the API only; `max_download_bytes` bounds an
+/// image downloaded from a `url` item.
+///
+/// [`UpstreamSettings`]: imgproxy_core::upstream::UpstreamSettings
 pub type XaiProvider = UpstreamProvider<Xai>;
 
 /// The [`UpstreamAdapter`] of xAI's images API.

@@ -237,13 +237,10 @@ mod tests {
 
     #[test]
     fn responses_need_data_with_an_image_in_each_item() {
-        let failed = |body: &[u8]| match parse_response(body) {
-            Err(ProviderError::Failed { message }) => message,
-            other => panic!("expected a failure, got {other:?}"),
-        };
-        assert!(failed(br#"{"created": 1}"#).starts_with("malformed upstream response: "));
-        assert!(failed(br#"{"data": [{"mime_type": "image/png"}]}"#).contains("data[0]"));
-        assert!(failed(br#"{"data": [{"b64_json": "!!"}]}"#).contains("b64_json"));
+        imgproxy_testkit::assert_data_items_required(
+            parse_response,
+            br#"{"data": [{"mime_type": "image/png"}]}"#,
+        );
         let parsed = parse_response(
             br#"{"data": [{"url": "http://x/a.jpeg", "b64_json": null, "mime_type": "image/jpeg"}], "usage": {"cost_in_usd_ticks": 200000000}}"#,
         )

@@ -10,7 +10,7 @@ mod client;
 mod convert;
 mod wire;
 
-pub use client::{Xai, XaiConfig, XaiProvider};
+pub use client::{Xai, XaiProvider};
 
 /// The provider name catalog entries use in `provider = ...`.
 pub const PROVIDER_ID: &str = "xai";

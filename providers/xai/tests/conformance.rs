@@ -2,13 +2,10 @@
 //! format (providers.md §5): each fake asserts the exact outgoing request (path, bearer key,
 //! body) and how often it is called.
 
-#![expect(clippy::expect_used, reason = "tests fail loudly")]
-
 use async_trait::async_trait;
 use imgproxy_core::Gateway;
-use imgproxy_provider_xai::{XaiConfig, XaiProvider};
 use imgproxy_testkit::{
-    b64, bearer_post, cut_off_json, data_url, gateway_of, mount_once, output_png, reference_png,
+    b64, bearer_post, cut_off_json, data_url, gateway_at, mount_once, output_png, reference_png,
     too_many_requests, Fixture,
 };
 use serde_json::{json, Value};
@@ -32,11 +29,8 @@ fn generation_body(n: u32) -> Value {
 
 #[async_trait]
 impl Fixture for Xai {
-    const ASYNC: bool = false;
-
     fn gateway(server: &MockServer) -> Gateway {
-        let config = XaiConfig::new(KEY).with_base_url(server.uri());
-        gateway_of(XaiProvider::new(config).expect("provider"))
+        gateway_at::<imgproxy_provider_xai::Xai>(server, KEY)
     }
 
     fn model() -> &'static str {

@@ -3,45 +3,53 @@
 //! `usage` pass-through and key hygiene. Every fake asserts the exact outgoing body.
 
 use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
-use imgproxy_provider_xai::{XaiConfig, XaiProvider};
+use imgproxy_provider_xai::Xai;
 use imgproxy_testkit::{
-    assert_refused_before_any_call, b64, bearer_post, data_url, gateway_of, png, reference_png,
-    WithoutHeader,
+    assert_provider_names, assert_refused_before_any_call, b64, bearer_post, data_url, gateway_at,
+    merged, mount_once, png, reference_png, refusal, request_of, WithoutHeader,
 };
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, method, path},
-    Mock, MockBuilder, MockServer, ResponseTemplate,
+    Mock, MockServer, ResponseTemplate,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 const KEY: &str = "xai-extra-key-fedcba9876543210";
 
-fn gateway(server: &MockServer) -> Result<Gateway, Box<dyn std::error::Error>> {
-    let config = XaiConfig::new(KEY).with_base_url(format!("{}/", server.uri()));
-    Ok(gateway_of(XaiProvider::new(config)?))
+fn gateway(server: &MockServer) -> Gateway {
+    gateway_at::<Xai>(server, KEY)
 }
 
-fn call(endpoint: &str) -> MockBuilder {
-    bearer_post(endpoint, KEY)
+/// Mounts the one call to `endpoint` that must carry exactly `body`, answered `response`.
+async fn expect(server: &MockServer, endpoint: &str, body: Value, response: ResponseTemplate) {
+    mount_once(
+        server,
+        bearer_post(endpoint, KEY).and(body_json(body)),
+        response,
+    )
+    .await;
 }
 
-fn request(model: &str, extra: Value) -> Result<ImageRequest, serde_json::Error> {
-    let mut body = json!({"model": model, "prompt": "a lighthouse"});
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    serde_json::from_value(body)
+/// The gateway's error for `request` when xAI answers its one generations call `response`.
+async fn failure(response: ResponseTemplate, request: ImageRequest) -> imgproxy_core::Error {
+    let server = MockServer::start().await;
+    mount_once(&server, bearer_post("/images/generations", KEY), response).await;
+    refusal(&gateway(&server), request).await
+}
+
+fn request(model: &str, extra: Value) -> ImageRequest {
+    request_of(merged(
+        json!({"model": model, "prompt": "a lighthouse"}),
+        extra,
+    ))
 }
 
 fn body(upstream: &str, n: u32, extra: Value) -> Value {
-    let mut body = json!({"model": upstream, "prompt": "a lighthouse", "n": n,
-                          "response_format": "b64_json"});
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    body
+    let base = json!({"model": upstream, "prompt": "a lighthouse", "n": n,
+                      "response_format": "b64_json"});
+    merged(base, extra)
 }
 
 fn images(n: usize) -> Value {
@@ -52,17 +60,20 @@ fn images(n: usize) -> Value {
 #[tokio::test]
 async fn an_item_with_respect_moderation_false_is_moderation_blocked() -> TestResult {
     let server = MockServer::start().await;
-    call("/images/generations")
-        .and(body_json(body("grok-imagine-image", 2, json!({}))))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"b64_json": b64(&png(8, 8, [0, 0, 0])), "mime_type": "image/png", "respect_moderation": true},
-            {"b64_json": null, "url": null, "respect_moderation": false}
-        ]})))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let error = gateway(&server)?
-        .generate(request("grok-imagine", json!({"n": 2}))?)
+    let answer = json!({"data": [
+        {"b64_json": b64(&png(8, 8, [0, 0, 0])), "mime_type": "image/png", "respect_moderation": true},
+        {"b64_json": null, "url": null, "respect_moderation": false}
+    ]});
+    let upstream = body("grok-imagine-image", 2, json!({}));
+    expect(
+        &server,
+        "/images/generations",
+        upstream,
+        ResponseTemplate::new(200).set_body_json(answer),
+    )
+    .await;
+    let error = gateway(&server)
+        .generate(request("grok-imagine", json!({"n": 2})))
         .await
         .expect_err("a withheld image blocks the request");
     assert_eq!(
@@ -74,20 +85,12 @@ async fn an_item_with_respect_moderation_false_is_moderation_blocked() -> TestRe
 
 #[tokio::test]
 async fn a_block_reason_is_moderation_blocked() -> TestResult {
-    let server = MockServer::start().await;
-    call("/images/generations")
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"data": [], "block_reason": "prompt violates the usage policy"}),
-            ),
-        )
-        .expect(1)
-        .mount(&server)
-        .await;
-    let error = gateway(&server)?
-        .generate(request("grok-imagine", json!({}))?)
-        .await
-        .expect_err("blocked");
+    let answer = json!({"data": [], "block_reason": "prompt violates the usage policy"});
+    let error = failure(
+        ResponseTemplate::new(200).set_body_json(answer),
+        request("grok-imagine", json!({})),
+    )
+    .await;
     assert_eq!(error.code(), Some("moderation_blocked"));
     assert!(error.to_string().contains("usage policy"), "{error}");
     Ok(())
@@ -97,21 +100,22 @@ async fn a_block_reason_is_moderation_blocked() -> TestResult {
 async fn a_single_reference_goes_to_edits_as_an_image_object() -> TestResult {
     let server = MockServer::start().await;
     let reference = data_url(&reference_png(3));
-    call("/images/edits")
-        .and(body_json(body(
+    expect(
+        &server,
+        "/images/edits",
+        body(
             "grok-imagine-image-2.0",
             1,
             json!({"image": {"url": reference, "type": "image_url"}, "quality": "auto"}),
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut request = request("grok-imagine-pro", json!({}))?;
+        ),
+        ResponseTemplate::new(200).set_body_json(images(1)),
+    )
+    .await;
+    let mut request = request("grok-imagine-pro", json!({}));
     request.images = Some(vec![ImageInput::ImageUrl {
         image_url: reference,
     }]);
-    let response = gateway(&server)?.generate(request).await?;
+    let response = gateway(&server).generate(request).await?;
     assert_eq!(response.data.len(), 1);
     assert_eq!(response.output_format.as_deref(), Some("png"));
     Ok(())
@@ -147,14 +151,15 @@ async fn image_size_becomes_lowercase_resolution_and_ratios_map() -> TestResult 
     ];
     for (sent, upstream) in cases {
         let server = MockServer::start().await;
-        call("/images/generations")
-            .and(body_json(body("grok-imagine-image", 1, upstream)))
-            .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
-            .expect(1)
-            .mount(&server)
-            .await;
-        let response = gateway(&server)?
-            .generate(request("grok-imagine", sent.clone())?)
+        expect(
+            &server,
+            "/images/generations",
+            body("grok-imagine-image", 1, upstream),
+            ResponseTemplate::new(200).set_body_json(images(1)),
+        )
+        .await;
+        let response = gateway(&server)
+            .generate(request("grok-imagine", sent.clone()))
             .await;
         assert!(response.is_ok(), "{sent}: {response:?}");
     }
@@ -165,52 +170,51 @@ async fn image_size_becomes_lowercase_resolution_and_ratios_map() -> TestResult 
 #[tokio::test]
 async fn grok_imagine_2_sends_quality_and_takes_wider_ratios_and_five_images() -> TestResult {
     let server = MockServer::start().await;
-    call("/images/generations")
-        .and(body_json(body(
+    expect(
+        &server,
+        "/images/generations",
+        body(
             "grok-imagine-image-2.0",
             2,
             json!({"quality": "low", "aspect_ratio": "5:2", "resolution": "2k"}),
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(images(2)))
-        .expect(1)
-        .mount(&server)
-        .await;
+        ),
+        ResponseTemplate::new(200).set_body_json(images(2)),
+    )
+    .await;
     let mut sent = request(
         "grok-imagine-2",
         json!({"quality": "low", "aspect_ratio": "5:2", "image_size": "2K"}),
-    )?;
+    );
     sent.n = Some(2);
-    assert_eq!(gateway(&server)?.generate(sent).await?.data.len(), 2);
+    assert_eq!(gateway(&server).generate(sent).await?.data.len(), 2);
 
     let references: Vec<Value> = (0..5)
         .map(|i| json!({"url": data_url(&reference_png(i)), "type": "image_url"}))
         .collect();
-    call("/images/edits")
-        .and(body_json(body(
+    expect(
+        &server,
+        "/images/edits",
+        body(
             "grok-imagine-image-2.0",
             1,
             json!({"quality": "auto", "aspect_ratio": "21:9", "images": references}),
-        )))
-        .respond_with(ResponseTemplate::new(200).set_body_json(images(1)))
-        .expect(1)
-        .mount(&server)
-        .await;
-    let mut sent = request("grok-imagine-image-2.0", json!({"aspect_ratio": "21:9"}))?;
+        ),
+        ResponseTemplate::new(200).set_body_json(images(1)),
+    )
+    .await;
+    let mut sent = request("grok-imagine-image-2.0", json!({"aspect_ratio": "21:9"}));
     sent.images = Some(
         (0..5)
             .map(|i| ImageInput::Text(data_url(&reference_png(i))))
             .collect(),
     );
-    gateway(&server)?.generate(sent.clone()).await?;
+    gateway(&server).generate(sent.clone()).await?;
     sent.images = Some(
         (0..6)
             .map(|i| ImageInput::Text(data_url(&reference_png(i))))
             .collect(),
     );
-    let error = gateway(&server)?
-        .generate(sent)
-        .await
-        .expect_err("6 images");
+    let error = gateway(&server).generate(sent).await.expect_err("6 images");
     assert_eq!(error.param(), Some("image"));
     Ok(())
 }
@@ -218,16 +222,14 @@ async fn grok_imagine_2_sends_quality_and_takes_wider_ratios_and_five_images() -
 #[tokio::test]
 async fn unsupported_dimensions_are_refused_before_any_call() -> TestResult {
     let server = MockServer::start().await;
-    let mut cases = Vec::new();
-    for (sent, param) in [
+    let cases = [
         (json!({"image_size": "4K"}), "image_size"),
         (json!({"size": "1792x1024"}), "size"),
         (json!({"aspect_ratio": "21:9"}), "aspect_ratio"),
         (json!({"quality": "high"}), "quality"),
-    ] {
-        cases.push((request("grok-imagine", sent)?, param));
-    }
-    assert_refused_before_any_call(&gateway(&server)?, &server, cases).await;
+    ];
+    let cases = cases.map(|(sent, param)| (request("grok-imagine", sent), param));
+    assert_refused_before_any_call(&gateway(&server), &server, cases).await;
     Ok(())
 }
 
@@ -239,14 +241,9 @@ async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_k
     let mut data =
         vec![json!({"b64_json": b64(&png(8, 8, [9, 9, 9])), "mime_type": "image/png"}); 9];
     data.push(json!({"url": image_url, "b64_json": null, "mime_type": "image/png", "revised_prompt": "a tall lighthouse"}));
-    call("/images/generations")
-        .and(body_json(body("grok-imagine-image", 10, json!({}))))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
+    expect(&server, "/images/generations", body("grok-imagine-image", 10, json!({})), ResponseTemplate::new(200).set_body_json(
             json!({"data": data, "usage": {"cost_in_usd_ticks": 2_000_000_000_u64}, "block_reason": null}),
-        ))
-        .expect(1)
-        .mount(&server)
-        .await;
+        )).await;
     Mock::given(method("GET"))
         .and(path("/xai-tmp-imgen-1.png"))
         .and(WithoutHeader("authorization"))
@@ -254,8 +251,8 @@ async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_k
         .expect(1)
         .mount(&server)
         .await;
-    let response: ImageResponse = gateway(&server)?
-        .generate(request("grok-imagine", json!({"n": 10}))?)
+    let response: ImageResponse = gateway(&server)
+        .generate(request("grok-imagine", json!({"n": 10})))
         .await?;
     assert_eq!(response.data.len(), 10);
     assert_eq!(
@@ -273,20 +270,13 @@ async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_k
 #[tokio::test]
 async fn key_errors_never_carry_the_key() -> TestResult {
     for status in [400, 401] {
-        let server = MockServer::start().await;
-        call("/images/generations")
-            .respond_with(
-                ResponseTemplate::new(status)
-                    .set_body_json(json!({"code": "Client specified an invalid argument",
-                       "error": format!("Incorrect API key provided: {KEY}")})),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
-        let error = gateway(&server)?
-            .generate(request("grok-imagine", json!({}))?)
-            .await
-            .expect_err("refused");
+        let answer = json!({"code": "Client specified an invalid argument",
+                            "error": format!("Incorrect API key provided: {KEY}")});
+        let error = failure(
+            ResponseTemplate::new(status).set_body_json(answer),
+            request("grok-imagine", json!({})),
+        )
+        .await;
         // xAI answers a wrong key with 400 or 401: either way the operator's key, so 502.
         assert_eq!(error.status(), 502);
         assert!(!format!("{error} {error:?}").contains(KEY), "{error:?}");
@@ -296,8 +286,5 @@ async fn key_errors_never_carry_the_key() -> TestResult {
 
 #[test]
 fn traces_name_the_upstream_as_the_genai_conventions_do() {
-    use imgproxy_core::ImageProvider as _;
-    let provider = XaiProvider::new(XaiConfig::new("key")).unwrap();
-    assert_eq!(provider.name(), "xai");
-    assert_eq!(provider.genai_name(), "x_ai");
+    assert_provider_names::<Xai>("xai", "x_ai");
 }

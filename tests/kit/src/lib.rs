@@ -17,8 +17,9 @@ use std::{io::Cursor, sync::Arc, time::Duration};
 use async_trait::async_trait;
 use base64::Engine as _;
 use imgproxy_core::{
-    Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse, ProviderRequest,
-    ValidatedRequest,
+    upstream::{UpstreamAdapter, UpstreamProvider, UpstreamSettings},
+    Catalog, Gateway, ImageInput, ImageProvider, ImageRequest, ImageResponse, ProviderError,
+    ProviderRequest, ValidatedRequest,
 };
 use serde_json::Value;
 use wiremock::{
@@ -32,9 +33,10 @@ pub const TEST_DEADLINE: Duration = Duration::from_secs(2);
 /// A provider under test.
 #[async_trait]
 pub trait Fixture: Send + Sync + 'static {
-    /// Whether the upstream is asynchronous (submit, then poll). Such fixtures are stamped out
-    /// with `conformance_suite!(F, polling)`, which adds the polling cases.
-    const ASYNC: bool;
+    /// Whether the upstream is asynchronous (submit, then poll); synchronous unless a fixture
+    /// says so. Such fixtures are stamped out with `conformance_suite!(F, polling)`, which adds
+    /// the polling cases.
+    const ASYNC: bool = false;
 
     /// A gateway whose provider talks to `server`, with [`TEST_DEADLINE`] as poll deadline.
     fn gateway(server: &MockServer) -> Gateway;
@@ -129,6 +131,57 @@ pub fn gateway_of(provider: impl ImageProvider + 'static) -> Gateway {
     Gateway::builder(Catalog::embedded().unwrap())
         .provider(Arc::new(provider))
         .build()
+}
+
+/// One attempt per request: tests that read how one upstream answer maps (a 429's wait
+/// included) must not see the gateway retry it; failover has tests of its own.
+pub fn one_attempt() -> imgproxy_core::failover::FailoverPolicy {
+    imgproxy_core::failover::FailoverPolicy {
+        max_attempts: 1,
+        ..Default::default()
+    }
+}
+
+/// The provider of adapter `A`, keyed with `key`, whose API root is `server`.
+pub fn provider_at<A: UpstreamAdapter>(server: &MockServer, key: &str) -> UpstreamProvider<A> {
+    UpstreamProvider::new(UpstreamSettings::new(key).with_base_url(server.uri())).unwrap()
+}
+
+/// A gateway over the embedded catalog whose one provider is adapter `A`'s, keyed with `key`
+/// and talking to `server`.
+pub fn gateway_at<A: UpstreamAdapter>(server: &MockServer, key: &str) -> Gateway {
+    gateway_of(provider_at::<A>(server, key))
+}
+
+/// Asserts the names a provider of adapter `A` goes by: `name` in catalog entries, `genai` in
+/// traces (the GenAI semantic conventions' `gen_ai.provider.name`).
+pub fn assert_provider_names<A: UpstreamAdapter>(name: &str, genai: &str) {
+    let provider = UpstreamProvider::<A>::new(UpstreamSettings::new("key")).unwrap();
+    assert_eq!((provider.name(), provider.genai_name()), (name, genai));
+}
+
+/// The error `gateway` answers `request` with; a success fails the test.
+pub async fn refusal(gateway: &Gateway, request: ImageRequest) -> imgproxy_core::Error {
+    match gateway.generate(request).await {
+        Ok(response) => panic!("expected a failure, got {} images", response.data.len()),
+        Err(error) => error,
+    }
+}
+
+/// Asserts that `parse`, an OpenAI-compatible adapter's reading of a 200 body, needs `data`
+/// with an image in each item: a body without `data`, `item_without_image` (whose one item has
+/// neither `b64_json` nor `url`) and an item of bad base64 are each a `Failed` saying so.
+pub fn assert_data_items_required<T: std::fmt::Debug>(
+    parse: impl Fn(&[u8]) -> Result<T, ProviderError>,
+    item_without_image: &[u8],
+) {
+    let failed = |body: &[u8]| match parse(body) {
+        Err(ProviderError::Failed { message }) => message,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    assert!(failed(br#"{"created": 1}"#).starts_with("malformed upstream response: "));
+    assert!(failed(item_without_image).contains("data[0]"));
+    assert!(failed(br#"{"data": [{"b64_json": "!!"}]}"#).contains("b64_json"));
 }
 
 /// The provider call of one image of `request`: the first, with no reference images, mask,

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway};
-use imgproxy_provider_fal::{FalConfig, FalProvider};
-use imgproxy_testkit::WithoutHeader;
+use imgproxy_provider_fal::{Fal, FalProvider};
+use imgproxy_testkit::{provider_at, WithoutHeader};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{body_json, header, method, path},
@@ -21,7 +21,7 @@ pub const FAL_MODELS: [&str; 3] = ["z-image", "birefnet-bg-removal", "vectorize"
 
 /// The provider, pointed at `server`.
 pub fn provider(server: &MockServer) -> FalProvider {
-    FalProvider::new(FalConfig::new(KEY).with_base_url(format!("{}/", server.uri()))).unwrap()
+    provider_at::<Fal>(server, KEY)
 }
 
 /// The embedded catalog with the fal models' deadline cut to `deadline_secs`.

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use imgproxy_core::{Catalog, Gateway};
-use imgproxy_provider_replicate::{ReplicateConfig, ReplicateProvider, PROVIDER_ID};
-use imgproxy_testkit::{png, WithoutHeader, TEST_DEADLINE};
+use imgproxy_provider_replicate::{Replicate, PROVIDER_ID};
+use imgproxy_testkit::{png, provider_at, WithoutHeader, TEST_DEADLINE};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{header, method, path},
@@ -122,9 +122,7 @@ pub fn gateway(server: &MockServer) -> Gateway {
         model.deadline_secs = Some(TEST_DEADLINE.as_secs());
         catalog.upsert(model).expect("upsert");
     }
-    let config = ReplicateConfig::new(TOKEN).with_base_url(format!("{}/", server.uri()));
-    let provider = ReplicateProvider::new(config).expect("provider");
     Gateway::builder(catalog)
-        .provider(Arc::new(provider))
+        .provider(Arc::new(provider_at::<Replicate>(server, TOKEN)))
         .build()
 }
