@@ -281,7 +281,7 @@ pub fn validate_for(model: Arc<ModelSpec>, request: &ImageRequest) -> Result<Val
         request.aspect_ratio.as_deref(),
         request.image_size.as_deref(),
     )?;
-    let (params, output) = model_params(&model, &request, dims)?;
+    let (params, output) = model_params(&model, request, dims)?;
 
     let validated = ValidatedRequest {
         model,

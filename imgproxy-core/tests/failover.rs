@@ -1,6 +1,8 @@
 //! Failover through the kernel's `Gateway`, against scripted providers that count their calls:
 //! what moves on (pre-start failures only), what retries, what stops, and the circuits.
 
+#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+
 use std::{
     collections::VecDeque,
     sync::{

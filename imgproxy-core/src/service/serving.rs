@@ -164,7 +164,7 @@ enum Claim {
     /// This request generates; the guard releases the claim.
     Held(ClaimGuard),
     /// Another instance generated it meanwhile.
-    Cached(Produced),
+    Cached(Box<Produced>),
 }
 
 /// What single-flight hands every waiting request.
@@ -375,7 +375,7 @@ impl Service {
                 .await?
             {
                 Claim::Held(guard) => Some(guard),
-                Claim::Cached(produced) => return Ok(Arc::new(produced)),
+                Claim::Cached(produced) => return Ok(Arc::new(*produced)),
             },
             None => None,
         };
@@ -509,7 +509,7 @@ impl Service {
                 // The previous holder may have finished between our look-up and our claim.
                 if let Some(produced) = self.cached_result(records, tenant, key).await? {
                     guard.release().await;
-                    return Ok(Claim::Cached(produced));
+                    return Ok(Claim::Cached(Box::new(produced)));
                 }
                 return Ok(Claim::Held(guard));
             }
@@ -521,7 +521,7 @@ impl Service {
                     continue;
                 }
                 if let Some(produced) = self.cached_result(records, tenant, key).await? {
-                    return Ok(Claim::Cached(produced));
+                    return Ok(Claim::Cached(Box::new(produced)));
                 }
                 break;
             }
