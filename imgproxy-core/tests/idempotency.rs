@@ -5,7 +5,7 @@
 //! than the model's deadline is 409 in progress; keys expire after their window; keys are a
 //! tenant's own.
 
-#![expect(clippy::unwrap_used, reason = "tests fail loudly")]
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 #[path = "accounts_harness.rs"]
 mod harness;
