@@ -104,6 +104,17 @@ pub enum Error {
         /// When its circuit lets a probe through.
         retry_after: Duration,
     },
+    /// The request conflicts with an earlier one (409): an `Idempotency-Key` reused for
+    /// another request, or still held by the request it was first sent with.
+    #[error("{message}")]
+    Conflict {
+        /// Human-readable reason.
+        message: String,
+        /// Machine-readable code, for example `idempotency_key_reused`.
+        code: &'static str,
+        /// The parameter (or header) at fault.
+        param: &'static str,
+    },
     /// A bug or an environment failure inside imgproxy (500). The detail is logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -160,6 +171,7 @@ impl Error {
             Self::InsufficientCredits { .. } => 402,
             Self::ModelNotFound { .. } | Self::NotFound { .. } => 404,
             Self::Forbidden { .. } => 403,
+            Self::Conflict { .. } => 409,
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => 429,
             Self::UpstreamAuth { .. } | Self::Upstream { .. } => 502,
             Self::UpstreamTimeout { .. } => 504,
@@ -175,7 +187,8 @@ impl Error {
             | Self::ModelNotFound { .. }
             | Self::InsufficientCredits { .. }
             | Self::NotFound { .. }
-            | Self::Forbidden { .. } => "invalid_request_error",
+            | Self::Forbidden { .. }
+            | Self::Conflict { .. } => "invalid_request_error",
             Self::ModerationBlocked { .. } => "image_generation_user_error",
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => "rate_limit_error",
             Self::UpstreamAuth { .. }
@@ -193,6 +206,7 @@ impl Error {
             Self::InvalidRequest { .. } => (Fault::Caller, "invalid_request"),
             Self::ModelNotFound { .. } => (Fault::Caller, "model_not_found"),
             Self::NotFound { .. } => (Fault::Caller, "not_found"),
+            Self::Conflict { .. } => (Fault::Caller, "conflict"),
             Self::ModerationBlocked { .. } => (Fault::Policy, "moderation_blocked"),
             Self::InsufficientCredits { .. } => (Fault::Policy, "insufficient_credits"),
             Self::Forbidden { .. } => (Fault::Policy, "permission_denied"),
@@ -216,6 +230,7 @@ impl Error {
             Self::NotFound { .. } => Some("not_found"),
             Self::ModerationBlocked { .. } => Some("moderation_blocked"),
             Self::Forbidden { .. } => Some("permission_denied"),
+            Self::Conflict { code, .. } => Some(code),
             Self::RateLimited { .. } | Self::LimitExceeded { .. } => Some("rate_limit_exceeded"),
             Self::UpstreamAuth { .. } => Some("upstream_auth_failed"),
             Self::Upstream { .. } => Some("upstream_error"),
@@ -231,6 +246,7 @@ impl Error {
         match self {
             Self::InvalidRequest { param, .. } => param.as_deref(),
             Self::ModelNotFound { .. } => Some("model"),
+            Self::Conflict { param, .. } => Some(param),
             _ => None,
         }
     }

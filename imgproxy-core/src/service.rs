@@ -1,12 +1,13 @@
 //! The service layer (cargo feature `service`): what a server keeps around the kernel's
 //! [`Gateway`]. A [`Service`] owns a gateway, the image store, the database (keys, ledger,
 //! cache entries, names, files, tasks, webhook deliveries) and the URL signer, and adds the
-//! cache with single-flight, metering, named images and stored-image URLs. The kernel never
+//! cache with single-flight, metering, named images, idempotency keys and stored-image URLs. The kernel never
 //! imports anything from here.
 
 pub mod cache;
 pub mod db;
 pub mod files;
+pub mod idempotency;
 pub mod metering;
 pub mod retention;
 pub mod serving;
@@ -41,6 +42,8 @@ pub struct Service {
     /// reservations and tasks). Fresh per service unless set.
     instance: String,
     flights: cache::SingleFlight<serving::Shared>,
+    /// How long idempotency keys are remembered.
+    idempotency_window: Duration,
 }
 
 impl Service {
@@ -60,6 +63,7 @@ impl Service {
             db,
             instance: db::new_instance_id(),
             flights: cache::SingleFlight::default(),
+            idempotency_window: idempotency::DEFAULT_WINDOW,
         }
     }
 

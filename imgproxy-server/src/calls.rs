@@ -1,13 +1,22 @@
 //! How a handler turns its caller into a core [`Call`]: the tenant, the per-key limits, the
-//! meter (with a request id unique across instances) and the cache mode.
+//! meter (with a request id unique across instances), the cache mode and the idempotency key.
 
 use axum::http::{header, HeaderMap, HeaderValue, Response};
-use imgproxy_core::service::{cache::CacheMode, metering::Meter, serving::Served, Call};
+use imgproxy_core::service::{
+    cache::CacheMode,
+    idempotency::{IdempotencyKey, IDEMPOTENCY_KEY},
+    metering::Meter,
+    serving::Served,
+    Call,
+};
 
 use crate::{
     auth::Caller, edge::CACHE_STATUS, error::ApiError, limits::Admission, state::AppState,
     telemetry::RequestNote,
 };
+
+/// Header of an answer that repeats an earlier request's (`Idempotent-Replayed`).
+pub const REPLAYED: &str = "idempotent-replayed";
 
 /// Header with the paying key's balance after the request.
 pub const CREDITS_REMAINING: &str = "x-credits-remaining";
@@ -122,6 +131,21 @@ pub fn report_failover<B>(response: &mut Response<B>, served: &imgproxy_core::se
     }
     headers.insert(ATTEMPTS, HeaderValue::from(served.attempts.calls()));
     headers.insert(FALLBACKS, HeaderValue::from(served.attempts.served));
+}
+
+/// The request's `Idempotency-Key`, if it sent one (400 if it is not a valid key).
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    Ok(Some(IdempotencyKey::parse(value.as_bytes())?))
+}
+
+/// Marks an answer as the replay of an earlier request's (`Idempotent-Replayed: true`).
+pub fn mark_replayed<B>(response: &mut Response<B>) {
+    response
+        .headers_mut()
+        .insert(REPLAYED, HeaderValue::from_static("true"));
 }
 
 /// Adds the cache status and, for metered callers, the balance.

@@ -58,7 +58,7 @@ pub struct Route {
     pub access: Access,
     /// An object schema whose properties are the query parameters.
     pub query: Option<SchemaOf>,
-    /// Whether `Prefer: respond-async` applies (generations and edits).
+    /// Whether `Prefer: respond-async` and `Idempotency-Key` apply (generations and edits).
     pub prefer: bool,
     /// The request body, by media type.
     pub body: &'static [(&'static str, SchemaOf)],
@@ -189,7 +189,9 @@ const IMAGES_ANSWER: &[(&str, SchemaOf)] = &[
 /// An asynchronous submission: the task, at once.
 const TASK_ACCEPTED: (u16, &[(&str, SchemaOf)]) = (202, &[("application/json", of::<TaskObject>)]);
 /// Everything a generation can fail with.
-const GENERATION_ERRORS: &[u16] = &[400, 401, 402, 403, 404, 413, 415, 429, 500, 502, 503, 504];
+const GENERATION_ERRORS: &[u16] = &[
+    400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504,
+];
 const JSON: &str = "application/json";
 /// A 1x1 PNG, for examples.
 const TINY_PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==";
@@ -590,6 +592,15 @@ fn operation(
             "name": "Prefer", "in": "header", "required": false,
             "description": "`respond-async` runs the request as a task (like `async: true`).",
             "schema": {"type": "string"},
+        }));
+        parameters.push(json!({
+            "name": "Idempotency-Key", "in": "header", "required": false,
+            "description": "Your key for this request (1 to 255 printable ASCII characters), \
+                remembered for a day: a retry with the same key and body answers the first \
+                request's images (or task) again, uncharged, with `Idempotent-Replayed: true`, \
+                also after the first client disconnected; the same key with another body is \
+                409 `idempotency_key_reused`.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         }));
     }
     let mut responses = Map::new();

@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use imgproxy_core::{
+    clock::now_secs,
     fetch::{FetchPolicy, ReferenceFetcher},
     service::{
         db::new_instance_id, retention::Retention, signing::UrlSigner, tasks::Tasks, Database,
@@ -32,7 +33,7 @@ const URL_API_MODEL: &str = "flux-1.1-pro";
 /// owners that never held one): longer than any request can run (the largest upstream
 /// deadline is minutes). A dead instance's are released as soon as its lease expires.
 const STALE_RESERVATION: Duration = Duration::from_secs(60 * 60);
-/// How often that backstop runs.
+/// How often that backstop runs (and expired idempotency keys are deleted).
 const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
 
 /// Runs the server until a shutdown signal, then drains in-flight requests.
@@ -53,6 +54,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .await
         .context("opening the database")?;
     let sweeper = db.clone();
+    let idempotency_window =
+        i64::try_from(settings.idempotency_window.as_secs()).unwrap_or(i64::MAX);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(SWEEP_EVERY);
         loop {
@@ -64,6 +67,10 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
                     "refunded credit reservations older than an hour without a live owner"
                 ),
                 Err(error) => tracing::error!(%error, "sweeping stale credit reservations failed"),
+            }
+            let expired_before = now_secs().saturating_sub(idempotency_window);
+            if let Err(error) = sweeper.expire_idempotency_keys(expired_before).await {
+                tracing::error!(%error, "expiring idempotency keys failed");
             }
         }
     });
@@ -95,6 +102,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             db,
         )
         .with_url_signer(url_signer(&settings)?, settings.url_ttl)
+        .with_idempotency_window(settings.idempotency_window)
         .with_instance(instance_id.clone()),
     );
     let tasks = Arc::new(Tasks::new(

@@ -19,6 +19,7 @@
 //! - Every balance change writes a ledger row, so a key's ledger adds up to its balance.
 
 mod history;
+mod idempotency;
 mod instances;
 mod keys;
 mod ledger;
@@ -30,6 +31,7 @@ mod secret;
 mod tasks;
 mod types;
 
+pub use idempotency::{IdempotencyClaim, IdempotencyRecord, Remembered};
 pub use instances::new_instance_id;
 pub use limits::{
     window_wait, KeyLimitsSpec, MinuteWindow, Refusal, SharedAdmission, LEASE_RENEW_EVERY,

@@ -105,10 +105,10 @@ pub struct StoredImage {
 const CLAIM_POLL: Duration = Duration::from_millis(150);
 const CLAIM_POLL_JITTER_MS: u64 = 100;
 /// Upstream deadline assumed for models that set none (the provider timeout's default).
-const DEFAULT_DEADLINE_SECS: u64 = 300;
+pub(super) const DEFAULT_DEADLINE_SECS: u64 = 300;
 /// How long past its model's deadline a live instance's claim is honoured before another
 /// instance takes it (a dead instance's claim is taken as soon as its lease has expired).
-const CLAIM_MARGIN_SECS: u64 = 60;
+pub(super) const CLAIM_MARGIN_SECS: u64 = 60;
 
 /// A generation as every request waiting on it shares it.
 #[derive(Debug)]
@@ -180,6 +180,18 @@ struct Job<'a> {
     price: Option<super::metering::Price>,
     /// The database, unless the cache is off for this request.
     records: Option<&'a Database>,
+}
+
+/// The model variant that made a stored result: the fallback it names, else the request's.
+fn maker(request: &ValidatedRequest, result: &CachedResult) -> Arc<ModelSpec> {
+    let fallback = result.fallback_model.as_deref().and_then(|id| {
+        request
+            .fallbacks
+            .iter()
+            .find(|f| f.model.id == id)
+            .map(|f| f.model.clone())
+    });
+    fallback.unwrap_or_else(|| request.model.clone())
 }
 
 /// The uploaded files of one tenant, as reference images.
@@ -258,17 +270,7 @@ impl Service {
             (_, _, Some(meter)) => (Some(0), Some(meter.db.balance(&meter.key.id).await?)),
             _ => (None, None),
         };
-        let images: Vec<StoredImage> = produced
-            .result
-            .images
-            .iter()
-            .zip(&produced.bytes)
-            .map(|(image, bytes)| StoredImage {
-                key: image.key.clone(),
-                mime: image.mime.clone(),
-                bytes: bytes.clone(),
-            })
-            .collect();
+        let images = stored_images(&produced);
         if let (Some(name), Some(first)) = (call.name, images.first()) {
             let named = NamedImage {
                 image_key: first.key.clone(),
@@ -282,7 +284,7 @@ impl Service {
             CacheStatus::Miss => produced.attempts.clone(),
             _ => Attempts::default(),
         };
-        let model = validated.candidate(attempts.served).model.clone();
+        let model = maker(validated, &produced.result);
         Ok(Served {
             images,
             cache: status,
@@ -291,6 +293,35 @@ impl Service {
             balance,
             credits_used,
             upstream_time: produced.upstream_time,
+            request,
+            produced,
+        })
+    }
+
+    /// `request` answered again with the images an earlier request stored (`result`), as a
+    /// hit: no upstream call, no charge (see `idempotency`).
+    pub(super) async fn served_again(
+        &self,
+        call: Call<'_>,
+        request: ValidatedRequest,
+        result: CachedResult,
+    ) -> Result<Served> {
+        let bytes = self.load(&result).await?.ok_or_else(|| {
+            Error::Internal("an image of a remembered answer is gone from the store".into())
+        })?;
+        let produced = Arc::new(Produced::cached(result, bytes));
+        let (credits_used, balance) = match &call.meter {
+            Some(meter) => (Some(0), Some(meter.db.balance(&meter.key.id).await?)),
+            None => (None, None),
+        };
+        Ok(Served {
+            images: stored_images(&produced),
+            cache: CacheStatus::Hit,
+            model: maker(&request, &produced.result),
+            attempts: Attempts::default(),
+            balance,
+            credits_used,
+            upstream_time: Duration::ZERO,
             request,
             produced,
         })
@@ -395,9 +426,11 @@ impl Service {
                 )
                 .await?;
             let upstream_time = start.elapsed();
+            let served = job.request.candidate(attempts.served);
             let mut result = CachedResult {
                 images: Vec::with_capacity(generation.images.len()),
                 meta: generation.meta,
+                fallback_model: (attempts.served > 0).then(|| served.model.id.clone()),
             };
             let mut bytes = Vec::with_capacity(generation.images.len());
             let store = tracing::info_span!(
@@ -565,6 +598,21 @@ impl Service {
     }
 }
 
+/// The stored images of a generation, with their bytes.
+fn stored_images(produced: &Produced) -> Vec<StoredImage> {
+    produced
+        .result
+        .images
+        .iter()
+        .zip(&produced.bytes)
+        .map(|(image, bytes)| StoredImage {
+            key: image.key.clone(),
+            mime: image.mime.clone(),
+            bytes: bytes.clone(),
+        })
+        .collect()
+}
+
 /// A held generation claim; released when the generation ends, or in the background if the
 /// request is dropped first (else other instances wait until it goes stale).
 struct ClaimGuard {
@@ -607,14 +655,14 @@ async fn release(records: &Database, tenant: &str, key: &str, owner: &str) {
 }
 
 /// A random claim owner id.
-fn claim_owner() -> Result<String> {
+pub(super) fn claim_owner() -> Result<String> {
     let mut bytes = [0_u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
     Ok(hex::encode(bytes))
 }
 
 /// A random number below `bound` (which is small: the modulo bias does not matter).
-fn random_below(bound: u64) -> Result<u64> {
+pub(super) fn random_below(bound: u64) -> Result<u64> {
     let mut bytes = [0_u8; 8];
     getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
     Ok(u64::from_le_bytes(bytes) % bound.max(1))

@@ -199,6 +199,8 @@ pub struct StorageConfig {
     pub retention_max_bytes: Option<u64>,
     /// Seconds between retention sweeps (default 3600).
     pub retention_sweep_every_secs: Option<u64>,
+    /// Seconds an `Idempotency-Key` is remembered from its first request (default 86400).
+    pub idempotency_window_secs: Option<u64>,
 }
 
 /// Reference-image fetching.
@@ -343,6 +345,8 @@ pub struct Settings {
     pub memory_cache_bytes: usize,
     /// What the image store keeps, and how often it is swept.
     pub retention: (Retention, Duration),
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
     /// URL signing secret, if configured (else the data dir's).
     pub url_secret: Option<SecretString>,
     /// Lifetime of image URLs.
@@ -452,6 +456,7 @@ impl Config {
             s3: storage.s3(env)?,
             memory_cache_bytes: storage.memory_cache_bytes(),
             retention: storage.retention(env)?,
+            idempotency_window: storage.idempotency_window(env)?,
             url_ttl: urls.ttl(env)?,
             public: public::overlay(public, env)?,
             tasks: tasks.settings(env)?,

@@ -75,6 +75,7 @@ impl Settings {
                 "max_bytes": retention.max_bytes,
                 "sweep_every_secs": secs(*sweep_every),
             },
+            "idempotency_window_secs": secs(self.idempotency_window),
             "urls": {"secret": secret(self.url_secret.as_ref()), "ttl_secs": secs(self.url_ttl)},
             "cache_enabled": self.cache_enabled,
             "url_api": {

@@ -1,10 +1,11 @@
 //! Where state lives: the data dir, the database and the image store (the data dir or an S3
-//! bucket, with an in-memory cache in front): their environment variables, defaults and
-//! resolution. The `[storage]` table is declared with the rest of the file model in `config`.
+//! bucket, with an in-memory cache in front), and how long records are kept: their
+//! environment variables, defaults and resolution. The `[storage]` table is declared with the rest of the file model in `config`.
 
 use std::{path::PathBuf, time::Duration};
 
 use imgproxy_core::service::{
+    idempotency,
     retention::Retention,
     store::{S3Location, DEFAULT_MEMORY_BYTES},
 };
@@ -25,6 +26,9 @@ pub const ENV_S3_REGION: &str = "IMGPROXY_S3_REGION";
 pub const ENV_RETENTION_MAX_AGE_SECS: &str = "IMGPROXY_RETENTION_MAX_AGE_SECS";
 /// Retention by total size, in bytes.
 pub const ENV_RETENTION_MAX_BYTES: &str = "IMGPROXY_RETENTION_MAX_BYTES";
+
+/// How long an `Idempotency-Key` is remembered, in seconds.
+pub const ENV_IDEMPOTENCY_WINDOW_SECS: &str = "IMGPROXY_IDEMPOTENCY_WINDOW_SECS";
 
 /// Seconds between retention sweeps by default.
 const DEFAULT_SWEEP_EVERY_SECS: u64 = 3600;
@@ -65,6 +69,18 @@ impl StorageConfig {
             max_bytes,
         };
         Ok((retention, Duration::from_secs(every)))
+    }
+}
+
+impl StorageConfig {
+    /// How long an `Idempotency-Key` is remembered from its first request.
+    pub(super) fn idempotency_window(&self, env: &dyn Env) -> anyhow::Result<Duration> {
+        let secs = env.over(ENV_IDEMPOTENCY_WINDOW_SECS, self.idempotency_window_secs)?;
+        anyhow::ensure!(
+            secs != Some(0),
+            "[storage] idempotency_window_secs must be positive"
+        );
+        Ok(secs.map_or(idempotency::DEFAULT_WINDOW, Duration::from_secs))
     }
 }
 

@@ -2,7 +2,8 @@
 //! relayed as the upstream sends them (`*.partial_image`), then one `*.completed` event per
 //! image; `: keep-alive` comments while waiting; a failure is `data: {"error": {...}}`. The
 //! generation runs inside the response body, so a client that goes away drops it: the
-//! upstream call is cancelled where it can be and an unsettled charge is refunded.
+//! upstream call is cancelled where it can be and an unsettled charge is refunded — unless
+//! the request sent an `Idempotency-Key`: then it runs on, for the retry.
 
 use std::{
     collections::VecDeque,
@@ -22,7 +23,7 @@ use futures_util::{future::BoxFuture, stream};
 use imgproxy_core::{
     provider::{ImageMeta, PartialImage},
     response::ImageStreamEvent,
-    service::{cache::CacheMode, Served},
+    service::{cache::CacheMode, idempotency::Begun, Served},
     Error, ErrorBody, ErrorEnvelope, ImageRequest,
 };
 use tokio::sync::mpsc;
@@ -67,7 +68,8 @@ struct Streaming {
     delivered: Arc<AtomicBool>,
 }
 
-/// The streamed answer to an already validated and admitted request.
+/// The streamed answer to an already validated and admitted request, begun under its
+/// idempotency key if it sent one.
 pub fn respond(
     state: AppState,
     caller: Caller,
@@ -75,6 +77,7 @@ pub fn respond(
     cache: CacheMode,
     request: ImageRequest,
     surface: Surface,
+    begun: Option<Begun>,
 ) -> Response {
     let (sender, partials) = mpsc::unbounded_channel();
     let delivered = Arc::new(AtomicBool::new(false));
@@ -82,23 +85,41 @@ pub fn respond(
     // The body is polled by the connection, outside the handler: the work keeps the request's
     // span, so that its log lines (and trace) stay the request's.
     let span = tracing::Span::current();
-    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(
-        async move {
-            let call = calls::call(
-                &state,
-                &caller,
-                &admitted,
-                cache,
-                None,
-                Some(&sender),
-                Some(&marker),
-            );
-            let served = state.service.serve(call, request).await?;
-            admitted.served(&served);
-            Ok(completed_events(&state, &served, surface))
-        }
-        .instrument(span),
-    );
+    let (attempt, replay) = match begun {
+        Some(Begun::Run(attempt)) => (Some(attempt), None),
+        Some(Begun::Replay(remembered)) => (None, Some(remembered)),
+        None => (None, None),
+    };
+    let replayed = replay.is_some();
+    let events_state = state.clone();
+    let serving = async move {
+        let call = calls::call(
+            &state,
+            &caller,
+            &admitted,
+            cache,
+            None,
+            Some(&sender),
+            Some(&marker),
+        );
+        let served = match &replay {
+            Some(remembered) => state.service.replay(call, request, remembered).await?,
+            None => state.service.serve(call, request).await?,
+        };
+        admitted.served(&served);
+        Ok(served)
+    }
+    .instrument(span);
+    let served: BoxFuture<'static, Result<Served, Error>> = match attempt {
+        // Started now, on a task of its own: a client that goes away leaves it to finish, be
+        // charged and be remembered for its retry.
+        Some(attempt) => Box::pin(attempt.run(serving)),
+        None => Box::pin(serving),
+    };
+    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(async move {
+        let served = served.await?;
+        Ok(completed_events(&events_state, &served, surface))
+    });
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
     keep_alive.reset();
     let streaming = Streaming {
@@ -120,6 +141,9 @@ pub fn respond(
         HeaderValue::from_static("text/event-stream"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if replayed {
+        calls::mark_replayed(&mut response);
+    }
     response
 }
 

@@ -2,6 +2,8 @@
 //! 004's `GET /api/v1/images/generations?task_id=`, and `GET /v1/webhooks/secret` (the key's
 //! signing secret for callbacks). Submitting is `generations` / `edits` with `async`.
 
+use std::sync::Arc;
+
 use axum::{
     extract::State,
     http::{header, HeaderMap, HeaderValue, StatusCode},
@@ -10,7 +12,8 @@ use axum::{
 };
 use imgproxy_core::{
     service::{
-        db::{TaskRecord, TaskStatus},
+        db::{Remembered, TaskRecord, TaskStatus},
+        idempotency::Begun,
         tasks::{Submitter, TaskKind, TaskObject, Tasks},
     },
     Error, ImageRequest,
@@ -20,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Caller,
+    calls,
     error::ApiError,
     extract::{OpenAIPath, OpenAIQuery},
     state::AppState,
@@ -37,26 +41,63 @@ pub fn wants_async(headers: &HeaderMap, request: &ImageRequest) -> bool {
             .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
 }
 
-/// Queues `request` as a task: 202 with the task and its `Location`.
+/// Queues `request` as a task: 202 with the task and its `Location`. Begun under an
+/// idempotency key, the key's first request submits it and every retry answers that task.
 pub async fn submit(
     state: &AppState,
     caller: &Caller,
     note: &RequestNote,
     kind: TaskKind,
     request: ImageRequest,
+    begun: Option<Begun>,
 ) -> Result<Response, ApiError> {
     let tasks = service(state)?;
-    let submitter = Submitter {
-        tenant: caller.tenant(),
-        key: caller.paying_key(),
-        request_id: Some(note.id().as_str()),
+    let (task, replayed) = match begun {
+        None => {
+            let submitter = Submitter {
+                tenant: caller.tenant(),
+                key: caller.paying_key(),
+                request_id: Some(note.id().as_str()),
+            };
+            (tasks.submit(submitter, kind, request).await?, false)
+        }
+        Some(Begun::Run(attempt)) => {
+            let (runner, caller, request_id) = (
+                Arc::clone(tasks),
+                caller.clone(),
+                note.id().as_str().to_owned(),
+            );
+            let task = attempt
+                .run(async move {
+                    let submitter = Submitter {
+                        tenant: caller.tenant(),
+                        key: caller.paying_key(),
+                        request_id: Some(&request_id),
+                    };
+                    runner.submit(submitter, kind, request).await
+                })
+                .await?;
+            (task, false)
+        }
+        Some(Begun::Replay(Remembered::Task(id))) => {
+            let (_, task) = find(state, caller, &id).await?;
+            (task, true)
+        }
+        Some(Begun::Replay(Remembered::Images(_))) => {
+            return Err(Error::Internal(
+                "an idempotency key of a synchronous request answered a task".into(),
+            )
+            .into())
+        }
     };
-    let task = tasks.submit(submitter, kind, request).await?;
     let location = format!("/v1/tasks/{}", task.id);
     let object = tasks.object(&task).await?;
     let mut response = (StatusCode::ACCEPTED, Json(object)).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
+    }
+    if replayed {
+        calls::mark_replayed(&mut response);
     }
     Ok(response)
 }
@@ -195,8 +236,8 @@ pub async fn webhook_secret(
     }))
 }
 
-fn service(state: &AppState) -> Result<&Tasks, ApiError> {
-    state.tasks.as_deref().ok_or_else(|| {
+fn service(state: &AppState) -> Result<&Arc<Tasks>, ApiError> {
+    state.tasks.as_ref().ok_or_else(|| {
         Error::invalid_param("async", "asynchronous tasks are not enabled on this server").into()
     })
 }
@@ -206,7 +247,7 @@ async fn find<'a>(
     state: &'a AppState,
     caller: &Caller,
     id: &str,
-) -> Result<(&'a Tasks, TaskRecord), ApiError> {
+) -> Result<(&'a Arc<Tasks>, TaskRecord), ApiError> {
     let tasks = service(state)?;
     let task = state.service.db().task(caller.tenant(), id).await?;
     Ok((tasks, task.ok_or_else(|| not_found(id))?))

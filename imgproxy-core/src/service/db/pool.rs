@@ -34,6 +34,7 @@ macro_rules! migrations {
             migration!($dialect, 4, "instances"),
             migration!($dialect, 5, "limits"),
             migration!($dialect, 6, "request_ids"),
+            migration!($dialect, 7, "idempotency"),
         ]
     };
 }

@@ -32,6 +32,10 @@ pub struct CachedResult {
     /// Format, size, quality and background, as made.
     #[serde(flatten)]
     pub meta: crate::provider::ImageMeta,
+    /// The catalog model that made them, when a fallback did (the request's own otherwise):
+    /// a hit or a replay names the model that made its images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_model: Option<String>,
 }
 
 /// An image stored under a name.

@@ -1,5 +1,6 @@
-//! What retention may not sweep: the image-store keys that names, files, tasks and live cache
-//! entries still point to, and the expiry of cache entries by age.
+//! What retention may not sweep: the image-store keys that names, files, tasks, live cache
+//! entries and remembered idempotency keys still point to, and the expiry of cache entries by
+//! age.
 
 use std::collections::HashSet;
 
@@ -26,8 +27,8 @@ impl Database {
         })
     }
 
-    /// Every image-store key a named image, an uploaded file, a task's result or a cache
-    /// entry points to.
+    /// Every image-store key a named image, an uploaded file, a task's result, a cache entry
+    /// or an idempotency key's answer points to.
     pub async fn referenced_image_keys(&self) -> Result<HashSet<String>> {
         let (direct, results): (Vec<String>, Vec<String>) = read_pool!(&self.db, pool => {
             let direct = sqlx::query_scalar(
@@ -38,7 +39,8 @@ impl Database {
             .db()?;
             let results = sqlx::query_scalar(
                 "SELECT result FROM cache_entries UNION ALL \
-                 SELECT result FROM tasks WHERE result IS NOT NULL",
+                 SELECT result FROM tasks WHERE result IS NOT NULL UNION ALL \
+                 SELECT result FROM idempotency_keys WHERE result IS NOT NULL",
             )
             .fetch_all(pool)
             .await
