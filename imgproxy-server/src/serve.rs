@@ -9,7 +9,7 @@ use imgproxy_core::{
         db::new_instance_id, retention::Retention, signing::UrlSigner, tasks::Tasks, Database,
         ImageStore, Service, IMAGE_PATH,
     },
-    Gateway, GatewayBuilder, ImageProvider,
+    Gateway, GatewayBuilder,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use tokio::net::TcpListener;
@@ -20,7 +20,7 @@ use crate::{
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     edge,
     listener::{self, ConnectionLimits},
-    state::UrlApi,
+    state::{Upstreams, UrlApi},
     telemetry::metrics,
     AppState,
 };
@@ -297,9 +297,7 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
 /// the placeholder, every provider with a key and the reference fetcher; and those upstream
 /// providers, whose keys readiness reports.
-pub fn build_gateway(
-    settings: &Settings,
-) -> anyhow::Result<(GatewayBuilder, Arc<[Arc<dyn ImageProvider>]>)> {
+pub fn build_gateway(settings: &Settings) -> anyhow::Result<(GatewayBuilder, Upstreams)> {
     let catalog = settings.catalog()?;
     // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
     for (model, shutdown) in catalog.stale_models()? {

@@ -37,8 +37,11 @@ pub struct AppState {
     /// Whether credits charged are also counted per key id (`[metrics] key_labels`).
     pub key_labels: bool,
     /// The upstream providers started from the configuration, whose keys readiness reports.
-    pub upstreams: Arc<[Arc<dyn ImageProvider>]>,
+    pub upstreams: Upstreams,
 }
+
+/// The upstream providers started from the configuration.
+pub type Upstreams = Arc<[Arc<dyn ImageProvider>]>;
 
 /// The URL API's settings.
 #[derive(Debug, Clone)]
