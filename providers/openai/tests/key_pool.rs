@@ -29,6 +29,15 @@ fn image() -> ResponseTemplate {
     }))
 }
 
+/// Answers what `key` sends with `response`, expecting it `times` times.
+async fn answer(server: &MockServer, key: &str, response: ResponseTemplate, times: u64) {
+    bearer_post("/images/generations", key)
+        .respond_with(response)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
 /// The gateway of one OpenAI provider holding `keys` (in order), and that provider.
 fn pooled(
     server: &MockServer,
@@ -54,16 +63,8 @@ fn request() -> Result<imgproxy_core::ImageRequest, serde_json::Error> {
 async fn a_rejected_key_is_taken_out_and_every_request_succeeds_through_the_other() -> TestResult {
     let server = MockServer::start().await;
     // The revoked key comes first, so the first request meets it; it is never tried again.
-    bearer_post("/images/generations", REVOKED)
-        .respond_with(rejected())
-        .expect(1)
-        .mount(&server)
-        .await;
-    bearer_post("/images/generations", GOOD)
-        .respond_with(image())
-        .expect(4)
-        .mount(&server)
-        .await;
+    answer(&server, REVOKED, rejected(), 1).await;
+    answer(&server, GOOD, image(), 4).await;
     let (gateway, provider) = pooled(&server, [REVOKED, GOOD])?;
 
     for _ in 0..4 {
@@ -100,11 +101,7 @@ async fn a_rejected_key_is_taken_out_and_every_request_succeeds_through_the_othe
 async fn with_every_key_out_the_answer_is_the_last_rejection() -> TestResult {
     let server = MockServer::start().await;
     for key in [REVOKED, GOOD] {
-        bearer_post("/images/generations", key)
-            .respond_with(rejected())
-            .expect(1)
-            .mount(&server)
-            .await;
+        answer(&server, key, rejected(), 1).await;
     }
     let (gateway, provider) = pooled(&server, [REVOKED, GOOD])?;
 
