@@ -36,7 +36,8 @@ pub use catalog::{Capability, Catalog, ModelSpec};
 pub use error::{quote, Error, ErrorBody, ErrorEnvelope, Fault, QUOTED_CHARS};
 pub use gateway::{Gateway, GatewayBuilder};
 pub use provider::{
-    GeneratedImage, Generation, ImageProvider, ProviderError, ProviderRequest, ReferenceImage,
+    GeneratedImage, Generation, ImageProvider, KeyStatus, ProviderError, ProviderRequest,
+    ReferenceImage,
 };
 pub use request::{ImageInput, ImageRequest};
 pub use response::{ImageData, ImageResponse, Usage};

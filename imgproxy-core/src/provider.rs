@@ -169,6 +169,22 @@ pub struct GeneratedImage {
     pub revised_prompt: Option<String>,
 }
 
+/// One upstream key of a provider's pool, as the operator sees it: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct KeyStatus {
+    /// The first 8 hex digits of the key's SHA-256: tells keys apart without revealing them
+    /// (`printf %s "$KEY" | sha256sum | cut -c1-8`).
+    pub fingerprint: String,
+    /// `live` (in the pool) or `disabled` (taken out until a restart).
+    pub state: &'static str,
+    /// What took it out: the kind of the upstream's answer (`unauthorized`,
+    /// `quota_exhausted`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Calls using it now.
+    pub in_flight: usize,
+}
+
 /// An image-generation backend.
 #[async_trait]
 pub trait ImageProvider: Send + Sync + std::fmt::Debug {
@@ -193,6 +209,12 @@ pub trait ImageProvider: Send + Sync + std::fmt::Debug {
         _job: &str,
     ) -> Result<Generation, ProviderError> {
         Err(ProviderError::RESUME_UNSUPPORTED)
+    }
+
+    /// The upstream keys it calls with and their state, for readiness detail; providers
+    /// without keys keep this default (none).
+    fn keys(&self) -> Vec<KeyStatus> {
+        Vec::new()
     }
 }
 

@@ -41,6 +41,9 @@ pub const CIRCUIT_STATE: &str = "imgproxy_circuit_state";
 pub const FALLBACKS: &str = "imgproxy_fallbacks_total";
 /// Retries of the same provider after its `Retry-After`, by `provider`.
 pub const RETRIES: &str = "imgproxy_upstream_retries_total";
+/// The upstream keys of each `provider`'s pool, by `state`: `live` (in the pool) or
+/// `disabled` (taken out after the upstream rejected it or its quota ran out).
+pub const UPSTREAM_KEYS: &str = "imgproxy_upstream_keys";
 
 /// Describes the metrics above to the installed recorder (help text and units).
 pub fn describe() {
@@ -76,6 +79,10 @@ pub fn describe() {
         "Requests moved on from a provider, by provider and reason."
     );
     describe_counter!(RETRIES, "Retries of a provider after its Retry-After.");
+    describe_gauge!(
+        UPSTREAM_KEYS,
+        "Upstream keys of each provider's pool, live or disabled."
+    );
 }
 
 /// One upstream call of `provider` for `model`, ended with `outcome` after `elapsed`.
@@ -143,4 +150,12 @@ pub fn fallback(provider: &str, reason: &str) {
 /// A retry of `provider` after its `Retry-After`.
 pub fn retry(provider: &str) {
     counter!(RETRIES, "provider" => provider.to_owned()).increment(1);
+}
+
+/// The key pool of `provider` holds `live` keys and `disabled` ones now.
+pub fn upstream_keys(provider: &str, live: usize, disabled: usize) {
+    for (state, count) in [("live", live), ("disabled", disabled)] {
+        gauge!(UPSTREAM_KEYS, "provider" => provider.to_owned(), "state" => state)
+            .set(count as f64);
+    }
 }

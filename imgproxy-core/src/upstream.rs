@@ -1,6 +1,7 @@
 //! Helpers every provider crate shares for talking to upstream HTTP APIs, written once so that
-//! no adapter repeats them: the `ImageProvider` of every adapter, which holds its client and
-//! scrubs the key from its errors (`adapter`), the keyed API client and its status check (`api`), reading
+//! no adapter repeats them: the `ImageProvider` of every adapter, which holds its clients and
+//! scrubs the key from its errors (`adapter`), the pool of its keys (`pool`), the keyed API
+//! client and its status check (`api`), reading
 //! failures into [`ProviderError`]s (`failure`), capped downloads (`download`), polling with a
 //! deadline, backoff and an upstream cancel (`poll`), and the settings every adapter takes
 //! (`settings`). What an upstream's bodies mean, and which of its statuses are special, stays
@@ -11,13 +12,16 @@ mod api;
 mod download;
 mod failure;
 mod poll;
+mod pool;
 mod settings;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use adapter::{AdapterConfig, UpstreamAdapter, UpstreamProvider};
-pub use api::{http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT};
+pub use api::{
+    fingerprint, http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT,
+};
 pub use download::{download, read_capped, sniffed_image, ImageSource, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use failure::{
     chain, excerpt, failed, malformed, retry_after, scrub_text, short, status_error,

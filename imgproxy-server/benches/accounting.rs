@@ -68,6 +68,7 @@ fn router(accounts: Database, images: &std::path::Path) -> Router {
         cors: Arc::default(),
         metrics: None,
         key_labels: false,
+        upstreams: Arc::default(),
     })
 }
 

@@ -134,16 +134,31 @@ pub async fn url_caller(
     Err(ApiError::Unauthorized)
 }
 
-/// The caller a Bearer token names, `None` without one. An issued key is always checked (so a
-/// revoked key is refused even on an open server).
-async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
-    let Some(presented) = headers
+/// Whether the request comes from the operator: it carries the master key as its Bearer
+/// token, or the server has no master key (it then listens on loopback only).
+pub fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(master) = &state.master_key else {
+        return true;
+    };
+    presented_bearer(headers).is_some_and(|presented| {
+        constant_time_eq(presented.as_bytes(), master.expose_secret().as_bytes())
+    })
+}
+
+/// The Bearer token of a request, if it carries a non-empty one.
+fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|v| !v.is_empty())
-    else {
+}
+
+/// The caller a Bearer token names, `None` without one. An issued key is always checked (so a
+/// revoked key is refused even on an open server).
+async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    let Some(presented) = presented_bearer(headers) else {
         return Ok(None);
     };
     if let Some(master) = &state.master_key {

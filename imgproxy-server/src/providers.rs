@@ -36,8 +36,10 @@ pub struct ProviderSettings {
     pub name: String,
     /// Base URL; `None` means the family's default.
     pub base_url: Option<String>,
-    /// API key.
+    /// API key: the first of its pool.
     pub api_key: SecretString,
+    /// The other keys of its pool.
+    pub more_keys: Vec<SecretString>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Cap on calls in flight.
@@ -51,12 +53,13 @@ impl ProviderSettings {
     }
 }
 
-/// Every provider crate takes the same settings (`UpstreamSettings`: key, base URL, timeout);
+/// Every provider crate takes the same settings (`UpstreamSettings`: keys, base URL, timeout);
 /// OpenAI's adds the `name` it serves under (a compatible endpoint's own).
 macro_rules! start {
     ($settings:expr, $provider:ident, $config:ident $(, $also:ident)?) => {{
         let settings: &ProviderSettings = $settings;
         let mut upstream = UpstreamSettings::new(settings.api_key.expose_secret())
+            .with_more_keys(settings.more_keys.iter().cloned())
             .with_timeout(settings.timeout);
         upstream.base_url.clone_from(&settings.base_url);
         let config = <$config>::from(upstream);

@@ -21,7 +21,7 @@ use crate::{
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
     edge,
     listener::{self, ConnectionLimits},
-    state::UrlApi,
+    state::{Upstreams, UrlApi},
     telemetry::metrics,
     AppState,
 };
@@ -83,7 +83,8 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
-    let gateway = build_gateway(&settings)?.build();
+    let (gateway, upstreams) = build_gateway(&settings)?;
+    let gateway = gateway.build();
     if let Some(public) = &settings.public {
         // Fail at start, not on the first public request, if the paying key is wrong.
         let key = db
@@ -164,6 +165,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         cors: Arc::new(edge::Cors::from_settings(&settings.cors)),
         metrics: exposition.filter(|_| settings.metrics.listen.is_none()),
         key_labels: settings.metrics.key_labels,
+        upstreams,
     };
     let limits = ConnectionLimits::from_settings(&settings.server, open_files);
     tracing::info!(
@@ -301,8 +303,9 @@ pub fn image_store(settings: &Settings) -> anyhow::Result<ImageStore> {
 }
 
 /// The gateway that `settings` describe: the embedded catalog with the config's overrides,
-/// the placeholder, every provider with a key and the reference fetcher.
-pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
+/// the placeholder, every provider with a key and the reference fetcher; and those upstream
+/// providers, whose keys readiness reports.
+pub fn build_gateway(settings: &Settings) -> anyhow::Result<(GatewayBuilder, Upstreams)> {
     let catalog = settings.catalog()?;
     // The embedded entries are kept fresh by a test; an operator's may name a dead upstream.
     for (model, shutdown) in catalog.stale_models()? {
@@ -324,17 +327,19 @@ pub fn build_gateway(settings: &Settings) -> anyhow::Result<GatewayBuilder> {
     if let Some(model) = &settings.default_model {
         builder = builder.default_model(model);
     }
+    let mut upstreams = Vec::with_capacity(settings.providers.len());
     for provider in &settings.providers {
         let client = provider
             .start()
             .with_context(|| format!("provider `{}`", provider.name))?;
-        tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), "upstream enabled");
+        tracing::info!(provider = %provider.name, base_url = provider.base_url.as_deref().unwrap_or("default"), keys = 1 + provider.more_keys.len(), "upstream enabled");
+        upstreams.push(client.clone());
         builder = builder.provider(client);
         if let Some(max_concurrent) = provider.max_concurrent {
             builder = builder.provider_limit(&provider.name, max_concurrent);
         }
     }
-    Ok(builder)
+    Ok((builder, upstreams.into()))
 }
 
 /// The guarded fetcher of reference images (and callback URLs) that `settings` describe.

@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
-use imgproxy_core::service::{tasks::Tasks, Service};
+use imgproxy_core::{
+    service::{tasks::Tasks, Service},
+    ImageProvider,
+};
 use secrecy::SecretString;
 
 use crate::{config::PublicConfig, edge::Cors, limits::KeyLimits, telemetry::metrics::Exposition};
@@ -33,7 +36,12 @@ pub struct AppState {
     pub metrics: Option<Exposition>,
     /// Whether credits charged are also counted per key id (`[metrics] key_labels`).
     pub key_labels: bool,
+    /// The upstream providers started from the configuration, whose keys readiness reports.
+    pub upstreams: Upstreams,
 }
+
+/// The upstream providers started from the configuration.
+pub type Upstreams = Arc<[Arc<dyn ImageProvider>]>;
 
 /// The URL API's settings.
 #[derive(Debug, Clone)]

@@ -114,6 +114,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
             token: None,
         }),
         key_labels: false,
+        upstreams: Arc::default(),
     };
     TestApp {
         router: build_app(state),

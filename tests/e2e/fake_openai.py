@@ -397,6 +397,7 @@ class FakeOpenAI:
         self.streams: list[StreamRecord] = []  # every streaming response, in order
         self.problems: list[str] = []  # malformed requests (e.g. an unparsable form)
         self.usage: dict[str, Any] = dict(DEFAULT_USAGE)
+        self.rejected_keys: set[str] = set()  # keys answered 401 `invalid_api_key`
         self._lock = threading.Lock()
         self._queued: deque[Reply | StreamPlan] = deque()
         self._always: Reply | None = None
@@ -443,6 +444,12 @@ class FakeOpenAI:
         """Answer the next requests with ``replies``, one each, before the default."""
         with self._lock:
             self._queued.extend(replies)
+
+    def reject_key(self, key: str) -> None:
+        """Answer every request sent with ``key`` 401 ``invalid_api_key``, as OpenAI answers a
+        revoked key (before any queued or default reply)."""
+        with self._lock:
+            self.rejected_keys.add(key)
 
     def delay_images(self, seconds: float) -> None:
         """Wait ``seconds`` before answering generated-image replies (and before the headers of
@@ -580,6 +587,8 @@ class FakeOpenAI:
 
     def _next_reply(self, request: RecordedRequest) -> Reply | StreamPlan:
         with self._lock:
+            if request.headers.get("authorization", "").removeprefix("Bearer ") in self.rejected_keys:
+                return error_reply(401, "Incorrect API key provided.", code="invalid_api_key")
             if self._queued:
                 queued = self._queued.popleft()
                 if isinstance(queued, Reply):

@@ -1,15 +1,20 @@
 //! The one [`ImageProvider`] of every upstream API, written once: an [`UpstreamProvider`] holds
-//! its instance name and the keyed [`ApiClient`] made from the settings; its
-//! [`UpstreamAdapter`] speaks the upstream's protocol through that client. Every error the
-//! adapter returns passes through [`ApiClient::scrub`], so that no adapter can forget to take
-//! the key out of its errors.
+//! its instance name and the pool of keyed [`ApiClient`]s made from the settings; its
+//! [`UpstreamAdapter`] speaks the upstream's protocol through the client of one key. Every
+//! error the adapter returns passes through [`ApiClient::scrub`], so that no adapter can forget
+//! to take the key out of its errors; every job token it reports names its key, so that a
+//! resumed job is polled with the key that started it.
 
-use std::{fmt, future::Future, marker::PhantomData};
+use std::{fmt, future::Future, marker::PhantomData, pin::pin};
 
 use async_trait::async_trait;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
-use super::{api::ApiClient, settings::Upstream, UpstreamSettings};
-use crate::{Generation, ImageProvider, ProviderError, ProviderRequest};
+use super::{api::ApiClient, pool::KeyPool, settings::Upstream, UpstreamSettings};
+use crate::{
+    provider::{JobSender, PartialImage, PartialSender},
+    Generation, ImageProvider, KeyStatus, ProviderError, ProviderRequest,
+};
 
 /// The protocol of an upstream API: what an [`UpstreamProvider`] sends through its client and
 /// how it reads the answers. Adapters hold no state; the provider holds the client.
@@ -43,17 +48,18 @@ pub trait AdapterConfig<A> {
 
 impl<A: UpstreamAdapter> AdapterConfig<A> for UpstreamSettings {
     fn start(self) -> Result<UpstreamProvider<A>, ProviderError> {
-        let api = self.api_client(&A::UPSTREAM)?;
-        Ok(UpstreamProvider::named(A::UPSTREAM.name(), api))
+        UpstreamProvider::named(A::UPSTREAM.name(), self.api_clients(&A::UPSTREAM)?)
     }
 }
 
-/// The [`ImageProvider`] of an upstream API whose protocol adapter `A` speaks. Its errors never
-/// carry the key.
+/// The [`ImageProvider`] of an upstream API whose protocol adapter `A` speaks, through a pool
+/// of keys: each call takes the least busy live key; a key the upstream rejects (or whose
+/// account is out of quota) is taken out, and the call moves to the next key when the
+/// upstream cannot have started anything yet. Its errors never carry a key.
 pub struct UpstreamProvider<A> {
     /// The provider instance name that catalog entries refer to.
     name: String,
-    api: ApiClient,
+    pool: KeyPool,
     adapter: PhantomData<fn() -> A>,
 }
 
@@ -61,24 +67,64 @@ impl<A> fmt::Debug for UpstreamProvider<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UpstreamProvider")
             .field("name", &self.name)
-            .field("api", &self.api)
+            .field("pool", &self.pool)
             .finish()
     }
 }
 
 impl<A: UpstreamAdapter> UpstreamProvider<A> {
-    /// Builds the provider and its HTTP client (rustls, the settings' timeout).
+    /// Builds the provider and its HTTP clients (rustls, the settings' timeout).
     pub fn new(config: impl AdapterConfig<A>) -> Result<Self, ProviderError> {
         config.start()
     }
 
     /// The provider serving under `name` (the upstream's own, or an OpenAI-compatible
-    /// endpoint's) through `api`.
-    pub fn named(name: impl Into<String>, api: ApiClient) -> Self {
-        Self {
-            name: name.into(),
-            api,
+    /// endpoint's) through `keys`, one client per key of its pool (at least one).
+    pub fn named(name: impl Into<String>, keys: Vec<ApiClient>) -> Result<Self, ProviderError> {
+        let name = name.into();
+        Ok(Self {
+            pool: KeyPool::new(&name, keys)?,
+            name,
             adapter: PhantomData,
+        })
+    }
+
+    /// `call` through the pool: a new generation, or the wait for the upstream job `job`
+    /// with the key that started it. A rejected key is taken out and, while the upstream has
+    /// reported no job and sent no partial image, the call moves to the next live key.
+    async fn call_with_keys(
+        &self,
+        call: ProviderRequest<'_>,
+        job: Option<&str>,
+    ) -> Result<Generation, ProviderError> {
+        let (mut lease, job) = match job {
+            None => (self.pool.least_busy()?, None),
+            Some(token) => {
+                let (lease, job) = self.pool.owner(token)?;
+                (lease, Some(job))
+            }
+        };
+        loop {
+            let (sinks, mut relay) = Relay::new(call);
+            let keyed = sinks.request(call);
+            let attempt = async {
+                match job {
+                    None => A::try_generate(lease.api(), keyed).await,
+                    Some(job) => A::try_resume(lease.api(), keyed, job).await,
+                }
+            };
+            let result = relay
+                .drive(attempt, |token| self.pool.job_token(&lease, token))
+                .await
+                .map_err(|e| lease.api().scrub(e));
+            self.pool.report(&lease, &result);
+            match result {
+                Err(error) if error.disables_key() && !relay.started => {
+                    tracing::debug!(provider = %self.name, "moving the call to the next key");
+                    lease = self.pool.least_busy()?;
+                }
+                result => return result,
+            }
         }
     }
 }
@@ -94,9 +140,7 @@ impl<A: UpstreamAdapter> ImageProvider for UpstreamProvider<A> {
     }
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        A::try_generate(&self.api, call)
-            .await
-            .map_err(|e| self.api.scrub(e))
+        self.call_with_keys(call, None).await
     }
 
     async fn resume(
@@ -104,8 +148,94 @@ impl<A: UpstreamAdapter> ImageProvider for UpstreamProvider<A> {
         call: ProviderRequest<'_>,
         job: &str,
     ) -> Result<Generation, ProviderError> {
-        A::try_resume(&self.api, call, job)
-            .await
-            .map_err(|e| self.api.scrub(e))
+        self.call_with_keys(call, Some(job)).await
+    }
+
+    fn keys(&self) -> Vec<KeyStatus> {
+        self.pool.statuses()
+    }
+}
+
+/// Where the adapter's call reports started jobs and partial images: channels of the
+/// provider's own, so that it learns whether the upstream started anything and can name the
+/// key in each job token before passing it on.
+struct Sinks {
+    jobs: JobSender,
+    partials: PartialSender,
+}
+
+impl Sinks {
+    /// `call` reporting to these sinks (where it reported anywhere at all).
+    fn request<'s>(&'s self, call: ProviderRequest<'s>) -> ProviderRequest<'s> {
+        ProviderRequest {
+            jobs: call.jobs.map(|_| &self.jobs),
+            partials: call.partials.map(|_| &self.partials),
+            ..call
+        }
+    }
+}
+
+/// Passes what reaches the [`Sinks`] on to the call's own, as it comes.
+struct Relay<'c> {
+    call: ProviderRequest<'c>,
+    jobs: UnboundedReceiver<(u32, String)>,
+    partials: UnboundedReceiver<PartialImage>,
+    /// Whether the upstream reported a job or sent a partial image: it started work.
+    started: bool,
+}
+
+impl<'c> Relay<'c> {
+    fn new(call: ProviderRequest<'c>) -> (Sinks, Self) {
+        let (jobs, job_receiver) = unbounded_channel();
+        let (partials, partial_receiver) = unbounded_channel();
+        let relay = Self {
+            call,
+            jobs: job_receiver,
+            partials: partial_receiver,
+            started: false,
+        };
+        (Sinks { jobs, partials }, relay)
+    }
+
+    /// Runs `attempt` to its end, passing on every job (its token as `token` makes it) and
+    /// partial image the moment it is reported.
+    async fn drive<T>(
+        &mut self,
+        attempt: impl Future<Output = T>,
+        token: impl Fn(&str) -> String,
+    ) -> T {
+        let mut attempt = pin!(attempt);
+        loop {
+            tokio::select! {
+                biased;
+                Some((index, job)) = self.jobs.recv() => self.job(index, token(&job)),
+                Some(partial) = self.partials.recv() => self.partial(partial),
+                result = &mut attempt => {
+                    while let Ok((index, job)) = self.jobs.try_recv() {
+                        self.job(index, token(&job));
+                    }
+                    while let Ok(partial) = self.partials.try_recv() {
+                        self.partial(partial);
+                    }
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn job(&mut self, index: u32, token: String) {
+        self.started = true;
+        if let Some(jobs) = self.call.jobs {
+            // The task may be gone; the generation still completes.
+            let _ = jobs.send((index, token));
+        }
+    }
+
+    fn partial(&mut self, partial: PartialImage) {
+        self.started = true;
+        if let Some(partials) = self.call.partials {
+            // The client may be gone; the generation still completes.
+            let _ = partials.send(partial);
+        }
     }
 }

@@ -61,6 +61,8 @@ pub struct ApiClient {
     headers: HeaderMap,
     /// The key itself, to scrub from upstream messages. Never printed.
     key: String,
+    /// What logs and readiness name the key by (see [`fingerprint`]).
+    fingerprint: String,
     /// Largest body read from a download, a non-2xx answer or [`ApiClient::read_body`].
     max_body_bytes: usize,
 }
@@ -71,6 +73,7 @@ impl fmt::Debug for ApiClient {
             .field("root", &self.root.as_str())
             .field("headers", &self.headers)
             .field("key", &"[redacted]")
+            .field("fingerprint", &self.fingerprint)
             .field("max_body_bytes", &self.max_body_bytes)
             .finish_non_exhaustive()
     }
@@ -129,6 +132,7 @@ impl ApiClient {
             timeout,
             headers,
             key: key.to_owned(),
+            fingerprint: fingerprint(key),
             max_body_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
         })
     }
@@ -138,6 +142,11 @@ impl ApiClient {
     pub fn with_max_body_bytes(mut self, max_bytes: usize) -> Self {
         self.max_body_bytes = max_bytes;
         self
+    }
+
+    /// The key's fingerprint, which logs and readiness detail name it by.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The API root, its path ending with `/`: the origin that may see the key.
@@ -277,6 +286,16 @@ impl ApiClient {
     }
 }
 
+/// A short name of `key` that does not reveal it: the first 8 hex digits of its SHA-256
+/// (`printf %s "$KEY" | sha256sum | cut -c1-8`), stable across restarts and versions.
+pub fn fingerprint(key: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(key.as_bytes())[..4]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// Whether `url` may be sent the key: the API's own origin (scheme, host and port of `base`),
 /// or an https host that is `domain` or under it (the upstream's own hosts). A URL an upstream
 /// returns is followed as it is, but one elsewhere would hand the key to a stranger.
@@ -316,6 +335,9 @@ mod tests {
         let named = client(KeyHeader::Named("x-key"), "k").unwrap();
         assert_eq!(named.headers["x-key"], "k");
         assert!(client(KeyHeader::BEARER, "bad\nkey").is_err());
+        // What `printf %s sk-123 | sha256sum | cut -c1-8` prints.
+        assert_eq!(api.fingerprint(), "acb42a4f");
+        assert!(shown.contains(api.fingerprint()), "{shown}");
     }
 
     #[test]

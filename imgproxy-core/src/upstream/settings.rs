@@ -81,8 +81,12 @@ impl Upstream {
 /// `DEFAULT_TIMEOUT`).
 #[derive(Debug, Clone)]
 pub struct UpstreamSettings {
-    /// Sent to the API's hosts only, in the header the adapter's upstream takes it in.
+    /// Sent to the API's hosts only, in the header the adapter's upstream takes it in. The
+    /// first key of the provider's pool.
     pub api_key: SecretString,
+    /// The other keys of the pool: each call takes the least busy live key, and a key the
+    /// upstream rejects is taken out (see `UpstreamProvider`).
+    pub more_keys: Vec<SecretString>,
     /// The API root; a trailing slash is fine.
     pub base_url: Option<String>,
     /// Limit on each upstream request, including reading its body. A polled job as a whole is
@@ -99,10 +103,18 @@ impl UpstreamSettings {
     pub fn new(api_key: impl Into<SecretString>) -> Self {
         Self {
             api_key: api_key.into(),
+            more_keys: Vec::new(),
             base_url: None,
             timeout: None,
             max_download_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
         }
+    }
+
+    /// The same settings with `keys` added to the pool.
+    #[must_use]
+    pub fn with_more_keys(mut self, keys: impl IntoIterator<Item = SecretString>) -> Self {
+        self.more_keys.extend(keys);
+        self
     }
 
     /// The same settings with another API root.
@@ -142,15 +154,23 @@ impl UpstreamSettings {
             })
     }
 
-    /// The client of `upstream`'s API: its checked root, the key in its header, the settings'
-    /// timeout and largest body.
-    pub fn api_client(&self, upstream: &Upstream) -> Result<ApiClient, ProviderError> {
+    /// The clients of `upstream`'s API, one per key of the pool, first key first: its checked
+    /// root, the key in its header, the settings' timeout and largest body.
+    pub fn api_clients(&self, upstream: &Upstream) -> Result<Vec<ApiClient>, ProviderError> {
+        let root = self.api_root(upstream)?;
         let timeout = self.timeout.unwrap_or(upstream.timeout);
-        let key = self.api_key.expose_secret();
-        Ok(
-            ApiClient::new(self.api_root(upstream)?, upstream.key_header, key, timeout)?
-                .with_max_body_bytes(self.max_download_bytes),
-        )
+        std::iter::once(&self.api_key)
+            .chain(&self.more_keys)
+            .map(|key| {
+                let api = ApiClient::new(
+                    root.clone(),
+                    upstream.key_header,
+                    key.expose_secret(),
+                    timeout,
+                )?;
+                Ok(api.with_max_body_bytes(self.max_download_bytes))
+            })
+            .collect()
     }
 }
 
@@ -180,8 +200,16 @@ mod tests {
 
     #[test]
     fn the_key_is_never_printed() {
-        let settings = UpstreamSettings::new("sk-123").with_timeout(Duration::from_secs(1));
-        assert!(!format!("{settings:?}").contains("sk-123"));
-        assert!(settings.api_client(&EXAMPLE).is_ok());
+        let settings = UpstreamSettings::new("sk-123")
+            .with_timeout(Duration::from_secs(1))
+            .with_more_keys(["sk-456".into()]);
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("sk-123") && !shown.contains("sk-456"),
+            "{shown}"
+        );
+        let clients = settings.api_clients(&EXAMPLE).unwrap();
+        assert_eq!(clients.len(), 2);
+        assert!(!format!("{clients:?}").contains("sk-"), "{clients:?}");
     }
 }

@@ -36,7 +36,7 @@ pub use self::{
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
     metrics::{MetricsSettings, ENV_METRICS_LISTEN, ENV_METRICS_TOKEN},
-    providers::ProvidersConfig,
+    providers::{ApiKeys, ProvidersConfig},
     public::ENV_PUBLIC_KEY_ID,
     server::{
         ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_GENERATION_QUEUE,
@@ -286,9 +286,9 @@ pub struct ProviderTable {
     pub name: Option<String>,
     /// API base URL.
     pub base_url: Option<String>,
-    /// API key, inline.
-    pub api_key: Option<SecretString>,
-    /// Name of an environment variable holding the API key.
+    /// API key, inline: one key, several separated by commas, or a list of keys (a pool).
+    pub api_key: Option<ApiKeys>,
+    /// Name of an environment variable holding the API key (or several, comma-separated).
     pub api_key_env: Option<String>,
     /// Per-request upstream timeout in seconds.
     pub timeout_secs: Option<u64>,

@@ -48,8 +48,7 @@ impl ProvidersConfig {
             let key = family
                 .key_vars
                 .iter()
-                .find_map(|var| env.var(var))
-                .map(SecretString::from);
+                .find_map(|var| env.var(var).as_deref().and_then(ApiKeys::parse));
             let Some(api_key) = key.map_or_else(|| table.key(family.name, env), |k| Ok(Some(k)))?
             else {
                 continue;
@@ -76,18 +75,18 @@ impl ProvidersConfig {
 }
 
 impl ProviderTable {
-    /// The key this table gives, inline or through `api_key_env`.
-    fn key(&self, name: &str, env: &dyn Env) -> anyhow::Result<Option<SecretString>> {
+    /// The keys this table gives, inline or through `api_key_env`.
+    fn key(&self, name: &str, env: &dyn Env) -> anyhow::Result<Option<ApiKeys>> {
         match (&self.api_key, &self.api_key_env) {
-            (Some(key), _) => Ok(Some(key.clone())),
-            (None, Some(var)) => {
-                env.var(var)
-                    .map(SecretString::from)
-                    .map(Some)
-                    .with_context(|| {
-                        format!("provider `{name}`: environment variable {var} is not set")
-                    })
-            }
+            (Some(keys), _) => Ok(Some(keys.clone())),
+            (None, Some(var)) => env
+                .var(var)
+                .as_deref()
+                .and_then(ApiKeys::parse)
+                .map(Some)
+                .with_context(|| {
+                    format!("provider `{name}`: environment variable {var} is not set")
+                }),
             (None, None) => Ok(None),
         }
     }
@@ -98,18 +97,59 @@ impl ProviderTable {
         family: &'static ProviderEntry,
         name: String,
         base_url: Option<String>,
-        api_key: SecretString,
+        keys: ApiKeys,
     ) -> ProviderSettings {
+        let ApiKeys(mut keys) = keys;
+        let api_key = keys.remove(0);
         ProviderSettings {
             family,
             name,
             base_url,
             api_key,
+            more_keys: keys,
             timeout: Duration::from_secs(
                 self.timeout_secs.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
             ),
             max_concurrent: self.max_concurrent,
         }
+    }
+}
+
+/// The upstream keys of one provider, at least one: a pool when there are several. Written as
+/// one string (keys separated by commas, as an environment variable holds them) or a list.
+#[derive(Debug, Clone)]
+pub struct ApiKeys(Vec<SecretString>);
+
+impl ApiKeys {
+    /// The keys in `text`, separated by commas (blanks around them ignored); `None` when it
+    /// holds none.
+    fn parse(text: &str) -> Option<Self> {
+        let keys: Vec<SecretString> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(SecretString::from)
+            .collect();
+        (!keys.is_empty()).then_some(Self(keys))
+    }
+}
+
+impl<'de> Deserialize<'de> for ApiKeys {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// What the file may hold; the message never quotes it, as it is a key.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            One(String),
+            Many(Vec<String>),
+        }
+        let text = match Written::deserialize(deserializer)
+            .map_err(|_| de::Error::custom("`api_key` must be a string or a list of strings"))?
+        {
+            Written::One(text) => text,
+            Written::Many(keys) => keys.join(","),
+        };
+        Self::parse(&text).ok_or_else(|| de::Error::custom("`api_key` holds no key"))
     }
 }
 

@@ -38,6 +38,7 @@ impl Settings {
                     "name": p.name,
                     "base_url": p.base_url.as_deref().unwrap_or("(default)"),
                     "api_key": "(set)",
+                    "api_keys": 1 + p.more_keys.len(),
                     "timeout_secs": secs(p.timeout),
                     "max_concurrent": p.max_concurrent,
                 })

@@ -55,6 +55,43 @@ fn providers_are_enabled_by_their_keys_and_env_beats_file() {
 }
 
 #[test]
+fn a_provider_takes_a_pool_of_keys_from_its_variable_or_its_table() {
+    let keys = |p: &ProviderSettings| {
+        std::iter::once(&p.api_key)
+            .chain(&p.more_keys)
+            .map(|k| k.expose_secret().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let config = Config::from_toml(
+        "[providers.gemini]\napi_key = [\"g-1\", \"g-2\"]\n\
+         [providers.fal]\napi_key = \"f-1, f-2,\"\n",
+    )
+    .unwrap();
+    let vars = env(&[("OPENAI_API_KEY", " sk-1 ,sk-2,,sk-3")]);
+    let settings = config.into_settings(no_state(), &vars).unwrap();
+    let pools: Vec<_> = settings.providers.iter().map(keys).collect();
+    assert_eq!(
+        pools,
+        [
+            vec!["sk-1", "sk-2", "sk-3"],
+            vec!["g-1", "g-2"],
+            vec!["f-1", "f-2"]
+        ]
+    );
+    let report = settings.report().to_string();
+    assert!(report.contains(r#""api_keys":3"#), "{report}");
+    assert!(
+        !report.contains("sk-") && !report.contains("g-1"),
+        "{report}"
+    );
+    for text in ["api_key = []", "api_key = \" , \"", "api_key = 5"] {
+        let err = Config::from_toml(&format!("[providers.xai]\n{text}\n")).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(shown.contains("api_key"), "{text}: {shown}");
+    }
+}
+
+#[test]
 fn unknown_fields_are_rejected_by_name() {
     let err = Config::from_toml("[providers.openai]\nbase_ur = \"x\"\n").unwrap_err();
     assert!(format!("{err:#}").contains("base_ur"), "{err:#}");

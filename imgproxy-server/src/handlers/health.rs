@@ -1,13 +1,19 @@
 //! `GET /healthz` (the process is up: cheap, touches nothing) and `GET /readyz` (it can serve
-//! now: database reachable, image store writable, models served), for orchestrators.
+//! now: database reachable, image store writable, models served), for orchestrators; the
+//! operator also sees the state of each upstream key there.
 
 use std::{collections::BTreeMap, time::Duration};
 
-use axum::{extract::State, http::StatusCode, Json};
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    Json,
+};
+use imgproxy_core::KeyStatus;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::state::AppState;
+use crate::{auth, state::AppState};
 
 /// How long one readiness check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,6 +40,13 @@ pub struct Readiness {
     /// `half_open`: one probe under way). They do not make the instance unready: other
     /// providers, and the probe, still serve.
     pub circuits: BTreeMap<String, &'static str>,
+    /// The upstream keys of each provider, by fingerprint, live or disabled (taken out after
+    /// the upstream rejected them): shown to the operator only (the master key, or any caller
+    /// of a server without one). A disabled key does not make the server unready: every
+    /// instance shares the keys, and the provider's other keys, and other providers, still
+    /// serve.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_keys: Option<BTreeMap<String, Vec<KeyStatus>>>,
 }
 
 /// Liveness.
@@ -43,7 +56,10 @@ pub async fn healthz() -> Json<Health> {
 
 /// Readiness: 200 when every check passes, else 503 naming the failed ones. Details of a
 /// failure go to the log, not to the (unauthenticated) caller.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+pub async fn readyz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Readiness>) {
     let service = &state.service;
     let (database, store) = tokio::join!(
         bounded("database", service.db().ping()),
@@ -82,8 +98,19 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             failed,
             models,
             circuits,
+            upstream_keys: auth::is_operator(&state, &headers).then(|| upstream_keys(&state)),
         }),
     )
+}
+
+/// The keys of every upstream provider that has any.
+fn upstream_keys(state: &AppState) -> BTreeMap<String, Vec<KeyStatus>> {
+    state
+        .upstreams
+        .iter()
+        .map(|provider| (provider.name().to_owned(), provider.keys()))
+        .filter(|(_, keys)| !keys.is_empty())
+        .collect()
 }
 
 /// Whether `check` passed within [`CHECK_TIMEOUT`]; a failure is logged with its detail.

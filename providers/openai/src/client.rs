@@ -61,16 +61,24 @@ impl AdapterConfig<OpenAI> for OpenAIConfig {
     /// The provider under the configured name; the organisation and project headers go with
     /// every API call, as the key does, and never to download URLs.
     fn start(self) -> Result<OpenAIProvider, ProviderError> {
-        let mut api = self.upstream.api_client(&OpenAI::UPSTREAM)?;
-        for (name, value) in [
-            ("openai-organization", &self.organization),
-            ("openai-project", &self.project),
-        ] {
-            if let Some(value) = value {
-                api = api.with_header(name, value)?;
+        let with_headers = |mut api: ApiClient| {
+            for (name, value) in [
+                ("openai-organization", &self.organization),
+                ("openai-project", &self.project),
+            ] {
+                if let Some(value) = value {
+                    api = api.with_header(name, value)?;
+                }
             }
-        }
-        Ok(OpenAIProvider::named(self.name, api))
+            Ok(api)
+        };
+        let keys = self
+            .upstream
+            .api_clients(&OpenAI::UPSTREAM)?
+            .into_iter()
+            .map(with_headers)
+            .collect::<Result<_, ProviderError>>()?;
+        OpenAIProvider::named(self.name, keys)
     }
 }
 
