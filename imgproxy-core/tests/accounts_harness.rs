@@ -19,12 +19,16 @@
     reason = "test helpers fail loudly; `allow` as the including crate may expect these too"
 )]
 
+#[path = "../../tests/kit/src/fake.rs"]
+pub mod fake;
+
 use std::{path::Path, str::FromStr, sync::Arc};
 
 use bytes::Bytes;
 use imgproxy_core::{
     service::{db::NewKey, Database, ImageStore, Service},
-    Catalog, Error, Gateway, GeneratedImage, Generation, ImageProvider,
+    Catalog, Error, Gateway, GeneratedImage, Generation, ImageProvider, ProviderError,
+    ProviderRequest,
 };
 use sqlx::{postgres::PgConnectOptions, sqlite::SqliteConnectOptions, ConnectOptions};
 
@@ -221,4 +225,15 @@ pub fn one_image(bytes: impl Into<Bytes>) -> Generation {
         }],
         ..Generation::default()
     }
+}
+
+/// Fails as an upstream would (`boom`) when the prompt is `fail`: how the serving tests ask
+/// their fake provider for a failure.
+pub fn fail_when_asked(call: &ProviderRequest<'_>) -> Result<(), ProviderError> {
+    if call.request.prompt == "fail" {
+        return Err(ProviderError::Failed {
+            message: "boom".into(),
+        });
+    }
+    Ok(())
 }

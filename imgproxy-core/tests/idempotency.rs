@@ -10,19 +10,10 @@
 #[path = "accounts_harness.rs"]
 mod harness;
 
-use std::{
-    future::Future,
-    path::Path,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{future::Future, path::Path, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use harness::Ctx;
+use harness::{fail_when_asked, fake::FakeProvider, one_image, Ctx};
 use imgproxy_core::{
     service::{
         cache::CacheMode,
@@ -31,61 +22,25 @@ use imgproxy_core::{
         metering::Meter,
         Call, Database, ImageStore, Served, Service,
     },
-    Catalog, Error, Gateway, GeneratedImage, Generation, ImageProvider, ImageRequest,
-    ProviderError, ProviderRequest,
+    Catalog, Error, Gateway, ImageProvider, ImageRequest,
 };
 
-/// Holds every call until `open` has a permit, then makes `image-<n>`; fails when the prompt
-/// says so.
-#[derive(Debug)]
-struct Gated {
-    calls: AtomicUsize,
-    open: tokio::sync::Semaphore,
+/// Holds every call until it has a permit of its own, then makes `image-<n>`; fails when the
+/// prompt says so. Open: with permits enough for any test.
+fn gated_open() -> Arc<FakeProvider> {
+    Arc::new(gated().gated(1000))
 }
 
-impl Gated {
-    fn open() -> Arc<Self> {
-        Arc::new(Self {
-            calls: AtomicUsize::new(0),
-            open: tokio::sync::Semaphore::new(1000),
-        })
-    }
-
-    fn closed() -> Arc<Self> {
-        Arc::new(Self {
-            calls: AtomicUsize::new(0),
-            open: tokio::sync::Semaphore::new(0),
-        })
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
+/// As [`gated_open`], but closed: each call waits for [`FakeProvider::open`].
+fn gated_closed() -> Arc<FakeProvider> {
+    Arc::new(gated().gated(0))
 }
 
-#[async_trait]
-impl ImageProvider for Gated {
-    fn name(&self) -> &str {
-        "counting"
-    }
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        // Each permit lets one call through.
-        self.open.acquire().await.unwrap().forget();
-        if call.request.prompt == "fail" {
-            return Err(ProviderError::Failed {
-                message: "boom".into(),
-            });
-        }
-        Ok(Generation {
-            images: vec![GeneratedImage {
-                bytes: Bytes::from(format!("image-{n}")),
-                mime: "image/png".into(),
-                revised_prompt: None,
-            }],
-            ..Generation::default()
-        })
-    }
+fn gated() -> FakeProvider {
+    FakeProvider::new("counting", |n, call| {
+        fail_when_asked(call)?;
+        Ok(one_image(format!("image-{n}")))
+    })
 }
 
 /// A service whose model `counted` (deadline `deadline_secs`) is made by `provider`.
@@ -169,6 +124,18 @@ impl Payer {
     }
 }
 
+/// One test's world: a service over `provider` (deadline `deadline_secs`), a payer with 5
+/// credits, the key `order-1`, and the temp dir of the service's images.
+async fn world(
+    ctx: &Ctx,
+    provider: Arc<FakeProvider>,
+    deadline_secs: u64,
+) -> (Arc<Service>, Arc<Payer>, IdempotencyKey, tempfile::TempDir) {
+    let images = tempfile::tempdir().unwrap();
+    let service = service(&ctx.accounts, images.path(), provider, deadline_secs);
+    (service, Payer::new(ctx, 5).await, key("order-1"), images)
+}
+
 /// Runs `prompt` through `attempt`, detached, as `payer`.
 fn run(
     service: &Arc<Service>,
@@ -220,11 +187,8 @@ on_both_backends!(
 );
 
 async fn replays_without_a_second_call_or_charge(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Gated::open();
-    let service = service(&ctx.accounts, dir.path(), provider.clone(), 30);
-    let payer = Payer::new(ctx, 5).await;
-    let k = key("order-1");
+    let provider = gated_open();
+    let (service, payer, k, _images) = world(ctx, provider.clone(), 30).await;
     let attempt = ran(payer.begin(&service, &k, "fox").await.unwrap());
     let first = run(&service, &payer, attempt, "fox", "r1").await.unwrap();
     assert_eq!((first.credits_used, first.balance), (Some(1), Some(4)));
@@ -242,11 +206,9 @@ async fn replays_without_a_second_call_or_charge(ctx: &Ctx) {
 }
 
 async fn another_request_with_the_key_conflicts(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Gated::open();
-    let service = service(&ctx.accounts, dir.path(), provider.clone(), 30);
-    let (alice, bob) = (Payer::new(ctx, 5).await, Payer::new(ctx, 5).await);
-    let k = key("order-1");
+    let provider = gated_open();
+    let (service, alice, k, _images) = world(ctx, provider.clone(), 30).await;
+    let bob = Payer::new(ctx, 5).await;
     let attempt = ran(alice.begin(&service, &k, "fox").await.unwrap());
     run(&service, &alice, attempt, "fox", "r1").await.unwrap();
     assert_eq!(
@@ -273,11 +235,8 @@ async fn another_request_with_the_key_conflicts(ctx: &Ctx) {
 }
 
 async fn dropped_callers_finish_for_the_retry(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Gated::closed();
-    let service = service(&ctx.accounts, dir.path(), provider.clone(), 30);
-    let payer = Payer::new(ctx, 5).await;
-    let k = key("order-1");
+    let provider = gated_closed();
+    let (service, payer, k, _images) = world(ctx, provider.clone(), 30).await;
     let attempt = ran(payer.begin(&service, &k, "fox").await.unwrap());
     // The client goes away while the upstream works.
     let first = run(&service, &payer, attempt, "fox", "r1");
@@ -292,7 +251,7 @@ async fn dropped_callers_finish_for_the_retry(ctx: &Ctx) {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!retry.is_finished());
-    provider.open.add_permits(1);
+    provider.open(1);
     let remembered = replayed(retry.await.unwrap().unwrap());
     let again = service
         .replay(payer.call("r2"), request("fox"), &remembered)
@@ -308,7 +267,7 @@ async fn dropped_callers_finish_for_the_retry(ctx: &Ctx) {
     assert!(tokio::time::timeout(Duration::from_millis(300), plain)
         .await
         .is_err());
-    provider.open.add_permits(1);
+    provider.open(1);
     for _ in 0..50 {
         if payer.balance().await == 4 {
             break;
@@ -319,11 +278,8 @@ async fn dropped_callers_finish_for_the_retry(ctx: &Ctx) {
 }
 
 async fn a_failed_attempt_frees_its_key(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Gated::open();
-    let service = service(&ctx.accounts, dir.path(), provider.clone(), 30);
-    let payer = Payer::new(ctx, 5).await;
-    let k = key("order-1");
+    let provider = gated_open();
+    let (service, payer, k, _images) = world(ctx, provider.clone(), 30).await;
     let attempt = ran(payer.begin(&service, &k, "fail").await.unwrap());
     assert!(run(&service, &payer, attempt, "fail", "r1").await.is_err());
     assert_eq!(payer.balance().await, 5);
@@ -335,10 +291,7 @@ async fn a_failed_attempt_frees_its_key(ctx: &Ctx) {
 }
 
 async fn a_held_key_is_in_progress_after_the_deadline(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let service = service(&ctx.accounts, dir.path(), Gated::open(), 1);
-    let payer = Payer::new(ctx, 5).await;
-    let k = key("order-1");
+    let (service, payer, k, _images) = world(ctx, gated_open(), 1).await;
     let held = ran(payer.begin(&service, &k, "fox").await.unwrap());
     assert_eq!(
         conflict_code(payer.begin(&service, &k, "fox").await),
@@ -359,16 +312,12 @@ async fn a_held_key_is_in_progress_after_the_deadline(ctx: &Ctx) {
 }
 
 async fn keys_expire_after_their_window(ctx: &Ctx) {
-    let dir = tempfile::tempdir().unwrap();
-    let provider = Gated::open();
-    let service = service(&ctx.accounts, dir.path(), provider.clone(), 30);
+    let (service, payer, k, _images) = world(ctx, gated_open(), 30).await;
     let service = Arc::new(
         Arc::into_inner(service)
             .unwrap()
             .with_idempotency_window(Duration::from_secs(1)),
     );
-    let payer = Payer::new(ctx, 5).await;
-    let k = key("order-1");
     let attempt = ran(payer.begin(&service, &k, "fox").await.unwrap());
     run(&service, &payer, attempt, "fox", "r1").await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;

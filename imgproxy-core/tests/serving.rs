@@ -8,72 +8,39 @@
 #[path = "accounts_harness.rs"]
 mod harness;
 
-use std::{
-    path::Path,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use harness::{one_image, Ctx};
+use harness::{fail_when_asked, fake::FakeProvider, one_image, Ctx};
 use imgproxy_core::{
     service::{
         cache::{CacheMode, CacheStatus},
         metering::Meter,
         Call, Database, Service,
     },
-    Generation, ImageInput, ImageProvider, ImageRequest, ProviderError, ProviderRequest,
+    ImageInput, ImageProvider, ImageRequest,
 };
 
 /// Makes a distinct image per call (`call-<n>`, plus the references it saw), slowly enough
 /// for concurrent requests to overlap; fails when the prompt says so.
-#[derive(Debug, Default)]
-struct Counting {
-    calls: AtomicUsize,
-}
-
-#[async_trait]
-impl ImageProvider for Counting {
-    fn name(&self) -> &str {
-        "counting"
-    }
-    async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if call.request.prompt == "fail" {
-            return Err(ProviderError::Failed {
-                message: "boom".into(),
-            });
-        }
+fn counting() -> Arc<FakeProvider> {
+    let provider = FakeProvider::new("counting", |n, call| {
+        fail_when_asked(call)?;
         let mut bytes = format!("call-{n}").into_bytes();
         for reference in call.references {
             bytes.extend_from_slice(&reference.bytes);
         }
         Ok(one_image(bytes))
-    }
+    });
+    Arc::new(provider.after(Duration::from_millis(100)))
 }
 
-/// Holds every call until `open` has permits, then makes an image; counts calls.
-#[derive(Debug)]
-struct Gated {
-    calls: AtomicUsize,
-    open: tokio::sync::Semaphore,
-}
-
-#[async_trait]
-impl ImageProvider for Gated {
-    fn name(&self) -> &str {
-        "counting"
-    }
-    async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        let _permit = self.open.acquire().await;
+/// Holds every call until it is opened (never, here), then makes an image; counts calls.
+fn gated() -> Arc<FakeProvider> {
+    let provider = FakeProvider::new("counting", |_, _| {
         Ok(one_image(Bytes::from_static(b"gated")))
-    }
+    });
+    Arc::new(provider.gated(0))
 }
 
 /// A service whose model `counted` the fake `provider` serves.
@@ -103,14 +70,14 @@ on_both_backends!(
 
 async fn hits_and_rerolls(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(Counting::default());
+    let provider = counting();
     let service = service(&ctx.accounts, dir.path(), provider.clone());
     let first = service.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(first.cache, CacheStatus::Miss);
     let again = service.serve(call(""), request("fox")).await.unwrap();
     assert_eq!(again.cache, CacheStatus::Hit);
     assert_eq!(again.images, first.images);
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
 
     let reroll = Call {
         cache: CacheMode::Refresh,
@@ -128,7 +95,7 @@ async fn hits_and_rerolls(ctx: &Ctx) {
     // A failure is not cached.
     assert!(service.serve(call(""), request("fail")).await.is_err());
     assert!(service.serve(call(""), request("fail")).await.is_err());
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(provider.calls(), 4);
 
     // A restart: a new service on the same database and store still has the entry.
     let restarted = service_on(ctx, dir.path()).await;
@@ -140,16 +107,12 @@ async fn hits_and_rerolls(ctx: &Ctx) {
 }
 
 async fn service_on(ctx: &Ctx, images: &Path) -> Service {
-    service(
-        &ctx.second_pool().await,
-        images,
-        Arc::new(Counting::default()),
-    )
+    service(&ctx.second_pool().await, images, counting())
 }
 
 async fn single_flight(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(Counting::default());
+    let provider = counting();
     let service = Arc::new(service(&ctx.accounts, dir.path(), provider.clone()));
     let tasks: Vec<_> = (0..20)
         .map(|_| {
@@ -164,14 +127,14 @@ async fn single_flight(ctx: &Ctx) {
         misses += usize::from(served.cache == CacheStatus::Miss);
         images.push(served.images[0].bytes.clone());
     }
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(provider.calls(), 1);
     assert_eq!(misses, 1);
     assert!(images.iter().all(|i| *i == images[0]));
 }
 
 async fn tenants_are_isolated(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(Counting::default());
+    let provider = counting();
     let service = service(&ctx.accounts, dir.path(), provider.clone());
     let named = Call {
         name: Some("hero"),
@@ -184,7 +147,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
         CacheStatus::Miss,
         "bob must not see alice's cache"
     );
-    assert_eq!(provider.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(provider.calls(), 2);
 
     let (recalled, image) = service.recall("alice", "hero").await.unwrap().unwrap();
     assert_eq!(image.bytes, alice.images[0].bytes);
@@ -235,7 +198,7 @@ async fn tenants_are_isolated(ctx: &Ctx) {
 
 async fn metered_hits_are_free(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let provider = Arc::new(Counting::default());
+    let provider = counting();
     let service = service(&ctx.accounts, dir.path(), provider.clone());
     let key_id = ctx.key(5).await;
     let key = ctx.accounts.get_key(&key_id).await.unwrap();
@@ -265,16 +228,12 @@ async fn metered_hits_are_free(ctx: &Ctx) {
 
 async fn across_instances(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let (one, two) = (Arc::new(Counting::default()), Arc::new(Counting::default()));
+    let (one, two) = (counting(), counting());
     let first = Arc::new(service(&ctx.accounts, dir.path(), one.clone()));
     let second = Arc::new(service(&ctx.second_pool().await, dir.path(), two.clone()));
     let tasks: Vec<_> = (0..10)
         .map(|i| {
-            let service = if i % 2 == 0 {
-                first.clone()
-            } else {
-                second.clone()
-            };
+            let service = [&first, &second][i % 2].clone();
             tokio::spawn(async move { service.serve(call(""), request("heron")).await })
         })
         .collect();
@@ -282,7 +241,7 @@ async fn across_instances(ctx: &Ctx) {
     for task in tasks {
         images.push(task.await.unwrap().unwrap().images[0].bytes.clone());
     }
-    let calls = one.calls.load(Ordering::SeqCst) + two.calls.load(Ordering::SeqCst);
+    let calls = one.calls() + two.calls();
     assert_eq!(calls, 1, "two instances on one database generate once");
     assert!(images.iter().all(|i| *i == images[0]));
     // The claim was released: a reroll on either instance generates anew at once.
@@ -291,7 +250,7 @@ async fn across_instances(ctx: &Ctx) {
         ..call("")
     };
     second.serve(reroll, request("heron")).await.unwrap();
-    let calls = one.calls.load(Ordering::SeqCst) + two.calls.load(Ordering::SeqCst);
+    let calls = one.calls() + two.calls();
     assert_eq!(calls, 2);
     // Every claim was released (the releases of dropped guards run in the background).
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -309,12 +268,9 @@ async fn dead_instances_claims_fall(ctx: &Ctx) {
     let hour = Duration::from_secs(3600);
     ctx.accounts.join_instance("inst-a", hour).await.unwrap();
     ctx.accounts.join_instance("inst-b", hour).await.unwrap();
-    let stuck = Arc::new(Gated {
-        calls: AtomicUsize::new(0),
-        open: tokio::sync::Semaphore::new(0),
-    });
+    let stuck = gated();
     let a = Arc::new(service(&ctx.accounts, dir.path(), stuck.clone()).with_instance("inst-a"));
-    let fresh = Arc::new(Counting::default());
+    let fresh = counting();
     let b = Arc::new(
         service(&ctx.second_pool().await, dir.path(), fresh.clone()).with_instance("inst-b"),
     );
@@ -324,7 +280,7 @@ async fn dead_instances_claims_fall(ctx: &Ctx) {
         let a = a.clone();
         async move { a.serve(call(""), request("kite")).await }
     });
-    while stuck.calls.load(Ordering::SeqCst) == 0 {
+    while stuck.calls() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // B's identical request waits while A lives.
@@ -337,7 +293,7 @@ async fn dead_instances_claims_fall(ctx: &Ctx) {
         !waiting.is_finished(),
         "a live instance's claim was taken over"
     );
-    assert_eq!(fresh.calls.load(Ordering::SeqCst), 0);
+    assert_eq!(fresh.calls(), 0);
 
     // A dies (its lease ends): B takes the claim over at once, not after the model's deadline.
     ctx.accounts.leave_instance("inst-a").await.unwrap();
@@ -355,6 +311,6 @@ async fn dead_instances_claims_fall(ctx: &Ctx) {
     );
     assert_eq!(served.cache, CacheStatus::Miss);
     assert_eq!(served.images[0].bytes, Bytes::from_static(b"call-0"));
-    assert_eq!(fresh.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(fresh.calls(), 1);
     held.abort();
 }

@@ -12,16 +12,12 @@ mod harness;
 use std::{
     collections::{BTreeMap, HashSet},
     path::Path,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::Duration,
 };
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use harness::{charge, one_image, service_for, Ctx};
+use harness::{charge, fake::FakeProvider, one_image, service_for, Ctx};
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     service::{
@@ -31,7 +27,7 @@ use imgproxy_core::{
         tasks::{Recovered, TaskSettings, Tasks},
         Call, Database,
     },
-    Generation, ImageProvider, ImageRequest, ProviderError, ProviderRequest,
+    ImageRequest,
 };
 use serde_json::json;
 
@@ -344,35 +340,17 @@ async fn deliveries(ctx: &Ctx) {
 // instance recovers.
 // ------------------------------------------------------------------------------------------
 
-/// An upstream whose jobs finish while nobody waits: `generate` answers at once and `resume`
-/// returns the job's image. Counts both.
-#[derive(Debug, Default)]
-struct Upstream {
-    generated: AtomicUsize,
-    resumed: AtomicUsize,
-}
-
-#[async_trait]
-impl ImageProvider for Upstream {
-    fn name(&self) -> &str {
-        "upstream"
-    }
-    async fn generate(&self, _call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        let n = self.generated.fetch_add(1, Ordering::SeqCst);
+/// An upstream whose jobs finish while nobody waits: `generate` answers at once
+/// (`generated-<n>`) and `resume` returns the job's image (`job-<job>`). Counts both.
+fn upstream() -> Arc<FakeProvider> {
+    let provider = FakeProvider::new("upstream", |n, _| {
         Ok(one_image(format!("generated-{n}").into_bytes()))
-    }
-    async fn resume(
-        &self,
-        _call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
-        self.resumed.fetch_add(1, Ordering::SeqCst);
-        Ok(one_image(format!("job-{job}").into_bytes()))
-    }
+    });
+    Arc::new(provider.resuming(|job| Ok(one_image(format!("job-{job}").into_bytes()))))
 }
 
 /// One instance: a service as `id` (its lease joined) and its task runner, not started.
-async fn instance(ctx: &Ctx, images: &Path, id: &str, upstream: &Arc<Upstream>) -> Arc<Tasks> {
+async fn instance(ctx: &Ctx, images: &Path, id: &str, upstream: &Arc<FakeProvider>) -> Arc<Tasks> {
     let service = service_for(&ctx.accounts, images, "metered", upstream.clone()).with_instance(id);
     let settings = TaskSettings {
         lease: Duration::from_secs(3600),
@@ -490,7 +468,7 @@ async fn resumed_then_killed_charged_once(ctx: &Ctx) {
     // The resumed run's settle records the result (this version), or does not (a torn run, as
     // an earlier version could leave): either way a third run may not charge again.
     for records_result in [true, false] {
-        let upstream = Arc::new(Upstream::default());
+        let upstream = upstream();
         let key = ctx.accounts.get_key(&ctx.key(100).await).await.unwrap();
         let a = instance(ctx, dir.path(), &format!("a-{records_result}"), &upstream).await;
         let b = instance(ctx, dir.path(), &format!("b-{records_result}"), &upstream).await;
@@ -570,8 +548,8 @@ async fn resumed_then_killed_charged_once(ctx: &Ctx) {
             "credit, two reserves, a refund, a settle: {charges:?}"
         );
         // The job was waited for once: by B when it recorded its result, else by C.
-        assert_eq!(upstream.resumed.load(Ordering::SeqCst), 1);
-        assert_eq!(upstream.generated.load(Ordering::SeqCst), 0);
+        assert_eq!(upstream.resumed(), 1);
+        assert_eq!(upstream.calls(), 0);
         // Recovering again finds nothing.
         assert_eq!(c.recover().await.unwrap(), Recovered::default());
     }
@@ -579,7 +557,7 @@ async fn resumed_then_killed_charged_once(ctx: &Ctx) {
 
 async fn killed_between_settle_and_finish(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();
-    let upstream = Arc::new(Upstream::default());
+    let upstream = upstream();
     let key = ctx.accounts.get_key(&ctx.key(100).await).await.unwrap();
 
     // A synchronous upstream (no job to resume). A's run generates, stores the image, and
@@ -647,11 +625,7 @@ async fn killed_between_settle_and_finish(ctx: &Ctx) {
         None
     );
 
-    assert_eq!(
-        upstream.generated.load(Ordering::SeqCst),
-        1,
-        "nothing ran twice"
-    );
+    assert_eq!(upstream.calls(), 1, "nothing ran twice");
     assert_eq!(ctx.accounts.balance(&key.id).await.unwrap(), 99);
     assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 99);
     assert_eq!(b.recover().await.unwrap(), Recovered::default());

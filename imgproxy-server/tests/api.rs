@@ -7,15 +7,8 @@
     reason = "test helpers fail loudly"
 )]
 
-use std::{
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use async_trait::async_trait;
 use axum::{
     body::Body,
     http::{header, Request, StatusCode},
@@ -24,52 +17,34 @@ use axum::{
 use http_body_util::BodyExt as _;
 use imgproxy_core::{
     service::{db::NewKey, signing::UrlSigner, Database, ImageStore, Service},
-    Catalog, Gateway, Generation, ImageProvider, ProviderError, ProviderRequest,
+    Catalog, Gateway, ProviderError,
 };
 use imgproxy_provider_placeholder::PlaceholderProvider;
 use imgproxy_server::{build_app, AppState};
+use imgproxy_testkit::fake::FakeProvider;
 use secrecy::SecretString;
 use serde_json::Value;
 use tower::ServiceExt as _;
 
 /// A provider that panics, to prove panics become OpenAI-shaped 500s.
-#[derive(Debug)]
-struct Panicky;
-
-#[async_trait]
-impl ImageProvider for Panicky {
-    fn name(&self) -> &str {
-        "panicky"
-    }
-    async fn generate(&self, _: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        panic!("boom with secret detail");
-    }
+fn panicking_provider() -> FakeProvider {
+    FakeProvider::new("panicky", |_, _| panic!("boom with secret detail"))
 }
 
 /// A provider that counts its calls and fails them: the model it serves has no price, so a
 /// metered request must be refused before it is ever called.
-#[derive(Debug, Default)]
-struct Unpriced {
-    calls: AtomicUsize,
-}
-
-#[async_trait]
-impl ImageProvider for Unpriced {
-    fn name(&self) -> &str {
-        "unpriced"
-    }
-    async fn generate(&self, _: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
+fn unpriced_provider() -> FakeProvider {
+    FakeProvider::new("unpriced", |_, _| {
         Err(ProviderError::Failed {
             message: "the unpriced fake must not be called for metered keys".into(),
         })
-    }
+    })
 }
 
 struct TestApp {
     router: Router,
     accounts: Database,
-    unpriced: Arc<Unpriced>,
+    unpriced: Arc<FakeProvider>,
     _dir: tempfile::TempDir,
 }
 
@@ -85,12 +60,12 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
     unpriced.provider = "unpriced".into();
     unpriced.pricing = None;
     catalog.upsert(unpriced).unwrap();
-    let unpriced = Arc::new(Unpriced::default());
+    let unpriced = Arc::new(unpriced_provider());
     let database = format!("sqlite://{}", dir.path().join("imgproxy.db").display());
     let accounts = Database::connect(&database).await.unwrap();
     let gateway = Gateway::builder(catalog)
         .provider(Arc::new(PlaceholderProvider::new()))
-        .provider(Arc::new(Panicky))
+        .provider(Arc::new(panicking_provider()))
         .provider(unpriced.clone())
         .build();
     let store = ImageStore::local(dir.path()).unwrap();
@@ -445,11 +420,7 @@ async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_
     assert_eq!(error["code"], "permission_denied");
     let message = error["message"].as_str().unwrap();
     assert!(message.contains("`unpriced` has no price"), "{message}");
-    assert_eq!(
-        app.unpriced.calls.load(Ordering::SeqCst),
-        0,
-        "the upstream was called"
-    );
+    assert_eq!(app.unpriced.calls(), 0, "the upstream was called");
     let key = app.accounts.authenticate(&secret).await.unwrap().unwrap();
     assert_eq!(app.accounts.balance(&key.id).await.unwrap(), 10);
     let ledger = app.accounts.recent_charges(&key.id, 10).await.unwrap();
@@ -461,7 +432,7 @@ async fn a_model_without_a_price_is_refused_to_metered_keys_before_any_upstream_
     // the price check, not an unserved model.
     let request = generate_as("mk-123", r#"{"model": "unpriced", "prompt": "p"}"#);
     assert_eq!(send(&app, request).await.0, StatusCode::BAD_GATEWAY);
-    assert_eq!(app.unpriced.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(app.unpriced.calls(), 1);
 }
 
 #[tokio::test]

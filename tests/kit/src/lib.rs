@@ -1,5 +1,6 @@
 //! `imgproxy-testkit`: the provider conformance suite (one [`Fixture`] per provider, the same
-//! cases for all, stamped out by [`conformance_suite!`]) and helpers to make test images.
+//! cases for all, stamped out by [`conformance_suite!`]), helpers to make test images, and a
+//! fake provider for the tests of what sits above the providers ([`fake::FakeProvider`]).
 //!
 //! A fixture mounts wiremock fakes built from the provider's documented wire format; the
 //! fakes assert the exact outgoing requests (`body_json`, headers) and their counts
@@ -11,6 +12,8 @@
     clippy::panic,
     reason = "test support code fails loudly"
 )]
+
+pub mod fake;
 
 use std::{io::Cursor, sync::Arc, time::Duration};
 
@@ -208,6 +211,28 @@ pub fn bearer_post(endpoint: &str, key: &str) -> MockBuilder {
 /// Mounts `request` on `server`, answered with `response` and expected exactly once.
 pub async fn mount_once(server: &MockServer, request: MockBuilder, response: ResponseTemplate) {
     request.respond_with(response).expect(1).mount(server).await;
+}
+
+/// Mounts `file_path` on `server` as a file to download, served once as `body` of
+/// `content_type`.
+pub async fn serve_file_once(
+    server: &MockServer,
+    file_path: &str,
+    body: impl Into<Vec<u8>>,
+    content_type: &str,
+) {
+    let file = ResponseTemplate::new(200).set_body_raw(body, content_type);
+    mount_once(
+        server,
+        Mock::given(method("GET")).and(path(file_path)),
+        file,
+    )
+    .await;
+}
+
+/// Asserts that `error` is answered with `status` and the error code `code`.
+pub fn assert_error(error: &imgproxy_core::Error, status: u16, code: &str) {
+    assert_eq!((error.status(), error.code()), (status, Some(code)));
 }
 
 /// `base` with the fields of `extra` added (both JSON objects; `extra` wins).
