@@ -11,8 +11,8 @@ use imgproxy_core::{
 };
 use imgproxy_provider_bfl::{Bfl, BflProvider, PROVIDER_ID};
 use imgproxy_testkit::{
-    answer_first_only, b64, forbid, gateway_of, merged, mount_once, one_image, png, provider_at,
-    reference_png,
+    answer_first_only, assert_error, b64, forbid, gateway_of, merged, mount_once, one_image, png,
+    provider_at, reference_png,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -228,10 +228,7 @@ async fn content_moderated_is_moderation_blocked_with_details() {
     }));
     mount_poll(&server, answer).await;
     let error = flux_pro(&server).await.unwrap_err();
-    assert_eq!(
-        (error.status(), error.code()),
-        (400, Some("moderation_blocked"))
-    );
+    assert_error(&error, 400, "moderation_blocked");
     assert!(error.to_string().contains("Output flagged"), "{error}");
 }
 

@@ -13,7 +13,7 @@ use imgproxy_core::{
     ImageInput, ImageProvider as _, ImageRequest, ImageResponse, ProviderError, ResponseFormat,
     ValidatedRequest,
 };
-use imgproxy_testkit::{data_url, mount_once, one_image, png, reference_png};
+use imgproxy_testkit::{assert_error, data_url, mount_once, one_image, png, reference_png};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{method, path},
@@ -383,10 +383,7 @@ async fn a_failed_result_after_completion_is_mapped_and_not_cancelled() {
 async fn a_user_timeout_504_is_a_timeout() {
     let headers = [("x-fal-request-timeout-type", "user")];
     let error = submit_failure(504, json!({"detail": "Request timed out"}), &headers).await;
-    assert_eq!(
-        (error.status(), error.code()),
-        (504, Some("upstream_timeout"))
-    );
+    assert_error(&error, 504, "upstream_timeout");
 }
 
 #[tokio::test]

@@ -10,7 +10,9 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use common::{count, exact_form, find, FormPart};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
-use imgproxy_testkit::{bearer_post, data_url, forbid, reference_png};
+use imgproxy_testkit::{
+    assert_error, bearer_post, data_url, forbid, mount_once, reference_png, serve_file_once,
+};
 use serde_json::{json, Value};
 use wiremock::{
     matchers::{any, body_json, header, method, path},
@@ -109,14 +111,21 @@ async fn generate(
     Ok(gateway.generate(serde_json::from_value(request)?).await)
 }
 
-/// Mounts the one expected call of `case`, answering `response`.
-async fn expect_call(server: &MockServer, case: &Case, n: u32, response: ResponseTemplate) {
+/// A server expecting the one call of `case` for `n` images, answering `response`.
+async fn server_expecting(case: &Case, n: u32, response: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
     bearer_post("/images/generations", KEY)
         .and(body_json(case.body(n)))
         .respond_with(response)
         .expect(1)
-        .mount(server)
+        .mount(&server)
         .await;
+    server
+}
+
+/// A 200 answer of `body`.
+fn ok_json(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
 }
 
 /// The gateway error for `case` when its one upstream call answers `response`.
@@ -124,8 +133,7 @@ async fn failure(
     case: &Case,
     response: ResponseTemplate,
 ) -> Result<imgproxy_core::Error, Box<dyn std::error::Error>> {
-    let server = MockServer::start().await;
-    expect_call(&server, case, 1, response).await;
+    let server = server_expecting(case, 1, response).await;
     match generate(&server, case.request(1)).await? {
         Err(error) => Ok(error),
         Ok(response) => Err(format!("{}: expected an error, got {response:?}", case.model).into()),
@@ -172,15 +180,8 @@ async fn success_sends_the_exact_body_and_headers() -> TestResult {
 #[tokio::test]
 async fn n_above_one_is_one_call_returning_every_image() -> TestResult {
     for case in &CASES {
-        let server = MockServer::start().await;
         let answer = json!({"created": 1, "data": case.images(3)});
-        expect_call(
-            &server,
-            case,
-            3,
-            ResponseTemplate::new(200).set_body_json(answer),
-        )
-        .await;
+        let server = server_expecting(case, 3, ok_json(answer)).await;
 
         let response = generate(&server, case.request(3)).await??;
 
@@ -199,18 +200,11 @@ async fn usage_and_revised_prompt_pass_through() -> TestResult {
                        "input_tokens_details": {"text_tokens": 10, "image_tokens": 40},
                        "reasoning_tokens": 7, "future_field": {"x": 1}});
     for case in &CASES {
-        let server = MockServer::start().await;
         let answer = json!({"created": 1, "usage": usage, "data": [
             {"b64_json": STANDARD.encode(case.image), "revised_prompt": "a small sea otter"},
             {"b64_json": STANDARD.encode(case.image)}
         ]});
-        expect_call(
-            &server,
-            case,
-            2,
-            ResponseTemplate::new(200).set_body_json(answer),
-        )
-        .await;
+        let server = server_expecting(case, 2, ok_json(answer)).await;
 
         let response = generate(&server, case.request(2)).await??;
 
@@ -367,17 +361,9 @@ async fn malformed_truncated_or_empty_bodies_are_502() -> TestResult {
 #[tokio::test]
 async fn slow_upstream_is_504() -> TestResult {
     for case in &CASES {
-        let server = MockServer::start().await;
         let answer = json!({"created": 1, "data": case.images(1)});
-        expect_call(
-            &server,
-            case,
-            1,
-            ResponseTemplate::new(200)
-                .set_body_json(answer)
-                .set_delay(Duration::from_secs(3)),
-        )
-        .await;
+        let slow = ok_json(answer).set_delay(Duration::from_secs(3));
+        let server = server_expecting(case, 1, slow).await;
         let mut config = config(&server);
         config.upstream.timeout = Some(Duration::from_millis(500));
         let gateway = gateway(Catalog::embedded()?, vec![config])?;
@@ -388,10 +374,7 @@ async fn slow_upstream_is_504() -> TestResult {
             .err()
             .ok_or("a slow upstream must fail")?;
 
-        assert_eq!(
-            (error.status(), error.code()),
-            (504, Some("upstream_timeout"))
-        );
+        assert_error(&error, 504, "upstream_timeout");
     }
     Ok(())
 }
@@ -471,12 +454,7 @@ async fn compatible_upstream_uses_its_own_url_and_key_and_images_are_downloaded(
     forbid(&openai, Mock::given(any())).await;
     let compat = MockServer::start().await;
     expect_compat_call(&compat).await;
-    Mock::given(method("GET"))
-        .and(path("/files/a.png"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(PNG, "application/octet-stream"))
-        .expect(1)
-        .mount(&compat)
-        .await;
+    serve_file_once(&compat, "/files/a.png", PNG, "application/octet-stream").await;
     let gateway = gateway(
         compat_catalog()?,
         vec![config(&openai), compat_config(&compat)],
@@ -517,12 +495,8 @@ async fn failed_or_oversized_downloads_are_502() -> TestResult {
     ] {
         let compat = MockServer::start().await;
         expect_compat_call(&compat).await;
-        Mock::given(method("GET"))
-            .and(path("/files/a.png"))
-            .respond_with(download)
-            .expect(1)
-            .mount(&compat)
-            .await;
+        let get = Mock::given(method("GET")).and(path("/files/a.png"));
+        mount_once(&compat, get, download).await;
         let mut config = compat_config(&compat);
         config.upstream.max_download_bytes = limit;
         let gateway = gateway(compat_catalog()?, vec![config])?;
@@ -647,12 +621,7 @@ async fn edits_of_compatible_upstreams_keep_their_upstream_params_as_text() -> T
         .expect(1)
         .mount(&compat)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/files/a.png"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(PNG, "image/png"))
-        .expect(1)
-        .mount(&compat)
-        .await;
+    serve_file_once(&compat, "/files/a.png", PNG, "image/png").await;
     let gateway = gateway(compat_catalog()?, vec![compat_config(&compat)])?;
 
     let response = gateway
@@ -689,12 +658,8 @@ async fn edit_failures_map_like_generation_failures() -> TestResult {
         ),
     ] {
         let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path("/images/edits"))
-            .respond_with(answer)
-            .expect(1)
-            .mount(&server)
-            .await;
+        let edit = Mock::given(method("POST")).and(path("/images/edits"));
+        mount_once(&server, edit, answer).await;
         let request = json!({"model": "gpt-image-2", "prompt": "a sea otter",
                              "images": two_references()});
 

@@ -13,8 +13,8 @@ use imgproxy_core::{
 };
 use imgproxy_provider_replicate::{Replicate, ReplicateProvider};
 use imgproxy_testkit::{
-    answer_first_only, assert_refused_before_any_call, data_url, merged, mount_once, one_image,
-    provider_at, reference_png, request_of,
+    answer_first_only, assert_error, assert_refused_before_any_call, data_url, merged, mount_once,
+    one_image, provider_at, reference_png, request_of, serve_file_once,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -218,12 +218,7 @@ async fn svg_output_passes_through_as_image_svg_xml() {
     let server = MockServer::start().await;
     let svg =
         r#"<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>"#;
-    Mock::given(method("GET"))
-        .and(path("/files/out.svg"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(svg, "image/svg+xml"))
-        .expect(1)
-        .mount(&server)
-        .await;
+    serve_file_once(&server, "/files/out.svg", svg, "image/svg+xml").await;
     let url = format!("{}/files/out.svg", server.uri());
     let input = json!({"prompt": PROMPT, "size": "1024x1024", "style": "vector_illustration"});
     let answer = prediction(&server, "v1", "succeeded", json!(url));
@@ -266,10 +261,7 @@ async fn nsfw_failed_prediction_is_moderation_blocked() {
     failed["error"] = json!("NSFW content detected");
     expect_flux_create(&server, failed).await;
     let error = generate_flux(&server).await.unwrap_err();
-    assert_eq!(
-        (error.status(), error.code()),
-        (400, Some("moderation_blocked"))
-    );
+    assert_error(&error, 400, "moderation_blocked");
     assert!(
         error.to_string().contains("NSFW content detected"),
         "{error}"

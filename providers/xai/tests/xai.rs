@@ -5,8 +5,9 @@
 use imgproxy_core::{Gateway, ImageInput, ImageRequest, ImageResponse};
 use imgproxy_provider_xai::Xai;
 use imgproxy_testkit::{
-    assert_provider_names, assert_refused_before_any_call, b64, bearer_post, data_url, gateway_at,
-    merged, mount_once, png, reference_png, refusal, request_of, WithoutHeader,
+    assert_error, assert_provider_names, assert_refused_before_any_call, b64, bearer_post,
+    data_url, gateway_at, merged, mount_once, png, reference_png, refusal, request_of,
+    WithoutHeader,
 };
 use serde_json::{json, Value};
 use wiremock::{
@@ -76,10 +77,7 @@ async fn an_item_with_respect_moderation_false_is_moderation_blocked() -> TestRe
         .generate(request("grok-imagine", json!({"n": 2})))
         .await
         .expect_err("a withheld image blocks the request");
-    assert_eq!(
-        (error.status(), error.code()),
-        (400, Some("moderation_blocked"))
-    );
+    assert_error(&error, 400, "moderation_blocked");
     Ok(())
 }
 
@@ -222,13 +220,19 @@ async fn grok_imagine_2_sends_quality_and_takes_wider_ratios_and_five_images() -
 #[tokio::test]
 async fn unsupported_dimensions_are_refused_before_any_call() -> TestResult {
     let server = MockServer::start().await;
-    let cases = [
-        (json!({"image_size": "4K"}), "image_size"),
-        (json!({"size": "1792x1024"}), "size"),
-        (json!({"aspect_ratio": "21:9"}), "aspect_ratio"),
-        (json!({"quality": "high"}), "quality"),
-    ];
-    let cases = cases.map(|(sent, param)| (request("grok-imagine", sent), param));
+    // Each field, sent alone, is refused naming itself.
+    let refused = json!({"image_size": "4K", "size": "1792x1024", "aspect_ratio": "21:9",
+                         "quality": "high"});
+    let cases = refused
+        .as_object()
+        .ok_or("an object")?
+        .iter()
+        .map(|(param, value)| {
+            (
+                request("grok-imagine", json!({ param: value })),
+                param.as_str(),
+            )
+        });
     assert_refused_before_any_call(&gateway(&server), &server, cases).await;
     Ok(())
 }
@@ -244,13 +248,9 @@ async fn ten_images_in_one_call_url_items_downloaded_without_the_key_and_usage_k
     expect(&server, "/images/generations", body("grok-imagine-image", 10, json!({})), ResponseTemplate::new(200).set_body_json(
             json!({"data": data, "usage": {"cost_in_usd_ticks": 2_000_000_000_u64}, "block_reason": null}),
         )).await;
-    Mock::given(method("GET"))
-        .and(path("/xai-tmp-imgen-1.png"))
-        .and(WithoutHeader("authorization"))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(png(4, 4, [5, 5, 5])))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let download = Mock::given(method("GET")).and(path("/xai-tmp-imgen-1.png"));
+    let image = ResponseTemplate::new(200).set_body_bytes(png(4, 4, [5, 5, 5]));
+    mount_once(&server, download.and(WithoutHeader("authorization")), image).await;
     let response: ImageResponse = gateway(&server)
         .generate(request("grok-imagine", json!({"n": 10})))
         .await?;
