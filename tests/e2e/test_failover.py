@@ -223,35 +223,29 @@ def test_429_with_retry_after_1_is_retried_once_on_the_same_provider_and_charged
     ) == 1
 
 
-def test_500_from_a_synchronous_upstream_is_not_retried_nor_fallen_back_and_is_refunded(
-    imgproxy: ImgproxyFactory, tmp_path: Path, fake_openai: FakeOpenAI, gemini: FakeGemini
+# A synchronous upstream's 500 or timeout may have started work: neither is retried nor falls
+# back, and the request is refunded. Each: extra config, how the fake fails, the status, what.
+SYNCHRONOUS_FAILURES = {
+    "500": ("", lambda fake: fake.then(server_error()), 502, "a 500"),
+    "timeout": ("[providers.openai]\ntimeout_secs = 1\n", lambda fake: fake.delay_images(2.5), 504, "a timeout"),
+}
+
+
+@pytest.mark.parametrize("failure", SYNCHRONOUS_FAILURES)
+def test_a_failure_of_a_synchronous_upstream_is_not_retried_nor_fallen_back_and_is_refunded(
+    imgproxy: ImgproxyFactory, tmp_path: Path, fake_openai: FakeOpenAI, gemini: FakeGemini, failure: str
 ) -> None:
-    server = start(imgproxy, tmp_path, openai_url=f"{fake_openai.url}/v1", gemini=gemini, config=FALLBACK_TO_GEMINI)
-    key, secret = create_key(server, credits=1000)
-    fake_openai.then(server_error())
-
-    status, headers, raw = generate(server, secret)
-
-    assert_error_envelope(status, headers, raw, expected_status=502)
-    assert len(fake_openai.image_requests()) == 1, "a 500 may have started work: no second call"
-    assert gemini.requests == [], f"no fallback after a 500: {gemini.summary()}"
-    assert balance(server, secret) == 1000, "a failed request is refunded"
-    assert settle_rows(server, key["id"]) == []
-
-
-def test_a_timeout_of_a_synchronous_upstream_is_not_retried_nor_fallen_back_and_is_refunded(
-    imgproxy: ImgproxyFactory, tmp_path: Path, fake_openai: FakeOpenAI, gemini: FakeGemini
-) -> None:
-    config = FALLBACK_TO_GEMINI + "[providers.openai]\ntimeout_secs = 1\n"
+    extra_config, fail, expected_status, what = SYNCHRONOUS_FAILURES[failure]
+    config = FALLBACK_TO_GEMINI + extra_config
     server = start(imgproxy, tmp_path, openai_url=f"{fake_openai.url}/v1", gemini=gemini, config=config)
     key, secret = create_key(server, credits=1000)
-    fake_openai.delay_images(2.5)
+    fail(fake_openai)
 
     status, headers, raw = generate(server, secret)
 
-    assert_error_envelope(status, headers, raw, expected_status=504)
-    assert len(fake_openai.image_requests()) == 1, "a timed-out call may have started work: no second call"
-    assert gemini.requests == [], f"no fallback after a timeout: {gemini.summary()}"
+    assert_error_envelope(status, headers, raw, expected_status=expected_status)
+    assert len(fake_openai.image_requests()) == 1, f"{what} may have started work: no second call"
+    assert gemini.requests == [], f"no fallback after {what}: {gemini.summary()}"
     assert balance(server, secret) == 1000, "a failed request is refunded"
     assert settle_rows(server, key["id"]) == []
 
