@@ -18,7 +18,7 @@ mod settings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use adapter::{AdapterConfig, UpstreamAdapter, UpstreamProvider};
+pub use adapter::{AdapterConfig, Outcome, UpstreamAdapter, UpstreamProvider};
 pub use api::{
     fingerprint, http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT,
 };
