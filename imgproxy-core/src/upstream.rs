@@ -25,7 +25,7 @@ pub use api::{
 pub use download::{download, read_capped, sniffed_image, ImageSource, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use failure::{
     chain, excerpt, failed, malformed, retry_after, scrub_text, short, status_error,
-    transport_error, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
+    transport_error, FastApiError, ValidationItem, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
 };
 pub use poll::{CancelOnDrop, PollPolicy};
 pub use settings::{Upstream, UpstreamSettings, DEFAULT_TIMEOUT};
