@@ -1,6 +1,7 @@
 //! Upstream failures into [`ProviderError`]s, as far as every upstream agrees: transport
 //! errors, `Retry-After`, the usual meaning of a status, and messages cut to a size fit for a
-//! client. An adapter reads its own error bodies and special statuses before falling back here.
+//! client, and FastAPI's error body, which several upstreams answer with. An adapter reads its
+//! own error bodies and special statuses before falling back here.
 
 use std::{fmt::Display, time::Duration};
 
