@@ -18,14 +18,14 @@ mod settings;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use adapter::{AdapterConfig, UpstreamAdapter, UpstreamProvider};
+pub use adapter::{AdapterConfig, Outcome, UpstreamAdapter, UpstreamProvider};
 pub use api::{
     fingerprint, http_client, key_may_go_to, ApiClient, KeyHeader, Rejection, USER_AGENT,
 };
 pub use download::{download, read_capped, sniffed_image, ImageSource, DEFAULT_MAX_DOWNLOAD_BYTES};
 pub use failure::{
     chain, excerpt, failed, malformed, retry_after, scrub_text, short, status_error,
-    transport_error, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
+    transport_error, FastApiError, ValidationItem, CUT_MARK, MAX_MESSAGE_CHARS, REDACTED,
 };
 pub use poll::{CancelOnDrop, PollPolicy};
 pub use settings::{Upstream, UpstreamSettings, DEFAULT_TIMEOUT};

@@ -16,6 +16,9 @@ use crate::{
     Generation, ImageProvider, KeyStatus, ProviderError, ProviderRequest,
 };
 
+/// What one call of an adapter comes to: the generation, or why there is none.
+pub type Outcome = Result<Generation, ProviderError>;
+
 /// The protocol of an upstream API: what an [`UpstreamProvider`] sends through its client and
 /// how it reads the answers. Adapters hold no state; the provider holds the client.
 pub trait UpstreamAdapter: 'static {
@@ -26,7 +29,7 @@ pub trait UpstreamAdapter: 'static {
     fn try_generate(
         api: &ApiClient,
         call: ProviderRequest<'_>,
-    ) -> impl Future<Output = Result<Generation, ProviderError>> + Send;
+    ) -> impl Future<Output = Outcome> + Send;
 
     /// [`ImageProvider::resume`] through `api`, before the scrub. Adapters of synchronous
     /// upstreams keep this default.
@@ -34,7 +37,7 @@ pub trait UpstreamAdapter: 'static {
         _api: &ApiClient,
         _call: ProviderRequest<'_>,
         _job: &str,
-    ) -> impl Future<Output = Result<Generation, ProviderError>> + Send {
+    ) -> impl Future<Output = Outcome> + Send {
         async { Err(ProviderError::RESUME_UNSUPPORTED) }
     }
 }
@@ -92,11 +95,7 @@ impl<A: UpstreamAdapter> UpstreamProvider<A> {
     /// `call` through the pool: a new generation, or the wait for the upstream job `job`
     /// with the key that started it. A rejected key is taken out and, while the upstream has
     /// reported no job and sent no partial image, the call moves to the next live key.
-    async fn call_with_keys(
-        &self,
-        call: ProviderRequest<'_>,
-        job: Option<&str>,
-    ) -> Result<Generation, ProviderError> {
+    async fn call_with_keys(&self, call: ProviderRequest<'_>, job: Option<&str>) -> Outcome {
         let (mut lease, job) = match job {
             None => (self.pool.least_busy()?, None),
             Some(token) => {

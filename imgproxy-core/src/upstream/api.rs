@@ -219,6 +219,17 @@ impl ApiClient {
         response.bytes().await.map_err(transport_error)
     }
 
+    /// The whole body of `response` if its status is a 2xx, else the error `to_error` makes of
+    /// its [`Rejection`]: [`ApiClient::send_for_body`] for a response already received.
+    pub async fn checked_body(
+        &self,
+        response: Response,
+        to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
+    ) -> Result<Bytes, ProviderError> {
+        let response = self.check(response).await.map_err(|r| r.map(to_error))?;
+        response.bytes().await.map_err(transport_error)
+    }
+
     /// `response` if its status is a 2xx, else its [`Rejection`].
     pub async fn check(&self, response: Response) -> Result<Response, Rejection> {
         let status = response.status();

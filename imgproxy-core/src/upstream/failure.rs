@@ -1,10 +1,13 @@
 //! Upstream failures into [`ProviderError`]s, as far as every upstream agrees: transport
 //! errors, `Retry-After`, the usual meaning of a status, and messages cut to a size fit for a
-//! client. An adapter reads its own error bodies and special statuses before falling back here.
+//! client, and FastAPI's error body, which several upstreams answer with. An adapter reads its
+//! own error bodies and special statuses before falling back here.
 
 use std::{fmt::Display, time::Duration};
 
 use reqwest::header::HeaderMap;
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::ProviderError;
 
@@ -160,6 +163,46 @@ pub fn status_error(status: u16, retry_after: Option<Duration>, message: &str) -
             short(message)
         )),
     }
+}
+
+/// An error body in FastAPI's shape, which BFL and fal answer with: `{"detail": "text"}`,
+/// `{"detail": [{"loc", "msg", "type"}]}` (validation) or `{"message": "text"}`. What the
+/// texts mean, and how they are told to a client, is each adapter's to say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FastApiError {
+    /// A text, a list of validation items, or (undocumented) anything else.
+    pub detail: Option<Value>,
+    pub message: Option<String>,
+}
+
+impl FastApiError {
+    /// `body` read as FastAPI's error shape; a body of any other shape reads as empty.
+    pub fn read(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+
+    /// `detail`, when it is a text.
+    pub fn detail_text(&self) -> Option<&str> {
+        self.detail.as_ref()?.as_str()
+    }
+
+    /// `detail`, when it is a list of validation items, every one of them well formed.
+    pub fn items(&self) -> Option<Vec<ValidationItem>> {
+        Vec::deserialize(self.detail.as_ref()?).ok()
+    }
+}
+
+/// One item of FastAPI's validation `detail`. Its `input` (which may echo a whole base64 image)
+/// is never read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ValidationItem {
+    /// Where the fault is, outermost first: `["body", "width"]`.
+    pub loc: Vec<Value>,
+    pub msg: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
 }
 
 #[cfg(test)]

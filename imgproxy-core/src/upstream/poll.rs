@@ -142,13 +142,18 @@ mod tests {
 
     use super::*;
 
+    /// A policy of whole seconds.
+    fn policy(deadline: u64, initial_interval: u64, max_interval: u64) -> PollPolicy {
+        PollPolicy {
+            deadline: Duration::from_secs(deadline),
+            initial_interval: Duration::from_secs(initial_interval),
+            max_interval: Duration::from_secs(max_interval),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn poll_backs_off_and_gives_up_at_the_deadline() {
-        let policy = PollPolicy {
-            deadline: Duration::from_secs(10),
-            initial_interval: Duration::from_secs(1),
-            max_interval: Duration::from_secs(3),
-        };
+        let policy = policy(10, 1, 3);
         let calls = AtomicUsize::new(0);
         let result: Result<(), _> = policy
             .run(|| async {
@@ -165,11 +170,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn transient_poll_failures_poll_on_and_others_end_the_wait() {
-        let policy = PollPolicy {
-            deadline: Duration::from_secs(60),
-            initial_interval: Duration::from_secs(1),
-            max_interval: Duration::from_secs(1),
-        };
+        let policy = policy(60, 1, 1);
         let calls = AtomicUsize::new(0);
         let ready = policy
             .run(|| async {

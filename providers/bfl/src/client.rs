@@ -6,7 +6,8 @@ use std::task::Poll;
 
 use imgproxy_core::{
     upstream::{
-        self, failed, ApiClient, KeyHeader, PollPolicy, Upstream, UpstreamAdapter, UpstreamProvider,
+        self, failed, ApiClient, KeyHeader, Outcome, PollPolicy, Upstream, UpstreamAdapter,
+        UpstreamProvider,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
 };
@@ -38,10 +39,7 @@ impl UpstreamAdapter for Bfl {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Named("x-key"));
 
-    async fn try_generate(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
         let mapping = convert::input_mapping(&call.request.model)?;
         // BFL makes one image per task and the catalog says `n_per_call = 1`; an operator's
         // entry asking for more simply gets one task per image, in turn.
@@ -55,11 +53,7 @@ impl UpstreamAdapter for Bfl {
         })
     }
 
-    async fn try_resume(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_resume(api: &ApiClient, call: ProviderRequest<'_>, job: &str) -> Outcome {
         let poll_url =
             Url::parse(job).map_err(|_| failed("the job to resume is not a BFL task"))?;
         let image = Self::wait(api, &call.request.model, &poll_url).await?;
@@ -154,11 +148,9 @@ impl Bfl {
             );
             return Ok(Poll::Pending);
         }
-        let response = api
-            .check(response)
-            .await
-            .map_err(|r| r.map(convert::error_from_status))?;
-        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        let body = api
+            .checked_body(response, convert::error_from_status)
+            .await?;
         match convert::read_poll(&body)? {
             TaskState::Pending => Ok(Poll::Pending),
             TaskState::Ready(sample) => Ok(Poll::Ready(sample)),

@@ -7,15 +7,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use imgproxy_core::{
     dimensions::Size,
-    upstream::{self, failed, short},
+    upstream::{self, failed, short, FastApiError, ValidationItem},
     GeneratedImage, ModelSpec, ProviderError, ProviderRequest,
 };
 use serde_json::{Map, Value};
 
-use crate::wire::{
-    ErrorBody, InputMapping, PollResponse, ReferenceEncoding, SizeField, SubmitResponse,
-    ValidationItem,
-};
+use crate::wire::{InputMapping, PollResponse, ReferenceEncoding, SizeField, SubmitResponse};
 
 /// The model's `upstream_input`, typed. A bad table is the operator's catalog error.
 pub(crate) fn input_mapping(model: &ModelSpec) -> Result<InputMapping, ProviderError> {
@@ -198,7 +195,7 @@ const EMPTY_BODY: &str = "(empty body)";
 /// The readable part of an error body: FastAPI's `detail` items as `loc: msg`, a `detail` or
 /// `message` string, else the body itself, cut short.
 fn error_message(body: &[u8]) -> String {
-    let parsed: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
+    let parsed = FastApiError::read(body);
     let from_detail = match parsed.detail {
         Some(Value::String(text)) => Some(text),
         Some(Value::Array(items)) => {

@@ -34,22 +34,6 @@ pub(crate) struct PollResponse {
     pub error: Option<Value>,
 }
 
-/// A non-2xx body: FastAPI's `{"detail": [{"loc", "msg"}] | "text"}`, or `{"message"}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct ErrorBody {
-    pub detail: Option<Value>,
-    pub message: Option<String>,
-}
-
-/// One item of FastAPI's validation `detail`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct ValidationItem {
-    pub loc: Vec<Value>,
-    pub msg: Option<String>,
-}
-
 /// A BFL model's `upstream_input` table in the catalog: how validated parameters and
 /// reference images become fields of the submit body.
 #[derive(Debug, Default, Deserialize)]

@@ -8,8 +8,8 @@ use std::task::Poll;
 use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
-        self, ApiClient, CancelOnDrop, KeyHeader, PollPolicy, Rejection, Upstream, UpstreamAdapter,
-        UpstreamProvider,
+        self, ApiClient, CancelOnDrop, KeyHeader, Outcome, PollPolicy, Rejection, Upstream,
+        UpstreamAdapter, UpstreamProvider,
     },
     Generation, ProviderError, ProviderRequest,
 };
@@ -40,10 +40,7 @@ impl UpstreamAdapter for Fal {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).key_header(KeyHeader::Authorization("Key"));
 
-    async fn try_generate(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
         let model = &call.request.model;
         let mapping = InputMapping::of(model)?;
         let input = convert::model_input(&call, &mapping)?;
@@ -63,11 +60,7 @@ impl UpstreamAdapter for Fal {
         Self::wait(api, &call, &mapping, queued).await
     }
 
-    async fn try_resume(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_resume(api: &ApiClient, call: ProviderRequest<'_>, job: &str) -> Outcome {
         let stored: QueuedJob = serde_json::from_str(job)
             .map_err(|_| upstream::failed("the job to resume is not a fal queue job"))?;
         // Checked again: the key goes to these URLs.
@@ -108,7 +101,7 @@ impl Fal {
         call: &ProviderRequest<'_>,
         mapping: &InputMapping,
         queued: QueuedJob,
-    ) -> Result<Generation, ProviderError> {
+    ) -> Outcome {
         // Armed until the job reaches a terminal status: a deadline, an error while polling or
         // the client going away (this future dropped) cancels it upstream.
         let guard = queued

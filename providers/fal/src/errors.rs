@@ -6,24 +6,21 @@
 use std::collections::BTreeMap;
 
 use imgproxy_core::{
-    upstream::{self, short, Rejection},
+    upstream::{self, short, FastApiError, Rejection},
     ProviderError,
 };
 use serde_json::Value;
 
-use crate::{
-    convert::InputMapping,
-    wire::{Detail, ErrorBody},
-};
+use crate::convert::InputMapping;
 
 /// The moderation `type` of fal's validation items (third-party reports: a 422 on the result).
 const CONTENT_POLICY: &str = "content_policy_violation";
 
 /// Whether a result-endpoint error only says the job is not done yet (vercel special-cases it).
 pub(crate) fn still_in_progress(body: &[u8]) -> bool {
-    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    matches!(error.detail, Some(Detail::Text(text))
-        if text.to_ascii_lowercase().contains("still in progress"))
+    FastApiError::read(body)
+        .detail_text()
+        .is_some_and(|text| text.to_ascii_lowercase().contains("still in progress"))
 }
 
 /// Maps a non-2xx answer: 429 with its wait; 504 from a user timeout; a content-policy item →
@@ -48,11 +45,9 @@ pub(crate) fn upstream_error(
     if status == 504 && timeout_type == Some("user") {
         return ProviderError::Timeout;
     }
-    let error: ErrorBody = serde_json::from_slice(body).unwrap_or_default();
-    let items = match &error.detail {
-        Some(Detail::Items(items)) => items.as_slice(),
-        _ => &[],
-    };
+    let error = FastApiError::read(body);
+    let detail_items = error.items();
+    let items = detail_items.as_deref().unwrap_or_default();
     if let Some(item) = items
         .iter()
         .find(|i| i.kind.as_deref() == Some(CONTENT_POLICY))
@@ -72,9 +67,9 @@ pub(crate) fn upstream_error(
             .find(|part| *part != "body")
             .map(str::to_owned)
     };
-    let text = match &error.detail {
-        Some(Detail::Text(text)) => text.clone(),
-        Some(Detail::Items(items)) => items
+    let text = match (error.detail_text(), &detail_items) {
+        (Some(text), _) => text.to_owned(),
+        (None, Some(items)) => items
             .iter()
             .map(|item| {
                 let msg = item.msg.as_deref().unwrap_or("invalid");
@@ -82,7 +77,7 @@ pub(crate) fn upstream_error(
             })
             .collect::<Vec<_>>()
             .join("; "),
-        _ => error.message.clone().unwrap_or_default(),
+        (None, None) => error.message.clone().unwrap_or_default(),
     };
     if matches!(status, 400 | 422) && !text.is_empty() {
         let param = items

@@ -45,31 +45,3 @@ pub(crate) struct File {
     pub width: Option<u32>,
     pub height: Option<u32>,
 }
-
-/// An error body: `{"detail": [...]}` (validation), `{"detail": "..."}` or `{"message": "..."}`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct ErrorBody {
-    pub detail: Option<Detail>,
-    pub message: Option<String>,
-}
-
-/// `detail`: a text or a list of validation items.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum Detail {
-    Text(String),
-    Items(Vec<DetailItem>),
-    /// Any other shape: ignored rather than failing the error mapping.
-    Other(#[expect(dead_code, reason = "matched only to ignore it")] Value),
-}
-
-/// One validation item. `input` (which may echo a whole base64 image) is never read.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct DetailItem {
-    pub loc: Vec<Value>,
-    pub msg: Option<String>,
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-}

@@ -3,8 +3,8 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{ApiClient, KeyHeader, Upstream, UpstreamAdapter, UpstreamProvider},
-    Generation, ProviderError, ProviderRequest,
+    upstream::{ApiClient, KeyHeader, Outcome, Upstream, UpstreamAdapter, UpstreamProvider},
+    ProviderRequest,
 };
 
 use crate::{convert, error, DEFAULT_BASE_URL, PROVIDER_ID};
@@ -31,10 +31,7 @@ impl UpstreamAdapter for Gemini {
         .key_header(KeyHeader::Named("x-goog-api-key"))
         .genai_name("gcp.gemini");
 
-    async fn try_generate(
-        api: &ApiClient,
-        request: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, request: ProviderRequest<'_>) -> Outcome {
         let model = request.upstream_model();
         let body = convert::request_body(&request)?;
         tracing::debug!(

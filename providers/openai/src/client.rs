@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use imgproxy_core::{
     upstream::{
-        self, AdapterConfig, ApiClient, Upstream, UpstreamAdapter, UpstreamProvider,
+        self, AdapterConfig, ApiClient, Outcome, Upstream, UpstreamAdapter, UpstreamProvider,
         UpstreamSettings,
     },
     Generation, ProviderError, ProviderRequest,
@@ -96,10 +96,7 @@ impl UpstreamAdapter for OpenAI {
     const UPSTREAM: Upstream =
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).timeout(DEFAULT_TIMEOUT);
 
-    async fn try_generate(
-        api: &ApiClient,
-        request: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, request: ProviderRequest<'_>) -> Outcome {
         let model = request.upstream_model();
         let references = request.references.len();
         tracing::debug!(provider = %request.request.model.provider, model, n = request.n, references, "calling upstream");

@@ -7,7 +7,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use imgproxy_core::{
     upstream::{
-        self, failed, ApiClient, CancelOnDrop, PollPolicy, Upstream, UpstreamAdapter,
+        self, failed, ApiClient, CancelOnDrop, Outcome, PollPolicy, Upstream, UpstreamAdapter,
         UpstreamProvider,
     },
     GeneratedImage, Generation, ProviderError, ProviderRequest,
@@ -35,10 +35,7 @@ pub enum Replicate {}
 impl UpstreamAdapter for Replicate {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
-    async fn try_generate(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
         let model = &call.request.model;
         let input = convert::input(&call, &convert::mapping(model)?)?;
         let policy = PollPolicy::for_model(model);
@@ -80,11 +77,7 @@ impl UpstreamAdapter for Replicate {
         Self::wait(api, job, left).await
     }
 
-    async fn try_resume(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-        job: &str,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_resume(api: &ApiClient, call: ProviderRequest<'_>, job: &str) -> Outcome {
         let job: Job = serde_json::from_str(job)
             .map_err(|_| failed("the job to resume is not a Replicate prediction"))?;
         // Its URLs came from the API: the key may go to them, as it did when they were made.
@@ -101,11 +94,7 @@ struct Job {
 
 impl Replicate {
     /// Polls a running prediction to its end and fetches its outputs.
-    async fn wait(
-        api: &ApiClient,
-        job: Job,
-        policy: PollPolicy,
-    ) -> Result<Generation, ProviderError> {
+    async fn wait(api: &ApiClient, job: Job, policy: PollPolicy) -> Outcome {
         // Armed until the prediction ends: a deadline, an error or the client going away
         // cancels it upstream, so it stops running (and billing).
         let guard = job
@@ -119,7 +108,7 @@ impl Replicate {
     }
 
     /// The images of a finished prediction.
-    async fn outputs(api: &ApiClient, done: &Prediction) -> Result<Generation, ProviderError> {
+    async fn outputs(api: &ApiClient, done: &Prediction) -> Outcome {
         let urls = convert::finished(done)?;
         Ok(Generation {
             images: Self::download_all(api, urls).await?,
@@ -174,11 +163,7 @@ impl Replicate {
             );
             return Ok(Poll::Pending);
         }
-        let response = api
-            .check(response)
-            .await
-            .map_err(|r| r.map(convert::status_error))?;
-        let body = response.bytes().await.map_err(upstream::transport_error)?;
+        let body = api.checked_body(response, convert::status_error).await?;
         let prediction = convert::prediction(&body)?;
         Ok(if convert::is_terminal(&prediction.status) {
             Poll::Ready(prediction)

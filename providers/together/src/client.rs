@@ -3,8 +3,8 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider},
-    Generation, ProviderError, ProviderRequest,
+    upstream::{ApiClient, Outcome, Upstream, UpstreamAdapter, UpstreamProvider},
+    Generation, ProviderRequest,
 };
 
 use crate::{convert, DEFAULT_BASE_URL, PROVIDER_ID};
@@ -27,10 +27,7 @@ pub enum Together {}
 impl UpstreamAdapter for Together {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
-    async fn try_generate(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
         let body = convert::request_body(&call)?;
         tracing::debug!(
             provider = PROVIDER_ID,

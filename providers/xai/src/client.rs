@@ -3,9 +3,10 @@
 //! are read is `convert`'s job.
 
 use imgproxy_core::{
-    upstream::{ApiClient, Upstream, UpstreamAdapter, UpstreamProvider},
-    Generation, ProviderError, ProviderRequest,
+    upstream::{ApiClient, Outcome, Upstream, UpstreamAdapter, UpstreamProvider},
+    Generation, ProviderRequest,
 };
+use imgproxy_provider_openai::compat;
 
 use crate::{
     convert::{self, Endpoint},
@@ -30,10 +31,7 @@ pub enum Xai {}
 impl UpstreamAdapter for Xai {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).genai_name("x_ai");
 
-    async fn try_generate(
-        api: &ApiClient,
-        call: ProviderRequest<'_>,
-    ) -> Result<Generation, ProviderError> {
+    async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
         let (endpoint, body) = convert::request_body(&call)?;
         let url = api.url(match endpoint {
             Endpoint::Generations => "images/generations",
@@ -56,10 +54,12 @@ impl UpstreamAdapter for Xai {
         // Sequential on purpose: URL items only appear if xAI ignores `b64_json`.
         for image in parsed.images {
             let (bytes, content_type) = api.fetch(image.source).await?;
-            images.push(convert::generated_image(
+            // The bytes decide the MIME type; failing that, the `mime_type` xAI reported, then
+            // a download's `Content-Type`.
+            let declared = [image.mime.as_deref(), content_type.as_deref()];
+            images.push(compat::generated_image(
                 bytes,
-                image.mime.as_deref(),
-                content_type.as_deref(),
+                &declared,
                 image.revised_prompt,
             ));
         }

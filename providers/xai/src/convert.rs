@@ -4,10 +4,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use bytes::Bytes;
 use imgproxy_core::{
     upstream::{self, ImageSource},
-    GeneratedImage, ProviderError, ProviderRequest, Usage,
+    ProviderError, ProviderRequest, Usage,
 };
 use imgproxy_provider_openai::compat;
 use serde::Deserialize;
@@ -141,17 +140,6 @@ fn block_reason(value: &Value) -> Option<String> {
     }
 }
 
-/// A finished image. The bytes decide the MIME type; failing that, the `mime_type` xAI
-/// reported, then a download's `Content-Type`.
-pub(crate) fn generated_image(
-    bytes: Bytes,
-    reported: Option<&str>,
-    content_type: Option<&str>,
-    revised_prompt: Option<String>,
-) -> GeneratedImage {
-    compat::generated_image(bytes, &[reported, content_type], revised_prompt)
-}
-
 /// The error for a non-2xx answer, by status (core's generic mapping, after a 400 about the
 /// key); the message comes from whichever of xAI's error shapes the body has, else a short
 /// excerpt of the body.
@@ -177,6 +165,8 @@ pub(crate) fn error_from_status(
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     fn message(error: ProviderError) -> String {
@@ -251,15 +241,14 @@ mod tests {
         );
         assert_eq!(parsed.images[0].mime.as_deref(), Some("image/jpeg"));
         // The bytes decide the MIME type; the reported one is the fallback.
-        let png = generated_image(
+        let png = compat::generated_image(
             Bytes::from_static(b"\x89PNG\r\n\x1a\n"),
-            Some("image/jpeg"),
-            None,
+            &[Some("image/jpeg"), None],
             None,
         );
         assert_eq!(png.mime, "image/png");
         assert_eq!(
-            generated_image(Bytes::new(), Some("image/avif"), None, None).mime,
+            compat::generated_image(Bytes::new(), &[Some("image/avif"), None], None).mime,
             "image/avif"
         );
         let usage = parsed.usage.unwrap();
