@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "wrote {} ({})",
             path.display(),
-            response.size.as_deref().unwrap_or("?")
+            response.meta.size.as_deref().unwrap_or("?")
         );
     }
 

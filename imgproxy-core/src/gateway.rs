@@ -38,6 +38,15 @@ pub struct Sinks<'a> {
     pub resume: Option<&'a std::collections::BTreeMap<u32, String>>,
 }
 
+/// What every upstream call of one run shares: the request's reference images and mask, and
+/// where the calls report.
+#[derive(Debug, Clone, Copy)]
+struct RunInputs<'a> {
+    references: &'a [ReferenceImage],
+    mask: Option<&'a ReferenceImage>,
+    sinks: Sinks<'a>,
+}
+
 /// Uploaded files a request may name as reference images (`file-...`): the service layer's
 /// file records. The kernel alone knows no files.
 #[async_trait]
@@ -484,17 +493,25 @@ impl Gateway {
         let candidates: Vec<&ValidatedRequest> =
             std::iter::once(request).chain(&request.fallbacks).collect();
         let mut attempts = Attempts::default();
+        let run = RunInputs {
+            references,
+            mask,
+            sinks,
+        };
         if let Some(resume) = sinks.resume {
             // A resumed run waits for the jobs its first run started, where it started them.
             let (served, jobs) = failover::resumed_jobs(resume);
             let candidate = candidates.get(served).copied().unwrap_or(request);
             attempts.served = served;
-            let sinks = Sinks {
-                resume: Some(&jobs),
-                ..sinks
+            let run = RunInputs {
+                sinks: Sinks {
+                    resume: Some(&jobs),
+                    ..sinks
+                },
+                ..run
             };
             let generation = self
-                .attempt(candidate, references, mask, sinks, served)
+                .attempt(candidate, run, served)
                 .await
                 .map_err(|failure| failure.error)?;
             return Ok((self.deliver(candidate, generation).await?, attempts));
@@ -519,9 +536,7 @@ impl Gateway {
                 }
             };
             let start = std::time::Instant::now();
-            let outcome = self
-                .attempt(candidate, references, mask, sinks, index)
-                .await;
+            let outcome = self.attempt(candidate, run, index).await;
             let elapsed = start.elapsed();
             let failure = match outcome {
                 Ok(generation) => {
@@ -570,9 +585,7 @@ impl Gateway {
     async fn attempt(
         &self,
         candidate: &ValidatedRequest,
-        references: &[ReferenceImage],
-        mask: Option<&ReferenceImage>,
-        sinks: Sinks<'_>,
+        run: RunInputs<'_>,
         index: usize,
     ) -> std::result::Result<Generation, Failure> {
         let provider = &candidate.model.provider;
@@ -582,9 +595,7 @@ impl Gateway {
             // An unknown provider fails in `call_upstream` with the right error.
             None => None,
         };
-        let called = self
-            .call_upstream(candidate, references, mask, sinks, index)
-            .await;
+        let called = self.call_upstream(candidate, run, index).await;
         drop(slot);
         if let Some(admission) = admission {
             admission.report(provider);
@@ -621,9 +632,7 @@ impl Gateway {
     async fn call_upstream(
         &self,
         request: &ValidatedRequest,
-        references: &[ReferenceImage],
-        mask: Option<&ReferenceImage>,
-        sinks: Sinks<'_>,
+        run: RunInputs<'_>,
         index: usize,
     ) -> std::result::Result<Generation, Failure> {
         let model = &request.model;
@@ -637,10 +646,10 @@ impl Gateway {
         let calls: Vec<ProviderRequest<'_>> = (0..request.n)
             .step_by(per_call as usize)
             .map(|first_index| ProviderRequest {
-                references,
-                mask,
-                partials: sinks.partials,
-                jobs: sinks.jobs,
+                references: run.references,
+                mask: run.mask,
+                partials: run.sinks.partials,
+                jobs: run.sinks.jobs,
                 request,
                 n: per_call.min(request.n - first_index),
                 first_index,
@@ -654,7 +663,7 @@ impl Gateway {
                     provider.as_ref(),
                     self.provider_limits.get(&model.provider),
                     call,
-                    sinks.resume,
+                    run.sinks.resume,
                     index,
                 )
             })

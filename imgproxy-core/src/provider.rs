@@ -110,20 +110,19 @@ pub struct Generation {
 }
 
 /// Metadata of generated images, as OpenAI's response reports it (and a cache entry keeps).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde_with::skip_serializing_none]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(default)]
 pub struct ImageMeta {
     /// `transparent` or `opaque`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
-    /// `png`, `jpeg`, ...
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Format of the images: `png`, `jpeg`, `webp`, `gif` or `svg`.
     pub output_format: Option<String>,
-    /// The quality used.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Quality the images were made at.
     pub quality: Option<String>,
-    /// `WxH`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// `WxH` of the images.
     pub size: Option<String>,
 }
 

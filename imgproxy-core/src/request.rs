@@ -11,113 +11,81 @@ use serde_json::Value;
 ///
 /// Every field is optional at this level so that a missing or misplaced field becomes a clear
 /// validation error naming the parameter, never a deserialisation failure.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(default)]
 pub struct ImageRequest {
     /// Model id or alias from the catalog.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// Text description of the desired image(s).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Number of images to generate.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// `WxH` (for example `1024x1024`) or `auto`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
     /// Quality tier, for example `low`, `medium`, `high`, `auto`, `hd`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub quality: Option<String>,
     /// `vivid` or `natural` (legacy DALL·E parameter).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub style: Option<String>,
     /// `url` or `b64_json`: how imgproxy returns the images. Never sent upstream.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response_format: Option<String>,
     /// Aspect ratio such as `16:9`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub aspect_ratio: Option<String>,
     /// Resolution tier: `512`, `1K`, `2K` or `4K` (alias `resolution`).
-    #[serde(alias = "resolution", skip_serializing_if = "Option::is_none")]
+    #[serde(alias = "resolution")]
     pub image_size: Option<String>,
     /// Person generation policy: `dont_allow`, `allow_adult`, `allow_all`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub person_generation: Option<String>,
     /// `transparent`, `opaque` or `auto`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub background: Option<String>,
     /// `png`, `jpeg`, `webp`, `gif` or `svg`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_format: Option<String>,
     /// Compression level 0–100 for `jpeg` and `webp`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_compression: Option<u32>,
     /// `high` or `low`: how closely to match the style of input images.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub input_fidelity: Option<String>,
     /// Content moderation level: `auto` or `low`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub moderation: Option<String>,
     /// What the image should not contain.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub negative_prompt: Option<String>,
     /// Seed for reproducible output.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// End-user identifier (deprecated upstream in favour of `safety_identifier`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Stable identifier of the end user, for abuse detection.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub safety_identifier: Option<String>,
     /// `low`, `medium` or `high`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub complexity: Option<String>,
     /// Number of frames of a GIF (2–16).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_count: Option<u32>,
     /// Duration of each GIF frame in milliseconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_duration_ms: Option<u32>,
     /// SVG output options: `{"model": ..., "reasoning": {"effort": ...}}`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub svg: Option<Value>,
     /// Stream partial images as Server-Sent Events.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// Number of partial images to stream (0–3).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub partial_images: Option<u32>,
     /// Reference images (imgproxy extension): URLs, data URLs or file ids. `image` (one or a
     /// list, as seed 000 and OpenAI's edits spell it) is accepted too.
-    #[serde(
-        alias = "image",
-        deserialize_with = "one_or_many",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(alias = "image", deserialize_with = "one_or_many")]
     pub images: Option<Vec<ImageInput>>,
     /// Edits: the mask (its transparent areas are edited), applied to the first image. A URL,
     /// a data URL or a file id, bare or as `{"image_url"}` / `{"file_id"}`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mask: Option<ImageInput>,
     /// Where to POST the result of an asynchronous request (imgproxy extension).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
     /// Bypass the cache: generate anew and cache the new result (imgproxy extension; seed
     /// 000's `reroll`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reroll: Option<bool>,
     /// Run as an asynchronous task (imgproxy extension).
-    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "async")]
     pub run_async: Option<bool>,
     /// Models to fall back to, in order, when the model's providers turn the request away
     /// before starting work (OpenRouter's `models`); replaces the operator's fallback chain.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
     /// Which providers may serve the request, and in which order (OpenRouter's `provider`:
     /// `order`, `only`, `ignore`, `allow_fallbacks`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderRouting>,
     /// Model-specific parameters that the catalog declares (for example `raw` on `ultra`).
     #[serde(flatten)]
@@ -125,22 +93,19 @@ pub struct ImageRequest {
 }
 
 /// The request's choice of providers, as OpenRouter's `provider` object spells it.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderRouting {
     /// Providers to try first, in this order; the model's other providers follow unless
     /// `allow_fallbacks` is false.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<Vec<String>>,
     /// The only providers that may serve the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub only: Option<Vec<String>>,
     /// Providers that may not serve the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore: Option<Vec<String>>,
     /// Whether another provider of the model may serve it when the first turns it away
     /// (default true). Fallback models in `models` are tried either way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_fallbacks: Option<bool>,
 }
 

@@ -8,32 +8,21 @@ use serde_json::{Map, Value};
 use crate::provider::ImageMeta;
 
 /// The result of a generation, as OpenAI's `ImagesResponse`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ImageResponse {
     /// Unix seconds.
     pub created: i64,
     /// One entry per image.
     pub data: Vec<ImageData>,
-    /// `transparent` or `opaque`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub background: Option<String>,
-    /// Format of the images: `png`, `jpeg`, `webp`, `gif` or `svg`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_format: Option<String>,
-    /// Quality the images were made at.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quality: Option<String>,
-    /// `WxH` of the images.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub size: Option<String>,
+    /// Background, format, quality and size of the images, where known.
+    #[serde(flatten)]
+    pub meta: ImageMeta,
     /// Token usage, where the provider reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Credits charged for this request (metered keys only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits_used: Option<u64>,
     /// The catalog model that made the images: the one asked for, or the fallback that served.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
@@ -44,10 +33,7 @@ impl ImageResponse {
         Self {
             created: crate::clock::now_secs(),
             data,
-            background: meta.background,
-            output_format: meta.output_format,
-            quality: meta.quality,
-            size: meta.size,
+            meta,
             usage,
             credits_used: None,
             model: None,
@@ -84,6 +70,7 @@ impl ImageData {
 
 /// One Server-Sent Event of a streamed image answer: OpenAI's `image_generation.*` and
 /// `image_edit.*` events (`partial_image`, then `completed` per image).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageStreamEvent {
     /// `image_generation.partial_image`, `image_edit.completed`, ...
@@ -92,7 +79,6 @@ pub struct ImageStreamEvent {
     /// The image, base64.
     pub b64_json: String,
     /// Which partial image this is (partial events only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial_image_index: Option<u32>,
     /// Unix seconds.
     pub created_at: i64,
@@ -100,40 +86,34 @@ pub struct ImageStreamEvent {
     #[serde(flatten)]
     pub meta: ImageMeta,
     /// Token usage (on the last completed event).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Credits charged (on the last completed event, metered keys only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits_used: Option<u64>,
 }
 
 /// One image: inline base64 or a URL served by imgproxy.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct ImageData {
     /// Base64 of the image bytes.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub b64_json: Option<String>,
     /// Durable URL of the image.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The prompt the provider actually used, where it reports one.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub revised_prompt: Option<String>,
 }
 
 /// Token usage as OpenAI reports it; fields imgproxy does not know pass through in `extra`.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Usage {
     /// Input tokens (text and image).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
     /// Output tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
     /// Sum of input and output tokens.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub total_tokens: Option<u64>,
     /// Newer or provider-specific fields (`input_tokens_details`, `reasoning_tokens`, ...).
     #[serde(flatten)]

@@ -19,8 +19,10 @@ use sha2::{Digest as _, Sha256};
 use tracing::Instrument as _;
 
 use super::{
-    db::{CachedResult, Database, IdempotencyClaim, IdempotencyRecord, Remembered, TaskRecord},
-    serving::{claim_owner, random_below, CLAIM_MARGIN_SECS, DEFAULT_DEADLINE_SECS},
+    db::{CachedResult, IdempotencyClaim, IdempotencyRecord, Remembered, TaskRecord},
+    serving::{
+        claim_owner, random_below, ClaimKind, HeldClaim, CLAIM_MARGIN_SECS, DEFAULT_DEADLINE_SECS,
+    },
     Call, Served, Service,
 };
 use crate::{Error, ImageRequest, Result};
@@ -108,11 +110,7 @@ impl Remember for TaskRecord {
 /// running, it frees the key (in the background).
 #[derive(Debug)]
 pub struct Attempt {
-    db: Database,
-    tenant: String,
-    key: String,
-    /// `None` once the work took it over.
-    attempt: Option<String>,
+    claim: HeldClaim,
 }
 
 impl Attempt {
@@ -124,12 +122,8 @@ impl Attempt {
         T: Remember + Send + 'static,
         F: Future<Output = Result<T>> + Send + 'static,
     {
-        let attempt = self.attempt.take().unwrap_or_default();
-        let (db, tenant, key) = (
-            self.db.clone(),
-            std::mem::take(&mut self.tenant),
-            std::mem::take(&mut self.key),
-        );
+        let (attempt, db, tenant, key) = self.claim.take();
+        let attempt = attempt.unwrap_or_default();
         let detached = tokio::spawn(
             async move {
                 let outcome = work.await;
@@ -153,26 +147,6 @@ impl Attempt {
             detached.await.map_err(|e| {
                 Error::Internal(format!("the work of an idempotent request failed: {e}"))
             })?
-        }
-    }
-}
-
-impl Drop for Attempt {
-    fn drop(&mut self) {
-        let Some(attempt) = self.attempt.take() else {
-            return;
-        };
-        let (db, tenant, key) = (
-            self.db.clone(),
-            std::mem::take(&mut self.tenant),
-            std::mem::take(&mut self.key),
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(error) = db.release_idempotency_key(&tenant, &key, &attempt).await {
-                    tracing::warn!(%error, "freeing an unused idempotency key failed");
-                }
-            });
         }
     }
 }
@@ -226,10 +200,13 @@ impl Service {
             let mut record = match claim {
                 IdempotencyClaim::Claimed => {
                     return Ok(Begun::Run(Attempt {
-                        db: self.db.clone(),
-                        tenant: tenant.to_owned(),
-                        key: key.as_str().to_owned(),
-                        attempt: Some(attempt),
+                        claim: HeldClaim::new(
+                            &self.db,
+                            ClaimKind::IdempotencyKey,
+                            tenant,
+                            key.as_str(),
+                            attempt,
+                        ),
                     }))
                 }
                 IdempotencyClaim::Released => continue,

@@ -162,7 +162,7 @@ impl Produced {
 /// The outcome of claiming a generation across instances.
 enum Claim {
     /// This request generates; the guard releases the claim.
-    Held(ClaimGuard),
+    Held(HeldClaim),
     /// Another instance generated it meanwhile.
     Cached(Box<Produced>),
 }
@@ -533,12 +533,7 @@ impl Service {
                 .claim_generation(tenant, key, &owner, &self.instance, stale_after)
                 .await?
             {
-                let guard = ClaimGuard {
-                    records: records.clone(),
-                    tenant: tenant.to_owned(),
-                    key: key.to_owned(),
-                    owner: Some(owner),
-                };
+                let guard = HeldClaim::new(records, ClaimKind::Generation, tenant, key, owner);
                 // The previous holder may have finished between our look-up and our claim.
                 if let Some(produced) = self.cached_result(records, tenant, key).await? {
                     guard.release().await;
@@ -613,44 +608,87 @@ fn stored_images(produced: &Produced) -> Vec<StoredImage> {
         .collect()
 }
 
-/// A held generation claim; released when the generation ends, or in the background if the
-/// request is dropped first (else other instances wait until it goes stale).
-struct ClaimGuard {
-    records: Database,
+/// What a [`HeldClaim`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClaimKind {
+    /// The right to generate a cache key's images (see `claim_generation`).
+    Generation,
+    /// The first request with an `Idempotency-Key` (see `claim_idempotency_key`).
+    IdempotencyKey,
+}
+
+/// A held claim of a tenant's key; released when its work ends, or in the background if it is
+/// dropped first (else other requests wait until it goes stale).
+#[derive(Debug)]
+pub(super) struct HeldClaim {
+    db: Database,
+    kind: ClaimKind,
     tenant: String,
     key: String,
-    owner: Option<String>,
+    /// `None` once released or taken over.
+    holder: Option<String>,
 }
 
-impl ClaimGuard {
-    async fn release(mut self) {
-        if let Some(owner) = self.owner.take() {
-            release(&self.records, &self.tenant, &self.key, &owner).await;
+impl HeldClaim {
+    pub(super) fn new(
+        db: &Database,
+        kind: ClaimKind,
+        tenant: &str,
+        key: &str,
+        holder: String,
+    ) -> Self {
+        Self {
+            db: db.clone(),
+            kind,
+            tenant: tenant.to_owned(),
+            key: key.to_owned(),
+            holder: Some(holder),
         }
     }
-}
 
-impl Drop for ClaimGuard {
-    fn drop(&mut self) {
-        let Some(owner) = self.owner.take() else {
-            return;
-        };
-        let (records, tenant, key) = (
-            self.records.clone(),
+    /// Takes the claim over: its holder (`None` if it was taken before), database, tenant and
+    /// key. Dropping the emptied guard releases nothing.
+    pub(super) fn take(&mut self) -> (Option<String>, Database, String, String) {
+        (
+            self.holder.take(),
+            self.db.clone(),
             std::mem::take(&mut self.tenant),
             std::mem::take(&mut self.key),
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { release(&records, &tenant, &key, &owner).await });
+        )
+    }
+
+    pub(super) async fn release(mut self) {
+        if let (Some(holder), db, tenant, key) = self.take() {
+            release(self.kind, &db, &tenant, &key, &holder).await;
         }
     }
 }
 
-async fn release(records: &Database, tenant: &str, key: &str, owner: &str) {
-    if let Err(error) = records.release_generation(tenant, key, owner).await {
-        // Not lost: the claim goes stale after the model's deadline, or falls with this
-        // instance's lease.
-        tracing::warn!(%error, "releasing a generation claim failed");
+impl Drop for HeldClaim {
+    fn drop(&mut self) {
+        let kind = self.kind;
+        if let (Some(holder), db, tenant, key) = self.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { release(kind, &db, &tenant, &key, &holder).await });
+            }
+        }
+    }
+}
+
+async fn release(kind: ClaimKind, db: &Database, tenant: &str, key: &str, holder: &str) {
+    let released = match kind {
+        ClaimKind::Generation => db.release_generation(tenant, key, holder).await,
+        ClaimKind::IdempotencyKey => db.release_idempotency_key(tenant, key, holder).await,
+    };
+    if let Err(error) = released {
+        // Not lost: a generation claim goes stale after the model's deadline, or falls with
+        // this instance's lease; an idempotency key, once its attempt counts as abandoned.
+        match kind {
+            ClaimKind::Generation => tracing::warn!(%error, "releasing a generation claim failed"),
+            ClaimKind::IdempotencyKey => {
+                tracing::warn!(%error, "freeing an unused idempotency key failed")
+            }
+        }
     }
 }
 

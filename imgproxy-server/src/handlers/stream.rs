@@ -21,7 +21,7 @@ use axum::{
 };
 use futures_util::{future::BoxFuture, stream};
 use imgproxy_core::{
-    provider::{ImageMeta, PartialImage},
+    provider::PartialImage,
     response::ImageStreamEvent,
     service::{cache::CacheMode, idempotency::Begun, Served},
     Error, ErrorBody, ErrorEnvelope, ImageRequest,
@@ -217,12 +217,7 @@ fn partial_event(partial: &PartialImage, surface: Surface) -> ImageStreamEvent {
 fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<ImageStreamEvent> {
     use base64::Engine as _;
     let response = state.service.response(served);
-    let meta = ImageMeta {
-        background: response.background,
-        output_format: response.output_format,
-        quality: response.quality,
-        size: response.size,
-    };
+    let meta = response.meta;
     let count = served.images.len();
     served
         .images

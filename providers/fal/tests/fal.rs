@@ -93,9 +93,9 @@ async fn z_image_preset_size_n_seed_and_extras_map_exactly() {
     // The fake answered PNG to a JPEG request: the gateway converts, and reports what it
     // returns (format and pixel size read from the image, not what fal claimed).
     assert!(decoded(&response, 2).starts_with(&[0xFF, 0xD8, 0xFF]));
-    assert_eq!(response.output_format.as_deref(), Some("jpeg"));
+    assert_eq!(response.meta.output_format.as_deref(), Some("jpeg"));
     assert_eq!(
-        response.size.as_deref(),
+        response.meta.size.as_deref(),
         Some("4x4"),
         "the size of the image returned"
     );
@@ -160,8 +160,8 @@ async fn birefnet_sends_one_image_as_a_data_url_and_no_prompt() {
     let request = image_to_image("birefnet-bg-removal", &reference);
     let response = generate(&server, request).await.unwrap();
     assert_eq!(decoded(&response, 0), cutout);
-    assert_eq!(response.background.as_deref(), Some("transparent"));
-    assert_eq!(response.output_format.as_deref(), Some("png"));
+    assert_eq!(response.meta.background.as_deref(), Some("transparent"));
+    assert_eq!(response.meta.output_format.as_deref(), Some("png"));
 }
 
 #[tokio::test]
@@ -223,7 +223,7 @@ async fn vectorize_passes_the_svg_through() {
     let image = json!({"url": url, "content_type": "image/svg+xml"});
     let response = vectorize(&server, 1, "job-svg", image).await;
     assert_eq!(decoded(&response, 0), svg.to_vec());
-    assert_eq!(response.output_format.as_deref(), Some("svg"));
+    assert_eq!(response.meta.output_format.as_deref(), Some("svg"));
 }
 
 #[tokio::test]

@@ -125,7 +125,7 @@ async fn retired_nano_banana_is_served_by_3_1_flash_with_ratio_and_seed() -> Tes
         Some(b64(&image).as_str())
     );
     assert_eq!(response.data[0].revised_prompt, None);
-    assert_eq!(response.output_format.as_deref(), Some("png"));
+    assert_eq!(response.meta.output_format.as_deref(), Some("png"));
     Ok(())
 }
 

@@ -168,11 +168,14 @@ async fn success_sends_the_exact_body_and_headers() -> TestResult {
         assert_eq!(response.data.len(), 1);
         assert_eq!(response.data[0].b64_json, Some(STANDARD.encode(case.image)));
         assert_eq!(
-            (response.background.as_deref(), response.quality.as_deref()),
+            (
+                response.meta.background.as_deref(),
+                response.meta.quality.as_deref()
+            ),
             (Some("opaque"), Some("high"))
         );
-        assert_eq!(response.output_format.as_deref(), Some(case.format));
-        assert_eq!(response.size.as_deref(), Some("1024x1024"));
+        assert_eq!(response.meta.output_format.as_deref(), Some(case.format));
+        assert_eq!(response.meta.size.as_deref(), Some("1024x1024"));
     }
     Ok(())
 }

@@ -220,7 +220,7 @@ mod tests {
             )
             .unwrap();
             let response = gateway().generate(request).await.unwrap();
-            assert_eq!(response.output_format.as_deref(), Some(format));
+            assert_eq!(response.meta.output_format.as_deref(), Some(format));
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(response.data[0].b64_json.as_ref().unwrap())
                 .unwrap();

@@ -139,9 +139,9 @@ async fn each_model_maps_its_parameters_exactly() {
         assert_eq!(response.data.len(), 1, "{model}");
         // The fake's output is a 16x16 PNG: the answer reports the image it carries,
         // converted to the format that was asked for.
-        assert_eq!(response.size.as_deref(), Some("16x16"), "{model}");
+        assert_eq!(response.meta.size.as_deref(), Some("16x16"), "{model}");
         assert_eq!(
-            response.output_format.as_deref(),
+            response.meta.output_format.as_deref(),
             Some(asked.as_str()),
             "{model}"
         );

@@ -78,7 +78,7 @@ async fn the_body_is_exact_with_base64_and_width_height_from_size() -> TestResul
         // The upstream was asked for `asked` (checked in its body); the answer reports the
         // size of the images it returned, the fake's 8x8.
         assert_eq!(
-            response.size.as_deref(),
+            response.meta.size.as_deref(),
             Some("8x8"),
             "{sent} asked {asked}"
         );

@@ -115,7 +115,7 @@ async fn a_single_reference_goes_to_edits_as_an_image_object() -> TestResult {
     }]);
     let response = gateway(&server).generate(request).await?;
     assert_eq!(response.data.len(), 1);
-    assert_eq!(response.output_format.as_deref(), Some("png"));
+    assert_eq!(response.meta.output_format.as_deref(), Some("png"));
     Ok(())
 }
 
