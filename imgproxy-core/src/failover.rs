@@ -143,12 +143,12 @@ pub struct Attempts {
 }
 
 impl Attempts {
-    /// Upstream calls actually made (circuit skips are not calls).
+    /// Upstream calls actually made (circuit skips and full lines are not calls).
     pub fn calls(&self) -> u32 {
         let calls = self
             .log
             .iter()
-            .filter(|a| a.outcome != CIRCUIT_OPEN)
+            .filter(|a| !UNCALLED.contains(&a.outcome.as_str()))
             .count();
         u32::try_from(calls).unwrap_or(u32::MAX)
     }
@@ -156,6 +156,10 @@ impl Attempts {
 
 /// The outcome recorded for a candidate skipped because its provider's circuit is open.
 pub const CIRCUIT_OPEN: &str = "circuit_open";
+
+/// Outcomes of attempts that never reached the upstream: an open circuit, or the provider's
+/// generation line here full (`Error::Overloaded`).
+const UNCALLED: [&str; 2] = [CIRCUIT_OPEN, "overloaded"];
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

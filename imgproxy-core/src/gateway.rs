@@ -554,6 +554,15 @@ impl Gateway {
                 .push(Attempt::of(&candidate.model, failure.kind(), elapsed));
             let Some(upstream) = &failure.upstream else {
                 self.breakers.abandon(provider, admitted);
+                // This provider's own line here is full: nothing went upstream, so another
+                // candidate may serve (it says nothing of the provider's health).
+                if matches!(failure.error, Error::Overloaded { .. }) && index + 1 < candidates.len()
+                {
+                    crate::telemetry::fallback(provider, failure.kind());
+                    last_error = Some(failure.error);
+                    index += 1;
+                    continue;
+                }
                 return Err(failure.error);
             };
             let pre_start = !failure.started && upstream.is_pre_start();

@@ -28,6 +28,8 @@ struct Scripted {
     name: &'static str,
     script: Mutex<VecDeque<Result<(), ProviderError>>>,
     report_job: bool,
+    /// How long each call takes.
+    delay: Duration,
     calls: AtomicUsize,
 }
 
@@ -53,6 +55,7 @@ impl ImageProvider for Scripted {
 
     async fn generate(&self, call: ProviderRequest<'_>) -> Result<Generation, ProviderError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
         if self.report_job {
             call.report_job("job-1".into());
         }
@@ -201,7 +204,7 @@ async fn ambiguous_failures_refusals_and_started_jobs_never_move_on() {
         name: "one",
         script: Mutex::new(vec![Err(refused())].into()),
         report_job: true,
-        calls: AtomicUsize::new(0),
+        ..Scripted::default()
     });
     let two = Scripted::new("two", vec![]);
     let gateway = gateway(&[&one, &two], chain(), FailoverPolicy::default());
@@ -325,4 +328,38 @@ async fn a_fallback_that_cannot_take_the_request_is_skipped_not_altered() {
         .await
         .is_err());
     assert_eq!(two.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_full_line_at_one_provider_moves_on_without_an_upstream_call() {
+    let one = Arc::new(Scripted {
+        name: "one",
+        delay: Duration::from_millis(500),
+        ..Scripted::default()
+    });
+    let two = Scripted::new("two", vec![]);
+    // One generation of `one` runs at a time and none may wait for it.
+    let limits = imgproxy_core::gateway::GenerationLimits {
+        per_provider: [("one".to_owned(), 1)].into(),
+        max_waiting: 0,
+        ..Default::default()
+    };
+    let gateway = Arc::new(
+        Gateway::builder(catalog())
+            .provider(one.clone())
+            .provider(two.clone())
+            .fallbacks(chain())
+            .generation_limits(limits)
+            .build(),
+    );
+    let busy = gateway.clone();
+    let first = tokio::spawn(async move { run(&busy, json!({"model": "first"})).await });
+    while one.calls() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (served, attempts) = run(&gateway, json!({"model": "first"})).await.unwrap();
+    assert_eq!((served.as_str(), one.calls(), two.calls()), ("two", 1, 1));
+    assert_eq!(attempts.log[0].outcome, "overloaded");
+    assert_eq!(attempts.calls(), 1, "a full line is no upstream call");
+    assert_eq!(first.await.unwrap().unwrap().0, "one");
 }
