@@ -23,6 +23,7 @@ use crate::handlers::{
     files::{DeletedFile, FilePage, ListQuery},
     health::{Health, Readiness},
     models::{Filters, ModelObject},
+    seed002::{GenerateRequest, Submitted},
     signed_urls::{SignRequest, SignedUrl},
     tasks::{SeedPoll, TaskQuery, WebhookSecret},
     List,
@@ -273,6 +274,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/v1/models/{owner}/{name}",
+        id: "retrieveOwnedModel",
+        summary: "One model by an id or alias with a slash (`google/nano-banana-pro`).",
+        answers: &[(200, &[(JSON, of::<ModelObject>)])],
+        errors: &[401, 404, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
         path: "/v1/credits",
         id: "getCredits",
         summary: "The calling key's balance and recent ledger entries.",
@@ -365,6 +375,19 @@ pub const ROUTES: &[Route] = &[
         summary: "The secret that signs the caller's webhooks (Standard Webhooks).",
         answers: &[(200, &[(JSON, of::<WebhookSecret>)])],
         errors: &[401, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/imini/router/v1/images/generate",
+        id: "seed002Generate",
+        summary: "Seed 002's generation: a task, answered `{task_id, model, created_at, request_id}`; read it at `GET /v1/tasks/{id}`.",
+        example: Some(|| {
+            json!({"model": "google/nano-banana-pro", "prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", "resolution": "1K"})
+        }),
+        body: &[(JSON, of::<GenerateRequest>)],
+        answers: &[(200, &[(JSON, of::<Submitted>)])],
+        errors: GENERATION_ERRORS,
         ..DEFAULT
     },
     Route {
