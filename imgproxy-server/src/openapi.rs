@@ -223,6 +223,17 @@ const URL_API: Route = Route {
     ..DEFAULT
 };
 
+/// `GET /v1/models/{id}`; ids with a slash have a route of their own that answers the same.
+const RETRIEVE_MODEL: Route = Route {
+    method: "get",
+    path: "/v1/models/{id}",
+    id: "retrieveModel",
+    summary: "One model by id or alias, with its parameters, pricing and the JSON Schema of a request to it.",
+    answers: &[(200, &[(JSON, of::<ModelObject>)])],
+    errors: &[401, 404, 500],
+    ..DEFAULT
+};
+
 /// Every route and method the router serves (the router test checks it against `app.rs`).
 pub const ROUTES: &[Route] = &[
     Route {
@@ -263,23 +274,12 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 500],
         ..DEFAULT
     },
+    RETRIEVE_MODEL,
     Route {
-        method: "get",
-        path: "/v1/models/{id}",
-        id: "retrieveModel",
-        summary: "One model by id or alias, with its parameters, pricing and the JSON Schema of a request to it.",
-        answers: &[(200, &[(JSON, of::<ModelObject>)])],
-        errors: &[401, 404, 500],
-        ..DEFAULT
-    },
-    Route {
-        method: "get",
         path: "/v1/models/{owner}/{name}",
         id: "retrieveOwnedModel",
         summary: "One model by an id or alias with a slash (`google/nano-banana-pro`).",
-        answers: &[(200, &[(JSON, of::<ModelObject>)])],
-        errors: &[401, 404, 500],
-        ..DEFAULT
+        ..RETRIEVE_MODEL
     },
     Route {
         method: "get",

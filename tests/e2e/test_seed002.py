@@ -181,3 +181,18 @@ def test_bad_requests_are_clear_errors_and_charge_nothing(
 def test_a_missing_key_is_401(imgproxy: ImgproxyFactory, gemini: FakeGemini) -> None:
     server = start(imgproxy, gemini)
     assert_error_envelope(*send(server, None, SEED_EXAMPLE.encode()), expected_status=401)
+
+
+def test_the_url_api_takes_a_model_id_with_a_slash(imgproxy: ImgproxyFactory, gemini: FakeGemini) -> None:
+    server = start(imgproxy, gemini)
+    _, secret = create_key(server, credits=1000)
+    headers = {"Authorization": f"Bearer {secret}"}
+    for path in (
+        "/api/generate?prompt=a+kite+at+noon&model=google/nano-banana-pro",
+        "/a+kite+at+dusk/google%2Fnano-banana-pro",
+    ):
+        status, _, raw = http("GET", f"{server.url}{path}", headers=headers)
+        assert status == 200 and raw.startswith(PNG_SIGNATURE), (path, status, raw[:300])
+        assert gemini.generate_calls()[-1].path == "/v1beta/models/gemini-3-pro-image:generateContent"
+    assert len(gemini.generate_calls()) == 2
+    assert_no_problems(gemini)

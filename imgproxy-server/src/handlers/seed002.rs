@@ -23,6 +23,36 @@ const DEFAULT_ASPECT_RATIO: &str = "1:1";
 /// Seed 002's resolution when none is given.
 const DEFAULT_RESOLUTION: &str = "1K";
 
+/// Submits a seed 002 generation as a task.
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(note): Extension<RequestNote>,
+    OpenAIJson(asked): OpenAIJson<GenerateRequest>,
+) -> Result<Json<Submitted>, ApiError> {
+    note.model(&asked.model);
+    let model = asked.model.clone();
+    let request = image_request(asked);
+    // Rate limits count a submission like a request; the workers bound what runs.
+    drop(calls::admit(&state, &caller, &note, 1).await?);
+    let request_id = note.id().as_str();
+    let submitter = Submitter {
+        tenant: caller.tenant(),
+        key: caller.paying_key(),
+        request_id: Some(request_id),
+    };
+    let task = tasks::service(&state)?
+        .submit(submitter, TaskKind::Generation, request)
+        .await
+        .map_err(in_seed_terms)?;
+    Ok(Json(Submitted {
+        task_id: task.id,
+        model,
+        created_at: iso_millis(task.created_at_ms),
+        request_id: request_id.to_owned(),
+    }))
+}
+
 /// Seed 002's request body.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,36 +95,6 @@ pub struct Submitted {
     pub created_at: String,
     /// The id of this HTTP request (also its `X-Request-Id`).
     pub request_id: String,
-}
-
-/// Submits a seed 002 generation as a task.
-pub async fn create(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(note): Extension<RequestNote>,
-    OpenAIJson(asked): OpenAIJson<GenerateRequest>,
-) -> Result<Json<Submitted>, ApiError> {
-    note.model(&asked.model);
-    let model = asked.model.clone();
-    let request = image_request(asked);
-    // Rate limits count a submission like a request; the workers bound what runs.
-    drop(calls::admit(&state, &caller, &note, 1).await?);
-    let request_id = note.id().as_str();
-    let submitter = Submitter {
-        tenant: caller.tenant(),
-        key: caller.paying_key(),
-        request_id: Some(request_id),
-    };
-    let task = tasks::service(&state)?
-        .submit(submitter, TaskKind::Generation, request)
-        .await
-        .map_err(in_seed_terms)?;
-    Ok(Json(Submitted {
-        task_id: task.id,
-        model,
-        created_at: iso_millis(task.created_at_ms),
-        request_id: request_id.to_owned(),
-    }))
 }
 
 /// The gateway's request for seed 002's body, with the seed's defaults filled in.
