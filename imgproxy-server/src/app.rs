@@ -39,6 +39,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/v1/images/edits", post(handlers::edits::create))
         .route("/v1/models", get(handlers::models::list))
         .route("/v1/models/{id}", get(handlers::models::retrieve))
+        .route(
+            "/v1/models/{owner}/{name}",
+            get(handlers::models::retrieve_owned),
+        )
         .route("/v1/credits", get(handlers::credits::get))
         .route(
             "/v1/files",
@@ -56,6 +60,10 @@ pub fn build_app(state: AppState) -> Router {
         .route(
             "/api/v1/images/generations",
             get(handlers::tasks::seed_poll),
+        )
+        .route(
+            "/imini/router/v1/images/generate",
+            post(handlers::seed002::create),
         )
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(

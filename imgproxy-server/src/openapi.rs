@@ -23,6 +23,7 @@ use crate::handlers::{
     files::{DeletedFile, FilePage, ListQuery},
     health::{Health, Readiness},
     models::{Filters, ModelObject},
+    seed002::{GenerateRequest, Submitted},
     signed_urls::{SignRequest, SignedUrl},
     tasks::{SeedPoll, TaskQuery, WebhookSecret},
     List,
@@ -222,6 +223,17 @@ const URL_API: Route = Route {
     ..DEFAULT
 };
 
+/// `GET /v1/models/{id}`; ids with a slash have a route of their own that answers the same.
+const RETRIEVE_MODEL: Route = Route {
+    method: "get",
+    path: "/v1/models/{id}",
+    id: "retrieveModel",
+    summary: "One model by id or alias, with its parameters, pricing and the JSON Schema of a request to it.",
+    answers: &[(200, &[(JSON, of::<ModelObject>)])],
+    errors: &[401, 404, 500],
+    ..DEFAULT
+};
+
 /// Every route and method the router serves (the router test checks it against `app.rs`).
 pub const ROUTES: &[Route] = &[
     Route {
@@ -262,14 +274,12 @@ pub const ROUTES: &[Route] = &[
         errors: &[400, 401, 500],
         ..DEFAULT
     },
+    RETRIEVE_MODEL,
     Route {
-        method: "get",
-        path: "/v1/models/{id}",
-        id: "retrieveModel",
-        summary: "One model by id or alias, with its parameters, pricing and the JSON Schema of a request to it.",
-        answers: &[(200, &[(JSON, of::<ModelObject>)])],
-        errors: &[401, 404, 500],
-        ..DEFAULT
+        path: "/v1/models/{owner}/{name}",
+        id: "retrieveOwnedModel",
+        summary: "One model by an id or alias with a slash (`google/nano-banana-pro`).",
+        ..RETRIEVE_MODEL
     },
     Route {
         method: "get",
@@ -365,6 +375,19 @@ pub const ROUTES: &[Route] = &[
         summary: "The secret that signs the caller's webhooks (Standard Webhooks).",
         answers: &[(200, &[(JSON, of::<WebhookSecret>)])],
         errors: &[401, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/imini/router/v1/images/generate",
+        id: "seed002Generate",
+        summary: "Seed 002's generation: a task, answered `{task_id, model, created_at, request_id}`; read it at `GET /v1/tasks/{id}`.",
+        example: Some(|| {
+            json!({"model": "google/nano-banana-pro", "prompt": "a lighthouse at dusk", "aspect_ratio": "1:1", "resolution": "1K"})
+        }),
+        body: &[(JSON, of::<GenerateRequest>)],
+        answers: &[(200, &[(JSON, of::<Submitted>)])],
+        errors: GENERATION_ERRORS,
         ..DEFAULT
     },
     Route {

@@ -1,4 +1,4 @@
-//! `GET /v1/models` and `GET /v1/models/{id}`: OpenAI's model objects plus imgproxy's
+//! `GET /v1/models` and `GET /v1/models/{id}` (also `{owner}/{id}`): OpenAI's model objects plus imgproxy's
 //! catalog data (allowed parameters, capabilities, pricing, aliases, JSON Schema).
 
 use axum::{extract::State, Json};
@@ -97,11 +97,24 @@ pub async fn retrieve(
     State(state): State<AppState>,
     OpenAIPath(id): OpenAIPath<String>,
 ) -> Result<Json<ModelObject>, ApiError> {
+    describe_named(&state, &id)
+}
+
+/// Describes one model whose id or alias has a slash (`google/nano-banana-pro`): the router
+/// splits the path at it, so the name is put back together here.
+pub async fn retrieve_owned(
+    State(state): State<AppState>,
+    OpenAIPath((owner, name)): OpenAIPath<(String, String)>,
+) -> Result<Json<ModelObject>, ApiError> {
+    describe_named(&state, &format!("{owner}/{name}"))
+}
+
+fn describe_named(state: &AppState, id: &str) -> Result<Json<ModelObject>, ApiError> {
     match state
         .service
         .gateway()
         .catalog()
-        .get(&id)
+        .get(id)
         .filter(|m| state.service.gateway().answers(m))
     {
         Some(model) => Ok(Json(ModelObject(describe::model_object(model)))),
