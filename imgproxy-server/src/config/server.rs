@@ -228,6 +228,24 @@ mod tests {
     }
 
     #[test]
+    fn the_default_response_format_is_inline_unless_set_and_a_wrong_one_is_refused() {
+        let format = |file: &str, vars: &[(&'static str, &'static str)]| {
+            let file = Config::from_toml(file).unwrap().default_response_format;
+            default_response_format(&Vars(vars.iter().copied().collect()), file)
+        };
+        assert_eq!(format("", &[]).unwrap(), ResponseFormat::B64Json);
+        let url_file = "default_response_format = \"url\"";
+        assert_eq!(format(url_file, &[]).unwrap(), ResponseFormat::Url);
+        let inline_env = [(ENV_DEFAULT_RESPONSE_FORMAT, "b64_json")];
+        assert_eq!(
+            format(url_file, &inline_env).unwrap(),
+            ResponseFormat::B64Json
+        );
+        let refused = format("default_response_format = \"png\"", &[]).unwrap_err();
+        assert!(refused.to_string().contains("`png`"), "{refused}");
+    }
+
+    #[test]
     fn the_file_sets_them_and_the_environment_wins() {
         let file = "[server]\nheader_read_timeout_secs = 3\nmax_connections = 100\n\
                     cpu_workers = 3\ngeneration_queue = 0\nmax_generations = 5\n";
