@@ -10,7 +10,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use imgproxy_core::service::{db::ApiKey, signing};
+use imgproxy_core::service::{
+    db::{ApiKey, SECRET_PREFIX},
+    signing,
+};
 use secrecy::ExposeSecret as _;
 
 use crate::{error::ApiError, state::AppState, telemetry::RequestNote};
@@ -147,15 +150,16 @@ pub fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
     })
 }
 
-/// The key a request carries in `Authorization`, if a non-empty one: `Bearer <key>`, or the
-/// bare key, which some clients send without a scheme (seed 001's first example). Another
-/// scheme (`Basic ...`) carries no key of ours.
+/// The key a request carries in `Authorization`, if a non-empty one: `Bearer <key>`, or an
+/// issued key bare, as some clients send it without a scheme (seed 001's first example). The
+/// master key is the operator's and keeps its one form; another scheme (`Basic ...`) or a bare
+/// value that is not an issued key's carries no key of ours.
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let key = match value.strip_prefix("Bearer") {
         Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim(),
-        _ if value.contains(' ') => return None,
-        _ => value,
+        _ if value.starts_with(SECRET_PREFIX) && !value.contains(' ') => value,
+        _ => return None,
     };
     (!key.is_empty()).then_some(key)
 }
@@ -184,9 +188,7 @@ async fn key_caller(state: &AppState, presented: Option<&str>) -> Result<Option<
         Some(api_key) => Ok(Some(Caller::Key(api_key))),
         // A key-shaped secret that is unknown or revoked is refused; on an open server any
         // other token (SDKs insist on sending one) means nothing.
-        None if state.master_key.is_some()
-            || presented.starts_with(imgproxy_core::service::db::SECRET_PREFIX) =>
-        {
+        None if state.master_key.is_some() || presented.starts_with(SECRET_PREFIX) => {
             Err(ApiError::Unauthorized)
         }
         None => Ok(Some(Caller::Open)),
@@ -225,6 +227,9 @@ mod tests {
             ("Bearer  ", None),
             ("", None),
             ("Basic dXNlcjpwYXNz", None),
+            // The master key, or any token that is not an issued key, needs its `Bearer`.
+            ("mk-operator-secret", None),
+            ("Bearer mk-operator-secret", Some("mk-operator-secret")),
         ] {
             let headers = headers(&[("authorization", authorization)]);
             assert_eq!(presented_key(&headers), key, "{authorization:?}");
