@@ -217,6 +217,14 @@ impl GatewayBuilder {
         self
     }
 
+    /// How images are answered when a request names no `response_format` (default inline,
+    /// `b64_json`).
+    #[must_use]
+    pub fn default_response_format(mut self, format: ResponseFormat) -> Self {
+        self.0.default_response_format = format;
+        self
+    }
+
     /// How many upstream calls of one request may run at once (default 4).
     #[must_use]
     pub fn fan_out_concurrency(mut self, limit: usize) -> Self {
@@ -278,6 +286,7 @@ pub struct Gateway {
     generation_limits: GenerationLimits,
     admissions: HashMap<String, Admission>,
     default_model: String,
+    default_response_format: ResponseFormat,
     fan_out: usize,
     fallbacks: FallbackChains,
     failover: FailoverPolicy,
@@ -295,6 +304,7 @@ impl Gateway {
             generation_limits: GenerationLimits::default(),
             admissions: HashMap::new(),
             default_model: "placeholder".into(),
+            default_response_format: ResponseFormat::B64Json,
             fan_out: DEFAULT_FAN_OUT,
             fallbacks: FallbackChains::new(),
             failover: FailoverPolicy::default(),
@@ -353,8 +363,11 @@ impl Gateway {
     }
 
     /// Validates `request` against its model, and checks that the model can be served.
-    pub fn validate(&self, request: ImageRequest) -> Result<ValidatedRequest> {
+    pub fn validate(&self, mut request: ImageRequest) -> Result<ValidatedRequest> {
         let span = tracing::info_span!("validate", imgproxy.model = Empty).entered();
+        request
+            .response_format
+            .get_or_insert_with(|| self.default_response_format.name().into());
         let validated = failover::route(
             &self.catalog,
             request,
@@ -1124,6 +1137,26 @@ mod tests {
         assert_eq!(
             (error.status(), error.param()),
             (400, Some("response_format"))
+        );
+    }
+
+    #[test]
+    fn a_request_naming_no_format_gets_the_gateways_default() {
+        let url_first = Gateway::builder(counted_catalog())
+            .provider(Arc::new(Counting::default()))
+            .default_response_format(ResponseFormat::Url)
+            .build();
+        let format = |gateway: &Gateway, asked: Option<&str>| {
+            let mut req = request(1);
+            req.response_format = asked.map(Into::into);
+            gateway.validate(req).unwrap().response_format
+        };
+        let inline_first = gateway(Arc::new(Counting::default()));
+        assert_eq!(format(&inline_first, None), ResponseFormat::B64Json);
+        assert_eq!(format(&url_first, None), ResponseFormat::Url);
+        assert_eq!(
+            format(&url_first, Some("b64_json")),
+            ResponseFormat::B64Json
         );
     }
 

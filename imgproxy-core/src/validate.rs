@@ -47,6 +47,16 @@ pub enum ResponseFormat {
     Url,
 }
 
+impl ResponseFormat {
+    /// Its name in a request's `response_format`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::B64Json => "b64_json",
+            Self::Url => "url",
+        }
+    }
+}
+
 /// A request checked against its model: every parameter is one the model takes, with a value
 /// it allows, and defaults are filled in.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,7 +1,8 @@
 //! Who is calling: the master key (unmetered admin), an issued key (metered), the public
 //! (URL API only, billed to the operator's chosen key), or nobody on an open loopback server.
-//! `/v1` requests authenticate by Bearer token (the middleware puts a [`Caller`] in the
-//! request extensions); URL-API requests also by a signed URL or public mode ([`url_caller`]).
+//! `/v1` requests authenticate by their key in `Authorization`, with or without `Bearer` (the
+//! middleware puts a [`Caller`] in the request extensions); URL-API requests also by the key in
+//! `x-parse-session-token`, a signed URL or public mode ([`url_caller`]).
 
 use axum::{
     extract::{Request, State},
@@ -9,7 +10,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use imgproxy_core::service::{db::ApiKey, signing};
+use imgproxy_core::service::{
+    db::{ApiKey, SECRET_PREFIX},
+    signing,
+};
 use secrecy::ExposeSecret as _;
 
 use crate::{error::ApiError, state::AppState, telemetry::RequestNote};
@@ -69,7 +73,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let caller = match bearer_caller(&state, request.headers()).await {
+    let caller = match key_caller(&state, presented_key(request.headers())).await {
         Ok(Some(caller)) => caller,
         Ok(None) if state.master_key.is_none() => Caller::Open,
         Ok(None) => return ApiError::Unauthorized.into_response(),
@@ -85,16 +89,17 @@ pub async fn authenticate(
     next.run(request).await
 }
 
-/// The caller of a URL-API request at `path` with decoded query `params`: a Bearer token, else
-/// a signed URL (`kid` names the paying key; none means the operator signed it), else public
-/// mode, else nobody on an open server.
+/// The caller of a URL-API request at `path` with decoded query `params`: a key in
+/// `Authorization` or `x-parse-session-token`, else a signed URL (`kid` names the paying key;
+/// none means the operator signed it), else public mode, else nobody on an open server.
 pub async fn url_caller(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,
     params: &[(String, String)],
 ) -> Result<Caller, ApiError> {
-    if let Some(caller) = bearer_caller(state, headers).await? {
+    let presented = presented_key(headers).or_else(|| session_token(headers));
+    if let Some(caller) = key_caller(state, presented).await? {
         return Ok(caller);
     }
     if params.iter().any(|(k, _)| k == signing::SIG) {
@@ -134,31 +139,44 @@ pub async fn url_caller(
     Err(ApiError::Unauthorized)
 }
 
-/// Whether the request comes from the operator: it carries the master key as its Bearer
-/// token, or the server has no master key (it then listens on loopback only).
+/// Whether the request comes from the operator: it carries the master key in
+/// `Authorization`, or the server has no master key (it then listens on loopback only).
 pub fn is_operator(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(master) = &state.master_key else {
         return true;
     };
-    presented_bearer(headers).is_some_and(|presented| {
+    presented_key(headers).is_some_and(|presented| {
         constant_time_eq(presented.as_bytes(), master.expose_secret().as_bytes())
     })
 }
 
-/// The Bearer token of a request, if it carries a non-empty one.
-fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+/// The key a request carries in `Authorization`, if a non-empty one: `Bearer <key>`, or an
+/// issued key bare, as some clients send it without a scheme (seed 001's first example). The
+/// master key is the operator's and keeps its one form; another scheme (`Basic ...`) or a bare
+/// value that is not an issued key's carries no key of ours.
+fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let key = match value.strip_prefix("Bearer") {
+        Some(rest) if rest.is_empty() || rest.starts_with(' ') => rest.trim(),
+        _ if value.starts_with(SECRET_PREFIX) && !value.contains(' ') => value,
+        _ => return None,
+    };
+    (!key.is_empty()).then_some(key)
 }
 
-/// The caller a Bearer token names, `None` without one. An issued key is always checked (so a
+/// The header seed 000's clients send their session in to be billed; here it carries a key.
+const SESSION_TOKEN: &str = "x-parse-session-token";
+
+/// The key a URL-API request carries in [`SESSION_TOKEN`], if a non-empty one.
+fn session_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(SESSION_TOKEN)?.to_str().ok()?.trim();
+    (!value.is_empty()).then_some(value)
+}
+
+/// The caller a presented key names, `None` without one. An issued key is always checked (so a
 /// revoked key is refused even on an open server).
-async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
-    let Some(presented) = presented_bearer(headers) else {
+async fn key_caller(state: &AppState, presented: Option<&str>) -> Result<Option<Caller>, ApiError> {
+    let Some(presented) = presented else {
         return Ok(None);
     };
     if let Some(master) = &state.master_key {
@@ -170,9 +188,7 @@ async fn bearer_caller(state: &AppState, headers: &HeaderMap) -> Result<Option<C
         Some(api_key) => Ok(Some(Caller::Key(api_key))),
         // A key-shaped secret that is unknown or revoked is refused; on an open server any
         // other token (SDKs insist on sending one) means nothing.
-        None if state.master_key.is_some()
-            || presented.starts_with(imgproxy_core::service::db::SECRET_PREFIX) =>
-        {
+        None if state.master_key.is_some() || presented.starts_with(SECRET_PREFIX) => {
             Err(ApiError::Unauthorized)
         }
         None => Ok(Some(Caller::Open)),
@@ -186,7 +202,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    use super::{constant_time_eq, presented_key, session_token};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    header::HeaderName::from_static(name),
+                    HeaderValue::from_str(value).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_key_is_read_with_or_without_bearer() {
+        for (authorization, key) in [
+            ("Bearer ipk_abc", Some("ipk_abc")),
+            ("ipk_abc", Some("ipk_abc")),
+            (" ipk_abc ", Some("ipk_abc")),
+            ("Bearer  ", None),
+            ("", None),
+            ("Basic dXNlcjpwYXNz", None),
+            // The master key, or any token that is not an issued key, needs its `Bearer`.
+            ("mk-operator-secret", None),
+            ("Bearer mk-operator-secret", Some("mk-operator-secret")),
+        ] {
+            let headers = headers(&[("authorization", authorization)]);
+            assert_eq!(presented_key(&headers), key, "{authorization:?}");
+        }
+        assert_eq!(presented_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_session_token_header_carries_a_key() {
+        let with = headers(&[("x-parse-session-token", "ipk_abc")]);
+        assert_eq!(session_token(&with), Some("ipk_abc"));
+        assert_eq!(presented_key(&with), None, "not an Authorization key");
+        assert_eq!(
+            session_token(&headers(&[("x-parse-session-token", " ")])),
+            None
+        );
+    }
 
     #[test]
     fn constant_time_eq_compares_whole_keys() {

@@ -322,6 +322,7 @@ pub fn build_gateway(settings: &Settings) -> anyhow::Result<(GatewayBuilder, Ups
         .generation_limits(settings.server.generations.clone())
         .failover(settings.failover.clone())
         .fallbacks(settings.fallback_chains())
+        .default_response_format(settings.default_response_format)
         .provider(Arc::new(PlaceholderProvider::new()))
         .fetcher(fetcher(settings)?);
     if let Some(model) = &settings.default_model {

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use imgproxy_core::{
     failover::FailoverPolicy,
     service::{retention::Retention, store::S3Location, tasks::TaskSettings},
-    ModelSpec,
+    ModelSpec, ResponseFormat,
 };
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -39,10 +39,11 @@ pub use self::{
     providers::{ApiKeys, ProvidersConfig},
     public::ENV_PUBLIC_KEY_ID,
     server::{
-        ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_GENERATION_QUEUE,
-        ENV_GENERATION_QUEUE_TIMEOUT_SECS, ENV_HEADER_READ_TIMEOUT_SECS, ENV_IDLE_TIMEOUT_SECS,
-        ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_MAX_CONNECTIONS, ENV_MAX_GENERATIONS,
-        ENV_PLACEHOLDER_MAX_GENERATIONS, ENV_PUBLIC_URL, ENV_SHUTDOWN_DRAIN_SECS,
+        ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_DEFAULT_RESPONSE_FORMAT,
+        ENV_GENERATION_QUEUE, ENV_GENERATION_QUEUE_TIMEOUT_SECS, ENV_HEADER_READ_TIMEOUT_SECS,
+        ENV_IDLE_TIMEOUT_SECS, ENV_LISTEN, ENV_MASTER_KEY, ENV_MAX_BODY_BYTES, ENV_MAX_CONNECTIONS,
+        ENV_MAX_GENERATIONS, ENV_PLACEHOLDER_MAX_GENERATIONS, ENV_PUBLIC_URL,
+        ENV_SHUTDOWN_DRAIN_SECS,
     },
     storage::{ENV_DATABASE_URL, ENV_DATA_DIR, ENV_S3_BUCKET, ENV_S3_ENDPOINT, ENV_S3_REGION},
     tasks::{
@@ -75,6 +76,8 @@ pub struct Config {
     pub max_body_bytes: Option<usize>,
     /// Model used when a request names none.
     pub default_model: Option<String>,
+    /// `response_format` of requests that name none: `b64_json` (the default) or `url`.
+    pub default_response_format: Option<String>,
     /// Upstream providers.
     pub providers: ProvidersConfig,
     /// Fetching reference images by URL.
@@ -327,6 +330,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Default model.
     pub default_model: Option<String>,
+    /// How images are answered when a request names no `response_format`.
+    pub default_response_format: ResponseFormat,
     /// Providers to start.
     pub providers: Vec<ProviderSettings>,
     /// Reference-image fetching.
@@ -426,6 +431,7 @@ impl Config {
             master_key,
             max_body_bytes,
             default_model,
+            default_response_format,
             providers,
             fetch,
             routing,
@@ -449,6 +455,7 @@ impl Config {
         let settings = Settings {
             listen: server::listen(flags.listen, listen)?,
             max_body_bytes: server::max_body_bytes(env, max_body_bytes)?,
+            default_response_format: server::default_response_format(env, default_response_format)?,
             providers: providers.settings(env)?,
             database_url: storage::database_url(flags.database_url, database_url, &data_dir),
             data_dir,

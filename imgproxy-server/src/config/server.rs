@@ -6,7 +6,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
-use imgproxy_core::gateway::GenerationLimits;
+use imgproxy_core::{gateway::GenerationLimits, ResponseFormat};
 
 use super::{Env, ServerConfig};
 
@@ -18,6 +18,8 @@ pub const ENV_MASTER_KEY: &str = "IMGPROXY_MASTER_KEY";
 pub const ENV_PUBLIC_URL: &str = "IMGPROXY_PUBLIC_URL";
 /// Largest request body in bytes.
 pub const ENV_MAX_BODY_BYTES: &str = "IMGPROXY_MAX_BODY_BYTES";
+/// `response_format` of requests that name none (`b64_json` or `url`).
+pub const ENV_DEFAULT_RESPONSE_FORMAT: &str = "IMGPROXY_DEFAULT_RESPONSE_FORMAT";
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
@@ -46,6 +48,21 @@ pub(super) fn max_body_bytes(env: &dyn Env, file: Option<usize>) -> anyhow::Resu
     Ok(env
         .over(ENV_MAX_BODY_BYTES, file)?
         .unwrap_or(DEFAULT_MAX_BODY_BYTES))
+}
+
+/// How images are answered when a request names no `response_format`: inline unless the
+/// operator chose URLs (as clients of services that default to `url` expect).
+pub(super) fn default_response_format(
+    env: &dyn Env,
+    file: Option<String>,
+) -> anyhow::Result<ResponseFormat> {
+    match env.over(ENV_DEFAULT_RESPONSE_FORMAT, file)?.as_deref() {
+        None | Some("b64_json") => Ok(ResponseFormat::B64Json),
+        Some("url") => Ok(ResponseFormat::Url),
+        Some(other) => {
+            anyhow::bail!("`default_response_format` = `{other}` is not `b64_json` or `url`")
+        }
+    }
 }
 
 /// Longest wait for a request's headers, from the connection's accept.
@@ -208,6 +225,24 @@ mod tests {
         );
         assert_eq!(limits.max_waiting, GenerationLimits::DEFAULT_MAX_WAITING);
         assert_eq!(limits.max_wait, GenerationLimits::DEFAULT_MAX_WAIT);
+    }
+
+    #[test]
+    fn the_default_response_format_is_inline_unless_set_and_a_wrong_one_is_refused() {
+        let format = |file: &str, vars: &[(&'static str, &'static str)]| {
+            let file = Config::from_toml(file).unwrap().default_response_format;
+            default_response_format(&Vars(vars.iter().copied().collect()), file)
+        };
+        assert_eq!(format("", &[]).unwrap(), ResponseFormat::B64Json);
+        let url_file = "default_response_format = \"url\"";
+        assert_eq!(format(url_file, &[]).unwrap(), ResponseFormat::Url);
+        let inline_env = [(ENV_DEFAULT_RESPONSE_FORMAT, "b64_json")];
+        assert_eq!(
+            format(url_file, &inline_env).unwrap(),
+            ResponseFormat::B64Json
+        );
+        let refused = format("default_response_format = \"png\"", &[]).unwrap_err();
+        assert!(refused.to_string().contains("`png`"), "{refused}");
     }
 
     #[test]
