@@ -289,7 +289,10 @@ mod tests {
             serde_json::to_value(request.images).unwrap(),
             json!(["https://example.com/photo.jpg"])
         );
-        assert_eq!(request.callback_url.as_deref(), Some("https://example.com/hook"));
+        assert_eq!(
+            request.callback_url.as_deref(),
+            Some("https://example.com/hook")
+        );
         assert_eq!(request.n, Some(2));
     }
 
