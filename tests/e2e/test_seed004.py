@@ -24,10 +24,10 @@ from conftest import ImgproxyFactory, Server
 from fake_upstreams import FakeFiles, FakeGemini, Recorded, Response, google_error, solid_png
 from helpers import http
 from test_credits import MASTER_KEY, balance, create_key
+from test_providers import GEMINI_KEY, _fake
 from test_tasks import fetch_image, get_task, webhook_secret
 from webhooks import WebhookReceiver, verify
 
-GEMINI_KEY = "gm-e2e-key-0123456789"
 ROUTE = "/api/v1/images/generations"
 # The seed's model names, and the Gemini model each reaches.
 SEED_MODELS = {
@@ -52,17 +52,15 @@ class PickyGemini(FakeGemini):
         return super().route(request)
 
 
-@pytest.fixture
-def gemini() -> Iterator[PickyGemini]:
-    with PickyGemini(GEMINI_KEY) as fake:
-        yield fake
+def photo_server() -> FakeFiles:
+    """The reference server, also serving the edit example's ``/photo.jpg``."""
+    fake = FakeFiles()
+    fake.files["/photo.jpg"] = Response(200, solid_png(1004), content_type="image/png")
+    return fake
 
 
-@pytest.fixture
-def photos() -> Iterator[FakeFiles]:
-    with FakeFiles() as fake:
-        fake.files["/photo.jpg"] = Response(200, solid_png(1004), content_type="image/png")
-        yield fake
+gemini = _fake(lambda: PickyGemini(GEMINI_KEY))
+photos = _fake(photo_server, "The reference server the door's image_url points at (allow-listed).")
 
 
 @pytest.fixture
