@@ -40,6 +40,7 @@ fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {
         request: json!({"prompt": "p"}),
         callback_url: callback.map(str::to_owned),
         request_id: Some("req_test".into()),
+        callback_format: None,
     }
 }
 
@@ -374,6 +375,7 @@ async fn running_task(ctx: &Ctx, key: &ApiKey, owner: &str) -> TaskRecord {
             request: serde_json::to_value(ImageRequest::new("metered", "a lighthouse")).unwrap(),
             callback_url: None,
             request_id: None,
+            callback_format: None,
         })
         .await
         .unwrap();

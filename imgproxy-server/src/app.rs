@@ -70,9 +70,21 @@ pub fn build_app(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ));
+    // Seed 004's door answers every refusal, its key's too, in its own envelope.
+    let seed004 = Router::new()
+        .route(
+            "/api/v1/images/generations",
+            post(handlers::seed004::create),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .route_layer(middleware::from_fn(handlers::seed004::envelope));
     let cors = state.cors.layer();
     let app = Router::new()
         .merge(api)
+        .merge(seed004)
         .route("/images/{key}", get(handlers::images::get))
         .route("/api/generate", get(handlers::url_api::generate))
         .route("/healthz", get(handlers::health::healthz))

@@ -24,6 +24,7 @@ use crate::handlers::{
     health::{Health, Readiness},
     models::{Filters, ModelObject},
     seed002::{GenerateRequest, Submitted},
+    seed004::{SeedCreated, SeedError, SeedRequest},
     signed_urls::{SignRequest, SignedUrl},
     tasks::{SeedPoll, TaskQuery, WebhookSecret},
     List,
@@ -398,6 +399,30 @@ pub const ROUTES: &[Route] = &[
         query: Some(inline::<TaskQuery>),
         answers: &[(200, &[(JSON, of::<SeedPoll>)])],
         errors: &[400, 401, 404, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/images/generations",
+        id: "createSeedTask",
+        summary: "Seed 004's create: a task, answered and refused in its `{code, msg, data}` envelope; its webhook is seed 004's callback.",
+        example: Some(|| {
+            json!({"model": "placeholder", "prompt": "a red fox", "aspect_ratio": "1:1"})
+        }),
+        body: &[(JSON, of::<SeedRequest>)],
+        // Its refusals are seed 004's envelope, not OpenAI's: listed as answers.
+        answers: &[
+            (200, &[(JSON, of::<SeedCreated>)]),
+            (400, &[(JSON, of::<SeedError>)]),
+            (401, &[(JSON, of::<SeedError>)]),
+            (402, &[(JSON, of::<SeedError>)]),
+            (404, &[(JSON, of::<SeedError>)]),
+            (413, &[(JSON, of::<SeedError>)]),
+            (415, &[(JSON, of::<SeedError>)]),
+            (429, &[(JSON, of::<SeedError>)]),
+            (500, &[(JSON, of::<SeedError>)]),
+        ],
+        errors: &[],
         ..DEFAULT
     },
     Route {

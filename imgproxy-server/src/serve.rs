@@ -19,7 +19,7 @@ use crate::{
     build_app,
     cli::ServeArgs,
     config::{Env, Settings, ENV_MASTER_KEY, ENV_URL_SECRET},
-    edge,
+    edge, handlers,
     listener::{self, ConnectionLimits},
     state::{Upstreams, UrlApi},
     telemetry::metrics,
@@ -106,11 +106,13 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         .with_idempotency_window(settings.idempotency_window)
         .with_instance(instance_id.clone()),
     );
-    let tasks = Arc::new(Tasks::new(
-        service.clone(),
-        fetcher(&settings)?,
-        settings.tasks.clone(),
-    )?);
+    let tasks = Arc::new(
+        Tasks::new(service.clone(), fetcher(&settings)?, settings.tasks.clone())?
+            .with_callback_format(
+                handlers::seed004::CALLBACK_FORMAT,
+                handlers::seed004::callback_body,
+            ),
+    );
     // The lease first: from here on nothing of this instance's can be taken for dead.
     tasks.join().await?;
     tasks.recover().await?;

@@ -10,7 +10,7 @@
 //! start and then every renewal. A live instance's work is never touched, whoever shares its
 //! data dir or database.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac as _};
@@ -98,6 +98,10 @@ impl TaskKind {
     }
 }
 
+/// Builds a webhook body of its own shape from a task in its terminal state and the task as
+/// `GET /v1/tasks/{id}` shows it: a drop-in route's callbacks answer in its service's shape.
+pub type CallbackBody = fn(&TaskRecord, TaskObject) -> Value;
+
 /// Who submits a task: its tenant, and the key that pays (none for the operator).
 #[derive(Debug, Clone, Copy)]
 pub struct Submitter<'a> {
@@ -134,6 +138,8 @@ pub struct Tasks {
     /// Whether the lease is held (renewals stop once it is left); locked across each renewal,
     /// so that leaving cannot be overtaken by a renewal in flight.
     leased: tokio::sync::Mutex<bool>,
+    /// The webhook body shapes tasks may name, besides the task event.
+    callback_formats: HashMap<&'static str, CallbackBody>,
 }
 
 impl Tasks {
@@ -167,7 +173,16 @@ impl Tasks {
             queued: Notify::new(),
             finished: Notify::new(),
             leased: tokio::sync::Mutex::new(false),
+            callback_formats: HashMap::new(),
         })
+    }
+
+    /// Lets tasks submitted with [`Tasks::submit_with_callback_format`] under `name` send
+    /// their webhook body as `body` builds it (still signed the Standard Webhooks way).
+    #[must_use]
+    pub fn with_callback_format(mut self, name: &'static str, body: CallbackBody) -> Self {
+        self.callback_formats.insert(name, body);
+        self
     }
 
     /// Checks `request` as a synchronous one would be checked (so a bad one is a 400 now,
@@ -176,7 +191,34 @@ impl Tasks {
         &self,
         submitter: Submitter<'_>,
         kind: TaskKind,
+        request: ImageRequest,
+    ) -> Result<TaskRecord> {
+        self.queue(submitter, kind, request, None).await
+    }
+
+    /// [`Tasks::submit`], its webhook body in the shape registered as `format` (see
+    /// [`Tasks::with_callback_format`]).
+    pub async fn submit_with_callback_format(
+        &self,
+        submitter: Submitter<'_>,
+        kind: TaskKind,
+        request: ImageRequest,
+        format: &'static str,
+    ) -> Result<TaskRecord> {
+        if !self.callback_formats.contains_key(format) {
+            return Err(Error::Internal(format!(
+                "no webhook body shape `{format}` is registered"
+            )));
+        }
+        self.queue(submitter, kind, request, Some(format)).await
+    }
+
+    async fn queue(
+        &self,
+        submitter: Submitter<'_>,
+        kind: TaskKind,
         mut request: ImageRequest,
+        callback_format: Option<&str>,
     ) -> Result<TaskRecord> {
         if request.stream == Some(true) {
             return Err(Error::invalid_param(
@@ -199,6 +241,7 @@ impl Tasks {
                 .map_err(|e| Error::Internal(format!("storing a task: {e}")))?,
             callback_url,
             request_id: submitter.request_id.map(str::to_owned),
+            callback_format: callback_format.map(str::to_owned),
         };
         let task = self.db().create_task(task).await?;
         crate::telemetry::task("queued");
@@ -595,12 +638,20 @@ impl Tasks {
             Ok(None) => return Err("the task is gone".into()),
             Err(error) => return Err(error.to_string()),
         };
-        let event = WebhookEvent {
-            kind: format!("image.task.{}", task.status.as_str()),
-            timestamp: now_secs(),
-            data: self.object(&task).await.map_err(|e| e.to_string())?,
-        };
-        let body = serde_json::to_string(&event).map_err(|e| e.to_string())?;
+        let object = self.object(&task).await.map_err(|e| e.to_string())?;
+        let shaped = task
+            .callback_format
+            .as_deref()
+            .and_then(|name| self.callback_formats.get(name));
+        let body = match shaped {
+            Some(shape) => serde_json::to_string(&shape(&task, object)),
+            None => serde_json::to_string(&WebhookEvent {
+                kind: format!("image.task.{}", task.status.as_str()),
+                timestamp: now_secs(),
+                data: object,
+            }),
+        }
+        .map_err(|e| e.to_string())?;
         let secret = self
             .db()
             .webhook_secret(&delivery.tenant)

@@ -192,6 +192,15 @@ pub async fn seed_poll(
     };
     let (tasks, task) = find(&state, &caller, &task_id).await?;
     let object = tasks.object(&task).await?;
+    Ok(Json(SeedPoll {
+        code: 200,
+        msg: "success",
+        data: seed_task(&task, object),
+    }))
+}
+
+/// `task` as seed 004 shows it; `object` is the task as `GET /v1/tasks/{id}` shows it.
+pub fn seed_task(task: &TaskRecord, object: TaskObject) -> SeedTask {
     let state_name = match task.status {
         TaskStatus::Queued => "pending",
         TaskStatus::Processing => "processing",
@@ -203,24 +212,20 @@ pub async fn seed_poll(
         .result
         .map(|result| result.data.into_iter().filter_map(|d| d.url).collect())
         .unwrap_or_default();
-    Ok(Json(SeedPoll {
-        code: 200,
-        msg: "success",
-        data: SeedTask {
-            fail_code: task.error.as_ref().and_then(|e| e.code.clone()),
-            fail_msg: task.error.as_ref().map(|e| e.message.clone()),
-            cost_time: task
-                .finished_at_ms
-                .zip(task.started_at_ms)
-                .map(|(end, start)| end - start),
-            task_id: task.id,
-            model: task.model,
-            state: state_name,
-            result_urls: urls,
-            create_time: task.created_at_ms,
-            complete_time: task.finished_at_ms,
-        },
-    }))
+    SeedTask {
+        fail_code: task.error.as_ref().and_then(|e| e.code.clone()),
+        fail_msg: task.error.as_ref().map(|e| e.message.clone()),
+        cost_time: task
+            .finished_at_ms
+            .zip(task.started_at_ms)
+            .map(|(end, start)| end - start),
+        task_id: task.id.clone(),
+        model: task.model.clone(),
+        state: state_name,
+        result_urls: urls,
+        create_time: task.created_at_ms,
+        complete_time: task.finished_at_ms,
+    }
 }
 
 /// `GET /v1/webhooks/secret`: the secret that signs this caller's callbacks.

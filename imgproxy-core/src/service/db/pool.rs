@@ -35,6 +35,7 @@ macro_rules! migrations {
             migration!($dialect, 5, "limits"),
             migration!($dialect, 6, "request_ids"),
             migration!($dialect, 7, "idempotency"),
+            migration!($dialect, 8, "callback_formats"),
         ]
     };
 }

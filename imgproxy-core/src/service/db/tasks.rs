@@ -77,6 +77,9 @@ pub struct NewTask {
     pub callback_url: Option<String>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
+    /// The shape of its webhook body: `None` for the task event, else a registered shape's
+    /// name (see `Tasks::with_callback_format`).
+    pub callback_format: Option<String>,
 }
 
 /// A stored task.
@@ -116,6 +119,9 @@ pub struct TaskRecord {
     pub upstream_jobs: BTreeMap<u32, String>,
     /// The id of the HTTP request that submitted it.
     pub request_id: Option<String>,
+    /// The shape of its webhook body: `None` for the task event, else a registered shape's
+    /// name (see `Tasks::with_callback_format`).
+    pub callback_format: Option<String>,
 }
 
 /// How a task ended.
@@ -158,7 +164,7 @@ macro_rules! task_columns {
     () => {
         "id, tenant, key_id, kind, model, status, request, result, error, credits_used, \
          callback_url, cancel_requested, created_at_ms, started_at_ms, finished_at_ms, \
-         upstream_jobs, request_id"
+         upstream_jobs, request_id, callback_format"
     };
 }
 const TASK_COLUMNS: &str = task_columns!();
@@ -200,6 +206,7 @@ where
             finished_at_ms: row.try_get(14)?,
             upstream_jobs: json(row.try_get(15)?)?.unwrap_or_default(),
             request_id: row.try_get(16)?,
+            callback_format: row.try_get(17)?,
         }))
     }
 }
@@ -230,8 +237,8 @@ impl Database {
         let request = task.request.to_string();
         self.db
             .write(
-                "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms, request_id) \
-                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9)",
+                "INSERT INTO tasks (id, tenant, key_id, kind, model, status, request, callback_url, created_at_ms, request_id, callback_format) \
+                 VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $9, $10)",
                 &[
                     (&id).into(),
                     (&task.tenant).into(),
@@ -242,6 +249,7 @@ impl Database {
                     (&task.callback_url).into(),
                     now_ms().into(),
                     (&task.request_id).into(),
+                    (&task.callback_format).into(),
                 ],
             )
             .await?;
