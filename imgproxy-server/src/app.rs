@@ -57,6 +57,7 @@ pub fn build_app(state: AppState) -> Router {
             "/api/v1/images/generations",
             get(handlers::tasks::seed_poll),
         )
+        .route("/api/v1/image/generate", post(handlers::seed003::generate))
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

@@ -27,6 +27,7 @@ use crate::handlers::{
     tasks::{SeedPoll, TaskQuery, WebhookSecret},
     List,
 };
+use crate::seed003::{InferenceJob, SeedRequest};
 
 /// Where a schema comes from: a generator call, so that named types become `$ref`s into
 /// `components.schemas`.
@@ -375,6 +376,19 @@ pub const ROUTES: &[Route] = &[
         query: Some(inline::<TaskQuery>),
         answers: &[(200, &[(JSON, of::<SeedPoll>)])],
         errors: &[400, 401, 404, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/image/generate",
+        id: "seed003Generate",
+        summary: "Seed 003's generation: its model keys, camelCase `params` and `attachmentMediaIds` (file ids), queued as a task read at `GET /v1/tasks/{id}`.",
+        example: Some(|| {
+            json!({"model": "nano-banana-2", "prompt": "A polished product shot of a ceramic mug on travertine", "params": {"aspectRatio": "1:1", "resolution": "1K"}})
+        }),
+        body: &[(JSON, of::<SeedRequest>)],
+        answers: &[(200, &[(JSON, of::<InferenceJob>)])],
+        errors: &[400, 401, 402, 404, 413, 415, 429, 500],
         ..DEFAULT
     },
     Route {

@@ -8,6 +8,7 @@ pub mod generations;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod seed003;
 pub mod signed_urls;
 pub mod stream;
 pub mod tasks;

@@ -236,7 +236,7 @@ pub async fn webhook_secret(
     }))
 }
 
-fn service(state: &AppState) -> Result<&Arc<Tasks>, ApiError> {
+pub(crate) fn service(state: &AppState) -> Result<&Arc<Tasks>, ApiError> {
     state.tasks.as_ref().ok_or_else(|| {
         Error::invalid_param("async", "asynchronous tasks are not enabled on this server").into()
     })
