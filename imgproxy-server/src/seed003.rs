@@ -59,9 +59,19 @@ struct Choice {
     values: &'static [&'static str],
 }
 
-const GROK_RATIOS: &[&str] = &[
-    "9:16", "16:9", "1:1", "4:3", "3:4", "3:2", "2:3", "2:1", "1:2", "auto",
-];
+/// Both grok keys list the same ratios, resolutions and one optional attachment.
+const fn grok(key: &'static str) -> SeedModel {
+    SeedModel {
+        ratios: &[
+            "9:16", "16:9", "1:1", "4:3", "3:4", "3:2", "2:3", "2:1", "1:2", "auto",
+        ],
+        default_ratio: Some("9:16"),
+        resolutions: &["1k", "2k"],
+        default_resolution: Some("1k"),
+        max_attachments: 1,
+        ..generator(key, key)
+    }
+}
 
 const fn generator(key: &'static str, serves: &'static str) -> SeedModel {
     SeedModel {
@@ -150,22 +160,8 @@ const MODELS: &[SeedModel] = &[
         max_attachments: 16,
         ..generator("gpt-image-1-5", "gpt-image-1-5")
     },
-    SeedModel {
-        ratios: GROK_RATIOS,
-        default_ratio: Some("9:16"),
-        resolutions: &["1k", "2k"],
-        default_resolution: Some("1k"),
-        max_attachments: 1,
-        ..generator("grok-imagine", "grok-imagine")
-    },
-    SeedModel {
-        ratios: GROK_RATIOS,
-        default_ratio: Some("9:16"),
-        resolutions: &["1k", "2k"],
-        default_resolution: Some("1k"),
-        max_attachments: 1,
-        ..generator("grok-imagine-pro", "grok-imagine-pro")
-    },
+    grok("grok-imagine"),
+    grok("grok-imagine-pro"),
     one_image(
         "birefnet-bg-removal",
         "birefnet-bg-removal",
