@@ -65,6 +65,7 @@ pub fn build_app(state: AppState) -> Router {
             "/imini/router/v1/images/generate",
             post(handlers::seed002::create),
         )
+        .route("/api/v1/image/generate", post(handlers::seed003::generate))
         .merge(admin)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

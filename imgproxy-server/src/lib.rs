@@ -16,6 +16,7 @@ pub mod limits;
 pub mod listener;
 pub mod openapi;
 pub mod providers;
+pub mod seed003;
 pub mod serve;
 pub mod sign_url;
 pub mod state;

@@ -29,6 +29,7 @@ use crate::handlers::{
     tasks::{SeedPoll, TaskQuery, WebhookSecret},
     List,
 };
+use crate::seed003::{InferenceJob, SeedRequest as Seed003Request};
 
 /// Where a schema comes from: a generator call, so that named types become `$ref`s into
 /// `components.schemas`.
@@ -423,6 +424,19 @@ pub const ROUTES: &[Route] = &[
             (500, &[(JSON, of::<SeedError>)]),
         ],
         errors: &[],
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/api/v1/image/generate",
+        id: "seed003Generate",
+        summary: "Seed 003's generation: its model keys, camelCase `params` and `attachmentMediaIds` (file ids), queued as a task read at `GET /v1/tasks/{id}`.",
+        example: Some(|| {
+            json!({"model": "nano-banana-2", "prompt": "A polished product shot of a ceramic mug on travertine", "params": {"aspectRatio": "1:1", "resolution": "1K"}})
+        }),
+        body: &[(JSON, of::<Seed003Request>)],
+        answers: &[(200, &[(JSON, of::<InferenceJob>)])],
+        errors: &[400, 401, 402, 404, 413, 415, 429, 500],
         ..DEFAULT
     },
     Route {

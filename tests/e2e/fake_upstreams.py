@@ -62,6 +62,10 @@ def svg_document(index: int) -> bytes:
     ).encode()
 
 
+def is_svg(data: bytes) -> bool:
+    return data.startswith((b"<?xml", b"<svg"))
+
+
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
@@ -655,7 +659,8 @@ class _ImageHost(FakeServer):
         """The kept image a ``GET /files/...`` asks for; ``None`` for any other request."""
         if request.method == "GET" and request.path.startswith("/files/"):
             index = int(request.path.rsplit("/", 1)[1].split(".")[0])
-            return Response(200, self.images[index], content_type="image/png")
+            image = self.images[index]
+            return Response(200, image, content_type="image/svg+xml" if is_svg(image) else "image/png")
         return None
 
 
@@ -1038,7 +1043,8 @@ class FakeFal(_ImageHost):
             images = []
             for png in job.images:
                 index = self.images.index(png)
-                images.append({"url": f"{self.url}/files/{index}.png", "width": 16, "height": 16, "content_type": "image/png"})
+                kind = "image/svg+xml" if is_svg(png) else "image/png"
+                images.append({"url": f"{self.url}/files/{index}.png", "width": 16, "height": 16, "content_type": kind})
             return Response(
                 200,
                 {
@@ -1060,11 +1066,14 @@ class FakeFal(_ImageHost):
             return Response(422, {"detail": why})
         if "input" in body and "prompt" not in body:
             self.problem("fal: the body is the model input itself, not wrapped in `input`")
-        if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+        # Background removal and vectorize take an image, no prompt; vectorize answers SVG.
+        image_only = isinstance(body.get("image_url"), str) and "prompt" not in body
+        if not image_only and (not isinstance(body.get("prompt"), str) or not body["prompt"]):
             self.problem(f"fal: prompt missing: {str(body)[:300]}")
             return Response(422, {"detail": [{"loc": ["body", "prompt"], "msg": "field required", "type": "value_error.missing"}]})
         count = body.get("num_images", 1)
-        images = [self.new_png() for _ in range(int(count))]
+        vectorize = submit.group(1) == "fal-ai/recraft"
+        images = [svg_document(len(self.images)) if vectorize else self.new_png() for _ in range(int(count))]
         job = _FalRequest(
             id=f"80e732af-660e-45cd-bd63-{next(self._ids):012d}",
             app=submit.group(1),

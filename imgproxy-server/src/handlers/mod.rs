@@ -9,6 +9,7 @@ pub mod health;
 pub mod images;
 pub mod models;
 pub mod seed002;
+pub mod seed003;
 pub mod seed004;
 pub mod signed_urls;
 pub mod stream;
