@@ -5,15 +5,12 @@
 //! seed's parameter names.
 
 use axum::{extract::State, Extension, Json};
-use imgproxy_core::{
-    service::tasks::{Submitter, TaskKind},
-    Error, ImageInput, ImageRequest,
-};
+use imgproxy_core::{Error, ImageInput, ImageRequest};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    auth::Caller, calls, error::ApiError, extract::OpenAIJson, handlers::tasks, state::AppState,
+    auth::Caller, error::ApiError, extract::OpenAIJson, handlers::tasks, state::AppState,
     telemetry::RequestNote,
 };
 
@@ -30,26 +27,18 @@ pub async fn create(
     Extension(note): Extension<RequestNote>,
     OpenAIJson(asked): OpenAIJson<GenerateRequest>,
 ) -> Result<Json<Submitted>, ApiError> {
-    note.model(&asked.model);
     let model = asked.model.clone();
-    let request = image_request(asked);
-    // Rate limits count a submission like a request; the workers bound what runs.
-    drop(calls::admit(&state, &caller, &note, 1).await?);
-    let request_id = note.id().as_str();
-    let submitter = Submitter {
-        tenant: caller.tenant(),
-        key: caller.paying_key(),
-        request_id: Some(request_id),
-    };
-    let task = tasks::service(&state)?
-        .submit(submitter, TaskKind::Generation, request)
+    let task = tasks::queue(&state, &caller, &note, image_request(asked), None)
         .await
-        .map_err(in_seed_terms)?;
+        .map_err(|error| match error {
+            ApiError::Core(error) => ApiError::Core(in_seed_terms(error)),
+            other => other,
+        })?;
     Ok(Json(Submitted {
         task_id: task.id,
         model,
         created_at: iso_millis(task.created_at_ms),
-        request_id: request_id.to_owned(),
+        request_id: note.id().as_str().to_owned(),
     }))
 }
 

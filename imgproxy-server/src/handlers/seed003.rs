@@ -2,11 +2,9 @@
 //! queued as a task, answered `{"inferenceJobId"}`; the job is read at `GET /v1/tasks/{id}`.
 
 use axum::{extract::State, Extension, Json};
-use imgproxy_core::service::tasks::{Submitter, TaskKind};
 
 use crate::{
     auth::Caller,
-    calls,
     error::ApiError,
     extract::OpenAIJson,
     handlers::tasks,
@@ -24,20 +22,7 @@ pub async fn generate(
     OpenAIJson(body): OpenAIJson<SeedRequest>,
 ) -> Result<Json<InferenceJob>, ApiError> {
     let request = seed003::translate(body)?;
-    if let Some(model) = &request.model {
-        note.model(model);
-    }
-    let runner = tasks::service(&state)?;
-    // Rate limits count a submission like a request; the workers bound what runs.
-    drop(calls::admit(&state, &caller, &note, 1).await?);
-    let submitter = Submitter {
-        tenant: caller.tenant(),
-        key: caller.paying_key(),
-        request_id: Some(note.id().as_str()),
-    };
-    let task = runner
-        .submit(submitter, TaskKind::Generation, request)
-        .await?;
+    let task = tasks::queue(&state, &caller, &note, request, None).await?;
     Ok(Json(InferenceJob {
         inference_job_id: task.id,
     }))

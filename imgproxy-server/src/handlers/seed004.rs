@@ -16,7 +16,7 @@ use imgproxy_core::{
     service::{
         cache::CacheMode,
         db::{TaskRecord, TaskStatus},
-        tasks::{Submitter, TaskKind, TaskObject},
+        tasks::TaskObject,
     },
     Error, ErrorEnvelope, ImageRequest,
 };
@@ -109,25 +109,10 @@ pub async fn create(
     OpenAIJson(asked): OpenAIJson<SeedRequest>,
 ) -> Result<Json<SeedCreated>, ApiError> {
     let mut request = image_request(asked)?;
-    if let Some(model) = &request.model {
-        note.model(model);
-    }
-    // Rate limits count a submission like a request; the workers bound what runs.
-    drop(calls::admit(&state, &caller, &note, request.n.unwrap_or(1)).await?);
     if calls::cache_mode(&headers, false) == CacheMode::Refresh {
         request.reroll = Some(true);
     }
-    let runner = state.tasks.as_ref().ok_or_else(|| {
-        Error::Internal("asynchronous tasks are not enabled on this server".into())
-    })?;
-    let submitter = Submitter {
-        tenant: caller.tenant(),
-        key: caller.paying_key(),
-        request_id: Some(note.id().as_str()),
-    };
-    let task = runner
-        .submit_with_callback_format(submitter, TaskKind::Generation, request, CALLBACK_FORMAT)
-        .await?;
+    let task = tasks::queue(&state, &caller, &note, request, Some(CALLBACK_FORMAT)).await?;
     Ok(Json(SeedCreated {
         code: 200,
         msg: "success",

@@ -241,6 +241,38 @@ pub async fn webhook_secret(
     }))
 }
 
+/// Queues `request` as a generation task for `caller`, counted by its rate limits like a
+/// request (the workers bound what runs), its webhook in the registered body shape `callback`
+/// if one is given: the drop-in routes' one way to a task (each answers in its own shape).
+pub(crate) async fn queue(
+    state: &AppState,
+    caller: &Caller,
+    note: &RequestNote,
+    request: ImageRequest,
+    callback: Option<&'static str>,
+) -> Result<TaskRecord, ApiError> {
+    if let Some(model) = &request.model {
+        note.model(model);
+    }
+    let runner = service(state)?;
+    drop(calls::admit(state, caller, note, request.n.unwrap_or(1)).await?);
+    let submitter = Submitter {
+        tenant: caller.tenant(),
+        key: caller.paying_key(),
+        request_id: Some(note.id().as_str()),
+    };
+    let kind = TaskKind::Generation;
+    let task = match callback {
+        None => runner.submit(submitter, kind, request).await?,
+        Some(format) => {
+            runner
+                .submit_with_callback_format(submitter, kind, request, format)
+                .await?
+        }
+    };
+    Ok(task)
+}
+
 /// The task runner, or 400 when tasks are not enabled.
 pub(crate) fn service(state: &AppState) -> Result<&Arc<Tasks>, ApiError> {
     state.tasks.as_ref().ok_or_else(|| {
