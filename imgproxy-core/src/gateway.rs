@@ -22,6 +22,7 @@ use crate::{
     failover::{self, Attempt, Attempts, Breakers, FailoverPolicy, FallbackChains, Next},
     fetch::{FetchPolicy, ReferenceFetcher},
     provider::{ImageMeta, JobSender, PartialSender, ReferenceImage},
+    relay::Relay,
     Catalog, Error, Generation, ImageData, ImageInput, ImageProvider, ImageRequest, ImageResponse,
     ModelSpec, ProviderRequest, ResponseFormat, Result, Usage, ValidatedRequest,
 };
@@ -795,14 +796,8 @@ async fn call_provider(
         Some(semaphore) => semaphore.acquire().await.ok(),
         None => None,
     };
-    let (jobs, mut job_reports) = tokio::sync::mpsc::unbounded_channel();
-    let (partials, mut partial_images) = tokio::sync::mpsc::unbounded_channel();
-    let (outer_jobs, outer_partials) = (call.jobs, call.partials);
-    let call = ProviderRequest {
-        jobs: Some(&jobs),
-        partials: outer_partials.map(|_| &partials),
-        ..call
-    };
+    let (outlets, mut relay) = Relay::new(call);
+    let call = outlets.request(call);
     let span = upstream_span(provider, &call);
     let start = std::time::Instant::now();
     let work = async {
@@ -816,41 +811,9 @@ async fn call_provider(
         }
     }
     .instrument(span.clone());
-    tokio::pin!(work);
-    let mut started = false;
-    let forward_job = |(first_index, token): (u32, String)| {
-        if let Some(outer) = outer_jobs {
-            // The task may be gone; the generation still completes.
-            let _ = outer.send((first_index, failover::job_token(index, &token)));
-        }
-    };
-    let forward_partial = |partial| {
-        if let Some(outer) = outer_partials {
-            let _ = outer.send(partial);
-        }
-    };
-    let result = loop {
-        tokio::select! {
-            biased;
-            Some(job) = job_reports.recv() => {
-                started = true;
-                forward_job(job);
-            }
-            Some(partial) = partial_images.recv() => {
-                started = true;
-                forward_partial(partial);
-            }
-            result = &mut work => break result,
-        }
-    };
-    while let Ok(job) = job_reports.try_recv() {
-        started = true;
-        forward_job(job);
-    }
-    while let Ok(partial) = partial_images.try_recv() {
-        started = true;
-        forward_partial(partial);
-    }
+    let result = relay
+        .drive(work, |token| failover::job_token(index, token))
+        .await;
     match &result {
         Ok(generation) => {
             if let Some(usage) = &generation.usage {
@@ -872,7 +835,7 @@ async fn call_provider(
         asked: call.n,
         elapsed: start.elapsed(),
         result,
-        started,
+        started: relay.started(),
     }
 }
 

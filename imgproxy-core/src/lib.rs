@@ -22,6 +22,7 @@ pub mod fetch;
 pub mod gateway;
 pub mod pricing;
 pub mod provider;
+mod relay;
 pub mod request;
 pub mod response;
 pub mod schema;

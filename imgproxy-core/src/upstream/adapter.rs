@@ -5,16 +5,12 @@
 //! to take the key out of its errors; every job token it reports names its key, so that a
 //! resumed job is polled with the key that started it.
 
-use std::{fmt, future::Future, marker::PhantomData, pin::pin};
+use std::{fmt, future::Future, marker::PhantomData};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 
 use super::{api::ApiClient, pool::KeyPool, settings::Upstream, UpstreamSettings};
-use crate::{
-    provider::{JobSender, PartialImage, PartialSender},
-    Generation, ImageProvider, KeyStatus, ProviderError, ProviderRequest,
-};
+use crate::{relay::Relay, Generation, ImageProvider, KeyStatus, ProviderError, ProviderRequest};
 
 /// What one call of an adapter comes to: the generation, or why there is none.
 pub type Outcome = Result<Generation, ProviderError>;
@@ -104,8 +100,8 @@ impl<A: UpstreamAdapter> UpstreamProvider<A> {
             }
         };
         loop {
-            let (sinks, mut relay) = Relay::new(call);
-            let keyed = sinks.request(call);
+            let (outlets, mut relay) = Relay::new(call);
+            let keyed = outlets.request(call);
             let attempt = async {
                 match job {
                     None => A::try_generate(lease.api(), keyed).await,
@@ -118,7 +114,7 @@ impl<A: UpstreamAdapter> UpstreamProvider<A> {
                 .map_err(|e| lease.api().scrub(e));
             self.pool.report(&lease, &result);
             match result {
-                Err(error) if error.disables_key() && !relay.started => {
+                Err(error) if error.disables_key() && !relay.started() => {
                     tracing::debug!(provider = %self.name, "moving the call to the next key");
                     lease = self.pool.least_busy()?;
                 }
@@ -152,89 +148,5 @@ impl<A: UpstreamAdapter> ImageProvider for UpstreamProvider<A> {
 
     fn keys(&self) -> Vec<KeyStatus> {
         self.pool.statuses()
-    }
-}
-
-/// Where the adapter's call reports started jobs and partial images: channels of the
-/// provider's own, so that it learns whether the upstream started anything and can name the
-/// key in each job token before passing it on.
-struct Sinks {
-    jobs: JobSender,
-    partials: PartialSender,
-}
-
-impl Sinks {
-    /// `call` reporting to these sinks (where it reported anywhere at all).
-    fn request<'s>(&'s self, call: ProviderRequest<'s>) -> ProviderRequest<'s> {
-        ProviderRequest {
-            jobs: call.jobs.map(|_| &self.jobs),
-            partials: call.partials.map(|_| &self.partials),
-            ..call
-        }
-    }
-}
-
-/// Passes what reaches the [`Sinks`] on to the call's own, as it comes.
-struct Relay<'c> {
-    call: ProviderRequest<'c>,
-    jobs: UnboundedReceiver<(u32, String)>,
-    partials: UnboundedReceiver<PartialImage>,
-    /// Whether the upstream reported a job or sent a partial image: it started work.
-    started: bool,
-}
-
-impl<'c> Relay<'c> {
-    fn new(call: ProviderRequest<'c>) -> (Sinks, Self) {
-        let (jobs, job_receiver) = unbounded_channel();
-        let (partials, partial_receiver) = unbounded_channel();
-        let relay = Self {
-            call,
-            jobs: job_receiver,
-            partials: partial_receiver,
-            started: false,
-        };
-        (Sinks { jobs, partials }, relay)
-    }
-
-    /// Runs `attempt` to its end, passing on every job (its token as `token` makes it) and
-    /// partial image the moment it is reported.
-    async fn drive<T>(
-        &mut self,
-        attempt: impl Future<Output = T>,
-        token: impl Fn(&str) -> String,
-    ) -> T {
-        let mut attempt = pin!(attempt);
-        loop {
-            tokio::select! {
-                biased;
-                Some((index, job)) = self.jobs.recv() => self.job(index, token(&job)),
-                Some(partial) = self.partials.recv() => self.partial(partial),
-                result = &mut attempt => {
-                    while let Ok((index, job)) = self.jobs.try_recv() {
-                        self.job(index, token(&job));
-                    }
-                    while let Ok(partial) = self.partials.try_recv() {
-                        self.partial(partial);
-                    }
-                    return result;
-                }
-            }
-        }
-    }
-
-    fn job(&mut self, index: u32, token: String) {
-        self.started = true;
-        if let Some(jobs) = self.call.jobs {
-            // The task may be gone; the generation still completes.
-            let _ = jobs.send((index, token));
-        }
-    }
-
-    fn partial(&mut self, partial: PartialImage) {
-        self.started = true;
-        if let Some(partials) = self.call.partials {
-            // The client may be gone; the generation still completes.
-            let _ = partials.send(partial);
-        }
     }
 }
