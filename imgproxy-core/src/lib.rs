@@ -28,6 +28,7 @@ pub mod response;
 pub mod schema;
 #[cfg(feature = "service")]
 pub mod service;
+pub mod surface;
 pub mod telemetry;
 pub mod text_params;
 pub mod upstream;

@@ -96,6 +96,7 @@ impl Payer {
                 db: &self.db,
                 key: &self.key,
                 request_id,
+                surface: None,
                 owner: "test",
                 delivered: None,
                 task: None,

@@ -208,6 +208,7 @@ async fn metered_hits_are_free(ctx: &Ctx) {
             db: &ctx.accounts,
             key: &key,
             request_id,
+            surface: None,
             owner: "test",
             delivered: None,
             task: None,

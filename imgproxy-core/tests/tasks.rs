@@ -400,6 +400,7 @@ async fn serve_as_a_run(
             db: &ctx.accounts,
             key,
             request_id,
+            surface: None,
             owner: tasks.service().instance_id(),
             delivered: None,
             task: Some(&task.id),

@@ -69,6 +69,7 @@ fn router(accounts: Database, images: &std::path::Path) -> Router {
         metrics: None,
         key_labels: false,
         upstreams: Arc::default(),
+        responses_image_model: None,
     })
 }
 

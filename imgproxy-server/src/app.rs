@@ -37,6 +37,8 @@ pub fn build_app(state: AppState) -> Router {
             post(handlers::generations::create),
         )
         .route("/v1/images/edits", post(handlers::edits::create))
+        .route("/v1/chat/completions", post(handlers::chat::create))
+        .route("/v1/responses", post(handlers::responses::create))
         .route("/v1/models", get(handlers::models::list))
         .route("/v1/models/{id}", get(handlers::models::retrieve))
         .route(

@@ -80,6 +80,7 @@ pub fn call<'a>(
             db: state.service.db(),
             key,
             request_id: &admitted.charge_id,
+            surface: admitted.note.matched_route(),
             owner: &state.instance_id,
             delivered,
             task: None,

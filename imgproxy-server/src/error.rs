@@ -56,6 +56,18 @@ pub enum ApiError {
     Signature(imgproxy_core::service::signing::SignatureError),
 }
 
+impl ApiError {
+    /// The error in the terms of the surface the request came through (see
+    /// [`imgproxy_core::surface::ParamPaths`]).
+    #[must_use]
+    pub fn in_terms_of(self, paths: &imgproxy_core::surface::ParamPaths) -> Self {
+        match self {
+            Self::Core(error) => Self::Core(paths.rename(error)),
+            other => other,
+        }
+    }
+}
+
 impl From<imgproxy_core::Error> for ApiError {
     fn from(error: imgproxy_core::Error) -> Self {
         Self::Core(error)

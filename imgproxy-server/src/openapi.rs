@@ -12,6 +12,10 @@ use imgproxy_core::{
         files::{FileObject, PURPOSES},
         tasks::TaskObject,
     },
+    surface::{
+        chat::{ChatCompletion, ChatRequest},
+        responses::ResponsesRequest,
+    },
     ErrorEnvelope, ImageRequest, ImageResponse,
 };
 use schemars::{generate::SchemaSettings, json_schema, JsonSchema, Schema, SchemaGenerator};
@@ -93,6 +97,52 @@ fn events(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "string",
         "description": "OpenAI's Server-Sent Events (`stream: true`): `image_generation.partial_image` / `image_edit.partial_image` events, one `*.completed` event per image, `: keep-alive` comments, and a failure as `data: {\"error\": {...}}`."
+    })
+}
+
+fn chat_chunks(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "description": "`stream: true`: `data:` lines of `chat.completion.chunk` objects (the message with `delta.images`, then the end with `finish_reason` and `usage`), `: keep-alive` comments, `data: [DONE]`; a failure as `data: {\"error\": {...}}`."
+    })
+}
+
+fn response_events(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "description": "`stream: true`: the Responses API's events `response.created`, `response.in_progress`, `response.output_item.added`, `response.image_generation_call.in_progress`, `.generating`, `.partial_image`, `.completed`, `response.output_item.done` and `response.completed`; a failure as `error` then `response.failed`."
+    })
+}
+
+fn response_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "required": ["id", "object", "status", "output"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"const": "response"},
+            "created_at": {"type": "integer"},
+            "status": {"type": "string"},
+            "model": {"type": "string"},
+            "output": {"type": "array", "items": {
+                "type": "object",
+                "required": ["type", "id", "status"],
+                "properties": {
+                    "type": {"const": "image_generation_call"},
+                    "id": {"type": "string"},
+                    "status": {"type": "string"},
+                    "action": {"type": "string"},
+                    "result": {"type": ["string", "null"], "description": "The image, base64."},
+                    "revised_prompt": {"type": "string"},
+                    "size": {"type": "string"},
+                    "quality": {"type": "string"},
+                    "background": {"type": "string"},
+                    "output_format": {"type": "string"}
+                }
+            }},
+            "usage": {"type": ["object", "null"]},
+            "credits_used": {"type": "integer"}
+        }
     })
 }
 
@@ -249,6 +299,34 @@ pub const ROUTES: &[Route] = &[
         }),
         body: &[(JSON, of::<ImageRequest>)],
         answers: &[(200, IMAGES_ANSWER), TASK_ACCEPTED],
+        errors: GENERATION_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/v1/chat/completions",
+        id: "createChatCompletion",
+        summary: "Images from an image model through Chat Completions, as OpenRouter serves them: the last user message's text is the prompt, its `image_url` parts (and the latest image the assistant made) the reference images, `image_config` the model's `aspect_ratio`, `image_size` and other parameters. The images are in `choices[0].message.images` (data URLs, or stored-image URLs with `response_format: \"url\"`). Validated, priced, cached and stored like `/v1/images/generations`.",
+        prefer: false,
+        example: Some(|| {
+            json!({"model": "placeholder", "messages": [{"role": "user", "content": "a lighthouse at dusk"}], "modalities": ["image", "text"], "image_config": {"aspect_ratio": "16:9"}})
+        }),
+        body: &[(JSON, of::<ChatRequest>)],
+        answers: &[(200, &[(JSON, of::<ChatCompletion>), ("text/event-stream", chat_chunks)])],
+        errors: GENERATION_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/v1/responses",
+        id: "createResponse",
+        summary: "The Responses API's `image_generation` tool: `input` is the prompt (and `input_image` parts the reference images), the tool's `model`, `size`, `quality`, `background`, `output_format`, `output_compression`, `moderation`, `partial_images`, `input_fidelity` and `input_image_mask` the image request. The output is one `image_generation_call` item per image. Validated, priced, cached and stored like `/v1/images/generations`.",
+        prefer: false,
+        example: Some(|| {
+            json!({"model": "placeholder", "input": "a lighthouse at dusk", "tools": [{"type": "image_generation", "size": "256x256"}]})
+        }),
+        body: &[(JSON, of::<ResponsesRequest>)],
+        answers: &[(200, &[(JSON, response_object), ("text/event-stream", response_events)])],
         errors: GENERATION_ERRORS,
         ..DEFAULT
     },

@@ -168,6 +168,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
         metrics: exposition.filter(|_| settings.metrics.listen.is_none()),
         key_labels: settings.metrics.key_labels,
         upstreams,
+        responses_image_model: settings.responses_image_model.as_deref().map(Arc::from),
     };
     let limits = ConnectionLimits::from_settings(&settings.server, open_files);
     tracing::info!(

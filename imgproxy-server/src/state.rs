@@ -38,6 +38,9 @@ pub struct AppState {
     pub key_labels: bool,
     /// The upstream providers started from the configuration, whose keys readiness reports.
     pub upstreams: Upstreams,
+    /// The image model of `/v1/responses` requests that name none (`None`: the gateway's
+    /// default model).
+    pub responses_image_model: Option<Arc<str>>,
 }
 
 /// The upstream providers started from the configuration.

@@ -90,6 +90,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
         }),
         key_labels: false,
         upstreams: Arc::default(),
+        responses_image_model: None,
     };
     TestApp {
         router: build_app(state),

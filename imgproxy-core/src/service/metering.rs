@@ -25,6 +25,9 @@ pub struct Meter<'a> {
     pub key: &'a ApiKey,
     /// Unique id of this request: every ledger step is idempotent by it.
     pub request_id: &'a str,
+    /// The surface the request came through (a route such as `/v1/chat/completions`), which
+    /// its charge records; `None` for work that has no route (a task's run).
+    pub surface: Option<&'a str>,
     /// Id of this instance, which owns the reservation until it is settled.
     pub owner: &'a str,
     /// Set once part of the answer reached the client (a streamed partial image): a request
@@ -102,6 +105,7 @@ impl Meter<'_> {
                     "quality": request.param_str("quality"),
                     "tier": request.tier(),
                     "reference_images": request.reference_images.len(),
+                    "surface": self.surface,
                 }),
             },
         })

@@ -506,6 +506,7 @@ impl Tasks {
                 key,
                 // Idempotent by task: a task's charge can never be taken twice.
                 request_id: &request_id,
+                surface: None,
                 owner: self.owner(),
                 delivered: None,
                 task: Some(&task.id),

@@ -11,6 +11,9 @@ use imgproxy_core::{Catalog, ModelSpec};
 
 use super::{Settings, ENV_URL_API_DEFAULT_MODEL};
 
+/// The image model of `/v1/responses` requests whose `image_generation` tool names none.
+pub const ENV_RESPONSES_IMAGE_MODEL: &str = "IMGPROXY_RESPONSES_IMAGE_MODEL";
+
 /// How many valid choices an error lists (the catalog has dozens of models).
 const CHOICES_SHOWN: usize = 12;
 
@@ -111,6 +114,12 @@ impl Settings {
                         model_choices(&catalog)
                     );
                 }
+            }
+            if let Some(model) = &self.responses_image_model {
+                check(
+                    &format!("`responses_image_model` (or {ENV_RESPONSES_IMAGE_MODEL})"),
+                    model,
+                )?;
             }
             if let Some(model) = &self.url_api_default_model {
                 check(

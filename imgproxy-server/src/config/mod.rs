@@ -32,6 +32,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use self::{
+    catalog::ENV_RESPONSES_IMAGE_MODEL,
     cors::{CorsSettings, ENV_CORS_ALLOWED_ORIGINS},
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
@@ -78,6 +79,9 @@ pub struct Config {
     pub default_model: Option<String>,
     /// `response_format` of requests that name none: `b64_json` (the default) or `url`.
     pub default_response_format: Option<String>,
+    /// The image model of `/v1/responses` requests whose tool names none (default: the
+    /// request's model when it is an image model, else `default_model`).
+    pub responses_image_model: Option<String>,
     /// Upstream providers.
     pub providers: ProvidersConfig,
     /// Fetching reference images by URL.
@@ -332,6 +336,8 @@ pub struct Settings {
     pub default_model: Option<String>,
     /// How images are answered when a request names no `response_format`.
     pub default_response_format: ResponseFormat,
+    /// The image model of `/v1/responses` requests that name none.
+    pub responses_image_model: Option<String>,
     /// Providers to start.
     pub providers: Vec<ProviderSettings>,
     /// Reference-image fetching.
@@ -432,6 +438,7 @@ impl Config {
             max_body_bytes,
             default_model,
             default_response_format,
+            responses_image_model,
             providers,
             fetch,
             routing,
@@ -473,6 +480,7 @@ impl Config {
             url_secret: urls.secret(env)?,
             cache_enabled: cache.enabled.unwrap_or(true),
             url_api_default_model: env.over(ENV_URL_API_DEFAULT_MODEL, url_api.default_model)?,
+            responses_image_model: env.over(ENV_RESPONSES_IMAGE_MODEL, responses_image_model)?,
             path_form: url_api.path_form.unwrap_or(true),
             path_form_host: urls::path_form_host(env, url_api.path_form_host)?,
             cors: cors.settings(env)?,

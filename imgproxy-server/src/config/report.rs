@@ -56,6 +56,7 @@ impl Settings {
             "database_url": without_password(&self.database_url),
             "max_body_bytes": self.max_body_bytes,
             "default_model": self.default_model,
+            "responses_image_model": self.responses_image_model,
             "default_response_format": self.default_response_format.name(),
             "providers": providers,
             "models_added": self.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),

@@ -13,6 +13,7 @@ use imgproxy_core::{
         cache::CacheMode,
         idempotency::{self, Begun, IdempotencyKey},
         tasks::TaskKind,
+        Served,
     },
     ImageRequest,
 };
@@ -55,8 +56,12 @@ pub async fn serve(
     if let Some(model) = &request.model {
         note.model(model);
     }
-    let key = calls::idempotency_key(headers)?;
+    let endpoint = match surface {
+        Surface::Generation => "generations",
+        Surface::Edit => "edits",
+    };
     if tasks::wants_async(headers, &request) {
+        let key = calls::idempotency_key(headers)?;
         let kind = match surface {
             Surface::Generation => TaskKind::Generation,
             Surface::Edit => TaskKind::Edit,
@@ -68,8 +73,7 @@ pub async fn serve(
             Some(key) => {
                 let mut asked = request.clone();
                 asked.run_async = None;
-                let route = idempotent_route(surface, "async");
-                Some(begin(&state, &caller, key, &route, &asked).await?)
+                Some(begin(&state, &caller, key, &format!("{endpoint} async"), &asked).await?)
             }
             None => None,
         };
@@ -78,74 +82,115 @@ pub async fn serve(
         }
         return tasks::submit(&state, &caller, note, kind, request, begun).await;
     }
+    if request.stream == Some(true) {
+        return open_stream(
+            state,
+            caller,
+            note,
+            headers,
+            request,
+            endpoint,
+            Box::new(surface),
+        )
+        .await;
+    }
+    let (served, replayed) = run(state.clone(), caller, note, headers, request, endpoint).await?;
+    let mut response = Json(state.service.response(&served)).into_response();
+    annotate(&mut response, &served, replayed);
+    Ok(response)
+}
+
+/// Serves `request` to its end for `caller`, under its `Idempotency-Key` if it sent one
+/// (`endpoint` names what answers, for the key's fingerprint): what was served, and whether
+/// it is the replay of an earlier request's.
+pub async fn run(
+    state: AppState,
+    caller: Caller,
+    note: &RequestNote,
+    headers: &HeaderMap,
+    request: ImageRequest,
+    endpoint: &str,
+) -> Result<(Served, bool), ApiError> {
+    let key = calls::idempotency_key(headers)?;
     let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
-    if request.stream == Some(true) {
-        // Refuse a bad request with its status before the stream says 200.
-        state.service.gateway().validate(request.clone())?;
-        let begun = match &key {
-            Some(key) => {
-                let route = idempotent_route(surface, "stream");
-                Some(begin(&state, &caller, key, &route, &request).await?)
-            }
-            None => None,
-        };
-        return Ok(stream::respond(
-            state, caller, admitted, cache, request, surface, begun,
-        ));
-    }
     let begun = match &key {
         Some(key) => {
-            let route = idempotent_route(surface, "sync");
-            Some(begin(&state, &caller, key, &route, &request).await?)
+            Some(begin(&state, &caller, key, &format!("{endpoint} sync"), &request).await?)
         }
         None => None,
     };
-    let (served, replayed) = match begun {
+    match begun {
         None => {
             let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
             let served = state.service.serve(call, request).await?;
             admitted.served(&served);
-            (served, false)
+            Ok((served, false))
         }
         Some(Begun::Replay(remembered)) => {
             let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
             let served = state.service.replay(call, request, &remembered).await?;
             admitted.served(&served);
-            (served, true)
+            Ok((served, true))
         }
         Some(Begun::Run(attempt)) => {
             // The work owns the admission and the charge: a client that goes away leaves it
             // to finish, be charged and be remembered for its retry.
-            let service_state = state.clone();
             let served = attempt
                 .run(async move {
-                    let state = service_state;
                     let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
                     let served = state.service.serve(call, request).await?;
                     admitted.served(&served);
                     Ok(served)
                 })
                 .await?;
-            (served, false)
+            Ok((served, false))
         }
-    };
-    let mut response = Json(state.service.response(&served)).into_response();
-    calls::annotate(&mut response, served.cache, served.balance);
-    calls::report_failover(&mut response, &served);
-    if replayed {
-        calls::mark_replayed(&mut response);
     }
-    Ok(response)
 }
 
-/// What a key's fingerprint covers besides the request: the endpoint and how it answers.
-fn idempotent_route(surface: Surface, answered: &str) -> String {
-    let endpoint = match surface {
-        Surface::Generation => "generations",
-        Surface::Edit => "edits",
+/// Admits and validates `request` (a bad one is refused with its status before the stream
+/// says 200) and answers with its stream, written by `shape`; under its `Idempotency-Key`
+/// if it sent one (`endpoint` as for [`run`]).
+pub async fn open_stream(
+    state: AppState,
+    caller: Caller,
+    note: &RequestNote,
+    headers: &HeaderMap,
+    request: ImageRequest,
+    endpoint: &str,
+    shape: Box<dyn stream::Shape>,
+) -> Result<Response, ApiError> {
+    let key = calls::idempotency_key(headers)?;
+    let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
+    let cache = calls::cache_mode(headers, request.reroll == Some(true));
+    state.service.gateway().validate(request.clone())?;
+    let begun = match &key {
+        Some(key) => Some(
+            begin(
+                &state,
+                &caller,
+                key,
+                &format!("{endpoint} stream"),
+                &request,
+            )
+            .await?,
+        ),
+        None => None,
     };
-    format!("{endpoint} {answered}")
+    Ok(stream::respond(
+        state, caller, admitted, cache, request, shape, begun,
+    ))
+}
+
+/// The headers of a served answer: cache status, balance, what failover did, and whether it
+/// is a replay.
+pub fn annotate(response: &mut Response, served: &Served, replayed: bool) {
+    calls::annotate(response, served.cache, served.balance);
+    calls::report_failover(response, served);
+    if replayed {
+        calls::mark_replayed(response);
+    }
 }
 
 /// Begins `request` under the caller's idempotency `key` (see

@@ -1,6 +1,7 @@
 //! One module per endpoint; each handler extracts, calls the core, and maps the result.
 
 pub mod admin;
+pub mod chat;
 pub mod credits;
 pub mod edits;
 pub mod files;
@@ -8,6 +9,7 @@ pub mod generations;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod responses;
 pub mod seed002;
 pub mod seed003;
 pub mod seed004;

@@ -1,6 +1,8 @@
-//! `stream: true`: the answer as Server-Sent Events in OpenAI's format. Partial images are
-//! relayed as the upstream sends them (`*.partial_image`), then one `*.completed` event per
-//! image; `: keep-alive` comments while waiting; a failure is `data: {"error": {...}}`. The
+//! `stream: true`: the answer as Server-Sent Events, each surface in its own events (a
+//! [`Shape`]): for the Images API, partial images relayed as the upstream sends them
+//! (`*.partial_image`), then one `*.completed` event per image, a failure as
+//! `data: {"error": {...}}`; chat chunks and the Responses API's events are written by their
+//! handlers' shapes. `: keep-alive` comments while waiting. The
 //! generation runs inside the response body, so a client that goes away drops it: the
 //! upstream call is cancelled where it can be and an unsettled charge is refunded — unless
 //! the request sent an `Idempotency-Key`: then it runs on, for the retry.
@@ -38,7 +40,22 @@ use crate::{
 /// How often a comment keeps a quiet stream (and the proxies on its way) open.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
-/// Which endpoint streams: it names the events.
+/// How a surface writes its stream: what opens it, each partial image, the served images
+/// and a failure (the last two end it).
+pub trait Shape: Send + 'static {
+    /// Events sent as soon as the stream opens.
+    fn opening(&mut self) -> Vec<Bytes> {
+        Vec::new()
+    }
+    /// A partial image, as the upstream sent it.
+    fn partial(&mut self, partial: &PartialImage) -> Bytes;
+    /// The served request's images, and the end of the stream.
+    fn completed(&mut self, state: &AppState, served: &Served) -> Vec<Bytes>;
+    /// A failure after the stream began, and the end of the stream.
+    fn failed(&mut self, error: &Error) -> Vec<Bytes>;
+}
+
+/// Which Images API endpoint streams: it names the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
     /// `image_generation.*`.
@@ -57,13 +74,31 @@ impl Surface {
     }
 }
 
+impl Shape for Surface {
+    fn partial(&mut self, partial: &PartialImage) -> Bytes {
+        sse(&self.event("partial_image"), &partial_event(partial, *self))
+    }
+
+    fn completed(&mut self, state: &AppState, served: &Served) -> Vec<Bytes> {
+        completed_events(state, served, *self)
+            .iter()
+            .map(|event| sse(&self.event("completed"), event))
+            .collect()
+    }
+
+    fn failed(&mut self, error: &Error) -> Vec<Bytes> {
+        vec![sse("error", &error_envelope(error))]
+    }
+}
+
 /// What the stream still has to do.
 struct Streaming {
-    work: Option<BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>>>,
+    state: AppState,
+    work: Option<BoxFuture<'static, Result<Served, Error>>>,
     partials: mpsc::UnboundedReceiver<PartialImage>,
     keep_alive: tokio::time::Interval,
     pending: VecDeque<Bytes>,
-    surface: Surface,
+    shape: Box<dyn Shape>,
     /// Set when a partial image goes out: from then on a disconnect keeps one image's price.
     delivered: Arc<AtomicBool>,
 }
@@ -76,7 +111,7 @@ pub fn respond(
     admitted: Admitted,
     cache: CacheMode,
     request: ImageRequest,
-    surface: Surface,
+    mut shape: Box<dyn Shape>,
     begun: Option<Begun>,
 ) -> Response {
     let (sender, partials) = mpsc::unbounded_channel();
@@ -91,7 +126,7 @@ pub fn respond(
         None => (None, None),
     };
     let replayed = replay.is_some();
-    let events_state = state.clone();
+    let stream_state = state.clone();
     let serving = async move {
         let call = calls::call(
             &state,
@@ -110,24 +145,21 @@ pub fn respond(
         Ok(served)
     }
     .instrument(span);
-    let served: BoxFuture<'static, Result<Served, Error>> = match attempt {
+    let work: BoxFuture<'static, Result<Served, Error>> = match attempt {
         // Started now, on a task of its own: a client that goes away leaves it to finish, be
         // charged and be remembered for its retry.
         Some(attempt) => Box::pin(attempt.run(serving)),
         None => Box::pin(serving),
     };
-    let work: BoxFuture<'static, Result<Vec<ImageStreamEvent>, Error>> = Box::pin(async move {
-        let served = served.await?;
-        Ok(completed_events(&events_state, &served, surface))
-    });
     let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
     keep_alive.reset();
     let streaming = Streaming {
+        state: stream_state,
         work: Some(work),
         partials,
         keep_alive,
-        pending: VecDeque::new(),
-        surface,
+        pending: shape.opening().into(),
+        shape,
         delivered,
     };
     let body = stream::unfold(streaming, |mut s| async move {
@@ -160,23 +192,26 @@ impl Streaming {
                 biased;
                 Some(partial) = self.partials.recv() => {
                     self.delivered.store(true, Ordering::SeqCst);
-                    return Some(sse(&self.surface.event("partial_image"), &partial_event(&partial, self.surface)));
+                    return Some(self.shape.partial(&partial));
                 }
                 outcome = work => {
                     self.work = None;
                     while let Ok(partial) = self.partials.try_recv() {
-                        self.pending.push_back(sse(&self.surface.event("partial_image"), &partial_event(&partial, self.surface)));
+                        let event = self.shape.partial(&partial);
+                        self.pending.push_back(event);
                     }
-                    match outcome {
-                        Ok(events) => self.pending.extend(
-                            events.iter().map(|event| sse(&self.surface.event("completed"), event)),
-                        ),
+                    let ending = match outcome {
+                        Ok(served) => self.shape.completed(&self.state, &served),
                         Err(error) => {
                             let (fault, kind) = error.fault();
                             crate::telemetry::metrics::error(fault, kind);
-                            self.pending.push_back(error_event(&error));
+                            if error.status() >= 500 {
+                                tracing::error!(%error, "streamed request failed");
+                            }
+                            self.shape.failed(&error)
                         }
-                    }
+                    };
+                    self.pending.extend(ending);
                 }
                 _ = self.keep_alive.tick() => return Some(Bytes::from_static(b": keep-alive\n\n")),
             }
@@ -185,20 +220,22 @@ impl Streaming {
 }
 
 /// One `event:` + `data:` block.
-fn sse(event: &str, data: &impl serde::Serialize) -> Bytes {
+pub fn sse(event: &str, data: &impl serde::Serialize) -> Bytes {
     let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
-/// A failure after the stream began: OpenAI's error object as the data (the SDKs raise it).
-fn error_event(error: &Error) -> Bytes {
-    if error.status() >= 500 {
-        tracing::error!(%error, "streamed request failed");
-    }
-    let envelope = ErrorEnvelope {
+/// OpenAI's `{"error": {...}}` of a failure after the stream began (the SDKs raise it).
+pub fn error_envelope(error: &Error) -> ErrorEnvelope {
+    ErrorEnvelope {
         error: ErrorBody::from(error),
-    };
-    sse("error", &envelope)
+    }
+}
+
+/// One `data:` block without an event name (how chat completions stream).
+pub fn data(data: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+    Bytes::from(format!("data: {data}\n\n"))
 }
 
 fn partial_event(partial: &PartialImage, surface: Surface) -> ImageStreamEvent {

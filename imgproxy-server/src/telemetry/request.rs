@@ -108,6 +108,7 @@ fn new_unique_id(instance_id: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct RequestNote {
     id: RequestId,
+    route: Option<Arc<str>>,
     noted: Arc<Mutex<Noted>>,
 }
 
@@ -121,12 +122,19 @@ struct Noted {
 }
 
 impl RequestNote {
-    /// A note for the request `id`, with nothing learnt yet.
-    pub fn new(id: RequestId) -> Self {
+    /// A note for the request `id` to the route template `route`, with nothing learnt yet.
+    pub fn new(id: RequestId, route: Option<&str>) -> Self {
         Self {
             id,
+            route: route.map(Arc::from),
             noted: Arc::default(),
         }
+    }
+
+    /// The route template the request matched (`/v1/chat/completions`): the surface it came
+    /// through, which its charge records.
+    pub fn matched_route(&self) -> Option<&str> {
+        self.route.as_deref()
     }
 
     /// The request's id.
@@ -169,12 +177,12 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     let key_labels = state.key_labels;
     let start = Instant::now();
     let id = RequestId::from_headers(request.headers(), &state.instance_id);
-    let note = RequestNote::new(id.clone());
     let method = request.method().clone();
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned());
+    let note = RequestNote::new(id.clone(), route.as_deref());
     let span = tracing::info_span!(
         "request",
         request_id = %id,

@@ -1,0 +1,191 @@
+//! Other front doors onto the one image request: Chat Completions as OpenRouter serves image
+//! models on it (`chat`) and the Responses API's `image_generation` tool (`responses`). Each
+//! reads its own request into an [`ImageRequest`] plus where every parameter came from, so
+//! that the catalog's refusals name the parameter in the client's own terms, and shapes the
+//! served images back into its own answer. Validation, pricing, caching and storage stay the
+//! image request's: nothing here decides what a model accepts.
+
+pub mod chat;
+pub mod responses;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::{Catalog, Error, ImageInput, ImageRequest};
+
+/// A request that came through another surface, as the image request it asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Translated {
+    /// The image request.
+    pub request: ImageRequest,
+    /// Where its parameters came from.
+    pub paths: ParamPaths,
+}
+
+/// Where each parameter of the image request came from in the surface's request:
+/// `aspect_ratio` is `image_config.aspect_ratio` in a chat completion, `tools[0].size` in a
+/// response. A parameter with no entry kept its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParamPaths(BTreeMap<String, String>);
+
+impl ParamPaths {
+    /// Records that `param` came from `path`.
+    pub fn insert(&mut self, param: impl Into<String>, path: impl Into<String>) {
+        self.0.insert(param.into(), path.into());
+    }
+
+    /// Where `param` came from.
+    pub fn path<'a>(&'a self, param: &'a str) -> &'a str {
+        self.0.get(param).map_or(param, String::as_str)
+    }
+
+    /// `error` in the surface's terms: its `param`, and the message's mention of it.
+    #[must_use]
+    pub fn rename(&self, error: Error) -> Error {
+        match error {
+            Error::InvalidRequest {
+                message,
+                param: Some(param),
+                code,
+            } => {
+                let path = self.path(&param);
+                let mut message = message.replace(&format!("`{param}`"), &format!("`{path}`"));
+                if let Some(rest) = message.strip_prefix(&format!("{param} ")) {
+                    message = format!("{path} {rest}");
+                }
+                Error::InvalidRequest {
+                    message,
+                    param: Some(path.to_owned()),
+                    code,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl Translated {
+    /// Refuses a model the catalog does not know, as a 400 naming where the client wrote it:
+    /// on a chat or responses surface that is most likely a text model, which imgproxy does
+    /// not serve (the Images API answers 404 for it). Retired and unserved models keep their
+    /// own answers.
+    pub fn check_model(&self, catalog: &Catalog) -> Result<(), Error> {
+        match &self.request.model {
+            Some(model) if catalog.variants(model).is_empty() => {
+                Err(self.paths.rename(Error::invalid_param(
+                    "model",
+                    format!(
+                        "`{}` is not an image model: imgproxy serves image models only; \
+                         GET /v1/models lists them",
+                        crate::quote(model)
+                    ),
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Builds the image request from named parameters: `fields` are the image request's own
+/// (already in its names); `params` are catalog parameters the surface passes through, each
+/// with the path it came from. A parameter given twice is a 400 naming its second path.
+fn image_request(
+    fields: serde_json::Map<String, Value>,
+    params: Vec<(String, Value, String)>,
+    paths: &mut ParamPaths,
+) -> Result<ImageRequest, Error> {
+    let mut body = fields;
+    for (name, value, path) in params {
+        if body.contains_key(&name) {
+            return Err(Error::invalid_param(
+                path,
+                format!("`{name}` is given twice"),
+            ));
+        }
+        paths.insert(name.clone(), path);
+        body.insert(name, value);
+    }
+    serde_json::from_value(Value::Object(body)).map_err(|e| {
+        Error::invalid_param(
+            "body",
+            format!("the request's parameters do not make an image request: {e}"),
+        )
+    })
+}
+
+/// The reference images a surface found, with where each one was, for the image request's
+/// `image` parameter (one image names its own path, several their common parent).
+#[derive(Debug, Default)]
+struct References {
+    images: Vec<ImageInput>,
+    paths: Vec<String>,
+}
+
+impl References {
+    fn push(&mut self, image: ImageInput, path: String) {
+        self.images.push(image);
+        self.paths.push(path);
+    }
+
+    /// Records the images in `fields` (as `images`) and their path under `parent`.
+    fn record(
+        self,
+        fields: &mut serde_json::Map<String, Value>,
+        paths: &mut ParamPaths,
+        parent: &str,
+    ) {
+        if self.images.is_empty() {
+            return;
+        }
+        let path = match self.paths.as_slice() {
+            [one] => one.clone(),
+            _ => parent.to_owned(),
+        };
+        paths.insert("image", path.clone());
+        paths.insert("images", path);
+        fields.insert(
+            "images".into(),
+            serde_json::to_value(self.images).unwrap_or_default(),
+        );
+    }
+}
+
+/// An image as a data URL (`data:image/png;base64,...`).
+pub fn data_url(mime: &str, b64: &str) -> String {
+    let mut url = String::with_capacity(mime.len() + b64.len() + 13);
+    url.push_str("data:");
+    url.push_str(mime);
+    url.push_str(";base64,");
+    url.push_str(b64);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_names_the_parameter_where_the_client_wrote_it() {
+        let mut paths = ParamPaths::default();
+        paths.insert("image_size", "image_config.image_size");
+        let renamed = paths.rename(Error::invalid_param(
+            "image_size",
+            "`image_size` `8K` is not one of 1K, 2K",
+        ));
+        assert_eq!(renamed.param(), Some("image_config.image_size"));
+        assert_eq!(
+            renamed.to_string(),
+            "`image_config.image_size` `8K` is not one of 1K, 2K"
+        );
+        let leading = paths.rename(Error::invalid_param("image_size", "image_size `8K` is bad"));
+        assert_eq!(leading.to_string(), "image_config.image_size `8K` is bad");
+        let kept = paths.rename(Error::invalid_param("n", "bad n"));
+        assert_eq!(kept.param(), Some("n"));
+    }
+
+    #[test]
+    fn data_urls_carry_the_type() {
+        assert_eq!(data_url("image/png", "AAAA"), "data:image/png;base64,AAAA");
+    }
+}
