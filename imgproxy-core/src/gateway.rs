@@ -49,11 +49,18 @@ struct RunInputs<'a> {
 }
 
 /// Uploaded files a request may name as reference images (`file-...`): the service layer's
-/// file records. The kernel alone knows no files.
+/// file records, and its stored images. The kernel alone knows no files.
 #[async_trait]
 pub trait FileSource: Send + Sync {
     /// The image of file `id`, or `None` if there is no such file.
     async fn file(&self, id: &str) -> Result<Option<ReferenceImage>>;
+
+    /// The stored image a URL this server handed out points to (a chat client sends the
+    /// image it was answered with back to edit it), or `None` for any other URL, which is
+    /// fetched.
+    async fn stored(&self, _url: &str) -> Result<Option<ReferenceImage>> {
+        Ok(None)
+    }
 }
 
 /// Upstream calls one request may run at once when it fans `n` out.
@@ -480,6 +487,15 @@ impl Gateway {
                 Some(files) => files.file(id).await?.ok_or_else(unknown),
                 None => Err(unknown()),
             };
+        }
+        let url = match input {
+            ImageInput::Text(url) | ImageInput::ImageUrl { image_url: url } => url.trim(),
+            ImageInput::FileId { .. } => "",
+        };
+        if let Some(files) = files {
+            if let Some(stored) = files.stored(url).await? {
+                return Ok(stored);
+            }
         }
         self.fetch_reference(input).await
     }

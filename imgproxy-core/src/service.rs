@@ -106,6 +106,41 @@ impl Service {
         self.signer.as_ref()
     }
 
+    /// The stored image behind `url`, when it is one this service handed out (under its URL
+    /// prefix, signed and unexpired); `None` for any other URL. A URL of this service with a
+    /// wrong or expired signature is refused, as `GET` of it would be.
+    pub async fn stored_image_at(&self, url: &str) -> crate::Result<Option<crate::ReferenceImage>> {
+        let Some(rest) = url.strip_prefix(&self.url_prefix) else {
+            return Ok(None);
+        };
+        let Some((signer, _)) = &self.signer else {
+            return Ok(None);
+        };
+        let (key, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        signer
+            .verify(
+                &format!("{IMAGE_PATH}{key}"),
+                &params,
+                crate::clock::now_secs(),
+            )
+            .map_err(|e| {
+                crate::Error::invalid_param("image", format!("the image URL cannot be used: {e}"))
+            })?;
+        match self.store.get(key).await? {
+            Some((bytes, mime)) => Ok(Some(crate::ReferenceImage {
+                bytes,
+                mime: mime.to_owned(),
+            })),
+            None => Err(crate::Error::invalid_param(
+                "image",
+                "the image URL names no stored image (it may have been deleted)",
+            )),
+        }
+    }
+
     /// The URL of stored image `key`, signed when a signer is configured.
     pub fn image_url(&self, key: &str) -> String {
         match &self.signer {

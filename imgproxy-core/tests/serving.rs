@@ -66,7 +66,28 @@ on_both_backends!(
     metered_hits_are_free,
     across_instances,
     dead_instances_claims_fall,
+    its_own_urls_are_references,
 );
+
+/// An image URL this service handed out, sent back as a reference (a chat client editing the
+/// image it was answered with), is read from the store, not fetched; an altered one is refused.
+async fn its_own_urls_are_references(ctx: &Ctx) {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = counting();
+    let signer = imgproxy_core::service::signing::UrlSigner::new(&[7; 32]).unwrap();
+    let service = service(&ctx.accounts, dir.path(), provider.clone())
+        .with_url_signer(signer, Duration::from_secs(60));
+    let first = service.serve(call("alice"), request("fox")).await.unwrap();
+    let url = service.image_url(&first.images[0].key);
+    let mut edit = request("fox in snow");
+    edit.images = Some(vec![ImageInput::Text(url.clone())]);
+    let edited = service.serve(call("alice"), edit).await.unwrap();
+    assert!(edited.images[0].bytes.ends_with(&first.images[0].bytes));
+    let mut altered = request("fox in rain");
+    altered.images = Some(vec![ImageInput::Text(url.replace("sig=", "sig=0"))]);
+    let error = service.serve(call("alice"), altered).await.unwrap_err();
+    assert_eq!((error.status(), error.param()), (400, Some("image")));
+}
 
 async fn hits_and_rerolls(ctx: &Ctx) {
     let dir = tempfile::tempdir().unwrap();

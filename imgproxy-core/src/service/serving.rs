@@ -209,6 +209,10 @@ impl FileSource for TenantFiles<'_> {
             mime: mime.to_owned(),
         }))
     }
+
+    async fn stored(&self, url: &str) -> Result<Option<ReferenceImage>> {
+        self.service.stored_image_at(url).await
+    }
 }
 
 impl Service {
