@@ -411,11 +411,11 @@ impl Database {
         let (key_id, request_id) = (&reservation.key_id, &reservation.request_id);
         write_tx!(&self.db, tx => {
             // Only the caller whose update matches `status = 'reserved'` returns credits.
-            let closed: Option<(i64, i64, String)> = sqlx::query_as(
+            let closed: Option<(i64, i64, String, String)> = sqlx::query_as(
                 "UPDATE reservations SET status = $3, \
                  kept = CASE WHEN $4 < amount THEN $4 ELSE amount END, closed_at_ms = $5 \
                  WHERE key_id = $1 AND request_id = $2 AND status = 'reserved' \
-                 RETURNING amount, kept, model",
+                 RETURNING amount, kept, model, inputs",
             )
             .bind(key_id)
             .bind(request_id)
@@ -425,7 +425,7 @@ impl Database {
             .fetch_optional(&mut *tx)
             .await
             .db()?;
-            let Some((amount, kept, model)) = closed else {
+            let Some((amount, kept, model, charged)) = closed else {
                 // Closed before: say how.
                 let earlier: Option<(String, Option<i64>)> = sqlx::query_as(
                     "SELECT status, kept FROM reservations WHERE key_id = $1 AND request_id = $2",
@@ -481,6 +481,14 @@ impl Database {
             .await
             .db()?;
             let mut inputs = json!({ "reserved": amount, "kept": kept });
+            // The surface the request came through, on the row that says what it cost too.
+            let surface = serde_json::from_str::<serde_json::Value>(&charged)
+                .ok()
+                .and_then(|charged| charged.get("surface").cloned())
+                .filter(|surface| !surface.is_null());
+            if let Some(surface) = surface {
+                inputs["surface"] = surface;
+            }
             if matches!(how, Close::Release) {
                 inputs["released"] = json!(true);
             }
