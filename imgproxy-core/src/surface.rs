@@ -21,6 +21,9 @@ pub struct Translated {
     pub request: ImageRequest,
     /// Where its parameters came from.
     pub paths: ParamPaths,
+    /// Whether its first reference image is one an earlier answer made (the conversation's
+    /// latest image), rather than one the user attached.
+    pub carried_image: bool,
 }
 
 /// Where each parameter of the image request came from in the surface's request:
@@ -66,22 +69,30 @@ impl ParamPaths {
 }
 
 impl Translated {
-    /// Refuses a model the catalog does not know, as a 400 naming where the client wrote it:
-    /// on a chat or responses surface that is most likely a text model, which imgproxy does
-    /// not serve (the Images API answers 404 for it). Retired and unserved models keep their
-    /// own answers.
-    pub fn check_model(&self, catalog: &Catalog) -> Result<(), Error> {
-        match &self.request.model {
-            Some(model) if catalog.variants(model).is_empty() => {
-                Err(self.paths.rename(Error::invalid_param(
-                    "model",
-                    format!(
-                        "`{}` is not an image model: imgproxy serves image models only; \
-                         GET /v1/models lists them",
-                        crate::quote(model)
-                    ),
-                )))
+    /// Fits the request to its model in `catalog`. A model the catalog does not know is a
+    /// 400 naming where the client wrote it: on a chat or responses surface that is most
+    /// likely a text model, which imgproxy does not serve (the Images API answers 404 for
+    /// it); retired and unserved models keep their own answers. The image carried from an
+    /// earlier answer is edited only by a model that takes reference images: another makes a
+    /// new image from the prompt.
+    pub fn fit(&mut self, catalog: &Catalog) -> Result<(), Error> {
+        let model = self.request.model.as_deref().and_then(|m| catalog.get(m));
+        if self.carried_image && model.is_some_and(|m| m.max_reference_images == 0) {
+            if let Some(images) = &mut self.request.images {
+                images.remove(0);
             }
+            self.request.images = self.request.images.take().filter(|i| !i.is_empty());
+            self.carried_image = false;
+        }
+        match &self.request.model {
+            Some(name) if model.is_none() => Err(self.paths.rename(Error::invalid_param(
+                "model",
+                format!(
+                    "`{}` is not an image model: imgproxy serves image models only; \
+                     GET /v1/models lists them",
+                    crate::quote(name)
+                ),
+            ))),
             _ => Ok(()),
         }
     }

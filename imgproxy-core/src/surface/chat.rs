@@ -115,7 +115,7 @@ pub fn translate(chat: ChatRequest) -> Result<Translated, Error> {
     }
     let mut paths = ParamPaths::default();
     paths.insert("prompt", "messages");
-    let (prompt, references) = read_messages(&chat.messages)?;
+    let (prompt, references, carried_image) = read_messages(&chat.messages)?;
     let mut fields = Map::new();
     fields.insert("prompt".into(), prompt.into());
     references.record(&mut fields, &mut paths, "messages");
@@ -144,7 +144,11 @@ pub fn translate(chat: ChatRequest) -> Result<Translated, Error> {
         params.push((name.clone(), value, name));
     }
     let request = image_request(fields, params, &mut paths)?;
-    Ok(Translated { request, paths })
+    Ok(Translated {
+        request,
+        paths,
+        carried_image,
+    })
 }
 
 /// `response_format`: chat's object form means text output and is ignored unless it asks
@@ -163,8 +167,8 @@ fn response_format(format: Option<Value>) -> Result<Option<Value>, Error> {
 
 /// The prompt (the text of the last user message) and the reference images: the latest
 /// image the assistant made, then those the user attached after it (or all of them when
-/// the assistant has made none).
-fn read_messages(messages: &[ChatMessage]) -> Result<(String, References), Error> {
+/// the assistant has made none); and whether there is such an image of the assistant.
+fn read_messages(messages: &[ChatMessage]) -> Result<(String, References, bool), Error> {
     let last_user = messages
         .iter()
         .rposition(|m| m.role == "user")
@@ -180,6 +184,7 @@ fn read_messages(messages: &[ChatMessage]) -> Result<(String, References), Error
             .flatten()
     });
     let mut references = References::default();
+    let carried = last_image.is_some();
     let from = match last_image {
         Some((i, url, path)) => {
             references.push(ImageInput::Text(url), path);
@@ -215,7 +220,7 @@ fn read_messages(messages: &[ChatMessage]) -> Result<(String, References), Error
             }
         }
     }
-    Ok((prompt, references))
+    Ok((prompt, references, carried))
 }
 
 /// A part of a message's content.
@@ -483,6 +488,31 @@ mod tests {
             Some(vec![ImageInput::Text("data:image/png;base64,CAT".into())])
         );
         assert_eq!(translated.paths.path("image"), "messages[1].images[0]");
+    }
+
+    #[test]
+    fn a_model_without_references_draws_anew_and_a_text_model_is_refused() {
+        let catalog = crate::Catalog::embedded().unwrap();
+        let conversation = |model: &str| {
+            json!({
+                "model": model,
+                "messages": [
+                    {"role": "user", "content": "a cat"},
+                    {"role": "assistant", "images": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,CAT"}}]},
+                    {"role": "user", "content": "make it blue"}
+                ]
+            })
+        };
+        let mut edits = chat(conversation("nano-banana-2")).unwrap();
+        edits.fit(&catalog).unwrap();
+        assert_eq!(edits.request.images.map(|i| i.len()), Some(1));
+        // FLUX.1 [schnell] on Together takes no reference image.
+        let mut draws = chat(conversation("flux-schnell")).unwrap();
+        draws.fit(&catalog).unwrap();
+        assert_eq!(draws.request.images, None);
+        let mut text = chat(conversation("gpt-4o")).unwrap();
+        let refused = text.fit(&catalog).unwrap_err();
+        assert_eq!((refused.status(), refused.param()), (400, Some("model")));
     }
 
     #[test]

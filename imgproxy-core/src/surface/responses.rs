@@ -139,7 +139,7 @@ pub fn translate(
         }
     }
     paths.insert("prompt", "input");
-    let (prompt, references) = read_input(request.input.as_ref())?;
+    let (prompt, references, carried_image) = read_input(request.input.as_ref())?;
     fields.insert("prompt".into(), prompt.into());
     let action = if references.images.is_empty() {
         "generate"
@@ -175,6 +175,7 @@ pub fn translate(
         Translated {
             request: image,
             paths,
+            carried_image,
         },
         ToolCall {
             model: request.model.or(model).unwrap_or_default(),
@@ -203,10 +204,10 @@ fn check_tool_choice(choice: Option<&Value>) -> Result<(), Error> {
 
 /// The prompt (the text of the last user message) and the reference images: the result of
 /// the latest `image_generation_call` item, then the images the user gave after it (or all
-/// of them when there is no such item).
-fn read_input(input: Option<&Value>) -> Result<(String, References), Error> {
+/// of them when there is no such item); and whether there is such an item.
+fn read_input(input: Option<&Value>) -> Result<(String, References, bool), Error> {
     let items = match input {
-        Some(Value::String(text)) => return Ok((text.clone(), References::default())),
+        Some(Value::String(text)) => return Ok((text.clone(), References::default(), false)),
         Some(Value::Array(items)) => items,
         _ => {
             return Err(Error::invalid_param(
@@ -231,6 +232,7 @@ fn read_input(input: Option<&Value>) -> Result<(String, References), Error> {
         Some((i, result))
     });
     let mut references = References::default();
+    let carried = generated.is_some();
     let from = match generated {
         Some((i, result)) => {
             references.push(
@@ -279,7 +281,7 @@ fn read_input(input: Option<&Value>) -> Result<(String, References), Error> {
             }
         }
     }
-    Ok((prompt, references))
+    Ok((prompt, references, carried))
 }
 
 fn push_line(prompt: &mut String, text: &str) {

@@ -42,9 +42,9 @@ pub async fn create(
     OpenAIJson(body): OpenAIJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     let streams = body.stream == Some(true);
-    let translated = chat::translate(body)?;
-    translated.check_model(state.service.gateway().catalog())?;
-    let Translated { request, paths } = translated;
+    let mut translated = chat::translate(body)?;
+    translated.fit(state.service.gateway().catalog())?;
+    let Translated { request, paths, .. } = translated;
     if let Some(model) = &request.model {
         note.model(model);
     }

@@ -45,12 +45,12 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let streams = body.stream == Some(true);
     let catalog = state.service.gateway().catalog();
-    let (translated, call) =
+    let (mut translated, call) =
         responses::translate(body, state.responses_image_model.as_deref(), &|model| {
             !catalog.variants(model).is_empty()
         })?;
-    translated.check_model(catalog)?;
-    let Translated { request, paths } = translated;
+    translated.fit(catalog)?;
+    let Translated { request, paths, .. } = translated;
     if let Some(model) = &request.model {
         note.model(model);
     }
