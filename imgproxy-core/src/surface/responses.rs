@@ -159,12 +159,15 @@ pub fn translate(
     }
     // The result is base64 in the item, whatever the server's default for images.
     fields.insert("response_format".into(), "b64_json".into());
-    if request.stream == Some(true) && tool.contains_key("partial_images") {
+    // Partial images are streamed events: a response that is not streamed has none to show.
+    let streams = request.stream == Some(true);
+    if streams && tool.contains_key("partial_images") {
         fields.insert("stream".into(), true.into());
     }
     let params = tool
         .into_iter()
         .filter(|(name, _)| !TOOL_HINTS.contains(&name.as_str()))
+        .filter(|(name, _)| streams || name != "partial_images")
         .map(|(name, value)| {
             let path = at(&name);
             (name, value, path)
@@ -428,6 +431,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(default.request.model.as_deref(), Some("gpt-image-2"));
+        let (whole, _) = translate_body(
+            json!({"input": "x", "tools": [{"type": "image_generation", "partial_images": 2}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            (whole.request.partial_images, whole.request.stream),
+            (None, None)
+        );
         assert_eq!(call.action, "generate");
     }
 
