@@ -523,6 +523,23 @@ def test_get_model_nano_banana_shows_the_retirement_and_the_redirect(
     assert gemini.requests == []
 
 
+@pytest.mark.parametrize(
+    ("name", "replacement"),
+    [("imagen-4.0-generate-001", "nano-banana-2"), ("imagen-4-fast", "nano-banana-2"), ("imagen-4-ultra", "nano-banana-pro")],
+)
+def test_imagen_on_the_gemini_api_is_retired_and_names_its_replacement(
+    imgproxy: ImgproxyFactory, gemini: FakeGemini, name: str, replacement: str
+) -> None:
+    server = start(imgproxy, gemini=gemini)
+    error = refused(server, {"model": name, "prompt": "a robot with a red skateboard"}, 404, "model")
+    assert "retired upstream on 2026-06-24" in error["message"] and f"`{replacement}`" in error["message"], error
+    model = model_object(server, name)
+    assert (model.get("shutdown_date"), model.get("replacement"), model.get("redirected_to_replacement")) == (
+        "2026-06-24", replacement, False
+    ), model
+    assert gemini.requests == []
+
+
 def test_get_model_shows_other_retirements(
     imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, xai: FakeXai, replicate: FakeReplicate
 ) -> None:
