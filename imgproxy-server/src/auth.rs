@@ -10,9 +10,12 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use imgproxy_core::service::{
-    db::{ApiKey, SECRET_PREFIX},
-    signing,
+use imgproxy_core::{
+    service::{
+        db::{ApiKey, SECRET_PREFIX},
+        signing,
+    },
+    ResponseFormat,
 };
 use secrecy::ExposeSecret as _;
 
@@ -55,6 +58,12 @@ impl Caller {
             Self::Key(key) | Self::Public { key, .. } => Some(key),
             Self::Master | Self::Open => None,
         }
+    }
+
+    /// The `response_format` of the caller's requests that name none, if its key has its own
+    /// (else the server's `default_response_format` applies).
+    pub fn default_response_format(&self) -> Option<ResponseFormat> {
+        self.paying_key()?.default_response_format
     }
 
     /// The limits this caller is held to, if any.

@@ -49,9 +49,17 @@ pub async fn serve(
     caller: Caller,
     note: &RequestNote,
     headers: &HeaderMap,
-    request: ImageRequest,
+    mut request: ImageRequest,
     surface: Surface,
 ) -> Result<Response, ApiError> {
+    // The key's default goes in before anything reads the request, so that tasks, streams,
+    // synchronous answers and the idempotency fingerprint all see the request as it is served;
+    // without one, `Gateway::validate` fills in the server's.
+    if request.response_format.is_none() {
+        request.response_format = caller
+            .default_response_format()
+            .map(|format| format.name().to_owned());
+    }
     if let Some(model) = &request.model {
         note.model(model);
     }
@@ -61,7 +69,6 @@ pub async fn serve(
             Surface::Generation => TaskKind::Generation,
             Surface::Edit => TaskKind::Edit,
         };
-        let mut request = request;
         // Rate limits count a submission like a request; the workers bound what runs.
         drop(calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?);
         let begun = match &key {
