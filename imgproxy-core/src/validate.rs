@@ -37,8 +37,9 @@ pub const USER_MAX_CHARS: usize = 256;
 /// Dimension fields, reconciled by [`dimensions::normalize`].
 const DIMENSION_FIELDS: [&str; 3] = ["size", "aspect_ratio", "image_size"];
 
-/// How images are returned to the client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How images are returned to the client; as JSON, its name (`"b64_json"`, `"url"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ResponseFormat {
     /// Inline base64.
     #[default]
@@ -54,6 +55,25 @@ impl ResponseFormat {
             Self::B64Json => "b64_json",
             Self::Url => "url",
         }
+    }
+
+    /// The format a request's `response_format` names, `None` for a name that is neither.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::B64Json, Self::Url]
+            .into_iter()
+            .find(|format| format.name() == name)
+    }
+}
+
+// By hand, not derived: serde's derived enum reads anything but a string (`1`) as malformed
+// JSON, which names no field; read as a string, every wrong value is an invalid value of its
+// field.
+impl<'de> Deserialize<'de> for ResponseFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!("`{}` is not `b64_json` or `url`", quote(&name)))
+        })
     }
 }
 
@@ -211,17 +231,16 @@ pub fn validate_for(model: Arc<ModelSpec>, request: &ImageRequest) -> Result<Val
     }
 
     let response_format = match request.response_format.as_deref() {
-        None | Some("b64_json") => ResponseFormat::B64Json,
-        Some("url") => ResponseFormat::Url,
-        Some(other) => {
-            return Err(Error::invalid_param(
+        None => ResponseFormat::B64Json,
+        Some(name) => ResponseFormat::from_name(name).ok_or_else(|| {
+            Error::invalid_param(
                 "response_format",
                 format!(
                     "response_format `{}` is not `url` or `b64_json`",
-                    quote(other)
+                    quote(name)
                 ),
-            ))
-        }
+            )
+        })?,
     };
 
     // Every model streams (one completed event per image); partial images need an upstream
@@ -615,6 +634,22 @@ mod tests {
 
     fn param_of(body: Value) -> Option<String> {
         check(body).unwrap_err().param().map(str::to_owned)
+    }
+
+    #[test]
+    fn a_response_format_is_its_name_in_json_and_nothing_else_reads_as_one() {
+        for format in [ResponseFormat::B64Json, ResponseFormat::Url] {
+            let name = json!(format.name());
+            assert_eq!(serde_json::to_value(format).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<ResponseFormat>(name).unwrap(),
+                format
+            );
+        }
+        for wrong in [json!("png"), json!("URL"), json!(1), json!(null)] {
+            let error = serde_json::from_value::<ResponseFormat>(wrong.clone()).unwrap_err();
+            assert!(error.is_data(), "{wrong}: {error}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! API keys on SQLite and Postgres: creation, authentication (only a hash is stored),
-//! credits, revocation, and connecting.
+//! credits, revocation, a key's default response format, and connecting.
 
 #![expect(clippy::unwrap_used, reason = "tests fail loudly")]
 
@@ -8,12 +8,15 @@ mod harness;
 
 use harness::{charge, Ctx, Place};
 use imgproxy_core::{
-    service::{db::NewKey, Database},
-    Error,
+    service::{
+        db::{KeyChange, NewKey},
+        Database,
+    },
+    Error, ResponseFormat,
 };
 use sha2::{Digest, Sha256};
 
-on_both_backends!(key_lifecycle);
+on_both_backends!(key_lifecycle, key_response_format);
 
 async fn key_lifecycle(ctx: &Ctx) {
     let accounts = &ctx.accounts;
@@ -110,6 +113,48 @@ async fn key_lifecycle(ctx: &Ctx) {
             Err(Error::InvalidRequest { .. })
         ));
     }
+}
+
+async fn key_response_format(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let new = NewKey {
+        name: "dalle-tool".into(),
+        default_response_format: Some(ResponseFormat::Url),
+        ..NewKey::default()
+    };
+    let created = accounts.create_key(new).await.unwrap();
+    let key = &created.key;
+    assert_eq!(key.default_response_format, Some(ResponseFormat::Url));
+    assert_eq!(&accounts.get_key(&key.id).await.unwrap(), key);
+    let authenticated = accounts.authenticate(&created.secret).await.unwrap();
+    assert_eq!(authenticated.as_ref(), Some(key));
+    let stored = "SELECT COUNT(*) FROM api_keys WHERE default_response_format = $1";
+    assert_eq!(ctx.count(stored, "url").await, 1);
+    assert_eq!(
+        serde_json::to_value(key).unwrap()["default_response_format"],
+        "url"
+    );
+
+    // A change that leaves it out keeps it; a value replaces it; `null` clears it.
+    let change = |json: &str| -> KeyChange { serde_json::from_str(json).unwrap() };
+    let mut current = key.clone();
+    for (json, expected) in [
+        (r#"{"rpm": 5}"#, Some(ResponseFormat::Url)),
+        (
+            r#"{"default_response_format": "b64_json"}"#,
+            Some(ResponseFormat::B64Json),
+        ),
+        (r#"{"default_response_format": null}"#, None),
+    ] {
+        let settings = change(json).applied_to(&current);
+        current = accounts.set_key_limits(&key.id, &settings).await.unwrap();
+        assert_eq!(current.default_response_format, expected, "{json}");
+        assert_eq!(accounts.get_key(&key.id).await.unwrap(), current, "{json}");
+    }
+    assert_eq!(current.rpm, Some(5));
+    assert_eq!(ctx.count(stored, "url").await, 0);
+    let unknown = serde_json::from_str::<KeyChange>(r#"{"default_response_format": "png"}"#);
+    assert!(unknown.is_err(), "{unknown:?}");
 }
 
 #[tokio::test]

@@ -132,10 +132,7 @@ async fn metered(accounts: Database, images: &std::path::Path) -> (Router, Strin
     let key = NewKey {
         name: "bench".into(),
         credits: 1_000_000,
-        rpm: None,
-        images_per_minute: None,
-        max_concurrent: None,
-        models: None,
+        ..NewKey::default()
     };
     let secret = accounts.create_key(key).await.unwrap().secret;
     (router(accounts, images), secret)

@@ -57,6 +57,19 @@ impl Caller {
         }
     }
 
+    /// Gives `request` the key's `response_format` if it names none. Done before anything
+    /// reads the request, so that tasks, streams, plain answers and the idempotency
+    /// fingerprint all see it as it is served; without a key's, `Gateway::validate` fills in
+    /// the server's.
+    pub fn fill_response_format(&self, request: &mut imgproxy_core::ImageRequest) {
+        if request.response_format.is_none() {
+            request.response_format = self
+                .paying_key()
+                .and_then(|key| key.default_response_format)
+                .map(|format| format.name().to_owned());
+        }
+    }
+
     /// The limits this caller is held to, if any.
     pub fn limited_as(&self) -> Option<&ApiKey> {
         match self {

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand};
-use imgproxy_core::service::db::NewKey;
+use imgproxy_core::{service::db::NewKey, ResponseFormat};
 
 use crate::telemetry::logs::LogFormat;
 
@@ -173,6 +173,15 @@ pub struct KeyArgs {
     /// Models the key may use, comma-separated [default: all].
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
+    /// `response_format` of the key's requests that name none, `b64_json` or `url`
+    /// [default: the server's].
+    #[arg(long, value_parser = response_format)]
+    default_response_format: Option<ResponseFormat>,
+}
+
+/// A `--default-response-format` value.
+fn response_format(name: &str) -> Result<ResponseFormat, String> {
+    ResponseFormat::from_name(name).ok_or_else(|| format!("`{name}` is not `b64_json` or `url`"))
 }
 
 impl From<KeyArgs> for NewKey {
@@ -184,6 +193,7 @@ impl From<KeyArgs> for NewKey {
             images_per_minute: key.images_per_minute,
             max_concurrent: key.max_concurrent,
             models: key.models,
+            default_response_format: key.default_response_format,
         }
     }
 }

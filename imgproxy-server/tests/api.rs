@@ -349,10 +349,8 @@ async fn issue(app: &TestApp, credits: i64, models: Option<Vec<String>>) -> Stri
     let new = NewKey {
         name: "t".into(),
         credits,
-        rpm: None,
-        images_per_minute: None,
-        max_concurrent: None,
         models,
+        ..NewKey::default()
     };
     app.accounts.create_key(new).await.unwrap().secret
 }
@@ -464,6 +462,10 @@ async fn admin_key_creation_refuses_limits_and_models_that_mean_nothing() {
         (r#"{"name": "k", "models": ["nope"]}"#, "models"),
         (r#"{"name": "k", "models": []}"#, "models"),
         (r#"{"name": "k", "credits": -5}"#, "credits"),
+        (
+            r#"{"name": "k", "default_response_format": "png"}"#,
+            "default_response_format",
+        ),
     ];
     for (body, param) in cases {
         let request = with_json(bearer(Request::post("/v1/admin/keys"), "mk-123"), body);
@@ -509,6 +511,10 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
         (r#"{"max_concurrent": -3}"#, "max_concurrent"),
         (r#"{"models": ["nope"]}"#, "models"),
         (r#"{"models": []}"#, "models"),
+        (
+            r#"{"default_response_format": "b64"}"#,
+            "default_response_format",
+        ),
     ] {
         assert_eq!(
             refused(&app, patch(body), StatusCode::BAD_REQUEST).await["param"],
@@ -554,6 +560,48 @@ async fn admin_key_changes_follow_the_same_rules_and_apply_at_once() {
         r#"{"rpm": 5}"#,
     );
     assert_eq!(send(&app, unknown).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_keys_default_response_format_answers_requests_that_name_none() {
+    let app = app(Some("mk-123"), 1 << 20).await;
+    let request = with_json(
+        bearer(Request::post("/v1/admin/keys"), "mk-123"),
+        r#"{"name": "dalle-tool", "credits": 10, "default_response_format": "url"}"#,
+    );
+    let (status, _, response) = send(&app, request).await;
+    assert_status(status, StatusCode::CREATED, &response);
+    let created = json(&response);
+    assert_eq!(created["key"]["default_response_format"], "url");
+    let secret = created["secret"].as_str().unwrap();
+    let id = created["key"]["id"].as_str().unwrap();
+    let first_image = |response: &[u8]| {
+        let data = json(response)["data"][0].clone();
+        let mut fields: Vec<_> = data.as_object().unwrap().keys().cloned().collect();
+        fields.retain(|field| field == "url" || field == "b64_json");
+        fields
+    };
+    let generate = |body: &'static str| generate_as(secret, body);
+    let unnamed = r#"{"prompt": "p", "size": "16x16"}"#;
+    let (status, _, response) = send(&app, generate(unnamed)).await;
+    assert_status(status, StatusCode::OK, &response);
+    assert_eq!(first_image(&response), ["url"]);
+    // The request's own choice wins over the key's.
+    let named = r#"{"prompt": "p", "size": "16x16", "response_format": "b64_json"}"#;
+    let (status, _, response) = send(&app, generate(named)).await;
+    assert_status(status, StatusCode::OK, &response);
+    assert_eq!(first_image(&response), ["b64_json"]);
+    // `null` leaves it to the server's default (inline here).
+    let clear = with_json(
+        bearer(Request::patch(format!("/v1/admin/keys/{id}")), "mk-123"),
+        r#"{"default_response_format": null}"#,
+    );
+    let (status, _, response) = send(&app, clear).await;
+    assert_status(status, StatusCode::OK, &response);
+    assert_eq!(json(&response)["default_response_format"], Value::Null);
+    let (status, _, response) = send(&app, generate(unnamed)).await;
+    assert_status(status, StatusCode::OK, &response);
+    assert_eq!(first_image(&response), ["b64_json"]);
 }
 
 #[tokio::test]

@@ -57,11 +57,10 @@ pub(super) fn default_response_format(
     file: Option<String>,
 ) -> anyhow::Result<ResponseFormat> {
     match env.over(ENV_DEFAULT_RESPONSE_FORMAT, file)?.as_deref() {
-        None | Some("b64_json") => Ok(ResponseFormat::B64Json),
-        Some("url") => Ok(ResponseFormat::Url),
-        Some(other) => {
-            anyhow::bail!("`default_response_format` = `{other}` is not `b64_json` or `url`")
-        }
+        None => Ok(ResponseFormat::B64Json),
+        Some(name) => ResponseFormat::from_name(name).ok_or_else(|| {
+            anyhow::anyhow!("`default_response_format` = `{name}` is not `b64_json` or `url`")
+        }),
     }
 }
 

@@ -44,7 +44,10 @@ pub async fn create(
     let streams = body.stream == Some(true);
     let mut translated = chat::translate(body)?;
     translated.fit(state.service.gateway().catalog())?;
-    let Translated { request, paths, .. } = translated;
+    let Translated {
+        mut request, paths, ..
+    } = translated;
+    caller.fill_response_format(&mut request);
     if let Some(model) = &request.model {
         note.model(model);
     }

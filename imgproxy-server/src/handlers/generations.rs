@@ -50,9 +50,10 @@ pub async fn serve(
     caller: Caller,
     note: &RequestNote,
     headers: &HeaderMap,
-    request: ImageRequest,
+    mut request: ImageRequest,
     surface: Surface,
 ) -> Result<Response, ApiError> {
+    caller.fill_response_format(&mut request);
     if let Some(model) = &request.model {
         note.model(model);
     }
@@ -66,7 +67,6 @@ pub async fn serve(
             Surface::Generation => TaskKind::Generation,
             Surface::Edit => TaskKind::Edit,
         };
-        let mut request = request;
         // Rate limits count a submission like a request; the workers bound what runs.
         drop(calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?);
         let begun = match &key {

@@ -8,18 +8,18 @@ use super::{
     pool::{bind_args, now_secs, write_tx, Arg, DbExt},
     secret, ApiKey, CreatedKey, Database, NewKey, MAX_BALANCE,
 };
-use crate::{Error, Result};
+use crate::{Error, ResponseFormat, Result};
 
 /// The columns of [`KeyRow`], in its order.
 macro_rules! key_columns {
     () => {
-        "id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at, \
-         secret_hash"
+        "id, name, balance, rpm, images_per_minute, max_concurrent, models, \
+         default_response_format, revoked, created_at, secret_hash"
     };
 }
 
-/// `id, name, balance, rpm, images_per_minute, max_concurrent, models (JSON), revoked,
-/// created_at, secret_hash`, as both backends decode them. The hash is only compared by
+/// `id, name, balance, rpm, images_per_minute, max_concurrent, models (JSON),
+/// default_response_format, revoked, created_at, secret_hash`, as both backends decode them. The hash is only compared by
 /// [`Database::authenticate`]; [`ApiKey`] never holds it.
 type KeyRow = (
     String,
@@ -28,6 +28,7 @@ type KeyRow = (
     Option<i64>,
     Option<i64>,
     Option<i64>,
+    Option<String>,
     Option<String>,
     bool,
     i64,
@@ -76,13 +77,15 @@ impl Database {
             max_concurrent,
             (&models).into(),
             created_at.into(),
+            format_arg(new.default_response_format),
         ];
         write_tx!(&self.db, tx => {
             bind_args!(
                 sqlx::query(
                     "INSERT INTO api_keys (id, name, hash_prefix, secret_hash, balance, rpm, \
-                     images_per_minute, max_concurrent, models, revoked, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10)",
+                     images_per_minute, max_concurrent, models, revoked, created_at, \
+                     default_response_format) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE, $10, $11)",
                 ),
                 &key_args
             )
@@ -107,6 +110,7 @@ impl Database {
             images_per_minute: new.images_per_minute,
             max_concurrent: new.max_concurrent,
             models: new.models,
+            default_response_format: new.default_response_format,
             revoked: false,
             created_at,
         };
@@ -131,9 +135,10 @@ impl Database {
         key_from_row(row.ok_or_else(|| key_not_found(id))?)
     }
 
-    /// Replaces a key's limits and models with those of `limits` (from
-    /// [`super::KeyChange::applied_to`], its models already resolved against the catalog);
-    /// they are checked first. Every instance sees the change from the key's next request.
+    /// Replaces a key's limits, models and default response format with those of `limits`
+    /// (from [`super::KeyChange::applied_to`], its models already resolved against the
+    /// catalog); they are checked first. Every instance sees the change from the key's next
+    /// request.
     pub async fn set_key_limits(&self, id: &str, limits: &NewKey) -> Result<ApiKey> {
         limits.check_limits()?;
         let models = match &limits.models {
@@ -143,7 +148,7 @@ impl Database {
         let [rpm, images_per_minute, max_concurrent] = limit_args(limits);
         let sql = concat!(
             "UPDATE api_keys SET rpm = $2, images_per_minute = $3, max_concurrent = $4, \
-             models = $5 WHERE id = $1 RETURNING ",
+             models = $5, default_response_format = $6 WHERE id = $1 RETURNING ",
             key_columns!()
         );
         let args = [
@@ -152,6 +157,7 @@ impl Database {
             images_per_minute,
             max_concurrent,
             (&models).into(),
+            format_arg(limits.default_response_format),
         ];
         one_key(id, self.db.write_returning(sql, &args).await?)
     }
@@ -234,7 +240,7 @@ impl Database {
         let prefix = secret::lookup_prefix(&hash);
         let rows: Vec<KeyRow> = self.db.read_all(sql, &[prefix.into()]).await?;
         for row in rows {
-            if secret::hashes_match(&row.9, &hash) {
+            if secret::hashes_match(&row.10, &hash) {
                 let key = key_from_row(row)?;
                 return Ok((!key.revoked).then_some(key));
             }
@@ -267,9 +273,25 @@ fn limit_args(key: &NewKey) -> [Arg<'static>; 3] {
     [key.rpm, key.images_per_minute, key.max_concurrent].map(|limit| limit.map(i64::from).into())
 }
 
+/// A key's `default_response_format`, as bound: its name, or NULL.
+fn format_arg(format: Option<ResponseFormat>) -> Arg<'static> {
+    format.map(ResponseFormat::name).into()
+}
+
 fn key_from_row(row: KeyRow) -> Result<ApiKey> {
-    let (id, name, balance, rpm, images_per_minute, max_concurrent, models, revoked, created_at, _) =
-        row;
+    let (
+        id,
+        name,
+        balance,
+        rpm,
+        images_per_minute,
+        max_concurrent,
+        models,
+        default_response_format,
+        revoked,
+        created_at,
+        _,
+    ) = row;
     let limit = |value: Option<i64>| -> Result<Option<u32>> {
         value
             .map(|v| {
@@ -282,6 +304,13 @@ fn key_from_row(row: KeyRow) -> Result<ApiKey> {
         Some(json) => Some(serde_json::from_str(&json).db()?),
         None => None,
     };
+    let default_response_format = default_response_format
+        .map(|name| {
+            ResponseFormat::from_name(&name).ok_or_else(|| {
+                Error::Internal(format!("key `{id}`: response format `{name}` is unknown"))
+            })
+        })
+        .transpose()?;
     Ok(ApiKey {
         rpm: limit(rpm)?,
         images_per_minute: limit(images_per_minute)?,
@@ -290,6 +319,7 @@ fn key_from_row(row: KeyRow) -> Result<ApiKey> {
         name,
         balance,
         models,
+        default_response_format,
         revoked,
         created_at,
     })

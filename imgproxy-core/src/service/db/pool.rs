@@ -36,6 +36,7 @@ macro_rules! migrations {
             migration!($dialect, 6, "request_ids"),
             migration!($dialect, 7, "idempotency"),
             migration!($dialect, 8, "callback_formats"),
+            migration!($dialect, 9, "key_response_formats"),
         ]
     };
 }

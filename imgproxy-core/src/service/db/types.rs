@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Catalog, Error, Result};
+use crate::{Catalog, Error, ResponseFormat, Result};
 
 /// The most requests or images per minute a key may be given. Above it, leave the limit out.
 pub const MAX_PER_MINUTE: u32 = 1_000_000;
@@ -31,6 +31,9 @@ pub struct NewKey {
     pub max_concurrent: Option<u32>,
     /// The models the key may use; `None` allows every model.
     pub models: Option<Vec<String>>,
+    /// The `response_format` of the key's generations and edits that name none; without one
+    /// (`null`), the server's `default_response_format` applies.
+    pub default_response_format: Option<ResponseFormat>,
 }
 
 impl NewKey {
@@ -134,8 +137,8 @@ fn short(value: &str) -> String {
 }
 
 /// What `PATCH /v1/admin/keys/{id}` changes: a field left out stays as it is, `null` removes
-/// the limit (unlimited, or every model), a value replaces it under the rules of
-/// [`NewKey::check_limits`].
+/// the limit (unlimited, or every model) or the key's default (the server's applies), a value
+/// replaces it under the rules of [`NewKey::check_limits`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyChange {
@@ -151,6 +154,9 @@ pub struct KeyChange {
     /// The models the key may use.
     #[serde(default, deserialize_with = "present")]
     pub models: Option<Option<Vec<String>>>,
+    /// The `response_format` of the key's requests that name none (`null`: the server's).
+    #[serde(default, deserialize_with = "present")]
+    pub default_response_format: Option<Option<ResponseFormat>>,
 }
 
 /// A field that is present (`null` included) is `Some`; `default` makes an absent one `None`.
@@ -163,8 +169,8 @@ where
 }
 
 impl KeyChange {
-    /// `key`'s limits with this change applied, as a [`NewKey`] to check (name and credits are
-    /// left empty: they are not changed here).
+    /// `key`'s limits and default with this change applied, as a [`NewKey`] to check (name and
+    /// credits are left empty: they are not changed here).
     pub fn applied_to(&self, key: &ApiKey) -> NewKey {
         NewKey {
             name: key.name.clone(),
@@ -173,6 +179,9 @@ impl KeyChange {
             images_per_minute: self.images_per_minute.unwrap_or(key.images_per_minute),
             max_concurrent: self.max_concurrent.unwrap_or(key.max_concurrent),
             models: self.models.clone().unwrap_or_else(|| key.models.clone()),
+            default_response_format: self
+                .default_response_format
+                .unwrap_or(key.default_response_format),
         }
     }
 }
@@ -213,6 +222,9 @@ pub struct ApiKey {
     pub max_concurrent: Option<u32>,
     /// The models the key may use; `None` allows every model.
     pub models: Option<Vec<String>>,
+    /// The `response_format` of the key's generations and edits that name none; without one
+    /// (`null`), the server's `default_response_format` applies.
+    pub default_response_format: Option<ResponseFormat>,
     /// A revoked key no longer authenticates.
     pub revoked: bool,
     /// Unix seconds.
