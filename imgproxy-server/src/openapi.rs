@@ -93,25 +93,32 @@ fn binary(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "format": "binary"})
 }
 
-fn events(_: &mut SchemaGenerator) -> Schema {
+/// A `text/event-stream` answer: the schema is each event's (its `event` name and `data`
+/// text), as OpenAPI 3.2's `itemSchema` and schemathesis read it; `description` says what
+/// the events are.
+fn event_stream(description: &str) -> Schema {
     json_schema!({
-        "type": "string",
-        "description": "OpenAI's Server-Sent Events (`stream: true`): `image_generation.partial_image` / `image_edit.partial_image` events, one `*.completed` event per image, `: keep-alive` comments, and a failure as `data: {\"error\": {...}}`."
+        "type": "object",
+        "description": description,
+        "properties": {
+            "event": {"type": "string"},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer"}
+        }
     })
+}
+
+fn events(_: &mut SchemaGenerator) -> Schema {
+    event_stream("OpenAI's Server-Sent Events (`stream: true`): `image_generation.partial_image` / `image_edit.partial_image` events, one `*.completed` event per image, `: keep-alive` comments, and a failure as `data: {\"error\": {...}}`.")
 }
 
 fn chat_chunks(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "description": "`stream: true`: `data:` lines of `chat.completion.chunk` objects (the message with `delta.images`, then the end with `finish_reason` and `usage`), `: keep-alive` comments, `data: [DONE]`; a failure as `data: {\"error\": {...}}`."
-    })
+    event_stream("`stream: true`: `data:` lines of `chat.completion.chunk` objects (the message with `delta.images`, then the end with `finish_reason` and `usage`), `: keep-alive` comments, `data: [DONE]`; a failure as `data: {\"error\": {...}}`.")
 }
 
 fn response_events(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "type": "string",
-        "description": "`stream: true`: the Responses API's events `response.created`, `response.in_progress`, `response.output_item.added`, `response.image_generation_call.in_progress`, `.generating`, `.partial_image`, `.completed`, `response.output_item.done` and `response.completed`; a failure as `error` then `response.failed`."
-    })
+    event_stream("`stream: true`: the Responses API's events `response.created`, `response.in_progress`, `response.output_item.added`, `response.image_generation_call.in_progress`, `.generating`, `.partial_image`, `.completed`, `response.output_item.done` and `response.completed`; a failure as `error` then `response.failed`.")
 }
 
 fn response_object(_: &mut SchemaGenerator) -> Schema {
