@@ -93,13 +93,14 @@ fn binary(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "format": "binary"})
 }
 
-/// A `text/event-stream` answer: the schema is each event's (its `event` name and `data`
-/// text), as OpenAPI 3.2's `itemSchema` and schemathesis read it; `description` says what
-/// the events are.
-fn event_stream(description: &str) -> Schema {
+/// One Server-Sent Event of a `text/event-stream` answer, as a client parses it: before
+/// OpenAPI 3.2's `itemSchema`, a stream's `schema` describes each event (its `event` name and
+/// its `data` lines joined), not the body as one string, and fuzzers check each event by it.
+fn sse_event(description: &str) -> Schema {
     json_schema!({
         "type": "object",
         "description": description,
+        "required": ["data"],
         "properties": {
             "event": {"type": "string"},
             "data": {"type": "string"},
@@ -110,15 +111,15 @@ fn event_stream(description: &str) -> Schema {
 }
 
 fn events(_: &mut SchemaGenerator) -> Schema {
-    event_stream("OpenAI's Server-Sent Events (`stream: true`): `image_generation.partial_image` / `image_edit.partial_image` events, one `*.completed` event per image, `: keep-alive` comments, and a failure as `data: {\"error\": {...}}`.")
+    sse_event("OpenAI's Server-Sent Events (`stream: true`): `image_generation.partial_image` / `image_edit.partial_image` events, one `*.completed` event per image, `: keep-alive` comments, and a failure as `data: {\"error\": {...}}`.")
 }
 
 fn chat_chunks(_: &mut SchemaGenerator) -> Schema {
-    event_stream("`stream: true`: `data:` lines of `chat.completion.chunk` objects (the message with `delta.images`, then the end with `finish_reason` and `usage`), `: keep-alive` comments, `data: [DONE]`; a failure as `data: {\"error\": {...}}`.")
+    sse_event("`stream: true`: `data:` lines of `chat.completion.chunk` objects (the message with `delta.images`, then the end with `finish_reason` and `usage`), `: keep-alive` comments, `data: [DONE]`; a failure as `data: {\"error\": {...}}`.")
 }
 
 fn response_events(_: &mut SchemaGenerator) -> Schema {
-    event_stream("`stream: true`: the Responses API's events `response.created`, `response.in_progress`, `response.output_item.added`, `response.image_generation_call.in_progress`, `.generating`, `.partial_image`, `.completed`, `response.output_item.done` and `response.completed`; a failure as `error` then `response.failed`.")
+    sse_event("`stream: true`: the Responses API's events `response.created`, `response.in_progress`, `response.output_item.added`, `response.image_generation_call.in_progress`, `.generating`, `.partial_image`, `.completed`, `response.output_item.done` and `response.completed`; a failure as `error` then `response.failed`.")
 }
 
 fn response_object(_: &mut SchemaGenerator) -> Schema {
@@ -895,6 +896,29 @@ mod tests {
         assert_eq!(
             envelope["required"],
             json!(["message", "type", "param", "code"])
+        );
+    }
+
+    #[test]
+    fn an_event_stream_is_documented_event_by_event() {
+        let document = document();
+        let mut streams = 0;
+        for route in ROUTES {
+            let answers = &document["paths"][route.path][route.method]["responses"];
+            for answer in answers.as_object().into_iter().flat_map(|a| a.values()) {
+                let Some(schema) = answer["content"].get("text/event-stream") else {
+                    continue;
+                };
+                let event = &schema["schema"];
+                assert_eq!(event["type"], "object", "{} {}", route.method, route.path);
+                assert_eq!(event["properties"]["data"]["type"], "string");
+                assert_eq!(event["required"], json!(["data"]));
+                streams += 1;
+            }
+        }
+        assert_eq!(
+            streams, 4,
+            "generations, edits, chat completions and responses stream"
         );
     }
 

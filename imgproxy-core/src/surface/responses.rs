@@ -159,11 +159,14 @@ pub fn translate(
     }
     // The result is base64 in the item, whatever the server's default for images.
     fields.insert("response_format".into(), "b64_json".into());
-    // Partial images are streamed events: a response that is not streamed has none to show.
     let streams = request.stream == Some(true);
     if streams && tool.contains_key("partial_images") {
         fields.insert("stream".into(), true.into());
     }
+    // `partial_images` says what a streamed response shows while the image is made; clients
+    // define the tool once for streamed and whole responses alike, and a whole response has
+    // no partial images to show, so there it means nothing (the image request would refuse
+    // it without `stream`).
     let params = tool
         .into_iter()
         .filter(|(name, _)| !TOOL_HINTS.contains(&name.as_str()))
@@ -431,15 +434,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!(default.request.model.as_deref(), Some("gpt-image-2"));
-        let (whole, _) = translate_body(
-            json!({"input": "x", "tools": [{"type": "image_generation", "partial_images": 2}]}),
-        )
-        .unwrap();
+        assert_eq!(call.action, "generate");
+    }
+
+    #[test]
+    fn partial_images_only_asks_a_streamed_response_to_stream() {
+        let body = |stream: bool| json!({"input": "x", "stream": stream, "tools": [{"type": "image_generation", "partial_images": 2}]});
+        let (whole, _) = translate_body(body(false)).unwrap();
         assert_eq!(
             (whole.request.partial_images, whole.request.stream),
             (None, None)
         );
-        assert_eq!(call.action, "generate");
+        let (streamed, _) = translate_body(body(true)).unwrap();
+        assert_eq!(
+            (streamed.request.partial_images, streamed.request.stream),
+            (Some(2), Some(true))
+        );
     }
 
     #[test]
