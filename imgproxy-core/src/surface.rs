@@ -53,12 +53,8 @@ impl ParamPaths {
                 code,
             } => {
                 let path = self.path(&param);
-                let mut message = message.replace(&format!("`{param}`"), &format!("`{path}`"));
-                if let Some(rest) = message.strip_prefix(&format!("{param} ")) {
-                    message = format!("{path} {rest}");
-                }
                 Error::InvalidRequest {
-                    message,
+                    message: replace_word(&message, &param, path),
                     param: Some(path.to_owned()),
                     code,
                 }
@@ -74,9 +70,22 @@ impl Translated {
     /// likely a text model, which imgproxy does not serve (the Images API answers 404 for
     /// it); retired and unserved models keep their own answers. The image carried from an
     /// earlier answer is edited only by a model that takes reference images: another makes a
-    /// new image from the prompt.
+    /// new image from the prompt. What these clients send by habit and a model cannot use
+    /// means nothing for it: the end user's id (`user`, `safety_identifier`) where the model
+    /// takes none, partial images where it makes none.
     pub fn fit(&mut self, catalog: &Catalog) -> Result<(), Error> {
         let model = self.request.model.as_deref().and_then(|m| catalog.get(m));
+        if let Some(model) = model {
+            if model.param("user").is_none() {
+                self.request.user = None;
+            }
+            if model.param("safety_identifier").is_none() {
+                self.request.safety_identifier = None;
+            }
+            if !model.has(crate::Capability::Streaming) {
+                self.request.partial_images = None;
+            }
+        }
         if self.carried_image && model.is_some_and(|m| m.max_reference_images == 0) {
             if let Some(images) = &mut self.request.images {
                 images.remove(0);
@@ -96,6 +105,24 @@ impl Translated {
             _ => Ok(()),
         }
     }
+}
+
+/// `text` with every mention of `word` as a whole name (not inside a longer name or path)
+/// replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let part_of_name = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let (before, after) = (&rest[..at], &rest[at + word.len()..]);
+        let whole = !before.chars().next_back().is_some_and(part_of_name)
+            && !after.chars().next().is_some_and(part_of_name);
+        out.push_str(before);
+        out.push_str(if whole { with } else { word });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Builds the image request from named parameters: `fields` are the image request's own
@@ -189,8 +216,14 @@ mod tests {
             renamed.to_string(),
             "`image_config.image_size` `8K` is not one of 1K, 2K"
         );
-        let leading = paths.rename(Error::invalid_param("image_size", "image_size `8K` is bad"));
-        assert_eq!(leading.to_string(), "image_config.image_size `8K` is bad");
+        let bare = paths.rename(Error::invalid_param(
+            "image_size",
+            "model `m` does not support image_size `8K`; see image_sizes",
+        ));
+        assert_eq!(
+            bare.to_string(),
+            "model `m` does not support image_config.image_size `8K`; see image_sizes"
+        );
         let kept = paths.rename(Error::invalid_param("n", "bad n"));
         assert_eq!(kept.param(), Some("n"));
     }

@@ -559,7 +559,7 @@ def test_the_same_request_costs_the_same_through_every_door_and_the_ledger_names
         assert reserve["request_id"] == settle["request_id"] == raw.headers.get("x-request-id"), rows
         assert reserve["inputs"]["surface"] == route, f"the charge must record its route: {reserve['inputs']}"
         assert reserve["model"] == settle["model"] == "nano-banana-2"
-        assert settle["inputs"]["kept"] == NANO_BANANA_2_AT_2K, settle
+        assert settle["inputs"]["kept"] == NANO_BANANA_2_AT_2K and settle["inputs"]["surface"] == route, settle
 
     calls = gemini.generate_calls()
     assert len(calls) == len(DOORS)

@@ -504,8 +504,13 @@ mod tests {
             })
         };
         let mut edits = chat(conversation("nano-banana-2")).unwrap();
+        edits.request.user = Some("end-user-1".into());
         edits.fit(&catalog).unwrap();
         assert_eq!(edits.request.images.map(|i| i.len()), Some(1));
+        assert_eq!(
+            edits.request.user, None,
+            "a chat client's habitual `user` means nothing to a model that takes none"
+        );
         // FLUX.1 [schnell] on Together takes no reference image.
         let mut draws = chat(conversation("flux-schnell")).unwrap();
         draws.fit(&catalog).unwrap();
