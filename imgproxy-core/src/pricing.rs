@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::ValidatedRequest;
 
 /// A model's price. The base price of one image is the `by_quality_and_resolution` entry for
-/// the request's quality and tier if there is one, else the `by_quality` entry for its
-/// quality, else the `by_resolution` entry for its tier, else `per_image`; with
-/// `scale_by_area`, an explicit size larger than 1024×1024 multiplies it by its area, and with
-/// `per_extra_megapixel` each megapixel past the first adds that much.
+/// the request's quality (the value of its `quality_param`) and tier if there is one, else the
+/// `by_quality` entry for its quality, else the `by_resolution` entry for its tier, else
+/// `per_image`; with `scale_by_area`, an explicit size larger than 1024×1024 multiplies it by
+/// its area, and with `per_extra_megapixel` each megapixel past the first adds that much.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pricing {
@@ -20,6 +20,11 @@ pub struct Pricing {
     /// Credits per image by `quality`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_quality: BTreeMap<String, u64>,
+    /// The parameter whose value `by_quality` and `by_quality_and_resolution` are keyed by:
+    /// `quality` unless named here, for upstreams whose price follows a knob of their own
+    /// (Ideogram's `rendering_speed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality_param: Option<String>,
     /// Credits per image by resolution tier (`1K`, `2K`, `4K`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_resolution: BTreeMap<String, u64>,
@@ -46,10 +51,20 @@ fn is_zero(value: &u64) -> bool {
     *value == 0
 }
 
+/// The quality `request` is priced at: the value of its model's `quality_param`.
+pub fn priced_quality(request: &ValidatedRequest) -> Option<&str> {
+    let pricing = request.model.pricing.as_ref();
+    request.param_str(
+        pricing
+            .and_then(|p| p.quality_param.as_deref())
+            .unwrap_or("quality"),
+    )
+}
+
 /// Credits for one image of `request`, or `None` if the model has no price.
 pub fn credits_per_image(request: &ValidatedRequest) -> Option<u64> {
     let pricing = request.model.pricing.as_ref()?;
-    let quality = request.param_str("quality");
+    let quality = priced_quality(request);
     let tier = request.tier();
     let by_both = quality
         .and_then(|q| pricing.by_quality_and_resolution.get(q))
@@ -137,6 +152,16 @@ mod tests {
         assert_eq!(
             price("grok-imagine-image-2.0", &[("image_size", "2K")]),
             Some(80)
+        );
+        // Priced by a parameter of the upstream's own (`quality_param`), its default included.
+        assert_eq!(price("ideogram-v3", &[]), Some(60));
+        assert_eq!(
+            price("ideogram-v3", &[("rendering_speed", "TURBO")]),
+            Some(30)
+        );
+        assert_eq!(
+            price("ideogram-v3", &[("rendering_speed", "QUALITY")]),
+            Some(90)
         );
         // The first megapixel, then each started one after it.
         assert_eq!(price("flux-2-pro", &[("size", "1024x1024")]), Some(30));

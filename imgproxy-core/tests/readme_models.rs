@@ -20,6 +20,10 @@ fn price(pricing: Option<&Pricing>) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let quality = pricing
+        .quality_param
+        .as_deref()
+        .map_or("quality".to_owned(), |param| format!("`{param}`"));
     let mut text = pricing.per_image.to_string();
     if !pricing.by_quality_and_resolution.is_empty() {
         let tiers: Vec<String> = pricing
@@ -27,9 +31,9 @@ fn price(pricing: Option<&Pricing>) -> String {
             .iter()
             .map(|(quality, tiers)| format!("{quality}: {}", table(tiers)))
             .collect();
-        let _ = write!(text, "; by quality and tier: {}", tiers.join("; "));
+        let _ = write!(text, "; by {quality} and tier: {}", tiers.join("; "));
     } else if !pricing.by_quality.is_empty() {
-        let _ = write!(text, "; by quality: {}", table(&pricing.by_quality));
+        let _ = write!(text, "; by {quality}: {}", table(&pricing.by_quality));
     }
     if !pricing.by_resolution.is_empty() {
         let _ = write!(text, "; by tier: {}", table(&pricing.by_resolution));

@@ -140,6 +140,15 @@ pub const PROVIDERS: &[ProviderEntry] = &[
             start!(settings, TogetherProvider, UpstreamSettings)
         },
     },
+    ProviderEntry {
+        name: imgproxy_provider_ideogram::PROVIDER_ID,
+        key_vars: &["IDEOGRAM_API_KEY"],
+        base_url_var: "IDEOGRAM_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_ideogram::IdeogramProvider;
+            start!(settings, IdeogramProvider, UpstreamSettings)
+        },
+    },
 ];
 
 #[cfg(test)]

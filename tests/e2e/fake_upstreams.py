@@ -1138,6 +1138,155 @@ class FakeTogether(_ImageHost):
 
 
 # --------------------------------------------------------------------------------------------
+# providers-2.md §12 Ideogram 3.0
+# --------------------------------------------------------------------------------------------
+
+IDEOGRAM_RESOLUTIONS = set(
+    """512x1536 576x1408 576x1472 576x1536 640x1344 640x1408 640x1472 640x1536 704x1152 704x1216
+    704x1280 704x1344 704x1408 704x1472 736x1312 768x1088 768x1216 768x1280 768x1344 800x1280
+    832x960 832x1024 832x1088 832x1152 832x1216 832x1248 864x1152 896x960 896x1024 896x1088
+    896x1120 896x1152 960x832 960x896 960x1024 960x1088 1024x832 1024x896 1024x960 1024x1024
+    1088x768 1088x832 1088x896 1088x960 1120x896 1152x704 1152x832 1152x864 1152x896 1216x704
+    1216x768 1216x832 1248x832 1280x704 1280x768 1280x800 1312x736 1344x640 1344x704 1344x768
+    1408x576 1408x640 1408x704 1472x576 1472x640 1472x704 1536x512 1536x576 1536x640""".split()
+)
+IDEOGRAM_RATIOS = {"1x3", "3x1", "1x2", "2x1", "9x16", "16x9", "10x16", "16x10", "2x3", "3x2", "3x4", "4x3", "4x5", "5x4", "1x1"}
+IDEOGRAM_ENUMS = {
+    "rendering_speed": {"FLASH", "TURBO", "DEFAULT", "QUALITY"},
+    "magic_prompt": {"AUTO", "ON", "OFF"},
+    "style_type": {"AUTO", "GENERAL", "REALISTIC", "DESIGN", "FICTION"},
+}
+IDEOGRAM_TEXT = {
+    "prompt",
+    "seed",
+    "resolution",
+    "aspect_ratio",
+    "rendering_speed",
+    "magic_prompt",
+    "negative_prompt",
+    "num_images",
+    "color_palette",
+    "style_codes",
+    "style_type",
+    "style_preset",
+}
+IDEOGRAM_FILES = {"style_reference_images", "character_reference_images", "character_reference_images_mask"}
+IDEOGRAM_IMAGE_TYPES = {"image/jpeg", "image/png", "image/webp"}
+IDEOGRAM_SAFETY_ERROR = {"error": "Prompt or provided image failed the safety checks"}
+
+
+class FakeIdeogram(_ImageHost):
+    """``POST /v1/ideogram-v3/generate`` and ``/remix`` (providers-2.md §12): multipart/form-data
+    with the key in ``Api-Key``, checked part by part against the documented fields (one of the 69
+    ``resolution``s or 15 ``aspect_ratio``s written ``16x9``, never both; the enums;
+    ``num_images`` 1-8; ``seed`` 0-2^31-1; ``image`` and ``image_weight`` on ``/remix`` only).
+    Answers ``{"created": <ISO>, "data": [...]}`` with expiring-style URLs that this fake serves,
+    only to requests without the key; ``prompt`` is MagicPrompt's rewrite unless it is ``OFF``.
+
+    Keywords in the prompt: ``MODERATE`` → 422 (the safety check), ``RATELIMIT`` → 429 with
+    ``Retry-After``, ``FAIL500`` → 500, ``GARBAGE`` → a 200 without ``data``, ``UNSAFEIMG`` →
+    the images at even indexes (the first, third, ...) withheld: ``is_image_safe: false`` and
+    no URL (so one image asked is every image withheld)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def api_calls(self) -> list[Recorded]:
+        return self.calls("POST", prefix="/v1/")
+
+    def download_calls(self) -> list[Recorded]:
+        return self.calls("GET", prefix="/files/")
+
+    def route(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/") and "api-key" in request.headers:
+            self.problem("ideogram: an image download carried the `Api-Key`")
+        if (kept := self.serve_kept(request)) is not None:
+            return kept
+        action = request.path.removeprefix("/v1/ideogram-v3/")
+        if request.method != "POST" or action not in ("generate", "remix"):
+            self.problem(f"ideogram: unexpected {request.target}")
+            return Response(404, {"error": f"Not found: {request.path}"})
+        if request.headers.get("api-key") != self.key:
+            self.problem(f"ideogram: {request.target} without `Api-Key: <key>`")
+            return Response(401, {"error": "Not authorized to generate an image."})
+        if "authorization" in request.headers:
+            self.problem("ideogram: an `Authorization` header was sent (Ideogram takes `Api-Key`)")
+        if not request.is_multipart:
+            self.problem(f"ideogram: {request.target} is {request.headers.get('content-type')!r}, not multipart/form-data")
+            return Response(400, {"error": "Expected multipart/form-data"})
+        try:
+            parts = request.parts
+        except ValueError as error:
+            self.problem(f"ideogram: unreadable form: {error}")
+            return Response(400, {"error": f"Invalid form: {error}"})
+        if why := self._form_problem(action, parts):
+            self.problem(f"ideogram: {why}; parts {request.part_summary()}")
+            return Response(400, {"error": why})
+        form = request.form
+        prompt = form["prompt"]
+        if "MODERATE" in prompt:
+            return Response(422, IDEOGRAM_SAFETY_ERROR)
+        if "RATELIMIT" in prompt:
+            return Response(429, {"error": "Too many requests"}, headers={"Retry-After": "7"})
+        if "FAIL500" in prompt:
+            return Response(500, {"error": "Internal server error"})
+        if "GARBAGE" in prompt:
+            return Response(200, {"created": "2026-06-02T16:24:11Z"})
+        revised = prompt if form.get("magic_prompt") == "OFF" else f"{prompt}, vivid poster art with crisp lettering"
+        data = []
+        for index in range(int(form.get("num_images", "1"))):
+            item: dict[str, Any] = {
+                "prompt": revised,
+                "resolution": form.get("resolution", "1024x1024"),
+                "seed": int(form.get("seed", "12345")),
+                "style_type": form.get("style_type", "GENERAL"),
+            }
+            if "UNSAFEIMG" in prompt and index % 2 == 0:
+                item.update(url=None, is_image_safe=False)
+            else:
+                url = self.keep(self.new_png())
+                item.update(url=f"{url}?exp=1743867804&sig=e13e12677633f646", is_image_safe=True)
+            data.append(item)
+        return Response(200, {"created": "2026-06-02T16:24:11Z", "data": data})
+
+    @staticmethod
+    def _form_problem(action: str, parts: list[Any]) -> str | None:
+        """Why the form breaks the documented fields, or None."""
+        names = [part.name for part in parts]
+        repeated = sorted({n for n in names if names.count(n) > 1} - IDEOGRAM_FILES)
+        if repeated:
+            return f"repeated parts {repeated}"
+        text = {part.name: part.text for part in parts if not part.is_file}
+        files = {part.name: part for part in parts if part.is_file}
+        allowed_text = IDEOGRAM_TEXT | ({"image_weight"} if action == "remix" else set())
+        allowed_files = IDEOGRAM_FILES | ({"image"} if action == "remix" else set())
+        if unknown := sorted(set(text) - allowed_text) + sorted(set(files) - allowed_files):
+            return f"/{action} takes no {unknown}"
+        if not text.get("prompt"):
+            return "`prompt` is required"
+        if "resolution" in text and "aspect_ratio" in text:
+            return "`resolution` cannot be used in conjunction with `aspect_ratio`"
+        if "resolution" in text and text["resolution"] not in IDEOGRAM_RESOLUTIONS:
+            return f"resolution {text['resolution']!r} is not one of Ideogram 3.0's"
+        if "aspect_ratio" in text and text["aspect_ratio"] not in IDEOGRAM_RATIOS:
+            return f"aspect_ratio {text['aspect_ratio']!r} is not one of Ideogram 3.0's (written like 16x9)"
+        for name, values in IDEOGRAM_ENUMS.items():
+            if name in text and text[name] not in values:
+                return f"{name} {text[name]!r} is not one of {sorted(values)}"
+        for name, low, high in (("num_images", 1, 8), ("seed", 0, 2**31 - 1), ("image_weight", 1, 100)):
+            if name in text and not (re.fullmatch(r"\d+", text[name]) and low <= int(text[name]) <= high):
+                return f"{name} {text[name]!r} is not an integer from {low} to {high}"
+        if action == "remix":
+            image = files.get("image")
+            if image is None:
+                return "/remix needs the `image` file"
+            if image.content_type not in IDEOGRAM_IMAGE_TYPES or len(image.data) > 10 * 1024 * 1024:
+                return f"the remixed image is {image.content_type} of {len(image.data)} bytes (JPEG, PNG or WebP up to 10 MB)"
+        return None
+
+
+# --------------------------------------------------------------------------------------------
 # Reference images
 # --------------------------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ impl Meter<'_> {
                     "provider": model.provider,
                     "n": request.n,
                     "credits_per_image": per_image,
-                    "quality": request.param_str("quality"),
+                    "quality": pricing::priced_quality(request),
                     "tier": request.tier(),
                     "reference_images": request.reference_images.len(),
                     "surface": self.surface,
