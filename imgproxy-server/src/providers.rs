@@ -149,6 +149,15 @@ pub const PROVIDERS: &[ProviderEntry] = &[
             start!(settings, IdeogramProvider, UpstreamSettings)
         },
     },
+    ProviderEntry {
+        name: imgproxy_provider_dashscope::PROVIDER_ID,
+        key_vars: &["DASHSCOPE_API_KEY"],
+        base_url_var: "DASHSCOPE_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_dashscope::DashScopeProvider;
+            start!(settings, DashScopeProvider, UpstreamSettings)
+        },
+    },
 ];
 
 #[cfg(test)]

@@ -1287,6 +1287,270 @@ class FakeIdeogram(_ImageHost):
 
 
 # --------------------------------------------------------------------------------------------
+# providers-2.md §8 Alibaba Cloud Model Studio / DashScope (Qwen-Image)
+# --------------------------------------------------------------------------------------------
+
+DASHSCOPE_API = "/api/v1"
+DASHSCOPE_FIXED_SIZES = {"1664*928", "1472*1104", "1472*1140", "1328*1328", "1104*1472", "1140*1472", "928*1664"}
+DASHSCOPE_FIXED = {"qwen-image", "qwen-image-plus", "qwen-image-max"}  # five sizes, n = 1, no images
+DASHSCOPE_FREE = {"qwen-image-2.0", "qwen-image-2.0-pro", "qwen-image-3.0", "qwen-image-3.0-pro"}  # 0-3 images, n 1-6
+DASHSCOPE_EDIT = {"qwen-image-edit", "qwen-image-edit-plus", "qwen-image-edit-max"}  # 1-3 images
+DASHSCOPE_TASK_MODELS = {"qwen-image", "qwen-image-plus"}  # the only ones the text2image task API takes
+DASHSCOPE_SIZE = re.compile(r"^([1-9]\d*)\*([1-9]\d*)$")
+
+
+def dashscope_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, {"request_id": "7a1b0c2d-e2e0-0000-0000-000000000000", "code": code, "message": message}, headers=headers or {})
+
+
+@dataclass
+class _DashScopeTask:
+    id: str
+    body: dict[str, Any]
+    polls_left: int
+    outcome: str  # "succeed", "fail", "moderate", "never"
+    status: str = "PENDING"
+    url: str | None = None
+
+
+class FakeDashScope(_ImageHost):
+    """DashScope under :data:`DASHSCOPE_API` (Bearer key): ``POST
+    services/aigc/multimodal-generation/generation`` answers ``output.choices[0].message.content``
+    with one ``{"image": URL}`` per image; ``POST services/aigc/text2image/image-synthesis`` (only
+    with ``X-DashScope-Async: enable``, only ``qwen-image[-plus]``) answers a ``PENDING`` task that
+    ``GET tasks/{id}`` answers ``RUNNING`` ``running_polls`` times, then ``SUCCEEDED`` with a
+    result URL; ``POST tasks/{id}/cancel`` cancels a task still ``PENDING``. Result URLs carry an
+    OSS-style signature whose query string must be kept; a download without it is a problem.
+
+    Mixing the modes is the real 403 ``AccessDenied``; a size not ``W*H``, a size or ``n`` the
+    model does not take, images where the model takes none (or too many), and a missing
+    ``prompt_extend`` / ``watermark`` (their defaults differ between doc revisions, so an
+    adapter must send them) are noted in :attr:`problems`. Prompt keywords: ``MODERATE``
+    (``DataInspectionFailed``: HTTP 400 on the synchronous API, a ``FAILED`` task on the task
+    API), ``RATELIMIT`` (429 ``Throttling.RateQuota`` with ``Retry-After``), ``FAIL500``,
+    ``ERR200`` (HTTP 200 carrying an error code), ``B64OUT`` (base64 images instead of URLs),
+    ``FAILJOB`` (a task that ends ``FAILED``) and ``NEVER`` (a task that never ends)."""
+
+    def __init__(self, key: str, running_polls: int = 1) -> None:
+        super().__init__()
+        self.key = key
+        self.running_polls = running_polls
+        self.tasks: dict[str, _DashScopeTask] = {}
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}{DASHSCOPE_API}"
+
+    def generation_calls(self) -> list[Recorded]:
+        return self.calls("POST", f"{DASHSCOPE_API}/services/aigc/multimodal-generation/generation")
+
+    def submit_calls(self) -> list[Recorded]:
+        return self.calls("POST", f"{DASHSCOPE_API}/services/aigc/text2image/image-synthesis")
+
+    def poll_calls(self) -> list[Recorded]:
+        return self.calls("GET", prefix=f"{DASHSCOPE_API}/tasks/")
+
+    def cancel_calls(self) -> list[Recorded]:
+        return [r for r in self.calls("POST", prefix=f"{DASHSCOPE_API}/tasks/") if r.path.endswith("/cancel")]
+
+    def route(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/"):
+            if not {"Expires", "Signature"} <= set(request.query):
+                self.problem(f"dashscope: result {request.path} downloaded without its signed query string")
+                return Response(403, "<Error><Code>AccessDenied</Code></Error>", content_type="application/xml")
+            if "authorization" in request.headers:
+                self.problem("dashscope: the API key was sent to the result host")
+            return self.serve_kept(request) or Response(404, "not found")
+        if not request.path.startswith(f"{DASHSCOPE_API}/"):
+            self.problem(f"dashscope: unexpected {request.target}")
+            return dashscope_error(404, "NotFound", f"Not found: {request.path}")
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            self.problem(f"dashscope: {request.target} without `Authorization: Bearer <key>`")
+            return dashscope_error(401, "InvalidApiKey", "Invalid API-key provided.")
+        route = request.path[len(DASHSCOPE_API) :]
+        if request.method == "POST" and route == "/services/aigc/multimodal-generation/generation":
+            return self._generate(request)
+        if request.method == "POST" and route == "/services/aigc/text2image/image-synthesis":
+            return self._submit(request)
+        match = re.fullmatch(r"/tasks/([A-Za-z0-9_-]+)(/cancel)?", route)
+        if match and request.method == "GET" and not match.group(2):
+            return self._poll(match.group(1))
+        if match and request.method == "POST" and match.group(2):
+            return self._cancel(match.group(1))
+        self.problem(f"dashscope: unexpected {request.target}")
+        return dashscope_error(404, "NotFound", f"Not found: {request.path}")
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _parameters_problem(self, model: str, parameters: Any, images: int) -> str | None:
+        """Why ``parameters`` (and ``images`` input images) break ``model``'s limits, or None."""
+        if not isinstance(parameters, dict):
+            return "`parameters` is not an object"
+        for flag in ("prompt_extend", "watermark"):
+            if model != "qwen-image-edit" and not isinstance(parameters.get(flag), bool):
+                return f"`{flag}` not sent as a boolean (its default differs between doc revisions)"
+        n, size = parameters.get("n", 1), parameters.get("size")
+        if size is not None:
+            match = DASHSCOPE_SIZE.match(size) if isinstance(size, str) else None
+            if not match:
+                return f"size {size!r} is not `W*H`"
+            width, height = int(match.group(1)), int(match.group(2))
+            if model in DASHSCOPE_FIXED and size not in DASHSCOPE_FIXED_SIZES:
+                return f"size {size} is not one of {model}'s sizes"
+            if model in DASHSCOPE_FREE and not 512 * 512 <= width * height <= 2048 * 2048:
+                return f"size {size} is outside 512*512..2048*2048 pixels"
+            if model == "qwen-image-edit":
+                return "qwen-image-edit takes no size"
+            if model in DASHSCOPE_EDIT and not (512 <= width <= 2048 and 512 <= height <= 2048):
+                return f"size {size}: each side must be 512-2048"
+        one_only = model in DASHSCOPE_FIXED or model == "qwen-image-edit"
+        if not isinstance(n, int) or not 1 <= n <= (1 if one_only else 6):
+            return f"n {n!r} for {model}"
+        seed = parameters.get("seed")
+        if seed is not None and not (isinstance(seed, int) and 0 <= seed <= 2147483647):
+            return f"seed {seed!r} is outside 0..2147483647"
+        if model in DASHSCOPE_FIXED and images:
+            return f"{model} takes no input image"
+        if model in DASHSCOPE_EDIT and not 1 <= images <= 3:
+            return f"{model} takes 1-3 input images, got {images}"
+        if images > 3:
+            return f"{images} input images (at most 3)"
+        return None
+
+    def _keyword_failure(self, prompt: str) -> Response | None:
+        if "RATELIMIT" in prompt:
+            return dashscope_error(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.", {"Retry-After": "7"})
+        if "FAIL500" in prompt:
+            return dashscope_error(500, "InternalError", "An internal error has occured, please try again later.")
+        if "ERR200" in prompt:
+            return dashscope_error(200, "InternalError.Algo", "An internal error occurred in the algorithm.")
+        return None
+
+    def _generate(self, request: Recorded) -> Response:
+        if "x-dashscope-async" in request.headers:
+            self.problem("dashscope: X-DashScope-Async sent to the synchronous API")
+            return dashscope_error(403, "AccessDenied", "current user api does not support asynchronous calls")
+        body, why = _json_body(self, request, "dashscope")
+        if body is None:
+            return dashscope_error(400, "InvalidParameter", why or "bad body")
+        model = body.get("model")
+        if model not in DASHSCOPE_FIXED | DASHSCOPE_FREE | DASHSCOPE_EDIT:
+            self.problem(f"dashscope: unknown model {model!r}")
+            return dashscope_error(400, "InvalidParameter", f"Model not exist: {model}")
+        messages = (body.get("input") or {}).get("messages")
+        if not isinstance(messages, list) or len(messages) != 1 or messages[0].get("role") != "user":
+            self.problem(f"dashscope: input.messages is not one user message: {str(body.get('input'))[:300]}")
+            return dashscope_error(400, "InvalidParameter", "input.messages must hold one user message")
+        content = messages[0].get("content")
+        items = content if isinstance(content, list) else []
+        texts = [item["text"] for item in items if isinstance(item, dict) and set(item) == {"text"}]
+        images = [item["image"] for item in items if isinstance(item, dict) and set(item) == {"image"}]
+        if len(texts) != 1 or len(texts) + len(images) != len(items) or not isinstance(texts[0], str):
+            self.problem(f"dashscope: content must be one {{text}} item and {{image}} items: {str(content)[:300]}")
+            return dashscope_error(400, "InvalidParameter", "invalid content")
+        for image in images:
+            if isinstance(image, str) and image.startswith("data:"):
+                decode_data_url(image)
+            elif not (isinstance(image, str) and image.startswith(("http://", "https://"))):
+                self.problem(f"dashscope: input image is neither a URL nor a data URL: {str(image)[:80]}")
+        parameters = body.get("parameters")
+        why = self._parameters_problem(model, parameters, len(images))
+        if why:
+            self.problem(f"dashscope: {model}: {why}")
+            return dashscope_error(400, "InvalidParameter", why)
+        prompt = texts[0]
+        if "MODERATE" in prompt:
+            return dashscope_error(400, "DataInspectionFailed", "Input data may contain inappropriate content.")
+        if (failure := self._keyword_failure(prompt)) is not None:
+            return failure
+        if "GARBAGE" in prompt:
+            return Response(200, {"output": {"choices": []}, "request_id": "r"})
+        if "SLOW" in prompt:
+            time.sleep(3)
+        n = parameters.get("n", 1)
+        pngs = [self.new_png() for _ in range(n)]
+        if "B64OUT" in prompt:
+            content_out = [{"image": base64.b64encode(png).decode()} for png in pngs]
+            with self.lock:
+                self.images.extend(pngs)
+        else:
+            content_out = [{"image": self._signed(self.keep(png))} for png in pngs]
+        return Response(
+            200,
+            {
+                "output": {"choices": [{"finish_reason": "stop", "message": {"role": "assistant", "content": content_out}}]},
+                "usage": {"width": 16, "height": 16, "image_count": n},
+                "request_id": f"d0250a3d-{self.next_id('')}",
+            },
+        )
+
+    def _submit(self, request: Recorded) -> Response:
+        if request.headers.get("x-dashscope-async") != "enable":
+            self.problem("dashscope: text2image submitted without `X-DashScope-Async: enable`")
+            return dashscope_error(403, "AccessDenied", "current user api does not support synchronous calls")
+        body, why = _json_body(self, request, "dashscope")
+        if body is None:
+            return dashscope_error(400, "InvalidParameter", why or "bad body")
+        model = body.get("model")
+        if model not in DASHSCOPE_TASK_MODELS:
+            self.problem(f"dashscope: {model!r} submitted to the text2image task API")
+            return dashscope_error(403, "AccessDenied", "current user api does not support asynchronous calls")
+        prompt = (body.get("input") or {}).get("prompt")
+        if not isinstance(prompt, str) or not prompt or "messages" in body.get("input", {}):
+            self.problem(f"dashscope: the task API takes input.prompt: {str(body.get('input'))[:300]}")
+            return dashscope_error(400, "InvalidParameter", "input.prompt is required")
+        why = self._parameters_problem(model, body.get("parameters"), 0)
+        if why:
+            self.problem(f"dashscope: {model}: {why}")
+            return dashscope_error(400, "InvalidParameter", why)
+        if (failure := self._keyword_failure(prompt)) is not None:
+            return failure
+        outcome = "moderate" if "MODERATE" in prompt else "fail" if "FAILJOB" in prompt else "never" if "NEVER" in prompt else "succeed"
+        task = _DashScopeTask(id=f"0385dc79-{self.next_id('')}", body=body, polls_left=self.running_polls, outcome=outcome)
+        with self.lock:
+            self.tasks[task.id] = task
+        return Response(200, {"output": {"task_status": "PENDING", "task_id": task.id}, "request_id": f"4909100c-{self.next_id('')}"})
+
+    def _poll(self, task_id: str) -> Response:
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is None:
+                return Response(200, {"request_id": "r", "output": {"task_id": task_id, "task_status": "UNKNOWN"}})
+            if task.status in ("PENDING", "RUNNING") and (task.polls_left > 0 or task.outcome == "never"):
+                task.polls_left -= 1
+                task.status = "RUNNING"
+            elif task.status in ("PENDING", "RUNNING"):
+                task.status = {"succeed": "SUCCEEDED"}.get(task.outcome, "FAILED")
+            output: dict[str, Any] = {"task_id": task.id, "task_status": task.status, "submit_time": "2026-12-01 11:38:54.741"}
+            if task.status == "FAILED":
+                output["code"], output["message"] = (
+                    ("DataInspectionFailed", "Output data may contain inappropriate content.")
+                    if task.outcome == "moderate"
+                    else ("InternalError.Algo", "An internal error occurred in the algorithm.")
+                )
+            ready = task.status == "SUCCEEDED" and task.url is None
+        if ready:
+            task.url = self._signed(self.keep(self.new_png()))
+        if task.status == "SUCCEEDED":
+            prompt = task.body["input"]["prompt"]
+            output["results"] = [{"orig_prompt": prompt, "actual_prompt": f"{prompt}, detailed", "url": task.url}]
+        return Response(200, {"request_id": "r", "output": output, "usage": {"image_count": 1 if task.url else 0}})
+
+    def _cancel(self, task_id: str) -> Response:
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is not None and task.status == "PENDING":
+                task.status = "CANCELED"
+                return Response(200, {"request_id": "r"})
+        return dashscope_error(400, "UnsupportedOperation", "Failed to cancel the task, please confirm if the task is in PENDING status.")
+
+    @staticmethod
+    def _signed(url: str) -> str:
+        return f"{url}?Expires=1767225600&OSSAccessKeyId=LTAI5tFake&Signature=c2lnbmVk%3D"
+
+
+
+# --------------------------------------------------------------------------------------------
 # Reference images
 # --------------------------------------------------------------------------------------------
 
