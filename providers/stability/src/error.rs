@@ -29,16 +29,13 @@ pub(crate) fn error_from_status(
 ) -> ProviderError {
     let envelope: ErrorEnvelope = serde_json::from_slice(body).unwrap_or_default();
     let message = message_of(&envelope).unwrap_or_else(|| excerpt(body));
-    let client_error = (400..500).contains(&status);
     match status {
-        _ if client_error && envelope.name.as_deref() == Some(CONTENT_MODERATION) => {
-            ProviderError::ModerationBlocked {
-                message: format!(
-                    "Stability's content moderation refused the request: {}",
-                    short(&message)
-                ),
-            }
-        }
+        _ if is_moderation(status, &envelope, &message) => ProviderError::ModerationBlocked {
+            message: format!(
+                "Stability's content moderation refused the request: {}",
+                short(&message)
+            ),
+        },
         // Out of credits: waiting does not help, another key may (the key pool takes it out).
         402 => ProviderError::QuotaExhausted {
             message: "the Stability account is out of credits".into(),
@@ -57,6 +54,15 @@ pub(crate) fn error_from_status(
         },
         _ => status_error(status, retry_after, &message),
     }
+}
+
+/// Whether a 4xx is the refusal of the content: named `content_moderation`, or (the name
+/// being third-party knowledge) a 403 whose words say moderation. A refusal taken for a
+/// rejected key would take a good key out of the pool.
+fn is_moderation(status: u16, envelope: &ErrorEnvelope, message: &str) -> bool {
+    let named = envelope.name.as_deref() == Some(CONTENT_MODERATION);
+    let worded = status == 403 && message.to_lowercase().contains("moderation");
+    (400..500).contains(&status) && (named || worded)
 }
 
 /// The envelope's texts joined, else its `message`, else its `name`.
@@ -106,6 +112,14 @@ mod tests {
             message.contains("flagged by our content moderation"),
             "{message}"
         );
+        assert!(matches!(
+            error_from_status(
+                403,
+                None,
+                &envelope("forbidden", &["Flagged by content moderation"])
+            ),
+            ProviderError::ModerationBlocked { .. }
+        ));
         assert_eq!(
             error_from_status(403, None, &envelope("forbidden", &["sk-secret is banned"])),
             ProviderError::Unauthorized { status: 403 }
