@@ -14,7 +14,7 @@ use crate::{pricing::Pricing, Error, Result};
 
 /// The catalog shipped inside the binary, one file per provider family. Order matters: when
 /// several providers can serve one model id, the earlier file's variant is preferred.
-const EMBEDDED_CATALOG: [&str; 10] = [
+const EMBEDDED_CATALOG: [&str; 11] = [
     include_str!("../catalog/placeholder.toml"),
     include_str!("../catalog/openai.toml"),
     include_str!("../catalog/gemini.toml"),
@@ -25,6 +25,7 @@ const EMBEDDED_CATALOG: [&str; 10] = [
     include_str!("../catalog/together.toml"),
     include_str!("../catalog/ideogram.toml"),
     include_str!("../catalog/dashscope.toml"),
+    include_str!("../catalog/stability.toml"),
 ];
 
 /// Upstream ids their providers have shut down (`catalog/shutdown.toml`).

@@ -1,7 +1,8 @@
 //! Request parameters that arrive as text (URL queries, multipart form parts) turned into the
 //! JSON an [`ImageRequest`] is read from: each value gets the type its field has in OpenAI's
 //! request, or in the model's catalog entry. Which parameters a surface takes is its own
-//! business (`url_api`, the edits form); the typing is shared here.
+//! business (`url_api`, the edits form); the typing is shared here, and so is the way back,
+//! a value as the text of a form part (for upstreams that take multipart forms).
 
 use serde_json::{Map, Value};
 
@@ -128,6 +129,19 @@ pub fn form_request(
     into_request(fields)
 }
 
+/// `value` as the text of a form part, as openai-python and Stability's samples send one:
+/// strings as they are, numbers as decimal strings, booleans as `true`/`false`, objects and
+/// arrays as JSON text. `None` for null, which a form leaves out.
+pub fn form_text(value: Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text),
+        Value::Bool(flag) => Some(flag.to_string()),
+        Value::Number(number) => Some(number.to_string()),
+        other @ (Value::Array(_) | Value::Object(_)) => Some(other.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -179,5 +193,20 @@ mod tests {
                 .unwrap_err();
             assert_eq!(error.param(), Some(param), "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn values_become_form_text_like_openai_python_sends_them() {
+        assert_eq!(form_text(json!("auto")), Some("auto".into()));
+        assert_eq!(form_text(json!(28)), Some("28".into()));
+        assert_eq!(form_text(json!(-1.5)), Some("-1.5".into()));
+        assert_eq!(form_text(json!(true)), Some("true".into()));
+        assert_eq!(form_text(json!(false)), Some("false".into()));
+        assert_eq!(
+            form_text(json!({"a": [1, "b"]})),
+            Some(r#"{"a":[1,"b"]}"#.into())
+        );
+        assert_eq!(form_text(json!([1, 2])), Some("[1,2]".into()));
+        assert_eq!(form_text(Value::Null), None);
     }
 }

@@ -158,6 +158,15 @@ pub const PROVIDERS: &[ProviderEntry] = &[
             start!(settings, DashScopeProvider, UpstreamSettings)
         },
     },
+    ProviderEntry {
+        name: imgproxy_provider_stability::PROVIDER_ID,
+        key_vars: &["STABILITY_API_KEY"],
+        base_url_var: "STABILITY_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_stability::StabilityProvider;
+            start!(settings, StabilityProvider, UpstreamSettings)
+        },
+    },
 ];
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 
 One threaded standard-library HTTP fake per provider, each built from the wire format in
 shared/reference/providers.md (§2 Gemini, §4 Replicate, §5 xAI, §6 Black Forest Labs, §7 fal
-queue API, §8 Together) and each *checking* what it receives: the path, the auth header with the
-expected key, the JSON body's required shape. A request that breaks the documented format gets
+queue API, §8 Together) and providers-2.md (§8 DashScope, §11 Stability, §12 Ideogram), each
+*checking* what it receives: the path, the auth header with the expected key, the body's
+required shape. A request that breaks the documented format gets
 the provider's own error envelope and is noted in ``fake.problems`` (tests assert that list is
 empty, so a wrong request is reported precisely rather than as a vague 502). They also answer
 as the real APIs do in December 2026: 404 for model ids their providers have shut down
@@ -1549,6 +1550,145 @@ class FakeDashScope(_ImageHost):
         return f"{url}?Expires=1767225600&OSSAccessKeyId=LTAI5tFake&Signature=c2lnbmVk%3D"
 
 
+# --------------------------------------------------------------------------------------------
+# providers-2.md §11 Stability AI
+# --------------------------------------------------------------------------------------------
+
+
+def stability_error(status: int, name: str, error: str) -> Response:
+    """Stability's error envelope (providers-2.md §11.1)."""
+    return Response(status, {"id": "a1b2c3d4e5f6a1b2c3d4e5f6a1b2c3d4", "name": name, "errors": [error]})
+
+
+STABILITY_RATIOS = {"16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21"}
+STABILITY_STYLES = {
+    "3d-model", "analog-film", "anime", "cinematic", "comic-book", "digital-art", "enhance", "fantasy-art",
+    "isometric", "line-art", "low-poly", "modeling-compound", "neon-punk", "origami", "photographic",
+    "pixel-art", "tile-texture",
+}
+STABILITY_SD3_MODELS = {"sd3.5-large", "sd3.5-large-turbo", "sd3.5-medium"}
+# The form fields each route takes, besides `prompt` and the `image` file.
+STABILITY_FIELDS = {
+    "ultra": {"negative_prompt", "aspect_ratio", "seed", "output_format", "strength"},
+    "core": {"negative_prompt", "aspect_ratio", "seed", "output_format", "style_preset"},
+    "sd3": {"negative_prompt", "aspect_ratio", "seed", "output_format", "strength", "model", "mode"},
+}
+
+
+def _png_side(data: bytes) -> int | None:
+    """The shorter side of a PNG, or None if ``data`` is not one."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or len(data) < 24:
+        return None
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    return min(width, height)
+
+
+class FakeStability(FakeServer):
+    """``POST /v2beta/stable-image/generate/{ultra,core,sd3}`` (Bearer, multipart/form-data,
+    ``Accept: image/*`` or ``application/json``), one image per call.
+
+    Checks every field against its route: ratios, formats (no webp on sd3), seed range, style
+    presets (core only), ``model`` and ``mode`` (sd3 only, ``mode`` matching the presence of an
+    ``image`` file), ``strength`` in 0–1 exactly when an image comes (not on core), an image of
+    at least 64 px per side and no ``aspect_ratio`` with it. Prompt keywords: ``FILTERED``
+    (200, blurred image, ``finish-reason: CONTENT_FILTERED``), ``MODERATE`` (403
+    ``content_moderation``), ``NOCREDIT`` (402), ``RATELIMIT`` (429, ``Retry-After: 60``),
+    ``FAIL500``, ``GARBAGE`` (200 of HTML labelled ``image/png``) and ``SLOW`` (answers after
+    3 s). :attr:`images` keeps the images it answered with, in order."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.images: list[bytes] = []
+
+    def generate_calls(self) -> list[Recorded]:
+        return self.calls("POST", prefix="/v2beta/stable-image/generate/")
+
+    def _refuse(self, why: str) -> Response:
+        self.problem(f"stability: {why}")
+        return stability_error(400, "bad_request", why)
+
+    def route(self, request: Recorded) -> Response:
+        match = re.fullmatch(r"/v2beta/stable-image/generate/(ultra|core|sd3)", request.path)
+        if request.method != "POST" or not match:
+            self.problem(f"stability: unexpected {request.target}")
+            return stability_error(404, "not_found", f"{request.path} not found")
+        route = match.group(1)
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            self.problem("stability: request without `Authorization: Bearer <key>`")
+            return stability_error(401, "unauthorized", "Missing or invalid API key")
+        accept = request.headers.get("accept", "")
+        if accept not in ("image/*", "application/json"):
+            return self._refuse(f"accept {accept!r} is neither image/* nor application/json")
+        try:
+            parts = request.parts
+        except ValueError as error:
+            return self._refuse(f"the body is not multipart/form-data: {error}")
+        names = [part.name for part in parts]
+        if len(names) != len(set(names)):
+            return self._refuse(f"a field is sent twice: {names}")
+        files = [part for part in parts if part.is_file]
+        form = request.form
+        unknown = set(form) - STABILITY_FIELDS[route] - {"prompt"}
+        if unknown or any(part.name != "image" for part in files):
+            return self._refuse(f"{route} takes no {sorted(unknown) or [p.name for p in files]}")
+        prompt = form.get("prompt", "")
+        if not 1 <= len(prompt) <= 10000:
+            return self._refuse(f"prompt of {len(prompt)} characters")
+        if form.get("aspect_ratio", "1:1") not in STABILITY_RATIOS:
+            return self._refuse(f"aspect_ratio {form['aspect_ratio']!r}")
+        formats = {"png", "jpeg"} if route == "sd3" else {"png", "jpeg", "webp"}
+        if form.get("output_format", "png") not in formats:
+            return self._refuse(f"output_format {form['output_format']!r} on {route}")
+        if "seed" in form and not (form["seed"].isdigit() and int(form["seed"]) <= 4294967294):
+            return self._refuse(f"seed {form['seed']!r}")
+        if form.get("style_preset", "enhance") not in STABILITY_STYLES:
+            return self._refuse(f"style_preset {form['style_preset']!r}")
+        image = files[0] if files else None
+        if route == "sd3":
+            if form.get("model", "sd3.5-large") not in STABILITY_SD3_MODELS:
+                return self._refuse(f"model {form['model']!r}")
+            mode = form.get("mode", "text-to-image")
+            if mode != ("image-to-image" if image else "text-to-image"):
+                return self._refuse(f"mode {mode!r} with{'' if image else 'out'} an image")
+        if image is not None:
+            side = _png_side(image.data)
+            if side is None or side < 64:
+                return self._refuse(f"the image is not a PNG of at least 64 px per side ({side})")
+            if "aspect_ratio" in form:
+                return self._refuse("aspect_ratio with an input image (the output follows the input)")
+        strength = form.get("strength")
+        if (strength is None) != (image is None):
+            return self._refuse(f"strength {strength!r} with{'' if image else 'out'} an image")
+        if strength is not None and not 0 <= float(strength) <= 1:
+            return self._refuse(f"strength {strength!r}")
+        return self._answer(prompt, accept, form.get("seed", "0"))
+
+    def _answer(self, prompt: str, accept: str, seed: str) -> Response:
+        if "MODERATE" in prompt:
+            return stability_error(403, "content_moderation", "Your request was flagged by our content moderation system.")
+        if "NOCREDIT" in prompt:
+            return stability_error(402, "payment_required", "You lack sufficient credits to make this request.")
+        if "RATELIMIT" in prompt:
+            reply = stability_error(429, "rate_limit_exceeded", "You have exceeded the rate limit.")
+            reply.headers["Retry-After"] = "60"
+            return reply
+        if "FAIL500" in prompt:
+            return stability_error(500, "internal_error", "An unexpected server error has occurred.")
+        if "GARBAGE" in prompt:
+            return Response(200, b"<html>not an image</html>", content_type="image/png", headers={"finish-reason": "SUCCESS"})
+        if "SLOW" in prompt:
+            time.sleep(3)
+        finish = "CONTENT_FILTERED" if "FILTERED" in prompt else "SUCCESS"
+        png = self.new_png()
+        with self.lock:
+            self.images.append(png)
+        headers = {"finish-reason": finish, "seed": seed, "x-request-id": self.next_id("req-")}
+        if accept == "application/json":
+            body = {"image": base64.b64encode(png).decode(), "finish_reason": finish, "seed": int(seed)}
+            return Response(200, body, headers={"x-request-id": headers["x-request-id"]})
+        return Response(200, png, content_type="image/png", headers=headers)
+
 
 # --------------------------------------------------------------------------------------------
 # Reference images
@@ -1598,7 +1738,7 @@ class FakeFiles(FakeServer):
 
 
 if __name__ == "__main__":  # a manual check: python tests/e2e/fake_upstreams.py
-    fakes = [FakeGemini("g"), FakeReplicate("r"), FakeXai("x"), FakeBfl("b"), FakeFal("f"), FakeTogether("t"), FakeFiles()]
+    fakes = [FakeGemini("g"), FakeReplicate("r"), FakeXai("x"), FakeBfl("b"), FakeFal("f"), FakeTogether("t"), FakeStability("s"), FakeFiles()]
     for fake in fakes:
         fake.start()
         print(f"{type(fake).__name__} at {fake.url}")

@@ -2,9 +2,10 @@
 //! generation fields as text parts, one `image[]` file part per reference and the `mask`
 //! part, laid out as openai-python sends them. Building only; `client` sends it.
 
-use imgproxy_core::{provider::extension_of, ProviderError, ProviderRequest, ReferenceImage};
+use imgproxy_core::{
+    provider::extension_of, text_params::form_text, ProviderError, ProviderRequest, ReferenceImage,
+};
 use reqwest::multipart::{Form, Part};
-use serde_json::Value;
 
 use crate::convert;
 
@@ -17,20 +18,8 @@ const IMAGE_FIELD: &str = "image[]";
 pub(crate) fn text_fields(request: &ProviderRequest<'_>) -> Vec<(String, String)> {
     convert::generation_body(request)
         .into_iter()
-        .filter_map(|(name, value)| Some((name, as_text(value)?)))
+        .filter_map(|(name, value)| Some((name, form_text(value)?)))
         .collect()
-}
-
-/// A field's value as a text part: strings as they are, numbers as decimal strings, booleans
-/// as `true`/`false`, objects and arrays as JSON text. Nulls are left out.
-fn as_text(value: Value) -> Option<String> {
-    match value {
-        Value::Null => None,
-        Value::String(text) => Some(text),
-        Value::Bool(flag) => Some(flag.to_string()),
-        Value::Number(number) => Some(number.to_string()),
-        other @ (Value::Array(_) | Value::Object(_)) => Some(other.to_string()),
-    }
 }
 
 /// The file name of reference `index`: `image-<index>.<extension of its MIME type>`.
@@ -70,24 +59,8 @@ pub(crate) fn form(request: &ProviderRequest<'_>) -> Result<Form, ProviderError>
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use serde_json::json;
 
     use super::*;
-
-    #[test]
-    fn values_become_text_like_openai_python_sends_them() {
-        assert_eq!(as_text(json!("auto")), Some("auto".into()));
-        assert_eq!(as_text(json!(28)), Some("28".into()));
-        assert_eq!(as_text(json!(-1.5)), Some("-1.5".into()));
-        assert_eq!(as_text(json!(true)), Some("true".into()));
-        assert_eq!(as_text(json!(false)), Some("false".into()));
-        assert_eq!(
-            as_text(json!({"a": [1, "b"]})),
-            Some(r#"{"a":[1,"b"]}"#.into())
-        );
-        assert_eq!(as_text(json!([1, 2])), Some("[1,2]".into()));
-        assert_eq!(as_text(Value::Null), None);
-    }
 
     #[test]
     fn file_names_follow_the_mime_type() {

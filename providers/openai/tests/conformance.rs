@@ -4,12 +4,10 @@
 
 #![expect(clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
-
 use async_trait::async_trait;
-use common::{exact_form, FormPart};
 use imgproxy_core::Gateway;
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+use imgproxy_testkit::form::{exact_form, FormPart};
 use imgproxy_testkit::{
     b64, bearer_post, cut_off_json, forbid, gateway_of, mount_once, output_png, reference_png,
     too_many_requests, Fixture,

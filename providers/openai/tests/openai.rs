@@ -2,14 +2,12 @@
 //! test starts its own mock upstream, asserts the exact outgoing request and the call count,
 //! and checks what the gateway answers.
 
-mod common;
-
 use std::{sync::Arc, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use common::{count, exact_form, find, FormPart};
 use imgproxy_core::{Catalog, Gateway, ImageResponse};
 use imgproxy_provider_openai::{OpenAIConfig, OpenAIProvider};
+use imgproxy_testkit::form::{count, exact_form, find, FormPart};
 use imgproxy_testkit::{
     assert_error, bearer_post, data_url, forbid, mount_once, reference_png, serve_file_once,
 };

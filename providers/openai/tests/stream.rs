@@ -2,8 +2,6 @@
 //! images relayed as they arrive, completed images collected, errors inside the stream) and
 //! the `mask` part of edits.
 
-mod common;
-
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use bytes::Bytes;
 use imgproxy_core::{
@@ -226,7 +224,7 @@ async fn a_mask_goes_as_its_own_part_after_the_images() -> TestResult {
     };
     provider(&server)?.generate(call).await?;
     let received = server.received_requests().await.unwrap_or_default();
-    let parts = common::parse_form(&received[0])?;
+    let parts = imgproxy_testkit::form::parse_form(&received[0])?;
     let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names.iter().filter(|n| **n == "image[]").count(),

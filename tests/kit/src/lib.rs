@@ -14,6 +14,7 @@
 )]
 
 pub mod fake;
+pub mod form;
 
 use std::{io::Cursor, sync::Arc, time::Duration};
 

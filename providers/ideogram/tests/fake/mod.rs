@@ -4,9 +4,8 @@
 
 #![allow(dead_code, reason = "each test crate uses a different part")]
 
-/// The multipart reader and matcher of the OpenAI adapter's tests, shared rather than copied.
-#[path = "../../../openai/tests/common/mod.rs"]
-pub mod form;
+/// The testkit's multipart reader and matcher.
+pub use imgproxy_testkit::form;
 
 use form::{exact_form, FormPart};
 use imgproxy_testkit::{mount_once, output_png};

@@ -1,8 +1,6 @@
-//! A small reader of `multipart/form-data` bodies and a wiremock matcher built on it, shared by
-//! the model tests and the conformance fixture: they assert the exact parts the adapter sends
-//! to `/images/edits`, as `body_json` does for JSON calls.
-
-#![allow(dead_code, reason = "each test crate uses a different part")]
+//! A small reader of `multipart/form-data` bodies and a wiremock matcher built on it, for the
+//! tests of adapters whose upstream takes forms (OpenAI's `/images/edits`, Stability): they
+//! assert the exact parts an adapter sends, as `body_json` does for JSON calls.
 
 use wiremock::{Match, Request};
 
