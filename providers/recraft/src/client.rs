@@ -31,34 +31,21 @@ impl UpstreamAdapter for Recraft {
     const UPSTREAM: Upstream = Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL);
 
     async fn try_generate(api: &ApiClient, call: ProviderRequest<'_>) -> Outcome {
-        let model = call.upstream_model();
         let mapping = convert::input_mapping(&call.request.model)?;
-        let endpoint = if mapping.tool {
-            format!("images/{model}")
+        let answer = if mapping.tool {
+            Self::tool(api, &call).await?
         } else {
-            "images/generations".to_owned()
+            Self::generation(api, &call).await?
         };
-        let post = api.post(api.url(&endpoint));
-        let post = if mapping.tool {
-            post.multipart(convert::tool_form(&call)?)
-        } else {
-            post.json(&convert::generation_body(&call)?)
-        };
-        tracing::debug!(provider = PROVIDER_ID, model, n = call.n, %endpoint, "calling Recraft");
-        let answer = api.send_for_body(post, convert::error_from_status).await?;
-        let (images, credits) = if mapping.tool {
-            let (image, credits) = convert::parse_tool(&answer)?;
-            (vec![image], credits)
-        } else {
-            convert::parse_generation(&answer)?
-        };
-        // Recraft reports what it charged in API units; the catalog's price is what is billed.
-        let credits = credits.unwrap_or(Value::Null);
-        tracing::debug!(provider = PROVIDER_ID, model, %credits, "Recraft answered");
+        // What Recraft charged, in API units, for an operator to compare; the catalog's price
+        // is what is billed.
+        let credits = answer.credits.unwrap_or(Value::Null);
+        tracing::debug!(provider = PROVIDER_ID, model = call.upstream_model(), %credits, "Recraft answered");
 
         let output_format = call.request.param_str("output_format");
         // At once and side by side: the result URLs are temporary (about a day).
-        let downloads = images
+        let downloads = answer
+            .images
             .into_iter()
             .map(|image| download(api, image, output_format));
         let mut generation = Generation {
@@ -67,6 +54,39 @@ impl UpstreamAdapter for Recraft {
         };
         generation.meta.background = mapping.background;
         Ok(generation)
+    }
+}
+
+impl Recraft {
+    /// `POST /images/generations` (JSON): `call.n` images at once.
+    async fn generation(
+        api: &ApiClient,
+        call: &ProviderRequest<'_>,
+    ) -> Result<convert::Answer, ProviderError> {
+        let body = convert::generation_body(call)?;
+        let model = call.upstream_model();
+        tracing::debug!(
+            provider = PROVIDER_ID,
+            model,
+            n = call.n,
+            "calling Recraft images/generations"
+        );
+        let post = api.post(api.url("images/generations")).json(&body);
+        let answer = api.send_for_body(post, convert::error_from_status).await?;
+        convert::parse_generation(&answer)
+    }
+
+    /// `POST /images/<tool>` (multipart, the tool named by the model's upstream id): one image.
+    async fn tool(
+        api: &ApiClient,
+        call: &ProviderRequest<'_>,
+    ) -> Result<convert::Answer, ProviderError> {
+        let form = convert::tool_form(call)?;
+        let tool = call.upstream_model();
+        tracing::debug!(provider = PROVIDER_ID, tool, "calling a Recraft tool");
+        let post = api.post(api.url(&format!("images/{tool}"))).multipart(form);
+        let answer = api.send_for_body(post, convert::error_from_status).await?;
+        convert::parse_tool(&answer)
     }
 }
 

@@ -118,22 +118,30 @@ pub(crate) fn tool_form(call: &ProviderRequest<'_>) -> Result<Form, ProviderErro
     Ok(form.text("response_format", "url"))
 }
 
-/// Reads a generation's 200 body: its images in `data` order, and the units it cost. An answer
-/// without `data`, with no image, or with an item that has neither `b64_json` nor `url` is a
-/// `Failed`.
-pub(crate) fn parse_generation(
-    body: &[u8],
-) -> Result<(Vec<ParsedImage>, Option<Value>), ProviderError> {
+/// What a 200 carries: its images, before any URL is downloaded, and the API units (1000 = $1)
+/// Recraft says the call cost.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub images: Vec<ParsedImage>,
+    pub credits: Option<Value>,
+}
+
+/// Reads a generation's 200 body, its images in `data` order. An answer without `data`, with
+/// no image, or with an item that has neither `b64_json` nor `url` is a `Failed`.
+pub(crate) fn parse_generation(body: &[u8]) -> Result<Answer, ProviderError> {
     let parsed = compat::read::<Charged, ()>(body)?.parse()?;
     if parsed.images.is_empty() {
         return Err(upstream::failed("Recraft returned no image"));
     }
-    Ok((parsed.images, parsed.extra.credits))
+    Ok(Answer {
+        images: parsed.images,
+        credits: parsed.extra.credits,
+    })
 }
 
-/// Reads a tool's 200 body: its one `image` (read as the one item of an OpenAI `data[]`), and
-/// the units it cost. An answer without `image` is a `Failed`.
-pub(crate) fn parse_tool(body: &[u8]) -> Result<(ParsedImage, Option<Value>), ProviderError> {
+/// Reads a tool's 200 body: its one `image`, read as the one item of an OpenAI `data[]`. An
+/// answer without `image` is a `Failed`.
+pub(crate) fn parse_tool(body: &[u8]) -> Result<Answer, ProviderError> {
     let answer: ToolResponse = serde_json::from_slice(body).map_err(malformed)?;
     let image = answer.image.ok_or_else(|| malformed("no `image`"))?;
     let as_list = compat::ImagesResponse {
@@ -141,9 +149,10 @@ pub(crate) fn parse_tool(body: &[u8]) -> Result<(ParsedImage, Option<Value>), Pr
         usage: None,
         extra: (),
     };
-    let image = as_list.parse()?.images.into_iter().next();
-    let image = image.ok_or_else(|| malformed("no `image`"))?;
-    Ok((image, answer.charged.credits))
+    Ok(Answer {
+        images: as_list.parse()?.images,
+        credits: answer.charged.credits,
+    })
 }
 
 /// A finished image: the bytes decide the MIME type, else a download's `Content-Type`, else

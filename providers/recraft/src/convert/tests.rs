@@ -108,7 +108,7 @@ fn a_generation_answer_keeps_its_order_and_its_units() {
         {"image_id": "a", "url": "https://img.recraft.ai/a.svg", "revised_prompt": "a fox"},
         {"image_id": "b", "b64_json": "iVBORw=="},
     ]}));
-    let (images, credits) = parse_generation(&answer).unwrap();
+    let Answer { images, credits } = parse_generation(&answer).unwrap();
     assert_eq!(
         images[0].source,
         ImageSource::Url("https://img.recraft.ai/a.svg".into())
@@ -135,9 +135,10 @@ fn a_generation_answer_keeps_its_order_and_its_units() {
 fn a_tool_answer_is_one_singular_image() {
     let answer = body(json!({"created": 1, "credits": 10,
                              "image": {"image_id": "v", "url": "https://img.recraft.ai/v.svg"}}));
-    let (image, credits) = parse_tool(&answer).unwrap();
+    let Answer { images, credits } = parse_tool(&answer).unwrap();
+    assert_eq!(images.len(), 1);
     assert_eq!(
-        image.source,
+        images[0].source,
         ImageSource::Url("https://img.recraft.ai/v.svg".into())
     );
     assert_eq!(credits, Some(json!(10)));
