@@ -14,7 +14,7 @@ use crate::{pricing::Pricing, Error, Result};
 
 /// The catalog shipped inside the binary, one file per provider family. Order matters: when
 /// several providers can serve one model id, the earlier file's variant is preferred.
-const EMBEDDED_CATALOG: [&str; 11] = [
+const EMBEDDED_CATALOG: [&str; 12] = [
     include_str!("../catalog/placeholder.toml"),
     include_str!("../catalog/openai.toml"),
     include_str!("../catalog/gemini.toml"),
@@ -26,6 +26,7 @@ const EMBEDDED_CATALOG: [&str; 11] = [
     include_str!("../catalog/ideogram.toml"),
     include_str!("../catalog/dashscope.toml"),
     include_str!("../catalog/stability.toml"),
+    include_str!("../catalog/recraft.toml"),
 ];
 
 /// Upstream ids their providers have shut down (`catalog/shutdown.toml`).

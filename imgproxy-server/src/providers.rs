@@ -167,6 +167,15 @@ pub const PROVIDERS: &[ProviderEntry] = &[
             start!(settings, StabilityProvider, UpstreamSettings)
         },
     },
+    ProviderEntry {
+        name: imgproxy_provider_recraft::PROVIDER_ID,
+        key_vars: &["RECRAFT_API_TOKEN"],
+        base_url_var: "RECRAFT_BASE_URL",
+        start: |settings| {
+            use imgproxy_provider_recraft::RecraftProvider;
+            start!(settings, RecraftProvider, UpstreamSettings)
+        },
+    },
 ];
 
 #[cfg(test)]

@@ -1691,6 +1691,143 @@ class FakeStability(FakeServer):
 
 
 # --------------------------------------------------------------------------------------------
+# Recraft (providers-2.md §13)
+# --------------------------------------------------------------------------------------------
+
+# Recraft's generation models and the sizes each takes (recraft.ai/docs/api-reference/appendix);
+# the `_vector` ones answer SVG. A size may also be an aspect ratio `w:h`.
+RECRAFT_V4_SIZES = {"1024x1024", "1536x768", "768x1536", "1280x832", "832x1280", "1216x896", "896x1216", "1152x896", "896x1152", "832x1344", "1280x896", "896x1280", "1344x768", "768x1344"}
+RECRAFT_PRO_SIZES = {"2048x2048", "3072x1536", "1536x3072", "2560x1664", "1664x2560", "2432x1792", "1792x2432", "2304x1792", "1792x2304", "1664x2688", "2560x1792", "1792x2560", "2688x1536", "1536x2688"}
+RECRAFT_V3_SIZES = {"1024x1024", "1365x1024", "1024x1365", "1536x1024", "1024x1536", "1820x1024", "1024x1820", "1024x2048", "2048x1024", "1434x1024", "1024x1434", "1024x1280", "1280x1024", "1024x1707", "1707x1024"}
+RECRAFT_MODELS: dict[str, set[str]] = {
+    **{m: RECRAFT_V4_SIZES for m in ("recraftv4_1", "recraftv4_1_vector", "recraftv4_1_utility", "recraftv4", "recraftv4_vector")},
+    **{m: RECRAFT_PRO_SIZES for m in ("recraftv4_1_pro", "recraftv4_1_pro_vector", "recraftv4_pro", "recraftv4_pro_vector")},
+    **{m: RECRAFT_V3_SIZES for m in ("recraftv3", "recraftv3_vector", "recraftv2", "recraftv2_vector")},
+}
+RECRAFT_RATIO = re.compile(r"^\d{1,2}:\d{1,2}$")
+# Fields the generation endpoint does not take: OpenAI's own (§13 "What an adapter must do" 1).
+RECRAFT_OPENAI_ONLY = ("quality", "output_format", "background", "moderation", "seed", "user")
+RECRAFT_TOOLS = {"/v1/images/vectorize": {"response_format", "shape_stacking"}, "/v1/images/removeBackground": {"response_format"}}
+
+
+def recraft_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(status, {"code": code, "message": message}, headers=headers or {})
+
+
+class FakeRecraft(_ImageHost):
+    """Recraft's direct API (Bearer): ``POST /v1/images/generations`` (JSON, ``n`` 1–6, URL or
+    base64 results, SVG from the ``_vector`` models, ``style``/``substyle`` for V2/V3 only) and
+    the tools ``POST /v1/images/vectorize`` / ``removeBackground`` (multipart, the image as the
+    one ``file`` part, answered with a singular ``image``: SVG and a PNG cut-out). Results are
+    served at ``/files/...``, and never to a request carrying the key.
+
+    Prompt keywords: ``MODERATE`` (400 with an NSFW code: the moderation signal is undocumented,
+    this is the shape the adapter assumes), ``RATELIMIT`` (429, ``Retry-After: 120``),
+    ``FAIL500`` and ``NOCREDIT`` (402)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def generation_calls(self) -> list[Recorded]:
+        return self.calls("POST", "/v1/images/generations")
+
+    def download_calls(self) -> list[Recorded]:
+        return self.calls("GET", prefix="/files/")
+
+    def route(self, request: Recorded) -> Response:
+        if request.method == "GET" and request.path.startswith("/files/") and "authorization" in request.headers:
+            self.problem(f"recraft: the key was sent to the result host ({request.target})")
+        if (kept := self.serve_kept(request)) is not None:
+            return kept
+        if request.headers.get("authorization") != f"Bearer {self.key}":
+            self.problem(f"recraft: {request.target} without `Authorization: Bearer <key>`")
+            return recraft_error(401, "unauthorized", "Invalid API token")
+        if request.method == "POST" and request.path == "/v1/images/generations":
+            return self._generate(request)
+        if request.method == "POST" and request.path in RECRAFT_TOOLS:
+            return self._tool(request)
+        self.problem(f"recraft: unexpected {request.target}")
+        return recraft_error(404, "not_found", f"No route {request.path}")
+
+    def _generate(self, request: Recorded) -> Response:
+        body, why = _json_body(self, request, "recraft")
+        if body is None:
+            return recraft_error(400, "invalid_request", why or "bad body")
+        prompt, model = body.get("prompt"), body.get("model")
+        if not isinstance(prompt, str) or not prompt:
+            self.problem(f"recraft: prompt missing: {str(body)[:300]}")
+            return recraft_error(400, "invalid_request", "prompt is required")
+        if model not in RECRAFT_MODELS:
+            self.problem(f"recraft: unknown model {model!r}")
+            return recraft_error(400, "invalid_model", f"Unknown model {model}")
+        for field in RECRAFT_OPENAI_ONLY:
+            if field in body:
+                self.problem(f"recraft: `{field}` is not a Recraft generation field")
+                return recraft_error(400, "invalid_request", f"Unknown field {field}")
+        if ("style" in body or "substyle" in body) and not model.startswith(("recraftv2", "recraftv3")):
+            self.problem(f"recraft: style or substyle sent to {model}, which takes no style")
+            return recraft_error(400, "invalid_style", "Styles are not supported for V4 models")
+        size = body.get("size")
+        if size is not None and size not in RECRAFT_MODELS[model] and not RECRAFT_RATIO.match(str(size)):
+            self.problem(f"recraft: size {size!r} is not one of {model}'s")
+            return recraft_error(400, "invalid_size", f"Invalid size {size}")
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 6:
+            self.problem(f"recraft: n {n!r}")
+            return recraft_error(400, "invalid_request", "n must be between 1 and 6")
+        response_format = body.get("response_format", "url")
+        if response_format not in ("url", "b64_json"):
+            self.problem(f"recraft: response_format {response_format!r}")
+            return recraft_error(400, "invalid_request", f"Invalid response_format {response_format}")
+        if "MODERATE" in prompt:
+            return recraft_error(400, "nsfw_prompt", "The prompt was flagged as NSFW content")
+        if "RATELIMIT" in prompt:
+            return recraft_error(429, "too_many_requests", "Rate limit exceeded", {"Retry-After": "120"})
+        if "FAIL500" in prompt:
+            return recraft_error(500, "internal_error", "Internal server error")
+        if "NOCREDIT" in prompt:
+            return recraft_error(402, "not_enough_credits", "Not enough API units")
+        vector = model.endswith("_vector")
+        results = [svg_document(len(self.images) + i) if vector else self.new_png() for i in range(n)]
+        data = [self._item(result, response_format) for result in results]
+        return Response(200, {"created": int(time.time()), "credits": (80 if vector else 40) * n, "data": data})
+
+    def _item(self, result: bytes, response_format: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"image_id": f"b2e3d9e5-2345-4bcd-8aef-{next(self._ids):012d}"}
+        if response_format == "b64_json":
+            item["b64_json"] = base64.b64encode(result).decode()
+        else:
+            item["url"] = self.keep(result)
+        return item
+
+    def _tool(self, request: Recorded) -> Response:
+        if not request.is_multipart:
+            self.problem(f"recraft: {request.target} is {request.headers.get('content-type')!r}, not multipart/form-data")
+            return recraft_error(400, "invalid_request", "multipart/form-data expected")
+        try:
+            parts = request.parts
+        except ValueError as error:
+            self.problem(f"recraft: unreadable form: {error}")
+            return recraft_error(400, "invalid_request", f"Invalid form: {error}")
+        files = request.files
+        if len(files) != 1 or files[0].name != "file":
+            self.problem(f"recraft: {request.target} needs one file part named `file`: {request.part_summary()}")
+            return recraft_error(400, "invalid_request", "file is required")
+        if not (files[0].content_type or "").startswith("image/") or not files[0].data:
+            self.problem(f"recraft: the file part is {files[0].content_type!r} of {len(files[0].data)} bytes")
+            return recraft_error(400, "invalid_image", "file is not an image")
+        allowed = RECRAFT_TOOLS[request.path]
+        fields = request.form
+        if len(fields) != len(parts) - 1 or (unknown := set(fields) - allowed):
+            self.problem(f"recraft: {request.target} takes one `file` and {sorted(allowed)}: {request.part_summary()}")
+            return recraft_error(400, "invalid_request", "Unknown or repeated fields")
+        result = svg_document(len(self.images)) if request.path.endswith("/vectorize") else self.new_png()
+        image = self._item(result, fields.get("response_format", "url"))
+        return Response(200, {"created": int(time.time()), "credits": 10, "image": image})
+
+
+# --------------------------------------------------------------------------------------------
 # Reference images
 # --------------------------------------------------------------------------------------------
 
