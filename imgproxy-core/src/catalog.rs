@@ -14,7 +14,7 @@ use crate::{pricing::Pricing, Error, Result};
 
 /// The catalog shipped inside the binary, one file per provider family. Order matters: when
 /// several providers can serve one model id, the earlier file's variant is preferred.
-const EMBEDDED_CATALOG: [&str; 8] = [
+const EMBEDDED_CATALOG: [&str; 9] = [
     include_str!("../catalog/placeholder.toml"),
     include_str!("../catalog/openai.toml"),
     include_str!("../catalog/gemini.toml"),
@@ -23,6 +23,7 @@ const EMBEDDED_CATALOG: [&str; 8] = [
     include_str!("../catalog/xai.toml"),
     include_str!("../catalog/fal.toml"),
     include_str!("../catalog/together.toml"),
+    include_str!("../catalog/azure.toml"),
 ];
 
 /// Upstream ids their providers have shut down (`catalog/shutdown.toml`).
