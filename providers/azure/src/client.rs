@@ -26,10 +26,10 @@ pub struct AzureConfig {
     /// (default 300 s, as OpenAI's) and the largest body read.
     pub upstream: UpstreamSettings,
     /// A dated `api-version` selects the deployment form,
-    /// `/openai/deployments/{deployment}/images/...?api-version=...` (default
-    /// [`DEFAULT_API_VERSION`]); [`V1_API`](crate::V1_API) selects the v1 API,
-    /// `/openai/v1/images/...`.
-    pub api_version: String,
+    /// `/openai/deployments/{deployment}/images/...?api-version=...`;
+    /// [`V1_API`](crate::V1_API) selects the v1 API, `/openai/v1/images/...`. `None` is
+    /// [`DEFAULT_API_VERSION`].
+    pub api_version: Option<String>,
     /// Deployment names by upstream model id, for models not deployed under their own id.
     pub deployments: BTreeMap<String, String>,
 }
@@ -38,9 +38,17 @@ impl AzureConfig {
     /// The resource at `endpoint` keyed with `api_key`: the deployment form at the default
     /// `api-version`, every model deployed under its own id.
     pub fn new(api_key: impl Into<secrecy::SecretString>, endpoint: &str) -> Self {
+        Self::from(UpstreamSettings::new(api_key).with_base_url(endpoint))
+    }
+}
+
+impl From<UpstreamSettings> for AzureConfig {
+    /// The resource `upstream` names (its base URL is the endpoint), at the default
+    /// `api-version`, every model deployed under its own id.
+    fn from(upstream: UpstreamSettings) -> Self {
         Self {
-            upstream: UpstreamSettings::new(api_key).with_base_url(endpoint),
-            api_version: DEFAULT_API_VERSION.to_owned(),
+            upstream,
+            api_version: None,
             deployments: BTreeMap::new(),
         }
     }
@@ -53,7 +61,8 @@ impl AdapterConfig<Azure> for AzureConfig {
             failed("the `azure` provider needs its resource endpoint as its base URL")
         })?;
         self.upstream.base_url = Some(resource_root(&endpoint).to_owned());
-        let routing = Arc::new(Routing::new(&self.api_version, self.deployments)?);
+        let api_version = self.api_version.as_deref().unwrap_or(DEFAULT_API_VERSION);
+        let routing = Arc::new(Routing::new(api_version, self.deployments)?);
         let keys = self
             .upstream
             .api_clients(&Azure::UPSTREAM)?

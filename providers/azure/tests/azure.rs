@@ -39,7 +39,7 @@ fn provider(
     deployments: &[(&str, &str)],
 ) -> Result<AzureProvider, ProviderError> {
     let mut config = AzureConfig::new(KEY, &server.uri());
-    config.api_version = api_version.to_owned();
+    config.api_version = Some(api_version.to_owned());
     config.deployments = deployments
         .iter()
         .map(|(model, name)| ((*model).to_owned(), (*name).to_owned()))
