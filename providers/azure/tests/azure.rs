@@ -53,7 +53,7 @@ fn gateway(server: &MockServer) -> Result<Gateway, ProviderError> {
     Ok(gateway_of(provider(server, DEFAULT_API_VERSION, &[])?))
 }
 
-/// A keyed POST to `path`.
+/// A POST to `at` keyed in `api-key`, never as a bearer.
 fn keyed_post(at: &str) -> MockBuilder {
     Mock::given(method("POST"))
         .and(path(at))
