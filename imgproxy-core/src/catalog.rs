@@ -14,7 +14,7 @@ use crate::{pricing::Pricing, Error, Result};
 
 /// The catalog shipped inside the binary, one file per provider family. Order matters: when
 /// several providers can serve one model id, the earlier file's variant is preferred.
-const EMBEDDED_CATALOG: [&str; 12] = [
+const EMBEDDED_CATALOG: [&str; 13] = [
     include_str!("../catalog/placeholder.toml"),
     include_str!("../catalog/openai.toml"),
     include_str!("../catalog/gemini.toml"),
@@ -27,6 +27,7 @@ const EMBEDDED_CATALOG: [&str; 12] = [
     include_str!("../catalog/dashscope.toml"),
     include_str!("../catalog/stability.toml"),
     include_str!("../catalog/recraft.toml"),
+    include_str!("../catalog/azure.toml"),
 ];
 
 /// Upstream ids their providers have shut down (`catalog/shutdown.toml`).

@@ -1150,7 +1150,7 @@ mod tests {
         assert!(
             error
                 .to_string()
-                .contains("no provider for it is configured (`openai`)"),
+                .contains("no provider for it is configured (`openai` or `azure`)"),
             "{error}"
         );
     }

@@ -3,7 +3,7 @@
 //! entry in [`PROVIDERS`] and its catalog file; reading its settings lives in `config`,
 //! nothing provider-specific lives anywhere else in the server.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use imgproxy_core::{upstream::UpstreamSettings, ImageProvider};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -44,6 +44,10 @@ pub struct ProviderSettings {
     pub timeout: Duration,
     /// Cap on calls in flight.
     pub max_concurrent: Option<usize>,
+    /// Azure OpenAI's `api-version`; `None` means its default.
+    pub api_version: Option<String>,
+    /// Azure OpenAI's deployment names by upstream model id.
+    pub deployments: BTreeMap<String, String>,
 }
 
 impl ProviderSettings {
@@ -54,16 +58,17 @@ impl ProviderSettings {
 }
 
 /// Every provider crate takes the same settings (`UpstreamSettings`: keys, base URL, timeout);
-/// OpenAI's adds the `name` it serves under (a compatible endpoint's own).
+/// OpenAI's adds the `name` it serves under (a compatible endpoint's own), Azure's its
+/// `api_version` and `deployments`.
 macro_rules! start {
-    ($settings:expr, $provider:ident, $config:ident $(, $also:ident)?) => {{
+    ($settings:expr, $provider:ident, $config:ident $(, $also:ident)*) => {{
         let settings: &ProviderSettings = $settings;
         let mut upstream = UpstreamSettings::new(settings.api_key.expose_secret())
             .with_more_keys(settings.more_keys.iter().cloned())
             .with_timeout(settings.timeout);
         upstream.base_url.clone_from(&settings.base_url);
         let config = <$config>::from(upstream);
-        $(let config = $config { $also: settings.$also.clone(), ..config };)?
+        $(let config = $config { $also: settings.$also.clone(), ..config };)*
         Ok(Arc::new(<$provider>::new(config)?) as Arc<dyn ImageProvider>)
     }};
 }
@@ -174,6 +179,26 @@ pub const PROVIDERS: &[ProviderEntry] = &[
         start: |settings| {
             use imgproxy_provider_recraft::RecraftProvider;
             start!(settings, RecraftProvider, UpstreamSettings)
+        },
+    },
+    ProviderEntry {
+        name: imgproxy_provider_azure::PROVIDER_ID,
+        key_vars: &["AZURE_OPENAI_API_KEY"],
+        base_url_var: "AZURE_OPENAI_ENDPOINT",
+        start: |settings| {
+            use imgproxy_provider_azure::{AzureConfig, AzureProvider};
+            anyhow::ensure!(
+                settings.base_url.is_some(),
+                "Azure OpenAI has no default endpoint: set {} (or `base_url` in [providers.azure]) to the resource's, https://<resource>.openai.azure.com",
+                settings.family.base_url_var
+            );
+            start!(
+                settings,
+                AzureProvider,
+                AzureConfig,
+                api_version,
+                deployments
+            )
         },
     },
 ];

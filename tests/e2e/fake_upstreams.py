@@ -1828,6 +1828,144 @@ class FakeRecraft(_ImageHost):
 
 
 # --------------------------------------------------------------------------------------------
+# Azure OpenAI (providers-2.md §10)
+# --------------------------------------------------------------------------------------------
+
+# The first dated api-version that serves the GPT image models and edits (providers-2.md §10.1).
+AZURE_FIRST_IMAGE_API_VERSION = "2025-04-01-preview"
+# Fields Azure's GPT image deployments do not take, or that are unverified there (§10.2).
+AZURE_REFUSED_FIELDS = ("response_format", "moderation", "safety_identifier", "style")
+
+
+def azure_error(status: int, code: str, message: str, **extra: Any) -> Response:
+    return Response(status, {"error": {"code": code, "message": message, **extra}})
+
+
+class FakeAzure(FakeServer):
+    """One Azure OpenAI resource serving OpenAI's Images API for its GPT image
+    ``deployments`` (their names), in both URL forms (§10.1):
+
+    - ``POST /openai/deployments/{deployment}/images/generations|edits?api-version=...``: a
+      missing or older ``api-version`` is a 404 "Resource not found";
+    - ``POST /openai/v1/images/generations|edits``: the body's ``model`` names the deployment.
+
+    The key must come as ``api-key`` and never as a bearer; an unknown deployment is a 404
+    ``DeploymentNotFound``. Generations are JSON, edits multipart (``image[]``/``image``,
+    optional ``mask``); both answer ``b64_json`` PNGs. Fields Azure does not take
+    (:data:`AZURE_REFUSED_FIELDS`, ``output_format`` webp) are a 400. Each of these is noted in
+    :attr:`problems`. Prompt keywords: ``MODERATE`` is the logged 400
+    ``content_policy_violation`` refusal with its ``inner_error``; ``FILTEROUT`` the documented
+    ``contentFilter`` answer for a filtered image, sent with status 200 (its status is
+    unverified); ``RATELIMIT`` a 429 with ``retry-after-ms`` and ``retry-after``; ``FAIL500`` a
+    500."""
+
+    def __init__(self, key: str, deployments: set[str]) -> None:
+        super().__init__()
+        self.key = key
+        self.deployments = deployments
+        self.images: list[bytes] = []
+
+    def image_calls(self) -> list[Recorded]:
+        return self.calls("POST", prefix="/openai/")
+
+    def route(self, request: Recorded) -> Response:
+        v1 = re.fullmatch(r"/openai/v1/images/(generations|edits)", request.path)
+        dated = re.fullmatch(r"/openai/deployments/([^/]+)/images/(generations|edits)", request.path)
+        if request.method != "POST" or not (v1 or dated):
+            self.problem(f"azure: unexpected {request.target}")
+            return azure_error(404, "404", "Resource not found")
+        if request.headers.get("api-key") != self.key or "authorization" in request.headers:
+            self.problem(f"azure: {request.target} must carry exactly `api-key: <key>`")
+            return azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint.")
+        if dated:
+            version = (request.query.get("api-version") or [""])[0]
+            if not version or version < AZURE_FIRST_IMAGE_API_VERSION:
+                self.problem(f"azure: {request.target} with api-version {version!r}")
+                return azure_error(404, "404", "Resource not found")
+        operation = v1.group(1) if v1 else dated.group(2)
+        fields, why = self._fields(request, operation)
+        if fields is None:
+            return azure_error(400, "invalid_payload", why or "bad body")
+        deployment = dated.group(1) if dated else fields.get("model")
+        if deployment not in self.deployments:
+            self.problem(f"azure: {request.target} for deployment {deployment!r}, not one of {sorted(self.deployments)}")
+            return azure_error(
+                404, "DeploymentNotFound", "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again."
+            )
+        for field_name in AZURE_REFUSED_FIELDS:
+            if field_name in fields:
+                self.problem(f"azure: `{field_name}` sent to a GPT image deployment")
+                return azure_error(400, "invalid_request_error", f"Unknown parameter: '{field_name}'.", param=field_name)
+        if fields.get("output_format") not in (None, "png", "jpeg"):
+            self.problem(f"azure: output_format {fields['output_format']!r} (Azure makes png or jpeg)")
+            return azure_error(400, "invalid_request_error", "WEBP images aren't supported.", param="output_format")
+        prompt = str(fields.get("prompt") or "")
+        if not prompt:
+            self.problem(f"azure: {request.target} without a prompt")
+            return azure_error(400, "invalid_request_error", "prompt is required", param="prompt")
+        if "MODERATE" in prompt:
+            return azure_error(
+                400,
+                "content_policy_violation",
+                "Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.",
+                type="invalid_request_error",
+                inner_error={
+                    "code": "ResponsibleAIPolicyViolation",
+                    "content_filter_results": {"jailbreak": {"detected": False, "filtered": False}},
+                    "revised_prompt": "a quiet meadow",
+                },
+            )
+        if "FILTEROUT" in prompt:
+            return Response(
+                200,
+                {"created": int(time.time()), "error": {"code": "contentFilter", "message": "Generated image was filtered as a result of our safety system."}},
+            )
+        if "RATELIMIT" in prompt:
+            return Response(
+                429,
+                {"error": {"code": "429", "message": "Requests to the Images_Generations_Create Operation under Azure OpenAI API have exceeded the rate limit. Please retry after 3 seconds."}},
+                headers={"retry-after": "3", "retry-after-ms": "2500"},
+            )
+        if "FAIL500" in prompt:
+            return azure_error(500, "InternalServerError", "The service is temporarily unable to process your request.")
+        try:
+            n = int(fields.get("n", 1))
+        except (TypeError, ValueError):
+            n = 0
+        if not 1 <= n <= 10:
+            self.problem(f"azure: n {fields.get('n')!r}")
+            return azure_error(400, "invalid_request_error", "n must be between 1 and 10", param="n")
+        data = []
+        for _ in range(n):
+            png = self.new_png()
+            with self.lock:
+                self.images.append(png)
+            data.append({"b64_json": base64.b64encode(png).decode()})
+        return Response(200, {"created": int(time.time()), "data": data})
+
+    def _fields(self, request: Recorded, operation: str) -> tuple[dict[str, Any] | None, str | None]:
+        """The request's fields: the JSON body of a generation, the text parts of an edit
+        (whose image parts are checked here); (None, why not) after noting the problem."""
+        if operation == "generations":
+            return _json_body(self, request, "azure")
+        if not request.is_multipart:
+            why = f"azure: {request.target} is not multipart/form-data"
+            self.problem(why)
+            return None, why
+        images = request.parts_named("image[]") + request.parts_named("image")
+        if not images or not all(part.is_file and part.data[:8] == b"\x89PNG\r\n\x1a\n" for part in images):
+            why = f"azure: edits need PNG `image[]` file parts: {request.part_summary()}"
+            self.problem(why)
+            return None, why
+        masks = request.parts_named("mask")
+        if masks and not (len(masks) == 1 and masks[0].is_file and masks[0].data[:4] == b"\x89PNG"):
+            why = f"azure: the mask must be one PNG file part: {request.part_summary()}"
+            self.problem(why)
+            return None, why
+        return dict(request.form), None
+
+
+# --------------------------------------------------------------------------------------------
 # Reference images
 # --------------------------------------------------------------------------------------------
 
@@ -1875,7 +2013,7 @@ class FakeFiles(FakeServer):
 
 
 if __name__ == "__main__":  # a manual check: python tests/e2e/fake_upstreams.py
-    fakes = [FakeGemini("g"), FakeReplicate("r"), FakeXai("x"), FakeBfl("b"), FakeFal("f"), FakeTogether("t"), FakeStability("s"), FakeFiles()]
+    fakes = [FakeGemini("g"), FakeReplicate("r"), FakeXai("x"), FakeBfl("b"), FakeFal("f"), FakeTogether("t"), FakeStability("s"), FakeAzure("a", {"gpt-image-2"}), FakeFiles()]
     for fake in fakes:
         fake.start()
         print(f"{type(fake).__name__} at {fake.url}")

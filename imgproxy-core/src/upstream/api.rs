@@ -3,7 +3,7 @@
 //! status check that hands the adapter a whole non-2xx answer with the key already scrubbed,
 //! and the scrub of every error that leaves the adapter. What the answers mean is not here.
 
-use std::{fmt, time::Duration};
+use std::{any::Any, fmt, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use reqwest::{
@@ -65,6 +65,9 @@ pub struct ApiClient {
     fingerprint: String,
     /// Largest body read from a download, a non-2xx answer or [`ApiClient::read_body`].
     max_body_bytes: usize,
+    /// The adapter's own settings (Azure's API version and deployment names), for its calls
+    /// to read: adapters hold no state, the client of each key carries them.
+    adapter_settings: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -134,6 +137,7 @@ impl ApiClient {
             key: key.to_owned(),
             fingerprint: fingerprint(key),
             max_body_bytes: DEFAULT_MAX_DOWNLOAD_BYTES,
+            adapter_settings: None,
         })
     }
 
@@ -175,6 +179,19 @@ impl ApiClient {
             .map_err(|_| failed(format!("`{name}` is not a valid header value")))?;
         self.headers.insert(HeaderName::from_static(name), value);
         Ok(self)
+    }
+
+    /// The same client carrying `settings`, the adapter's own (see
+    /// [`ApiClient::adapter_settings`]).
+    #[must_use]
+    pub fn with_adapter_settings<T: Any + Send + Sync>(mut self, settings: Arc<T>) -> Self {
+        self.adapter_settings = Some(settings);
+        self
+    }
+
+    /// The adapter's own settings, if the client carries settings of type `T`.
+    pub fn adapter_settings<T: Any>(&self) -> Option<&T> {
+        self.adapter_settings.as_deref()?.downcast_ref()
     }
 
     /// The HTTP client without the key: for downloads and any host that may not see it.
@@ -345,6 +362,9 @@ mod tests {
         assert_eq!(api.headers["openai-project"], "p");
         let named = client(KeyHeader::Named("x-key"), "k").unwrap();
         assert_eq!(named.headers["x-key"], "k");
+        let with_settings = named.with_adapter_settings(Arc::new(7_u8));
+        assert_eq!(with_settings.adapter_settings::<u8>(), Some(&7));
+        assert_eq!(with_settings.adapter_settings::<u16>(), None);
         assert!(client(KeyHeader::BEARER, "bad\nkey").is_err());
         // What `printf %s sk-123 | sha256sum | cut -c1-8` prints.
         assert_eq!(api.fingerprint(), "acb42a4f");

@@ -222,7 +222,7 @@ mod tests {
             ),
             (
                 "default_model = \"gpt-image-2\"",
-                "no provider for it is configured (`openai`)",
+                "no provider for it is configured (`openai` or `azure`)",
             ),
             (
                 "[url_api]\ndefault_model = \"nope\"",

@@ -1,6 +1,8 @@
 //! Reading the environment: the [`Env`] seam that tests fake, and [`Env::over`], the one way
 //! an environment variable overrides a setting. Which variables exist lives with their section.
 
+use std::collections::BTreeMap;
+
 use anyhow::Context as _;
 use secrecy::SecretString;
 
@@ -84,5 +86,25 @@ impl EnvValue for Vec<String> {
             .filter(|item| !item.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+}
+
+/// `name=value` pairs separated by commas (Azure's deployments: `gpt-image-2=images-prod`);
+/// blanks around names, values and commas are dropped.
+impl EnvValue for BTreeMap<String, String> {
+    const EXPECTED: &'static str = "comma-separated `name=value` pairs";
+    fn parse(text: String) -> anyhow::Result<Self> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (name, value) = pair
+                    .split_once('=')
+                    .map(|(name, value)| (name.trim(), value.trim()))
+                    .filter(|(name, value)| !name.is_empty() && !value.is_empty())
+                    .with_context(|| format!("`{pair}` is not `name=value`"))?;
+                Ok((name.to_owned(), value.to_owned()))
+            })
+            .collect()
     }
 }

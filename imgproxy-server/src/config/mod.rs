@@ -37,7 +37,7 @@ pub use self::{
     env::{Env, EnvValue, ProcessEnv},
     fetch::{ENV_FETCH_ALLOW_HOSTS, ENV_FETCH_MAX_BYTES},
     metrics::{MetricsSettings, ENV_METRICS_LISTEN, ENV_METRICS_TOKEN},
-    providers::{ApiKeys, ProvidersConfig},
+    providers::{ApiKeys, ProvidersConfig, ENV_AZURE_API_VERSION, ENV_AZURE_DEPLOYMENTS},
     public::ENV_PUBLIC_KEY_ID,
     server::{
         ServerSettings, ENV_BODY_READ_TIMEOUT_SECS, ENV_CPU_WORKERS, ENV_DEFAULT_RESPONSE_FORMAT,
@@ -301,6 +301,12 @@ pub struct ProviderTable {
     pub timeout_secs: Option<u64>,
     /// Most calls to this provider in flight at once, across all requests (default: no cap).
     pub max_concurrent: Option<usize>,
+    /// Azure OpenAI only: the `api-version`; a dated one selects the deployment form (default
+    /// `2025-04-01-preview`), `v1` the v1 API.
+    pub api_version: Option<String>,
+    /// Azure OpenAI only: deployment names by upstream model id, for models not deployed
+    /// under their own id.
+    pub deployments: BTreeMap<String, String>,
 }
 
 /// What the command line set (each flag already merged with its environment variable by

@@ -14,6 +14,13 @@ use crate::providers::{ProviderEntry, ProviderSettings, OPENAI, PROVIDERS};
 
 const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 300;
 
+/// Azure OpenAI's `api-version` (over `[providers.azure] api_version`), the name Azure's own
+/// samples give it.
+pub const ENV_AZURE_API_VERSION: &str = "AZURE_OPENAI_API_VERSION";
+/// Azure OpenAI's deployments as `model=deployment` pairs separated by commas (over
+/// `[providers.azure] deployments`).
+pub const ENV_AZURE_DEPLOYMENTS: &str = "AZURE_OPENAI_DEPLOYMENTS";
+
 /// The key of the OpenAI-compatible endpoints.
 const COMPATIBLE: &str = "compatible";
 
@@ -54,6 +61,7 @@ impl ProvidersConfig {
                 continue;
             };
             let base_url = env.over(family.base_url_var, table.base_url.clone())?;
+            let table = table.with_deployment_env(family.name, env)?;
             providers.push(table.start(family, family.name.to_owned(), base_url, api_key));
         }
         for table in self.compatible {
@@ -68,6 +76,7 @@ impl ProvidersConfig {
             let api_key = table
                 .key(&name, env)?
                 .with_context(|| format!("provider `{name}` needs `api_key` or `api_key_env`"))?;
+            table.refuse_deployments(&name)?;
             providers.push(table.start(&OPENAI, name, Some(base_url), api_key));
         }
         Ok(providers)
@@ -91,6 +100,31 @@ impl ProviderTable {
         }
     }
 
+    /// The table of family `family` with Azure's environment variables over its
+    /// `api_version` and `deployments`; any other family's table must not set them.
+    fn with_deployment_env(mut self, family: &str, env: &dyn Env) -> anyhow::Result<Self> {
+        if family != imgproxy_provider_azure::PROVIDER_ID {
+            self.refuse_deployments(family)?;
+            return Ok(self);
+        }
+        self.api_version = env.over(ENV_AZURE_API_VERSION, self.api_version.take())?;
+        let file = std::mem::take(&mut self.deployments);
+        self.deployments = env
+            .over(ENV_AZURE_DEPLOYMENTS, Some(file))?
+            .unwrap_or_default();
+        Ok(self)
+    }
+
+    /// Refuses `api_version` and `deployments` in the table of provider `name`: they are Azure
+    /// OpenAI's, and would do nothing elsewhere.
+    fn refuse_deployments(&self, name: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.api_version.is_none() && self.deployments.is_empty(),
+            "provider `{name}`: `api_version` and `deployments` are settings of [providers.azure] only"
+        );
+        Ok(())
+    }
+
     /// The provider this table, under `name`, starts.
     fn start(
         self,
@@ -111,6 +145,8 @@ impl ProviderTable {
                 self.timeout_secs.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
             ),
             max_concurrent: self.max_concurrent,
+            api_version: self.api_version,
+            deployments: self.deployments,
         }
     }
 }

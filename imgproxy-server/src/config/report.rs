@@ -34,14 +34,20 @@ impl Settings {
             .providers
             .iter()
             .map(|p| {
-                json!({
+                let mut provider = json!({
                     "name": p.name,
                     "base_url": p.base_url.as_deref().unwrap_or("(default)"),
                     "api_key": "(set)",
                     "api_keys": 1 + p.more_keys.len(),
                     "timeout_secs": secs(p.timeout),
                     "max_concurrent": p.max_concurrent,
-                })
+                });
+                // Azure's own settings, shown only where set.
+                if p.api_version.is_some() || !p.deployments.is_empty() {
+                    provider["api_version"] = json!(p.api_version);
+                    provider["deployments"] = json!(p.deployments);
+                }
+                provider
             })
             .collect();
         let (retention, sweep_every) = &self.retention;

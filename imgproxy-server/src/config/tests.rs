@@ -92,6 +92,76 @@ fn a_provider_takes_a_pool_of_keys_from_its_variable_or_its_table() {
 }
 
 #[test]
+fn azure_takes_its_api_version_and_deployments_from_env_over_its_table() {
+    let azure = |vars: &[(&'static str, &'static str)]| {
+        let vars = [
+            &[
+                ("AZURE_OPENAI_API_KEY", "az-1"),
+                ("AZURE_OPENAI_ENDPOINT", "https://r.openai.azure.com"),
+            ][..],
+            vars,
+        ]
+        .concat();
+        let settings = Config::from_toml(
+            "[providers.azure]\napi_version = \"v1\"\n\
+             deployments = { \"gpt-image-2\" = \"file-deploy\" }\n",
+        )
+        .unwrap()
+        .into_settings(no_state(), &env(&vars))?;
+        let azure = settings
+            .providers
+            .into_iter()
+            .next()
+            .context("no provider")?;
+        Ok::<_, anyhow::Error>((azure.api_version, azure.deployments))
+    };
+    let (version, deployments) = azure(&[]).unwrap();
+    assert_eq!(version.as_deref(), Some("v1"));
+    assert_eq!(deployments["gpt-image-2"], "file-deploy");
+    let (version, deployments) = azure(&[
+        (ENV_AZURE_API_VERSION, "2025-04-01-preview"),
+        (
+            ENV_AZURE_DEPLOYMENTS,
+            " gpt-image-2 = env-deploy, gpt-image-1.5=older,",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(version.as_deref(), Some("2025-04-01-preview"));
+    assert_eq!(
+        deployments.into_iter().collect::<Vec<_>>(),
+        [
+            ("gpt-image-1.5".to_owned(), "older".to_owned()),
+            ("gpt-image-2".to_owned(), "env-deploy".to_owned())
+        ]
+    );
+    let err = azure(&[(ENV_AZURE_DEPLOYMENTS, "gpt-image-2")]).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(ENV_AZURE_DEPLOYMENTS),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn deployments_belong_to_azure_and_azure_needs_its_endpoint() {
+    for text in [
+        "[providers.openai]\napi_key = \"sk\"\ndeployments = { a = \"b\" }\n",
+        "[[providers.compatible]]\nname = \"gw\"\nbase_url = \"http://gw\"\napi_key = \"k\"\napi_version = \"v1\"\n",
+    ] {
+        let err = Config::from_toml(text)
+            .unwrap()
+            .into_settings(no_state(), &env(&[]))
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("[providers.azure] only"), "{err:#}");
+    }
+    let settings = from_env(&[("AZURE_OPENAI_API_KEY", "az-1")]).unwrap();
+    let err = settings.providers[0].start().unwrap_err();
+    assert!(
+        format!("{err:#}").contains("AZURE_OPENAI_ENDPOINT"),
+        "{err:#}"
+    );
+}
+
+#[test]
 fn unknown_fields_are_rejected_by_name() {
     let err = Config::from_toml("[providers.openai]\nbase_ur = \"x\"\n").unwrap_err();
     assert!(format!("{err:#}").contains("base_ur"), "{err:#}");

@@ -12,7 +12,11 @@ use imgproxy_core::{
     Generation, ProviderError, ProviderRequest,
 };
 
-use crate::{convert, edits, errors, stream, PROVIDER_ID};
+use crate::{
+    compat, convert, edits,
+    errors::{self, ErrorMapping},
+    stream, PROVIDER_ID,
+};
 
 /// OpenAI's API root.
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -97,54 +101,94 @@ impl UpstreamAdapter for OpenAI {
         Upstream::new(PROVIDER_ID, DEFAULT_BASE_URL).timeout(DEFAULT_TIMEOUT);
 
     async fn try_generate(api: &ApiClient, request: ProviderRequest<'_>) -> Outcome {
-        let model = request.upstream_model();
-        let references = request.references.len();
-        tracing::debug!(provider = %request.request.model.provider, model, n = request.n, references, "calling upstream");
-        // Reference images need the edits endpoint: generations would silently ignore them.
-        let call = if references == 0 {
-            api.post(api.url("images/generations"))
-                .json(&convert::generation_body(&request))
-        } else {
-            api.post(api.url("images/edits"))
-                .multipart(edits::form(&request)?)
+        let route = ImagesRoute {
+            generations: api.url("images/generations"),
+            edits: api.url("images/edits"),
+            model: request.upstream_model().to_owned(),
         };
-        let response = api
-            .send(call, |status, wait, body| {
-                errors::error_from_status(status, wait, body, model)
-            })
-            .await?;
-        let parsed = match request
-            .partials
-            .filter(|_| convert::streamed_partials(&request).is_some())
-        {
-            Some(partials) => stream::read(response, partials, model).await?,
-            None => {
-                let answer = response.bytes().await.map_err(upstream::transport_error)?;
-                convert::parse_response(&answer)?
-            }
-        };
-
-        let output_format = parsed
-            .extra
-            .output_format
-            .as_deref()
-            .or_else(|| request.request.param_str("output_format"));
-        let mut images = Vec::with_capacity(parsed.images.len());
-        // Sequential on purpose: URL items come from DALL·E-style gateways, typically n=1.
-        for image in parsed.images {
-            // No API headers go to the download host: it must never see the key.
-            let (bytes, content_type) = api.fetch(image.source).await?;
-            images.push(convert::generated_image(
-                bytes,
-                content_type.as_deref(),
-                output_format,
-                image.revised_prompt,
-            ));
-        }
-        Ok(Generation {
-            images,
-            usage: parsed.usage,
-            meta: parsed.extra,
-        })
+        images_call(api, request, &route, errors::error_from_status).await
     }
+}
+
+/// Where one call of OpenAI's Images API goes, and the model name it carries: OpenAI's own
+/// layout (below the API root, under the catalog's upstream id), or that of a service serving
+/// the same API under other URLs and names (Azure's deployments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagesRoute {
+    /// Where a call without reference images is posted, as JSON.
+    pub generations: String,
+    /// Where a call with reference images is posted, as a multipart form.
+    pub edits: String,
+    /// The `model` the body names.
+    pub model: String,
+}
+
+/// One call of OpenAI's Images API through `api`, where `route` says; `to_error` reads its
+/// failures. The upstream's wire is OpenAI's throughout: the body, the edits form, streamed
+/// partial images, the answer.
+pub async fn images_call(
+    api: &ApiClient,
+    request: ProviderRequest<'_>,
+    route: &ImagesRoute,
+    to_error: ErrorMapping,
+) -> Outcome {
+    let model = route.model.as_str();
+    let references = request.references.len();
+    tracing::debug!(provider = %request.request.model.provider, model, n = request.n, references, "calling upstream");
+    // Reference images need the edits endpoint: generations would silently ignore them.
+    let call = if references == 0 {
+        api.post(&route.generations)
+            .json(&convert::generation_body(&request, model))
+    } else {
+        api.post(&route.edits)
+            .multipart(edits::form(&request, model)?)
+    };
+    let response = api
+        .send(call, |status, wait, body| {
+            to_error(status, wait, body, model)
+        })
+        .await?;
+    let parsed = match request
+        .partials
+        .filter(|_| convert::streamed_partials(&request).is_some())
+    {
+        Some(partials) => stream::read(response, partials, model, to_error).await?,
+        None => {
+            let status = response.status().as_u16();
+            let answer = response.bytes().await.map_err(upstream::transport_error)?;
+            convert::parse_response(&answer).map_err(|malformed| {
+                // Some services refuse with a success status and the error envelope (Azure's
+                // older content filter answer, providers-2.md §10.4): that is their error.
+                let error = compat::read_error(&answer);
+                if error.message().is_some() || error.code().is_some() {
+                    to_error(status, None, &answer, model)
+                } else {
+                    malformed
+                }
+            })?
+        }
+    };
+
+    let output_format = parsed
+        .extra
+        .output_format
+        .as_deref()
+        .or_else(|| request.request.param_str("output_format"));
+    let mut images = Vec::with_capacity(parsed.images.len());
+    // Sequential on purpose: URL items come from DALL·E-style gateways, typically n=1.
+    for image in parsed.images {
+        // No API headers go to the download host: it must never see the key.
+        let (bytes, content_type) = api.fetch(image.source).await?;
+        images.push(convert::generated_image(
+            bytes,
+            content_type.as_deref(),
+            output_format,
+            image.revised_prompt,
+        ));
+    }
+    Ok(Generation {
+        images,
+        usage: parsed.usage,
+        meta: parsed.extra,
+    })
 }

@@ -15,22 +15,23 @@ pub(crate) fn is_gpt_image(upstream: &str) -> bool {
 }
 
 /// The fields of one upstream call: the JSON body of `POST /images/generations`, and the
-/// text fields of `POST /images/edits`.
+/// text fields of `POST /images/edits`. `model` is the name the upstream serves the model
+/// under: the catalog's upstream id at OpenAI, a deployment's name at Azure.
 ///
 /// The validated parameters already carry OpenAI's names, so they go through as they are.
 /// The catalog's `upstream_params` come after them: they are the operator's constants for a
 /// particular gateway and win. `model`, `prompt` and `n` come last, so nothing can change what
 /// is asked for or how many images are billed.
-pub(crate) fn generation_body(request: &ProviderRequest<'_>) -> Map<String, Value> {
+pub(crate) fn generation_body(request: &ProviderRequest<'_>, model: &str) -> Map<String, Value> {
     let validated = request.request;
-    let model = &validated.model;
     let mut body: Map<String, Value> = validated
         .params
         .iter()
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect();
     compat::finish_body(&mut body, request);
-    if is_gpt_image(&model.upstream) {
+    body.insert("model".into(), Value::from(model));
+    if is_gpt_image(&validated.model.upstream) {
         body.remove("response_format");
     }
     if let Some(partials) = streamed_partials(request) {

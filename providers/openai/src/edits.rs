@@ -14,9 +14,9 @@ use crate::convert;
 const IMAGE_FIELD: &str = "image[]";
 
 /// The text parts of an edit, by name: the same fields, with the same precedence, as the
-/// generation body (so never `response_format` for GPT image models).
-pub(crate) fn text_fields(request: &ProviderRequest<'_>) -> Vec<(String, String)> {
-    convert::generation_body(request)
+/// generation body (so never `response_format` for GPT image models), `model` named so.
+pub(crate) fn text_fields(request: &ProviderRequest<'_>, model: &str) -> Vec<(String, String)> {
+    convert::generation_body(request, model)
         .into_iter()
         .filter_map(|(name, value)| Some((name, form_text(value)?)))
         .collect()
@@ -27,11 +27,12 @@ fn file_name(index: usize, reference: &ReferenceImage) -> String {
     format!("image-{index}.{}", extension_of(&reference.mime))
 }
 
-/// The whole form: the text parts first, then the references in request order, each typed
-/// with its MIME type. reqwest sets the `multipart/form-data` header and its boundary.
-pub(crate) fn form(request: &ProviderRequest<'_>) -> Result<Form, ProviderError> {
+/// The whole form, `model` named so: the text parts first, then the references in request
+/// order, each typed with its MIME type. reqwest sets the `multipart/form-data` header and its
+/// boundary.
+pub(crate) fn form(request: &ProviderRequest<'_>, model: &str) -> Result<Form, ProviderError> {
     let mut form = Form::new();
-    for (name, value) in text_fields(request) {
+    for (name, value) in text_fields(request, model) {
         form = form.text(name, value);
     }
     for (index, reference) in request.references.iter().enumerate() {

@@ -11,9 +11,15 @@ use crate::compat;
 /// Error codes with which OpenAI refuses content (`content_policy_violation` is DALL·E's).
 const MODERATION_CODES: [&str; 2] = ["moderation_blocked", "content_policy_violation"];
 
-/// The error for a non-2xx upstream answer. `body` may be anything: OpenAI's envelope, another
-/// gateway's JSON, HTML, or nothing.
-pub(crate) fn error_from_status(
+/// How an Images API failure reads: the status, how long the upstream asked us to wait, the
+/// body and the model name the call used, into the error. [`error_from_status`] is OpenAI's; a
+/// service speaking the same API with errors of its own brings its own.
+pub type ErrorMapping = fn(u16, Option<Duration>, &[u8], &str) -> ProviderError;
+
+/// The error for a failed upstream answer: a non-2xx one, or a 2xx whose body is the error
+/// envelope. `body` may be anything: OpenAI's envelope, another gateway's JSON, HTML, or
+/// nothing.
+pub fn error_from_status(
     status: u16,
     retry_after: Option<Duration>,
     body: &[u8],

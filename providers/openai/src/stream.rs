@@ -1,6 +1,7 @@
 //! OpenAI's streamed image answers (`stream: true`): Server-Sent Events of `*.partial_image`
 //! (relayed to the client as they arrive) and `*.completed` (one per image, collected into the
-//! generation). An `error` object in the stream is the upstream's failure.
+//! generation). An `error` object in the stream is the upstream's failure, read by the
+//! caller's error mapping.
 
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
@@ -12,7 +13,7 @@ use imgproxy_core::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::{compat::ParsedImage, convert::ParsedResponse, errors};
+use crate::{compat::ParsedImage, convert::ParsedResponse, errors::ErrorMapping};
 
 /// One event's JSON, partial or completed.
 #[derive(Debug, Deserialize)]
@@ -30,11 +31,12 @@ struct StreamEvent {
 }
 
 /// Reads the event stream of `response` to its end: partials go to `partials`, completed
-/// images are returned as a parsed response.
+/// images are returned as a parsed response, an error event is what `to_error` makes of it.
 pub(crate) async fn read(
     mut response: reqwest::Response,
     partials: &PartialSender,
     model: &str,
+    to_error: ErrorMapping,
 ) -> Result<ParsedResponse, ProviderError> {
     let mut parsed = ParsedResponse {
         images: Vec::new(),
@@ -49,7 +51,7 @@ pub(crate) async fn read(
             buffer.extend_from_slice(&chunk);
         }
         while let Some(event) = next_event(&mut buffer, ended) {
-            if handle(&event, partials, &mut parsed, model)? {
+            if handle(&event, partials, &mut parsed, model, to_error)? {
                 return finish(parsed);
             }
         }
@@ -93,6 +95,7 @@ fn handle(
     partials: &PartialSender,
     parsed: &mut ParsedResponse,
     model: &str,
+    to_error: ErrorMapping,
 ) -> Result<bool, ProviderError> {
     if data.trim() == "[DONE]" {
         return Ok(true);
@@ -106,12 +109,7 @@ fn handle(
             || error.get("code").and_then(Value::as_str) == Some("moderation_blocked");
         let body = serde_json::json!({ "error": error }).to_string();
         let status = if refused { 400 } else { 500 };
-        return Err(errors::error_from_status(
-            status,
-            None,
-            body.as_bytes(),
-            model,
-        ));
+        return Err(to_error(status, None, body.as_bytes(), model));
     }
     let meta = ImageMeta {
         background: event.background,
