@@ -69,13 +69,14 @@ pub async fn serve(
         };
         // Rate limits count a submission like a request; the workers bound what runs.
         drop(calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?);
-        let begun = match &key {
-            Some(key) => {
-                let mut asked = request.clone();
-                asked.run_async = None;
-                Some(begin(&state, &caller, key, &format!("{endpoint} async"), &asked).await?)
-            }
-            None => None,
+        // `async: true` and `Prefer: respond-async` ask for the same task.
+        let begun = if key.is_some() {
+            let mut asked = request.clone();
+            asked.run_async = None;
+            let route = format!("{endpoint} async");
+            begin(&state, &caller, key.as_ref(), &route, &asked).await?
+        } else {
+            None
         };
         if calls::cache_mode(headers, false) == CacheMode::Refresh {
             request.reroll = Some(true);
@@ -114,12 +115,14 @@ pub async fn run(
     let key = calls::idempotency_key(headers)?;
     let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
-    let begun = match &key {
-        Some(key) => {
-            Some(begin(&state, &caller, key, &format!("{endpoint} sync"), &request).await?)
-        }
-        None => None,
-    };
+    let begun = begin(
+        &state,
+        &caller,
+        key.as_ref(),
+        &format!("{endpoint} sync"),
+        &request,
+    )
+    .await?;
     match begun {
         None => {
             let call = calls::call(&state, &caller, &admitted, cache, None, None, None);
@@ -165,19 +168,14 @@ pub async fn open_stream(
     let admitted = calls::admit(&state, &caller, note, request.n.unwrap_or(1)).await?;
     let cache = calls::cache_mode(headers, request.reroll == Some(true));
     state.service.gateway().validate(request.clone())?;
-    let begun = match &key {
-        Some(key) => Some(
-            begin(
-                &state,
-                &caller,
-                key,
-                &format!("{endpoint} stream"),
-                &request,
-            )
-            .await?,
-        ),
-        None => None,
-    };
+    let begun = begin(
+        &state,
+        &caller,
+        key.as_ref(),
+        &format!("{endpoint} stream"),
+        &request,
+    )
+    .await?;
     Ok(stream::respond(
         state, caller, admitted, cache, request, shape, begun,
     ))
@@ -193,18 +191,23 @@ pub fn annotate(response: &mut Response, served: &Served, replayed: bool) {
     }
 }
 
-/// Begins `request` under the caller's idempotency `key` (see
-/// `imgproxy_core::service::idempotency`).
+/// Begins `request` under the caller's idempotency `key`, if it sent one (see
+/// `imgproxy_core::service::idempotency`); `route` is what else the key's fingerprint covers.
 async fn begin(
     state: &AppState,
     caller: &Caller,
-    key: &IdempotencyKey,
+    key: Option<&IdempotencyKey>,
     route: &str,
     request: &ImageRequest,
-) -> Result<Begun, ApiError> {
+) -> Result<Option<Begun>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
     let fingerprint = idempotency::fingerprint(route, request)?;
-    Ok(state
-        .service
-        .begin_idempotent(caller.tenant(), key, &fingerprint, request)
-        .await?)
+    Ok(Some(
+        state
+            .service
+            .begin_idempotent(caller.tenant(), key, &fingerprint, request)
+            .await?,
+    ))
 }

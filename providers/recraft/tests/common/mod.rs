@@ -76,36 +76,7 @@ pub fn svg(index: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-/// One part of a multipart form, as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FormPart {
-    pub name: String,
-    pub file_name: Option<String>,
-    pub content_type: Option<String>,
-    pub body: Vec<u8>,
-}
-
-impl FormPart {
-    /// A text field.
-    pub fn text(name: &str, value: &str) -> Self {
-        Self {
-            name: name.into(),
-            file_name: None,
-            content_type: None,
-            body: value.as_bytes().to_vec(),
-        }
-    }
-
-    /// A file field.
-    pub fn file(name: &str, file_name: &str, content_type: &str, body: &[u8]) -> Self {
-        Self {
-            name: name.into(),
-            file_name: Some(file_name.into()),
-            content_type: Some(content_type.into()),
-            body: body.to_vec(),
-        }
-    }
-}
+pub use imgproxy_testkit::form::FormPart;
 
 /// Matches a `multipart/form-data` request whose parts are exactly `.0`, in order.
 #[derive(Debug, Clone)]
@@ -113,78 +84,6 @@ pub struct FormIs(pub Vec<FormPart>);
 
 impl Match for FormIs {
     fn matches(&self, request: &Request) -> bool {
-        form_parts(request).is_some_and(|parts| parts == self.0)
+        imgproxy_testkit::form::parse_form(request).is_ok_and(|parts| parts == self.0)
     }
-}
-
-/// The parts of a `multipart/form-data` request; `None` if it is not one.
-pub fn form_parts(request: &Request) -> Option<Vec<FormPart>> {
-    let content_type = request.headers.get("content-type")?.to_str().ok()?;
-    let boundary = content_type.strip_prefix("multipart/form-data; boundary=")?;
-    let delimiter = format!("\r\n--{boundary}");
-    // The first delimiter has no line break before it; prepend one to split uniformly.
-    let body = [b"\r\n".as_slice(), &request.body].concat();
-    let mut pieces = split(&body, delimiter.as_bytes());
-    if !pieces.next()?.is_empty() {
-        return None;
-    }
-    let mut parts = Vec::new();
-    for piece in pieces {
-        if piece.starts_with(b"--") {
-            return Some(parts);
-        }
-        let piece = piece.strip_prefix(b"\r\n")?;
-        let at = piece.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = std::str::from_utf8(&piece[..at]).ok()?;
-        parts.push(part(head, piece[at + 4..].to_vec())?);
-    }
-    None
-}
-
-fn part(head: &str, body: Vec<u8>) -> Option<FormPart> {
-    let mut name = None;
-    let mut file_name = None;
-    let mut content_type = None;
-    for line in head.split("\r\n") {
-        let (field, value) = line.split_once(':')?;
-        match field.trim().to_ascii_lowercase().as_str() {
-            "content-disposition" => {
-                for param in value.split(';').skip(1) {
-                    let (key, quoted) = param.trim().split_once('=')?;
-                    let text = quoted.trim_matches('"').to_owned();
-                    match key {
-                        "name" => name = Some(text),
-                        "filename" => file_name = Some(text),
-                        _ => {}
-                    }
-                }
-            }
-            "content-type" => content_type = Some(value.trim().to_owned()),
-            _ => {}
-        }
-    }
-    Some(FormPart {
-        name: name?,
-        file_name,
-        content_type,
-        body,
-    })
-}
-
-/// `haystack` split at every `needle`.
-fn split<'a>(haystack: &'a [u8], needle: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-    let mut rest = Some(haystack);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        match current.windows(needle.len()).position(|w| w == needle) {
-            Some(at) => {
-                rest = Some(&current[at + needle.len()..]);
-                Some(&current[..at])
-            }
-            None => {
-                rest = None;
-                Some(current)
-            }
-        }
-    })
 }
