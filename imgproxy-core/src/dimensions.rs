@@ -259,6 +259,17 @@ pub fn normalize(
             )?),
             _ => None,
         };
+        // A tier the model cannot take is honoured through `size` or refused, never dropped.
+        if out.size.is_none() && image_size.is_some() && !takes_tier {
+            return Err(Error::invalid_param(
+                "image_size",
+                format!(
+                    "model `{}` takes `aspect_ratio` without a resolution tier: give `size` \
+                     for another resolution, or leave `image_size` out",
+                    model.id
+                ),
+            ));
+        }
         if let Some(text) = &out.size {
             check_size(model, text)?;
         }
@@ -676,5 +687,24 @@ mod tests {
         assert!(normalize(&m, Some("1024x1024"), None, None).is_ok());
         let err = normalize(&m, Some("2048x2048"), None, None).unwrap_err();
         assert_eq!(err.param(), Some("size"));
+    }
+
+    #[test]
+    fn a_tier_a_sized_model_cannot_take_with_a_ratio_is_refused_not_dropped() {
+        let text = r#"
+            [[models]]
+            id = "sized"
+            provider = "p"
+            upstream = "u"
+            [models.params]
+            size = { type = "size", values = ["1024x1024", "1536x1024"] }
+            aspect_ratio = { type = "enum", values = ["1:1", "3:2"] }
+        "#;
+        let catalog = Catalog::from_toml(text).unwrap();
+        let m = catalog.resolve("sized", &|_| true).unwrap();
+        let err = normalize(m, None, Some("3:2"), Some("2K")).unwrap_err();
+        assert_eq!(err.param(), Some("image_size"));
+        assert!(normalize(m, None, Some("3:2"), None).is_ok());
+        assert!(normalize(m, None, None, Some("1K")).is_ok());
     }
 }
