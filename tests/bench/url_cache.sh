@@ -28,13 +28,14 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BENCH_NAME=url_cache.sh
+# shellcheck source=tests/bench/common.sh
+. "$ROOT/tests/bench/common.sh"
 BIN="${1:-${IMGPROXY_BIN:-$ROOT/target/release/imgproxy}}"
 DURATION="${DURATION:-10s}"
 SIZE="${SIZE:-512x512}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-16}"
-
-die() { echo "url_cache.sh: $*" >&2; exit 1; }
 
 [ -x "$BIN" ] || die "no imgproxy binary at $BIN (cargo build --release -p imgproxy-server, or pass its path)"
 case "$BIN" in
@@ -44,31 +45,12 @@ command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required (to pick free ports)"
 
 # -- tools ----------------------------------------------------------------------------------
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
-command -v wrk >/dev/null || missing+=(wrk)
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "url_cache.sh: installing ${missing[*]} with apt-get" >&2
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-WRK="$(command -v wrk)"
+need_nginx_and_wrk
 
 # -- scratch space and cleanup ------------------------------------------------------------
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/imgproxy-url-bench.XXXXXX")"
 IMGPROXY_PID=""
 NGINX_PID=""
-stop_pid() { # pid, signal: signal it, wait up to 5 s, then SIGKILL
-    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
-        kill "-$2" "$1" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$1" 2>/dev/null || true
-        wait "$1" 2>/dev/null || true
-    fi
-}
 cleanup() {
     stop_pid "$NGINX_PID" QUIT
     stop_pid "$IMGPROXY_PID" TERM
@@ -77,21 +59,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-wait_http() { # url, what
-    for _ in $(seq 1 300); do
-        curl -fsS -o /dev/null --max-time 1 "$1" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
 # -- imgproxy -------------------------------------------------------------------------------
 IMG_PORT="$(free_port)"
-mkdir -p "$WORK/data" "$WORK/www" "$WORK/nginx/tmp"
+mkdir -p "$WORK/data" "$WORK/www"
 env -i PATH="$PATH" HOME="$WORK" RUST_LOG=warn NO_COLOR=1 IMGPROXY_URL_API_DEFAULT_MODEL=placeholder \
     "$BIN" serve --listen "127.0.0.1:$IMG_PORT" --data-dir "$WORK/data" >"$WORK/imgproxy.log" 2>&1 &
 IMGPROXY_PID=$!
@@ -112,34 +82,13 @@ chmod 644 "$WORK/www/image.png"
 
 # -- nginx ----------------------------------------------------------------------------------
 NGINX_PORT="$(free_port)"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-user $(id -un) $(id -gn);
-worker_processes auto;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_timeout 65;
-    keepalive_requests 1000000;
-    types { image/png png; }
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
+write_nginx_conf "$WORK/nginx" "    types { image/png png; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         root $WORK/www;
         location / { }
-    }
-}
-EOF
-"$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" 2>>"$WORK/nginx/error.log" &
-NGINX_PID=$!
+    }"
+start_nginx "$WORK/nginx"
 NGINX_URL="http://127.0.0.1:$NGINX_PORT/image.png"
 wait_http "$NGINX_URL" || { cat "$WORK/nginx/error.log" >&2; die "nginx did not start"; }
 curl -fsS --max-time 10 -o "$WORK/from-nginx.png" "$NGINX_URL"
@@ -160,34 +109,16 @@ run_wrk nginx "$NGINX_URL"
 curl -fsS --max-time 10 -D "$WORK/h3" -o /dev/null "$IMG_URL"
 [ "$(cache_status "$WORK/h3")" = "HIT" ] || die "after the run: X-Cache-Status $(cache_status "$WORK/h3"), expected HIT"
 
-# wrk figures -> numbers: requests/s, and latencies in microseconds.
-to_us() { # "123.45us" | "1.20ms" | "2.00s"
-    awk -v v="$1" 'BEGIN {
-        n = v + 0
-        if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /m$/) print n * 60e6;
-        else if (v ~ /s$/) print n * 1e6; else print n
-    }'
-}
-field() { # file, what: rps | p50 | p99 | errors
-    case "$2" in
-        rps) awk '/^Requests\/sec:/ { print $2 }' "$1" ;;
-        p50) to_us "$(awk '$1 == "50%" { print $2 }' "$1")" ;;
-        p99) to_us "$(awk '$1 == "99%" { print $2 }' "$1")" ;;
-        errors)
-            awk '/Non-2xx or 3xx responses:/ { n += $NF } /Socket errors:/ { gsub(",", ""); n += $4 + $6 + $8 + $10 }
-                 END { print n + 0 }' "$1" ;;
-    esac
-}
 for name in imgproxy nginx; do
-    [ -n "$(field "$WORK/wrk-$name.txt" rps)" ] || die "cannot read wrk's output for $name: $(cat "$WORK/wrk-$name.txt")"
+    [ -n "$(wrk_field "$WORK/wrk-$name.txt" rps)" ] || die "cannot read wrk's output for $name: $(cat "$WORK/wrk-$name.txt")"
 done
 
 echo
 echo "cache-hit GET /api/generate vs nginx static file: $BYTES-byte PNG ($SIZE), wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $(nproc) cores, $(basename "$BIN") at $BIN"
-awk -v ir="$(field "$WORK/wrk-imgproxy.txt" rps)" -v nr="$(field "$WORK/wrk-nginx.txt" rps)" \
-    -v i50="$(field "$WORK/wrk-imgproxy.txt" p50)" -v n50="$(field "$WORK/wrk-nginx.txt" p50)" \
-    -v i99="$(field "$WORK/wrk-imgproxy.txt" p99)" -v n99="$(field "$WORK/wrk-nginx.txt" p99)" \
-    -v ie="$(field "$WORK/wrk-imgproxy.txt" errors)" -v ne="$(field "$WORK/wrk-nginx.txt" errors)" '
+awk -v ir="$(wrk_field "$WORK/wrk-imgproxy.txt" rps)" -v nr="$(wrk_field "$WORK/wrk-nginx.txt" rps)" \
+    -v i50="$(wrk_field "$WORK/wrk-imgproxy.txt" p50)" -v n50="$(wrk_field "$WORK/wrk-nginx.txt" p50)" \
+    -v i99="$(wrk_field "$WORK/wrk-imgproxy.txt" p99)" -v n99="$(wrk_field "$WORK/wrk-nginx.txt" p99)" \
+    -v ie="$(wrk_field "$WORK/wrk-imgproxy.txt" errors)" -v ne="$(wrk_field "$WORK/wrk-nginx.txt" errors)" '
     function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "n/a" }
     BEGIN {
         printf "%-10s %12s %12s %12s %8s\n", "", "req/s", "p50 (ms)", "p99 (ms)", "errors"
