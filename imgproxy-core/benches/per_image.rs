@@ -121,11 +121,7 @@ fn per_image(c: &mut Criterion) {
     });
     group.throughput(Throughput::Bytes(b64.len() as u64));
     group.bench_function("base64_decode", |b| {
-        b.iter(|| {
-            base64::engine::general_purpose::STANDARD
-                .decode(black_box(b64.trim()))
-                .unwrap()
-        });
+        b.iter(|| imgproxy_core::b64::decode(black_box(b64.trim())).unwrap());
     });
     group.throughput(Throughput::Bytes(image_bytes));
     group.bench_function("probe_format_and_size", |b| {

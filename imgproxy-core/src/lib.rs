@@ -11,6 +11,7 @@
 //! the set of configured providers is only known at start-up, from the config file and the
 //! environment; one registry keyed by provider name serves every model of the catalog.
 
+pub mod b64;
 pub mod blocking;
 pub mod catalog;
 pub mod clock;

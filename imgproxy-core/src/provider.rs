@@ -60,18 +60,16 @@ pub struct ReferenceImage {
 impl ReferenceImage {
     /// The image as a `data:` URL, for upstreams that take URLs.
     pub fn data_url(&self) -> String {
-        use base64::Engine as _;
         format!(
             "data:{};base64,{}",
             self.mime,
-            base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+            crate::b64::encode(&self.bytes)
         )
     }
 
     /// The image as bare base64, for upstreams that take that.
     pub fn base64(&self) -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(&self.bytes)
+        crate::b64::encode(&self.bytes)
     }
 }
 

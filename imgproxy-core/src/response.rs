@@ -1,7 +1,6 @@
 //! `ImageResponse`: the body imgproxy answers with, in OpenAI's `ImagesResponse` shape plus
 //! `credits_used`.
 
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -45,7 +44,7 @@ impl ImageData {
     /// An image inline, as base64.
     pub fn inline(bytes: &[u8], revised_prompt: Option<String>) -> Self {
         Self {
-            b64_json: Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            b64_json: Some(crate::b64::encode(bytes)),
             url: None,
             revised_prompt,
         }
@@ -64,7 +63,7 @@ impl ImageData {
     /// image by URL, or base64 that does not decode.
     pub fn inline_bytes(&self) -> Option<Vec<u8>> {
         let b64 = self.b64_json.as_deref()?;
-        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        crate::b64::decode(b64).ok()
     }
 }
 

@@ -252,7 +252,6 @@ fn partial_event(partial: &PartialImage, surface: Surface) -> ImageStreamEvent {
 
 /// One completed event per image, with the answer's metadata; usage on the last.
 fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<ImageStreamEvent> {
-    use base64::Engine as _;
     let response = state.service.response(served);
     let meta = response.meta;
     let count = served.images.len();
@@ -266,7 +265,7 @@ fn completed_events(state: &AppState, served: &Served, surface: Surface) -> Vec<
             // The answer is already base64 (moved, not copied) unless the client asked for URLs.
             let b64_json = data
                 .b64_json
-                .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode(&image.bytes));
+                .unwrap_or_else(|| imgproxy_core::b64::encode(&image.bytes));
             ImageStreamEvent {
                 kind: surface.event("completed"),
                 b64_json,

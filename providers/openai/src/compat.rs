@@ -6,7 +6,6 @@
 //! `index`) are the type parameters `R` and `I`, declared in its crate, which also decides what
 //! they mean; how a status maps to an error stays with each adapter too.
 
-use base64::Engine as _;
 use imgproxy_core::{
     provider::image_mime,
     upstream::{malformed, ImageSource},
@@ -125,8 +124,7 @@ impl<R, I> ImagesResponse<R, I> {
 impl<I> Image<I> {
     fn parse(self, index: usize) -> Result<ParsedImage<I>, ProviderError> {
         let source = match (self.b64_json, self.url) {
-            (Some(b64), _) => base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
+            (Some(b64), _) => imgproxy_core::b64::decode(b64.trim())
                 .map(|bytes| ImageSource::Inline(bytes.into()))
                 .map_err(|e| malformed(format!("`data[{index}].b64_json`: {e}")))?,
             (None, Some(url)) => ImageSource::Url(url),

@@ -3,7 +3,6 @@
 //! generation). An `error` object in the stream is the upstream's failure, read by the
 //! caller's error mapping.
 
-use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use imgproxy_core::{
     provider::{ImageMeta, PartialImage, PartialSender},
@@ -130,8 +129,7 @@ fn handle(
         let b64 = event
             .b64_json
             .ok_or_else(|| upstream::failed("a completed stream event has no `b64_json`"))?;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
+        let bytes = imgproxy_core::b64::decode(b64.trim())
             .map_err(|e| upstream::failed(format!("bad `b64_json`: {e}")))?;
         parsed.images.push(ParsedImage {
             source: ImageSource::Inline(Bytes::from(bytes)),
