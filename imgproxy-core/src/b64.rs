@@ -13,6 +13,11 @@ pub fn decode(text: &str) -> Result<Vec<u8>, base64_simd::Error> {
     base64_simd::STANDARD.decode_to_vec(text)
 }
 
+/// Whether `text` is standard, padded base64 (and so a JSON string's contents as it is).
+pub fn is_valid(text: &[u8]) -> bool {
+    base64_simd::STANDARD.check(text).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
@@ -24,6 +29,8 @@ mod tests {
         assert_eq!(super::encode(&bytes), reference);
         assert_eq!(super::decode(&reference).unwrap(), bytes);
         assert!(super::decode("not base64!").is_err());
+        assert!(super::is_valid(reference.as_bytes()));
+        assert!(!super::is_valid(b"QUJD\""));
         assert!(super::decode("QUJD").is_ok_and(|b| b == b"ABC"));
     }
 }

@@ -294,6 +294,12 @@ pub async fn serve(
             }
         };
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        // Answers are written whole, often in several writes (an image's JSON is cut around
+        // its base64): Nagle's algorithm would hold the last write back for the client's
+        // delayed ACK, 40 ms.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "setting TCP_NODELAY failed");
+        }
         let slot = if let Ok(slot) = shared.slots.clone().try_acquire_owned() {
             slot
         } else {

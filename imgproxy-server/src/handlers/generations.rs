@@ -2,12 +2,7 @@
 //! hit or miss); for issued keys limited, then metered, with the balance in a header; with an
 //! `Idempotency-Key`, answered once and replayed to retries. Edits end in [`serve`] too.
 
-use axum::{
-    extract::State,
-    http::HeaderMap,
-    response::{IntoResponse, Response},
-    Extension, Json,
-};
+use axum::{extract::State, http::HeaderMap, response::Response, Extension};
 use imgproxy_core::{
     service::{
         cache::CacheMode,
@@ -96,7 +91,7 @@ pub async fn serve(
         .await;
     }
     let (served, replayed) = run(state.clone(), caller, note, headers, request, endpoint).await?;
-    let mut response = Json(state.service.response(&served)).into_response();
+    let mut response = super::parts::image_json(state.service.response(&served))?;
     annotate(&mut response, &served, replayed);
     Ok(response)
 }

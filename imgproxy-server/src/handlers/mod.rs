@@ -9,6 +9,7 @@ pub mod generations;
 pub mod health;
 pub mod images;
 pub mod models;
+pub mod parts;
 pub mod responses;
 pub mod seed002;
 pub mod seed003;
