@@ -475,15 +475,29 @@ impl Service {
             }
             _ => work.await,
         };
-        // Only once it is paid for: a refunded generation must not become a free hit.
+        // Only once it is paid for: a refunded generation must not become a free hit. The
+        // claim is released with the entry, in one commit; after a failure, on its own.
+        let mut claim = claim;
         if let (Ok(produced), Some(records)) = (&produced, job.records) {
+            let owner = claim.as_ref().and_then(HeldClaim::holder);
             // The images are made and stored: a cache entry that cannot be written costs a
             // later hit, not this answer.
-            if let Err(error) = records
-                .cache(call.tenant, key, &job.request.model.id, &produced.result)
+            match records
+                .cache_and_release(
+                    call.tenant,
+                    key,
+                    &job.request.model.id,
+                    &produced.result,
+                    owner,
+                )
                 .await
             {
-                tracing::error!(%error, "recording a cache entry failed");
+                Ok(()) => {
+                    if let Some(guard) = &mut claim {
+                        guard.take();
+                    }
+                }
+                Err(error) => tracing::error!(%error, "recording a cache entry failed"),
             }
         }
         if let Some(guard) = claim {
@@ -648,6 +662,11 @@ impl HeldClaim {
             key: key.to_owned(),
             holder: Some(holder),
         }
+    }
+
+    /// Who holds the claim, until it is released or taken over.
+    pub(super) fn holder(&self) -> Option<&str> {
+        self.holder.as_deref()
     }
 
     /// Takes the claim over: its holder (`None` if it was taken before), database, tenant and

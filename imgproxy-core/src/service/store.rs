@@ -172,7 +172,10 @@ impl ImageStore {
     }
 
     async fn put_once(&self, path: &ObjectPath, bytes: Bytes) -> Result<()> {
-        if self.inner.head(path).await.is_err() {
+        // A folder's put is a write and a rename over any copy already there, so looking first
+        // costs a miss (whose image is almost always new) a stat for nothing; on S3 the look
+        // saves uploading an image again.
+        if self.kind == "fs" || self.inner.head(path).await.is_err() {
             self.inner
                 .put(path, PutPayload::from_bytes(bytes.clone()))
                 .await

@@ -114,7 +114,10 @@ impl Database {
             key_id: key_id.to_owned(),
             amount,
         };
-        write_tx!(&self.db, tx => {
+        // Lazy: the request is answered only after its settlement, a durable commit that puts
+        // this one on disk too; a reservation lost in a power cut is one the instance would
+        // have refunded on its return.
+        write_tx!(lazy &self.db, tx => {
             // The reservation row first: a concurrent call with the same id waits on it (on
             // Postgres) and then sees it, instead of charging a second time.
             let inserted = sqlx::query(

@@ -2,7 +2,17 @@
 //! body of portable SQL on either. Only `$N` placeholders, `RETURNING`, `ON CONFLICT` and `CASE`
 //! are used, which both databases understand; the schemas differ only in column types.
 
-use std::{borrow::Cow, fmt::Display, str::FromStr, time::Duration};
+use std::{
+    borrow::Cow,
+    fmt::Display,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
@@ -68,12 +78,78 @@ const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = migrations!("postgres");
 pub(crate) enum Db {
     /// All writes go through `writer`, one connection, so writers of this process queue in the
     /// pool instead of spinning on `SQLITE_BUSY`; `BEGIN IMMEDIATE` and the busy timeout cover
-    /// other processes (the CLI) on the same file.
+    /// other processes (the CLI) on the same file. Commits are written to the write-ahead log
+    /// without waiting for the disk; `wal` then makes the durable ones durable (group commit).
     Sqlite {
         writer: SqlitePool,
         reader: SqlitePool,
+        wal: Arc<WalSync>,
     },
     Postgres(PgPool),
+}
+
+/// How a write transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commit {
+    /// On disk before the write returns: it survives a power cut. Credits, keys, settlements,
+    /// tasks: whatever a user or the operator would lose.
+    Durable,
+    /// It survives the process crashing at once, and a power cut once the next durable commit
+    /// (of any caller) or checkpoint is on disk: rows whose loss in a power cut costs nothing,
+    /// such as cache entries and generation claims (a cache), or a reservation (its request
+    /// is not answered before its settlement is durable, and an instance that comes back
+    /// refunds what was left open anyway).
+    Lazy,
+}
+
+/// Makes committed SQLite transactions durable with one `fdatasync` of the write-ahead log,
+/// which covers every transaction committed before it: callers that wait at once share one
+/// (group commit), and the one writer connection never waits on the disk. This is what
+/// `synchronous = FULL` does at each commit, moved after it and shared.
+#[derive(Debug)]
+pub(crate) struct WalSync {
+    /// The `-wal` file; `None` for an in-memory database.
+    path: Option<PathBuf>,
+    /// Commits counted so far: a commit's number is taken after it has been written.
+    committed: AtomicU64,
+    /// The number of the last commit known to be on disk; held while syncing.
+    synced: tokio::sync::Mutex<u64>,
+}
+
+impl WalSync {
+    fn new(path: Option<PathBuf>) -> Self {
+        Self {
+            path,
+            committed: AtomicU64::new(0),
+            synced: tokio::sync::Mutex::new(0),
+        }
+    }
+
+    /// Returns once every transaction this process committed before the call is on disk.
+    pub(super) async fn sync(&self) -> Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= mine {
+            // A sync that began after this commit was written has finished.
+            return Ok(());
+        }
+        let covered = self.committed.load(Ordering::SeqCst);
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
+            Ok(file) => file.sync_data(),
+            // No log: the last connection checkpointed it into the database file, synced.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error),
+        })
+        .await
+        .db()?
+        .db()?;
+        *synced = covered;
+        Ok(())
+    }
 }
 
 /// Maps any database error to [`Error::Internal`]: the detail is logged, never sent.
@@ -87,24 +163,42 @@ impl<T, E: Display> DbExt<T> for Result<T, E> {
     }
 }
 
-/// Runs `$body` with `$tx` bound to a write transaction of whichever backend `$db` is.
-/// The body is compiled once per backend, so the same SQL and binds serve both.
+/// Runs `$body` with `$tx` bound to a write transaction of whichever backend `$db` is, which
+/// `$body` commits. The body is compiled once per backend, so the same SQL and binds serve
+/// both. The commit is [`Commit::Durable`] unless the first argument is `lazy`.
 macro_rules! write_tx {
-    ($db:expr, $tx:ident => $body:expr) => {
+    (lazy $db:expr, $tx:ident => $body:expr) => {
+        write_tx!(@commit $crate::service::db::pool::Commit::Lazy, $db, $tx => $body)
+    };
+    (@commit $commit:expr, $db:expr, $tx:ident => $body:expr) => {
         match $db {
-            $crate::service::db::pool::Db::Sqlite { writer, .. } => {
+            $crate::service::db::pool::Db::Sqlite { writer, wal, .. } => {
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
                 // then writes can fail with SQLITE_BUSY without waiting for another process.
                 let mut $tx = $crate::service::db::pool::DbExt::db(
                     writer.begin_with("BEGIN IMMEDIATE").await,
                 )?;
-                $body
+                let done = $body;
+                if $commit == $crate::service::db::pool::Commit::Durable {
+                    wal.sync().await?;
+                }
+                done
             }
             $crate::service::db::pool::Db::Postgres(pool) => {
                 let mut $tx = $crate::service::db::pool::DbExt::db(pool.begin().await)?;
+                if $commit == $crate::service::db::pool::Commit::Lazy {
+                    $crate::service::db::pool::DbExt::db(
+                        sqlx::query("SET LOCAL synchronous_commit = off")
+                            .execute(&mut *$tx)
+                            .await,
+                    )?;
+                }
                 $body
             }
         }
+    };
+    ($db:expr, $tx:ident => $body:expr) => {
+        write_tx!(@commit $crate::service::db::pool::Commit::Durable, $db, $tx => $body)
     };
 }
 
@@ -191,8 +285,9 @@ impl Db {
             .db()?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a committed reservation or credit survives a power cut, not only a crash.
-            .synchronous(SqliteSynchronous::Full)
+            // NORMAL: a commit is in the log, safe from a crash of the process, without waiting
+            // for the disk; `WalSync` then makes durable commits survive a power cut too.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
         if url.contains(":memory:") || url.contains("mode=memory") {
@@ -207,8 +302,11 @@ impl Db {
             return Ok(Self::Sqlite {
                 writer: pool.clone(),
                 reader: pool,
+                wal: Arc::new(WalSync::new(None)),
             });
         }
+        let mut wal = options.get_filename().as_os_str().to_owned();
+        wal.push("-wal");
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(dir).await.db()?;
@@ -220,7 +318,11 @@ impl Db {
             .connect_with(options)
             .await
             .db()?;
-        Ok(Self::Sqlite { writer, reader })
+        Ok(Self::Sqlite {
+            writer,
+            reader,
+            wal: Arc::new(WalSync::new(Some(PathBuf::from(wal)))),
+        })
     }
 
     /// `postgres://...`; with `schema`, that schema is created and is the only one on the
@@ -300,24 +402,44 @@ impl Db {
         Ok(self.read_all(sql, args).await?.into_iter().next())
     }
 
-    /// Runs one statement, `sql` with `args` bound, in a write transaction of its own; returns
-    /// how many rows it changed.
+    /// Runs one statement, `sql` with `args` bound, in a durable write transaction of its own;
+    /// returns how many rows it changed.
     pub(super) async fn write(&self, sql: impl SqlSafeStr, args: &[Arg<'_>]) -> Result<u64> {
-        write_tx!(self, tx => {
+        self.write_as(Commit::Durable, sql, args).await
+    }
+
+    /// [`Db::write`], committed as `commit` says.
+    pub(super) async fn write_as(
+        &self,
+        commit: Commit,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<u64> {
+        write_tx!(@commit commit, self, tx => {
             let done = bind_args!(sqlx::query(sql), args).execute(&mut *tx).await.db()?;
             tx.commit().await.db()?;
             Ok(done.rows_affected())
         })
     }
 
-    /// Runs one statement with `RETURNING`, `sql` with `args` bound, in a write transaction of
-    /// its own; returns the rows it returned.
+    /// Runs one statement with `RETURNING`, `sql` with `args` bound, in a durable write
+    /// transaction of its own; returns the rows it returned.
     pub(super) async fn write_returning<T: Decoded>(
         &self,
         sql: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Result<Vec<T>> {
-        write_tx!(self, tx => {
+        self.write_returning_as(Commit::Durable, sql, args).await
+    }
+
+    /// [`Db::write_returning`], committed as `commit` says.
+    pub(super) async fn write_returning_as<T: Decoded>(
+        &self,
+        commit: Commit,
+        sql: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Vec<T>> {
+        write_tx!(@commit commit, self, tx => {
             let rows = bind_args!(sqlx::query_as(sql), args).fetch_all(&mut *tx).await.db()?;
             tx.commit().await.db()?;
             Ok(rows)
@@ -326,7 +448,7 @@ impl Db {
 
     pub(super) async fn close(&self) {
         match self {
-            Self::Sqlite { writer, reader } => {
+            Self::Sqlite { writer, reader, .. } => {
                 reader.close().await;
                 writer.close().await;
             }
@@ -370,3 +492,40 @@ fn schema_ident(schema: &str) -> Result<String> {
     Ok(format!("\"{schema}\""))
 }
 pub(crate) use crate::clock::{now_ms, now_secs};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_durable_writes_share_syncs_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Db::sqlite(&url).await.unwrap();
+        db.write("CREATE TABLE t (n BIGINT)", &[]).await.unwrap();
+        let writes = (0..32_i64).map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let commit = if n % 2 == 0 {
+                    Commit::Durable
+                } else {
+                    Commit::Lazy
+                };
+                db.write_as(commit, "INSERT INTO t (n) VALUES ($1)", &[n.into()])
+                    .await
+            })
+        });
+        for write in writes {
+            assert_eq!(write.await.unwrap().unwrap(), 1);
+        }
+        let Db::Sqlite { wal, .. } = &db else {
+            unreachable!("a SQLite URL opens SQLite")
+        };
+        // The table and the 16 durable inserts each counted one commit; concurrent ones
+        // shared syncs, and the last sync covered every one of them.
+        assert_eq!(wal.committed.load(Ordering::SeqCst), 17);
+        assert_eq!(*wal.synced.lock().await, 17);
+        let rows: Vec<(i64,)> = db.read_all("SELECT n FROM t", &[]).await.unwrap();
+        assert_eq!(rows.len(), 32);
+    }
+}

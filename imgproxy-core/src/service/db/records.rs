@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
 use super::{
-    pool::{now_ms, now_secs, DbExt},
+    pool::{now_ms, now_secs, write_tx, Commit, DbExt},
     secret, Database,
 };
 use crate::{Error, Result};
@@ -76,6 +76,10 @@ macro_rules! file_columns {
     };
 }
 
+/// Releases the claim of `$3` on the generation of `$2` for tenant `$1`.
+const RELEASE_CLAIM: &str =
+    "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3";
+
 /// Longest name a generation may be stored under.
 pub const MAX_NAME_CHARS: usize = 200;
 
@@ -102,23 +106,47 @@ impl Database {
         model: &str,
         result: &CachedResult,
     ) -> Result<()> {
+        self.cache_and_release(tenant, cache_key, model, result, None)
+            .await
+    }
+
+    /// [`Database::cache`], and with `claim_owner`, the release of that owner's claim on the
+    /// generation in the same transaction: one commit where a generation ends.
+    pub async fn cache_and_release(
+        &self,
+        tenant: &str,
+        cache_key: &str,
+        model: &str,
+        result: &CachedResult,
+        claim_owner: Option<&str>,
+    ) -> Result<()> {
         let text = serde_json::to_string(result).db()?;
-        let args = [
-            tenant.into(),
-            cache_key.into(),
-            model.into(),
-            (&text).into(),
-            now_secs().into(),
-        ];
-        self.db
-            .write(
+        // Lazy: an entry lost in a power cut costs one generation, never an answer.
+        write_tx!(lazy &self.db, tx => {
+            sqlx::query(
                 "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
                  SET model = excluded.model, result = excluded.result, created_at = excluded.created_at",
-                &args,
             )
-            .await?;
-        Ok(())
+            .bind(tenant)
+            .bind(cache_key)
+            .bind(model)
+            .bind(&text)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await
+            .db()?;
+            if let Some(owner) = claim_owner {
+                sqlx::query(RELEASE_CLAIM)
+                    .bind(tenant)
+                    .bind(cache_key)
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await
+                    .db()?;
+            }
+            tx.commit().await.db()
+        })
     }
 
     /// Claims the generation of `cache_key` for `owner` (one request of instance `instance`),
@@ -151,7 +179,11 @@ impl Database {
             now.into(),
             stale_before(now, stale_after).into(),
         ];
-        let holder: Vec<(String,)> = self.db.write_returning(AssertSqlSafe(sql), &args).await?;
+        // Lazy: claims are lost with the instance anyway when it dies (its lease lapses).
+        let holder: Vec<(String,)> = self
+            .db
+            .write_returning_as(Commit::Lazy, AssertSqlSafe(sql), &args)
+            .await?;
         Ok(holder.first().is_some_and(|(holder,)| holder == owner))
     }
 
@@ -186,8 +218,9 @@ impl Database {
         owner: &str,
     ) -> Result<()> {
         self.db
-            .write(
-                "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3",
+            .write_as(
+                Commit::Lazy,
+                RELEASE_CLAIM,
                 &[tenant.into(), cache_key.into(), owner.into()],
             )
             .await?;
