@@ -5,16 +5,20 @@
 //!
 //! Steps, each its own benchmark, in the order a `b64_json` miss runs them:
 //! - `parse_upstream_json`: the upstream's JSON read with serde_json into a struct of OpenAI's
-//!   shape (the kernel's `ImageResponse`; the provider's wire type reads the same bytes the
-//!   same way, one owned `String` per `b64_json`);
-//! - `base64_decode`: that string to bytes, as the OpenAI adapter does;
+//!   shape (the kernel's `ImageResponse`, one owned `String` per `b64_json`; the OpenAI
+//!   adapter's wire type decodes the base64 where it lies in the body instead, saving that
+//!   copy, so this and the next step bound its parse from above);
+//! - `base64_decode`: that string to bytes;
 //! - `probe_format_and_size`: the MIME type sniffed from the bytes and the size read from the
 //!   header, as the provider and the gateway's delivery do;
 //! - `sha256`: the content hash that names the image in the store;
 //! - `store_write`: `ImageStore::put` into a local folder (a temporary one), hash included,
 //!   every iteration a new image (the same bytes twice is a no-op), deleted again untimed;
 //! - `base64_encode`: the bytes to the answer's `b64_json` (`ImageData::inline`);
-//! - `serialize_response`: the answer's `ImageResponse` to JSON, as the server's `Json` does.
+//! - `response_json_parts`: the answer's `ImageResponse` to the JSON body the server writes
+//!   (`ImageResponse::into_json_parts`: the base64 checked, not escaped);
+//! - `serialize_response_serde_json`: for comparison, the same answer through
+//!   `serde_json::to_vec`, as the server wrote it before (escaping every byte).
 //!
 //! Throughput is given in the bytes each step is handed. Run:
 //! `cargo bench -p imgproxy-core --bench per_image` (criterion's options after `--`, e.g.
@@ -29,7 +33,7 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use image::{
     codecs::png::{CompressionType, FilterType, PngEncoder},
     RgbImage,
@@ -138,7 +142,14 @@ fn per_image(c: &mut Criterion) {
         b.iter(|| ImageData::inline(black_box(&png), None));
     });
     group.throughput(Throughput::Bytes(answer_bytes as u64));
-    group.bench_function("serialize_response", |b| {
+    group.bench_function("response_json_parts", |b| {
+        b.iter_batched(
+            || answer.clone(),
+            |answer| answer.into_json_parts().unwrap(),
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("serialize_response_serde_json", |b| {
         b.iter(|| serde_json::to_vec(black_box(&answer)).unwrap());
     });
     group.finish();

@@ -56,8 +56,8 @@ pub struct ImagesResponse<R = (), I = ()> {
 /// or a URL (DALL·E-style gateways).
 #[derive(Debug, Deserialize)]
 pub struct Image<I = ()> {
-    /// The image, base64-encoded.
-    pub b64_json: Option<String>,
+    /// The image, base64-encoded in the body, decoded as it is read.
+    pub b64_json: Option<InlineImage>,
     /// Where to download the image.
     pub url: Option<String>,
     /// The prompt as the upstream rewrote it.
@@ -65,6 +65,31 @@ pub struct Image<I = ()> {
     /// The dialect's item fields.
     #[serde(flatten)]
     pub extra: I,
+}
+
+/// An inline image's bytes, decoded from base64 while the body is read: a string of megabytes
+/// is decoded where it lies in the body, never copied out into a `String` first.
+#[derive(Debug)]
+pub struct InlineImage(pub bytes::Bytes);
+
+impl<'de> Deserialize<'de> for InlineImage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Base64;
+        impl serde::de::Visitor<'_> for Base64 {
+            type Value = InlineImage;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an image in base64")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InlineImage, E> {
+                imgproxy_core::b64::decode(text.trim())
+                    .map(|bytes| InlineImage(bytes.into()))
+                    .map_err(|e| E::custom(format!("`b64_json` is not base64: {e}")))
+            }
+        }
+        deserializer.deserialize_str(Base64)
+    }
 }
 
 /// A success body read: its images in `data` order, before any URL is downloaded.
@@ -124,9 +149,7 @@ impl<R, I> ImagesResponse<R, I> {
 impl<I> Image<I> {
     fn parse(self, index: usize) -> Result<ParsedImage<I>, ProviderError> {
         let source = match (self.b64_json, self.url) {
-            (Some(b64), _) => imgproxy_core::b64::decode(b64.trim())
-                .map(|bytes| ImageSource::Inline(bytes.into()))
-                .map_err(|e| malformed(format!("`data[{index}].b64_json`: {e}")))?,
+            (Some(InlineImage(bytes)), _) => ImageSource::Inline(bytes),
             (None, Some(url)) => ImageSource::Url(url),
             (None, None) => {
                 return Err(malformed(format!(
