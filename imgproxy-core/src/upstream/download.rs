@@ -58,14 +58,25 @@ pub async fn read_capped(
     {
         return Err(too_large());
     }
-    let mut bytes = Vec::new();
+    // The chunks are kept as they arrive and joined once at the end: a growing buffer would
+    // copy a megabyte body about twice over and keep up to twice its size allocated.
+    let mut chunks = Vec::new();
+    let mut length = 0;
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-        if bytes.len() + chunk.len() > max_bytes {
+        length += chunk.len();
+        if length > max_bytes {
             return Err(too_large());
         }
-        bytes.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
-    Ok(Bytes::from(bytes))
+    if chunks.len() == 1 {
+        return Ok(chunks.swap_remove(0));
+    }
+    let mut body = Vec::with_capacity(length);
+    for chunk in &chunks {
+        body.extend_from_slice(chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 /// A generated image that must be one: the bytes decide the MIME type, else the first
