@@ -52,7 +52,10 @@
 # Usage: tests/bench/gateway.sh [path/to/imgproxy]
 #   env: IMGPROXY_BIN, DURATION (wrk -d per phase, default 10s), METERED (1), LITELLM (1),
 #        LITELLM_SPEC (litellm[proxy]; e.g. 'litellm[proxy]==1.108.7'), TMPDIR (scratch space
-#        and the gateway's data dirs; /dev/shm takes the disk, SQLite's fsyncs included, out)
+#        and the gateway's data dirs; /dev/shm takes the disk, SQLite's fsyncs included, out),
+#        GLIBC_TUNABLES (also given to the gateway, whose environment is otherwise clean;
+#        glibc.malloc.mmap_threshold=131072 has every large buffer mapped and unmapped, so
+#        that the peak RSS counts live memory, not what the allocator keeps for reuse)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -199,6 +202,7 @@ gateway_phase() { # response_format, miss | hit, connections
     mkdir -p "$data"
     local env=(env -i PATH="$PATH" HOME="$WORK" RUST_LOG=info NO_COLOR=1
         OPENAI_API_KEY=sk-bench OPENAI_BASE_URL="$UPSTREAM")
+    [ -z "${GLIBC_TUNABLES:-}" ] || env+=(GLIBC_TUNABLES="$GLIBC_TUNABLES")
     if [ -n "$MASTER_KEY" ]; then
         env+=(IMGPROXY_MASTER_KEY="$MASTER_KEY")
         secret="$("${env[@]}" "$BIN" keys create --data-dir "$data" --name bench --credits 1000000000 \
