@@ -404,7 +404,7 @@ impl Service {
     /// returned, stores them and records the cache entry.
     async fn generate_and_store(&self, job: &Job<'_>) -> Shared {
         let (call, key) = (&job.call, job.key);
-        let claim = match job.records.filter(|_| call.cache == CacheMode::Use) {
+        let mut claim = match job.records.filter(|_| call.cache == CacheMode::Use) {
             Some(records) => match self
                 .claim(records, call.tenant, key, &job.request.model)
                 .await?
@@ -477,7 +477,6 @@ impl Service {
         };
         // Only once it is paid for: a refunded generation must not become a free hit. The
         // claim is released with the entry, in one commit; after a failure, on its own.
-        let mut claim = claim;
         if let (Ok(produced), Some(records)) = (&produced, job.records) {
             let owner = claim.as_ref().and_then(HeldClaim::holder);
             // The images are made and stored: a cache entry that cannot be written costs a
