@@ -99,6 +99,11 @@ pub fn build_app(state: AppState) -> Router {
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
+        // The web UI: pages without data, which read the routes above with the key typed in.
+        .route("/", get(handlers::ui::landing))
+        .route("/playground", get(handlers::ui::playground))
+        .route("/console", get(handlers::ui::console))
+        .route("/ui/{asset}", get(handlers::ui::asset))
         .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))

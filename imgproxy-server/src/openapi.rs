@@ -94,6 +94,11 @@ fn prometheus_text(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "description": "Prometheus text exposition format 0.0.4."})
 }
 
+/// A page or a file of the web UI, as text.
+fn text(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string"})
+}
+
 fn binary(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "format": "binary"})
 }
@@ -259,6 +264,14 @@ const GENERATION_ERRORS: &[u16] = &[
     400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504,
 ];
 const JSON: &str = "application/json";
+/// A page of the web UI.
+const HTML: &[(&str, SchemaOf)] = &[("text/html", text)];
+/// A page of the web UI, for anyone: it holds no data.
+const UI_PAGE: Route = Route {
+    access: Access::Public,
+    answers: &[(200, HTML)],
+    ..DEFAULT
+};
 /// A listing of the console: master key only.
 const ADMIN_LISTING_ERRORS: &[u16] = &[400, 401, 403, 500];
 /// A 1x1 PNG, for examples.
@@ -643,6 +656,36 @@ pub const ROUTES: &[Route] = &[
         summary: "Counts for the operator: keys, credits held, tasks and webhook deliveries by state, and this instance's request, error, image, credit and cache counters (master key only).",
         answers: &[(200, &[(JSON, of::<Summary>)])],
         errors: &[401, 403, 500],
+        ..DEFAULT
+    },
+    Route {
+        path: "/",
+        id: "landingPage",
+        summary: "The landing page: what this server is, with links to the playground and the console.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/playground",
+        id: "playgroundPage",
+        summary: "The playground (web UI): a form made from a model's catalog entry, its price, the run (plain or streamed) and the request as code. The page holds no data; it reads the API with the key typed into it.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/console",
+        id: "consolePage",
+        summary: "The operator console (web UI): keys, the ledger with thumbnails, tasks, webhooks and counters, read from the admin API with the master key typed into it. The page holds no data.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/ui/{asset}",
+        id: "uiAsset",
+        summary: "A script or the stylesheet of the web UI (`style.css`, `common.js`, `playground.js`, `console.js`).",
+        access: Access::Public,
+        answers: &[(
+            200,
+            &[("text/css", text), ("text/javascript", text)],
+        )],
+        errors: &[404],
         ..DEFAULT
     },
     Route {

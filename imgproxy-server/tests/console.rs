@@ -1,7 +1,8 @@
 //! The routes behind the web UI, in process (`build_app` + `oneshot`): the console's admin
 //! listings answer the master key only (401 without a key, 403 for an issued one, both in
 //! OpenAI's envelope), the history lists the calling key's charges and no one else's, each
-//! with images that load, and the estimate prices without charging.
+//! with images that load, the estimate prices without charging, and the pages themselves
+//! hold no data and carry a strict content-security policy.
 
 #![expect(
     clippy::unwrap_used,
@@ -339,4 +340,46 @@ async fn the_estimate_prices_and_refuses_like_a_generation_without_charging() {
     // Nothing was charged.
     let credits = ok(&app, request("GET", "/v1/credits", Some(&alice), None)).await;
     assert_eq!(credits["balance"], 5);
+}
+
+#[tokio::test]
+async fn the_pages_hold_no_data_and_carry_a_strict_policy() {
+    let app = app().await;
+    for path in ["/", "/playground", "/console"] {
+        // No key needed: a page is the same for everyone.
+        let (status, headers, body) = send(&app, request("GET", path, None, None)).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        let policy = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            policy.contains("script-src 'self';") && !policy.contains("unsafe"),
+            "{policy}"
+        );
+        assert!(policy.contains(&format!("img-src 'self' data: blob: {PUBLIC_URL};")));
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        let html = String::from_utf8(body).unwrap();
+        assert!(!html.contains("ipk_") && !html.contains(MASTER));
+    }
+    let (status, headers, body) = send(&app, request("GET", "/ui/playground.js", None, None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .contains("/v1/images/estimate"));
+    for path in [
+        "/ui/secrets.js",
+        "/ui/..%2Fapp.rs",
+        "/playground/fox",
+        "/console/x",
+    ] {
+        refused(
+            &app,
+            request("GET", path, None, None),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
 }

@@ -19,6 +19,7 @@ pub mod seed004;
 pub mod signed_urls;
 pub mod stream;
 pub mod tasks;
+pub mod ui;
 pub mod url_api;
 
 use schemars::JsonSchema;
