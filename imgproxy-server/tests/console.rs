@@ -4,11 +4,7 @@
 //! with images that load, the estimate prices without charging, and the pages themselves
 //! hold no data and carry a strict content-security policy.
 
-#![expect(
-    clippy::unwrap_used,
-    clippy::panic,
-    reason = "test helpers fail loudly"
-)]
+#![expect(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::{sync::Arc, time::Duration};
 
