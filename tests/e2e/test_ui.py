@@ -7,6 +7,8 @@ fails on any script error or CSP violation the page reports.
   forms follow the catalog (``gpt-image-2``'s ``quality`` values, ``nano-banana-2``'s
   ``aspect_ratio`` and ``image_size`` instead of ``size``);
 - a stream from the fake OpenAI shows a partial image before the final one;
+- reference images and a mask, uploaded through the Files API or given as a URL, reach the
+  upstream's edit;
 - a refused value shows the server's message next to its field;
 - the console issues a key with 10 credits, the playground spends it until a 402 says so, and the
   ledger lists each charge with its thumbnails;
@@ -18,6 +20,7 @@ saying so; Playwright itself is installed by tests/run."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,7 +31,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, solid_png
 from helpers import http
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -255,6 +258,45 @@ def test_a_stream_shows_a_partial_image_before_the_final_one(imgproxy: ImgproxyF
     assert re.fullmatch(r"\S+", meta(tab, "request id"))
     sent = fake_openai.image_requests()[-1].json
     assert sent["stream"] is True and sent["partial_images"] == 2
+
+
+def test_reference_images_and_a_mask_by_upload_and_url(
+    imgproxy: ImgproxyFactory, fake_openai: FakeOpenAI, tabs, tmp_path: Path
+) -> None:
+    server = imgproxy.start({"OPENAI_API_KEY": OPENAI_TEST_KEY, "OPENAI_BASE_URL": f"{fake_openai.url}/v1"})
+    reference, mask = tmp_path / "reference.png", tmp_path / "mask.png"
+    reference.write_bytes(solid_png(1, size=32))
+    mask.write_bytes(solid_png(2, size=32))
+    data_url = "data:image/png;base64," + base64.b64encode(solid_png(3, size=32)).decode()
+    tab = tabs(f"{server.url}/playground")
+    pick_model(tab, "gpt-image-2")
+    tab.page.fill("#f-prompt", "add a moon")
+    tab.page.select_option("#f-quality", "low")
+    # Uploads go through the Files API; the chips name the file ids.
+    tab.page.set_input_files("#reference-file", str(reference))
+    tab.page.wait_for_selector("#reference-list .chip")
+    tab.page.fill("#reference-url", data_url)
+    tab.page.click("#reference-add")
+    tab.page.set_input_files("#mask-file", str(mask))
+    tab.page.wait_for_selector("#mask-list .chip")
+    status, _, raw = http("GET", f"{server.url}/v1/files")
+    files = json.loads(raw)["data"]
+    assert status == 200 and sorted(f["filename"] for f in files) == ["mask.png", "reference.png"]
+    ids = {f["filename"]: f["id"] for f in files}
+    snippet = tab.page.text_content("#snippet") or ""
+    assert f"{server.url}/v1/images/edits" in snippet, "a mask makes it an edit"
+    assert ids["reference.png"] in snippet and ids["mask.png"] in snippet and data_url in snippet
+    run_and_wait(tab)
+
+    tab.until("document.querySelectorAll('#result-images img').length === 1", "the edited image")
+    assert tab.page.query_selector("#status .banner") is None, tab.page.text_content("#status")
+    edit = fake_openai.edit_requests()[-1]
+    # Both reference images reached the upstream as images, the mask as the mask.
+    assert [part.data for part in edit.parts if part.name.startswith("image")] == [
+        reference.read_bytes(), solid_png(3, size=32)
+    ]
+    assert edit.part("mask").data == mask.read_bytes()
+    assert edit.form["prompt"] == "add a moon"
 
 
 def test_a_refused_value_shows_the_servers_message_next_to_its_field(imgproxy: ImgproxyFactory, tabs) -> None:
