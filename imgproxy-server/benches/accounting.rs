@@ -67,6 +67,7 @@ fn router(accounts: Database, images: &std::path::Path) -> Router {
         }),
         cors: Arc::default(),
         metrics: None,
+        recorder: None,
         key_labels: false,
         upstreams: Arc::default(),
         responses_image_model: None,

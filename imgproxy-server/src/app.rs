@@ -30,6 +30,10 @@ pub fn build_app(state: AppState) -> Router {
         .route("/v1/admin/keys/{id}", patch(handlers::admin::update))
         .route("/v1/admin/keys/{id}/revoke", post(handlers::admin::revoke))
         .route("/v1/admin/keys/{id}/credit", post(handlers::admin::credit))
+        .route("/v1/admin/ledger", get(handlers::console::ledger))
+        .route("/v1/admin/tasks", get(handlers::console::tasks))
+        .route("/v1/admin/webhooks", get(handlers::console::webhooks))
+        .route("/v1/admin/summary", get(handlers::console::summary))
         .route_layer(middleware::from_fn(handlers::admin::require_master));
     let api = Router::new()
         .route(
@@ -37,6 +41,8 @@ pub fn build_app(state: AppState) -> Router {
             post(handlers::generations::create),
         )
         .route("/v1/images/edits", post(handlers::edits::create))
+        .route("/v1/images/estimate", post(handlers::estimate::create))
+        .route("/v1/generations", get(handlers::history::list))
         .route("/v1/chat/completions", post(handlers::chat::create))
         .route("/v1/responses", post(handlers::responses::create))
         .route("/v1/models", get(handlers::models::list))
@@ -93,6 +99,11 @@ pub fn build_app(state: AppState) -> Router {
         .route("/healthz", get(handlers::health::healthz))
         .route("/readyz", get(handlers::health::readyz))
         .route("/openapi.json", get(crate::openapi::serve))
+        // The web UI: pages without data, which read the routes above with the key typed in.
+        .route("/", get(handlers::ui::landing))
+        .route("/playground", get(handlers::ui::playground))
+        .route("/console", get(handlers::ui::console))
+        .route("/ui/{asset}", get(handlers::ui::asset))
         .fallback(handlers::url_api::fallback)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(BodyLimit(state.max_body_bytes)))

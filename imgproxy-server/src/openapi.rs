@@ -23,9 +23,14 @@ use serde_json::{json, Map, Value};
 
 use crate::handlers::{
     admin::Credit,
+    console::{
+        DeliveryFilter, DeliveryLine, LedgerFilter, LedgerLine, Summary, TaskFilter, TaskLine,
+    },
     credits::Credits,
+    estimate::Estimate,
     files::{DeletedFile, FilePage, ListQuery},
     health::{Health, Readiness},
+    history::{Generation, HistoryQuery},
     models::{Filters, ModelObject},
     seed002::{GenerateRequest, Submitted},
     seed004::{SeedCreated, SeedError, SeedRequest},
@@ -87,6 +92,11 @@ fn inline<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 
 fn prometheus_text(_: &mut SchemaGenerator) -> Schema {
     json_schema!({"type": "string", "description": "Prometheus text exposition format 0.0.4."})
+}
+
+/// A page or a file of the web UI, as text.
+fn text(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string"})
 }
 
 fn binary(_: &mut SchemaGenerator) -> Schema {
@@ -254,6 +264,16 @@ const GENERATION_ERRORS: &[u16] = &[
     400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504,
 ];
 const JSON: &str = "application/json";
+/// A page of the web UI.
+const HTML: &[(&str, SchemaOf)] = &[("text/html", text)];
+/// A page of the web UI, for anyone: it holds no data.
+const UI_PAGE: Route = Route {
+    access: Access::Public,
+    answers: &[(200, HTML)],
+    ..DEFAULT
+};
+/// A listing of the console: master key only.
+const ADMIN_LISTING_ERRORS: &[u16] = &[400, 401, 403, 500];
 /// A 1x1 PNG, for examples.
 const TINY_PNG: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==";
 const MULTIPART: &str = "multipart/form-data";
@@ -350,6 +370,29 @@ pub const ROUTES: &[Route] = &[
         body: &[(MULTIPART, edit_form), (JSON, of::<ImageRequest>)],
         answers: &[(200, IMAGES_ANSWER), TASK_ACCEPTED],
         errors: GENERATION_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "post",
+        path: "/v1/images/estimate",
+        id: "estimateImage",
+        summary: "What a generation would cost, before it runs: the body of `POST /v1/images/generations`, validated the same way (a bad parameter is the same 400 naming it) and priced by the catalog. Nothing is generated, reserved or charged.",
+        example: Some(|| {
+            json!({"model": "placeholder", "prompt": "a lighthouse at dusk", "size": "512x512", "n": 2})
+        }),
+        body: &[(JSON, of::<ImageRequest>)],
+        answers: &[(200, &[(JSON, of::<Estimate>)])],
+        errors: &[400, 401, 404, 413, 415, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
+        path: "/v1/generations",
+        id: "listGenerations",
+        summary: "The calling key's recent generations, newest first: each settled charge with its request id, model, credits and signed URLs of the images it paid for. Issued keys only (the master key is not metered: 403).",
+        query: Some(inline::<HistoryQuery>),
+        answers: &[(200, &[(JSON, of::<List<Generation>>)])],
+        errors: &[400, 401, 403, 500],
         ..DEFAULT
     },
     Route {
@@ -574,6 +617,75 @@ pub const ROUTES: &[Route] = &[
         body: &[(JSON, of::<Credit>)],
         answers: &[(200, &[(JSON, of::<ApiKey>)])],
         errors: &[400, 401, 403, 404, 413, 415, 500],
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
+        path: "/v1/admin/ledger",
+        id: "listLedger",
+        summary: "Every key's ledger, newest first, each settled charge with signed URLs of the images it paid for; by key, by kind, and paged with `before` (master key only).",
+        query: Some(inline::<LedgerFilter>),
+        answers: &[(200, &[(JSON, of::<List<LedgerLine>>)])],
+        errors: ADMIN_LISTING_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
+        path: "/v1/admin/tasks",
+        id: "listAllTasks",
+        summary: "Every tenant's asynchronous tasks, newest first, and where they stand (master key only).",
+        query: Some(inline::<TaskFilter>),
+        answers: &[(200, &[(JSON, of::<List<TaskLine>>)])],
+        errors: ADMIN_LISTING_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
+        path: "/v1/admin/webhooks",
+        id: "listWebhookDeliveries",
+        summary: "Every webhook delivery, newest first, with its attempts and last error (master key only).",
+        query: Some(inline::<DeliveryFilter>),
+        answers: &[(200, &[(JSON, of::<List<DeliveryLine>>)])],
+        errors: ADMIN_LISTING_ERRORS,
+        ..DEFAULT
+    },
+    Route {
+        method: "get",
+        path: "/v1/admin/summary",
+        id: "getSummary",
+        summary: "Counts for the operator: keys, credits held, tasks and webhook deliveries by state, and this instance's request, error, image, credit and cache counters (master key only).",
+        answers: &[(200, &[(JSON, of::<Summary>)])],
+        errors: &[401, 403, 500],
+        ..DEFAULT
+    },
+    Route {
+        path: "/",
+        id: "landingPage",
+        summary: "The landing page: what this server is, with links to the playground and the console.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/playground",
+        id: "playgroundPage",
+        summary: "The playground (web UI): a form made from a model's catalog entry, its price, the run (plain or streamed) and the request as code. The page holds no data; it reads the API with the key typed into it.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/console",
+        id: "consolePage",
+        summary: "The operator console (web UI): keys, the ledger with thumbnails, tasks, webhooks and counters, read from the admin API with the master key typed into it. The page holds no data.",
+        ..UI_PAGE
+    },
+    Route {
+        path: "/ui/{asset}",
+        id: "uiAsset",
+        summary: "A script or the stylesheet of the web UI (`style.css`, `common.js`, `playground.js`, `console.js`).",
+        access: Access::Public,
+        answers: &[(
+            200,
+            &[("text/css", text), ("text/javascript", text)],
+        )],
+        errors: &[404],
         ..DEFAULT
     },
     Route {

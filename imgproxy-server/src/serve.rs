@@ -165,6 +165,7 @@ pub async fn run(args: ServeArgs, env: &dyn Env) -> anyhow::Result<()> {
             public: settings.public.clone(),
         }),
         cors: Arc::new(edge::Cors::from_settings(&settings.cors)),
+        recorder: exposition.as_ref().map(|e| e.handle.clone()),
         metrics: exposition.filter(|_| settings.metrics.listen.is_none()),
         key_labels: settings.metrics.key_labels,
         upstreams,

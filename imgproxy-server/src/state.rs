@@ -6,6 +6,7 @@ use imgproxy_core::{
     service::{tasks::Tasks, Service},
     ImageProvider,
 };
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 
 use crate::{config::PublicConfig, edge::Cors, limits::KeyLimits, telemetry::metrics::Exposition};
@@ -34,6 +35,9 @@ pub struct AppState {
     pub cors: Arc<Cors>,
     /// `/metrics` on the main listener, when served there.
     pub metrics: Option<Exposition>,
+    /// The installed Prometheus recorder, whose counters the console's summary reads (also
+    /// when `/metrics` is served on a listener of its own); `None` when metrics are off.
+    pub recorder: Option<PrometheusHandle>,
     /// Whether credits charged are also counted per key id (`[metrics] key_labels`).
     pub key_labels: bool,
     /// The upstream providers started from the configuration, whose keys readiness reports.

@@ -88,6 +88,7 @@ async fn app(master_key: Option<&str>, max_body_bytes: usize) -> TestApp {
                 .handle(),
             token: None,
         }),
+        recorder: None,
         key_labels: false,
         upstreams: Arc::default(),
         responses_image_model: None,

@@ -24,6 +24,7 @@ mod instances;
 mod keys;
 mod ledger;
 mod limits;
+mod overview;
 mod pool;
 mod records;
 mod retention;
@@ -37,12 +38,13 @@ pub use limits::{
     window_wait, KeyLimitsSpec, MinuteWindow, Refusal, SharedAdmission, LEASE_RENEW_EVERY,
     LEASE_TTL, WINDOW_SECS,
 };
+pub use overview::{Overview, TaskListing};
 pub use records::{check_name, CachedImage, CachedResult, FileRecord, NamedImage, MAX_NAME_CHARS};
 pub use secret::SECRET_PREFIX;
 pub use tasks::{DeliveryRecord, NewTask, TaskOutcome, TaskRecord, TaskStatus};
 pub use types::{
-    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, NewKey, Reservation, ServedBy, Settled,
-    TaskResult, MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
+    ApiKey, Charge, CreatedKey, KeyChange, LedgerEntry, LedgerQuery, LedgerRecord, NewKey,
+    Reservation, ServedBy, Settled, TaskResult, MAX_CONCURRENT, MAX_KEY_MODELS, MAX_PER_MINUTE,
 };
 
 use self::pool::{read_pool, Db, DbExt as _};

@@ -47,6 +47,8 @@ pub(crate) trait Billed {
     /// The candidate that served (0 is the request's own model; see
     /// [`crate::failover::Attempts`]) and every upstream attempt, for the ledger.
     fn served(&self) -> (usize, &[crate::failover::Attempt]);
+    /// The image-store keys of the images delivered, for the ledger.
+    fn image_keys(&self) -> Vec<&str>;
 }
 
 /// A request's price, known before anything runs: what one image of each candidate costs
@@ -158,9 +160,11 @@ impl Meter<'_> {
                 let (served_model, per_image) =
                     price.per_image.get(served).unwrap_or(&price.per_image[0]);
                 let used = per_image.saturating_mul(count).min(price.worst);
+                let images = value.image_keys();
                 let served_by = ServedBy {
                     model: served_model,
                     attempts,
+                    images: &images,
                 };
                 let result = self.task.map(|task_id| (task_id, value.task_result()));
                 let task = result.as_ref().map(|(task_id, result)| TaskResult {

@@ -138,6 +138,10 @@ impl super::metering::Billed for Produced {
     fn served(&self) -> (usize, &[Attempt]) {
         (self.attempts.served, &self.attempts.log)
     }
+
+    fn image_keys(&self) -> Vec<&str> {
+        self.result.images.iter().map(|i| i.key.as_str()).collect()
+    }
 }
 
 /// What a task keeps of its generation: the stored images and the token usage.

@@ -31,12 +31,15 @@ const NAME_ALIASES: [&str; 3] = ["filename", "name", "slug"];
 /// directories scanners probe. Names with a file extension and dot-segments are refused by
 /// rule (see [`path_form`]), so `openapi.json`, `favicon.ico`, `robots.txt`, `wp-login.php`,
 /// `.env` and `.well-known` need no entry here.
-pub const RESERVED_SEGMENTS: [&str; 26] = [
+pub const RESERVED_SEGMENTS: [&str; 29] = [
     "v1",
     "v2",
     "api",
     "images",
     "admin",
+    "playground",
+    "console",
+    "ui",
     "health",
     "healthz",
     "healthcheck",

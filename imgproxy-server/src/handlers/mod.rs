@@ -2,11 +2,14 @@
 
 pub mod admin;
 pub mod chat;
+pub mod console;
 pub mod credits;
 pub mod edits;
+pub mod estimate;
 pub mod files;
 pub mod generations;
 pub mod health;
+pub mod history;
 pub mod images;
 pub mod models;
 pub mod parts;
@@ -17,10 +20,13 @@ pub mod seed004;
 pub mod signed_urls;
 pub mod stream;
 pub mod tasks;
+pub mod ui;
 pub mod url_api;
 
 use schemars::JsonSchema;
 use serde::Serialize;
+
+use crate::{error::ApiError, state::AppState};
 
 /// OpenAI's list object: `{"object": "list", "data": [...]}`.
 #[derive(Debug, Serialize, JsonSchema)]
@@ -39,5 +45,25 @@ impl<T> List<T> {
             object: "list",
             data,
         }
+    }
+}
+
+/// Signed URLs of stored images, in order.
+pub fn image_urls(state: &AppState, keys: &[String]) -> Vec<String> {
+    keys.iter()
+        .map(|key| state.service.image_url(key))
+        .collect()
+}
+
+/// The `limit` of a listing: `default` when absent, refused (400 naming it) outside 1 to `max`.
+pub fn checked_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(
+            imgproxy_core::Error::invalid_param("limit", format!("limit must be 1 to {max}"))
+                .into(),
+        )
     }
 }

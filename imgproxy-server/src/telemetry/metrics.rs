@@ -111,6 +111,30 @@ pub fn key_credits(key_id: &str, credits: u64) {
     counter!(KEY_CREDITS, "key_id" => key_id.to_owned()).increment(credits);
 }
 
+/// The sum of every series of `name` in `exposition` (Prometheus' text format, as the
+/// recorder renders it), or only of those whose labels include `label` (`("status", "5xx")`);
+/// 0 when there is none. Histogram series (`_bucket`, `_sum`, `_count`) have names of their own.
+pub fn total(exposition: &str, name: &str, label: Option<(&str, &str)>) -> f64 {
+    let wanted = label.map(|(key, value)| format!("{key}=\"{value}\""));
+    exposition
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once('}')?,
+                None if rest.starts_with(' ') => ("", rest),
+                None => return None,
+            };
+            let matches = wanted
+                .as_deref()
+                .is_none_or(|wanted| labels.split(',').any(|pair| pair.trim() == wanted));
+            matches.then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        // Not `sum`: the sum of no floats is -0.0, which a page would show as `-0`.
+        .fold(0.0, |total, value| total + value)
+}
+
 /// What `GET /metrics` serves, and to whom.
 #[derive(Debug, Clone)]
 pub struct Exposition {
@@ -144,4 +168,38 @@ pub async fn scrape(State(exposition): State<Exposition>, headers: HeaderMap) ->
         exposition.handle.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::total;
+
+    #[test]
+    fn totals_add_up_series_by_name_and_label() {
+        let text = "# TYPE imgproxy_http_requests_total counter\n\
+            imgproxy_http_requests_total{route=\"/v1/models\",method=\"GET\",status=\"2xx\"} 3\n\
+            imgproxy_http_requests_total{route=\"/v1/a,b\",method=\"POST\",status=\"5xx\"} 2\n\
+            imgproxy_http_requests_total_other 100\n\
+            imgproxy_generations_in_flight 1.5\n";
+        assert_eq!(total(text, "imgproxy_http_requests_total", None), 5.0);
+        assert_eq!(
+            total(
+                text,
+                "imgproxy_http_requests_total",
+                Some(("status", "5xx"))
+            ),
+            2.0
+        );
+        assert_eq!(
+            total(
+                text,
+                "imgproxy_http_requests_total",
+                Some(("status", "4xx"))
+            ),
+            0.0
+        );
+        assert_eq!(total(text, "imgproxy_generations_in_flight", None), 1.5);
+        assert!(total(text, "imgproxy_missing", None).is_sign_positive());
+        assert_eq!(total(text, "imgproxy_missing", None), 0.0);
+    }
 }

@@ -1,10 +1,14 @@
-//! Reading the ledger: balances, the recent history of a key, and the sum that audits it.
+//! Reading the ledger: balances, the recent history of a key, pages of the ledger (one key's
+//! or every key's, with the images each charge paid for) and the sum that audits it.
 //! Everything that changes a balance is in `ledger.rs` and `keys.rs`.
+
+use serde_json::Value;
+use sqlx::AssertSqlSafe;
 
 use super::{
     key_not_found,
-    pool::{read_pool, DbExt},
-    Database, LedgerEntry,
+    pool::{read_pool, Arg, DbExt},
+    Database, LedgerEntry, LedgerQuery, LedgerRecord,
 };
 use crate::Result;
 
@@ -85,4 +89,77 @@ impl Database {
             )
             .collect()
     }
+}
+
+/// A row of [`Database::ledger_page`]: id, key id, kind, request id, amount, balance after,
+/// model, inputs, created at.
+type PageRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+impl Database {
+    /// A page of the ledger, newest first, as `query` filters it: one key's rows or every
+    /// key's, of one kind or all, older than a row id (the cursor of the page before). Each
+    /// settle names the images it paid for.
+    pub async fn ledger_page(&self, query: &LedgerQuery<'_>) -> Result<Vec<LedgerRecord>> {
+        let mut args: Vec<Arg<'_>> = Vec::new();
+        let mut conditions = Vec::new();
+        if let Some(key_id) = query.key_id {
+            args.push(key_id.into());
+            conditions.push(format!("key_id = ${}", args.len()));
+        }
+        if let Some(kind) = query.kind {
+            args.push(kind.into());
+            conditions.push(format!("kind = ${}", args.len()));
+        }
+        if let Some(before) = query.before {
+            args.push(before.into());
+            conditions.push(format!("id < ${}", args.len()));
+        }
+        args.push(i64::from(query.limit.min(MAX_RECENT)).into());
+        let filter = match conditions.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", conditions.join(" AND ")),
+        };
+        let sql = format!(
+            "SELECT id, key_id, kind, request_id, amount, balance_after, model, inputs, \
+             created_at FROM ledger{filter} ORDER BY id DESC LIMIT ${}",
+            args.len()
+        );
+        let rows: Vec<PageRow> = self.db.read_all(AssertSqlSafe(sql), &args).await?;
+        rows.into_iter().map(record_of_row).collect()
+    }
+}
+
+fn record_of_row(row: PageRow) -> Result<LedgerRecord> {
+    let (id, key_id, kind, request_id, amount, balance_after, model, inputs, created_at) = row;
+    let mut inputs: Option<Value> = inputs.map(|s| serde_json::from_str(&s)).transpose().db()?;
+    let image_keys = inputs
+        .as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|inputs| inputs.remove("images"))
+        .and_then(|images| serde_json::from_value(images).ok())
+        .unwrap_or_default();
+    Ok(LedgerRecord {
+        id,
+        key_id,
+        entry: LedgerEntry {
+            kind,
+            request_id,
+            amount,
+            balance_after,
+            model,
+            inputs,
+            created_at,
+        },
+        image_keys,
+    })
 }

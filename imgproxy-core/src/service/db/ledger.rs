@@ -219,7 +219,7 @@ impl Database {
     /// been refunded meanwhile, as when its instance was taken for dead). With `task`, the
     /// task's result is recorded in the same transaction, and nothing is settled unless
     /// `task.owner` still runs the task. With `served`, the settle row names the model that
-    /// served and records every upstream attempt.
+    /// served and records every upstream attempt and the image-store keys of the images.
     pub async fn settle_as(
         &self,
         reservation: &Reservation,
@@ -498,6 +498,7 @@ impl Database {
             let model = match served {
                 Some(served) => {
                     inputs["attempts"] = json!(served.attempts);
+                    inputs["images"] = json!(served.images);
                     served.model.to_owned()
                 }
                 None => model,

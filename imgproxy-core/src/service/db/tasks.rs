@@ -48,7 +48,7 @@ impl TaskStatus {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
     }
 
-    fn parse(text: &str) -> Result<Self> {
+    pub(super) fn parse(text: &str) -> Result<Self> {
         Ok(match text {
             "queued" => Self::Queued,
             "processing" => Self::Processing,
@@ -217,9 +217,9 @@ macro_rules! delivery_columns {
         "task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms"
     };
 }
-const DELIVERY_COLUMNS: &str = delivery_columns!();
+pub(super) const DELIVERY_COLUMNS: &str = delivery_columns!();
 
-type DeliveryRow = (
+pub(super) type DeliveryRow = (
     String,
     String,
     String,
@@ -585,7 +585,7 @@ fn task_of_row(row: TaskRow) -> Result<TaskRecord> {
     Ok(row.0)
 }
 
-fn delivery_of_row(row: DeliveryRow) -> DeliveryRecord {
+pub(super) fn delivery_of_row(row: DeliveryRow) -> DeliveryRecord {
     let (task_id, tenant, url, status, attempts, last_error, created_at_ms, finished_at_ms) = row;
     DeliveryRecord {
         task_id,

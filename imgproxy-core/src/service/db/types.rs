@@ -284,6 +284,9 @@ pub struct ServedBy<'a> {
     pub model: &'a str,
     /// Every upstream attempt, in order.
     pub attempts: &'a [crate::failover::Attempt],
+    /// The image-store keys of the images the request produced and is charged for: its
+    /// ledger row names them, so that a charge can be shown with what it paid for.
+    pub images: &'a [&'a str],
 }
 
 /// One change of a key's balance. The amounts of a key's rows add up to its balance.
@@ -303,4 +306,32 @@ pub struct LedgerEntry {
     pub inputs: Option<serde_json::Value>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// Which ledger rows [`super::Database::ledger_page`] lists, newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerQuery<'a> {
+    /// Only this key's rows; every key's without one.
+    pub key_id: Option<&'a str>,
+    /// Only rows of this kind (`reserve`, `settle`, `refund` or `credit`).
+    pub kind: Option<&'a str>,
+    /// Only rows older than this row id: the last id of the page before.
+    pub before: Option<i64>,
+    /// At most this many rows (capped at 1000).
+    pub limit: u32,
+}
+
+/// A ledger row as a page of the ledger lists it: the entry with its id and key, and the
+/// image-store keys of the images a settled charge paid for (taken out of its `inputs`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerRecord {
+    /// The row's id: rows are numbered in the order they were written.
+    pub id: i64,
+    /// The key whose balance changed.
+    pub key_id: String,
+    /// What changed.
+    pub entry: LedgerEntry,
+    /// The images a settled charge produced; empty for other rows, and for settles written
+    /// before the ledger recorded them.
+    pub image_keys: Vec<String>,
 }
