@@ -13,7 +13,7 @@
 //!   header, as the provider and the gateway's delivery do;
 //! - `sha256`: the content hash that names the image in the store;
 //! - `store_write`: `ImageStore::put` into a local folder (a temporary one), hash included,
-//!   every iteration a new image (the same bytes twice is a no-op), deleted again untimed;
+//!   every iteration a new image (a new image is what a miss writes), deleted again untimed;
 //! - `base64_encode`: the bytes to the answer's `b64_json` (`ImageData::inline`);
 //! - `response_json_parts`: the answer's `ImageResponse` to the JSON body the server writes
 //!   (`ImageResponse::into_json_parts`: the base64 checked, not escaped);

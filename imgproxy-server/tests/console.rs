@@ -280,6 +280,13 @@ async fn the_admin_ledger_shows_each_charge_with_its_images() {
     assert_eq!(rows[0]["images"].as_array().unwrap().len(), 1);
     assert_eq!(rows[1]["images"].as_array().unwrap().len(), 2);
     assert_eq!(rows[1]["inputs"]["kept"], 2);
+    // Store keys go out only as signed URLs: not in the rows' inputs, nor in a key's own
+    // recent charges.
+    assert!(rows.iter().all(|r| r["inputs"].get("images").is_none()));
+    let credits = ok(&app, request("GET", "/v1/credits", Some(&alice), None)).await;
+    let recent = credits["recent"].as_array().unwrap();
+    assert!(recent.iter().any(|r| r["kind"] == "settle"), "{credits}");
+    assert!(recent.iter().all(|r| r["inputs"].get("images").is_none()));
     for row in rows {
         assert_images_load(&app, &row["images"]).await;
     }
@@ -333,6 +340,31 @@ async fn the_estimate_prices_and_refuses_like_a_generation_without_charging() {
     )
     .await;
     assert_eq!(error["param"], "size");
+    // A key held to other models is refused the estimate as it would be the run.
+    let body = json!({"name": "held", "credits": 5, "models": ["gpt-image-2"]});
+    let (status, _, created) = send(
+        &app,
+        request("POST", "/v1/admin/keys", Some(MASTER), Some(body)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let held = serde_json::from_slice::<Value>(&created).unwrap()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let placeholder = json!({"model": "placeholder", "prompt": "p"});
+    let error = refused(
+        &app,
+        request(
+            "POST",
+            "/v1/images/estimate",
+            Some(&held),
+            Some(placeholder),
+        ),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert!(error["message"].as_str().unwrap().contains("may not use"));
     // Nothing was charged.
     let credits = ok(&app, request("GET", "/v1/credits", Some(&alice), None)).await;
     assert_eq!(credits["balance"], 5);

@@ -74,25 +74,8 @@ impl Meter<'_> {
     /// drops the fallbacks it may not use or that have none (they are recorded as skipped).
     /// The reservation covers the most expensive candidate.
     pub(crate) fn price(&self, request: &mut ValidatedRequest) -> Result<Price> {
-        let per_image = self.per_image(request)?;
-        let mut prices = vec![(request.model.id.clone(), per_image)];
-        let mut worst = per_image.saturating_mul(u64::from(request.n));
-        let mut kept = Vec::with_capacity(request.fallbacks.len());
-        for fallback in std::mem::take(&mut request.fallbacks) {
-            match self.per_image(&fallback) {
-                Ok(per_image) => {
-                    worst = worst.max(per_image.saturating_mul(u64::from(fallback.n)));
-                    prices.push((fallback.model.id.clone(), per_image));
-                    kept.push(fallback);
-                }
-                Err(error) => request.skipped.push(crate::failover::Skipped {
-                    model: fallback.model.id.clone(),
-                    provider: fallback.model.provider.clone(),
-                    reason: error.public_message(),
-                }),
-            }
-        }
-        request.fallbacks = kept;
+        let (prices, worst) = candidates(self.key, request)?;
+        let per_image = prices[0].1;
         let model = &request.model;
         Ok(Price {
             per_image: prices,
@@ -110,28 +93,6 @@ impl Meter<'_> {
                     "surface": self.surface,
                 }),
             },
-        })
-    }
-
-    /// What one image of `request`'s model costs this key: refused if the key may not use
-    /// the model, or the model has no price (fail closed: never free by accident).
-    fn per_image(&self, request: &ValidatedRequest) -> Result<u64> {
-        let model = &request.model;
-        if self
-            .key
-            .models
-            .as_ref()
-            .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
-        {
-            return Err(Error::Forbidden {
-                message: format!("this key may not use the model `{}`", model.id),
-            });
-        }
-        pricing::credits_per_image(request).ok_or_else(|| Error::Forbidden {
-            message: format!(
-                "the model `{}` has no price, so metered keys cannot use it",
-                model.id
-            ),
         })
     }
 
@@ -194,6 +155,59 @@ impl Meter<'_> {
         guard.disarm();
         outcome
     }
+}
+
+/// What a metered run of `request` would reserve for `key`: the dearest candidate's images,
+/// refused as that run would be. Nothing is reserved (the playground's estimate).
+pub fn reservation_for(key: &ApiKey, request: &ValidatedRequest) -> Result<u64> {
+    Ok(candidates(key, &mut request.clone())?.1)
+}
+
+/// What one image of each candidate costs `key` (the request's model, then its fallbacks),
+/// and the most the request can cost. The fallbacks the key may not use or that have no
+/// price are dropped from `request` (recorded as skipped); the request's own model is refused.
+fn candidates(key: &ApiKey, request: &mut ValidatedRequest) -> Result<(Vec<(String, u64)>, u64)> {
+    let own = per_image(key, request)?;
+    let mut prices = vec![(request.model.id.clone(), own)];
+    let mut worst = own.saturating_mul(u64::from(request.n));
+    let mut kept = Vec::with_capacity(request.fallbacks.len());
+    for fallback in std::mem::take(&mut request.fallbacks) {
+        match per_image(key, &fallback) {
+            Ok(per_image) => {
+                worst = worst.max(per_image.saturating_mul(u64::from(fallback.n)));
+                prices.push((fallback.model.id.clone(), per_image));
+                kept.push(fallback);
+            }
+            Err(error) => request.skipped.push(crate::failover::Skipped {
+                model: fallback.model.id.clone(),
+                provider: fallback.model.provider.clone(),
+                reason: error.public_message(),
+            }),
+        }
+    }
+    request.fallbacks = kept;
+    Ok((prices, worst))
+}
+
+/// What one image of `request`'s model costs `key`: refused if the key may not use the model,
+/// or the model has no price (fail closed: never free by accident).
+fn per_image(key: &ApiKey, request: &ValidatedRequest) -> Result<u64> {
+    let model = &request.model;
+    if key
+        .models
+        .as_ref()
+        .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
+    {
+        return Err(Error::Forbidden {
+            message: format!("this key may not use the model `{}`", model.id),
+        });
+    }
+    pricing::credits_per_image(request).ok_or_else(|| Error::Forbidden {
+        message: format!(
+            "the model `{}` has no price, so metered keys cannot use it",
+            model.id
+        ),
+    })
 }
 
 /// Refunds a reservation if dropped before it is settled: a request whose future is dropped

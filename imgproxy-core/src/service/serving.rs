@@ -497,7 +497,7 @@ impl Service {
             {
                 Ok(()) => {
                     if let Some(guard) = &mut claim {
-                        guard.take();
+                        guard.disarm();
                     }
                 }
                 Err(error) => tracing::error!(%error, "recording a cache entry failed"),
@@ -670,6 +670,11 @@ impl HeldClaim {
     /// Who holds the claim, until it is released or taken over.
     pub(super) fn holder(&self) -> Option<&str> {
         self.holder.as_deref()
+    }
+
+    /// Forgets the claim: it was released by other means (with the cache entry).
+    pub(super) fn disarm(&mut self) {
+        self.holder = None;
     }
 
     /// Takes the claim over: its holder (`None` if it was taken before), database, tenant and

@@ -160,7 +160,8 @@ impl ImageStore {
         object_path(key).map(|path| path.to_string())
     }
 
-    /// Stores `bytes` and returns its key. Storing the same bytes twice is a no-op.
+    /// Stores `bytes` and returns its key. The same bytes are kept once: S3 skips an object it
+    /// has, a local folder writes the same file again.
     pub async fn put(&self, bytes: Bytes, mime: &str) -> Result<String> {
         let key = format!(
             "{}.{}",

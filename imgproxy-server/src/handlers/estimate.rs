@@ -4,7 +4,7 @@
 //! Nothing is generated, reserved or charged. The playground shows it next to its form.
 
 use axum::{extract::State, Extension, Json};
-use imgproxy_core::{pricing, ImageRequest};
+use imgproxy_core::{pricing, service::metering, ImageRequest};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -22,8 +22,9 @@ pub struct Estimate {
     /// Credits one image costs; `null` for a model without a price (metered keys cannot use
     /// it).
     pub credits_per_image: Option<u64>,
-    /// Credits the request costs at most: `n` × the price of one image (a cache hit costs
-    /// nothing).
+    /// Credits the request costs at most: what its run reserves, `n` images of the dearest of
+    /// its model and fallbacks (a cache hit costs nothing). For a metered key, a model it may
+    /// not use or one without a price is refused as its run would be.
     pub credits: Option<u64>,
     /// The quality it is priced at, where the price depends on one.
     pub quality: Option<String>,
@@ -40,12 +41,26 @@ pub async fn create(
     caller.fill_response_format(&mut request);
     let validated = state.service.gateway().validate(request)?;
     let per_image = pricing::credits_per_image(&validated);
+    let credits = match caller.paying_key() {
+        Some(key) => Some(metering::reservation_for(key, &validated)?),
+        // Unmetered: what a key would reserve, the dearest of the priced candidates.
+        None => per_image.map(|primary| {
+            validated
+                .fallbacks
+                .iter()
+                .filter_map(|fallback| {
+                    pricing::credits_per_image(fallback)
+                        .map(|price| price.saturating_mul(u64::from(fallback.n)))
+                })
+                .fold(primary.saturating_mul(u64::from(validated.n)), u64::max)
+        }),
+    };
     Ok(Json(Estimate {
         object: "image.estimate",
         model: validated.model.id.clone(),
         n: validated.n,
         credits_per_image: per_image,
-        credits: per_image.map(|price| price.saturating_mul(u64::from(validated.n))),
+        credits,
         quality: pricing::priced_quality(&validated).map(str::to_owned),
         tier: validated.tier().map(str::to_owned),
     }))

@@ -82,7 +82,7 @@ impl Database {
                         amount,
                         balance_after,
                         model,
-                        inputs: inputs.map(|s| serde_json::from_str(&s)).transpose().db()?,
+                        inputs: split_inputs(inputs)?.0,
                         created_at,
                     })
                 },
@@ -141,13 +141,7 @@ impl Database {
 
 fn record_of_row(row: PageRow) -> Result<LedgerRecord> {
     let (id, key_id, kind, request_id, amount, balance_after, model, inputs, created_at) = row;
-    let mut inputs: Option<Value> = inputs.map(|s| serde_json::from_str(&s)).transpose().db()?;
-    let image_keys = inputs
-        .as_mut()
-        .and_then(Value::as_object_mut)
-        .and_then(|inputs| inputs.remove("images"))
-        .and_then(|images| serde_json::from_value(images).ok())
-        .unwrap_or_default();
+    let (inputs, image_keys) = split_inputs(inputs)?;
     Ok(LedgerRecord {
         id,
         key_id,
@@ -162,4 +156,17 @@ fn record_of_row(row: PageRow) -> Result<LedgerRecord> {
         },
         image_keys,
     })
+}
+
+/// A ledger row's stored `inputs`, read, and the image-store keys a settle recorded in them,
+/// taken out: keys are handed out only as signed URLs, never as they are.
+fn split_inputs(inputs: Option<String>) -> Result<(Option<Value>, Vec<String>)> {
+    let mut inputs: Option<Value> = inputs.map(|s| serde_json::from_str(&s)).transpose().db()?;
+    let image_keys = inputs
+        .as_mut()
+        .and_then(Value::as_object_mut)
+        .and_then(|inputs| inputs.remove("images"))
+        .and_then(|images| serde_json::from_value(images).ok())
+        .unwrap_or_default();
+    Ok((inputs, image_keys))
 }

@@ -8,7 +8,7 @@ use sqlx::AssertSqlSafe;
 
 use super::{
     key_not_found,
-    pool::{bind_args, now_ms, now_secs, write_tx, Arg, DbExt},
+    pool::{bind_args, now_ms, now_secs, write_tx, Arg, Commit, DbExt},
     Charge, Database, Reservation, ServedBy, Settled, TaskResult,
 };
 use crate::{Error, Result};
@@ -114,10 +114,16 @@ impl Database {
             key_id: key_id.to_owned(),
             amount,
         };
-        // Lazy: the request is answered only after its settlement, a durable commit that puts
-        // this one on disk too; a reservation lost in a power cut is one the instance would
-        // have refunded on its return.
-        write_tx!(lazy &self.db, tx => {
+        // Lazy on SQLite: the request is answered only after its settlement, a durable
+        // commit that puts this one on disk too, and a reservation lost in a power cut is one
+        // the instance would have refunded on its return. Durable on Postgres, which can crash
+        // on its own and lose its last lazy commits while the instance runs on to settle.
+        let commit = if self.db.is_embedded() {
+            Commit::Lazy
+        } else {
+            Commit::Durable
+        };
+        write_tx!(@commit commit, &self.db, tx => {
             // The reservation row first: a concurrent call with the same id waits on it (on
             // Postgres) and then sees it, instead of charging a second time.
             let inserted = sqlx::query(

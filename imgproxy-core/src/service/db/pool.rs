@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
     str::FromStr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::Duration,
@@ -96,57 +96,83 @@ pub(super) enum Commit {
     Durable,
     /// It survives the process crashing at once, and a power cut once the next durable commit
     /// (of any caller) or checkpoint is on disk: rows whose loss in a power cut costs nothing,
-    /// such as cache entries and generation claims (a cache), or a reservation (its request
-    /// is not answered before its settlement is durable, and an instance that comes back
-    /// refunds what was left open anyway).
+    /// such as cache entries and generation claims (a cache), or on SQLite a reservation (its
+    /// request is not answered before its settlement is durable, and an instance that comes
+    /// back refunds what was left open anyway).
     Lazy,
 }
 
 /// Makes committed SQLite transactions durable with one `fdatasync` of the write-ahead log,
 /// which covers every transaction committed before it: callers that wait at once share one
 /// (group commit), and the one writer connection never waits on the disk. This is what
-/// `synchronous = FULL` does at each commit, moved after it and shared.
+/// `synchronous = FULL` does at each commit, moved after it and shared. The writer connection
+/// stays open, so the log is never deleted and made anew behind it.
 #[derive(Debug)]
 pub(crate) struct WalSync {
-    /// The `-wal` file; `None` for an in-memory database.
-    path: Option<PathBuf>,
-    /// Commits counted so far: a commit's number is taken after it has been written.
-    committed: AtomicU64,
-    /// The number of the last commit known to be on disk; held while syncing.
+    /// The database file, its symlinks resolved (SQLite keeps its log beside the real file);
+    /// `None` for an in-memory database.
+    database: Option<PathBuf>,
+    /// Durable commits counted so far: a commit's number is taken after it has been written.
+    durable_commits: AtomicU64,
+    /// The number of the last durable commit known to be on disk; held while syncing.
     synced: tokio::sync::Mutex<u64>,
+    /// Set by a failed sync, for good: after a failed `fsync` the kernel may have dropped the
+    /// pages it could not write and report the next one clean, so no later write is called
+    /// durable (a restart is what recovers).
+    failed: AtomicBool,
 }
 
 impl WalSync {
-    fn new(path: Option<PathBuf>) -> Self {
+    fn new(database: Option<PathBuf>) -> Self {
         Self {
-            path,
-            committed: AtomicU64::new(0),
+            database,
+            durable_commits: AtomicU64::new(0),
             synced: tokio::sync::Mutex::new(0),
+            failed: AtomicBool::new(false),
         }
     }
 
-    /// Returns once every transaction this process committed before the call is on disk.
+    /// Returns once every transaction this process committed before the call is on disk. An
+    /// error means the commit may not survive a power cut (it is committed all the same).
     pub(super) async fn sync(&self) -> Result<()> {
-        let Some(path) = &self.path else {
+        let Some(database) = &self.database else {
             return Ok(());
         };
-        let mine = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mine = self.durable_commits.fetch_add(1, Ordering::SeqCst) + 1;
         let mut synced = self.synced.lock().await;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(Error::Internal(
+                "an earlier sync of the SQLite log failed: writes are no longer durable; \
+                 restart the server"
+                    .into(),
+            ));
+        }
         if *synced >= mine {
             // A sync that began after this commit was written has finished.
             return Ok(());
         }
-        let covered = self.committed.load(Ordering::SeqCst);
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || match std::fs::File::open(&path) {
-            Ok(file) => file.sync_data(),
-            // No log: the last connection checkpointed it into the database file, synced.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(error),
+        let covered = self.durable_commits.load(Ordering::SeqCst);
+        let mut log = database.clone().into_os_string();
+        log.push("-wal");
+        let database = database.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            match std::fs::File::open(PathBuf::from(log)) {
+                Ok(file) => file.sync_data(),
+                // No log: it was checkpointed into the database file; sync that instead.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    std::fs::File::open(&database)?.sync_data()
+                }
+                Err(error) => Err(error),
+            }
         })
         .await
-        .db()?
-        .db()?;
+        .db()
+        .and_then(DbExt::db);
+        if let Err(error) = outcome {
+            self.failed.store(true, Ordering::SeqCst);
+            tracing::error!(%error, "syncing the SQLite log failed: writes are no longer durable");
+            return Err(error);
+        }
         *synced = covered;
         Ok(())
     }
@@ -165,7 +191,8 @@ impl<T, E: Display> DbExt<T> for Result<T, E> {
 
 /// Runs `$body` with `$tx` bound to a write transaction of whichever backend `$db` is, which
 /// `$body` commits. The body is compiled once per backend, so the same SQL and binds serve
-/// both. The commit is [`Commit::Durable`] unless the first argument is `lazy`.
+/// both. The commit is [`Commit::Durable`] unless the first argument is `lazy`. A durable
+/// commit's sync runs after the body: a body must end with its commit, never return after it.
 macro_rules! write_tx {
     (lazy $db:expr, $tx:ident => $body:expr) => {
         write_tx!(@commit $crate::service::db::pool::Commit::Lazy, $db, $tx => $body)
@@ -305,14 +332,32 @@ impl Db {
                 wal: Arc::new(WalSync::new(None)),
             });
         }
-        let mut wal = options.get_filename().as_os_str().to_owned();
-        wal.push("-wal");
         if let Some(dir) = options.get_filename().parent() {
             if !dir.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(dir).await.db()?;
             }
         }
-        let writer = pool_options(1).connect_with(options.clone()).await.db()?;
+        // Kept open: the log then lives as long as the server (see `WalSync`).
+        let writer = pool_options(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await
+            .db()?;
+        // NORMAL commits are only safe in WAL mode: refuse to run in any other.
+        let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
+            .fetch_one(&writer)
+            .await
+            .db()?;
+        if !mode.0.eq_ignore_ascii_case("wal") {
+            return Err(Error::Internal(format!(
+                "SQLite could not switch {} to WAL mode (it is in `{}` mode)",
+                options.get_filename().display(),
+                mode.0
+            )));
+        }
+        let database = std::fs::canonicalize(options.get_filename()).db()?;
         // The writer has created the file and switched it to WAL before any reader opens it.
         let reader = pool_options(SQLITE_READERS)
             .connect_with(options)
@@ -321,7 +366,7 @@ impl Db {
         Ok(Self::Sqlite {
             writer,
             reader,
-            wal: Arc::new(WalSync::new(Some(PathBuf::from(wal)))),
+            wal: Arc::new(WalSync::new(Some(database))),
         })
     }
 
@@ -369,6 +414,11 @@ impl Db {
             Self::Sqlite { writer, .. } => migrator(SQLITE_MIGRATIONS).run(writer).await.db(),
             Self::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await.db(),
         }
+    }
+
+    /// Whether the database lives in this process (SQLite): it can then fail only with it.
+    pub(super) fn is_embedded(&self) -> bool {
+        matches!(self, Self::Sqlite { .. })
     }
 
     /// The database's clock in Unix milliseconds, as an SQL expression. Instance leases are
@@ -523,7 +573,7 @@ mod tests {
         };
         // The table and the 16 durable inserts each counted one commit; concurrent ones
         // shared syncs, and the last sync covered every one of them.
-        assert_eq!(wal.committed.load(Ordering::SeqCst), 17);
+        assert_eq!(wal.durable_commits.load(Ordering::SeqCst), 17);
         assert_eq!(*wal.synced.lock().await, 17);
         let rows: Vec<(i64,)> = db.read_all("SELECT n FROM t", &[]).await.unwrap();
         assert_eq!(rows.len(), 32);
