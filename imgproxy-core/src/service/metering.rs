@@ -74,7 +74,7 @@ impl Meter<'_> {
     /// drops the fallbacks it may not use or that have none (they are recorded as skipped).
     /// The reservation covers the most expensive candidate.
     pub(crate) fn price(&self, request: &mut ValidatedRequest) -> Result<Price> {
-        let (prices, worst) = candidates(self.key, request)?;
+        let (prices, worst) = candidates(Some(self.key), request)?;
         let per_image = prices[0].1;
         let model = &request.model;
         Ok(Price {
@@ -157,16 +157,20 @@ impl Meter<'_> {
     }
 }
 
-/// What a metered run of `request` would reserve for `key`: the dearest candidate's images,
-/// refused as that run would be. Nothing is reserved (the playground's estimate).
-pub fn reservation_for(key: &ApiKey, request: &ValidatedRequest) -> Result<u64> {
+/// What a run of `request` would reserve: the dearest candidate's images, refused as that
+/// run would be, for `key` or, without one, as any key that may use every model would be.
+/// Nothing is reserved (the playground's estimate).
+pub fn reservation_for(key: Option<&ApiKey>, request: &ValidatedRequest) -> Result<u64> {
     Ok(candidates(key, &mut request.clone())?.1)
 }
 
 /// What one image of each candidate costs `key` (the request's model, then its fallbacks),
 /// and the most the request can cost. The fallbacks the key may not use or that have no
 /// price are dropped from `request` (recorded as skipped); the request's own model is refused.
-fn candidates(key: &ApiKey, request: &mut ValidatedRequest) -> Result<(Vec<(String, u64)>, u64)> {
+fn candidates(
+    key: Option<&ApiKey>,
+    request: &mut ValidatedRequest,
+) -> Result<(Vec<(String, u64)>, u64)> {
     let own = per_image(key, request)?;
     let mut prices = vec![(request.model.id.clone(), own)];
     let mut worst = own.saturating_mul(u64::from(request.n));
@@ -191,11 +195,10 @@ fn candidates(key: &ApiKey, request: &mut ValidatedRequest) -> Result<(Vec<(Stri
 
 /// What one image of `request`'s model costs `key`: refused if the key may not use the model,
 /// or the model has no price (fail closed: never free by accident).
-fn per_image(key: &ApiKey, request: &ValidatedRequest) -> Result<u64> {
+fn per_image(key: Option<&ApiKey>, request: &ValidatedRequest) -> Result<u64> {
     let model = &request.model;
     if key
-        .models
-        .as_ref()
+        .and_then(|key| key.models.as_ref())
         .is_some_and(|allowed| !allowed.iter().any(|m| *m == model.id))
     {
         return Err(Error::Forbidden {

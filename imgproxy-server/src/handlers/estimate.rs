@@ -42,18 +42,9 @@ pub async fn create(
     let validated = state.service.gateway().validate(request)?;
     let per_image = pricing::credits_per_image(&validated);
     let credits = match caller.paying_key() {
-        Some(key) => Some(metering::reservation_for(key, &validated)?),
-        // Unmetered: what a key would reserve, the dearest of the priced candidates.
-        None => per_image.map(|primary| {
-            validated
-                .fallbacks
-                .iter()
-                .filter_map(|fallback| {
-                    pricing::credits_per_image(fallback)
-                        .map(|price| price.saturating_mul(u64::from(fallback.n)))
-                })
-                .fold(primary.saturating_mul(u64::from(validated.n)), u64::max)
-        }),
+        Some(key) => Some(metering::reservation_for(Some(key), &validated)?),
+        // Unmetered: nothing is refused; a model without a price has no estimate.
+        None => metering::reservation_for(None, &validated).ok(),
     };
     Ok(Json(Estimate {
         object: "image.estimate",

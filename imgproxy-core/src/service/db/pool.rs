@@ -109,9 +109,9 @@ pub(super) enum Commit {
 /// stays open, so the log is never deleted and made anew behind it.
 #[derive(Debug)]
 pub(crate) struct WalSync {
-    /// The database file, its symlinks resolved (SQLite keeps its log beside the real file);
-    /// `None` for an in-memory database.
-    database: Option<PathBuf>,
+    /// The log and the database file, symlinks resolved (SQLite keeps its log beside the real
+    /// file); `None` for an in-memory database.
+    files: Option<Arc<(PathBuf, PathBuf)>>,
     /// Durable commits counted so far: a commit's number is taken after it has been written.
     durable_commits: AtomicU64,
     /// The number of the last durable commit known to be on disk; held while syncing.
@@ -124,8 +124,13 @@ pub(crate) struct WalSync {
 
 impl WalSync {
     fn new(database: Option<PathBuf>) -> Self {
+        let files = database.map(|database| {
+            let mut log = database.clone().into_os_string();
+            log.push("-wal");
+            Arc::new((PathBuf::from(log), database))
+        });
         Self {
-            database,
+            files,
             durable_commits: AtomicU64::new(0),
             synced: tokio::sync::Mutex::new(0),
             failed: AtomicBool::new(false),
@@ -135,7 +140,7 @@ impl WalSync {
     /// Returns once every transaction this process committed before the call is on disk. An
     /// error means the commit may not survive a power cut (it is committed all the same).
     pub(super) async fn sync(&self) -> Result<()> {
-        let Some(database) = &self.database else {
+        let Some(files) = &self.files else {
             return Ok(());
         };
         let mine = self.durable_commits.fetch_add(1, Ordering::SeqCst) + 1;
@@ -152,15 +157,14 @@ impl WalSync {
             return Ok(());
         }
         let covered = self.durable_commits.load(Ordering::SeqCst);
-        let mut log = database.clone().into_os_string();
-        log.push("-wal");
-        let database = database.clone();
+        let files = files.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            match std::fs::File::open(PathBuf::from(log)) {
+            let (log, database) = &*files;
+            match std::fs::File::open(log) {
                 Ok(file) => file.sync_data(),
                 // No log: it was checkpointed into the database file; sync that instead.
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::File::open(&database)?.sync_data()
+                    std::fs::File::open(database)?.sync_data()
                 }
                 Err(error) => Err(error),
             }
