@@ -6,9 +6,9 @@ mod fake;
 
 use async_trait::async_trait;
 use fake::form::FormPart;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest};
+use imgproxy_core::Gateway;
 use imgproxy_testkit::{
-    cut_off_json, data_url, gateway_at, mount_once, reference_png, too_many_requests, Fixture,
+    cut_off_json, gateway_at, mount_once, reference_png, too_many_requests, Fixture,
 };
 use serde_json::json;
 use wiremock::{MockServer, ResponseTemplate};
@@ -34,16 +34,10 @@ impl Fixture for Ideogram {
         gateway_at::<imgproxy_provider_ideogram::Ideogram>(server, KEY)
     }
 
-    /// Ideogram remixes one image (`max_reference_images = 1`), so the reference-image case
-    /// sends one: the first reference, which `success` asserts arrives as the `image` part of
-    /// `/remix`.
-    fn request(n: u32, references: usize) -> ImageRequest {
-        let mut request = ImageRequest::new(Self::model(), PROMPT);
-        request.n = Some(n);
-        if references > 0 {
-            request.images = Some(vec![ImageInput::Text(data_url(&reference_png(0)))]);
-        }
-        request
+    /// Ideogram remixes one image (`max_reference_images = 1`), which `success` asserts
+    /// arrives as the `image` part of `/remix`.
+    fn max_references() -> usize {
+        1
     }
 
     fn model() -> &'static str {

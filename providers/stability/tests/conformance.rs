@@ -3,10 +3,10 @@
 //! bearer key, `Accept: image/*`, the multipart parts) and how often it is called.
 
 use async_trait::async_trait;
-use imgproxy_core::{Gateway, ImageInput, ImageRequest};
+use imgproxy_core::Gateway;
 use imgproxy_provider_stability::Stability;
 use imgproxy_testkit::{
-    bearer_post, cut_off_json, data_url,
+    bearer_post, cut_off_json,
     form::{exact_form, FormPart},
     gateway_at, output_png, reference_png, too_many_requests, Fixture,
 };
@@ -66,14 +66,9 @@ impl Fixture for StabilityFixture {
     }
 
     /// Stability takes one input image (`max_reference_images = 1`): the reference case's
-    /// images become its first one, which must reach the upstream as the `image` part.
-    fn request(n: u32, references: usize) -> ImageRequest {
-        let mut request = ImageRequest::new(Self::model(), PROMPT);
-        request.n = Some(n);
-        if references > 0 {
-            request.images = Some(vec![ImageInput::Text(data_url(&reference_png(0)))]);
-        }
-        request
+    /// one image must reach the upstream as the `image` part.
+    fn max_references() -> usize {
+        1
     }
 
     fn model() -> &'static str {

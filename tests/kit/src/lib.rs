@@ -46,9 +46,10 @@ pub trait Fixture: Send + Sync + 'static {
     fn gateway(server: &MockServer) -> Gateway;
 
     /// The request of the success cases: `n` images of [`Fixture::model`] with `references`
-    /// reference images (made by [`reference_png`], as data URLs) of
-    /// [`Fixture::reference_model`]. Override for models that need other fields.
+    /// reference images, at most [`Fixture::max_references`] (made by [`reference_png`], as
+    /// data URLs) of [`Fixture::reference_model`]. Override for models that need other fields.
     fn request(n: u32, references: usize) -> ImageRequest {
+        let references = references.min(Self::max_references());
         let model = if references > 0 {
             Self::reference_model()
         } else {
@@ -68,6 +69,12 @@ pub trait Fixture: Send + Sync + 'static {
 
     /// The model the cases request.
     fn model() -> &'static str;
+
+    /// The most reference images the reference-image case sends (the model's
+    /// `max_reference_images`, where it takes fewer than the case asks for).
+    fn max_references() -> usize {
+        usize::MAX
+    }
 
     /// The model the reference-image case requests, where [`Fixture::model`] takes none.
     fn reference_model() -> &'static str {
