@@ -4,6 +4,15 @@
 
 die() { echo "$BENCH_NAME: $*" >&2; exit 1; }
 
+need_release_binary() { # path: a built imgproxy; a debug build's figures mean nothing
+    [ -x "$1" ] || die "no imgproxy binary at $1 (cargo build --release -p imgproxy-server, or pass its path)"
+    case "$1" in
+        */debug/*) echo "$BENCH_NAME: WARNING: $1 is a debug build; its figures mean nothing" >&2 ;;
+    esac
+    command -v curl >/dev/null || die "curl is required"
+    command -v python3 >/dev/null || die "python3 is required"
+}
+
 # Installs nginx and wrk with apt-get when missing; sets NGINX and WRK to their paths.
 need_nginx_and_wrk() {
     local missing=()

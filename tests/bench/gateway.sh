@@ -72,12 +72,7 @@ MODEL=gpt-image-2
 MEMORY_CACHE_BYTES=$((64 * 1024 * 1024))
 LUA="$ROOT/tests/bench/gateway.lua"
 
-[ -x "$BIN" ] || die "no imgproxy binary at $BIN (cargo build --release -p imgproxy-server, or pass its path)"
-case "$BIN" in
-    */debug/*) echo "$BENCH_NAME: WARNING: $BIN is a debug build; its figures mean nothing" >&2 ;;
-esac
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required"
+need_release_binary "$BIN"
 
 # -- tools ----------------------------------------------------------------------------------
 need_nginx_and_wrk

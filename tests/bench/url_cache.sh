@@ -37,12 +37,7 @@ SIZE="${SIZE:-512x512}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-16}"
 
-[ -x "$BIN" ] || die "no imgproxy binary at $BIN (cargo build --release -p imgproxy-server, or pass its path)"
-case "$BIN" in
-    */debug/*) echo "url_cache.sh: WARNING: $BIN is a debug build; its figures mean nothing" >&2 ;;
-esac
-command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required (to pick free ports)"
+need_release_binary "$BIN"
 
 # -- tools ----------------------------------------------------------------------------------
 need_nginx_and_wrk
