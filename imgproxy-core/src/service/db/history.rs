@@ -15,6 +15,20 @@ use crate::Result;
 /// Most rows [`Database::recent_charges`] returns.
 const MAX_RECENT: u32 = 1000;
 
+/// A row of [`Database::ledger_page`]: id, key id, kind, request id, amount, balance after,
+/// model, inputs, created at.
+type PageRow = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
 impl Database {
     /// The key's balance; [`Error::NotFound`](crate::Error::NotFound) for an unknown key.
     pub async fn balance(&self, key_id: &str) -> Result<i64> {
@@ -49,63 +63,20 @@ impl Database {
 
     /// The key's latest ledger rows, newest first; at most `limit` (capped at 1000).
     pub async fn recent_charges(&self, key_id: &str, limit: u32) -> Result<Vec<LedgerEntry>> {
-        type Row = (
-            String,
-            Option<String>,
-            i64,
-            i64,
-            Option<String>,
-            Option<String>,
-            i64,
-        );
-        let rows: Vec<Row> = read_pool!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT kind, request_id, amount, balance_after, model, inputs, created_at \
-                 FROM ledger WHERE key_id = $1 ORDER BY id DESC LIMIT $2",
-            )
-            .bind(key_id)
-            .bind(i64::from(limit.min(MAX_RECENT)))
-            .fetch_all(pool)
-            .await
-            .db()?
-        });
-        if rows.is_empty() {
+        let query = LedgerQuery {
+            key_id: Some(key_id),
+            kind: None,
+            before: None,
+            limit,
+        };
+        let records = self.ledger_page(&query).await?;
+        if records.is_empty() {
             // Tells an unknown key (404) from a key with no history yet.
             self.balance(key_id).await?;
         }
-        rows.into_iter()
-            .map(
-                |(kind, request_id, amount, balance_after, model, inputs, created_at)| {
-                    Ok(LedgerEntry {
-                        kind,
-                        request_id,
-                        amount,
-                        balance_after,
-                        model,
-                        inputs: split_inputs(inputs)?.0,
-                        created_at,
-                    })
-                },
-            )
-            .collect()
+        Ok(records.into_iter().map(|record| record.entry).collect())
     }
-}
 
-/// A row of [`Database::ledger_page`]: id, key id, kind, request id, amount, balance after,
-/// model, inputs, created at.
-type PageRow = (
-    i64,
-    String,
-    String,
-    Option<String>,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    i64,
-);
-
-impl Database {
     /// A page of the ledger, newest first, as `query` filters it: one key's rows or every
     /// key's, of one kind or all, older than a row id (the cursor of the page before). Each
     /// settle names the images it paid for.
