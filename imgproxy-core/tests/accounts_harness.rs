@@ -26,7 +26,10 @@ use std::{path::Path, str::FromStr, sync::Arc};
 
 use bytes::Bytes;
 use imgproxy_core::{
-    service::{db::NewKey, Database, ImageStore, Service},
+    service::{
+        db::{NewKey, NewTask},
+        Database, ImageStore, Service,
+    },
     Catalog, Error, Gateway, GeneratedImage, Generation, ImageProvider, ProviderError,
     ProviderRequest,
 };
@@ -236,4 +239,18 @@ pub fn fail_when_asked(call: &ProviderRequest<'_>) -> Result<(), ProviderError> 
         });
     }
     Ok(())
+}
+
+/// A generation task of `tenant` for the placeholder, with `callback` as its webhook.
+pub fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {
+    NewTask {
+        tenant: tenant.into(),
+        key_id: None,
+        kind: "generation".into(),
+        model: "placeholder".into(),
+        request: serde_json::json!({"prompt": "p"}),
+        callback_url: callback.map(str::to_owned),
+        request_id: Some("req_test".into()),
+        callback_format: None,
+    }
 }

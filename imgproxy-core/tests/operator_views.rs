@@ -14,7 +14,7 @@ use harness::{charge, fake::FakeProvider, one_image, Ctx};
 use imgproxy_core::{
     service::{
         cache::CacheMode,
-        db::{LedgerQuery, NewTask, ServedBy, TaskOutcome, TaskStatus},
+        db::{LedgerQuery, ServedBy, TaskOutcome, TaskStatus},
         metering::Meter,
         Call,
     },
@@ -163,19 +163,6 @@ async fn settles_name_their_images(ctx: &Ctx) {
     assert_eq!(ctx.assert_ledger_adds_up(&key.id).await, 8);
 }
 
-fn task(tenant: &str, callback_url: Option<&str>) -> NewTask {
-    NewTask {
-        tenant: tenant.into(),
-        key_id: None,
-        kind: "generation".into(),
-        model: "placeholder".into(),
-        request: json!({"prompt": "p"}),
-        callback_url: callback_url.map(str::to_owned),
-        request_id: Some("req_listed".into()),
-        callback_format: None,
-    }
-}
-
 async fn tasks_and_deliveries(ctx: &Ctx) {
     let accounts = &ctx.accounts;
     let empty = accounts.overview().await.unwrap();
@@ -183,7 +170,7 @@ async fn tasks_and_deliveries(ctx: &Ctx) {
     assert!(empty.tasks.is_empty() && empty.deliveries.is_empty());
 
     let first = accounts
-        .create_task(task("alice", Some("http://hooks.test/a")))
+        .create_task(harness::new_task("alice", Some("http://hooks.test/a")))
         .await
         .unwrap();
     // It is claimed and fails; its webhook is queued with the end.
@@ -201,7 +188,10 @@ async fn tasks_and_deliveries(ctx: &Ctx) {
         .finish_task(&first.id, "worker", &failed)
         .await
         .unwrap());
-    let second = accounts.create_task(task("bob", None)).await.unwrap();
+    let second = accounts
+        .create_task(harness::new_task("bob", None))
+        .await
+        .unwrap();
 
     let listed = accounts.list_tasks(None, 10).await.unwrap();
     let ids: Vec<&str> = listed.iter().map(|t| t.id.as_str()).collect();
@@ -214,7 +204,7 @@ async fn tasks_and_deliveries(ctx: &Ctx) {
     );
     assert_eq!(ended.error.as_ref().unwrap().kind, "server_error");
     assert!(ended.finished_at_ms.is_some());
-    assert_eq!(ended.request_id.as_deref(), Some("req_listed"));
+    assert_eq!(ended.request_id.as_deref(), Some("req_test"));
     let queued = accounts
         .list_tasks(Some(TaskStatus::Queued), 10)
         .await

@@ -17,7 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use harness::{charge, fake::FakeProvider, one_image, service_for, Ctx};
+use harness::{charge, fake::FakeProvider, new_task, one_image, service_for, Ctx};
 use imgproxy_core::{
     fetch::{FetchPolicy, ReferenceFetcher},
     service::{
@@ -30,19 +30,6 @@ use imgproxy_core::{
     ImageRequest,
 };
 use serde_json::json;
-
-fn new_task(tenant: &str, callback: Option<&str>) -> NewTask {
-    NewTask {
-        tenant: tenant.into(),
-        key_id: None,
-        kind: "generation".into(),
-        model: "placeholder".into(),
-        request: json!({"prompt": "p"}),
-        callback_url: callback.map(str::to_owned),
-        request_id: Some("req_test".into()),
-        callback_format: None,
-    }
-}
 
 fn succeeded() -> TaskOutcome {
     TaskOutcome {
