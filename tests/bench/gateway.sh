@@ -24,8 +24,11 @@
 #        direct nginx (the same requests, straight to the fake);
 #        imgproxy, for response_format b64_json and url, miss and hit;
 #        LiteLLM's proxy (LITELLM=1, the default), miss with b64_json (it has no store for url).
-#      Every imgproxy phase gets a fresh gateway process and data dir (under TMPDIR, removed
-#      after, so the disk only ever holds one phase's images), then warm-up requests, each answer's status
+#      Every imgproxy phase gets a fresh gateway process and data dir (under TMPDIR, all
+#      removed at the end of the run, a few GB: ext4 scans past the inodes freed in the last
+#      5 to 10 seconds each time it makes a file, so deleting a phase's images just before
+#      the next phase would slow that phase's writes for reasons of the benchmark's own
+#      making), then warm-up requests, each answer's status
 #      and X-Cache-Status checked: a hit phase makes its cached image; a miss phase sends
 #      enough new prompts to fill the store's in-memory copy of recent images
 #      (`storage.memory_cache_bytes`, set to its default, 64 MiB, in a config file), which a
@@ -227,7 +230,6 @@ gateway_phase() { # response_format, miss | hit, connections
     fi
     stop_pid "$GATEWAY_PID" TERM
     GATEWAY_PID=""
-    rm -rf "$data"
 }
 for format in b64_json url; do
     for mode in miss hit; do

@@ -12,6 +12,9 @@ use bytes::Bytes;
 use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 
+#[cfg(target_os = "linux")]
+mod direct;
+
 use crate::{
     convert::{self, RasterFormat},
     provider::extension_of,
@@ -42,6 +45,9 @@ pub struct ImageStore {
     inner: Arc<dyn ObjectStore>,
     kind: &'static str,
     hot: Arc<Mutex<HotImages>>,
+    /// The local folder, when that is the backend: its new images are written past the page
+    /// cache (`direct`).
+    local: Option<Arc<LocalFileSystem>>,
 }
 
 /// What one kept object costs besides its bytes: its path, the LRU node and the `Bytes`
@@ -106,7 +112,11 @@ impl ImageStore {
         let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| {
             Error::Internal(format!("cannot open image folder {}: {e}", dir.display()))
         })?;
-        Ok(Self::new(Arc::new(fs), "fs"))
+        let fs = Arc::new(fs);
+        Ok(Self {
+            local: Some(fs.clone()),
+            ..Self::new(fs, "fs")
+        })
     }
 
     /// A store in an S3 bucket (or an S3-compatible server's).
@@ -134,6 +144,7 @@ impl ImageStore {
             inner,
             kind,
             hot: Arc::new(Mutex::new(HotImages::new(DEFAULT_MEMORY_BYTES))),
+            local: None,
         }
     }
 
@@ -176,7 +187,9 @@ impl ImageStore {
         // A folder's put is a write and a rename over any copy already there, so looking first
         // costs a miss (whose image is almost always new) a stat for nothing; on S3 the look
         // saves uploading an image again.
-        if self.kind == "fs" || self.inner.head(path).await.is_err() {
+        if let Some(local) = &self.local {
+            write_local(local, path, bytes.clone()).await?;
+        } else if self.inner.head(path).await.is_err() {
             self.inner
                 .put(path, PutPayload::from_bytes(bytes.clone()))
                 .await
@@ -307,6 +320,25 @@ impl ImageStore {
         self.hot().insert(path.as_ref(), &bytes);
         Ok(Some(bytes))
     }
+}
+
+/// Writes `bytes` at `path` in the local folder `local`, past the page cache on Linux.
+async fn write_local(local: &Arc<LocalFileSystem>, path: &ObjectPath, bytes: Bytes) -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| Error::Internal(format!("storing {path}: {e}"));
+    #[cfg(target_os = "linux")]
+    {
+        let file = local.path_to_filesystem(path).map_err(|e| failed(&e))?;
+        tokio::task::spawn_blocking(move || direct::write(&file, &bytes))
+            .await
+            .map_err(|e| failed(&e))?
+            .map_err(|e| failed(&e))
+    }
+    #[cfg(not(target_os = "linux"))]
+    local
+        .put(path, PutPayload::from_bytes(bytes))
+        .await
+        .map(drop)
+        .map_err(|e| failed(&e))
 }
 
 /// One object of the store, as retention sees it.
