@@ -137,6 +137,14 @@ impl WalSync {
         }
     }
 
+    /// Returns once a commit made just before is as safe as `commit` says.
+    pub(super) async fn after(&self, commit: Commit) -> Result<()> {
+        match commit {
+            Commit::Durable => self.sync().await,
+            Commit::Lazy => Ok(()),
+        }
+    }
+
     /// Returns once every transaction this process committed before the call is on disk. An
     /// error means the commit may not survive a power cut (it is committed all the same).
     pub(super) async fn sync(&self) -> Result<()> {
@@ -210,9 +218,7 @@ macro_rules! write_tx {
                     writer.begin_with("BEGIN IMMEDIATE").await,
                 )?;
                 let done = $body;
-                if $commit == $crate::service::db::pool::Commit::Durable {
-                    wal.sync().await?;
-                }
+                wal.after($commit).await?;
                 done
             }
             $crate::service::db::pool::Db::Postgres(pool) => {
@@ -309,6 +315,13 @@ fn pool_options<DB: sqlx::Database>(connections: u32) -> PoolOptions<DB> {
         .acquire_timeout(ACQUIRE_TIMEOUT)
 }
 
+/// [`pool_options`] for SQLite, whose connections are never pinged before use: a connection
+/// to a local file cannot drop as a network one can, and each ping is a round trip to the
+/// connection's thread (several per request, issue 18).
+fn sqlite_pool_options(connections: u32) -> PoolOptions<sqlx::Sqlite> {
+    pool_options(connections).test_before_acquire(false)
+}
+
 impl Db {
     /// `sqlite://PATH` or `sqlite::memory:`.
     pub(super) async fn sqlite(url: &str) -> Result<Self> {
@@ -323,7 +336,7 @@ impl Db {
             .foreign_keys(true);
         if url.contains(":memory:") || url.contains("mode=memory") {
             // An in-memory database lives as long as a connection to it: keep exactly one.
-            let pool = pool_options(1)
+            let pool = sqlite_pool_options(1)
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
@@ -342,7 +355,7 @@ impl Db {
             }
         }
         // Kept open: the log then lives as long as the server (see `WalSync`).
-        let writer = pool_options(1)
+        let writer = sqlite_pool_options(1)
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -363,7 +376,7 @@ impl Db {
         }
         let database = std::fs::canonicalize(options.get_filename()).db()?;
         // The writer has created the file and switched it to WAL before any reader opens it.
-        let reader = pool_options(SQLITE_READERS)
+        let reader = sqlite_pool_options(SQLITE_READERS)
             .connect_with(options)
             .await
             .db()?;
@@ -469,6 +482,17 @@ impl Db {
         sql: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Result<u64> {
+        if let Self::Sqlite { writer, wal, .. } = self {
+            // One statement is a transaction of its own: no `BEGIN` and `COMMIT`, two round
+            // trips to the writer's thread. SQLite retries its write lock under the busy
+            // timeout for a statement outside a transaction, as `BEGIN IMMEDIATE` does.
+            let done = bind_args!(sqlx::query(sql), args)
+                .execute(writer)
+                .await
+                .db()?;
+            wal.after(commit).await?;
+            return Ok(done.rows_affected());
+        }
         write_tx!(@commit commit, self, tx => {
             let done = bind_args!(sqlx::query(sql), args).execute(&mut *tx).await.db()?;
             tx.commit().await.db()?;
@@ -493,6 +517,15 @@ impl Db {
         sql: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Result<Vec<T>> {
+        if let Self::Sqlite { writer, wal, .. } = self {
+            // As in `write_as`: one statement, no transaction around it.
+            let rows = bind_args!(sqlx::query_as(sql), args)
+                .fetch_all(writer)
+                .await
+                .db()?;
+            wal.after(commit).await?;
+            return Ok(rows);
+        }
         write_tx!(@commit commit, self, tx => {
             let rows = bind_args!(sqlx::query_as(sql), args).fetch_all(&mut *tx).await.db()?;
             tx.commit().await.db()?;
