@@ -961,7 +961,7 @@ mod tests {
         let order: Vec<_> = response
             .data
             .iter()
-            .map(|d| String::from_utf8(d.inline_bytes().unwrap()).unwrap())
+            .map(|d| String::from_utf8(d.inline_bytes().unwrap().to_vec()).unwrap())
             .collect();
         assert_eq!(order, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
     }

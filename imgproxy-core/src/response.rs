@@ -111,7 +111,7 @@ impl ImageData {
 
     /// The bytes of an inline image (the reverse of [`ImageData::inline`]); `None` for an
     /// image by URL, or base64 that does not decode.
-    pub fn inline_bytes(&self) -> Option<Vec<u8>> {
+    pub fn inline_bytes(&self) -> Option<Bytes> {
         let b64 = self.b64_json.as_deref()?;
         crate::b64::decode(b64).ok()
     }

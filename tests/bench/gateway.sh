@@ -37,7 +37,9 @@
 #   4. Memory, per imgproxy and LiteLLM phase, from /proc/<pid>/status: idle = VmRSS after the
 #      warm-up; the peak counter is reset then (`echo 5 > /proc/<pid>/clear_refs`) and
 #      peak = VmHWM after wrk. Memory per request in flight = (peak - idle) / connections,
-#      given as a multiple of the PNG's size.
+#      given as a multiple of the PNG's size. CPU per request: the process's user + system
+#      time (/proc/<pid>/stat, all threads) during wrk over the requests wrk completed, the
+#      steadiest figure here, since throughput moves with whatever else the cores run.
 #   5. LiteLLM (PyPI's `litellm[proxy]`, LITELLM_SPEC, installed on first use into
 #      .bench/litellm-venv, gitignored) runs one worker (`--num_workers 1`) with a master key
 #      (it refuses to start without one; with no database that is a string comparison) and one
@@ -45,7 +47,7 @@
 #      models take no `response_format`; without it LiteLLM refuses the request); its cost map
 #      is the local one (LITELLM_LOCAL_MODEL_COST_MAP), so it never calls out. It relays the
 #      answer and keeps nothing: no store, no cache, no single-flight, no credits.
-#   6. Prints one table (req/s, p50, p99, wrk's errors, idle and peak RSS) and the ratios issue
+#   6. Prints one table (req/s, p50, p99, wrk's errors, idle and peak RSS, CPU per request) and the ratios issue
 #      18 sets targets for. wrk, nginx, the gateway and LiteLLM share the machine's cores:
 #      compare ratios, not absolute numbers, and mind other load (the load average is
 #      printed). A run with wrk errors or non-2xx answers is not valid.
@@ -149,23 +151,31 @@ bound=$((seconds + 30))
 status_kb() { # pid, field (VmRSS | VmHWM)
     awk -v field="$2:" '$1 == field { print $2 }' "/proc/$1/status"
 }
-# One wrk run, recorded in $RESULTS as: name, req/s, p50 µs, p99 µs, errors, idle kB, peak kB.
+# CPU time the process has used, all its threads, in clock ticks (user + system).
+cpu_ticks() { # pid
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+# One wrk run, recorded in $RESULTS as: name, req/s, p50 µs, p99 µs, errors, idle kB, peak kB,
+# CPU ms per request.
 measure() { # name, url, connections, mode, response_format, bearer, pid to watch ("" for none)
     local name="$1" url="$2" connections="$3" mode="$4" format="$5" bearer="$6" pid="$7"
-    local threads=$((connections < 2 ? connections : 2)) idle="" peak="" out="$WORK/wrk-${1// /-}.txt"
+    local threads=$((connections < 2 ? connections : 2)) idle="" peak="" cpu="" out="$WORK/wrk-${1// /-}.txt"
     if [ -n "$pid" ]; then
         idle="$(status_kb "$pid" VmRSS)"
         echo 5 >"/proc/$pid/clear_refs" || die "cannot reset the peak RSS of $pid"
+        cpu="$(cpu_ticks "$pid")"
     fi
     echo "$BENCH_NAME: $name: wrk -t$threads -c$connections -d$DURATION" >&2
     timeout "$bound" "$WRK" -t"$threads" -c"$connections" -d"$DURATION" --latency -s "$LUA" "$url" \
         -- "$mode" "$MODEL" "$format" "$bearer" >"$out" || die "wrk ($name) failed or overran: $(cat "$out")"
     if [ -n "$pid" ]; then
         peak="$(status_kb "$pid" VmHWM)"
+        cpu="$(awk -v ticks="$(( $(cpu_ticks "$pid") - cpu ))" -v hz="$(getconf CLK_TCK)" \
+            '/ requests in / { printf "%.2f", 1000 * ticks / hz / $1 }' "$out")"
     fi
     [ -n "$(wrk_field "$out" rps)" ] || die "cannot read wrk's output for $name: $(cat "$out")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$(wrk_field "$out" rps)" "$(wrk_field "$out" p50)" \
-        "$(wrk_field "$out" p99)" "$(wrk_field "$out" errors)" "${idle:--}" "${peak:--}" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$(wrk_field "$out" rps)" "$(wrk_field "$out" p50)" \
+        "$(wrk_field "$out" p99)" "$(wrk_field "$out" errors)" "${idle:--}" "${peak:--}" "${cpu:--}" >>"$RESULTS"
 }
 
 # One request as wrk's would be, checked: HTTP 200 and, for imgproxy, the X-Cache-Status.
@@ -279,7 +289,7 @@ echo "POST /v1/images/generations, one ${PNG_BYTES}-byte 1024x1024 PNG (${B64_CH
 echo "wrk -d$DURATION per phase (c1: -t1, c8: -t2); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
 echo "imgproxy $(basename "$BIN") at $BIN, $([ "$METERED" = 1 ] && echo "metered (an issued key with credits)" || echo "open (no master key, unmetered)"); $LITELLM_RUN"
 awk -F'\t' -v image="$PNG_BYTES" '
-    { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; errors[$1] = $5; idle[$1] = $6; peak[$1] = $7; order[NR] = $1; bad += $5 }
+    { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; errors[$1] = $5; idle[$1] = $6; peak[$1] = $7; cpu[$1] = $8; order[NR] = $1; bad += $5 }
     function mb(kb) { return kb == "-" ? "-" : sprintf("%.1f", kb / 1024) }
     function have(a, b) { return (a in rps) && (b in rps) && rps[b] > 0 }
     function share(a, b) { return have(a, b) ? sprintf("%.1f %%", 100 * rps[a] / rps[b]) : "n/a" }
@@ -290,10 +300,10 @@ awk -F'\t' -v image="$PNG_BYTES" '
         return sprintf("%.1f MB = %.2fx the image", (peak[a] - idle[a]) / 8 / 1024, (peak[a] - idle[a]) * 1024 / 8 / image)
     }
     END {
-        printf "\n%-26s %9s %9s %9s %7s %9s %9s\n", "", "req/s", "p50 ms", "p99 ms", "errors", "idle MB", "peak MB"
+        printf "\n%-26s %9s %9s %9s %7s %9s %9s %10s\n", "", "req/s", "p50 ms", "p99 ms", "errors", "idle MB", "peak MB", "CPU ms/req"
         for (i = 1; i <= NR; i++) {
             n = order[i]
-            printf "%-26s %9.1f %9.2f %9.2f %7d %9s %9s\n", n, rps[n], p50[n] / 1000, p99[n] / 1000, errors[n], mb(idle[n]), mb(peak[n])
+            printf "%-26s %9.1f %9.2f %9.2f %7d %9s %9s %10s\n", n, rps[n], p50[n] / 1000, p99[n] / 1000, errors[n], mb(idle[n]), mb(peak[n]), cpu[n]
         }
         print "\nissue 18 ratios (target in brackets):"
         for (f = 1; f <= 2; f++) {

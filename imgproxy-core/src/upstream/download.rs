@@ -2,7 +2,7 @@
 //! and any response body an adapter must not read unbounded. Where an image is (inline or at
 //! a URL) is [`ImageSource`]; fetching it with an API's client is `api`'s job.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::failure::{failed, transport_error};
 use crate::{provider::image_mime, GeneratedImage, ProviderError};
@@ -58,8 +58,14 @@ pub async fn read_capped(
     {
         return Err(too_large());
     }
-    // The chunks are kept as they arrive and joined once at the end: a growing buffer would
-    // copy a megabyte body about twice over and keep up to twice its size allocated.
+    // One buffer of the announced length takes each chunk as it arrives, still in the CPU's
+    // cache, and is all the memory the body holds. Without an announced length the chunks
+    // are kept and joined once at the end: a growing buffer would copy a megabyte body about
+    // twice over and keep up to twice its size allocated.
+    let announced = response
+        .content_length()
+        .map_or(0, |length| length as usize);
+    let mut body = BytesMut::with_capacity(announced);
     let mut chunks = Vec::new();
     let mut length = 0;
     while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
@@ -67,16 +73,28 @@ pub async fn read_capped(
         if length > max_bytes {
             return Err(too_large());
         }
-        chunks.push(chunk);
+        if length == chunk.len() && length == announced {
+            // The whole body in one chunk: nothing to copy.
+            return Ok(chunk);
+        }
+        if length <= body.capacity() {
+            body.extend_from_slice(&chunk);
+        } else {
+            chunks.push(chunk);
+        }
     }
-    if chunks.len() == 1 {
+    if chunks.is_empty() {
+        return Ok(body.freeze());
+    }
+    if body.is_empty() && chunks.len() == 1 {
         return Ok(chunks.swap_remove(0));
     }
-    let mut body = Vec::with_capacity(length);
+    let mut joined = Vec::with_capacity(length);
+    joined.extend_from_slice(&body);
     for chunk in &chunks {
-        body.extend_from_slice(chunk);
+        joined.extend_from_slice(chunk);
     }
-    Ok(Bytes::from(body))
+    Ok(Bytes::from(joined))
 }
 
 /// A generated image that must be one: the bytes decide the MIME type, else the first

@@ -84,7 +84,7 @@ impl<'de> Deserialize<'de> for InlineImage {
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InlineImage, E> {
                 imgproxy_core::b64::decode(text.trim())
-                    .map(|bytes| InlineImage(bytes.into()))
+                    .map(InlineImage)
                     .map_err(|e| E::custom(format!("`b64_json` is not base64: {e}")))
             }
         }

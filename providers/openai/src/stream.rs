@@ -3,7 +3,7 @@
 //! generation). An `error` object in the stream is the upstream's failure, read by the
 //! caller's error mapping.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use imgproxy_core::{
     provider::{ImageMeta, PartialImage, PartialSender},
     upstream::{self, ImageSource},
@@ -132,7 +132,7 @@ fn handle(
         let bytes = imgproxy_core::b64::decode(b64.trim())
             .map_err(|e| upstream::failed(format!("bad `b64_json`: {e}")))?;
         parsed.images.push(ParsedImage {
-            source: ImageSource::Inline(Bytes::from(bytes)),
+            source: ImageSource::Inline(bytes),
             revised_prompt: None,
             extra: (),
         });

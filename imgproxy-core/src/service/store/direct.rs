@@ -17,7 +17,7 @@ use std::{
 /// Offsets, lengths and buffer addresses of direct I/O are multiples of this: the largest
 /// logical block size of common devices.
 const BLOCK: usize = 4096;
-/// Bytes copied into the aligned buffer and written per call.
+/// Bytes of an unaligned image copied into the aligned buffer and written per call.
 const CHUNK: usize = 256 * 1024;
 
 /// Writes `bytes` to `dest` through a staging file beside it (`<dest>#<n>`, a name
@@ -88,16 +88,25 @@ fn stage(dest: &Path, direct: bool) -> io::Result<(File, PathBuf)> {
     }
 }
 
-/// Writes `bytes` in aligned chunks through an aligned buffer, the last one padded with
-/// zeros to a whole block and the padding then cut off.
+/// Writes `bytes` with direct I/O: its whole blocks straight from memory when it starts on a
+/// block boundary (as images decoded by `b64::decode` do), else in chunks copied into an
+/// aligned buffer; the last block padded with zeros and the padding then cut off.
 fn write_direct(file: &File, bytes: &[u8]) -> io::Result<()> {
-    let mut buffer = vec![0_u8; CHUNK + BLOCK];
+    let whole = if bytes.as_ptr().align_offset(BLOCK) == 0 {
+        bytes.len() / BLOCK * BLOCK
+    } else {
+        0
+    };
+    file.write_all_at(&bytes[..whole], 0)?;
+    let rest = &bytes[whole..];
+    let size = rest.len().min(CHUNK).next_multiple_of(BLOCK);
+    let mut buffer = vec![0_u8; size + BLOCK];
     let start = buffer.as_ptr().align_offset(BLOCK);
     let aligned = buffer
-        .get_mut(start..start + CHUNK)
+        .get_mut(start..start + size)
         .ok_or_else(|| io::Error::other("cannot align a buffer"))?;
-    let mut offset = 0_u64;
-    for chunk in bytes.chunks(CHUNK) {
+    let mut offset = whole as u64;
+    for chunk in rest.chunks(CHUNK) {
         let padded = chunk.len().next_multiple_of(BLOCK);
         aligned[..chunk.len()].copy_from_slice(chunk);
         aligned[chunk.len()..padded].fill(0);
@@ -138,6 +147,18 @@ mod tests {
             .filter(|entry| entry.file_name().to_string_lossy().contains('#'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn writes_aligned_bytes_as_they_are() -> io::Result<()> {
+        let folder = tempfile::tempdir()?;
+        let text = crate::b64::encode(&(0..3 * BLOCK + 5).map(|i| i as u8).collect::<Vec<_>>());
+        let decoded = crate::b64::decode(&text).map_err(io::Error::other)?;
+        assert_eq!(decoded.as_ptr().align_offset(BLOCK), 0);
+        let dest = folder.path().join("aligned.png");
+        write(&dest, &decoded)?;
+        assert_eq!(std::fs::read(&dest)?, decoded);
         Ok(())
     }
 
