@@ -112,3 +112,77 @@ pub fn sniffed_image(
         revised_prompt: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Serves one connection: reads the request head, then writes `head` and each of `parts`
+    /// with a flush between, so that the client sees the body in several chunks.
+    async fn serve_once(head: String, parts: Vec<Vec<u8>>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0_u8; 4096];
+            let _ = socket.read(&mut request).await.unwrap();
+            socket.write_all(head.as_bytes()).await.unwrap();
+            for part in parts {
+                socket.write_all(&part).await.unwrap();
+                socket.flush().await.unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+        format!("http://{address}/")
+    }
+
+    async fn read(url: &str, max_bytes: usize) -> Result<Bytes, ProviderError> {
+        let response = reqwest::get(url).await.unwrap();
+        read_capped(response, max_bytes, "the body").await
+    }
+
+    fn body() -> Vec<u8> {
+        (0..200_000_u32).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_body_of_announced_length_in_many_chunks_reads_whole() {
+        let body = body();
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+        let parts = body.chunks(30_000).map(<[u8]>::to_vec).collect();
+        let url = serve_once(head, parts).await;
+        assert_eq!(read(&url, 1 << 20).await.unwrap(), body);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_reads_whole_and_is_capped() {
+        let body = body();
+        let mut parts: Vec<Vec<u8>> = body
+            .chunks(30_000)
+            .map(|chunk| [format!("{:x}\r\n", chunk.len()).as_bytes(), chunk, b"\r\n"].concat())
+            .collect();
+        parts.push(b"0\r\n\r\n".to_vec());
+        let head = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_owned();
+        let url = serve_once(head.clone(), parts.clone()).await;
+        assert_eq!(read(&url, 1 << 20).await.unwrap(), body);
+        let url = serve_once(head, parts).await;
+        let error = read(&url, 100_000).await.unwrap_err();
+        assert!(
+            error.to_string().contains("larger than 100000 bytes"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_announced_length_over_the_cap_is_refused_before_reading() {
+        let head = "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n".to_owned();
+        let url = serve_once(head, vec![vec![0; 5000]]).await;
+        let error = read(&url, 4999).await.unwrap_err();
+        assert!(
+            error.to_string().contains("larger than 4999 bytes"),
+            "{error}"
+        );
+    }
+}
