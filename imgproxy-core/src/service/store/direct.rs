@@ -113,7 +113,7 @@ fn write_direct(file: &File, bytes: &[u8]) -> io::Result<()> {
         file.write_all_at(&aligned[..padded], offset)?;
         offset += chunk.len() as u64;
     }
-    if bytes.len() % BLOCK != 0 {
+    if !bytes.len().is_multiple_of(BLOCK) {
         file.set_len(bytes.len() as u64)?;
     }
     Ok(())
