@@ -13,15 +13,16 @@ pub fn encode(bytes: &[u8]) -> String {
 /// copying it into an aligned one first.
 pub const DECODED_ALIGNMENT: usize = 4096;
 
-/// The bytes of standard, padded base64 `text`, starting at a multiple of
+/// The bytes of standard, padded base64 `text` (a `&str` or its bytes), starting at a multiple of
 /// [`DECODED_ALIGNMENT`] in memory.
-pub fn decode(text: &str) -> Result<bytes::Bytes, base64_simd::Error> {
-    let length = base64_simd::STANDARD.decoded_length(text.as_bytes())?;
+pub fn decode(text: impl AsRef<[u8]>) -> Result<bytes::Bytes, base64_simd::Error> {
+    let text = text.as_ref();
+    let length = base64_simd::STANDARD.decoded_length(text)?;
     let mut buffer = vec![0_u8; length + DECODED_ALIGNMENT - 1];
     let start = buffer.as_ptr().align_offset(DECODED_ALIGNMENT);
     let decoded = base64_simd::STANDARD
         .decode(
-            text.as_bytes(),
+            text,
             base64_simd::Out::from_slice(&mut buffer[start..start + length]),
         )?
         .len();

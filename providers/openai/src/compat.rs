@@ -82,13 +82,19 @@ impl<'de> Deserialize<'de> for InlineImage {
                 formatter.write_str("an image in base64")
             }
 
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InlineImage, E> {
-                imgproxy_core::b64::decode(text.trim())
+            fn visit_bytes<E: serde::de::Error>(self, text: &[u8]) -> Result<InlineImage, E> {
+                imgproxy_core::b64::decode(text.trim_ascii())
                     .map(InlineImage)
                     .map_err(|e| E::custom(format!("`b64_json` is not base64: {e}")))
             }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<InlineImage, E> {
+                self.visit_bytes(text.as_bytes())
+            }
         }
-        deserializer.deserialize_str(Base64)
+        // As bytes: serde_json then hands over the string's contents without checking them as
+        // UTF-8, a pass over the megabytes that base64's own check makes needless.
+        deserializer.deserialize_bytes(Base64)
     }
 }
 
@@ -270,6 +276,20 @@ mod tests {
             .data()
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn inline_images_decode_from_the_body_with_escapes_and_padding_spaces() {
+        let image = |body: &str| serde_json::from_str::<InlineImage>(body).map(|i| i.0);
+        assert_eq!(image(r#"" QUJD ""#).unwrap(), &b"ABC"[..]);
+        // `/` may be escaped in JSON: `/w==` is the byte 0xFF.
+        assert_eq!(image(r#""\/w==""#).unwrap(), &[0xFF_u8][..]);
+        let error = image(r#""not base64!""#).unwrap_err().to_string();
+        assert!(error.contains("`b64_json` is not base64"), "{error}");
+        assert!(image("[1, 2]").is_err());
+        // Through a parsed value too (a string, not bytes, then).
+        let value = serde_json::json!("QUJD");
+        assert_eq!(InlineImage::deserialize(value).unwrap().0, &b"ABC"[..]);
     }
 
     #[test]
