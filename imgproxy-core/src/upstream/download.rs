@@ -73,10 +73,6 @@ pub async fn read_capped(
         if length > max_bytes {
             return Err(too_large());
         }
-        if length == chunk.len() && length == announced {
-            // The whole body in one chunk: nothing to copy.
-            return Ok(chunk);
-        }
         if length <= body.capacity() {
             body.extend_from_slice(&chunk);
         } else {
@@ -87,6 +83,7 @@ pub async fn read_capped(
         return Ok(body.freeze());
     }
     if body.is_empty() && chunks.len() == 1 {
+        // The whole body in one chunk, of no announced length: nothing to copy.
         return Ok(chunks.swap_remove(0));
     }
     let mut joined = Vec::with_capacity(length);
