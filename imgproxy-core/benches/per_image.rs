@@ -11,7 +11,9 @@
 //! - `base64_decode`: that string to bytes;
 //! - `probe_format_and_size`: the MIME type sniffed from the bytes and the size read from the
 //!   header, as the provider and the gateway's delivery do;
-//! - `sha256`: the content hash that names the image in the store;
+//! - `content_hash_blake3`: the content hash that names the image in the store;
+//! - `sha256`: for comparison, the content hash it replaced (SHA-256, at the CPU's SHA
+//!   extensions where it has them);
 //! - `store_write`: `ImageStore::put` into a local folder (a temporary one), hash included,
 //!   every iteration a new image (a new image is what a miss writes), deleted again untimed;
 //! - `base64_encode`: the bytes to the answer's `b64_json` (`ImageData::inline`);
@@ -22,7 +24,7 @@
 //!
 //! Throughput is given in the bytes each step is handed. Run:
 //! `cargo bench -p imgproxy-core --bench per_image` (criterion's options after `--`, e.g.
-//! `-- sha256`). On a shared machine compare steps within one run, not runs.
+//! `-- content_hash`). On a shared machine compare steps within one run, not runs.
 
 #![expect(clippy::unwrap_used, reason = "a benchmark fails loudly")]
 
@@ -133,6 +135,9 @@ fn per_image(c: &mut Criterion) {
             let bytes = black_box(png.as_slice());
             (image_mime(bytes, &[]), convert::dimensions(bytes))
         });
+    });
+    group.bench_function("content_hash_blake3", |b| {
+        b.iter(|| blake3::hash(black_box(&png)).to_hex());
     });
     group.bench_function("sha256", |b| {
         b.iter(|| hex::encode(Sha256::digest(black_box(&png))));

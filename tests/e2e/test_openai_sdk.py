@@ -8,9 +8,9 @@ how it maps upstream answers and failures to what the SDK sees.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 
+import blake3
 import openai
 import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server
@@ -99,7 +99,7 @@ def test_url_response_downloads_the_same_png_as_b64_and_is_content_addressed(ser
     assert body == expected, "the URL must serve the bytes of the same deterministic request"
     png = parse_png(body)
     assert (png.width, png.height) == (128, 128)
-    assert hashlib.sha256(body).hexdigest() in url, "image URLs are content-addressed (sha256 of the bytes)"
+    assert blake3.blake3(body).hexdigest() in url, "image URLs are content-addressed (BLAKE3 of the bytes)"
 
     again = sdk.images.generate(response_format="url", **request)
     assert again.data is not None and again.data[0].url == url, "the same image must get the same URL"

@@ -9,7 +9,6 @@ Upstream calls are counted on the fakes: a HIT must never reach the upstream.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import blake3
 import pytest
 from conftest import OPENAI_TEST_KEY, ImgproxyFactory, Server, clean_env, imgproxy_bin
 from fake_openai import FakeOpenAI, Reply, solid_png
@@ -141,10 +141,10 @@ class Store:
             assert key.startswith("derived/"), f"a converted image's X-S3-Key is {key!r}, expected derived/..."
         else:
             match = S3_IMAGE_KEY.match(key)
-            assert match, f"X-S3-Key {key!r} is not images/<2 hex>/<sha256>.<ext>"
-            digest = hashlib.sha256(body).hexdigest()
+            assert match, f"X-S3-Key {key!r} is not images/<2 hex>/<blake3>.<ext>"
+            digest = blake3.blake3(body).hexdigest()
             assert match.group(2) == digest and match.group(1) == digest[:2], (
-                f"X-S3-Key {key!r} is not the SHA-256 of the bytes served ({digest})"
+                f"X-S3-Key {key!r} is not the BLAKE3 hash of the bytes served ({digest})"
             )
         status, stored = self.bucket.get(key)
         assert status == 200, f"GET {key} from the bucket {self.bucket.name}: {status} (keys: {self.bucket.keys()})"
@@ -845,13 +845,13 @@ def test_generations_endpoint_is_cached_and_its_image_urls_are_signed(imgproxy: 
     assert status == 200, raw[:500]
     url = json.loads(raw)["data"][0]["url"]
     match = re.fullmatch(rf"{re.escape(server.url)}/images/([0-9a-f]{{64}})\.png\?(.*)", url)
-    assert match, f"image URL {url!r} is not {server.url}/images/<sha256>.png?exp=..&sig=.."
+    assert match, f"image URL {url!r} is not {server.url}/images/<blake3>.png?exp=..&sig=.."
     query = urllib.parse.parse_qs(match.group(2))
     assert set(query) >= {"exp", "sig"}, query
     assert abs(int(query["exp"][0]) - (time.time() + 604800)) < 120, f"default URL lifetime is 7 days: {query}"
     status, headers, body = get(url)
     assert status == 200 and body[:8] == PNG_SIGNATURE, f"{status} {body[:200]!r}"
-    assert hashlib.sha256(body).hexdigest() == match.group(1), "the image URL is not content-addressed"
+    assert blake3.blake3(body).hexdigest() == match.group(1), "the image URL is not content-addressed"
 
     for what, tampered in [
         ("sig removed", with_query(url, drop_param("sig"))),

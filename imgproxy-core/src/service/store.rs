@@ -1,4 +1,4 @@
-//! The image store: every image kept once, content-addressed (`<sha256>.<ext>`), on any
+//! The image store: every image kept once, content-addressed (`<blake3>.<ext>`), on any
 //! `object_store` backend: a local folder (the default) or S3-compatible storage. Format
 //! conversions of a stored image are kept beside it, so each is computed once. Recently used
 //! images are also kept in memory: their keys are content hashes, so a copy is never stale.
@@ -10,7 +10,6 @@ use std::{
 
 use bytes::Bytes;
 use object_store::{local::LocalFileSystem, path::Path as ObjectPath, ObjectStore, PutPayload};
-use sha2::{Digest, Sha256};
 
 #[cfg(target_os = "linux")]
 mod direct;
@@ -171,12 +170,14 @@ impl ImageStore {
         object_path(key).map(|path| path.to_string())
     }
 
-    /// Stores `bytes` and returns its key. The same bytes are kept once: S3 skips an object it
-    /// has, a local folder writes the same file again.
+    /// Stores `bytes` and returns its key, the BLAKE3 hash of the bytes in hex (`b3sum` checks
+    /// it). The same bytes are kept once: S3 skips an object it has, a local folder writes the
+    /// same file again. Images stored by earlier versions are named by their SHA-256; a key is a
+    /// name, so they are read and served the same way.
     pub async fn put(&self, bytes: Bytes, mime: &str) -> Result<String> {
         let key = format!(
             "{}.{}",
-            hex::encode(Sha256::digest(&bytes)),
+            blake3::hash(&bytes).to_hex(),
             extension_of(mime)
         );
         self.put_once(&object_path(&key)?, bytes).await?;
