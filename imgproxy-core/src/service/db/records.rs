@@ -79,6 +79,14 @@ macro_rules! file_columns {
 /// Releases the claim of `$3` on the generation of `$2` for tenant `$1`.
 const RELEASE_CLAIM: &str =
     "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3";
+/// [`RELEASE_CLAIM`] with the owner as the sixth argument, to follow [`CACHE_ENTRY`] in one
+/// batch.
+const RELEASE_CLAIM_AS_SIXTH: &str =
+    "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $6";
+/// Records the result of a generation: tenant, cache key, model, result, Unix seconds.
+const CACHE_ENTRY: &str = "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
+     SET model = excluded.model, result = excluded.result, created_at = excluded.created_at";
 
 /// Longest name a generation may be stored under.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -121,21 +129,38 @@ impl Database {
         claim_owner: Option<&str>,
     ) -> Result<()> {
         let text = serde_json::to_string(result).db()?;
-        // Lazy: an entry lost in a power cut costs one generation, never an answer.
+        if self.db.is_embedded() {
+            // One round trip to SQLite's writer thread for both statements, each committed on
+            // its own in this order: a request waiting on the claim that sees it gone finds
+            // the entry. (A crash between the two leaves the claim to fall with the instance.)
+            let sql = match claim_owner {
+                Some(_) => format!("{CACHE_ENTRY}; {RELEASE_CLAIM_AS_SIXTH}"),
+                None => CACHE_ENTRY.to_owned(),
+            };
+            let args = [
+                tenant.into(),
+                cache_key.into(),
+                model.into(),
+                text.as_str().into(),
+                now_secs().into(),
+                claim_owner.into(),
+            ];
+            // Lazy: an entry lost in a power cut costs one generation, never an answer.
+            self.db
+                .write_as(Commit::Lazy, AssertSqlSafe(sql), &args)
+                .await?;
+            return Ok(());
+        }
         write_tx!(lazy &self.db, tx => {
-            sqlx::query(
-                "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
-                 SET model = excluded.model, result = excluded.result, created_at = excluded.created_at",
-            )
-            .bind(tenant)
-            .bind(cache_key)
-            .bind(model)
-            .bind(&text)
-            .bind(now_secs())
-            .execute(&mut *tx)
-            .await
-            .db()?;
+            sqlx::query(CACHE_ENTRY)
+                .bind(tenant)
+                .bind(cache_key)
+                .bind(model)
+                .bind(&text)
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await
+                .db()?;
             if let Some(owner) = claim_owner {
                 sqlx::query(RELEASE_CLAIM)
                     .bind(tenant)
