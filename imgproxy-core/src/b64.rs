@@ -52,7 +52,11 @@ mod tests {
             let decoded = super::decode(&encoded).unwrap();
             assert_eq!(decoded, bytes[..length]);
             if length > 0 {
-                assert_eq!(decoded.as_ptr() as usize % super::DECODED_ALIGNMENT, 0, "{length}");
+                assert_eq!(
+                    decoded.as_ptr() as usize % super::DECODED_ALIGNMENT,
+                    0,
+                    "{length}"
+                );
             }
         }
     }

@@ -15,6 +15,7 @@ use imgproxy_core::{service::db::Reservation, Error};
 on_both_backends!(
     reserve_settle_refund_arithmetic,
     idempotent_by_request_id,
+    abandoned_reservations_are_all_or_nothing,
     release_dead_exactly_once,
 );
 
@@ -96,6 +97,31 @@ async fn reserve_settle_refund_arithmetic(ctx: &Ctx) {
     };
     harness::assert_not_found(&accounts.refund(&ghost).await);
     assert_eq!(ctx.assert_ledger_adds_up(&key).await, 0);
+}
+
+/// A request that goes away while its reservation is being written (a client hanging up)
+/// leaves a whole reservation or none, never an open transaction on a pooled connection:
+/// every later write works, and the ledger adds up to the balance.
+async fn abandoned_reservations_are_all_or_nothing(ctx: &Ctx) {
+    let accounts = &ctx.accounts;
+    let key = ctx.key(1_000).await;
+    for i in 0..60_u64 {
+        // Cut off after 0 to 590 µs: before, during and after the write.
+        let cut = Duration::from_micros(i * 10);
+        let id = format!("abandoned-{i}");
+        // Short of credits every third time, so that failing writes are abandoned too.
+        let amount = if i % 3 == 0 { 5_000 } else { 1 };
+        let _ = tokio::time::timeout(cut, accounts.reserve(&key, &id, amount, charge("me"))).await;
+    }
+    // Let any rollback queued behind an abandoned write run.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = ctx.assert_ledger_adds_up(&key).await;
+    let open = accounts
+        .reserve(&key, "after", 7, charge("me"))
+        .await
+        .unwrap();
+    assert_eq!(accounts.settle(&open, 7).await.unwrap(), before - 7);
+    assert_eq!(ctx.assert_ledger_adds_up(&key).await, before - 7);
 }
 
 async fn idempotent_by_request_id(ctx: &Ctx) {

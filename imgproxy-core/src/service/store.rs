@@ -175,11 +175,7 @@ impl ImageStore {
     /// same file again. Images stored by earlier versions are named by their SHA-256; a key is a
     /// name, so they are read and served the same way.
     pub async fn put(&self, bytes: Bytes, mime: &str) -> Result<String> {
-        let key = format!(
-            "{}.{}",
-            blake3::hash(&bytes).to_hex(),
-            extension_of(mime)
-        );
+        let key = format!("{}.{}", blake3::hash(&bytes).to_hex(), extension_of(mime));
         self.put_once(&object_path(&key)?, bytes).await?;
         Ok(key)
     }

@@ -21,6 +21,22 @@ const INSERT_LEDGER: &str = "INSERT INTO ledger \
      (key_id, kind, request_id, amount, balance_after, model, inputs, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// [`Database::reserve`] on SQLite in one round trip, when the reservation is new and the
+/// balance covers it: key, request id, amount, owner, model, inputs, Unix ms, Unix seconds.
+/// `changes()` is the number of rows the statement before changed.
+const RESERVE_BATCH: &str = "BEGIN IMMEDIATE; \
+     INSERT INTO reservations \
+     (key_id, request_id, amount, status, owner, model, inputs, reserved_at_ms) \
+     VALUES ($1, $2, $3, 'reserved', $4, $5, $6, $7) ON CONFLICT (key_id, request_id) DO NOTHING; \
+     UPDATE api_keys SET balance = balance - $3 \
+     WHERE id = $1 AND balance >= $3 AND NOT revoked AND changes() = 1; \
+     INSERT OR ROLLBACK INTO ledger \
+     (key_id, kind, request_id, amount, balance_after, model, inputs, created_at) \
+     VALUES ($1, 'reserve', $2, -$3, \
+     (SELECT balance FROM api_keys WHERE id = $1 AND changes() = 1), $5, $6, $8) \
+     RETURNING balance_after; \
+     COMMIT";
+
 /// The reservations of every run of a task: its first run's (`$2`, the task id) and its
 /// resumed runs' (`$3`, `<task id>.r%`; the `_` of `task_` matches any character there, and
 /// no other request id has that shape).
@@ -114,6 +130,30 @@ impl Database {
             key_id: key_id.to_owned(),
             amount,
         };
+        // SQLite, the usual outcome (a new reservation the balance covers) in one batch: the
+        // reservation, the balance taken if the insert added a row, and its ledger row, whose
+        // balance is NULL (a failed NOT NULL, rolling the whole batch back) unless the update
+        // took it. Any other outcome takes the path below, which tells them apart; a batch
+        // that committed and lost its answer is found there as this request's reservation.
+        let batch = self
+            .db
+            .sqlite_batch::<(i64,)>(
+                RESERVE_BATCH,
+                &[
+                    key_id.into(),
+                    request_id.into(),
+                    needed.into(),
+                    charge.owner.as_str().into(),
+                    charge.model.as_str().into(),
+                    inputs.as_str().into(),
+                    now_ms().into(),
+                    now_secs().into(),
+                ],
+            )
+            .await;
+        if batch.is_some_and(|rows| rows.len() == 1) {
+            return Ok(reservation);
+        }
         // Lazy on SQLite: the request is answered only after its settlement, a durable
         // commit that puts this one on disk too, and a reservation lost in a power cut is one
         // the instance would have refunded on its return. Durable on Postgres, which can crash

@@ -307,6 +307,24 @@ impl<T> Decoded for T where
 {
 }
 
+/// SQLite's writer connection while a batch runs on it. If the caller goes away before it
+/// knows how the batch ended, a `ROLLBACK` is queued behind the batch on the connection's
+/// thread, so that the pool never hands out a connection inside a transaction.
+struct OpenBatch(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl Drop for OpenBatch {
+    fn drop(&mut self) {
+        let (Some(mut connection), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+        });
+    }
+}
+
 /// Options of a pool of at most `connections`, whose callers wait up to [`ACQUIRE_TIMEOUT`] for
 /// one.
 fn pool_options<DB: sqlx::Database>(connections: u32) -> PoolOptions<DB> {
@@ -446,6 +464,40 @@ impl Db {
             Self::Sqlite { .. } => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
             Self::Postgres(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
         }
+    }
+
+    /// SQLite only: runs `batch`, statements that open a transaction (`BEGIN IMMEDIATE`) and
+    /// end it (`COMMIT`), with `args` bound, in one round trip to the writer's thread, and
+    /// returns the rows it returned. `None` on Postgres, or when any statement failed: then
+    /// nothing of the batch is kept (a transaction it left open is rolled back) and the
+    /// caller takes its ordinary path, which finds out why. Each round trip inside a held
+    /// write transaction keeps every other writer waiting, and under load each costs as much
+    /// as the scheduler takes to run two threads (issue 18), so a hot transaction whose usual
+    /// outcome SQL alone can decide is worth one batch.
+    pub(super) async fn sqlite_batch<T: Decoded>(
+        &self,
+        batch: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Option<Vec<T>> {
+        let Self::Sqlite { writer, .. } = self else {
+            return None;
+        };
+        let mut open = OpenBatch(Some(writer.acquire().await.ok()?));
+        let connection = open.0.as_mut()?;
+        let outcome = bind_args!(sqlx::query_as(batch), args)
+            .fetch_all(&mut **connection)
+            .await;
+        if outcome.is_err() {
+            // "No transaction is active" when the batch never began or rolled back itself.
+            let _ = sqlx::query("ROLLBACK").execute(&mut **connection).await;
+        }
+        // Settled either way: the connection goes back to the pool as it is.
+        open.0 = None;
+        outcome
+            .inspect_err(|error| {
+                tracing::debug!(%error, "a write batch did not commit; taking the ordinary path");
+            })
+            .ok()
     }
 
     /// Runs one read, `sql` with `args` bound, and decodes every row.

@@ -84,7 +84,8 @@ const RELEASE_CLAIM: &str =
 const RELEASE_CLAIM_AS_SIXTH: &str =
     "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $6";
 /// Records the result of a generation: tenant, cache key, model, result, Unix seconds.
-const CACHE_ENTRY: &str = "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
+const CACHE_ENTRY: &str =
+    "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
      SET model = excluded.model, result = excluded.result, created_at = excluded.created_at";
 
