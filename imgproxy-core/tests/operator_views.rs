@@ -156,6 +156,27 @@ async fn settles_name_their_images(ctx: &Ctx) {
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].entry.request_id.as_deref(), Some("r1"));
     assert_eq!(page[0].image_keys, stored);
+    // The row says what was kept of what, and the surface the request came through (taken
+    // from the reservation: on SQLite by the settle's one batch, on Postgres in Rust).
+    let inputs = page[0].entry.inputs.clone().unwrap();
+    let fields: Vec<&str> = inputs
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        ["attempts", "kept", "reserved", "surface"],
+        "{inputs}"
+    );
+    assert_eq!(
+        (&inputs["kept"], &inputs["surface"]),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!("/v1/images/generations")
+        )
+    );
     // The keys name images the store holds.
     for key in &page[0].image_keys {
         assert!(service.store().get(key).await.unwrap().is_some(), "{key}");

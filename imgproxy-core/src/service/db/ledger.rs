@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sqlx::AssertSqlSafe;
 
 use super::{
@@ -21,6 +21,18 @@ const INSERT_LEDGER: &str = "INSERT INTO ledger \
      (key_id, kind, request_id, amount, balance_after, model, inputs, created_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 
+/// How a reservation commits. Lazy on SQLite: the request is answered only after its
+/// settlement, a durable commit that puts this one on disk too, and a reservation lost in a
+/// power cut is one the instance would have refunded on its return. Durable on Postgres, which
+/// can crash on its own and lose its last lazy commits while the instance runs on to settle.
+fn commit_of_reservations(db: &super::pool::Db) -> Commit {
+    if db.is_embedded() {
+        Commit::Lazy
+    } else {
+        Commit::Durable
+    }
+}
+
 /// [`Database::reserve`] on SQLite in one round trip, when the reservation is new and the
 /// balance covers it: key, request id, amount, owner, model, inputs, Unix ms, Unix seconds.
 /// `changes()` is the number of rows the statement before changed.
@@ -36,6 +48,40 @@ const RESERVE_BATCH: &str = "BEGIN IMMEDIATE; \
      (SELECT balance FROM api_keys WHERE id = $1 AND changes() = 1), $5, $6, $8) \
      RETURNING balance_after; \
      COMMIT";
+
+/// [`Database::end`] without a task on SQLite in one round trip, when the reservation is
+/// open: key, request id, status, credits kept, Unix ms, the model that served (or NULL for
+/// the reservation's), the ledger inputs but the surface, Unix seconds, the amount reserved,
+/// the amount returned, the ledger row's kind. The ledger row takes the surface from the
+/// reservation's inputs (`surface` sorts last, as serde_json writes keys), and its balance is
+/// NULL (a failed NOT NULL, rolling the batch back) unless the reservation was open.
+const END_BATCH: &str = "BEGIN IMMEDIATE; \
+     UPDATE reservations SET status = $3, kept = $4, closed_at_ms = $5 \
+     WHERE key_id = $1 AND request_id = $2 AND status = 'reserved' AND amount = $9; \
+     UPDATE api_keys SET balance = balance + $10 WHERE id = $1 AND changes() = 1; \
+     INSERT OR ROLLBACK INTO ledger \
+     (key_id, kind, request_id, amount, balance_after, model, inputs, created_at) \
+     SELECT $1, $11, $2, $10, \
+     (SELECT balance FROM api_keys WHERE id = $1 AND changes() = 1), COALESCE($6, r.model), \
+     CASE WHEN COALESCE(json_type(r.inputs, '$.surface'), 'null') = 'null' THEN $7 \
+     ELSE json_set($7, '$.surface', r.inputs -> '$.surface') END, $8 \
+     FROM reservations r WHERE r.key_id = $1 AND r.request_id = $2 \
+     RETURNING balance_after; \
+     COMMIT";
+
+/// The inputs of the ledger row that closes a reservation of `amount` keeping `kept`, but the
+/// surface the request came through (added from the reservation's own inputs).
+fn closing_inputs(amount: i64, kept: i64, how: Close, served: Option<&ServedBy<'_>>) -> Value {
+    let mut inputs = json!({ "reserved": amount, "kept": kept });
+    if matches!(how, Close::Release) {
+        inputs["released"] = json!(true);
+    }
+    if let Some(served) = served {
+        inputs["attempts"] = json!(served.attempts);
+        inputs["images"] = json!(served.images);
+    }
+    inputs
+}
 
 /// The reservations of every run of a task: its first run's (`$2`, the task id) and its
 /// resumed runs' (`$3`, `<task id>.r%`; the `_` of `task_` matches any character there, and
@@ -138,6 +184,7 @@ impl Database {
         let batch = self
             .db
             .sqlite_batch::<(i64,)>(
+                commit_of_reservations(&self.db),
                 RESERVE_BATCH,
                 &[
                     key_id.into(),
@@ -150,19 +197,11 @@ impl Database {
                     now_secs().into(),
                 ],
             )
-            .await;
+            .await?;
         if batch.is_some_and(|rows| rows.len() == 1) {
             return Ok(reservation);
         }
-        // Lazy on SQLite: the request is answered only after its settlement, a durable
-        // commit that puts this one on disk too, and a reservation lost in a power cut is one
-        // the instance would have refunded on its return. Durable on Postgres, which can crash
-        // on its own and lose its last lazy commits while the instance runs on to settle.
-        let commit = if self.db.is_embedded() {
-            Commit::Lazy
-        } else {
-            Commit::Durable
-        };
+        let commit = commit_of_reservations(&self.db);
         write_tx!(@commit commit, &self.db, tx => {
             // The reservation row first: a concurrent call with the same id waits on it (on
             // Postgres) and then sees it, instead of charging a second time.
@@ -442,6 +481,53 @@ impl Database {
         Ok(released)
     }
 
+    /// [`Database::end`] without a task, on SQLite, in one batch (one round trip while
+    /// holding the writer); `None` when it did not end the reservation (on Postgres, or a
+    /// reservation closed before or unknown), for the ordinary path to say why.
+    async fn end_in_one_batch(
+        &self,
+        reservation: &Reservation,
+        status: &str,
+        kind: &str,
+        keep: i64,
+        how: Close,
+        served: Option<ServedBy<'_>>,
+    ) -> Result<Option<Closed>> {
+        let Ok(amount) = i64::try_from(reservation.amount) else {
+            return Ok(None);
+        };
+        let kept = keep.min(amount);
+        let inputs = closing_inputs(amount, kept, how, served.as_ref()).to_string();
+        let rows: Option<Vec<(i64,)>> = self
+            .db
+            .sqlite_batch(
+                Commit::Durable,
+                END_BATCH,
+                &[
+                    reservation.key_id.as_str().into(),
+                    reservation.request_id.as_str().into(),
+                    status.into(),
+                    kept.into(),
+                    now_ms().into(),
+                    served.as_ref().map(|served| served.model).into(),
+                    inputs.as_str().into(),
+                    now_secs().into(),
+                    amount.into(),
+                    (amount - kept).into(),
+                    kind.into(),
+                ],
+            )
+            .await?;
+        Ok(match rows.as_deref() {
+            Some(&[(balance,)]) => Some(Closed {
+                balance,
+                ended: true,
+                kept: u64::try_from(kept).unwrap_or_default(),
+            }),
+            _ => None,
+        })
+    }
+
     /// Ends a reservation (recording `task`'s result with a settle, see
     /// [`Database::settle_as`]).
     async fn end(
@@ -458,6 +544,14 @@ impl Database {
         };
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         let (key_id, request_id) = (&reservation.key_id, &reservation.request_id);
+        if task.is_none() {
+            if let Some(closed) = self
+                .end_in_one_batch(reservation, status, kind, keep, how, served)
+                .await?
+            {
+                return Ok(closed);
+            }
+        }
         write_tx!(&self.db, tx => {
             // Only the caller whose update matches `status = 'reserved'` returns credits.
             let closed: Option<(i64, i64, String, String)> = sqlx::query_as(
@@ -529,7 +623,7 @@ impl Database {
             .fetch_one(&mut *tx)
             .await
             .db()?;
-            let mut inputs = json!({ "reserved": amount, "kept": kept });
+            let mut inputs = closing_inputs(amount, kept, how, served.as_ref());
             // The surface the request came through, on the row that says what it cost too.
             let surface = serde_json::from_str::<serde_json::Value>(&charged)
                 .ok()
@@ -538,17 +632,7 @@ impl Database {
             if let Some(surface) = surface {
                 inputs["surface"] = surface;
             }
-            if matches!(how, Close::Release) {
-                inputs["released"] = json!(true);
-            }
-            let model = match served {
-                Some(served) => {
-                    inputs["attempts"] = json!(served.attempts);
-                    inputs["images"] = json!(served.images);
-                    served.model.to_owned()
-                }
-                None => model,
-            };
+            let model = served.map_or(model, |served| served.model.to_owned());
             // A settle that keeps everything still gets its (zero) row: the audit shows how
             // every reservation ended.
             let (entry, inputs) = (LedgerRow::new(key_id, kind, request_id, &model), inputs.to_string());

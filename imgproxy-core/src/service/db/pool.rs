@@ -468,7 +468,8 @@ impl Db {
 
     /// SQLite only: runs `batch`, statements that open a transaction (`BEGIN IMMEDIATE`) and
     /// end it (`COMMIT`), with `args` bound, in one round trip to the writer's thread, and
-    /// returns the rows it returned. `None` on Postgres, or when any statement failed: then
+    /// returns the rows it returned, once the commit is as safe as `commit` says. `None` on
+    /// Postgres, or when any statement failed: then
     /// nothing of the batch is kept (a transaction it left open is rolled back) and the
     /// caller takes its ordinary path, which finds out why. Each round trip inside a held
     /// write transaction keeps every other writer waiting, and under load each costs as much
@@ -476,12 +477,25 @@ impl Db {
     /// outcome SQL alone can decide is worth one batch.
     pub(super) async fn sqlite_batch<T: Decoded>(
         &self,
+        commit: Commit,
+        batch: impl SqlSafeStr,
+        args: &[Arg<'_>],
+    ) -> Result<Option<Vec<T>>> {
+        let Self::Sqlite { writer, wal, .. } = self else {
+            return Ok(None);
+        };
+        let Some(rows) = Self::sqlite_batch_on(writer, batch, args).await else {
+            return Ok(None);
+        };
+        wal.after(commit).await?;
+        Ok(Some(rows))
+    }
+
+    async fn sqlite_batch_on<T: Decoded>(
+        writer: &SqlitePool,
         batch: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Option<Vec<T>> {
-        let Self::Sqlite { writer, .. } = self else {
-            return None;
-        };
         let mut open = OpenBatch(Some(writer.acquire().await.ok()?));
         let connection = open.0.as_mut()?;
         let outcome = bind_args!(sqlx::query_as(batch), args)
