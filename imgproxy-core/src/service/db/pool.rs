@@ -18,7 +18,10 @@ use sqlx::{
     migrate::{Migration, MigrationType, Migrator},
     pool::PoolOptions,
     postgres::{PgConnectOptions, PgPool, PgRow},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteRow,
+        SqliteSynchronous,
+    },
     AssertSqlSafe, ConnectOptions, Connection, FromRow, SqlSafeStr,
 };
 
@@ -81,11 +84,60 @@ pub(crate) enum Db {
     /// other processes (the CLI) on the same file. Commits are written to the write-ahead log
     /// without waiting for the disk; `wal` then makes the durable ones durable (group commit).
     Sqlite {
-        writer: SqlitePool,
-        reader: SqlitePool,
+        writer: SqliteWriter,
+        /// `None` for an in-memory database, which lives in one connection: the writer's.
+        reader: Option<SqlitePool>,
         wal: Arc<WalSync>,
     },
     Postgres(PgPool),
+}
+
+/// SQLite's one writer connection, opened at the start and held for good rather than pooled:
+/// handing it from one writer to the next is then the wake-up of a lock. A pool hands a
+/// released connection on only after a task of its own has pinged it (a round trip to the
+/// connection's thread), so under load every writer waited out two more scheduling delays
+/// per write, and the writer, which all writes share, was the gateway's bottleneck (issue
+/// 18). Kept open, it also keeps the write-ahead log in place (see [`WalSync`]).
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteWriter(Arc<tokio::sync::Mutex<Option<SqliteConnection>>>);
+
+/// The writer connection, held by one caller; it can move into a task (see [`OpenBatch`]).
+pub(crate) struct HeldWriter(tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>);
+
+impl SqliteWriter {
+    /// Waits for the connection (callers are served in order); fails once the database is
+    /// closed.
+    pub(crate) async fn lock(&self) -> Result<HeldWriter> {
+        let held = self.0.clone().lock_owned().await;
+        match *held {
+            Some(_) => Ok(HeldWriter(held)),
+            None => Err(Error::Internal("database: closed".into())),
+        }
+    }
+
+    async fn close(&self) {
+        if let Some(connection) = self.0.lock().await.take() {
+            let _ = connection.close().await;
+        }
+    }
+}
+
+impl std::ops::Deref for HeldWriter {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("checked by `SqliteWriter::lock`"))
+    }
+}
+
+impl std::ops::DerefMut for HeldWriter {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("checked by `SqliteWriter::lock`"))
+    }
 }
 
 /// How a write transaction commits.
@@ -214,8 +266,9 @@ macro_rules! write_tx {
             $crate::service::db::pool::Db::Sqlite { writer, wal, .. } => {
                 // IMMEDIATE takes the write lock up front: a deferred transaction that reads and
                 // then writes can fail with SQLITE_BUSY without waiting for another process.
+                let mut held = writer.lock().await?;
                 let mut $tx = $crate::service::db::pool::DbExt::db(
-                    writer.begin_with("BEGIN IMMEDIATE").await,
+                    sqlx::Connection::begin_with(&mut *held, "BEGIN IMMEDIATE").await,
                 )?;
                 let done = $body;
                 wal.after($commit).await?;
@@ -239,12 +292,33 @@ macro_rules! write_tx {
     };
 }
 
-/// Runs `$body` with `$pool` bound to the pool for reads of whichever backend `$db` is.
+/// Runs `$body` with `$pool` bound to a connection for reads of whichever backend `$db` is
+/// (`&mut *pool` for each statement but the last).
 macro_rules! read_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::service::db::pool::Db::Sqlite { reader: $pool, .. } => $body,
-            $crate::service::db::pool::Db::Postgres($pool) => $body,
+            $crate::service::db::pool::Db::Sqlite {
+                reader: Some(reader),
+                ..
+            } => {
+                let mut connection = $crate::service::db::pool::DbExt::db(reader.acquire().await)?;
+                let $pool = &mut *connection;
+                $body
+            }
+            $crate::service::db::pool::Db::Sqlite {
+                writer,
+                reader: None,
+                ..
+            } => {
+                let mut held = writer.lock().await?;
+                let $pool = &mut *held;
+                $body
+            }
+            $crate::service::db::pool::Db::Postgres(pool) => {
+                let mut connection = $crate::service::db::pool::DbExt::db(pool.acquire().await)?;
+                let $pool = &mut *connection;
+                $body
+            }
         }
     };
 }
@@ -308,19 +382,19 @@ impl<T> Decoded for T where
 }
 
 /// SQLite's writer connection while a batch runs on it. If the caller goes away before it
-/// knows how the batch ended, a `ROLLBACK` is queued behind the batch on the connection's
-/// thread, so that the pool never hands out a connection inside a transaction.
-struct OpenBatch(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+/// knows how the batch ended, a task keeps the connection and sends a `ROLLBACK`, which runs
+/// after the batch on the connection's thread, so that the next writer never finds a
+/// transaction left open.
+struct OpenBatch(Option<HeldWriter>);
 
 impl Drop for OpenBatch {
     fn drop(&mut self) {
-        let (Some(mut connection), Ok(runtime)) =
-            (self.0.take(), tokio::runtime::Handle::try_current())
+        let (Some(mut held), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
         runtime.spawn(async move {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut *held).await;
         });
     }
 }
@@ -352,37 +426,26 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            // An in-memory database lives as long as a connection to it: keep exactly one.
-            let pool = sqlite_pool_options(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(options)
-                .await
-                .db()?;
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            if let Some(dir) = options.get_filename().parent() {
+                if !dir.as_os_str().is_empty() {
+                    tokio::fs::create_dir_all(dir).await.db()?;
+                }
+            }
+        }
+        let mut connection = options.connect().await.db()?;
+        if in_memory {
+            // An in-memory database lives as long as its one connection, which reads share.
             return Ok(Self::Sqlite {
-                writer: pool.clone(),
-                reader: pool,
+                writer: SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(connection)))),
+                reader: None,
                 wal: Arc::new(WalSync::new(None)),
             });
         }
-        if let Some(dir) = options.get_filename().parent() {
-            if !dir.as_os_str().is_empty() {
-                tokio::fs::create_dir_all(dir).await.db()?;
-            }
-        }
-        // Kept open: the log then lives as long as the server (see `WalSync`).
-        let writer = sqlite_pool_options(1)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(options.clone())
-            .await
-            .db()?;
         // NORMAL commits are only safe in WAL mode: refuse to run in any other.
         let mode: (String,) = sqlx::query_as("PRAGMA journal_mode")
-            .fetch_one(&writer)
+            .fetch_one(&mut connection)
             .await
             .db()?;
         if !mode.0.eq_ignore_ascii_case("wal") {
@@ -399,8 +462,8 @@ impl Db {
             .await
             .db()?;
         Ok(Self::Sqlite {
-            writer,
-            reader,
+            writer: SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(connection)))),
+            reader: Some(reader),
             wal: Arc::new(WalSync::new(Some(database))),
         })
     }
@@ -446,7 +509,10 @@ impl Db {
     /// with an advisory lock.
     pub(super) async fn migrate(&self) -> Result<()> {
         match self {
-            Self::Sqlite { writer, .. } => migrator(SQLITE_MIGRATIONS).run(writer).await.db(),
+            Self::Sqlite { writer, .. } => {
+                let mut held = writer.lock().await?;
+                migrator(SQLITE_MIGRATIONS).run(&mut *held).await.db()
+            }
             Self::Postgres(pool) => migrator(POSTGRES_MIGRATIONS).run(pool).await.db(),
         }
     }
@@ -492,20 +558,20 @@ impl Db {
     }
 
     async fn sqlite_batch_on<T: Decoded>(
-        writer: &SqlitePool,
+        writer: &SqliteWriter,
         batch: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Option<Vec<T>> {
-        let mut open = OpenBatch(Some(writer.acquire().await.ok()?));
-        let connection = open.0.as_mut()?;
+        let mut open = OpenBatch(Some(writer.lock().await.ok()?));
+        let held = open.0.as_mut()?;
         let outcome = bind_args!(sqlx::query_as(batch), args)
-            .fetch_all(&mut **connection)
+            .fetch_all(&mut **held)
             .await;
         if outcome.is_err() {
             // "No transaction is active" when the batch never began or rolled back itself.
-            let _ = sqlx::query("ROLLBACK").execute(&mut **connection).await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut **held).await;
         }
-        // Settled either way: the connection goes back to the pool as it is.
+        // Settled either way: the next writer may have the connection.
         open.0 = None;
         outcome
             .inspect_err(|error| {
@@ -553,7 +619,7 @@ impl Db {
             // trips to the writer's thread. SQLite retries its write lock under the busy
             // timeout for a statement outside a transaction, as `BEGIN IMMEDIATE` does.
             let done = bind_args!(sqlx::query(sql), args)
-                .execute(writer)
+                .execute(&mut *writer.lock().await?)
                 .await
                 .db()?;
             wal.after(commit).await?;
@@ -586,7 +652,7 @@ impl Db {
         if let Self::Sqlite { writer, wal, .. } = self {
             // As in `write_as`: one statement, no transaction around it.
             let rows = bind_args!(sqlx::query_as(sql), args)
-                .fetch_all(writer)
+                .fetch_all(&mut *writer.lock().await?)
                 .await
                 .db()?;
             wal.after(commit).await?;
@@ -602,7 +668,9 @@ impl Db {
     pub(super) async fn close(&self) {
         match self {
             Self::Sqlite { writer, reader, .. } => {
-                reader.close().await;
+                if let Some(reader) = reader {
+                    reader.close().await;
+                }
                 writer.close().await;
             }
             Self::Postgres(pool) => pool.close().await,

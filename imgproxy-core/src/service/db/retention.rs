@@ -34,7 +34,7 @@ impl Database {
             let direct = sqlx::query_scalar(
                 "SELECT image_key FROM named_images UNION SELECT image_key FROM files",
             )
-            .fetch_all(pool)
+            .fetch_all(&mut *pool)
             .await
             .db()?;
             let results = sqlx::query_scalar(
