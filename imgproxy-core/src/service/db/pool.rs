@@ -8,7 +8,7 @@ use std::{
     path::PathBuf,
     str::FromStr,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -19,8 +19,7 @@ use sqlx::{
     pool::PoolOptions,
     postgres::{PgConnectOptions, PgPool, PgRow},
     sqlite::{
-        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqliteRow,
-        SqliteSynchronous,
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteRow, SqliteSynchronous,
     },
     AssertSqlSafe, ConnectOptions, Connection, FromRow, SqlSafeStr,
 };
@@ -32,7 +31,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a pooled connection: long enough for hundreds of queued writes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// SQLite read connections; reads never block on the writer in WAL mode.
-const SQLITE_READERS: u32 = 4;
+const SQLITE_READERS: usize = 4;
 /// Postgres connections per instance; several instances share one server's limit (100).
 const POSTGRES_CONNECTIONS: u32 = 8;
 
@@ -84,59 +83,92 @@ pub(crate) enum Db {
     /// other processes (the CLI) on the same file. Commits are written to the write-ahead log
     /// without waiting for the disk; `wal` then makes the durable ones durable (group commit).
     Sqlite {
-        writer: SqliteWriter,
+        writer: SqliteConnections,
         /// `None` for an in-memory database, which lives in one connection: the writer's.
-        reader: Option<SqlitePool>,
+        reader: Option<SqliteConnections>,
         wal: Arc<WalSync>,
     },
     Postgres(PgPool),
 }
 
-/// SQLite's one writer connection, opened at the start and held for good rather than pooled:
-/// handing it from one writer to the next is then the wake-up of a lock. A pool hands a
-/// released connection on only after a task of its own has pinged it (a round trip to the
-/// connection's thread), so under load every writer waited out two more scheduling delays
-/// per write, and the writer, which all writes share, was the gateway's bottleneck (issue
-/// 18). Kept open, it also keeps the write-ahead log in place (see [`WalSync`]).
+/// SQLite connections opened at the start and held for good rather than pooled: handing one
+/// from a caller to the next is then the wake-up of a lock. A pool hands a released connection
+/// on only after a task of its own has pinged it (a round trip to the connection's thread), so
+/// under load every write waited out two more scheduling delays while every other writer
+/// waited for it, and the writer, which all writes share, was the gateway's bottleneck (issue
+/// 18). Kept open, the writer also keeps the write-ahead log in place (see [`WalSync`]).
 #[derive(Debug, Clone)]
-pub(crate) struct SqliteWriter(Arc<tokio::sync::Mutex<Option<SqliteConnection>>>);
+pub(crate) struct SqliteConnections {
+    connections: Arc<[Arc<tokio::sync::Mutex<Option<SqliteConnection>>>]>,
+    /// Where the next caller starts looking for a free connection.
+    next: Arc<AtomicUsize>,
+}
 
-/// The writer connection, held by one caller; it can move into a task (see [`OpenBatch`]).
-pub(crate) struct HeldWriter(tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>);
+/// A connection held by one caller (`None` inside once the database is closed); it can move
+/// into a task (see [`OpenBatch`]).
+pub(crate) struct Held(tokio::sync::OwnedMutexGuard<Option<SqliteConnection>>);
 
-impl SqliteWriter {
-    /// Waits for the connection (callers are served in order); fails once the database is
-    /// closed.
-    pub(crate) async fn lock(&self) -> Result<HeldWriter> {
-        let held = self.0.clone().lock_owned().await;
+impl SqliteConnections {
+    fn new(connections: Vec<SqliteConnection>) -> Self {
+        Self {
+            connections: connections
+                .into_iter()
+                .map(|connection| Arc::new(tokio::sync::Mutex::new(Some(connection))))
+                .collect(),
+            next: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A free connection, or the first of one to come free (callers of one connection are
+    /// served in order); fails after [`ACQUIRE_TIMEOUT`], or once the database is closed.
+    pub(crate) async fn lock(&self) -> Result<Held> {
+        let count = self.connections.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let free = (0..count).find_map(|i| {
+            self.connections[(start + i) % count]
+                .clone()
+                .try_lock_owned()
+                .ok()
+        });
+        let held = match free {
+            Some(held) => held,
+            None => tokio::time::timeout(
+                ACQUIRE_TIMEOUT,
+                self.connections[start % count].clone().lock_owned(),
+            )
+            .await
+            .map_err(|_| Error::Internal("database: timed out waiting for a connection".into()))?,
+        };
         match *held {
-            Some(_) => Ok(HeldWriter(held)),
+            Some(_) => Ok(Held(held)),
             None => Err(Error::Internal("database: closed".into())),
         }
     }
 
     async fn close(&self) {
-        if let Some(connection) = self.0.lock().await.take() {
-            let _ = connection.close().await;
+        for connection in self.connections.iter() {
+            if let Some(connection) = connection.lock().await.take() {
+                let _ = connection.close().await;
+            }
         }
     }
 }
 
-impl std::ops::Deref for HeldWriter {
+impl std::ops::Deref for Held {
     type Target = SqliteConnection;
 
     fn deref(&self) -> &SqliteConnection {
         self.0
             .as_ref()
-            .unwrap_or_else(|| unreachable!("checked by `SqliteWriter::lock`"))
+            .unwrap_or_else(|| unreachable!("checked by `SqliteConnections::lock`"))
     }
 }
 
-impl std::ops::DerefMut for HeldWriter {
+impl std::ops::DerefMut for Held {
     fn deref_mut(&mut self) -> &mut SqliteConnection {
         self.0
             .as_mut()
-            .unwrap_or_else(|| unreachable!("checked by `SqliteWriter::lock`"))
+            .unwrap_or_else(|| unreachable!("checked by `SqliteConnections::lock`"))
     }
 }
 
@@ -297,20 +329,8 @@ macro_rules! write_tx {
 macro_rules! read_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
-            $crate::service::db::pool::Db::Sqlite {
-                reader: Some(reader),
-                ..
-            } => {
-                let mut connection = $crate::service::db::pool::DbExt::db(reader.acquire().await)?;
-                let $pool = &mut *connection;
-                $body
-            }
-            $crate::service::db::pool::Db::Sqlite {
-                writer,
-                reader: None,
-                ..
-            } => {
-                let mut held = writer.lock().await?;
+            $crate::service::db::pool::Db::Sqlite { writer, reader, .. } => {
+                let mut held = reader.as_ref().unwrap_or(writer).lock().await?;
                 let $pool = &mut *held;
                 $body
             }
@@ -385,7 +405,7 @@ impl<T> Decoded for T where
 /// knows how the batch ended, a task keeps the connection and sends a `ROLLBACK`, which runs
 /// after the batch on the connection's thread, so that the next writer never finds a
 /// transaction left open.
-struct OpenBatch(Option<HeldWriter>);
+struct OpenBatch(Option<Held>);
 
 impl Drop for OpenBatch {
     fn drop(&mut self) {
@@ -405,13 +425,6 @@ fn pool_options<DB: sqlx::Database>(connections: u32) -> PoolOptions<DB> {
     PoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-}
-
-/// [`pool_options`] for SQLite, whose connections are never pinged before use: a connection
-/// to a local file cannot drop as a network one can, and each ping is a round trip to the
-/// connection's thread (several per request, issue 18).
-fn sqlite_pool_options(connections: u32) -> PoolOptions<sqlx::Sqlite> {
-    pool_options(connections).test_before_acquire(false)
 }
 
 impl Db {
@@ -438,7 +451,7 @@ impl Db {
         if in_memory {
             // An in-memory database lives as long as its one connection, which reads share.
             return Ok(Self::Sqlite {
-                writer: SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(connection)))),
+                writer: SqliteConnections::new(vec![connection]),
                 reader: None,
                 wal: Arc::new(WalSync::new(None)),
             });
@@ -457,13 +470,13 @@ impl Db {
         }
         let database = std::fs::canonicalize(options.get_filename()).db()?;
         // The writer has created the file and switched it to WAL before any reader opens it.
-        let reader = sqlite_pool_options(SQLITE_READERS)
-            .connect_with(options)
-            .await
-            .db()?;
+        let mut readers = Vec::with_capacity(SQLITE_READERS);
+        for _ in 0..SQLITE_READERS {
+            readers.push(options.connect().await.db()?);
+        }
         Ok(Self::Sqlite {
-            writer: SqliteWriter(Arc::new(tokio::sync::Mutex::new(Some(connection)))),
-            reader: Some(reader),
+            writer: SqliteConnections::new(vec![connection]),
+            reader: Some(SqliteConnections::new(readers)),
             wal: Arc::new(WalSync::new(Some(database))),
         })
     }
@@ -558,7 +571,7 @@ impl Db {
     }
 
     async fn sqlite_batch_on<T: Decoded>(
-        writer: &SqliteWriter,
+        writer: &SqliteConnections,
         batch: impl SqlSafeStr,
         args: &[Arg<'_>],
     ) -> Option<Vec<T>> {
