@@ -548,12 +548,12 @@ impl Db {
     /// SQLite only: runs `batch`, statements that open a transaction (`BEGIN IMMEDIATE`) and
     /// end it (`COMMIT`), with `args` bound, in one round trip to the writer's thread, and
     /// returns the rows it returned, once the commit is as safe as `commit` says. `None` on
-    /// Postgres, or when any statement failed: then
-    /// nothing of the batch is kept (a transaction it left open is rolled back) and the
-    /// caller takes its ordinary path, which finds out why. Each round trip inside a held
-    /// write transaction keeps every other writer waiting, and under load each costs as much
-    /// as the scheduler takes to run two threads (issue 18), so a hot transaction whose usual
-    /// outcome SQL alone can decide is worth one batch.
+    /// Postgres, or when any statement failed: then nothing of the batch is kept (a
+    /// transaction it left open is rolled back) and the caller takes its ordinary path, which
+    /// finds out why. Each round trip inside a write transaction keeps every other writer
+    /// waiting, and under load each costs as much as the scheduler takes to run two threads
+    /// (issue 18), so a hot transaction whose usual outcome SQL alone can decide is worth one
+    /// batch.
     pub(super) async fn sqlite_batch<T: Decoded>(
         &self,
         commit: Commit,
