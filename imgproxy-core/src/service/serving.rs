@@ -480,7 +480,7 @@ impl Service {
             _ => work.await,
         };
         // Only once it is paid for: a refunded generation must not become a free hit. The
-        // claim is released with the entry, in one commit; after a failure, on its own.
+        // claim is released with the entry, in one write; after a failure, on its own.
         if let (Ok(produced), Some(records)) = (&produced, job.records) {
             let owner = claim.as_ref().and_then(HeldClaim::holder);
             // The images are made and stored: a cache entry that cannot be written costs a

@@ -120,7 +120,8 @@ impl Database {
     }
 
     /// [`Database::cache`], and with `claim_owner`, the release of that owner's claim on the
-    /// generation in the same transaction: one commit where a generation ends.
+    /// generation with it: in one transaction on Postgres, and on SQLite in one round trip,
+    /// the entry committed first.
     pub async fn cache_and_release(
         &self,
         tenant: &str,
