@@ -457,6 +457,9 @@ def test_a_client_that_disconnects_mid_stream_pays_only_for_what_it_received(
     try:
         assert_event_stream(stream)
         wait_for(lambda: balance(server, secret) == start - GPT_LOW, 10, "the reservation of the stream in flight")
+        # The reservation comes first: leaving before the upstream call begins would (rightly)
+        # make none at all, which is not what this part is about.
+        wait_for(lambda: len(fake_openai.streams) == 1, 10, "the upstream stream to begin")
     finally:
         stream.close()
     wait_for(lambda: balance(server, secret) == start, 10, "the abandoned stream's reservation to be refunded")
