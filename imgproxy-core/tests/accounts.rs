@@ -100,7 +100,7 @@ async fn reserve_settle_refund_arithmetic(ctx: &Ctx) {
 }
 
 /// A request that goes away while its reservation is being written (a client hanging up)
-/// leaves a whole reservation or none, never an open transaction on a pooled connection:
+/// leaves a whole reservation or none, never an open transaction on a shared connection:
 /// every later write works, and the ledger adds up to the balance.
 async fn abandoned_reservations_are_all_or_nothing(ctx: &Ctx) {
     let accounts = &ctx.accounts;

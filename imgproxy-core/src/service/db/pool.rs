@@ -28,7 +28,8 @@ use crate::{Error, Result};
 
 /// How long a SQLite writer waits for another process's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a caller waits for a pooled connection: long enough for hundreds of queued writes.
+/// How long a caller waits for a connection (SQLite's held ones, Postgres's pooled ones): long
+/// enough for hundreds of queued writes.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(60);
 /// SQLite read connections; reads never block on the writer in WAL mode.
 const SQLITE_READERS: usize = 4;

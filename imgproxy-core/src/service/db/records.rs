@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AssertSqlSafe;
 
 use super::{
-    pool::{now_ms, now_secs, write_tx, Commit, DbExt},
+    pool::{bind_args, now_ms, now_secs, write_tx, Commit, DbExt},
     secret, Database,
 };
 use crate::{Error, Result};
@@ -79,14 +79,11 @@ macro_rules! file_columns {
 /// Releases the claim of `$3` on the generation of `$2` for tenant `$1`.
 const RELEASE_CLAIM: &str =
     "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $3";
-/// [`RELEASE_CLAIM`] with the owner as the sixth argument, to follow [`CACHE_ENTRY`] in one
-/// batch.
-const RELEASE_CLAIM_AS_SIXTH: &str =
-    "DELETE FROM generation_claims WHERE tenant = $1 AND cache_key = $2 AND owner = $6";
-/// Records the result of a generation: tenant, cache key, model, result, Unix seconds.
+/// Records the result of a generation: tenant, cache key, (`$3` unused: the owner of the claim
+/// [`RELEASE_CLAIM`] releases after it), model, result, Unix seconds.
 const CACHE_ENTRY: &str =
     "INSERT INTO cache_entries (tenant, cache_key, model, result, created_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, cache_key) DO UPDATE \
+     VALUES ($1, $2, $4, $5, $6) ON CONFLICT (tenant, cache_key) DO UPDATE \
      SET model = excluded.model, result = excluded.result, created_at = excluded.created_at";
 
 /// Longest name a generation may be stored under.
@@ -131,43 +128,35 @@ impl Database {
         claim_owner: Option<&str>,
     ) -> Result<()> {
         let text = serde_json::to_string(result).db()?;
+        let args = [
+            tenant.into(),
+            cache_key.into(),
+            claim_owner.into(),
+            model.into(),
+            text.as_str().into(),
+            now_secs().into(),
+        ];
+        // Lazy: an entry lost in a power cut costs one generation, never an answer.
         if self.db.is_embedded() {
             // One round trip to SQLite's writer thread for both statements, each committed on
             // its own in this order: a request waiting on the claim that sees it gone finds
             // the entry. (A crash between the two leaves the claim to fall with the instance.)
             let sql = match claim_owner {
-                Some(_) => format!("{CACHE_ENTRY}; {RELEASE_CLAIM_AS_SIXTH}"),
+                Some(_) => format!("{CACHE_ENTRY}; {RELEASE_CLAIM}"),
                 None => CACHE_ENTRY.to_owned(),
             };
-            let args = [
-                tenant.into(),
-                cache_key.into(),
-                model.into(),
-                text.as_str().into(),
-                now_secs().into(),
-                claim_owner.into(),
-            ];
-            // Lazy: an entry lost in a power cut costs one generation, never an answer.
             self.db
                 .write_as(Commit::Lazy, AssertSqlSafe(sql), &args)
                 .await?;
             return Ok(());
         }
         write_tx!(lazy &self.db, tx => {
-            sqlx::query(CACHE_ENTRY)
-                .bind(tenant)
-                .bind(cache_key)
-                .bind(model)
-                .bind(&text)
-                .bind(now_secs())
+            bind_args!(sqlx::query(CACHE_ENTRY), &args)
                 .execute(&mut *tx)
                 .await
                 .db()?;
-            if let Some(owner) = claim_owner {
-                sqlx::query(RELEASE_CLAIM)
-                    .bind(tenant)
-                    .bind(cache_key)
-                    .bind(owner)
+            if claim_owner.is_some() {
+                bind_args!(sqlx::query(RELEASE_CLAIM), &args[..3])
                     .execute(&mut *tx)
                     .await
                     .db()?;
