@@ -233,7 +233,7 @@ impl ApiClient {
         to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
     ) -> Result<Bytes, ProviderError> {
         let response = self.send(request, to_error).await?;
-        response.bytes().await.map_err(transport_error)
+        self.read_body(response).await
     }
 
     /// The whole body of `response` if its status is a 2xx, else the error `to_error` makes of
@@ -244,7 +244,7 @@ impl ApiClient {
         to_error: impl FnOnce(u16, Option<Duration>, &[u8]) -> ProviderError,
     ) -> Result<Bytes, ProviderError> {
         let response = self.check(response).await.map_err(|r| r.map(to_error))?;
-        response.bytes().await.map_err(transport_error)
+        self.read_body(response).await
     }
 
     /// `response` if its status is a 2xx, else its [`Rejection`].

@@ -155,7 +155,7 @@ pub async fn images_call(
         Some(partials) => stream::read(response, partials, model, to_error).await?,
         None => {
             let status = response.status().as_u16();
-            let answer = response.bytes().await.map_err(upstream::transport_error)?;
+            let answer = api.read_body(response).await?;
             convert::parse_response(&answer).map_err(|malformed| {
                 // Some services refuse with a success status and the error envelope (Azure's
                 // older content filter answer, providers-2.md §10.4): that is their error.

@@ -359,6 +359,30 @@ async fn malformed_truncated_or_empty_bodies_are_502() -> TestResult {
     Ok(())
 }
 
+/// An answer carrying its images inline is read within the same limit as a download: an
+/// upstream cannot make the gateway hold an unbounded body.
+#[tokio::test]
+async fn answers_larger_than_the_limit_are_502() -> TestResult {
+    let case = &CASES[0];
+    let body = json!({"created": 1, "data": case.images(1)}).to_string();
+    let server = server_expecting(case, 1, ok_json(serde_json::from_str(&body)?)).await;
+    let mut config = config(&server);
+    let limit = body.len() - 1;
+    config.upstream.max_download_bytes = limit;
+    let gateway = gateway(Catalog::embedded()?, vec![config])?;
+
+    let error = gateway
+        .generate(serde_json::from_value(case.request(1))?)
+        .await
+        .err()
+        .ok_or("the answer must be refused")?;
+
+    assert_eq!(error.status(), 502);
+    let expected = format!("the upstream response is larger than {limit} bytes");
+    assert!(error.to_string().contains(&expected), "{error}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn slow_upstream_is_504() -> TestResult {
     for case in &CASES {
@@ -486,12 +510,14 @@ async fn compatible_upstream_uses_its_own_url_and_key_and_images_are_downloaded(
 
 #[tokio::test]
 async fn failed_or_oversized_downloads_are_502() -> TestResult {
+    // The limit takes the generation's answer (its URL) but not the download.
+    let oversized = [PNG, &[0; 1024]].concat();
     for (download, limit, expected) in [
         (ResponseTemplate::new(404), 1024, "HTTP 404"),
         (
-            ResponseTemplate::new(200).set_body_raw(PNG, "image/png"),
-            8,
-            "larger than 8 bytes",
+            ResponseTemplate::new(200).set_body_raw(oversized, "image/png"),
+            1024,
+            "a generated image is larger than 1024 bytes",
         ),
     ] {
         let compat = MockServer::start().await;
