@@ -42,6 +42,8 @@ pub struct ProviderSettings {
     pub more_keys: Vec<SecretString>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Largest body read from the upstream.
+    pub max_response_bytes: usize,
     /// Cap on calls in flight.
     pub max_concurrent: Option<usize>,
     /// Azure OpenAI's `api-version`; `None` means its default.
@@ -65,7 +67,8 @@ macro_rules! start {
         let settings: &ProviderSettings = $settings;
         let mut upstream = UpstreamSettings::new(settings.api_key.expose_secret())
             .with_more_keys(settings.more_keys.iter().cloned())
-            .with_timeout(settings.timeout);
+            .with_timeout(settings.timeout)
+            .with_max_download_bytes(settings.max_response_bytes);
         upstream.base_url.clone_from(&settings.base_url);
         let config = <$config>::from(upstream);
         $(let config = $config { $also: settings.$also.clone(), ..config };)*

@@ -93,7 +93,8 @@ pub struct UpstreamSettings {
     /// bounded by its model's `deadline_secs` instead.
     pub timeout: Option<Duration>,
     /// Largest body read from the upstream: a downloaded image, an answer carrying images
-    /// inline, an error (default [`DEFAULT_MAX_DOWNLOAD_BYTES`]).
+    /// inline, one event of a streamed answer, an error (default
+    /// [`DEFAULT_MAX_DOWNLOAD_BYTES`]).
     pub max_download_bytes: usize,
 }
 

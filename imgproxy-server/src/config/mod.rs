@@ -299,6 +299,9 @@ pub struct ProviderTable {
     pub api_key_env: Option<String>,
     /// Per-request upstream timeout in seconds.
     pub timeout_secs: Option<u64>,
+    /// Largest body read from this upstream: an answer with its images inline, one event of a
+    /// streamed answer, a downloaded image, an error (default 50 MiB).
+    pub max_response_bytes: Option<std::num::NonZeroUsize>,
     /// Most calls to this provider in flight at once, across all requests (default: no cap).
     pub max_concurrent: Option<usize>,
     /// Azure OpenAI only: the `api-version`; a dated one selects the deployment form (default

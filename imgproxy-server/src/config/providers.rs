@@ -144,6 +144,10 @@ impl ProviderTable {
             timeout: Duration::from_secs(
                 self.timeout_secs.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_SECS),
             ),
+            max_response_bytes: self.max_response_bytes.map_or(
+                imgproxy_core::upstream::DEFAULT_MAX_DOWNLOAD_BYTES,
+                std::num::NonZeroUsize::get,
+            ),
             max_concurrent: self.max_concurrent,
             api_version: self.api_version,
             deployments: self.deployments,

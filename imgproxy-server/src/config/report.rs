@@ -40,6 +40,7 @@ impl Settings {
                     "api_key": "(set)",
                     "api_keys": 1 + p.more_keys.len(),
                     "timeout_secs": secs(p.timeout),
+                    "max_response_bytes": p.max_response_bytes,
                     "max_concurrent": p.max_concurrent,
                 });
                 // Azure's own settings, shown only where set.

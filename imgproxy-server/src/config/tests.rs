@@ -89,6 +89,12 @@ fn a_provider_takes_a_pool_of_keys_from_its_variable_or_its_table() {
         let shown = format!("{err:#}");
         assert!(shown.contains("api_key"), "{text}: {shown}");
     }
+    let err = Config::from_toml("[providers.xai]\nmax_response_bytes = 0\n").unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains("max_response_bytes") && shown.contains("nonzero"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -184,6 +190,7 @@ fn catalog_routing_fetch_and_compatible_providers_parse() {
         base_url = "http://gw/v1"
         api_key_env = "GW_KEY"
         max_concurrent = 3
+        max_response_bytes = 1048576
         [[models]]
         id = "gw-flux"
         provider = "gw"
@@ -200,6 +207,7 @@ fn catalog_routing_fetch_and_compatible_providers_parse() {
     assert_eq!(settings.listen.port(), 9000);
     assert_eq!(settings.providers[0].name, "gw");
     assert_eq!(settings.providers[0].max_concurrent, Some(3));
+    assert_eq!(settings.providers[0].max_response_bytes, 1_048_576);
     assert_eq!(settings.models[0].id, "gw-flux");
     assert_eq!(settings.remap["dall-e-3"], "gpt-image-2");
     assert_eq!(settings.routing["flux-1.1-pro"], ["bfl", "replicate"]);

@@ -152,7 +152,9 @@ pub async fn images_call(
         .partials
         .filter(|_| convert::streamed_partials(&request).is_some())
     {
-        Some(partials) => stream::read(response, partials, model, to_error).await?,
+        Some(partials) => {
+            stream::read(response, partials, model, to_error, api.max_body_bytes()).await?
+        }
         None => {
             let status = response.status().as_u16();
             let answer = api.read_body(response).await?;

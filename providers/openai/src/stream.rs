@@ -31,25 +31,28 @@ struct StreamEvent {
 
 /// Reads the event stream of `response` to its end: partials go to `partials`, completed
 /// images are returned as a parsed response, an error event is what `to_error` makes of it.
+/// No event may hold more than `max_event_bytes` (the client's body limit: a completed image
+/// is one event).
 pub(crate) async fn read(
     mut response: reqwest::Response,
     partials: &PartialSender,
     model: &str,
     to_error: ErrorMapping,
+    max_event_bytes: usize,
 ) -> Result<ParsedResponse, ProviderError> {
     let mut parsed = ParsedResponse {
         images: Vec::new(),
         usage: None,
         extra: ImageMeta::default(),
     };
-    let mut buffer = BytesMut::new();
+    let mut events = Events::default();
     loop {
         let chunk = response.chunk().await.map_err(upstream::transport_error)?;
         let ended = chunk.is_none();
         if let Some(chunk) = chunk {
-            buffer.extend_from_slice(&chunk);
+            events.pending.extend_from_slice(&chunk);
         }
-        while let Some(event) = next_event(&mut buffer, ended) {
+        while let Some(event) = events.next(ended) {
             if handle(&event, partials, &mut parsed, model, to_error)? {
                 return finish(parsed);
             }
@@ -57,34 +60,62 @@ pub(crate) async fn read(
         if ended {
             return finish(parsed);
         }
+        if events.pending.len() > max_event_bytes {
+            return Err(upstream::failed(format!(
+                "a streamed event is larger than {max_event_bytes} bytes"
+            )));
+        }
     }
 }
 
-/// The data of the next complete event in `buffer` (its `data:` lines joined), removed from
-/// it with any data-less blocks before it (comments such as `: keep-alive`); at the end of the
-/// stream, whatever is left counts as the last event.
-fn next_event(buffer: &mut BytesMut, ended: bool) -> Option<String> {
-    loop {
-        let text = String::from_utf8_lossy(buffer);
-        let boundary = ["\r\n\r\n", "\n\n"]
-            .iter()
-            .filter_map(|sep| text.find(sep).map(|at| (at, sep.len())))
-            .min();
-        let (end, skip) = match boundary {
-            Some(found) => found,
-            None if ended && !text.trim().is_empty() => (text.len(), 0),
-            None => return None,
-        };
-        let block = text[..end].to_owned();
-        let _ = buffer.split_to(end + skip);
-        let data: Vec<&str> = block
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|line| line.strip_prefix(' ').unwrap_or(line))
-            .collect();
-        if !data.is_empty() {
-            return Some(data.join("\n"));
+/// The stream's bytes not yet read as events, and how far they are known to hold no event's
+/// end: each byte is searched once, however many chunks a megabyte event arrives in.
+#[derive(Default)]
+struct Events {
+    pending: BytesMut,
+    searched: usize,
+}
+
+impl Events {
+    /// The data of the next complete event (its `data:` lines joined), removed with any
+    /// data-less blocks before it (comments such as `: keep-alive`); at the end of the stream,
+    /// whatever is left counts as the last event.
+    fn next(&mut self, ended: bool) -> Option<String> {
+        loop {
+            let (end, skip) = match self.boundary() {
+                Some(found) => found,
+                None if ended && !self.pending.trim_ascii().is_empty() => (self.pending.len(), 0),
+                None => return None,
+            };
+            let block = self.pending.split_to(end + skip);
+            self.searched = 0;
+            let text = String::from_utf8_lossy(&block[..end]);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|line| line.strip_prefix(' ').unwrap_or(line))
+                .collect();
+            if !data.is_empty() {
+                return Some(data.join("\n"));
+            }
         }
+    }
+
+    /// Where the first blank line (`\n\n` or `\r\n\r\n`) begins, and its length.
+    fn boundary(&mut self) -> Option<(usize, usize)> {
+        let bytes = &self.pending[..];
+        // A blank line may have begun in the last 3 bytes already searched.
+        let from = self.searched.saturating_sub(3);
+        for at in memchr::memchr_iter(b'\n', &bytes[from..]).map(|at| from + at) {
+            if bytes.get(at + 1) == Some(&b'\n') {
+                return Some((at, 2));
+            }
+            if at >= 1 && bytes[at - 1] == b'\r' && bytes.get(at + 1..at + 3) == Some(b"\r\n") {
+                return Some((at - 1, 4));
+            }
+        }
+        self.searched = bytes.len();
+        None
     }
 }
 
@@ -164,13 +195,30 @@ mod tests {
 
     #[test]
     fn events_split_on_blank_lines_and_comments_carry_nothing() {
-        let mut buffer = BytesMut::from(
-            ": keep-alive\n\nevent: x\ndata: {\"a\":1}\n\nevent: y\r\ndata: {\"b\":2}\r\n\r\ndata: [DO",
+        let mut events = Events::default();
+        events.pending.extend_from_slice(
+            b": keep-alive\n\nevent: x\ndata: {\"a\":1}\n\nevent: y\r\ndata: {\"b\":2}\r\n\r\ndata: [DO",
         );
-        assert_eq!(next_event(&mut buffer, false).as_deref(), Some("{\"a\":1}"));
-        assert_eq!(next_event(&mut buffer, false).as_deref(), Some("{\"b\":2}"));
-        assert_eq!(next_event(&mut buffer, false), None);
-        buffer.extend_from_slice(b"NE]");
-        assert_eq!(next_event(&mut buffer, true).as_deref(), Some("[DONE]"));
+        assert_eq!(events.next(false).as_deref(), Some("{\"a\":1}"));
+        assert_eq!(events.next(false).as_deref(), Some("{\"b\":2}"));
+        assert_eq!(events.next(false), None);
+        events.pending.extend_from_slice(b"NE]");
+        assert_eq!(events.next(true).as_deref(), Some("[DONE]"));
+    }
+
+    #[test]
+    fn an_event_split_anywhere_reads_the_same() {
+        let stream = b"data: {\"a\":\r\ndata: 1}\r\n\r\n: ping\n\ndata: [DONE]\n\n";
+        for size in 1..stream.len() {
+            let mut events = Events::default();
+            let mut read = Vec::new();
+            for chunk in stream.chunks(size) {
+                events.pending.extend_from_slice(chunk);
+                while let Some(event) = events.next(false) {
+                    read.push(event);
+                }
+            }
+            assert_eq!(read, ["{\"a\":\n1}", "[DONE]"], "chunks of {size}");
+        }
     }
 }

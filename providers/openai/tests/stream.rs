@@ -237,3 +237,31 @@ async fn a_mask_goes_as_its_own_part_after_the_images() -> TestResult {
     assert_eq!(mask_part.content_type.as_deref(), Some("image/png"));
     Ok(())
 }
+
+/// An event is held until its blank line arrives, within the body limit: an upstream that
+/// never ends one cannot make the gateway hold an unbounded stream.
+#[tokio::test]
+async fn an_event_larger_than_the_limit_fails_the_call() -> TestResult {
+    let server = MockServer::start().await;
+    let endless = format!("event: x\ndata: {}", "A".repeat(4096));
+    mount_stream(&server, endless).await;
+    let mut config = OpenAIConfig::new("sk-stream-test");
+    config.upstream.base_url = Some(server.uri());
+    config.upstream.max_download_bytes = 1024;
+    let request = validated(
+        json!({"model": "gpt-image-2", "prompt": "p", "stream": true, "partial_images": 1}),
+    )?;
+    let (sender, _receiver) = mpsc::unbounded_channel::<PartialImage>();
+    let failure = OpenAIProvider::new(config)?
+        .generate(streamed(&request, &sender))
+        .await
+        .err();
+    match failure {
+        Some(ProviderError::Failed { message }) => assert!(
+            message.contains("a streamed event is larger than 1024 bytes"),
+            "{message}"
+        ),
+        other => return Err(format!("unexpected {other:?}").into()),
+    }
+    Ok(())
+}
