@@ -60,7 +60,9 @@
 #        and the gateway's data dirs; /dev/shm takes the disk, SQLite's fsyncs included, out),
 #        GLIBC_TUNABLES (also given to the gateway, whose environment is otherwise clean;
 #        glibc.malloc.mmap_threshold=131072 has every large buffer mapped and unmapped, so
-#        that the peak RSS counts live memory, not what the allocator keeps for reuse)
+#        that the peak RSS counts live memory, not what the allocator keeps for reuse),
+#        TOKIO_WORKER_THREADS (also given to the gateway: its async worker threads, one per
+#        CPU by default; 1 leaves the other core to nginx and wrk)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -211,6 +213,7 @@ gateway_phase() { # response_format, miss | hit, connections
     local env=(env -i PATH="$PATH" HOME="$WORK" RUST_LOG=info NO_COLOR=1
         OPENAI_API_KEY=sk-bench OPENAI_BASE_URL="$UPSTREAM")
     [ -z "${GLIBC_TUNABLES:-}" ] || env+=(GLIBC_TUNABLES="$GLIBC_TUNABLES")
+    [ -z "${TOKIO_WORKER_THREADS:-}" ] || env+=(TOKIO_WORKER_THREADS="$TOKIO_WORKER_THREADS")
     if [ -n "$MASTER_KEY" ]; then
         env+=(IMGPROXY_MASTER_KEY="$MASTER_KEY")
         secret="$("${env[@]}" "$BIN" keys create --data-dir "$data" --name bench --credits 1000000000 \
@@ -287,7 +290,7 @@ fi
 echo
 echo "POST /v1/images/generations, one ${PNG_BYTES}-byte 1024x1024 PNG (${B64_CHARS} characters of base64) from an nginx fake OpenAI;"
 echo "wrk -d$DURATION per phase (c1: -t1, c8: -t2); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
-echo "imgproxy $(basename "$BIN") at $BIN, $([ "$METERED" = 1 ] && echo "metered (an issued key with credits)" || echo "open (no master key, unmetered)"); $LITELLM_RUN"
+echo "imgproxy $(basename "$BIN") at $BIN, $([ "$METERED" = 1 ] && echo "metered (an issued key with credits)" || echo "open (no master key, unmetered)")$([ -z "${TOKIO_WORKER_THREADS:-}" ] || echo ", TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS")$([ -z "${GLIBC_TUNABLES:-}" ] || echo ", GLIBC_TUNABLES=$GLIBC_TUNABLES"); $LITELLM_RUN"
 awk -F'\t' -v image="$PNG_BYTES" '
     { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; errors[$1] = $5; idle[$1] = $6; peak[$1] = $7; cpu[$1] = $8; order[NR] = $1; bad += $5 }
     function mb(kb) { return kb == "-" ? "-" : sprintf("%.1f", kb / 1024) }
