@@ -62,7 +62,11 @@
 #        glibc.malloc.mmap_threshold=131072 has every large buffer mapped and unmapped, so
 #        that the peak RSS counts live memory, not what the allocator keeps for reuse),
 #        TOKIO_WORKER_THREADS (also given to the gateway: its async worker threads, one per
-#        CPU by default; 1 leaves the other core to nginx and wrk)
+#        CPU by default; 1 leaves the other core to nginx and wrk),
+#        COMPARE (a second imgproxy binary: an A/B run instead, the two taking turns on the
+#        phases COMPARE_PHASES, default b64_json:miss:8, format:mode:connections separated by
+#        spaces, for ROUNDS rounds, default 2; no LiteLLM; a change is measured against the
+#        binary before it in one run, since single phases here move by up to 1.5x between runs)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -73,6 +77,9 @@ BIN="${1:-${IMGPROXY_BIN:-$ROOT/target/release/imgproxy}}"
 DURATION="${DURATION:-10s}"
 METERED="${METERED:-1}"
 LITELLM="${LITELLM:-1}"
+COMPARE="${COMPARE:-}"
+ROUNDS="${ROUNDS:-2}"
+COMPARE_PHASES="${COMPARE_PHASES:-b64_json:miss:8}"
 LITELLM_SPEC="${LITELLM_SPEC:-litellm[proxy]}"
 LITELLM_VENV="$ROOT/.bench/litellm-venv"
 MODEL=gpt-image-2
@@ -80,6 +87,10 @@ MEMORY_CACHE_BYTES=$((64 * 1024 * 1024))
 LUA="$ROOT/tests/bench/gateway.lua"
 
 need_release_binary "$BIN"
+if [ -n "$COMPARE" ]; then
+    need_release_binary "$COMPARE"
+    LITELLM=0
+fi
 
 # -- tools ----------------------------------------------------------------------------------
 need_nginx_and_wrk
@@ -206,8 +217,8 @@ printf '[storage]\nmemory_cache_bytes = %d\n' "$MEMORY_CACHE_BYTES" >"$WORK/imgp
 MASTER_KEY=""
 [ "$METERED" = 1 ] && MASTER_KEY="bench-master-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
 phase=0
-gateway_phase() { # response_format, miss | hit, connections
-    local format="$1" mode="$2" connections="$3" data="$WORK/data-$phase" secret=""
+gateway_phase() { # binary, label, response_format, miss | hit, connections
+    local bin="$1" label="$2" format="$3" mode="$4" connections="$5" data="$WORK/data-$phase" secret=""
     phase=$((phase + 1))
     mkdir -p "$data"
     local env=(env -i PATH="$PATH" HOME="$WORK" RUST_LOG=info NO_COLOR=1
@@ -216,11 +227,11 @@ gateway_phase() { # response_format, miss | hit, connections
     [ -z "${TOKIO_WORKER_THREADS:-}" ] || env+=(TOKIO_WORKER_THREADS="$TOKIO_WORKER_THREADS")
     if [ -n "$MASTER_KEY" ]; then
         env+=(IMGPROXY_MASTER_KEY="$MASTER_KEY")
-        secret="$("${env[@]}" "$BIN" keys create --data-dir "$data" --name bench --credits 1000000000 \
+        secret="$("${env[@]}" "$bin" keys create --data-dir "$data" --name bench --credits 1000000000 \
             2>>"$WORK/imgproxy.log" | python3 -c 'import json, sys; print(json.load(sys.stdin)["secret"])')" \
             || die "cannot issue a key"
     fi
-    "${env[@]}" "$BIN" serve --config "$WORK/imgproxy.toml" --listen "127.0.0.1:$GATEWAY_PORT" --data-dir "$data" \
+    "${env[@]}" "$bin" serve --config "$WORK/imgproxy.toml" --listen "127.0.0.1:$GATEWAY_PORT" --data-dir "$data" \
         >>"$WORK/imgproxy.log" 2>&1 &
     GATEWAY_PID=$!
     wait_http "http://127.0.0.1:$GATEWAY_PORT/healthz" || { tail -20 "$WORK/imgproxy.log" >&2; die "imgproxy did not start"; }
@@ -235,7 +246,7 @@ gateway_phase() { # response_format, miss | hit, connections
         done
     fi
     sleep 1
-    measure "imgproxy $format $mode c$connections" "$GATEWAY" "$connections" "$mode" "$format" "$secret" "$GATEWAY_PID"
+    measure "$label $format $mode c$connections" "$GATEWAY" "$connections" "$mode" "$format" "$secret" "$GATEWAY_PID"
     if [ "$mode" = hit ]; then
         check_request "$GATEWAY" "$secret" "a lighthouse at dusk" "$format" HIT
     else
@@ -244,13 +255,25 @@ gateway_phase() { # response_format, miss | hit, connections
     stop_pid "$GATEWAY_PID" TERM
     GATEWAY_PID=""
 }
-for format in b64_json url; do
-    for mode in miss hit; do
-        for connections in 1 8; do
-            gateway_phase "$format" "$mode" "$connections"
+if [ -z "$COMPARE" ]; then
+    for format in b64_json url; do
+        for mode in miss hit; do
+            for connections in 1 8; do
+                gateway_phase "$BIN" imgproxy "$format" "$mode" "$connections"
+            done
         done
     done
-done
+else
+    # A/B: the two binaries take turns, phase by phase, round by round, so that both meet
+    # the same state of the machine (other load, the disk's recently deleted inodes).
+    for round in $(seq 1 "$ROUNDS"); do
+        for phase_spec in $COMPARE_PHASES; do
+            IFS=: read -r format mode connections <<<"$phase_spec"
+            gateway_phase "$BIN" "A r$round" "$format" "$mode" "$connections"
+            gateway_phase "$COMPARE" "B r$round" "$format" "$mode" "$connections"
+        done
+    done
+fi
 
 # -- LiteLLM --------------------------------------------------------------------------------
 LITELLM_RUN="LiteLLM not run"
@@ -290,8 +313,9 @@ fi
 echo
 echo "POST /v1/images/generations, one ${PNG_BYTES}-byte 1024x1024 PNG (${B64_CHARS} characters of base64) from an nginx fake OpenAI;"
 echo "wrk -d$DURATION per phase (c1: -t1, c8: -t2); $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end;"
+[ -z "$COMPARE" ] || echo "A/B: A = $BIN, B = $COMPARE, taking turns over $ROUNDS rounds"
 echo "imgproxy $(basename "$BIN") at $BIN, $([ "$METERED" = 1 ] && echo "metered (an issued key with credits)" || echo "open (no master key, unmetered)")$([ -z "${TOKIO_WORKER_THREADS:-}" ] || echo ", TOKIO_WORKER_THREADS=$TOKIO_WORKER_THREADS")$([ -z "${GLIBC_TUNABLES:-}" ] || echo ", GLIBC_TUNABLES=$GLIBC_TUNABLES"); $LITELLM_RUN"
-awk -F'\t' -v image="$PNG_BYTES" '
+awk -F'\t' -v image="$PNG_BYTES" -v compare="$COMPARE" '
     { rps[$1] = $2; p50[$1] = $3; p99[$1] = $4; errors[$1] = $5; idle[$1] = $6; peak[$1] = $7; cpu[$1] = $8; order[NR] = $1; bad += $5 }
     function mb(kb) { return kb == "-" ? "-" : sprintf("%.1f", kb / 1024) }
     function have(a, b) { return (a in rps) && (b in rps) && rps[b] > 0 }
@@ -307,6 +331,12 @@ awk -F'\t' -v image="$PNG_BYTES" '
         for (i = 1; i <= NR; i++) {
             n = order[i]
             printf "%-26s %9.1f %9.2f %9.2f %7d %9s %9s %10s\n", n, rps[n], p50[n] / 1000, p99[n] / 1000, errors[n], mb(idle[n]), mb(peak[n]), cpu[n]
+        }
+        if (compare != "") {
+            print "\nmemory per request in flight, miss phases at 8 connections:"
+            for (i = 1; i <= NR; i++) if (order[i] ~ /^[AB] .* c8$/) printf "  %-24s %s\n", order[i], per_flight(order[i])
+            if (bad > 0) print "WARNING: wrk saw errors or non-2xx answers: this run is not valid"
+            exit
         }
         print "\nissue 18 ratios (target in brackets):"
         for (f = 1; f <= 2; f++) {

@@ -173,7 +173,7 @@ impl Fal {
         }
         let response = request.send().await.map_err(upstream::transport_error)?;
         Ok(match api.check(response).await {
-            Ok(response) => Ok(response.bytes().await.map_err(upstream::transport_error)?),
+            Ok(response) => Ok(api.read_body(response).await?),
             Err(rejection) => Err(rejection),
         })
     }
