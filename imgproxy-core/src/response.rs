@@ -46,35 +46,41 @@ impl ImageResponse {
     /// costs several times its encoding (issue 18). The parts read exactly as
     /// `serde_json::to_vec(&self)` would.
     pub fn into_json_parts(mut self) -> crate::Result<Vec<Bytes>> {
-        // Each inline image leaves `"b64_json":""` in the JSON: the quotes of a JSON string
-        // are escaped, so no value can hold that text, and `data` is written before the
-        // fields whose keys pass through (`usage`), so the marks found in order are the images'.
-        const MARK: &[u8] = br#""b64_json":"""#;
         let inline: Vec<String> = self
             .data
             .iter_mut()
             .filter_map(|image| image.b64_json.as_mut().map(std::mem::take))
             .collect();
-        let json = Bytes::from(
-            serde_json::to_vec(&self)
-                .map_err(|e| crate::Error::Internal(format!("writing an image response: {e}")))?,
-        );
-        let mut parts = Vec::with_capacity(2 * inline.len() + 1);
-        let mut start = 0;
-        for text in inline {
-            let found = json[start..]
-                .windows(MARK.len())
-                .position(|window| window == MARK)
-                .ok_or_else(|| crate::Error::Internal("an inline image left no mark".into()))?;
-            // Between the string's quotes.
-            let inside = start + found + MARK.len() - 1;
-            parts.push(json.slice(start..inside));
-            parts.push(json_string_contents(text)?);
-            start = inside;
-        }
-        parts.push(json.slice(start..));
-        Ok(parts)
+        spliced(&self, inline)
     }
+}
+
+/// The JSON of `value`, whose base64 strings were taken out (left as `"b64_json":""`), in
+/// parts with `texts` put back in order, each a part of its own. Each left string reads
+/// `"b64_json":""` in the JSON: the quotes of a JSON string are escaped, so no value can hold
+/// that text, and the strings taken out come before any field whose keys pass through
+/// (`usage`), so the marks found in order are theirs.
+fn spliced(value: &impl Serialize, texts: Vec<String>) -> crate::Result<Vec<Bytes>> {
+    const MARK: &[u8] = br#""b64_json":"""#;
+    let json = Bytes::from(
+        serde_json::to_vec(value)
+            .map_err(|e| crate::Error::Internal(format!("writing an image answer: {e}")))?,
+    );
+    let mut parts = Vec::with_capacity(2 * texts.len() + 1);
+    let mut start = 0;
+    for text in texts {
+        let found = json[start..]
+            .windows(MARK.len())
+            .position(|window| window == MARK)
+            .ok_or_else(|| crate::Error::Internal("an inline image left no mark".into()))?;
+        // Between the string's quotes.
+        let inside = start + found + MARK.len() - 1;
+        parts.push(json.slice(start..inside));
+        parts.push(json_string_contents(text)?);
+        start = inside;
+    }
+    parts.push(json.slice(start..));
+    Ok(parts)
 }
 
 /// `text` as the contents of a JSON string: as it is when it is base64 (always, from
@@ -138,6 +144,15 @@ pub struct ImageStreamEvent {
     pub usage: Option<Usage>,
     /// Credits charged (on the last completed event, metered keys only).
     pub credits_used: Option<u64>,
+}
+
+impl ImageStreamEvent {
+    /// This event's JSON in parts, its base64 a part of its own, neither copied nor escaped
+    /// (see [`ImageResponse::into_json_parts`]): a completed event carries a whole image.
+    pub fn into_json_parts(mut self) -> crate::Result<Vec<Bytes>> {
+        let text = std::mem::take(&mut self.b64_json);
+        spliced(&self, vec![text])
+    }
 }
 
 /// One image: inline base64 or a URL served by imgproxy.
@@ -229,6 +244,31 @@ mod tests {
         let parts = response.into_json_parts().unwrap();
         assert_eq!(parts.len(), 7, "three inline images cut the JSON in seven");
         assert_eq!(parts.concat(), whole);
+    }
+
+    #[test]
+    fn stream_event_parts_read_as_the_whole_json() {
+        let mut usage = Usage::default();
+        usage.extra.insert("b64_json".into(), json!(""));
+        for b64_json in [
+            crate::b64::encode(&[7; 5000]),
+            String::new(),
+            "not \"base64\"".into(),
+        ] {
+            let event = ImageStreamEvent {
+                kind: "image_generation.completed".into(),
+                b64_json,
+                partial_image_index: None,
+                created_at: 1,
+                meta: ImageMeta::default(),
+                usage: Some(usage.clone()),
+                credits_used: Some(2),
+            };
+            let whole = serde_json::to_vec(&event).unwrap();
+            let parts = event.into_json_parts().unwrap();
+            assert_eq!(parts.len(), 3);
+            assert_eq!(parts.concat(), whole);
+        }
     }
 
     #[test]

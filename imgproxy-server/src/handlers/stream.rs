@@ -80,9 +80,10 @@ impl Shape for Surface {
     }
 
     fn completed(&mut self, state: &AppState, served: &Served) -> Vec<Bytes> {
+        let kind = self.event("completed");
         completed_events(state, served, *self)
-            .iter()
-            .map(|event| sse(&self.event("completed"), event))
+            .into_iter()
+            .flat_map(|event| image_sse(&kind, event))
             .collect()
     }
 
@@ -223,6 +224,21 @@ impl Streaming {
 pub fn sse(event: &str, data: &impl serde::Serialize) -> Bytes {
     let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
+}
+
+/// One `event:` + `data:` block carrying an image, in parts: its base64 goes out as it is
+/// (`ImageStreamEvent::into_json_parts`), not escaped byte by byte into a copy.
+fn image_sse(event: &str, data: ImageStreamEvent) -> Vec<Bytes> {
+    match data.into_json_parts() {
+        Ok(parts) => std::iter::once(Bytes::from(format!("event: {event}\ndata: ")))
+            .chain(parts)
+            .chain(std::iter::once(Bytes::from_static(b"\n\n")))
+            .collect(),
+        Err(error) => {
+            tracing::error!(%error, "writing a streamed image event");
+            vec![sse("error", &error_envelope(&error))]
+        }
+    }
 }
 
 /// OpenAI's `{"error": {...}}` of a failure after the stream began (the SDKs raise it).
